@@ -1,0 +1,33 @@
+# meter: `make run` starts the service on a fresh machine, `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install proto run test migrate audit clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+proto: $(STAMP)
+	$(BIN)/python scripts/generate_protos.py
+
+run: $(STAMP)
+	$(BIN)/meter serve
+
+migrate: $(STAMP)
+	$(BIN)/meter migrate
+
+audit: $(STAMP)
+	$(BIN)/meter audit
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .meter .pytest_cache build src/*.egg-info

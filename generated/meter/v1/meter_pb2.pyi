@@ -1,0 +1,311 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Pool(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    POOL_UNSPECIFIED: _ClassVar[Pool]
+    POOL_ALLOWANCE: _ClassVar[Pool]
+    POOL_PURCHASED: _ClassVar[Pool]
+
+class WarningLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WARNING_LEVEL_UNSPECIFIED: _ClassVar[WarningLevel]
+    WARNING_LEVEL_NONE: _ClassVar[WarningLevel]
+    WARNING_LEVEL_PERCENT_80: _ClassVar[WarningLevel]
+    WARNING_LEVEL_PERCENT_90: _ClassVar[WarningLevel]
+    WARNING_LEVEL_PERCENT_95: _ClassVar[WarningLevel]
+    WARNING_LEVEL_EXHAUSTED: _ClassVar[WarningLevel]
+
+class ReservationStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESERVATION_STATUS_UNSPECIFIED: _ClassVar[ReservationStatus]
+    RESERVATION_STATUS_OPEN: _ClassVar[ReservationStatus]
+    RESERVATION_STATUS_COMMITTED: _ClassVar[ReservationStatus]
+    RESERVATION_STATUS_RELEASED: _ClassVar[ReservationStatus]
+    RESERVATION_STATUS_EXPIRED: _ClassVar[ReservationStatus]
+POOL_UNSPECIFIED: Pool
+POOL_ALLOWANCE: Pool
+POOL_PURCHASED: Pool
+WARNING_LEVEL_UNSPECIFIED: WarningLevel
+WARNING_LEVEL_NONE: WarningLevel
+WARNING_LEVEL_PERCENT_80: WarningLevel
+WARNING_LEVEL_PERCENT_90: WarningLevel
+WARNING_LEVEL_PERCENT_95: WarningLevel
+WARNING_LEVEL_EXHAUSTED: WarningLevel
+RESERVATION_STATUS_UNSPECIFIED: ReservationStatus
+RESERVATION_STATUS_OPEN: ReservationStatus
+RESERVATION_STATUS_COMMITTED: ReservationStatus
+RESERVATION_STATUS_RELEASED: ReservationStatus
+RESERVATION_STATUS_EXPIRED: ReservationStatus
+
+class Balance(_message.Message):
+    __slots__ = ("account_id", "allowance_remaining", "purchased_remaining", "held", "available", "debt", "plan_id", "period_start", "period_end", "allowance_total", "used_this_period", "warning_level")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    ALLOWANCE_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    PURCHASED_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    DEBT_FIELD_NUMBER: _ClassVar[int]
+    PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_START_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_END_FIELD_NUMBER: _ClassVar[int]
+    ALLOWANCE_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    USED_THIS_PERIOD_FIELD_NUMBER: _ClassVar[int]
+    WARNING_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    allowance_remaining: int
+    purchased_remaining: int
+    held: int
+    available: int
+    debt: int
+    plan_id: str
+    period_start: _timestamp_pb2.Timestamp
+    period_end: _timestamp_pb2.Timestamp
+    allowance_total: int
+    used_this_period: int
+    warning_level: WarningLevel
+    def __init__(self, account_id: _Optional[str] = ..., allowance_remaining: _Optional[int] = ..., purchased_remaining: _Optional[int] = ..., held: _Optional[int] = ..., available: _Optional[int] = ..., debt: _Optional[int] = ..., plan_id: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., allowance_total: _Optional[int] = ..., used_this_period: _Optional[int] = ..., warning_level: _Optional[_Union[WarningLevel, str]] = ...) -> None: ...
+
+class ReserveRequest(_message.Message):
+    __slots__ = ("account_id", "request_id", "model", "input_tokens", "max_output_tokens", "ttl_seconds", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    request_id: str
+    model: str
+    input_tokens: int
+    max_output_tokens: int
+    ttl_seconds: int
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., ttl_seconds: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ReserveResponse(_message.Message):
+    __slots__ = ("reservation_id", "held_tokens", "expires_at", "balance", "catalog_version", "status")
+    RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    HELD_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    reservation_id: str
+    held_tokens: int
+    expires_at: _timestamp_pb2.Timestamp
+    balance: Balance
+    catalog_version: str
+    status: ReservationStatus
+    def __init__(self, reservation_id: _Optional[str] = ..., held_tokens: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ..., catalog_version: _Optional[str] = ..., status: _Optional[_Union[ReservationStatus, str]] = ...) -> None: ...
+
+class CommitRequest(_message.Message):
+    __slots__ = ("reservation_id", "input_tokens", "output_tokens")
+    RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    reservation_id: str
+    input_tokens: int
+    output_tokens: int
+    def __init__(self, reservation_id: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ...) -> None: ...
+
+class CommitResponse(_message.Message):
+    __slots__ = ("charged_tokens", "cost_micros", "unbilled_tokens", "balance", "late")
+    CHARGED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_MICROS_FIELD_NUMBER: _ClassVar[int]
+    UNBILLED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    LATE_FIELD_NUMBER: _ClassVar[int]
+    charged_tokens: int
+    cost_micros: int
+    unbilled_tokens: int
+    balance: Balance
+    late: bool
+    def __init__(self, charged_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., unbilled_tokens: _Optional[int] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ..., late: _Optional[bool] = ...) -> None: ...
+
+class ReleaseRequest(_message.Message):
+    __slots__ = ("reservation_id",)
+    RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    reservation_id: str
+    def __init__(self, reservation_id: _Optional[str] = ...) -> None: ...
+
+class ReleaseResponse(_message.Message):
+    __slots__ = ("balance",)
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    balance: Balance
+    def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ...) -> None: ...
+
+class ExtendReservationRequest(_message.Message):
+    __slots__ = ("reservation_id", "ttl_seconds")
+    RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    reservation_id: str
+    ttl_seconds: int
+    def __init__(self, reservation_id: _Optional[str] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class ExtendReservationResponse(_message.Message):
+    __slots__ = ("expires_at",)
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetBalanceRequest(_message.Message):
+    __slots__ = ("account_id",)
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    def __init__(self, account_id: _Optional[str] = ...) -> None: ...
+
+class GetBalanceResponse(_message.Message):
+    __slots__ = ("balance",)
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    balance: Balance
+    def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ...) -> None: ...
+
+class CreditPurchaseRequest(_message.Message):
+    __slots__ = ("account_id", "pack_id", "tokens", "amount_minor", "currency", "payment_ref", "payment_intent", "event_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PACK_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_REF_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_INTENT_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    pack_id: str
+    tokens: int
+    amount_minor: int
+    currency: str
+    payment_ref: str
+    payment_intent: str
+    event_id: str
+    def __init__(self, account_id: _Optional[str] = ..., pack_id: _Optional[str] = ..., tokens: _Optional[int] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., payment_ref: _Optional[str] = ..., payment_intent: _Optional[str] = ..., event_id: _Optional[str] = ...) -> None: ...
+
+class CreditPurchaseResponse(_message.Message):
+    __slots__ = ("balance", "credited_tokens", "newly_credited")
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    CREDITED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    NEWLY_CREDITED_FIELD_NUMBER: _ClassVar[int]
+    balance: Balance
+    credited_tokens: int
+    newly_credited: bool
+    def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ..., credited_tokens: _Optional[int] = ..., newly_credited: _Optional[bool] = ...) -> None: ...
+
+class SetPlanRequest(_message.Message):
+    __slots__ = ("account_id", "plan_id", "period_start", "period_end", "subscription_ref", "event_time", "monthly_allowance_tokens")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_START_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_END_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_REF_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    MONTHLY_ALLOWANCE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    plan_id: str
+    period_start: _timestamp_pb2.Timestamp
+    period_end: _timestamp_pb2.Timestamp
+    subscription_ref: str
+    event_time: _timestamp_pb2.Timestamp
+    monthly_allowance_tokens: int
+    def __init__(self, account_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subscription_ref: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., monthly_allowance_tokens: _Optional[int] = ...) -> None: ...
+
+class SetPlanResponse(_message.Message):
+    __slots__ = ("balance", "applied")
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    balance: Balance
+    applied: bool
+    def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ..., applied: _Optional[bool] = ...) -> None: ...
+
+class AdjustRequest(_message.Message):
+    __slots__ = ("account_id", "pool", "delta", "reason", "request_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    pool: Pool
+    delta: int
+    reason: str
+    request_id: str
+    def __init__(self, account_id: _Optional[str] = ..., pool: _Optional[_Union[Pool, str]] = ..., delta: _Optional[int] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class AdjustResponse(_message.Message):
+    __slots__ = ("balance",)
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    balance: Balance
+    def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ...) -> None: ...
+
+class GetCatalogRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetCatalogResponse(_message.Message):
+    __slots__ = ("version", "models", "packs", "plans")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    PACKS_FIELD_NUMBER: _ClassVar[int]
+    PLANS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    models: _containers.RepeatedCompositeFieldContainer[Model]
+    packs: _containers.RepeatedCompositeFieldContainer[Pack]
+    plans: _containers.RepeatedCompositeFieldContainer[Plan]
+    def __init__(self, version: _Optional[str] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., packs: _Optional[_Iterable[_Union[Pack, _Mapping]]] = ..., plans: _Optional[_Iterable[_Union[Plan, _Mapping]]] = ...) -> None: ...
+
+class Model(_message.Message):
+    __slots__ = ("id", "provider", "input_price_micros_per_million", "output_price_micros_per_million", "input_weight", "output_weight")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    INPUT_PRICE_MICROS_PER_MILLION_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_PRICE_MICROS_PER_MILLION_FIELD_NUMBER: _ClassVar[int]
+    INPUT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    provider: str
+    input_price_micros_per_million: int
+    output_price_micros_per_million: int
+    input_weight: str
+    output_weight: str
+    def __init__(self, id: _Optional[str] = ..., provider: _Optional[str] = ..., input_price_micros_per_million: _Optional[int] = ..., output_price_micros_per_million: _Optional[int] = ..., input_weight: _Optional[str] = ..., output_weight: _Optional[str] = ...) -> None: ...
+
+class Pack(_message.Message):
+    __slots__ = ("id", "tokens", "price_minor", "currency", "active")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PRICE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    tokens: int
+    price_minor: int
+    currency: str
+    active: bool
+    def __init__(self, id: _Optional[str] = ..., tokens: _Optional[int] = ..., price_minor: _Optional[int] = ..., currency: _Optional[str] = ..., active: _Optional[bool] = ...) -> None: ...
+
+class Plan(_message.Message):
+    __slots__ = ("id", "monthly_allowance_tokens", "per_account")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MONTHLY_ALLOWANCE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PER_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    monthly_allowance_tokens: int
+    per_account: bool
+    def __init__(self, id: _Optional[str] = ..., monthly_allowance_tokens: _Optional[int] = ..., per_account: _Optional[bool] = ...) -> None: ...

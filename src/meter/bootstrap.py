@@ -1,0 +1,102 @@
+"""The composition root: builds the database, storage, use cases, gRPC server and sweeper from
+settings. Nothing here runs at import time; `start` does it all, `Service.stop` undoes it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meter import catalog as catalog_file
+from meter.catalog import Catalog
+from meter.config import Settings
+from meter.grpc.server import GrpcServer
+from meter.service.context import Limits, Meter
+from meter.service.sweeper import run_sweeper
+from meter.storage.clock import DatabaseClock
+from meter.storage.database import Timeouts, create_engine
+from meter.storage.embedded import EmbeddedPostgres
+from meter.storage.migrate import upgrade_async
+from meter.storage.postgres import PostgresStorage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Database:
+    url: str
+    embedded: EmbeddedPostgres | None
+
+
+async def open_database(settings: Settings) -> Database:
+    """The configured Postgres, or an embedded one in the data folder; migrated either way."""
+    embedded = None
+    url = settings.database_url
+    if url is None:
+        embedded = await asyncio.to_thread(EmbeddedPostgres, settings.data_dir)
+        url = embedded.url
+    await upgrade_async(url)
+    return Database(url, embedded)
+
+
+def engine_for(settings: Settings, url: str) -> AsyncEngine:
+    return create_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        timeouts=Timeouts(
+            statement_ms=settings.statement_timeout_ms,
+            lock_ms=settings.lock_timeout_ms,
+            idle_in_transaction_ms=settings.idle_in_transaction_timeout_ms,
+        ),
+    )
+
+
+def build_meter(settings: Settings, engine: AsyncEngine, *, clock: DatabaseClock | None, catalog: Catalog | None) -> Meter:
+    return Meter(
+        catalog=catalog or catalog_file.load(settings.catalog_path),
+        storage=PostgresStorage(engine, clock),
+        limits=Limits(
+            buckets=settings.buckets,
+            default_ttl_seconds=settings.default_ttl_seconds,
+            max_ttl_seconds=settings.max_ttl_seconds,
+            max_credit_tokens=settings.max_credit_tokens,
+        ),
+    )
+
+
+@dataclass
+class Service:
+    settings: Settings
+    database: Database
+    engine: AsyncEngine
+    meter: Meter
+    grpc: GrpcServer
+    _stop_sweeper: asyncio.Event
+    _sweeper: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        """Drain: health NOT_SERVING, in-flight RPCs finish within the grace, then close."""
+        await self.grpc.stop(self.settings.shutdown_grace_seconds)
+        self._stop_sweeper.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._sweeper
+        await self.engine.dispose()
+        if self.database.embedded is not None:
+            await asyncio.to_thread(self.database.embedded.stop)
+
+
+async def start(settings: Settings, *, clock: DatabaseClock | None = None, catalog: Catalog | None = None) -> Service:
+    # Read the catalog first: a malformed one must stop the start before anything else runs.
+    catalog = catalog or catalog_file.load(settings.catalog_path)
+    database = await open_database(settings)
+    engine = engine_for(settings, database.url)
+    meter = build_meter(settings, engine, clock=clock, catalog=catalog)
+    server = GrpcServer(meter, settings.grpc_addr)
+    await server.start()
+    stop = asyncio.Event()
+    sweeper = asyncio.create_task(run_sweeper(meter, settings.sweep_interval_seconds, stop), name="sweeper")
+    log.info("meter serving gRPC on %s (catalog %s, %d buckets)", server.address, catalog.version, settings.buckets)
+    return Service(settings, database, engine, meter, server, stop, sweeper)

@@ -1,0 +1,184 @@
+"""The catalog: models (prices, weights), token packs and plans, from one versioned TOML file.
+
+It is the single source of truth for prices: nothing else in the code names a price, a weight
+or an allowance. Loaded and validated once at start; a malformed file stops the service rather
+than charging with wrong numbers.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from meter.domain.amounts import INT64_MAX, millionths
+from meter.domain.errors import UnknownModel, UnknownPack, UnknownPlan
+from meter.domain.holds import Pricing
+
+DEFAULT_FREE_PLAN = "free"
+
+T = TypeVar("T", "Model", "Pack", "Plan")
+
+
+class CatalogError(ValueError):
+    """The catalog file is malformed; the message names the entry and the field."""
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str
+    provider: str
+    input_price: int  # micro-USD per million input tokens
+    output_price: int  # micro-USD per million output tokens
+    input_weight: int  # millionths of a balance token per input token
+    output_weight: int  # millionths of a balance token per output token
+
+
+@dataclass(frozen=True)
+class Pack:
+    id: str
+    tokens: int
+    price_minor: int
+    currency: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    id: str
+    monthly_allowance_tokens: int
+    per_account: bool
+
+
+@dataclass(frozen=True)
+class Catalog:
+    version: str
+    models: Mapping[str, Model]
+    packs: Mapping[str, Pack]
+    plans: Mapping[str, Plan]
+
+    def pricing(self, model_id: str) -> Pricing:
+        model = self.models.get(model_id)
+        if model is None:
+            raise UnknownModel(model_id[:200])
+        return Pricing(self.version, model.input_weight, model.output_weight, model.input_price, model.output_price)
+
+    def pack(self, pack_id: str) -> Pack:
+        pack = self.packs.get(pack_id)
+        if pack is None or not pack.active:
+            raise UnknownPack(pack_id[:200])
+        return pack
+
+    def plan(self, plan_id: str) -> Plan:
+        plan = self.plans.get(plan_id)
+        if plan is None:
+            raise UnknownPlan(plan_id[:200])
+        return plan
+
+
+def default_path() -> Path:
+    return Path(str(resources.files("meter") / "catalog.toml"))
+
+
+def load(path: Path | None = None) -> Catalog:
+    path = path or default_path()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CatalogError(f"{path}: {exc}") from exc
+    return parse(data, source=str(path))
+
+
+def parse(data: Mapping[str, Any], source: str = "catalog") -> Catalog:
+    version = data.get("version")
+    if not isinstance(version, str) or not version.strip():
+        raise CatalogError(f"{source}: `version` must be a non-empty string")
+    models = _unique(source, "models", [_model(source, m) for m in _entries(data, "models", source)])
+    packs = _unique(source, "packs", [_pack(source, p) for p in _entries(data, "packs", source)])
+    plans = _unique(source, "plans", [_plan(source, p) for p in _entries(data, "plans", source)])
+    if DEFAULT_FREE_PLAN not in plans:
+        raise CatalogError(f"{source}: a plan {DEFAULT_FREE_PLAN!r} is required (accounts without a plan are on it)")
+    return Catalog(version, models, packs, plans)
+
+
+def _entries(data: Mapping[str, Any], key: str, source: str) -> list[Mapping[str, Any]]:
+    entries = data.get(key, [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise CatalogError(f"{source}: `{key}` must be an array of tables")
+    return entries
+
+
+def _unique(source: str, key: str, items: list[T]) -> dict[str, T]:
+    by_id: dict[str, T] = {}
+    for item in items:
+        if item.id in by_id:
+            raise CatalogError(f"{source}: {key} has {item.id!r} twice")
+        by_id[item.id] = item
+    return by_id
+
+
+def _text(source: str, entry: Mapping[str, Any], key: str) -> str:
+    value = entry.get(key)
+    if not isinstance(value, str) or not value:
+        raise CatalogError(f"{source}: {entry.get('id', '?')!r}: `{key}` must be a non-empty string")
+    return value
+
+
+def _count(source: str, entry: Mapping[str, Any], key: str, *, minimum: int, default: int | None = None) -> int:
+    value = entry.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= INT64_MAX:
+        raise CatalogError(f"{source}: {entry.get('id', '?')!r}: `{key}` must be a whole number >= {minimum}")
+    return value
+
+
+def _decimal(source: str, entry: Mapping[str, Any], key: str, default: str | None = None) -> int:
+    value = entry.get(key, default)
+    if not isinstance(value, str):
+        raise CatalogError(f"{source}: {entry.get('id', '?')!r}: `{key}` must be a decimal string like \"1.50\"")
+    try:
+        return millionths(value, key)
+    except ValueError as exc:
+        raise CatalogError(f"{source}: {entry.get('id', '?')!r}: {exc}") from exc
+
+
+def _model(source: str, entry: Mapping[str, Any]) -> Model:
+    model = Model(
+        id=_text(source, entry, "id"),
+        provider=_text(source, entry, "provider"),
+        input_price=_decimal(source, entry, "input_usd_per_million"),
+        output_price=_decimal(source, entry, "output_usd_per_million"),
+        input_weight=_decimal(source, entry, "input_weight", "1"),
+        output_weight=_decimal(source, entry, "output_weight", "1"),
+    )
+    if model.input_weight == 0 and model.output_weight == 0:
+        raise CatalogError(f"{source}: {model.id!r}: a model cannot be free of both weights")
+    return model
+
+
+def _pack(source: str, entry: Mapping[str, Any]) -> Pack:
+    currency = _text(source, entry, "currency")
+    if len(currency) != 3 or not currency.isalpha():
+        raise CatalogError(f"{source}: {entry.get('id')!r}: `currency` must be an ISO 4217 code")
+    active = entry.get("active", True)
+    if not isinstance(active, bool):
+        raise CatalogError(f"{source}: {entry.get('id')!r}: `active` must be true or false")
+    return Pack(
+        id=_text(source, entry, "id"),
+        tokens=_count(source, entry, "tokens", minimum=1),
+        price_minor=_count(source, entry, "price_minor", minimum=0),
+        currency=currency.lower(),
+        active=active,
+    )
+
+
+def _plan(source: str, entry: Mapping[str, Any]) -> Plan:
+    per_account = entry.get("per_account", False)
+    if not isinstance(per_account, bool):
+        raise CatalogError(f"{source}: {entry.get('id')!r}: `per_account` must be true or false")
+    if per_account and "monthly_allowance_tokens" in entry:
+        raise CatalogError(f"{source}: {entry.get('id')!r}: a per-account plan has no catalog allowance")
+    allowance = 0 if per_account else _count(source, entry, "monthly_allowance_tokens", minimum=0)
+    return Plan(id=_text(source, entry, "id"), monthly_allowance_tokens=allowance, per_account=per_account)

@@ -1,0 +1,108 @@
+"""Settings from METER_* environment variables, read in one place and validated at start.
+
+| variable | default | meaning |
+|---|---|---|
+| METER_DATABASE_URL | (none: embedded PostgreSQL) | postgresql://user:pass@host:port/db |
+| METER_DATA_DIR | ./.meter | embedded PostgreSQL and local state |
+| METER_GRPC_ADDR | 127.0.0.1:50051 | gRPC listen address |
+| METER_HTTP_ADDR | 127.0.0.1:8080 | webhooks and metrics listen address |
+| METER_STRIPE_WEBHOOK_SECRET | (none) | comma-separated during rotation |
+| METER_BUCKETS | 16 | bucket rows per pool for new accounts (1 = one row per pool) |
+| METER_CATALOG | (the packaged catalog.toml) | catalog file |
+| METER_DEFAULT_TTL_SECONDS | 600 | hold lifetime when Reserve gives none |
+| METER_MAX_TTL_SECONDS | 3600 | longest hold lifetime a call may ask for |
+| METER_MAX_CREDIT_TOKENS | 1000000000 | largest single purchase or adjustment |
+| METER_SWEEP_INTERVAL_SECONDS | 1 | how often expired holds and ended periods are swept |
+| METER_DB_POOL_SIZE | 10 | database connections per process (doubled under burst) |
+| METER_STATEMENT_TIMEOUT_MS | 5000 | per-statement limit |
+| METER_LOCK_TIMEOUT_MS | 3000 | longest wait for a row lock |
+| METER_IDLE_IN_TRANSACTION_TIMEOUT_MS | 10000 | a stuck transaction is ended after this |
+| METER_SHUTDOWN_GRACE_SECONDS | 10 | in-flight RPCs get this long to finish on SIGTERM |
+| METER_LOG_LEVEL | INFO | logging level |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A METER_* variable is malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    data_dir: Path = Path(".meter")
+    grpc_addr: str = "127.0.0.1:50051"
+    http_addr: str = "127.0.0.1:8080"
+    stripe_webhook_secrets: tuple[str, ...] = ()
+    buckets: int = 16
+    catalog_path: Path | None = None
+    default_ttl_seconds: int = 600
+    max_ttl_seconds: int = 3600
+    max_credit_tokens: int = 1_000_000_000
+    sweep_interval_seconds: float = 1.0
+    db_pool_size: int = 10
+    statement_timeout_ms: int = 5_000
+    lock_timeout_ms: int = 3_000
+    idle_in_transaction_timeout_ms: int = 10_000
+    shutdown_grace_seconds: float = 10.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        settings = cls(
+            database_url=env.get("METER_DATABASE_URL") or None,
+            data_dir=Path(env.get("METER_DATA_DIR") or ".meter"),
+            grpc_addr=env.get("METER_GRPC_ADDR") or "127.0.0.1:50051",
+            http_addr=env.get("METER_HTTP_ADDR") or "127.0.0.1:8080",
+            stripe_webhook_secrets=tuple(
+                s.strip() for s in (env.get("METER_STRIPE_WEBHOOK_SECRET") or "").split(",") if s.strip()
+            ),
+            buckets=_int(env, "METER_BUCKETS", 16, 1, 1024),
+            catalog_path=Path(env["METER_CATALOG"]) if env.get("METER_CATALOG") else None,
+            default_ttl_seconds=_int(env, "METER_DEFAULT_TTL_SECONDS", 600, 1, 86_400),
+            max_ttl_seconds=_int(env, "METER_MAX_TTL_SECONDS", 3600, 1, 86_400),
+            max_credit_tokens=_int(env, "METER_MAX_CREDIT_TOKENS", 1_000_000_000, 1, 2**62),
+            sweep_interval_seconds=_float(env, "METER_SWEEP_INTERVAL_SECONDS", 1.0, 0.01, 3600),
+            db_pool_size=_int(env, "METER_DB_POOL_SIZE", 10, 1, 1000),
+            statement_timeout_ms=_int(env, "METER_STATEMENT_TIMEOUT_MS", 5_000, 1, 3_600_000),
+            lock_timeout_ms=_int(env, "METER_LOCK_TIMEOUT_MS", 3_000, 1, 3_600_000),
+            idle_in_transaction_timeout_ms=_int(env, "METER_IDLE_IN_TRANSACTION_TIMEOUT_MS", 10_000, 1, 3_600_000),
+            shutdown_grace_seconds=_float(env, "METER_SHUTDOWN_GRACE_SECONDS", 10.0, 0, 3600),
+            log_level=(env.get("METER_LOG_LEVEL") or "INFO").upper(),
+        )
+        if settings.default_ttl_seconds > settings.max_ttl_seconds:
+            raise ConfigError("METER_DEFAULT_TTL_SECONDS must not exceed METER_MAX_TTL_SECONDS")
+        return settings
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} must be between {low} and {high}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} must be between {low} and {high}")
+    return value

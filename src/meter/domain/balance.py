@@ -1,0 +1,53 @@
+"""An account's balance as callers see it, and its warning level."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from meter.domain.periods import Period
+
+
+class WarningLevel(enum.Enum):
+    NONE = "none"
+    PERCENT_80 = "80"
+    PERCENT_90 = "90"
+    PERCENT_95 = "95"
+    EXHAUSTED = "exhausted"
+
+
+_THRESHOLDS = ((95, WarningLevel.PERCENT_95), (90, WarningLevel.PERCENT_90), (80, WarningLevel.PERCENT_80))
+
+
+@dataclass(frozen=True)
+class Balance:
+    account_id: str
+    plan_id: str
+    period: Period
+    allowance_total: int
+    allowance_remaining: int
+    purchased_remaining: int
+    allowance_held: int
+    purchased_held: int
+    debt: int
+    used_this_period: int
+
+    @property
+    def held(self) -> int:
+        return self.allowance_held + self.purchased_held
+
+    @property
+    def available(self) -> int:
+        """What a new hold may draw: nothing while the account is in debt."""
+        return 0 if self.debt else self.allowance_remaining + self.purchased_remaining
+
+    @property
+    def warning_level(self) -> WarningLevel:
+        """Share of the period's tokens (used + held + remaining of both pools) already used."""
+        if self.available == 0:
+            return WarningLevel.EXHAUSTED
+        total = self.used_this_period + self.held + self.allowance_remaining + self.purchased_remaining
+        for percent, level in _THRESHOLDS:
+            if self.used_this_period * 100 >= percent * total:
+                return level
+        return WarningLevel.NONE

@@ -1,0 +1,174 @@
+"""Errors named for the fact, each carrying its stable reason.
+
+One place (`meter.grpc.errors`) turns them into gRPC statuses; the domain only says which
+category a failure belongs to.
+
+    MeterError                      base; .reason, .category, .metadata
+    +-- InvalidField                INVALID_ARGUMENT  a field is missing, malformed or absurd
+    +-- UnknownModel                INVALID_ARGUMENT  model not in the catalog
+    +-- UnknownPack                 INVALID_ARGUMENT  pack missing or no longer sold
+    +-- UnknownPlan                 INVALID_ARGUMENT  plan not in the catalog
+    +-- PurchaseMismatch            INVALID_ARGUMENT  purchase differs from its pack
+    +-- AccountNotFound             NOT_FOUND
+    +-- ReservationNotFound         NOT_FOUND
+    +-- InsufficientTokens          FAILED_PRECONDITION  hold does not fit; available, required
+    +-- AccountInDebt               FAILED_PRECONDITION  cannot reserve until the debt is paid
+    +-- ReservationReleased         FAILED_PRECONDITION
+    +-- ReservationCommitted        FAILED_PRECONDITION
+    +-- ReservationExpired          FAILED_PRECONDITION
+    +-- RequestIdReused             ALREADY_EXISTS  same idempotency key, other parameters
+    +-- StorageUnavailable          UNAVAILABLE  retry with the same key
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import ClassVar
+
+
+class ErrorCategory(enum.Enum):
+    """What kind of failure an error is; the gRPC layer maps each to one status code."""
+
+    INVALID = "invalid"
+    NOT_FOUND = "not_found"
+    PRECONDITION = "precondition"
+    ALREADY_EXISTS = "already_exists"
+    UNAVAILABLE = "unavailable"
+
+
+class MeterError(Exception):
+    """A refusal the caller can act on; nothing was changed by the call that raised it."""
+
+    reason: ClassVar[str] = "UNSPECIFIED"
+    category: ClassVar[ErrorCategory] = ErrorCategory.INVALID
+
+    def __init__(self, message: str, **metadata: object) -> None:
+        super().__init__(message)
+        self.message = message
+        # ErrorInfo metadata is a string map with lowerCamelCase keys (AIP-193).
+        self.metadata: dict[str, str] = {key: str(value) for key, value in metadata.items()}
+
+
+class InvalidField(MeterError):
+    reason = "INVALID_FIELD"
+    category = ErrorCategory.INVALID
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}", field=field, problem=problem)
+        self.field = field
+
+
+class UnknownModel(MeterError):
+    reason = "UNKNOWN_MODEL"
+    category = ErrorCategory.INVALID
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"model {model!r} is not in the catalog", model=model)
+
+
+class UnknownPack(MeterError):
+    reason = "UNKNOWN_PACK"
+    category = ErrorCategory.INVALID
+
+    def __init__(self, pack_id: str) -> None:
+        super().__init__(f"pack {pack_id!r} is not sold", packId=pack_id)
+
+
+class UnknownPlan(MeterError):
+    reason = "UNKNOWN_PLAN"
+    category = ErrorCategory.INVALID
+
+    def __init__(self, plan_id: str) -> None:
+        super().__init__(f"plan {plan_id!r} is not in the catalog", planId=plan_id)
+
+
+class PurchaseMismatch(MeterError):
+    reason = "PURCHASE_MISMATCH"
+    category = ErrorCategory.INVALID
+
+    def __init__(self, field: str, expected: object, actual: object) -> None:
+        super().__init__(
+            f"{field} is {actual}, the catalog says {expected}",
+            field=field,
+            expected=expected,
+            actual=actual,
+        )
+
+
+class AccountNotFound(MeterError):
+    reason = "ACCOUNT_NOT_FOUND"
+    category = ErrorCategory.NOT_FOUND
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__(f"account {account_id!r} does not exist", accountId=account_id)
+
+
+class ReservationNotFound(MeterError):
+    reason = "RESERVATION_NOT_FOUND"
+    category = ErrorCategory.NOT_FOUND
+
+    def __init__(self, reservation_id: str) -> None:
+        super().__init__(f"reservation {reservation_id!r} does not exist", reservationId=reservation_id)
+
+
+class InsufficientTokens(MeterError):
+    reason = "INSUFFICIENT_TOKENS"
+    category = ErrorCategory.PRECONDITION
+
+    def __init__(self, available: int, required: int) -> None:
+        super().__init__(
+            f"{required} tokens required, {available} available", available=available, required=required
+        )
+        self.available = available
+        self.required = required
+
+
+class AccountInDebt(MeterError):
+    reason = "ACCOUNT_IN_DEBT"
+    category = ErrorCategory.PRECONDITION
+
+    def __init__(self, debt: int) -> None:
+        super().__init__(f"the account owes {debt} tokens; a credit must pay them first", debt=debt)
+
+
+class ReservationReleased(MeterError):
+    reason = "RESERVATION_RELEASED"
+    category = ErrorCategory.PRECONDITION
+
+    def __init__(self, reservation_id: str) -> None:
+        super().__init__(f"reservation {reservation_id!r} was released", reservationId=reservation_id)
+
+
+class ReservationCommitted(MeterError):
+    reason = "RESERVATION_COMMITTED"
+    category = ErrorCategory.PRECONDITION
+
+    def __init__(self, reservation_id: str) -> None:
+        super().__init__(f"reservation {reservation_id!r} was committed", reservationId=reservation_id)
+
+
+class ReservationExpired(MeterError):
+    reason = "RESERVATION_EXPIRED"
+    category = ErrorCategory.PRECONDITION
+
+    def __init__(self, reservation_id: str) -> None:
+        super().__init__(
+            f"reservation {reservation_id!r} expired and its hold was given back",
+            reservationId=reservation_id,
+        )
+
+
+class RequestIdReused(MeterError):
+    reason = "IDEMPOTENCY_KEY_REUSED"
+    category = ErrorCategory.ALREADY_EXISTS
+
+    def __init__(self, key: str, field: str) -> None:
+        super().__init__(f"{key!r} was used before with a different {field}", key=key, field=field)
+
+
+class StorageUnavailable(MeterError):
+    reason = "STORAGE_UNAVAILABLE"
+    category = ErrorCategory.UNAVAILABLE
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"storage unavailable: {detail}; retry with the same key")

@@ -1,0 +1,1 @@
+"""The gRPC entry point: servicer (proto <-> use case), error mapping, server lifecycle."""

@@ -1,0 +1,115 @@
+"""Domain values <-> protobuf messages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf import timestamp_pb2
+
+from meter.catalog import Catalog
+from meter.domain.amounts import format_millionths
+from meter.domain.balance import Balance, WarningLevel
+from meter.domain.errors import InvalidField
+from meter.domain.holds import HoldStatus
+from meter.domain.periods import Period
+from meter.domain.pools import PoolName
+from meter.v1 import meter_pb2 as pb
+
+_WARNING = {
+    WarningLevel.NONE: pb.WARNING_LEVEL_NONE,
+    WarningLevel.PERCENT_80: pb.WARNING_LEVEL_PERCENT_80,
+    WarningLevel.PERCENT_90: pb.WARNING_LEVEL_PERCENT_90,
+    WarningLevel.PERCENT_95: pb.WARNING_LEVEL_PERCENT_95,
+    WarningLevel.EXHAUSTED: pb.WARNING_LEVEL_EXHAUSTED,
+}
+_STATUS = {
+    HoldStatus.OPEN: pb.RESERVATION_STATUS_OPEN,
+    HoldStatus.COMMITTED: pb.RESERVATION_STATUS_COMMITTED,
+    HoldStatus.RELEASED: pb.RESERVATION_STATUS_RELEASED,
+    HoldStatus.EXPIRED: pb.RESERVATION_STATUS_EXPIRED,
+}
+_POOLS = {pb.POOL_ALLOWANCE: PoolName.ALLOWANCE, pb.POOL_PURCHASED: PoolName.PURCHASED}
+
+# Timestamps outside this range are absurd for billing and would overflow Postgres or Python.
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    message = timestamp_pb2.Timestamp()
+    message.FromDatetime(value)
+    return message
+
+
+def optional_datetime(message: object, field: str) -> datetime | None:
+    """A Timestamp field, or None when unset; refuses absurd times."""
+    if not message.HasField(field):  # type: ignore[attr-defined]
+        return None
+    stamp = getattr(message, field)
+    if not 0 <= stamp.nanos < 1_000_000_000 or not _EARLIEST.timestamp() <= stamp.seconds < _LATEST.timestamp():
+        raise InvalidField(field, "must be a time between 1970 and 9999")
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def optional_period(message: object) -> Period | None:
+    start, end = optional_datetime(message, "period_start"), optional_datetime(message, "period_end")
+    if start is None and end is None:
+        return None
+    if start is None or end is None:
+        raise InvalidField("period_start" if start is None else "period_end", "set both period_start and period_end, or neither")
+    if start >= end:
+        raise InvalidField("period_end", "must be after period_start")
+    return Period(start, end)
+
+
+def pool(value: int) -> PoolName:
+    try:
+        return _POOLS[value]
+    except KeyError:
+        raise InvalidField("pool", "must be POOL_ALLOWANCE or POOL_PURCHASED") from None
+
+
+def hold_status(value: HoldStatus) -> int:
+    return _STATUS[value]
+
+
+def balance(value: Balance) -> pb.Balance:
+    return pb.Balance(
+        account_id=value.account_id,
+        allowance_remaining=value.allowance_remaining,
+        purchased_remaining=value.purchased_remaining,
+        held=value.held,
+        available=value.available,
+        debt=value.debt,
+        plan_id=value.plan_id,
+        period_start=timestamp(value.period.start),
+        period_end=timestamp(value.period.end),
+        allowance_total=value.allowance_total,
+        used_this_period=value.used_this_period,
+        warning_level=_WARNING[value.warning_level],
+    )
+
+
+def catalog(value: Catalog) -> pb.GetCatalogResponse:
+    return pb.GetCatalogResponse(
+        version=value.version,
+        models=[
+            pb.Model(
+                id=m.id,
+                provider=m.provider,
+                input_price_micros_per_million=m.input_price,
+                output_price_micros_per_million=m.output_price,
+                input_weight=format_millionths(m.input_weight),
+                output_weight=format_millionths(m.output_weight),
+            )
+            for m in value.models.values()
+        ],
+        packs=[
+            pb.Pack(id=p.id, tokens=p.tokens, price_minor=p.price_minor, currency=p.currency, active=p.active)
+            for p in value.packs.values()
+        ],
+        plans=[
+            pb.Plan(id=p.id, monthly_allowance_tokens=p.monthly_allowance_tokens, per_account=p.per_account)
+            for p in value.plans.values()
+        ],
+    )

@@ -1,0 +1,71 @@
+"""The one place where errors become gRPC statuses, each with one google.rpc.ErrorInfo."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from meter.domain.errors import ErrorCategory, MeterError
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "meter"
+
+_CODES = {
+    ErrorCategory.INVALID: code_pb2.INVALID_ARGUMENT,
+    ErrorCategory.NOT_FOUND: code_pb2.NOT_FOUND,
+    ErrorCategory.PRECONDITION: code_pb2.FAILED_PRECONDITION,
+    ErrorCategory.ALREADY_EXISTS: code_pb2.ALREADY_EXISTS,
+    ErrorCategory.UNAVAILABLE: code_pb2.UNAVAILABLE,
+}
+
+
+def to_status(error: MeterError) -> grpc.Status:
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata))
+    return rpc_status.to_status(status_pb2.Status(code=_CODES[error.category], message=error.message, details=[info]))
+
+
+def internal_status() -> grpc.Status:
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason="INTERNAL", domain=DOMAIN))
+    return rpc_status.to_status(
+        status_pb2.Status(code=code_pb2.INTERNAL, message="internal error; see the server log", details=[info])
+    )
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Turns every MeterError raised by a unary handler into its status; anything else is a bug,
+    logged with its traceback and answered INTERNAL."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = handler_call_details.method
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await inner(request, context)
+            except MeterError as error:
+                await context.abort_with_status(to_status(error))
+            except Exception:
+                log.exception("unhandled error in %s", method)
+                await context.abort_with_status(internal_status())
+
+        return grpc.unary_unary_rpc_method_handler(
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

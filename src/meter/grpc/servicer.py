@@ -1,0 +1,113 @@
+"""MeterService: translates protobuf requests into use-case calls and results back. Nothing else."""
+
+from __future__ import annotations
+
+import grpc
+
+from meter.service import balance as balance_case
+from meter.service import credits, extend, plans, reserve, settle
+from meter.service.context import Meter
+from meter.v1 import meter_pb2 as pb
+from meter.v1 import meter_pb2_grpc
+
+from . import convert
+
+Context = grpc.aio.ServicerContext
+
+
+class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
+    def __init__(self, meter: Meter) -> None:
+        self._meter = meter
+
+    async def Reserve(self, request: pb.ReserveRequest, context: Context) -> pb.ReserveResponse:
+        result = await reserve.reserve(
+            self._meter,
+            account_id=request.account_id,
+            request_id=request.request_id,
+            model=request.model,
+            input_tokens=request.input_tokens,
+            max_output_tokens=request.max_output_tokens,
+            ttl=request.ttl_seconds,
+            labels=dict(request.labels),
+        )
+        return pb.ReserveResponse(
+            reservation_id=result.hold.reservation_id,
+            held_tokens=result.hold.held_tokens,
+            expires_at=convert.timestamp(result.hold.expires_at),
+            balance=convert.balance(result.balance),
+            catalog_version=result.hold.pricing.catalog_version,
+            status=convert.hold_status(result.hold.status),
+        )
+
+    async def Commit(self, request: pb.CommitRequest, context: Context) -> pb.CommitResponse:
+        result = await settle.commit(
+            self._meter,
+            reservation_id=request.reservation_id,
+            input_tokens=request.input_tokens,
+            output_tokens=request.output_tokens,
+        )
+        return pb.CommitResponse(
+            charged_tokens=result.usage.charged_tokens,
+            cost_micros=result.usage.cost_micros,
+            unbilled_tokens=result.usage.unbilled_tokens,
+            balance=convert.balance(result.balance),
+            late=result.usage.late,
+        )
+
+    async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
+        result = await settle.release(self._meter, reservation_id=request.reservation_id)
+        return pb.ReleaseResponse(balance=convert.balance(result))
+
+    async def ExtendReservation(
+        self, request: pb.ExtendReservationRequest, context: Context
+    ) -> pb.ExtendReservationResponse:
+        expires_at = await extend.extend(self._meter, reservation_id=request.reservation_id, ttl=request.ttl_seconds)
+        return pb.ExtendReservationResponse(expires_at=convert.timestamp(expires_at))
+
+    async def GetBalance(self, request: pb.GetBalanceRequest, context: Context) -> pb.GetBalanceResponse:
+        result = await balance_case.get_balance(self._meter, account_id=request.account_id)
+        return pb.GetBalanceResponse(balance=convert.balance(result))
+
+    async def CreditPurchase(self, request: pb.CreditPurchaseRequest, context: Context) -> pb.CreditPurchaseResponse:
+        result = await credits.credit_purchase(
+            self._meter,
+            account_id=request.account_id,
+            pack_id=request.pack_id,
+            tokens=request.tokens,
+            amount_minor=request.amount_minor,
+            currency=request.currency,
+            payment_ref=request.payment_ref,
+            payment_intent=request.payment_intent,
+            event_id=request.event_id,
+        )
+        return pb.CreditPurchaseResponse(
+            balance=convert.balance(result.balance),
+            credited_tokens=result.tokens,
+            newly_credited=result.newly_credited,
+        )
+
+    async def SetPlan(self, request: pb.SetPlanRequest, context: Context) -> pb.SetPlanResponse:
+        result = await plans.set_plan(
+            self._meter,
+            account_id=request.account_id,
+            plan_id=request.plan_id,
+            period=convert.optional_period(request),
+            subscription_ref=request.subscription_ref,
+            event_time=convert.optional_datetime(request, "event_time"),
+            monthly_allowance_tokens=request.monthly_allowance_tokens,
+        )
+        return pb.SetPlanResponse(balance=convert.balance(result.balance), applied=result.applied)
+
+    async def Adjust(self, request: pb.AdjustRequest, context: Context) -> pb.AdjustResponse:
+        result = await credits.adjust(
+            self._meter,
+            account_id=request.account_id,
+            pool=convert.pool(request.pool),
+            delta=request.delta,
+            reason=request.reason,
+            request_id=request.request_id,
+        )
+        return pb.AdjustResponse(balance=convert.balance(result))
+
+    async def GetCatalog(self, request: pb.GetCatalogRequest, context: Context) -> pb.GetCatalogResponse:
+        return convert.catalog(self._meter.catalog)

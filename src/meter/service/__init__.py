@@ -1,0 +1,1 @@
+"""Use cases: one async function per RPC, each one transaction on one account."""

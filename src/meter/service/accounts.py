@@ -1,0 +1,60 @@
+"""Opening accounts and crediting pools: shared by purchases, adjustments and plans."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from meter.catalog import DEFAULT_FREE_PLAN, Catalog
+from meter.domain.accounts import Account
+from meter.domain.ledger import EntryKind, credit
+from meter.domain.periods import calendar_month
+from meter.domain.pools import PoolName, pool_total, rebalance
+from meter.service.periods import begin_period, roll_over_if_ended
+from meter.service.ports import Conflict, Store
+
+
+async def open_account(store: Store, account: Account, now: datetime) -> Account:
+    """Create the account with its buckets and grant its plan's allowance for its first period."""
+    if not await store.insert_account(account, now):
+        raise Conflict("the account was created concurrently")
+    return await begin_period(store, account, now)
+
+
+def free_account(account_id: str, catalog: Catalog, now: datetime, buckets: int) -> Account:
+    """An account created by its first credit: free plan, calendar months."""
+    return Account(
+        account_id=account_id,
+        plan_id=DEFAULT_FREE_PLAN,
+        monthly_allowance=catalog.plan(DEFAULT_FREE_PLAN).monthly_allowance_tokens,
+        period=calendar_month(now),
+        calendar_periods=True,
+        allowance_total=0,
+        debt=0,
+        bucket_count=buckets,
+        subscription_ref=None,
+        plan_event_time=None,
+    )
+
+
+async def locked_current_account(store: Store, account: Account, now: datetime) -> Account:
+    """The account row locked (before any bucket: the lock order) and in its current period."""
+    locked = await store.lock_account(account.account_id)
+    assert locked is not None
+    return await roll_over_if_ended(store, locked, now)
+
+
+async def credit_pool(
+    store: Store, account: Account, kind: EntryKind, pool: PoolName, amount: int, now: datetime, *, ref: str, note: str | None
+) -> Account:
+    """Credit a pool (paying the debt first), spreading it so every bucket can serve holds.
+    The caller holds the account's row lock."""
+    split = credit(kind, pool, amount, account.debt, ref=ref, note=note)
+    rows = await store.lock_buckets(account.account_id)
+    rebalance(rows, pool, pool_total(rows, pool) + split.to_pool)
+    await store.write_buckets(account.account_id, rows)
+    await store.append(account.account_id, split.entries, now)
+    if split.debt_paid:
+        account = replace(account, debt=account.debt - split.debt_paid)
+        await store.save_account(account, now)
+    return account

@@ -1,0 +1,145 @@
+"""CreditPurchase and Adjust: tokens in (and, for corrections, out), each exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from meter.domain import ids
+from meter.domain.amounts import require_tokens
+from meter.domain.balance import Balance
+from meter.domain.errors import (
+    AccountNotFound,
+    InsufficientTokens,
+    InvalidField,
+    PurchaseMismatch,
+    RequestIdReused,
+)
+from meter.domain.ledger import EntryKind, LedgerEntry
+from meter.domain.pools import PoolName, pool_total, rebalance
+from meter.service.accounts import credit_pool, free_account, locked_current_account, open_account
+from meter.service.context import Meter
+from meter.service.ports import Conflict, Store
+
+MAX_REASON_LENGTH = 500
+MAX_REF_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class Credited:
+    balance: Balance
+    tokens: int
+    newly_credited: bool
+
+
+async def credit_purchase(
+    meter: Meter,
+    *,
+    account_id: str,
+    pack_id: str,
+    tokens: int,
+    amount_minor: int,
+    currency: str,
+    payment_ref: str,
+    payment_intent: str = "",
+    event_id: str = "",
+) -> Credited:
+    ids.account_id(account_id)
+    ids.idempotency_key(payment_ref, "payment_ref")
+    for name, value in (("payment_intent", payment_intent), ("event_id", event_id)):
+        if len(value) > MAX_REF_LENGTH:
+            raise InvalidField(name, f"at most {MAX_REF_LENGTH} characters")
+    record = _checked_purchase(meter, account_id, pack_id, tokens, amount_minor, currency)
+    record |= {"payment_ref": payment_ref, "payment_intent": payment_intent or None, "event_id": event_id or None}
+
+    async def work(store: Store) -> Credited:
+        account, now = await store.account_state(account_id)
+        if account is None:
+            account = await open_account(store, free_account(account_id, meter.catalog, now, meter.limits.buckets), now)
+        existing = await store.purchase(account_id, payment_ref)
+        if existing is not None:
+            _check_same_purchase(payment_ref, existing, record)
+            return Credited(await store.balance(account_id), existing["tokens"], newly_credited=False)
+        if not await store.insert_purchase(record, now):
+            raise Conflict("the same payment was credited concurrently")
+        account = await locked_current_account(store, account, now)
+        await credit_pool(store, account, EntryKind.PURCHASE, PoolName.PURCHASED, tokens, now, ref=payment_ref, note=pack_id)
+        return Credited(await store.balance(account_id), tokens, newly_credited=True)
+
+    return await meter.storage.transaction(work)
+
+
+def _checked_purchase(
+    meter: Meter, account_id: str, pack_id: str, tokens: int, amount_minor: int, currency: str
+) -> dict[str, Any]:
+    """A purchase is credited only as the catalog sells it: metadata is never trusted."""
+    pack = meter.catalog.pack(pack_id)
+    require_tokens("tokens", tokens, minimum=1, maximum=meter.limits.max_credit_tokens)
+    require_tokens("amount_minor", amount_minor, minimum=0, maximum=2**62)
+    if tokens != pack.tokens:
+        raise PurchaseMismatch("tokens", pack.tokens, tokens)
+    if amount_minor != pack.price_minor:
+        raise PurchaseMismatch("amount_minor", pack.price_minor, amount_minor)
+    if currency.lower() != pack.currency:
+        raise PurchaseMismatch("currency", pack.currency, currency[:16])
+    return {
+        "account_id": account_id,
+        "pack_id": pack_id,
+        "tokens": tokens,
+        "amount_minor": amount_minor,
+        "currency": pack.currency,
+    }
+
+
+def _check_same_purchase(payment_ref: str, existing: Mapping[str, Any], record: Mapping[str, Any]) -> None:
+    for name in ("pack_id", "tokens", "amount_minor", "currency"):
+        if existing[name] != record[name]:
+            raise RequestIdReused(payment_ref, name)
+
+
+async def adjust(
+    meter: Meter, *, account_id: str, pool: PoolName, delta: int, reason: str, request_id: str
+) -> Balance:
+    ids.account_id(account_id)
+    ids.idempotency_key(request_id, "request_id")
+    if pool is PoolName.DEBT:
+        raise InvalidField("pool", "must be POOL_ALLOWANCE or POOL_PURCHASED")
+    limit = meter.limits.max_credit_tokens
+    if delta == 0 or abs(delta) > limit:
+        raise InvalidField("delta", f"must be non-zero and at most {limit} tokens either way")
+    if not reason.strip() or len(reason) > MAX_REASON_LENGTH:
+        raise InvalidField("reason", f"is required, at most {MAX_REASON_LENGTH} characters")
+    record = {"account_id": account_id, "request_id": request_id, "pool": pool.value, "delta": delta, "reason": reason}
+
+    async def work(store: Store) -> Balance:
+        account, now = await store.account_state(account_id)
+        if account is None:
+            raise AccountNotFound(account_id)
+        existing = await store.adjustment(account_id, request_id)
+        if existing is not None:
+            for name in ("pool", "delta", "reason"):
+                if existing[name] != record[name]:
+                    raise RequestIdReused(request_id, name)
+            return await store.balance(account_id)
+        if not await store.insert_adjustment(record, now):
+            raise Conflict("the same adjustment was applied concurrently")
+        account = await locked_current_account(store, account, now)
+        if delta > 0:
+            await credit_pool(store, account, EntryKind.ADJUSTMENT, pool, delta, now, ref=request_id, note=reason)
+        else:
+            await _debit(store, account_id, pool, -delta, request_id, reason, now)
+        return await store.balance(account_id)
+
+    return await meter.storage.transaction(work)
+
+
+async def _debit(store: Store, account_id: str, pool: PoolName, amount: int, ref: str, note: str, now: Any) -> None:
+    """A correction takes only what the pool has available: it never creates debt by itself."""
+    rows = await store.lock_buckets(account_id)
+    available = pool_total(rows, pool)
+    if available < amount:
+        raise InsufficientTokens(available=available, required=amount)
+    rebalance(rows, pool, available - amount)
+    await store.write_buckets(account_id, rows)
+    await store.append(account_id, [LedgerEntry(EntryKind.ADJUSTMENT, pool, -amount, ref=ref, note=note)], now)

@@ -1,0 +1,59 @@
+"""Period boundaries: expire what is left of the allowance and grant the next, exactly once."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from meter.domain.accounts import Account
+from meter.domain.ledger import EntryKind, LedgerEntry, credit
+from meter.domain.periods import following_period
+from meter.domain.pools import PoolName, pool_total, rebalance
+from meter.service.ports import Store
+
+
+async def roll_over_if_ended(store: Store, account: Account, now: datetime) -> Account:
+    """Move an account whose period has ended into the period containing `now`.
+
+    Runs on the first operation after the boundary (or in the sweeper). Of several transactions
+    crossing the same boundary, claim_period lets exactly one through; the others wait for it
+    and then read the account it left.
+    """
+    if not account.period.has_ended(now):
+        return account
+    following = following_period(account.period, now, calendar_months=account.calendar_periods)
+    claimed = await store.claim_period(account, following, now)
+    if claimed is None:
+        reloaded, _ = await store.account_state(account.account_id)
+        assert reloaded is not None
+        return reloaded
+    return await begin_period(store, claimed, now)
+
+
+async def begin_period(store: Store, account: Account, now: datetime) -> Account:
+    """Expire the allowance left from before and grant `account.monthly_allowance` for
+    `account.period` (already written). Allowance held by open holds stays held; it expires when
+    those holds settle."""
+    rows = await store.lock_buckets(account.account_id)
+    period_ref = f"period:{account.period.start.isoformat()}"
+    entries = [LedgerEntry(EntryKind.EXPIRY, PoolName.ALLOWANCE, -pool_total(rows, PoolName.ALLOWANCE), ref=period_ref)]
+    debt_paid = granted = 0
+    if account.monthly_allowance:
+        grant = credit(
+            EntryKind.SUBSCRIPTION_GRANT,
+            PoolName.ALLOWANCE,
+            account.monthly_allowance,
+            account.debt,
+            ref=period_ref,
+            note=account.plan_id,
+        )
+        entries += grant.entries
+        debt_paid, granted = grant.debt_paid, grant.to_pool
+    rebalance(rows, PoolName.ALLOWANCE, granted)
+    for row in rows:
+        row.used = 0
+    await store.write_buckets(account.account_id, rows)
+    await store.append(account.account_id, entries, now)
+    account = replace(account, allowance_total=account.monthly_allowance, debt=account.debt - debt_paid)
+    await store.save_account(account, now)
+    return account

@@ -1,0 +1,155 @@
+"""Commit, Release and expiry: how a hold ends, exactly once.
+
+Each runs under the hold's row lock, so a Commit racing a Release (or the sweeper) sees the
+other's outcome and answers accordingly instead of settling twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from meter.domain import ids
+from meter.domain.accounts import Account
+from meter.domain.amounts import MAX_CALL_TOKENS, require_tokens
+from meter.domain.balance import Balance
+from meter.domain.errors import ReservationNotFound, ReservationReleased
+from meter.domain.holds import Hold, HoldStatus, Settlement, Usage, settle
+from meter.domain.ledger import EntryKind, LedgerEntry
+from meter.domain.pools import PoolName, draw, find_row, pool_total, rebalance
+from meter.service.context import Meter
+from meter.service.periods import roll_over_if_ended
+from meter.service.ports import Store
+
+
+@dataclass(frozen=True)
+class Charge:
+    usage: Usage
+    balance: Balance
+
+
+async def commit(meter: Meter, *, reservation_id: str, input_tokens: int, output_tokens: int) -> Charge:
+    account_id = ids.reservation_account(reservation_id)
+    require_tokens("input_tokens", input_tokens, minimum=0, maximum=MAX_CALL_TOKENS)
+    require_tokens("output_tokens", output_tokens, minimum=0, maximum=MAX_CALL_TOKENS)
+
+    async def work(store: Store) -> Charge:
+        hold, account, now = await _locked_hold(store, account_id, reservation_id)
+        if hold.status is HoldStatus.COMMITTED:
+            hold.check_commit_replay(input_tokens, output_tokens)
+            assert hold.usage is not None
+            return Charge(hold.usage, await store.balance(account_id))
+        if hold.status is HoldStatus.RELEASED:
+            raise ReservationReleased(reservation_id)
+        charged = hold.pricing.tokens(input_tokens, output_tokens)
+        if hold.status is HoldStatus.EXPIRED:
+            # The sweeper gave the hold back already; the usage happened, so charge it anyway.
+            settlement = Settlement(0, 0, 0, 0, 0, overage=charged)
+        else:
+            settlement = settle(hold, charged, allowance_expired=hold.period_start != account.period.start)
+        unbilled = await _apply(store, account, hold, settlement, now)
+        usage = Usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            charged_tokens=charged,
+            cost_micros=hold.pricing.cost_micros(input_tokens, output_tokens),
+            unbilled_tokens=unbilled,
+            late=hold.status is HoldStatus.EXPIRED or now >= hold.expires_at,
+        )
+        await store.finish_hold(hold, HoldStatus.COMMITTED, now, usage)
+        return Charge(usage, await store.balance(account_id))
+
+    return await meter.storage.transaction(work)
+
+
+async def release(meter: Meter, *, reservation_id: str) -> Balance:
+    account_id = ids.reservation_account(reservation_id)
+
+    async def work(store: Store) -> Balance:
+        hold, account, now = await _locked_hold(store, account_id, reservation_id)
+        hold.check_releasable()
+        if hold.status is HoldStatus.OPEN:
+            await _give_back(store, account, hold, now, HoldStatus.RELEASED)
+        return await store.balance(account_id)
+
+    return await meter.storage.transaction(work)
+
+
+async def expire(meter: Meter, *, account_id: str, hold_id: str) -> bool:
+    """Give back one hold past its expiry (the sweeper's job); False if it was settled meanwhile."""
+
+    async def work(store: Store) -> bool:
+        hold, now = await store.lock_hold(account_id, hold_id)
+        if hold is None or hold.status is not HoldStatus.OPEN or now < hold.expires_at:
+            return False
+        account, _ = await store.account_state(account_id)
+        assert account is not None
+        account = await roll_over_if_ended(store, account, now)
+        await _give_back(store, account, hold, now, HoldStatus.EXPIRED)
+        return True
+
+    return await meter.storage.transaction(work)
+
+
+async def _locked_hold(store: Store, account_id: str, reservation_id: str) -> tuple[Hold, Account, datetime]:
+    hold, now = await store.lock_hold(account_id, ids.hold_id(reservation_id))
+    if hold is None:
+        raise ReservationNotFound(reservation_id)
+    account, _ = await store.account_state(account_id)
+    assert account is not None, "a hold's account exists"
+    return hold, await roll_over_if_ended(store, account, now), now
+
+
+async def _give_back(store: Store, account: Account, hold: Hold, now: datetime, status: HoldStatus) -> None:
+    settlement = settle(hold, 0, allowance_expired=hold.period_start != account.period.start)
+    await _apply(store, account, hold, settlement, now)
+    await store.finish_hold(hold, status, now)
+
+
+async def _apply(store: Store, account: Account, hold: Hold, s: Settlement, now: datetime) -> int:
+    """Write a settlement: hold parts back or used, overage drawn, shortfall to debt. Returns the
+    tokens nobody could pay for (now debt)."""
+    if s.overage:
+        drawn_allowance, drawn_purchased, shortfall = await _settle_with_overage(store, hold, s, now)
+    else:
+        drawn_allowance = drawn_purchased = shortfall = 0
+        for pool, bucket, held, returned, used in (
+            (PoolName.ALLOWANCE, hold.allowance_bucket, hold.allowance_held, s.returned_allowance, s.used_allowance),
+            (PoolName.PURCHASED, hold.purchased_bucket, hold.purchased_held, s.returned_purchased, s.used_purchased),
+        ):
+            if held:
+                await store.shift_bucket(hold.account_id, pool, bucket, available=returned, held=-held, used=used)
+    ref = hold.reservation_id
+    await store.append(
+        hold.account_id,
+        [
+            LedgerEntry(EntryKind.USAGE, PoolName.ALLOWANCE, -(s.used_allowance + drawn_allowance), reservation_id=ref),
+            LedgerEntry(EntryKind.USAGE, PoolName.PURCHASED, -(s.used_purchased + drawn_purchased), reservation_id=ref),
+            LedgerEntry(EntryKind.USAGE, PoolName.DEBT, -shortfall, reservation_id=ref),
+            LedgerEntry(EntryKind.EXPIRY, PoolName.ALLOWANCE, -s.expired_allowance, reservation_id=ref),
+        ],
+        now,
+    )
+    if shortfall:
+        locked = await store.lock_account(account.account_id)
+        assert locked is not None
+        await store.save_account(replace(locked, debt=locked.debt + shortfall), now)
+    return shortfall
+
+
+async def _settle_with_overage(store: Store, hold: Hold, s: Settlement, now: datetime) -> tuple[int, int, int]:
+    """Usage beyond the hold: the hold is used up, the rest comes from what is available
+    (allowance first), and what is still missing becomes debt."""
+    locked = await store.lock_account(hold.account_id)  # lock order: account before buckets
+    assert locked is not None
+    rows = await store.lock_buckets(hold.account_id)
+    home = find_row(rows, PoolName.ALLOWANCE, hold.allowance_bucket)
+    find_row(rows, PoolName.ALLOWANCE, hold.allowance_bucket).held -= hold.allowance_held
+    find_row(rows, PoolName.PURCHASED, hold.purchased_bucket).held -= hold.purchased_held
+    allowance, purchased = pool_total(rows, PoolName.ALLOWANCE), pool_total(rows, PoolName.PURCHASED)
+    taken = draw(s.overage, allowance, purchased)
+    rebalance(rows, PoolName.ALLOWANCE, allowance - taken.allowance)
+    rebalance(rows, PoolName.PURCHASED, purchased - taken.purchased)
+    home.used += s.used_allowance + s.used_purchased + s.overage
+    await store.write_buckets(hold.account_id, rows)
+    return taken.allowance, taken.purchased, taken.shortfall

@@ -1,0 +1,69 @@
+"""The background sweeper: gives back expired holds and crosses period boundaries of idle
+accounts. Safe with several replicas sweeping at once: each item is settled in its own
+transaction under its row lock, and an item already handled is skipped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from meter.domain.errors import MeterError
+from meter.service.context import Meter
+from meter.service.periods import roll_over_if_ended
+from meter.service.ports import Store
+from meter.service.settle import expire
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+@dataclass
+class SweepCount:
+    holds_expired: int = 0
+    periods_rolled: int = 0
+
+
+async def sweep_once(meter: Meter) -> SweepCount:
+    count = SweepCount()
+
+    async def due(store: Store) -> tuple[list[tuple[str, str]], list[str]]:
+        return await store.expired_holds(BATCH), await store.ended_periods(BATCH)
+
+    holds, accounts = await meter.storage.transaction(due)
+    for account_id, hold_id in holds:
+        if await expire(meter, account_id=account_id, hold_id=hold_id):
+            count.holds_expired += 1
+    for account_id in accounts:
+        if await _roll_over(meter, account_id):
+            count.periods_rolled += 1
+    return count
+
+
+async def _roll_over(meter: Meter, account_id: str) -> bool:
+    async def work(store: Store) -> bool:
+        account, now = await store.account_state(account_id)
+        if account is None or not account.period.has_ended(now):
+            return False
+        await roll_over_if_ended(store, account, now)
+        return True
+
+    return await meter.storage.transaction(work)
+
+
+async def run_sweeper(meter: Meter, interval_seconds: float, stop: asyncio.Event) -> None:
+    """Sweep every `interval_seconds` until `stop` is set; a failed sweep is logged and retried."""
+    while not stop.is_set():
+        try:
+            count = await sweep_once(meter)
+            if count.holds_expired or count.periods_rolled:
+                log.info("sweep: %d holds expired, %d periods rolled over", count.holds_expired, count.periods_rolled)
+        except MeterError as exc:
+            log.warning("sweep failed: %s", exc)
+        except Exception:
+            log.exception("sweep failed")
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
+        except TimeoutError:
+            pass

@@ -1,0 +1,1 @@
+"""PostgreSQL storage: SQLAlchemy Core tables, the per-transaction store, migrations, audit."""

@@ -1,0 +1,93 @@
+"""`meter audit`: prove that balances follow from the ledger.
+
+Per account and pool: buckets (available + held) equal the pool's ledger sum; the debt pool's
+ledger sum equals minus the account's debt; the tokens parked as held on buckets equal what the
+open holds say they took; and no bucket is negative.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+_AUDIT = """
+WITH pools AS (
+    SELECT account_id, pool, sum(available + held) AS balance, sum(held) AS held,
+           min(least(available, held)) AS lowest
+    FROM buckets WHERE (CAST(:account_id AS text) IS NULL OR account_id = :account_id)
+    GROUP BY account_id, pool
+    UNION ALL
+    SELECT account_id, 'debt', -debt, 0, -debt FROM accounts
+    WHERE (CAST(:account_id AS text) IS NULL OR account_id = :account_id)
+),
+ledger AS (
+    SELECT account_id, pool, sum(amount) AS total FROM ledger_entries
+    WHERE (CAST(:account_id AS text) IS NULL OR account_id = :account_id)
+    GROUP BY account_id, pool
+),
+open_holds AS (
+    SELECT account_id, pool, sum(amount) AS held FROM holds
+    CROSS JOIN LATERAL (VALUES ('allowance', allowance_held), ('purchased', purchased_held)) AS part(pool, amount)
+    WHERE status = 'open' AND (CAST(:account_id AS text) IS NULL OR account_id = :account_id)
+    GROUP BY account_id, pool
+)
+SELECT coalesce(p.account_id, l.account_id) AS account_id, coalesce(p.pool, l.pool) AS pool,
+       coalesce(p.balance, 0) AS balance, coalesce(l.total, 0) AS ledger,
+       coalesce(p.held, 0) AS held, coalesce(h.held, 0) AS holds_held, coalesce(p.lowest, 0) AS lowest
+FROM pools AS p
+FULL JOIN ledger AS l ON l.account_id = p.account_id AND l.pool = p.pool
+LEFT JOIN open_holds AS h ON h.account_id = coalesce(p.account_id, l.account_id) AND h.pool = coalesce(p.pool, l.pool)
+WHERE coalesce(p.balance, 0) <> coalesce(l.total, 0)
+   OR coalesce(p.held, 0) <> coalesce(h.held, 0)
+   OR (coalesce(p.pool, l.pool) <> 'debt' AND coalesce(p.lowest, 0) < 0)
+ORDER BY 1, 2
+"""
+
+_COUNT = "SELECT count(*) FROM accounts WHERE (CAST(:account_id AS text) IS NULL OR account_id = :account_id)"
+
+
+@dataclass(frozen=True)
+class Discrepancy:
+    account_id: str
+    pool: str
+    balance: int
+    ledger: int
+    held: int
+    holds_held: int
+
+    def __str__(self) -> str:
+        if self.balance != self.ledger:
+            what = "debt" if self.pool == "debt" else "available + held"
+            shown = -self.balance if self.pool == "debt" else self.balance
+            return f"{self.account_id} {self.pool}: {what} is {shown} but the ledger sums to {self.ledger}"
+        if self.held != self.holds_held:
+            return f"{self.account_id} {self.pool}: buckets hold {self.held} but open holds took {self.holds_held}"
+        return f"{self.account_id} {self.pool}: a bucket is negative"
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    accounts: int
+    discrepancies: list[Discrepancy]
+
+    @property
+    def clean(self) -> bool:
+        return not self.discrepancies
+
+
+async def audit(engine: AsyncEngine, account_id: str | None = None) -> AuditReport:
+    """One repeatable-read snapshot, so concurrent traffic cannot produce a false alarm."""
+    async with engine.connect() as connection:
+        await connection.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+        rows = (await connection.execute(text(_AUDIT), {"account_id": account_id})).mappings().all()
+        accounts = (await connection.execute(text(_COUNT), {"account_id": account_id})).scalar_one()
+        await connection.rollback()
+    return AuditReport(
+        accounts=accounts,
+        discrepancies=[
+            Discrepancy(r["account_id"], r["pool"], int(r["balance"]), int(r["ledger"]), int(r["held"]), int(r["holds_held"]))
+            for r in rows
+        ],
+    )

@@ -1,0 +1,104 @@
+"""Engine, connection settings, and the transaction runner that retries what may be retried.
+
+Every connection sets statement_timeout, lock_timeout and idle_in_transaction_session_timeout so
+that no request can hang on a lock or a stuck client forever. Only serialization failures and
+deadlocks are retried (with the same work, in a new transaction); anything else propagates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import asyncpg
+from sqlalchemy import URL, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from meter.domain.errors import StorageUnavailable
+from meter.service.ports import Conflict
+
+T = TypeVar("T")
+
+# SQLSTATEs worth a retry: the same work in a new transaction can succeed.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    statement_ms: int = 5_000
+    lock_ms: int = 3_000
+    idle_in_transaction_ms: int = 10_000
+
+
+def async_url(url: str) -> URL:
+    """Accept plain postgresql:// URLs (as libpq and operators write them) and use asyncpg."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+asyncpg"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}: use postgresql://")
+
+
+def create_engine(url: str, *, pool_size: int = 10, timeouts: Timeouts | None = None) -> AsyncEngine:
+    timeouts = timeouts or Timeouts()
+    return create_async_engine(
+        async_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={
+            "server_settings": {
+                "statement_timeout": str(timeouts.statement_ms),
+                "lock_timeout": str(timeouts.lock_ms),
+                "idle_in_transaction_session_timeout": str(timeouts.idle_in_transaction_ms),
+                "application_name": "meter",
+            }
+        },
+    )
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    original = getattr(exc, "orig", None)
+    cause = getattr(original, "__cause__", None) or original
+    return getattr(cause, "sqlstate", None)
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, Conflict) or (
+        isinstance(exc, DBAPIError) and sqlstate(exc) in RETRYABLE_SQLSTATES
+    )
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Lost connections, timeouts and a database that is down: the caller should retry later."""
+    if isinstance(exc, (OperationalError, InterfaceError, OSError, asyncpg.PostgresConnectionError)):
+        return True
+    state = sqlstate(exc) or ""
+    # 57014 query_canceled (statement_timeout), 55P03 lock_not_available (lock_timeout),
+    # class 08 connection exceptions, 57P0x admin shutdown / crash shutdown.
+    return state in ("57014", "55P03") or state.startswith(("08", "57P"))
+
+
+async def run_transaction(
+    engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]], *, attempts: int = 8
+) -> T:
+    """Run `work` in one transaction that commits only if it returns; retry retryable failures."""
+    try:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_retryable),
+            stop=stop_after_attempt(attempts),
+            wait=wait_random_exponential(multiplier=0.002, max=0.1),
+            reraise=True,
+        ):
+            with attempt:
+                async with engine.begin() as connection:
+                    return await work(connection)
+    except DBAPIError as exc:
+        if _unavailable(exc):
+            raise StorageUnavailable(type(exc.orig).__name__ if exc.orig else str(exc)) from exc
+        raise
+    except (OSError, asyncpg.PostgresConnectionError) as exc:
+        raise StorageUnavailable(type(exc).__name__) from exc
+    raise AssertionError("unreachable: tenacity reraises the last failure")

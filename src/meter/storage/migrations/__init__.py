@@ -1,0 +1,1 @@
+"""Alembic migrations; run by `meter migrate` and at `meter serve` start."""

@@ -1,0 +1,43 @@
+"""Alembic environment: async engine, lock_timeout before DDL, one migrator at a time.
+
+Several replicas may start together; an advisory lock makes the others wait and then find
+nothing to do. lock_timeout keeps a migration from queueing behind a long transaction while
+every request queues behind the migration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from meter.storage.tables import metadata
+
+MIGRATION_LOCK_ID = 0x6D65746572  # "meter"
+
+
+def _run(connection: Connection) -> None:
+    connection.execute(text("SET lock_timeout = '5s'"))
+    connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+    context.configure(connection=connection, target_metadata=metadata, transaction_per_migration=False)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _main() -> None:
+    url = context.config.get_main_option("sqlalchemy.url")
+    assert url, "meter.storage.migrate sets sqlalchemy.url"
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_run)
+            await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline migrations are not supported; run `meter migrate`")
+asyncio.run(_main())
