@@ -47,7 +47,7 @@ async def commit(meter: Meter, *, reservation_id: str, input_tokens: int, output
             settlement = Settlement(0, 0, 0, 0, 0, overage=charged)
         else:
             settlement = settle(hold, charged, allowance_expired=hold.period_start != account.period.start)
-        unbilled = await _apply(store, account, hold, settlement, now)
+        unbilled = await _apply(store, account, hold, settlement, now, parked=hold.status is HoldStatus.OPEN)
         usage = Usage(
             input_tokens=input_tokens,
             output_tokens=output_tokens,
@@ -102,22 +102,23 @@ async def _locked_hold(store: Store, account_id: str, reservation_id: str) -> tu
 
 async def _give_back(store: Store, account: Account, hold: Hold, now: datetime, status: HoldStatus) -> None:
     settlement = settle(hold, 0, allowance_expired=hold.period_start != account.period.start)
-    await _apply(store, account, hold, settlement, now)
+    await _apply(store, account, hold, settlement, now, parked=True)
     await store.finish_hold(hold, status, now)
 
 
-async def _apply(store: Store, account: Account, hold: Hold, s: Settlement, now: datetime) -> int:
+async def _apply(store: Store, account: Account, hold: Hold, s: Settlement, now: datetime, *, parked: bool) -> int:
     """Write a settlement: hold parts back or used, overage drawn, shortfall to debt. Returns the
-    tokens nobody could pay for (now debt)."""
+    tokens nobody could pay for (now debt). `parked` says the hold's tokens still sit on its
+    buckets as held (an expired hold's were given back by the sweeper)."""
     if s.overage:
-        drawn_allowance, drawn_purchased, shortfall = await _settle_with_overage(store, hold, s, now)
+        drawn_allowance, drawn_purchased, shortfall = await _settle_with_overage(store, hold, s, parked=parked)
     else:
         drawn_allowance = drawn_purchased = shortfall = 0
         for pool, bucket, held, returned, used in (
             (PoolName.ALLOWANCE, hold.allowance_bucket, hold.allowance_held, s.returned_allowance, s.used_allowance),
             (PoolName.PURCHASED, hold.purchased_bucket, hold.purchased_held, s.returned_purchased, s.used_purchased),
         ):
-            if held:
+            if held and parked:
                 await store.shift_bucket(hold.account_id, pool, bucket, available=returned, held=-held, used=used)
     ref = hold.reservation_id
     await store.append(
@@ -137,15 +138,16 @@ async def _apply(store: Store, account: Account, hold: Hold, s: Settlement, now:
     return shortfall
 
 
-async def _settle_with_overage(store: Store, hold: Hold, s: Settlement, now: datetime) -> tuple[int, int, int]:
+async def _settle_with_overage(store: Store, hold: Hold, s: Settlement, *, parked: bool) -> tuple[int, int, int]:
     """Usage beyond the hold: the hold is used up, the rest comes from what is available
     (allowance first), and what is still missing becomes debt."""
     locked = await store.lock_account(hold.account_id)  # lock order: account before buckets
     assert locked is not None
     rows = await store.lock_buckets(hold.account_id)
     home = find_row(rows, PoolName.ALLOWANCE, hold.allowance_bucket)
-    find_row(rows, PoolName.ALLOWANCE, hold.allowance_bucket).held -= hold.allowance_held
-    find_row(rows, PoolName.PURCHASED, hold.purchased_bucket).held -= hold.purchased_held
+    if parked:
+        home.held -= hold.allowance_held
+        find_row(rows, PoolName.PURCHASED, hold.purchased_bucket).held -= hold.purchased_held
     allowance, purchased = pool_total(rows, PoolName.ALLOWANCE), pool_total(rows, PoolName.PURCHASED)
     taken = draw(s.overage, allowance, purchased)
     rebalance(rows, PoolName.ALLOWANCE, allowance - taken.allowance)
