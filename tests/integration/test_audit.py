@@ -1,0 +1,55 @@
+"""`meter audit` passes on a consistent database and names the account of a corrupted bucket."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meter.v1 import meter_pb2 as pb
+from support import RunningMeter, funded_account, reserve_request
+
+
+def _meter_audit(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "METER_DATABASE_URL": database_url, "METER_LOG_LEVEL": "WARNING"}
+    return subprocess.run(
+        [sys.executable, "-m", "meter.cli", "audit", *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+async def test_audit_passes_then_fails_on_a_hand_corrupted_bucket(
+    meter: RunningMeter, engine: AsyncEngine, database_url: str
+) -> None:
+    account = await funded_account(meter.stub, 1000)
+    hold = await meter.stub.Reserve(reserve_request(account))
+    await meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=10, output_tokens=5))
+
+    clean = _meter_audit(database_url)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "clean" in clean.stdout
+
+    corrupt = text("UPDATE buckets SET available = available + :delta WHERE account_id = :a AND pool = 'purchased' AND bucket = 3")
+    async with engine.begin() as connection:
+        await connection.execute(corrupt, {"delta": 7, "a": account})
+    try:
+        broken = _meter_audit(database_url)
+        assert broken.returncode == 1
+        assert f"MISMATCH {account} purchased: available + held is 992 but the ledger sums to 985" in broken.stdout
+        assert _meter_audit(database_url, "--account", account).returncode == 1
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(corrupt, {"delta": -7, "a": account})
+    assert _meter_audit(database_url, "--account", account).returncode == 0
+
+
+async def test_ledger_is_append_only(meter: RunningMeter, engine: AsyncEngine) -> None:
+    import pytest
+    from sqlalchemy.exc import DBAPIError
+
+    account = await funded_account(meter.stub, 10)
+    async with engine.begin() as connection:
+        with pytest.raises(DBAPIError, match="append-only"):
+            await connection.execute(text("UPDATE ledger_entries SET amount = 1 WHERE account_id = :a"), {"a": account})

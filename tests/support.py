@@ -1,0 +1,140 @@
+"""Helpers for tests: start a real server, call it, read error details, look at the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meter import bootstrap
+from meter.catalog import Catalog
+from meter.config import Settings
+from meter.storage.clock import DatabaseClock
+from meter.v1 import meter_pb2 as pb
+from meter.v1 import meter_pb2_grpc
+
+T = TypeVar("T")
+
+
+@dataclass
+class RunningMeter:
+    service: bootstrap.Service
+    channel: grpc.aio.Channel
+    stub: meter_pb2_grpc.MeterServiceStub
+    clock: DatabaseClock
+
+    @property
+    def address(self) -> str:
+        return self.service.grpc.address
+
+    async def stop(self) -> None:
+        await self.channel.close()
+        await self.service.stop()
+
+
+async def start_meter(database_url: str, *, catalog: Catalog | None = None, **overrides: Any) -> RunningMeter:
+    defaults: dict[str, Any] = {
+        "database_url": database_url,
+        "grpc_addr": "127.0.0.1:0",
+        # Tests that exercise the background sweeper ask for a short interval.
+        "sweep_interval_seconds": 3600.0,
+        "shutdown_grace_seconds": 2.0,
+    }
+    settings = replace(Settings(), **(defaults | overrides))
+    clock = DatabaseClock()
+    service = await bootstrap.start(settings, clock=clock, catalog=catalog)
+    channel = grpc.aio.insecure_channel(service.grpc.address)
+    return RunningMeter(service, channel, meter_pb2_grpc.MeterServiceStub(channel), clock)
+
+
+def new_id(prefix: str = "acct") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    """The one ErrorInfo in a meter error status."""
+    status = rpc_status.from_call(error)
+    assert status is not None, f"no rich status in {error!r}"
+    infos = []
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            infos.append(info)
+    assert len(infos) == 1, f"expected one ErrorInfo, got {status.details}"
+    assert infos[0].domain == "meter"
+    return infos[0]
+
+
+async def expect_error(call: Awaitable[Any], code: grpc.StatusCode, reason: str) -> error_details_pb2.ErrorInfo:
+    try:
+        response = await call
+    except grpc.aio.AioRpcError as error:
+        assert error.code() == code, f"{error.code()} {error.details()}"
+        info = error_info(error)
+        assert info.reason == reason, f"{info.reason}: {error.details()}"
+        return info
+    raise AssertionError(f"expected {code.name} {reason}, got {response}")
+
+
+async def funded_account(stub: meter_pb2_grpc.MeterServiceStub, tokens: int, *, plan: str = "free") -> str:
+    """An account with `tokens` in its purchased pool (through SetPlan and Adjust)."""
+    account = new_id()
+    await stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id=plan))
+    if tokens:
+        await stub.Adjust(
+            pb.AdjustRequest(
+                account_id=account, pool=pb.POOL_PURCHASED, delta=tokens, reason="test funding", request_id=new_id("fund")
+            )
+        )
+    return account
+
+
+def reserve_request(account: str, **fields: Any) -> pb.ReserveRequest:
+    """A Reserve on the `basic` model (weights 1): held = input_tokens + max_output_tokens."""
+    values: dict[str, Any] = {"request_id": new_id("req"), "model": "basic", "input_tokens": 50, "max_output_tokens": 50}
+    values.update(fields)
+    return pb.ReserveRequest(account_id=account, **values)
+
+
+async def balance(stub: meter_pb2_grpc.MeterServiceStub, account: str) -> pb.Balance:
+    return (await stub.GetBalance(pb.GetBalanceRequest(account_id=account))).balance
+
+
+async def ledger(engine: AsyncEngine, account: str) -> list[dict[str, Any]]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT kind, pool, amount, reservation_id, ref FROM ledger_entries WHERE account_id = :a ORDER BY entry_id"),
+            {"a": account},
+        )
+        return [dict(row) for row in rows.mappings()]
+
+
+async def database_now(engine: AsyncEngine) -> datetime:
+    async with engine.connect() as connection:
+        return (await connection.execute(text("SELECT now()"))).scalar_one()
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool], *, within: float = 15.0) -> T:
+    """Poll until `accept(probe())`, failing after `within` seconds (no fixed sleeps)."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await probe()
+        if accept(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s; last value: {value}")
+        await asyncio.sleep(0.02)
+
+
+def time_until(instant: datetime, now: datetime) -> timedelta:
+    return instant - now
