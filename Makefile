@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install proto run test migrate audit clean
+.PHONY: install proto run test lint migrate audit clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ migrate: $(STAMP)
 
 audit: $(STAMP)
 	$(BIN)/meter audit
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/mypy
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

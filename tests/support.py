@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from meter.v1 import meter_pb2 as pb
+from meter.v1 import meter_pb2_grpc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,8 +22,6 @@ from meter import bootstrap
 from meter.catalog import Catalog
 from meter.config import Settings
 from meter.storage.clock import DatabaseClock
-from meter.v1 import meter_pb2 as pb
-from meter.v1 import meter_pb2_grpc
 
 T = TypeVar("T")
 
@@ -93,7 +93,11 @@ async def funded_account(stub: meter_pb2_grpc.MeterServiceStub, tokens: int, *, 
     if tokens:
         await stub.Adjust(
             pb.AdjustRequest(
-                account_id=account, pool=pb.POOL_PURCHASED, delta=tokens, reason="test funding", request_id=new_id("fund")
+                account_id=account,
+                pool=pb.POOL_PURCHASED,
+                delta=tokens,
+                reason="test funding",
+                request_id=new_id("fund"),
             )
         )
     return account
@@ -101,7 +105,12 @@ async def funded_account(stub: meter_pb2_grpc.MeterServiceStub, tokens: int, *, 
 
 def reserve_request(account: str, **fields: Any) -> pb.ReserveRequest:
     """A Reserve on the `basic` model (weights 1): held = input_tokens + max_output_tokens."""
-    values: dict[str, Any] = {"request_id": new_id("req"), "model": "basic", "input_tokens": 50, "max_output_tokens": 50}
+    values: dict[str, Any] = {
+        "request_id": new_id("req"),
+        "model": "basic",
+        "input_tokens": 50,
+        "max_output_tokens": 50,
+    }
     values.update(fields)
     return pb.ReserveRequest(account_id=account, **values)
 
@@ -113,7 +122,10 @@ async def balance(stub: meter_pb2_grpc.MeterServiceStub, account: str) -> pb.Bal
 async def ledger(engine: AsyncEngine, account: str) -> list[dict[str, Any]]:
     async with engine.connect() as connection:
         rows = await connection.execute(
-            text("SELECT kind, pool, amount, reservation_id, ref FROM ledger_entries WHERE account_id = :a ORDER BY entry_id"),
+            text(
+                "SELECT kind, pool, amount, reservation_id, ref FROM ledger_entries "
+                "WHERE account_id = :a ORDER BY entry_id"
+            ),
             {"a": account},
         )
         return [dict(row) for row in rows.mappings()]

@@ -54,7 +54,9 @@ def engine_for(settings: Settings, url: str) -> AsyncEngine:
     )
 
 
-def build_meter(settings: Settings, engine: AsyncEngine, *, clock: DatabaseClock | None, catalog: Catalog | None) -> Meter:
+def build_meter(
+    settings: Settings, engine: AsyncEngine, *, clock: DatabaseClock | None, catalog: Catalog | None
+) -> Meter:
     return Meter(
         catalog=catalog or catalog_file.load(settings.catalog_path),
         storage=PostgresStorage(engine, clock),

@@ -137,7 +137,7 @@ def _count(source: str, entry: Mapping[str, Any], key: str, *, minimum: int, def
 def _decimal(source: str, entry: Mapping[str, Any], key: str, default: str | None = None) -> int:
     value = entry.get(key, default)
     if not isinstance(value, str):
-        raise CatalogError(f"{source}: {entry.get('id', '?')!r}: `{key}` must be a decimal string like \"1.50\"")
+        raise CatalogError(f'{source}: {entry.get("id", "?")!r}: `{key}` must be a decimal string like "1.50"')
     try:
         return millionths(value, key)
     except ValueError as exc:

@@ -6,17 +6,21 @@ import os
 import subprocess
 import sys
 
+from meter.v1 import meter_pb2 as pb
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-
-from meter.v1 import meter_pb2 as pb
 from support import RunningMeter, funded_account, reserve_request
 
 
 def _meter_audit(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "METER_DATABASE_URL": database_url, "METER_LOG_LEVEL": "WARNING"}
     return subprocess.run(
-        [sys.executable, "-m", "meter.cli", "audit", *args], env=env, capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-m", "meter.cli", "audit", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -31,7 +35,9 @@ async def test_audit_passes_then_fails_on_a_hand_corrupted_bucket(
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "clean" in clean.stdout
 
-    corrupt = text("UPDATE buckets SET available = available + :delta WHERE account_id = :a AND pool = 'purchased' AND bucket = 3")
+    corrupt = text(
+        "UPDATE buckets SET available = available + :delta WHERE account_id = :a AND pool = 'purchased' AND bucket = 3"
+    )
     async with engine.begin() as connection:
         await connection.execute(corrupt, {"delta": 7, "a": account})
     try:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from meter import catalog
 from meter.v1 import meter_pb2 as pb
 from support import funded_account, reserve_request
+
+from meter import catalog
 
 
 def _catalog(version: str, input_weight: str, output_weight: str, output_price: str) -> catalog.Catalog:
@@ -14,8 +15,12 @@ def _catalog(version: str, input_weight: str, output_weight: str, output_price: 
         "version": version,
         "models": [
             {
-                "id": "basic", "provider": "internal", "input_usd_per_million": "1",
-                "output_usd_per_million": output_price, "input_weight": input_weight, "output_weight": output_weight,
+                "id": "basic",
+                "provider": "internal",
+                "input_usd_per_million": "1",
+                "output_usd_per_million": output_price,
+                "input_weight": input_weight,
+                "output_weight": output_weight,
             }
         ],
         "packs": [{"id": "pack_1000_tokens", "tokens": 1000, "price_minor": 100, "currency": "usd"}],
@@ -32,7 +37,9 @@ async def test_commit_uses_the_catalog_version_pinned_at_reserve(meters) -> None
 
     # A new deployment with new weights and prices serves the Commit.
     after = await meters(catalog=_catalog("v2", "2", "3", "50"))
-    charge = await after.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=100, output_tokens=50))
+    charge = await after.stub.Commit(
+        pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=100, output_tokens=50)
+    )
     assert charge.charged_tokens == 150  # v1 weights: 100 * 1 + 50 * 1
     assert charge.cost_micros == 200  # v1 prices: (100 * 1 + 50 * 2) micro-USD
     fresh = await after.stub.Reserve(reserve_request(account, input_tokens=100, max_output_tokens=100))

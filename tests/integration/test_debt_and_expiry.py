@@ -6,9 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import grpc
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from meter.v1 import meter_pb2 as pb
+from sqlalchemy.ext.asyncio import AsyncEngine
 from support import RunningMeter, balance, eventually, expect_error, funded_account, ledger, new_id, reserve_request
 
 
@@ -41,7 +40,11 @@ class TestDebt:
         # A pack of 1000 pays the 500 owed first; the rest can be spent.
         credited = await meter.stub.CreditPurchase(
             pb.CreditPurchaseRequest(
-                account_id=account, pack_id="pack_1000_tokens", tokens=1000, amount_minor=100, currency="usd",
+                account_id=account,
+                pack_id="pack_1000_tokens",
+                tokens=1000,
+                amount_minor=100,
+                currency="usd",
                 payment_ref=new_id("cs"),
             )
         )
@@ -58,10 +61,14 @@ class TestDebt:
             pb.AdjustRequest(account_id=account, pool=pb.POOL_PURCHASED, delta=100, reason="seed", request_id=new_id())
         )
         hold = await meter.stub.Reserve(reserve_request(account))
-        await meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=2000, output_tokens=0))
+        await meter.stub.Commit(
+            pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=2000, output_tokens=0)
+        )
         assert (await balance(meter.stub, account)).debt == 1900
         paid = await meter.stub.Adjust(
-            pb.AdjustRequest(account_id=account, pool=pb.POOL_PURCHASED, delta=1000, reason="goodwill", request_id=new_id())
+            pb.AdjustRequest(
+                account_id=account, pool=pb.POOL_PURCHASED, delta=1000, reason="goodwill", request_id=new_id()
+            )
         )
         assert (paid.balance.debt, paid.balance.purchased_remaining) == (900, 0)
         await expect_error(
@@ -71,7 +78,9 @@ class TestDebt:
 
 class TestExpiry:
     async def test_sweeper_gives_expired_holds_back_and_a_late_commit_is_still_charged(
-        self, meters, engine: AsyncEngine  # type: ignore[no-untyped-def]
+        self,
+        meters,
+        engine: AsyncEngine,  # type: ignore[no-untyped-def]
     ) -> None:
         meter: RunningMeter = await meters(sweep_interval_seconds=0.05)
         account = await funded_account(meter.stub, 1000)
@@ -89,13 +98,18 @@ class TestExpiry:
             grpc.StatusCode.FAILED_PRECONDITION,
             "RESERVATION_EXPIRED",
         )
-        late = await meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=70, output_tokens=30))
+        late = await meter.stub.Commit(
+            pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=70, output_tokens=30)
+        )
         assert late.late
         assert late.charged_tokens == 100
         assert late.unbilled_tokens == 0
         assert late.balance.purchased_remaining == 900
         # The usage is charged once, from what was available.
-        assert [(e["kind"], e["amount"]) for e in await ledger(engine, account)] == [("adjustment", 1000), ("usage", -100)]
+        assert [(e["kind"], e["amount"]) for e in await ledger(engine, account)] == [
+            ("adjustment", 1000),
+            ("usage", -100),
+        ]
 
     async def test_release_after_expiry_is_a_no_op(self, meters) -> None:  # type: ignore[no-untyped-def]
         meter: RunningMeter = await meters(sweep_interval_seconds=0.05)
@@ -110,7 +124,9 @@ class TestExpiry:
         account = await funded_account(meter.stub, 1000)
         hold = await meter.stub.Reserve(reserve_request(account, ttl_seconds=10))
         meter.clock.advance(timedelta(seconds=11))
-        late = await meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=10, output_tokens=10))
+        late = await meter.stub.Commit(
+            pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=10, output_tokens=10)
+        )
         assert late.late and late.charged_tokens == 20
         assert (late.balance.held, late.balance.purchased_remaining) == (0, 980)
 

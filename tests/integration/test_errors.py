@@ -6,9 +6,8 @@ from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from meter.v1 import meter_pb2 as pb
+from sqlalchemy.ext.asyncio import AsyncEngine
 from support import RunningMeter, balance, expect_error, funded_account, ledger, new_id, reserve_request
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -57,7 +56,9 @@ class TestReserveRefusals:
     async def test_unknown_model(self, meter: RunningMeter, engine: AsyncEngine) -> None:
         account = await funded_account(meter.stub, 1000)
         before = await balance(meter.stub, account)
-        info = await expect_error(meter.stub.Reserve(reserve_request(account, model="gpt-17")), INVALID, "UNKNOWN_MODEL")
+        info = await expect_error(
+            meter.stub.Reserve(reserve_request(account, model="gpt-17")), INVALID, "UNKNOWN_MODEL"
+        )
         assert info.metadata["model"] == "gpt-17"
         await _unchanged(meter, engine, account, before, entries=1)
 
@@ -125,7 +126,9 @@ class TestSettlementRefusals:
     async def test_extend_after_commit_and_after_release(self, meter: RunningMeter) -> None:
         account = await funded_account(meter.stub, 1000)
         committed = await meter.stub.Reserve(reserve_request(account))
-        await meter.stub.Commit(pb.CommitRequest(reservation_id=committed.reservation_id, input_tokens=1, output_tokens=1))
+        await meter.stub.Commit(
+            pb.CommitRequest(reservation_id=committed.reservation_id, input_tokens=1, output_tokens=1)
+        )
         await expect_error(
             meter.stub.ExtendReservation(pb.ExtendReservationRequest(reservation_id=committed.reservation_id)),
             grpc.StatusCode.FAILED_PRECONDITION,
@@ -159,7 +162,9 @@ class TestSettlementRefusals:
         hold = await meter.stub.Reserve(reserve_request(account))
         for usage in ({"input_tokens": -1}, {"output_tokens": -1}, {"output_tokens": INT64_MAX}):
             await expect_error(
-                meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, **usage)), INVALID, "INVALID_FIELD"
+                meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, **usage)),
+                INVALID,
+                "INVALID_FIELD",
             )
         assert (await balance(meter.stub, account)).held == 100
 
@@ -181,7 +186,10 @@ class TestCreditRefusals:
 
     def _purchase(self, account: str, **fields: Any) -> pb.CreditPurchaseRequest:
         values: dict[str, Any] = {
-            "pack_id": "pack_1000_tokens", "tokens": 1000, "amount_minor": 100, "currency": "usd",
+            "pack_id": "pack_1000_tokens",
+            "tokens": 1000,
+            "amount_minor": 100,
+            "currency": "usd",
             "payment_ref": new_id("cs"),
         }
         values.update(fields)
@@ -225,7 +233,9 @@ class TestCreditRefusals:
         await meter.stub.CreditPurchase(self._purchase(account, payment_ref="cs_same"))
         info = await expect_error(
             meter.stub.CreditPurchase(
-                self._purchase(account, payment_ref="cs_same", pack_id="pack_100k_tokens", tokens=100_000, amount_minor=900)
+                self._purchase(
+                    account, payment_ref="cs_same", pack_id="pack_100k_tokens", tokens=100_000, amount_minor=900
+                )
             ),
             grpc.StatusCode.ALREADY_EXISTS,
             "IDEMPOTENCY_KEY_REUSED",
@@ -255,14 +265,18 @@ class TestCreditRefusals:
         )
         assert (info.metadata["available"], info.metadata["required"]) == ("100", "101")
         await expect_error(
-            meter.stub.Adjust(pb.AdjustRequest(account_id=new_id(), pool=pb.POOL_PURCHASED, delta=1, reason="r", request_id="k")),
+            meter.stub.Adjust(
+                pb.AdjustRequest(account_id=new_id(), pool=pb.POOL_PURCHASED, delta=1, reason="r", request_id="k")
+            ),
             grpc.StatusCode.NOT_FOUND,
             "ACCOUNT_NOT_FOUND",
         )
         reused = adjust(request_id="adj-1")
         await meter.stub.Adjust(reused)
         info = await expect_error(
-            meter.stub.Adjust(adjust(request_id="adj-1", delta=11)), grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED"
+            meter.stub.Adjust(adjust(request_id="adj-1", delta=11)),
+            grpc.StatusCode.ALREADY_EXISTS,
+            "IDEMPOTENCY_KEY_REUSED",
         )
         assert info.metadata["field"] == "delta"
         assert (await balance(meter.stub, account)).purchased_remaining == 110
@@ -270,7 +284,9 @@ class TestCreditRefusals:
 
     async def test_set_plan_refusals(self, meter: RunningMeter) -> None:
         account = new_id()
-        await expect_error(meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="platinum")), INVALID, "UNKNOWN_PLAN")
+        await expect_error(
+            meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="platinum")), INVALID, "UNKNOWN_PLAN"
+        )
         info = await expect_error(
             meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="pro", monthly_allowance_tokens=5)),
             INVALID,
@@ -284,5 +300,7 @@ class TestCreditRefusals:
         request.period_end.FromSeconds(1_700_000_000)
         await expect_error(meter.stub.SetPlan(request), INVALID, "INVALID_FIELD")
         await expect_error(
-            meter.stub.GetBalance(pb.GetBalanceRequest(account_id=account)), grpc.StatusCode.NOT_FOUND, "ACCOUNT_NOT_FOUND"
+            meter.stub.GetBalance(pb.GetBalanceRequest(account_id=account)),
+            grpc.StatusCode.NOT_FOUND,
+            "ACCOUNT_NOT_FOUND",
         )

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from meter.v1 import meter_pb2 as pb
+from sqlalchemy.ext.asyncio import AsyncEngine
 from support import RunningMeter, balance, funded_account, ledger, new_id, reserve_request
 
 
@@ -38,7 +37,9 @@ class TestReplays:
         first = await meter.stub.Commit(commit)
         again = await meter.stub.Commit(commit)
         assert (again.charged_tokens, again.cost_micros, again.unbilled_tokens) == (
-            first.charged_tokens, first.cost_micros, first.unbilled_tokens,
+            first.charged_tokens,
+            first.cost_micros,
+            first.unbilled_tokens,
         )
         assert again.balance.purchased_remaining == 950
         assert [e["kind"] for e in await ledger(engine, account)] == ["adjustment", "usage"]
@@ -66,7 +67,11 @@ class TestReplays:
     async def test_concurrent_duplicate_credits_credit_once(self, meter: RunningMeter, engine: AsyncEngine) -> None:
         account = new_id()
         request = pb.CreditPurchaseRequest(
-            account_id=account, pack_id="pack_1000_tokens", tokens=1000, amount_minor=100, currency="usd",
+            account_id=account,
+            pack_id="pack_1000_tokens",
+            tokens=1000,
+            amount_minor=100,
+            currency="usd",
             payment_ref=new_id("cs"),
         )
         results = await asyncio.gather(*(meter.stub.CreditPurchase(request) for _ in range(8)))

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import grpc
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from meter.v1 import meter_pb2 as pb
+from sqlalchemy.ext.asyncio import AsyncEngine
 from support import RunningMeter, balance, funded_account, ledger, new_id, reserve_request
 
 
@@ -30,7 +29,9 @@ class TestReserveCommit:
     async def test_commit_charges_usage_and_returns_the_rest(self, meter: RunningMeter, engine: AsyncEngine) -> None:
         account = new_id()
         await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="starter"))
-        hold = await meter.stub.Reserve(reserve_request(account, model="gpt-4o", input_tokens=1000, max_output_tokens=500))
+        hold = await meter.stub.Reserve(
+            reserve_request(account, model="gpt-4o", input_tokens=1000, max_output_tokens=500)
+        )
         charge = await meter.stub.Commit(
             pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=900, output_tokens=100)
         )
@@ -114,11 +115,19 @@ class TestBalanceAndCatalog:
 
 
 class TestCredits:
-    async def test_credit_purchase_creates_account_and_credits_once(self, meter: RunningMeter, engine: AsyncEngine) -> None:
+    async def test_credit_purchase_creates_account_and_credits_once(
+        self, meter: RunningMeter, engine: AsyncEngine
+    ) -> None:
         account = new_id()
         request = pb.CreditPurchaseRequest(
-            account_id=account, pack_id="pack_100k_tokens", tokens=100_000, amount_minor=900, currency="USD",
-            payment_ref=new_id("cs"), payment_intent="pi_1", event_id="evt_1",
+            account_id=account,
+            pack_id="pack_100k_tokens",
+            tokens=100_000,
+            amount_minor=900,
+            currency="USD",
+            payment_ref=new_id("cs"),
+            payment_intent="pi_1",
+            event_id="evt_1",
         )
         first = await meter.stub.CreditPurchase(request)
         again = await meter.stub.CreditPurchase(request)
@@ -131,7 +140,9 @@ class TestCredits:
     async def test_adjust_adds_and_removes_tokens(self, meter: RunningMeter) -> None:
         account = await funded_account(meter.stub, 500)
         removed = await meter.stub.Adjust(
-            pb.AdjustRequest(account_id=account, pool=pb.POOL_PURCHASED, delta=-200, reason="correction", request_id=new_id())
+            pb.AdjustRequest(
+                account_id=account, pool=pb.POOL_PURCHASED, delta=-200, reason="correction", request_id=new_id()
+            )
         )
         assert removed.balance.purchased_remaining == 300
         bonus = await meter.stub.Adjust(

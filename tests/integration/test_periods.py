@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from meter.v1 import meter_pb2 as pb
+from sqlalchemy.ext.asyncio import AsyncEngine
 from support import RunningMeter, balance, database_now, eventually, ledger, new_id, reserve_request
 
 
-async def _cross_boundary(meter: RunningMeter, engine: AsyncEngine, account: str, extra: timedelta = timedelta(0)) -> pb.Balance:
+async def _cross_boundary(
+    meter: RunningMeter, engine: AsyncEngine, account: str, extra: timedelta = timedelta(0)
+) -> pb.Balance:
     before = await balance(meter.stub, account)
     now = await database_now(engine)
     meter.clock.advance(before.period_end.ToDatetime().replace(tzinfo=now.tzinfo) - now + timedelta(seconds=1) + extra)
@@ -20,12 +21,16 @@ async def _cross_boundary(meter: RunningMeter, engine: AsyncEngine, account: str
 
 
 class TestBoundary:
-    async def test_many_requests_crossing_the_boundary_regrant_once(self, meter: RunningMeter, engine: AsyncEngine) -> None:
+    async def test_many_requests_crossing_the_boundary_regrant_once(
+        self, meter: RunningMeter, engine: AsyncEngine
+    ) -> None:
         account = new_id()
         await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="starter"))
         old_hold = await meter.stub.Reserve(reserve_request(account, input_tokens=500, max_output_tokens=500))
         spent = await meter.stub.Reserve(reserve_request(account))
-        await meter.stub.Commit(pb.CommitRequest(reservation_id=spent.reservation_id, input_tokens=30, output_tokens=30))
+        await meter.stub.Commit(
+            pb.CommitRequest(reservation_id=spent.reservation_id, input_tokens=30, output_tokens=30)
+        )
         before = await _cross_boundary(meter, engine, account)
 
         holds = await asyncio.gather(
@@ -55,10 +60,16 @@ class TestBoundary:
         assert charge.charged_tokens == 300
         assert charge.balance.allowance_remaining == 50_000 - 40 * 100
         assert charge.balance.held == 40 * 100
-        late_entries = [(e["kind"], e["amount"]) for e in await ledger(engine, account) if e["reservation_id"] == old_hold.reservation_id]
+        late_entries = [
+            (e["kind"], e["amount"])
+            for e in await ledger(engine, account)
+            if e["reservation_id"] == old_hold.reservation_id
+        ]
         assert late_entries == [("usage", -300), ("expiry", -700)]
 
-    async def test_idle_account_crossing_several_boundaries_gets_one_grant(self, meter: RunningMeter, engine: AsyncEngine) -> None:
+    async def test_idle_account_crossing_several_boundaries_gets_one_grant(
+        self, meter: RunningMeter, engine: AsyncEngine
+    ) -> None:
         account = new_id()
         await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="starter"))
         before = await _cross_boundary(meter, engine, account, extra=timedelta(days=70))
@@ -75,7 +86,9 @@ class TestBoundary:
         await _cross_boundary(meter, engine, account)
         entries = await eventually(lambda: ledger(engine, account), lambda rows: len(rows) == 3)
         assert [(e["kind"], e["amount"]) for e in entries] == [
-            ("subscription_grant", 500_000), ("expiry", -500_000), ("subscription_grant", 500_000),
+            ("subscription_grant", 500_000),
+            ("expiry", -500_000),
+            ("subscription_grant", 500_000),
         ]
 
     async def test_subscription_period_is_followed(self, meter: RunningMeter, engine: AsyncEngine) -> None:

@@ -116,9 +116,7 @@ class InsufficientTokens(MeterError):
     category = ErrorCategory.PRECONDITION
 
     def __init__(self, available: int, required: int) -> None:
-        super().__init__(
-            f"{required} tokens required, {available} available", available=available, required=required
-        )
+        super().__init__(f"{required} tokens required, {available} available", available=available, required=required)
         self.available = available
         self.required = required
 

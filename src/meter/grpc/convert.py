@@ -56,7 +56,9 @@ def optional_period(message: object) -> Period | None:
     if start is None and end is None:
         return None
     if start is None or end is None:
-        raise InvalidField("period_start" if start is None else "period_end", "set both period_start and period_end, or neither")
+        raise InvalidField(
+            "period_start" if start is None else "period_end", "set both period_start and period_end, or neither"
+        )
     if start >= end:
         raise InvalidField("period_end", "must be after period_start")
     return Period(start, end)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeAlias
+
 import grpc
 
 from meter.service import balance as balance_case
@@ -12,7 +14,7 @@ from meter.v1 import meter_pb2_grpc
 
 from . import convert
 
-Context = grpc.aio.ServicerContext
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class MeterServicer(meter_pb2_grpc.MeterServiceServicer):

@@ -45,7 +45,15 @@ async def locked_current_account(store: Store, account: Account, now: datetime) 
 
 
 async def credit_pool(
-    store: Store, account: Account, kind: EntryKind, pool: PoolName, amount: int, now: datetime, *, ref: str, note: str | None
+    store: Store,
+    account: Account,
+    kind: EntryKind,
+    pool: PoolName,
+    amount: int,
+    now: datetime,
+    *,
+    ref: str,
+    note: str | None,
 ) -> Account:
     """Credit a pool (paying the debt first), spreading it so every bucket can serve holds.
     The caller holds the account's row lock."""

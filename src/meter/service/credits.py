@@ -64,7 +64,9 @@ async def credit_purchase(
         if not await store.insert_purchase(record, now):
             raise Conflict("the same payment was credited concurrently")
         account = await locked_current_account(store, account, now)
-        await credit_pool(store, account, EntryKind.PURCHASE, PoolName.PURCHASED, tokens, now, ref=payment_ref, note=pack_id)
+        await credit_pool(
+            store, account, EntryKind.PURCHASE, PoolName.PURCHASED, tokens, now, ref=payment_ref, note=pack_id
+        )
         return Credited(await store.balance(account_id), tokens, newly_credited=True)
 
     return await meter.storage.transaction(work)
@@ -98,9 +100,7 @@ def _check_same_purchase(payment_ref: str, existing: Mapping[str, Any], record: 
             raise RequestIdReused(payment_ref, name)
 
 
-async def adjust(
-    meter: Meter, *, account_id: str, pool: PoolName, delta: int, reason: str, request_id: str
-) -> Balance:
+async def adjust(meter: Meter, *, account_id: str, pool: PoolName, delta: int, reason: str, request_id: str) -> Balance:
     ids.account_id(account_id)
     ids.idempotency_key(request_id, "request_id")
     if pool is PoolName.DEBT:

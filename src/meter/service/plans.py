@@ -103,8 +103,14 @@ async def _change(store: Store, account: Account, wanted: Account, period: Perio
     upgrade = changed.monthly_allowance - account.allowance_total
     if upgrade > 0:
         changed = await credit_pool(
-            store, changed, EntryKind.SUBSCRIPTION_GRANT, PoolName.ALLOWANCE, upgrade, now,
-            ref=f"upgrade:{changed.plan_id}:{account.period.start.isoformat()}", note=changed.plan_id,
+            store,
+            changed,
+            EntryKind.SUBSCRIPTION_GRANT,
+            PoolName.ALLOWANCE,
+            upgrade,
+            now,
+            ref=f"upgrade:{changed.plan_id}:{account.period.start.isoformat()}",
+            note=changed.plan_id,
         )
         changed = replace(changed, allowance_total=changed.monthly_allowance)
     await store.save_account(changed, now)

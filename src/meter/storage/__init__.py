@@ -1,1 +1,1 @@
-"""PostgreSQL storage: SQLAlchemy Core tables, the per-transaction store, migrations, audit."""
+"""PostgreSQL storage: the per-transaction store (queries), migrations, audit, embedded server."""

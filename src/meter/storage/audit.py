@@ -87,7 +87,9 @@ async def audit(engine: AsyncEngine, account_id: str | None = None) -> AuditRepo
     return AuditReport(
         accounts=accounts,
         discrepancies=[
-            Discrepancy(r["account_id"], r["pool"], int(r["balance"]), int(r["ledger"]), int(r["held"]), int(r["holds_held"]))
+            Discrepancy(
+                r["account_id"], r["pool"], int(r["balance"]), int(r["ledger"]), int(r["held"]), int(r["holds_held"])
+            )
             for r in rows
         ],
     )

@@ -66,9 +66,7 @@ def sqlstate(exc: BaseException) -> str | None:
 
 
 def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, Conflict) or (
-        isinstance(exc, DBAPIError) and sqlstate(exc) in RETRYABLE_SQLSTATES
-    )
+    return isinstance(exc, Conflict) or (isinstance(exc, DBAPIError) and sqlstate(exc) in RETRYABLE_SQLSTATES)
 
 
 def _unavailable(exc: BaseException) -> bool:

@@ -17,7 +17,9 @@ def alembic_config(database_url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     # ConfigParser interpolation would choke on % in passwords.
-    config.set_main_option("sqlalchemy.url", async_url(database_url).render_as_string(hide_password=False).replace("%", "%%"))
+    config.set_main_option(
+        "sqlalchemy.url", async_url(database_url).render_as_string(hide_password=False).replace("%", "%%")
+    )
     return config
 
 

@@ -13,15 +13,14 @@ from alembic import context
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from meter.storage.tables import metadata
-
 MIGRATION_LOCK_ID = 0x6D65746572  # "meter"
 
 
 def _run(connection: Connection) -> None:
     connection.execute(text("SET lock_timeout = '5s'"))
     connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
-    context.configure(connection=connection, target_metadata=metadata, transaction_per_migration=False)
+    # Migrations are hand-written SQL (constraints, triggers, partial indexes): no autogenerate.
+    context.configure(connection=connection, target_metadata=None, transaction_per_migration=False)
     with context.begin_transaction():
         context.run_migrations()
 

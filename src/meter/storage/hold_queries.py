@@ -1,0 +1,155 @@
+"""Queries on holds (reservations)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from meter.domain import ids
+from meter.domain.holds import Hold, HoldStatus, Pricing, ReserveParams, Usage
+from meter.storage.queries import NOW, Queries
+
+
+class HoldQueries(Queries):
+    async def hold_by_request(self, account_id: str, request_id: str) -> Hold | None:
+        row = await self._row(
+            "SELECT * FROM holds WHERE account_id = :account_id AND request_id = :request_id",
+            account_id=account_id,
+            request_id=request_id,
+        )
+        return _hold(row) if row else None
+
+    async def lock_hold(self, account_id: str, hold_id: str) -> tuple[Hold | None, datetime]:
+        row = await self._row(
+            f"SELECT h.*, {NOW} AS now FROM holds AS h "
+            "WHERE h.account_id = :account_id AND h.hold_id = CAST(:hold_id AS uuid) FOR UPDATE",
+            account_id=account_id,
+            hold_id=hold_id,
+        )
+        if row is None:
+            clock = await self._row(f"SELECT {NOW} AS now")
+            assert clock is not None
+            return None, clock["now"]
+        return _hold(row), row["now"]
+
+    async def insert_hold(self, hold: Hold, now: datetime) -> bool:
+        """False when a concurrent Reserve with the same request_id got there first."""
+        return bool(
+            await self._execute(
+                "INSERT INTO holds (account_id, hold_id, request_id, model, input_tokens, max_output_tokens, "
+                "ttl_seconds, labels, catalog_version, input_weight, output_weight, input_price, output_price, "
+                "allowance_held, allowance_bucket, purchased_held, purchased_bucket, period_start, status, "
+                "created_at, expires_at) VALUES (:account_id, CAST(:hold_id AS uuid), :request_id, :model, "
+                ":input_tokens, :max_output_tokens, :ttl_seconds, CAST(:labels AS jsonb), :catalog_version, "
+                ":input_weight, :output_weight, :input_price, :output_price, :allowance_held, "
+                ":allowance_bucket, :purchased_held, :purchased_bucket, :period_start, 'open', :now, "
+                ":expires_at) ON CONFLICT (account_id, request_id) DO NOTHING",
+                account_id=hold.account_id,
+                hold_id=ids.hold_id(hold.reservation_id),
+                request_id=hold.request_id,
+                model=hold.params.model,
+                input_tokens=hold.params.input_tokens,
+                max_output_tokens=hold.params.max_output_tokens,
+                ttl_seconds=hold.params.ttl_seconds,
+                labels=json.dumps(hold.params.labels, sort_keys=True),
+                catalog_version=hold.pricing.catalog_version,
+                input_weight=hold.pricing.input_weight,
+                output_weight=hold.pricing.output_weight,
+                input_price=hold.pricing.input_price,
+                output_price=hold.pricing.output_price,
+                allowance_held=hold.allowance_held,
+                allowance_bucket=hold.allowance_bucket,
+                purchased_held=hold.purchased_held,
+                purchased_bucket=hold.purchased_bucket,
+                period_start=hold.period_start,
+                now=now,
+                expires_at=hold.expires_at,
+            )
+        )
+
+    async def finish_hold(self, hold: Hold, status: HoldStatus, now: datetime, usage: Usage | None = None) -> None:
+        await self._execute(
+            "UPDATE holds SET status = :status, settled_at = :now, usage_input_tokens = :input_tokens, "
+            "usage_output_tokens = :output_tokens, charged_tokens = :charged, cost_micros = :cost, "
+            "unbilled_tokens = :unbilled, late = :late "
+            "WHERE account_id = :account_id AND hold_id = CAST(:hold_id AS uuid)",
+            account_id=hold.account_id,
+            hold_id=ids.hold_id(hold.reservation_id),
+            status=status.value,
+            now=now,
+            input_tokens=usage.input_tokens if usage else None,
+            output_tokens=usage.output_tokens if usage else None,
+            charged=usage.charged_tokens if usage else None,
+            cost=usage.cost_micros if usage else None,
+            unbilled=usage.unbilled_tokens if usage else None,
+            late=usage.late if usage else None,
+        )
+
+    async def extend_hold(self, hold: Hold, expires_at: datetime) -> None:
+        await self._execute(
+            "UPDATE holds SET expires_at = :expires_at WHERE account_id = :account_id "
+            "AND hold_id = CAST(:hold_id AS uuid)",
+            account_id=hold.account_id,
+            hold_id=ids.hold_id(hold.reservation_id),
+            expires_at=expires_at,
+        )
+
+    # The sweeper's cross-account reads (no locks; each item is then settled in its own transaction).
+
+    async def expired_holds(self, limit: int) -> list[tuple[str, str]]:
+        rows = await self._rows(
+            f"SELECT account_id, hold_id::text AS hold_id FROM holds WHERE status = 'open' "
+            f"AND expires_at <= {NOW} ORDER BY expires_at LIMIT :limit",
+            limit=limit,
+        )
+        return [(r["account_id"], r["hold_id"]) for r in rows]
+
+    async def ended_periods(self, limit: int) -> list[str]:
+        rows = await self._rows(
+            f"SELECT account_id FROM accounts WHERE period_end <= {NOW} ORDER BY period_end LIMIT :limit",
+            limit=limit,
+        )
+        return [r["account_id"] for r in rows]
+
+
+def _hold(row: Mapping[str, Any]) -> Hold:
+    labels = row["labels"]
+    usage = None
+    if row["charged_tokens"] is not None:
+        usage = Usage(
+            input_tokens=row["usage_input_tokens"],
+            output_tokens=row["usage_output_tokens"],
+            charged_tokens=row["charged_tokens"],
+            cost_micros=row["cost_micros"],
+            unbilled_tokens=row["unbilled_tokens"],
+            late=row["late"],
+        )
+    return Hold(
+        account_id=row["account_id"],
+        reservation_id=f"{row['account_id']}/{str(row['hold_id']).replace('-', '')}",
+        request_id=row["request_id"],
+        params=ReserveParams(
+            model=row["model"],
+            input_tokens=row["input_tokens"],
+            max_output_tokens=row["max_output_tokens"],
+            ttl_seconds=row["ttl_seconds"],
+            labels=json.loads(labels) if isinstance(labels, str) else dict(labels),
+        ),
+        pricing=Pricing(
+            catalog_version=row["catalog_version"],
+            input_weight=row["input_weight"],
+            output_weight=row["output_weight"],
+            input_price=row["input_price"],
+            output_price=row["output_price"],
+        ),
+        allowance_held=row["allowance_held"],
+        allowance_bucket=row["allowance_bucket"],
+        purchased_held=row["purchased_held"],
+        purchased_bucket=row["purchased_bucket"],
+        period_start=row["period_start"],
+        status=HoldStatus(row["status"]),
+        expires_at=row["expires_at"],
+        usage=usage,
+    )
