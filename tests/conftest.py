@@ -16,12 +16,12 @@ import asyncpg
 import pytest
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import RunningMeter, start_meter
 
 from meter.storage.audit import audit
 from meter.storage.database import create_engine
 from meter.storage.embedded import EmbeddedPostgres
 from meter.storage.migrate import upgrade_async
+from support import RunningMeter, start_meter
 
 StartMeter = Callable[..., Awaitable[RunningMeter]]
 

@@ -13,8 +13,6 @@ from typing import Any, TypeVar
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from meter.v1 import meter_pb2 as pb
-from meter.v1 import meter_pb2_grpc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,6 +20,8 @@ from meter import bootstrap
 from meter.catalog import Catalog
 from meter.config import Settings
 from meter.storage.clock import DatabaseClock
+from meter.v1 import meter_pb2 as pb
+from meter.v1 import meter_pb2_grpc
 
 T = TypeVar("T")
 

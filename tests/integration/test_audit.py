@@ -6,9 +6,10 @@ import os
 import subprocess
 import sys
 
-from meter.v1 import meter_pb2 as pb
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meter.v1 import meter_pb2 as pb
 from support import RunningMeter, funded_account, reserve_request
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from meter import catalog
 from meter.v1 import meter_pb2 as pb
 from support import funded_account, reserve_request
-
-from meter import catalog
 
 
 def _catalog(version: str, input_weight: str, output_weight: str, output_price: str) -> catalog.Catalog:

@@ -7,11 +7,11 @@ import asyncio
 
 import grpc
 import pytest
-from meter.v1 import meter_pb2 as pb
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import RunningMeter, balance, funded_account, reserve_request
 
 from meter.storage.audit import audit
+from meter.v1 import meter_pb2 as pb
+from support import RunningMeter, balance, funded_account, reserve_request
 
 CALLERS = 200
 ROOM_FOR = 37  # holds of 100 tokens that fit

@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import grpc
-from meter.v1 import meter_pb2 as pb
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meter.v1 import meter_pb2 as pb
 from support import RunningMeter, balance, eventually, expect_error, funded_account, ledger, new_id, reserve_request
 
 

@@ -6,8 +6,9 @@ from typing import Any
 
 import grpc
 import pytest
-from meter.v1 import meter_pb2 as pb
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meter.v1 import meter_pb2 as pb
 from support import RunningMeter, balance, expect_error, funded_account, ledger, new_id, reserve_request
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

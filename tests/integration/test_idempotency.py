@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from meter.v1 import meter_pb2 as pb
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meter.v1 import meter_pb2 as pb
 from support import RunningMeter, balance, funded_account, ledger, new_id, reserve_request
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from meter.v1 import meter_pb2 as pb
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meter.v1 import meter_pb2 as pb
 from support import RunningMeter, balance, database_now, eventually, ledger, new_id, reserve_request
 
 
