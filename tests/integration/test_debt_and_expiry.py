@@ -76,6 +76,22 @@ class TestDebt:
             meter.stub.Reserve(reserve_request(account)), grpc.StatusCode.FAILED_PRECONDITION, "ACCOUNT_IN_DEBT"
         )
 
+    async def test_tokens_returned_by_another_hold_pay_the_debt_first(
+        self, meter: RunningMeter, engine: AsyncEngine
+    ) -> None:
+        account = await funded_account(meter.stub, 300)
+        first = await meter.stub.Reserve(reserve_request(account))
+        second = await meter.stub.Reserve(reserve_request(account))  # 100 held each, 100 available
+        charge = await meter.stub.Commit(
+            pb.CommitRequest(reservation_id=first.reservation_id, input_tokens=250, output_tokens=0)
+        )
+        assert (charge.unbilled_tokens, charge.balance.debt, charge.balance.held) == (50, 50, 100)
+        released = await meter.stub.Release(pb.ReleaseRequest(reservation_id=second.reservation_id))
+        # The 100 coming back pay the 50 owed; 50 are left to spend.
+        assert (released.balance.debt, released.balance.purchased_remaining) == (0, 50)
+        payments = [(e["pool"], e["amount"]) for e in await ledger(engine, account) if e["kind"] == "debt_payment"]
+        assert payments == [("purchased", -50), ("debt", 50)]
+
 
 class TestExpiry:
     async def test_sweeper_gives_expired_holds_back_and_a_late_commit_is_still_charged(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from meter.domain import ids
@@ -134,7 +135,9 @@ async def adjust(meter: Meter, *, account_id: str, pool: PoolName, delta: int, r
     return await meter.storage.transaction(work)
 
 
-async def _debit(store: Store, account_id: str, pool: PoolName, amount: int, ref: str, note: str, now: Any) -> None:
+async def _debit(
+    store: Store, account_id: str, pool: PoolName, amount: int, ref: str, note: str, now: datetime
+) -> None:
     """A correction takes only what the pool has available: it never creates debt by itself."""
     rows = await store.lock_buckets(account_id)
     available = pool_total(rows, pool)

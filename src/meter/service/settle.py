@@ -110,32 +110,54 @@ async def _apply(store: Store, account: Account, hold: Hold, s: Settlement, now:
     """Write a settlement: hold parts back or used, overage drawn, shortfall to debt. Returns the
     tokens nobody could pay for (now debt). `parked` says the hold's tokens still sit on its
     buckets as held (an expired hold's were given back by the sweeper)."""
+    ref = hold.reservation_id
+    drawn_allowance = drawn_purchased = shortfall = 0
+    entries: list[LedgerEntry] = []
     if s.overage:
         drawn_allowance, drawn_purchased, shortfall = await _settle_with_overage(store, hold, s, parked=parked)
-    else:
-        drawn_allowance = drawn_purchased = shortfall = 0
+    elif parked:
+        returned_allowance, returned_purchased, entries = await _pay_debt_from_returns(store, account, s, ref, now)
         for pool, bucket, held, returned, used in (
-            (PoolName.ALLOWANCE, hold.allowance_bucket, hold.allowance_held, s.returned_allowance, s.used_allowance),
-            (PoolName.PURCHASED, hold.purchased_bucket, hold.purchased_held, s.returned_purchased, s.used_purchased),
+            (PoolName.ALLOWANCE, hold.allowance_bucket, hold.allowance_held, returned_allowance, s.used_allowance),
+            (PoolName.PURCHASED, hold.purchased_bucket, hold.purchased_held, returned_purchased, s.used_purchased),
         ):
-            if held and parked:
+            if held:
                 await store.shift_bucket(hold.account_id, pool, bucket, available=returned, held=-held, used=used)
-    ref = hold.reservation_id
-    await store.append(
-        hold.account_id,
-        [
-            LedgerEntry(EntryKind.USAGE, PoolName.ALLOWANCE, -(s.used_allowance + drawn_allowance), reservation_id=ref),
-            LedgerEntry(EntryKind.USAGE, PoolName.PURCHASED, -(s.used_purchased + drawn_purchased), reservation_id=ref),
-            LedgerEntry(EntryKind.USAGE, PoolName.DEBT, -shortfall, reservation_id=ref),
-            LedgerEntry(EntryKind.EXPIRY, PoolName.ALLOWANCE, -s.expired_allowance, reservation_id=ref),
-        ],
-        now,
-    )
+    entries = [
+        LedgerEntry(EntryKind.USAGE, PoolName.ALLOWANCE, -(s.used_allowance + drawn_allowance), reservation_id=ref),
+        LedgerEntry(EntryKind.USAGE, PoolName.PURCHASED, -(s.used_purchased + drawn_purchased), reservation_id=ref),
+        LedgerEntry(EntryKind.USAGE, PoolName.DEBT, -shortfall, reservation_id=ref),
+        LedgerEntry(EntryKind.EXPIRY, PoolName.ALLOWANCE, -s.expired_allowance, reservation_id=ref),
+        *entries,
+    ]
+    await store.append(hold.account_id, entries, now)
     if shortfall:
         locked = await store.lock_account(account.account_id)
         assert locked is not None
         await store.save_account(replace(locked, debt=locked.debt + shortfall), now)
     return shortfall
+
+
+async def _pay_debt_from_returns(
+    store: Store, account: Account, s: Settlement, ref: str, now: datetime
+) -> tuple[int, int, list[LedgerEntry]]:
+    """Tokens coming back from a hold pay the account's debt first, as credits do: an account
+    never shows tokens available while it owes some. Returns what is left to give back."""
+    if not account.debt or not (s.returned_allowance or s.returned_purchased):
+        return s.returned_allowance, s.returned_purchased, []
+    locked = await store.lock_account(account.account_id)  # lock order: account before buckets
+    assert locked is not None
+    paid_allowance = min(locked.debt, s.returned_allowance)
+    paid_purchased = min(locked.debt - paid_allowance, s.returned_purchased)
+    paid = paid_allowance + paid_purchased
+    if paid:
+        await store.save_account(replace(locked, debt=locked.debt - paid), now)
+    entries = [
+        LedgerEntry(EntryKind.DEBT_PAYMENT, PoolName.ALLOWANCE, -paid_allowance, reservation_id=ref),
+        LedgerEntry(EntryKind.DEBT_PAYMENT, PoolName.PURCHASED, -paid_purchased, reservation_id=ref),
+        LedgerEntry(EntryKind.DEBT_PAYMENT, PoolName.DEBT, paid, reservation_id=ref),
+    ]
+    return s.returned_allowance - paid_allowance, s.returned_purchased - paid_purchased, entries
 
 
 async def _settle_with_overage(store: Store, hold: Hold, s: Settlement, *, parked: bool) -> tuple[int, int, int]:
