@@ -155,3 +155,24 @@ class TestExpiry:
         await eventually(lambda: balance(meter.stub, account), lambda b: b.held == 0)
         late = await meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id))
         assert (late.late, late.charged_tokens, late.balance.purchased_remaining) == (True, 0, 1000)
+
+
+async def test_two_replicas_sweeping_at_once_expire_each_hold_once(meters, engine: AsyncEngine) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    replicas: list[RunningMeter] = [await meters(sweep_interval_seconds=0.02) for _ in range(2)]
+    account = await funded_account(replicas[0].stub, 10_000)
+    for index in range(60):
+        await replicas[index % 2].stub.Reserve(reserve_request(account, ttl_seconds=5))
+    for replica in replicas:
+        replica.clock.advance(timedelta(seconds=6))
+    swept = await eventually(lambda: balance(replicas[1].stub, account), lambda b: b.held == 0)
+    assert swept.purchased_remaining == 10_000
+    async with engine.connect() as connection:
+        statuses = (
+            await connection.execute(
+                text("SELECT status, count(*) FROM holds WHERE account_id = :a GROUP BY status"), {"a": account}
+            )
+        ).all()
+    assert [tuple(row) for row in statuses] == [("expired", 60)]
+    assert [e["kind"] for e in await ledger(engine, account)] == ["adjustment"]
