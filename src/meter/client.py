@@ -1,0 +1,266 @@
+"""The typed async client for Python callers.
+
+    async with MeterClient("127.0.0.1:50051") as meter:
+        async with meter.reserve(account_id="acme", model="gpt-4o", input_tokens=1200,
+                                 max_output_tokens=800) as hold:
+            reply = await call_the_model(...)
+            hold.report(input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)
+        # committed on the way out; released instead if nothing was reported
+
+Every meter RPC is idempotent by its key (Reserve by request_id, Commit/Release/Extend by the
+reservation, CreditPurchase by payment_ref, Adjust by request_id), so a call that failed with
+UNAVAILABLE is retried with the same key; nothing else is retried: a refusal is an answer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Generator
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from meter.v1 import meter_pb2 as pb
+from meter.v1 import meter_pb2_grpc
+
+Response = TypeVar("Response")
+
+_WRITES_RETRY_ON = frozenset({grpc.StatusCode.UNAVAILABLE})
+# A read that timed out changed nothing, so it may also be retried.
+_READS_RETRY_ON = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+class MeterRpcError(Exception):
+    """A meter call that failed; `reason` is the ErrorInfo reason ("" when the failure came from
+    the transport, e.g. a server that cannot be reached)."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str, metadata: dict[str, str], message: str) -> None:
+        super().__init__(f"{code.name} {reason}: {message}" if reason else f"{code.name}: {message}")
+        self.code = code
+        self.reason = reason
+        self.metadata = metadata
+        self.message = message
+
+    @classmethod
+    def from_rpc_error(cls, error: grpc.aio.AioRpcError) -> MeterRpcError:
+        reason, metadata = "", {}
+        status = rpc_status.from_call(error)
+        for detail in status.details if status else ():
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                reason, metadata = info.reason, dict(info.metadata)
+                break
+        return cls(error.code(), reason, metadata, error.details() or "")
+
+
+class MeterClient:
+    """A connection to meter. Use as an async context manager, or call close()."""
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        channel: grpc.aio.Channel | None = None,
+        attempts: int = 3,
+        backoff_seconds: float = 0.05,
+        timeout_seconds: float | None = 10.0,
+    ) -> None:
+        if (target is None) == (channel is None):
+            raise ValueError("give either a target address or a channel")
+        self._owns_channel = channel is None
+        self._channel = channel or grpc.aio.insecure_channel(target or "")
+        self._stub = meter_pb2_grpc.MeterServiceStub(self._channel)
+        self._attempts = attempts
+        self._backoff_seconds = backoff_seconds
+        self._timeout_seconds = timeout_seconds
+
+    async def __aenter__(self) -> MeterClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._owns_channel:
+            await self._channel.close()
+
+    async def _call(
+        self,
+        method: Callable[..., Awaitable[Response]],
+        request: Any,
+        retry_on: frozenset[grpc.StatusCode] = _WRITES_RETRY_ON,
+    ) -> Response:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(lambda exc: isinstance(exc, MeterRpcError) and exc.code in retry_on),
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential(multiplier=self._backoff_seconds, max=2.0),
+            reraise=True,
+        ):
+            with attempt:
+                try:
+                    return await method(request, timeout=self._timeout_seconds)
+                except grpc.aio.AioRpcError as error:
+                    raise MeterRpcError.from_rpc_error(error) from error
+        raise AssertionError("unreachable: tenacity reraises the last failure")
+
+    def reserve(
+        self,
+        *,
+        account_id: str,
+        model: str,
+        input_tokens: int,
+        max_output_tokens: int,
+        request_id: str | None = None,
+        ttl_seconds: int = 0,
+        labels: dict[str, str] | None = None,
+    ) -> PendingReservation:
+        """`await` it for the ReserveResponse, or `async with` it for a Hold that commits the
+        reported usage (or releases) on the way out. The request_id is fixed here, before the
+        first attempt, so every retry is the same Reserve."""
+        request = pb.ReserveRequest(
+            account_id=account_id,
+            request_id=request_id or uuid.uuid4().hex,
+            model=model,
+            input_tokens=input_tokens,
+            max_output_tokens=max_output_tokens,
+            ttl_seconds=ttl_seconds,
+            labels=labels or {},
+        )
+        return PendingReservation(self, request)
+
+    async def _reserve(self, request: pb.ReserveRequest) -> pb.ReserveResponse:
+        return await self._call(self._stub.Reserve, request)
+
+    async def commit(self, *, reservation_id: str, input_tokens: int, output_tokens: int) -> pb.CommitResponse:
+        request = pb.CommitRequest(
+            reservation_id=reservation_id, input_tokens=input_tokens, output_tokens=output_tokens
+        )
+        return await self._call(self._stub.Commit, request)
+
+    async def release(self, *, reservation_id: str) -> pb.ReleaseResponse:
+        return await self._call(self._stub.Release, pb.ReleaseRequest(reservation_id=reservation_id))
+
+    async def extend_reservation(self, *, reservation_id: str, ttl_seconds: int = 0) -> pb.ExtendReservationResponse:
+        request = pb.ExtendReservationRequest(reservation_id=reservation_id, ttl_seconds=ttl_seconds)
+        return await self._call(self._stub.ExtendReservation, request)
+
+    async def get_balance(self, *, account_id: str) -> pb.Balance:
+        request = pb.GetBalanceRequest(account_id=account_id)
+        return (await self._call(self._stub.GetBalance, request, _READS_RETRY_ON)).balance
+
+    async def get_catalog(self) -> pb.GetCatalogResponse:
+        return await self._call(self._stub.GetCatalog, pb.GetCatalogRequest(), _READS_RETRY_ON)
+
+    async def credit_purchase(
+        self,
+        *,
+        account_id: str,
+        pack_id: str,
+        tokens: int,
+        amount_minor: int,
+        currency: str,
+        payment_ref: str,
+        payment_intent: str = "",
+        event_id: str = "",
+    ) -> pb.CreditPurchaseResponse:
+        request = pb.CreditPurchaseRequest(
+            account_id=account_id,
+            pack_id=pack_id,
+            tokens=tokens,
+            amount_minor=amount_minor,
+            currency=currency,
+            payment_ref=payment_ref,
+            payment_intent=payment_intent,
+            event_id=event_id,
+        )
+        return await self._call(self._stub.CreditPurchase, request)
+
+    async def set_plan(
+        self,
+        *,
+        account_id: str,
+        plan_id: str,
+        period_start: datetime | None = None,
+        period_end: datetime | None = None,
+        subscription_ref: str = "",
+        event_time: datetime | None = None,
+        monthly_allowance_tokens: int = 0,
+    ) -> pb.SetPlanResponse:
+        request = pb.SetPlanRequest(
+            account_id=account_id,
+            plan_id=plan_id,
+            subscription_ref=subscription_ref,
+            monthly_allowance_tokens=monthly_allowance_tokens,
+        )
+        for field, value in (("period_start", period_start), ("period_end", period_end), ("event_time", event_time)):
+            if value is not None:
+                getattr(request, field).FromDatetime(value)
+        return await self._call(self._stub.SetPlan, request)
+
+    async def adjust(
+        self, *, account_id: str, pool: int, delta: int, reason: str, request_id: str | None = None
+    ) -> pb.AdjustResponse:
+        """`pool` is pb.POOL_ALLOWANCE or pb.POOL_PURCHASED."""
+        request = pb.AdjustRequest(
+            account_id=account_id, pool=pool, delta=delta, reason=reason, request_id=request_id or uuid.uuid4().hex
+        )
+        return await self._call(self._stub.Adjust, request)
+
+
+class Hold:
+    """An admitted reservation inside `async with client.reserve(...)`."""
+
+    def __init__(self, client: MeterClient, reservation: pb.ReserveResponse) -> None:
+        self._client = client
+        self.reservation = reservation
+        self.usage: tuple[int, int] | None = None
+        self.commit_response: pb.CommitResponse | None = None
+
+    @property
+    def reservation_id(self) -> str:
+        return self.reservation.reservation_id
+
+    @property
+    def held_tokens(self) -> int:
+        return self.reservation.held_tokens
+
+    def report(self, *, input_tokens: int, output_tokens: int) -> None:
+        """Record what the model call used; committed when the block ends, even if it raises
+        afterwards (the tokens were used all the same)."""
+        self.usage = (input_tokens, output_tokens)
+
+    async def _settle(self) -> None:
+        if self.usage is None:
+            await self._client.release(reservation_id=self.reservation_id)
+            return
+        input_tokens, output_tokens = self.usage
+        self.commit_response = await self._client.commit(
+            reservation_id=self.reservation_id, input_tokens=input_tokens, output_tokens=output_tokens
+        )
+
+
+class PendingReservation:
+    """What `client.reserve(...)` returns: awaitable, or an async context manager."""
+
+    def __init__(self, client: MeterClient, request: pb.ReserveRequest) -> None:
+        self._client = client
+        self.request = request
+        self._hold: Hold | None = None
+
+    def __await__(self) -> Generator[Any, None, pb.ReserveResponse]:
+        return self._client._reserve(self.request).__await__()
+
+    async def __aenter__(self) -> Hold:
+        self._hold = Hold(self._client, await self._client._reserve(self.request))
+        return self._hold
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        assert self._hold is not None
+        await self._hold._settle()

@@ -1,0 +1,131 @@
+"""meter.client: the typed async client, against a real server."""
+
+from __future__ import annotations
+
+import socket
+
+import grpc
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meter.client import MeterClient, MeterRpcError
+from meter.v1 import meter_pb2 as pb
+from support import RunningMeter, balance, funded_account, ledger, new_id
+
+
+class ModelCallFailed(Exception):
+    pass
+
+
+class TestHoldContextManager:
+    """`async with client.reserve(...) as hold` commits what was reported, releases otherwise."""
+
+    async def test_reported_usage_is_committed(self, meter: RunningMeter, engine: AsyncEngine) -> None:
+        account = await funded_account(meter.stub, 1000)
+        async with MeterClient(meter.address) as client:
+            async with client.reserve(account_id=account, model="basic", input_tokens=50, max_output_tokens=50) as hold:
+                assert hold.held_tokens == 100
+                assert (await balance(meter.stub, account)).held == 100
+                hold.report(input_tokens=40, output_tokens=20)
+        assert hold.commit_response is not None
+        assert hold.commit_response.charged_tokens == 60
+        assert (await balance(meter.stub, account)).purchased_remaining == 940
+        assert [(e["kind"], e["amount"]) for e in await ledger(engine, account)][-1] == ("usage", -60)
+
+    async def test_failure_before_any_usage_releases_and_reraises(self, meter: RunningMeter) -> None:
+        account = await funded_account(meter.stub, 1000)
+        async with MeterClient(meter.address) as client:
+            with pytest.raises(ModelCallFailed):
+                async with client.reserve(account_id=account, model="basic", input_tokens=50, max_output_tokens=50):
+                    raise ModelCallFailed()
+        snapshot = await balance(meter.stub, account)
+        assert (snapshot.held, snapshot.purchased_remaining) == (0, 1000)
+
+    async def test_failure_after_usage_was_reported_still_commits(self, meter: RunningMeter) -> None:
+        account = await funded_account(meter.stub, 1000)
+        async with MeterClient(meter.address) as client:
+            with pytest.raises(ModelCallFailed):
+                async with client.reserve(
+                    account_id=account, model="basic", input_tokens=50, max_output_tokens=50
+                ) as hold:
+                    hold.report(input_tokens=50, output_tokens=10)
+                    raise ModelCallFailed("stream broke after the tokens were produced")
+        snapshot = await balance(meter.stub, account)
+        assert (snapshot.held, snapshot.purchased_remaining) == (0, 940)
+
+    async def test_a_block_that_reports_nothing_releases(self, meter: RunningMeter) -> None:
+        account = await funded_account(meter.stub, 1000)
+        async with MeterClient(meter.address) as client:
+            async with client.reserve(account_id=account, model="basic", input_tokens=5, max_output_tokens=5) as hold:
+                pass
+        assert hold.commit_response is None
+        assert (await balance(meter.stub, account)).purchased_remaining == 1000
+
+
+class TestCalls:
+    async def test_refusals_carry_reason_and_metadata(self, meter: RunningMeter) -> None:
+        account = await funded_account(meter.stub, 150)
+        async with MeterClient(meter.address) as client:
+            with pytest.raises(MeterRpcError) as refused:
+                await client.reserve(account_id=account, model="basic", input_tokens=100, max_output_tokens=100)
+        assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert refused.value.reason == "INSUFFICIENT_TOKENS"
+        assert refused.value.metadata == {"available": "150", "required": "200"}
+        assert (await balance(meter.stub, account)).held == 0
+
+    async def test_the_same_request_id_is_the_same_reservation(self, meter: RunningMeter) -> None:
+        account = await funded_account(meter.stub, 1000)
+        async with MeterClient(meter.address) as client:
+            pending = client.reserve(account_id=account, model="basic", input_tokens=10, max_output_tokens=10)
+            first = await pending
+            again = await client.reserve(
+                account_id=account,
+                model="basic",
+                input_tokens=10,
+                max_output_tokens=10,
+                request_id=pending.request.request_id,
+            )
+            assert again.reservation_id == first.reservation_id
+            released = await client.release(reservation_id=first.reservation_id)
+        assert released.balance.purchased_remaining == 1000
+
+    async def test_balance_catalog_plan_adjust_and_credit(self, meter: RunningMeter) -> None:
+        account = new_id()
+        async with MeterClient(meter.address) as client:
+            catalog = await client.get_catalog()
+            assert catalog.version == "2026-11-24.1"
+            plan = await client.set_plan(account_id=account, plan_id="starter")
+            assert plan.balance.allowance_total == 50_000
+            await client.adjust(account_id=account, pool=pb.POOL_PURCHASED, delta=5, reason="r", request_id=new_id())
+            credit = await client.credit_purchase(
+                account_id=account,
+                pack_id="pack_1000_tokens",
+                tokens=1000,
+                amount_minor=100,
+                currency="usd",
+                payment_ref=new_id("cs"),
+            )
+            assert credit.newly_credited
+            snapshot = await client.get_balance(account_id=account)
+        assert (snapshot.allowance_remaining, snapshot.purchased_remaining) == (50_000, 1005)
+
+    async def test_unreachable_server_is_retried_then_reported_unavailable(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            closed_port = probe.getsockname()[1]
+        attempts = 0
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{closed_port}") as channel:
+            client = MeterClient(channel=channel, attempts=3, backoff_seconds=0.001, timeout_seconds=5)
+            original = client._stub.Reserve
+
+            def counting(request: pb.ReserveRequest, **kwargs: object) -> object:
+                nonlocal attempts
+                attempts += 1
+                return original(request, **kwargs)
+
+            client._stub.Reserve = counting  # type: ignore[method-assign]
+            with pytest.raises(MeterRpcError) as failed:
+                await client.reserve(account_id="acme", model="basic", input_tokens=1, max_output_tokens=1)
+        assert failed.value.code == grpc.StatusCode.UNAVAILABLE
+        assert failed.value.reason == ""
+        assert attempts == 3
