@@ -1,0 +1,80 @@
+"""Whole-token arithmetic: weights and prices are exact integers, charges round up."""
+
+from __future__ import annotations
+
+import pytest
+
+from meter.domain import amounts, ids
+from meter.domain.errors import InvalidField
+
+
+class TestWeightsAndCosts:
+    """Charges are ceil(input * w_in + output * w_out); costs are rounded up to a micro-USD."""
+
+    @pytest.mark.parametrize(
+        ("text", "millionths"),
+        [("1", 1_000_000), ("0.25", 250_000), ("15.00", 15_000_000), ("0.000001", 1), ("0", 0)],
+    )
+    def test_decimal_text_becomes_exact_millionths(self, text: str, millionths: int) -> None:
+        assert amounts.millionths(text, "w") == millionths
+
+    @pytest.mark.parametrize("text", ["0.0000001", "-1", "abc", "NaN", "Infinity"])
+    def test_inexact_or_negative_decimals_are_refused(self, text: str) -> None:
+        with pytest.raises(ValueError):
+            amounts.millionths(text, "w")
+
+    @pytest.mark.parametrize(("value", "text"), [(1_000_000, "1"), (250_000, "0.25"), (1_250_000, "1.25"), (0, "0")])
+    def test_millionths_print_as_the_shortest_decimal(self, value: int, text: str) -> None:
+        assert amounts.format_millionths(value) == text
+
+    def test_weighted_tokens_round_up(self) -> None:
+        # 3 * 0.1 + 1 * 0.25 = 0.55 -> 1
+        assert amounts.weighted_tokens(3, 1, 100_000, 250_000) == 1
+        assert amounts.weighted_tokens(1000, 100, 250_000, 1_250_000) == 375
+        assert amounts.weighted_tokens(0, 0, 1_000_000, 1_000_000) == 0
+
+    def test_cost_in_micro_usd_rounds_up(self) -> None:
+        # $2.50 / M input, $10 / M output: 900 in + 100 out = 2250 + 1000
+        assert amounts.cost_micros(900, 100, 2_500_000, 10_000_000) == 3250
+        # $0.15 / M: one token costs 0.15 micro-USD -> 1
+        assert amounts.cost_micros(1, 0, 150_000, 0) == 1
+
+    def test_ceil_div(self) -> None:
+        assert [amounts.ceil_div(n, 4) for n in (0, 1, 4, 5)] == [0, 1, 1, 2]
+
+
+class TestBounds:
+    def test_amounts_outside_the_bounds_name_the_field(self) -> None:
+        assert amounts.require_tokens("n", 5, minimum=1, maximum=10) == 5
+        for value in (0, 11):
+            with pytest.raises(InvalidField) as refused:
+                amounts.require_tokens("n", value, minimum=1, maximum=10)
+            assert refused.value.metadata["field"] == "n"
+
+
+class TestIds:
+    """Account ids are 1-128 of [A-Za-z0-9._:@-]; reservation ids name their account."""
+
+    @pytest.mark.parametrize("value", ["a", "user_123", "org:acme@eu-1.prod", "x" * 128])
+    def test_valid_account_ids(self, value: str) -> None:
+        assert ids.account_id(value) == value
+
+    @pytest.mark.parametrize("value", ["", "x" * 129, "a/b", "a b", "ümlaut", "a\nb"])
+    def test_invalid_account_ids(self, value: str) -> None:
+        with pytest.raises(InvalidField):
+            ids.account_id(value)
+
+    def test_reservation_id_round_trip(self) -> None:
+        reservation = ids.new_reservation_id("org:acme")
+        assert ids.reservation_account(reservation) == "org:acme"
+        assert len(ids.hold_id(reservation)) == 32
+
+    @pytest.mark.parametrize("value", ["", "acme", "acme/xyz", "/" + "a" * 32, "a b/" + "0" * 32])
+    def test_malformed_reservation_ids(self, value: str) -> None:
+        with pytest.raises(InvalidField):
+            ids.reservation_account(value)
+
+    @pytest.mark.parametrize("value", ["", "has space", "x" * 129, "tab\t"])
+    def test_invalid_idempotency_keys(self, value: str) -> None:
+        with pytest.raises(InvalidField):
+            ids.idempotency_key(value, "request_id")

@@ -1,0 +1,123 @@
+"""The catalog file is validated at load; settings come from METER_* variables."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meter import catalog
+from meter.config import ConfigError, Settings
+from meter.domain.errors import UnknownModel, UnknownPack, UnknownPlan
+
+VALID: dict[str, Any] = {
+    "version": "t1",
+    "models": [{"id": "m", "provider": "p", "input_usd_per_million": "3", "output_usd_per_million": "15"}],
+    "packs": [{"id": "p1", "tokens": 10, "price_minor": 1, "currency": "usd"}],
+    "plans": [{"id": "free", "monthly_allowance_tokens": 0}, {"id": "ent", "per_account": True}],
+}
+
+
+def broken(path: tuple[str, int, str] | str, value: Any) -> dict[str, Any]:
+    data = copy.deepcopy(VALID)
+    if isinstance(path, str):
+        data[path] = value
+    else:
+        section, index, key = path
+        data[section][index][key] = value
+    return data
+
+
+class TestPackagedCatalog:
+    def test_it_loads_with_the_plans_of_the_spec(self) -> None:
+        loaded = catalog.load()
+        allowances = {p.id: p.monthly_allowance_tokens for p in loaded.plans.values()}
+        assert allowances["starter"] == 50_000 and allowances["pro"] == 500_000
+        assert allowances["business"] == 5_000_000 and loaded.plans["enterprise"].per_account
+        pricing = loaded.pricing("gpt-4o")
+        assert (pricing.input_weight, pricing.output_weight, pricing.input_price) == (1_000_000, 4_000_000, 2_500_000)
+
+
+class TestValidation:
+    def test_weights_default_to_one(self) -> None:
+        model = catalog.parse(VALID).models["m"]
+        assert (model.input_weight, model.output_weight) == (1_000_000, 1_000_000)
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            broken("version", ""),
+            broken(("models", 0, "input_usd_per_million"), "1.0000001"),
+            broken(("models", 0, "output_usd_per_million"), "-1"),
+            broken(("models", 0, "input_usd_per_million"), 3),
+            {**VALID, "models": [*VALID["models"], VALID["models"][0]]},
+            {**VALID, "models": [{**VALID["models"][0], "input_weight": "0", "output_weight": "0"}]},
+            broken(("packs", 0, "currency"), "dollars"),
+            broken(("packs", 0, "tokens"), 0),
+            broken(("packs", 0, "active"), "yes"),
+            {
+                **VALID,
+                "plans": [
+                    {"id": "free", "monthly_allowance_tokens": 0},
+                    {"id": "ent", "per_account": True, "monthly_allowance_tokens": 5},
+                ],
+            },
+            {**VALID, "plans": [{"id": "pro", "monthly_allowance_tokens": 5}]},
+        ],
+    )
+    def test_malformed_catalogs_are_refused(self, data: dict[str, Any]) -> None:
+        with pytest.raises(catalog.CatalogError):
+            catalog.parse(data)
+
+    def test_unreadable_file(self, tmp_path: Path) -> None:
+        (tmp_path / "c.toml").write_text("version = ")
+        with pytest.raises(catalog.CatalogError):
+            catalog.load(tmp_path / "c.toml")
+
+    def test_lookups_refuse_what_is_not_sold(self) -> None:
+        data = copy.deepcopy(VALID)
+        data["packs"].append({"id": "old", "tokens": 1, "price_minor": 1, "currency": "usd", "active": False})
+        loaded = catalog.parse(data)
+        with pytest.raises(UnknownModel):
+            loaded.pricing("nope")
+        with pytest.raises(UnknownPack):
+            loaded.pack("old")
+        with pytest.raises(UnknownPlan):
+            loaded.plan("nope")
+
+
+class TestSettings:
+    def test_defaults_are_the_documented_ones(self) -> None:
+        settings = Settings.from_env({})
+        assert settings.database_url is None
+        assert settings.data_dir == Path(".meter")
+        assert (settings.grpc_addr, settings.http_addr) == ("127.0.0.1:50051", "127.0.0.1:8080")
+        assert settings.buckets == 16
+        assert settings.default_ttl_seconds == 600
+
+    def test_values_are_read_and_secrets_split(self) -> None:
+        settings = Settings.from_env(
+            {
+                "METER_BUCKETS": "1",
+                "METER_STRIPE_WEBHOOK_SECRET": "whsec_a, whsec_b",
+                "METER_DATABASE_URL": "postgresql://x",
+            }
+        )
+        assert settings.buckets == 1
+        assert settings.stripe_webhook_secrets == ("whsec_a", "whsec_b")
+        assert settings.database_url == "postgresql://x"
+
+    @pytest.mark.parametrize(
+        "env",
+        [
+            {"METER_BUCKETS": "0"},
+            {"METER_BUCKETS": "many"},
+            {"METER_SWEEP_INTERVAL_SECONDS": "-1"},
+            {"METER_DEFAULT_TTL_SECONDS": "7200", "METER_MAX_TTL_SECONDS": "3600"},
+        ],
+    )
+    def test_malformed_values_name_the_variable(self, env: dict[str, str]) -> None:
+        with pytest.raises(ConfigError, match="METER_"):
+            Settings.from_env(env)

@@ -1,0 +1,93 @@
+"""Periods, warning levels and credits paying debt."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from meter.domain.balance import Balance, WarningLevel
+from meter.domain.ledger import EntryKind, LedgerEntry, credit
+from meter.domain.periods import Period, add_months, calendar_month, following_period
+from meter.domain.pools import PoolName
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+class TestPeriods:
+    def test_calendar_month_contains_now(self) -> None:
+        assert calendar_month(utc(2026, 11, 24, 13, 5)) == Period(utc(2026, 11, 1), utc(2026, 12, 1))
+        assert calendar_month(utc(2026, 12, 31, 23, 59)) == Period(utc(2026, 12, 1), utc(2027, 1, 1))
+
+    def test_add_months_clamps_to_the_last_day(self) -> None:
+        assert add_months(utc(2026, 1, 31), 1) == utc(2026, 2, 28)
+        assert add_months(utc(2028, 1, 31), 1) == utc(2028, 2, 29)
+        assert add_months(utc(2026, 11, 15), 14) == utc(2028, 1, 15)
+
+    def test_calendar_periods_jump_to_the_month_containing_now(self) -> None:
+        current = Period(utc(2026, 8, 1), utc(2026, 9, 1))
+        following = following_period(current, utc(2026, 11, 24), calendar_months=True)
+        assert following == Period(utc(2026, 11, 1), utc(2026, 12, 1))
+
+    def test_subscription_periods_keep_their_anchor_and_skip_idle_months(self) -> None:
+        current = Period(utc(2026, 1, 31, 10), utc(2026, 2, 28, 10))
+        assert following_period(current, utc(2026, 3, 1), calendar_months=False) == Period(
+            utc(2026, 2, 28, 10), utc(2026, 3, 31, 10)
+        )
+        assert following_period(current, utc(2026, 6, 5), calendar_months=False) == Period(
+            utc(2026, 5, 31, 10), utc(2026, 6, 30, 10)
+        )
+
+    def test_a_period_has_ended_at_its_end(self) -> None:
+        period = Period(utc(2026, 11, 1), utc(2026, 12, 1))
+        assert not period.has_ended(utc(2026, 11, 30, 23, 59))
+        assert period.has_ended(utc(2026, 12, 1))
+
+
+def balance(used: int, remaining: int, held: int = 0, debt: int = 0) -> Balance:
+    return Balance("acme", "pro", Period(utc(2026, 11, 1), utc(2026, 12, 1)), 1000, remaining, 0, held, 0, debt, used)
+
+
+class TestWarningLevels:
+    """Levels are the share used of the period's tokens (used + held + remaining)."""
+
+    @pytest.mark.parametrize(
+        ("used", "remaining", "level"),
+        [
+            (799, 201, WarningLevel.NONE),
+            (800, 200, WarningLevel.PERCENT_80),
+            (899, 101, WarningLevel.PERCENT_80),
+            (900, 100, WarningLevel.PERCENT_90),
+            (950, 50, WarningLevel.PERCENT_95),
+            (999, 1, WarningLevel.PERCENT_95),
+            (1000, 0, WarningLevel.EXHAUSTED),
+        ],
+    )
+    def test_thresholds(self, used: int, remaining: int, level: WarningLevel) -> None:
+        assert balance(used, remaining).warning_level is level
+
+    def test_an_account_in_debt_has_nothing_available(self) -> None:
+        owing = balance(1000, 300, debt=5)
+        assert owing.available == 0
+        assert owing.warning_level is WarningLevel.EXHAUSTED
+
+
+class TestCreditsPayDebtFirst:
+    def test_credit_larger_than_the_debt(self) -> None:
+        split = credit(EntryKind.PURCHASE, PoolName.PURCHASED, 1000, 300, ref="cs_1", note="pack")
+        assert (split.debt_paid, split.to_pool) == (300, 700)
+        assert split.entries == [
+            LedgerEntry(EntryKind.PURCHASE, PoolName.PURCHASED, 1000, ref="cs_1", note="pack"),
+            LedgerEntry(EntryKind.DEBT_PAYMENT, PoolName.PURCHASED, -300, ref="cs_1"),
+            LedgerEntry(EntryKind.DEBT_PAYMENT, PoolName.DEBT, 300, ref="cs_1"),
+        ]
+
+    def test_credit_smaller_than_the_debt(self) -> None:
+        split = credit(EntryKind.ADJUSTMENT, PoolName.ALLOWANCE, 100, 300, ref="a", note=None)
+        assert (split.debt_paid, split.to_pool) == (100, 0)
+        assert sum(e.amount for e in split.entries if e.pool is PoolName.ALLOWANCE) == 0
+
+    def test_credit_without_debt_is_one_entry(self) -> None:
+        assert len(credit(EntryKind.PURCHASE, PoolName.PURCHASED, 5, 0, ref="r", note=None).entries) == 1
