@@ -115,6 +115,19 @@ def reserve_request(account: str, **fields: Any) -> pb.ReserveRequest:
     return pb.ReserveRequest(account_id=account, **values)
 
 
+def pack_purchase(account: str, **fields: Any) -> pb.CreditPurchaseRequest:
+    """A CreditPurchase of the catalog's pack_1000_tokens as sold, with a fresh payment_ref."""
+    values: dict[str, Any] = {
+        "pack_id": "pack_1000_tokens",
+        "tokens": 1000,
+        "amount_minor": 100,
+        "currency": "usd",
+        "payment_ref": new_id("cs"),
+    }
+    values.update(fields)
+    return pb.CreditPurchaseRequest(account_id=account, **values)
+
+
 async def balance(stub: meter_pb2_grpc.MeterServiceStub, account: str) -> pb.Balance:
     return (await stub.GetBalance(pb.GetBalanceRequest(account_id=account))).balance
 

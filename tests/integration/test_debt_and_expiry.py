@@ -9,7 +9,17 @@ import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.v1 import meter_pb2 as pb
-from support import RunningMeter, balance, eventually, expect_error, funded_account, ledger, new_id, reserve_request
+from support import (
+    RunningMeter,
+    balance,
+    eventually,
+    expect_error,
+    funded_account,
+    ledger,
+    new_id,
+    pack_purchase,
+    reserve_request,
+)
 
 
 class TestDebt:
@@ -39,16 +49,7 @@ class TestDebt:
         assert info.metadata["debt"] == "500"
 
         # A pack of 1000 pays the 500 owed first; the rest can be spent.
-        credited = await meter.stub.CreditPurchase(
-            pb.CreditPurchaseRequest(
-                account_id=account,
-                pack_id="pack_1000_tokens",
-                tokens=1000,
-                amount_minor=100,
-                currency="usd",
-                payment_ref=new_id("cs"),
-            )
-        )
+        credited = await meter.stub.CreditPurchase(pack_purchase(account))
         assert credited.balance.debt == 0
         assert credited.balance.purchased_remaining == 500
         again = await meter.stub.Reserve(reserve_request(account))

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.v1 import meter_pb2 as pb
-from support import RunningMeter, balance, expect_error, funded_account, ledger, new_id, reserve_request
+from support import RunningMeter, balance, expect_error, funded_account, ledger, new_id, pack_purchase, reserve_request
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 INT64_MAX = 2**63 - 1
@@ -185,17 +185,6 @@ class TestSettlementRefusals:
 class TestCreditRefusals:
     """Credits are checked against the catalog; a refused credit credits nothing."""
 
-    def _purchase(self, account: str, **fields: Any) -> pb.CreditPurchaseRequest:
-        values: dict[str, Any] = {
-            "pack_id": "pack_1000_tokens",
-            "tokens": 1000,
-            "amount_minor": 100,
-            "currency": "usd",
-            "payment_ref": new_id("cs"),
-        }
-        values.update(fields)
-        return pb.CreditPurchaseRequest(account_id=account, **values)
-
     @pytest.mark.parametrize(
         ("fields", "reason", "field"),
         [
@@ -214,7 +203,7 @@ class TestCreditRefusals:
         self, meter: RunningMeter, engine: AsyncEngine, fields: dict[str, Any], reason: str, field: str | None
     ) -> None:
         account = await funded_account(meter.stub, 0)
-        info = await expect_error(meter.stub.CreditPurchase(self._purchase(account, **fields)), INVALID, reason)
+        info = await expect_error(meter.stub.CreditPurchase(pack_purchase(account, **fields)), INVALID, reason)
         if field:
             assert info.metadata["field"] == field
         assert (await balance(meter.stub, account)).purchased_remaining == 0
@@ -222,7 +211,7 @@ class TestCreditRefusals:
 
     async def test_refused_purchase_does_not_create_the_account(self, meter: RunningMeter) -> None:
         account = new_id()
-        await expect_error(meter.stub.CreditPurchase(self._purchase(account, tokens=5)), INVALID, "PURCHASE_MISMATCH")
+        await expect_error(meter.stub.CreditPurchase(pack_purchase(account, tokens=5)), INVALID, "PURCHASE_MISMATCH")
         await expect_error(
             meter.stub.GetBalance(pb.GetBalanceRequest(account_id=account)),
             grpc.StatusCode.NOT_FOUND,
@@ -231,10 +220,10 @@ class TestCreditRefusals:
 
     async def test_same_payment_ref_for_another_pack(self, meter: RunningMeter) -> None:
         account = await funded_account(meter.stub, 0)
-        await meter.stub.CreditPurchase(self._purchase(account, payment_ref="cs_same"))
+        await meter.stub.CreditPurchase(pack_purchase(account, payment_ref="cs_same"))
         info = await expect_error(
             meter.stub.CreditPurchase(
-                self._purchase(
+                pack_purchase(
                     account, payment_ref="cs_same", pack_id="pack_100k_tokens", tokens=100_000, amount_minor=900
                 )
             ),

@@ -7,7 +7,7 @@ import asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.v1 import meter_pb2 as pb
-from support import RunningMeter, balance, funded_account, ledger, new_id, reserve_request
+from support import RunningMeter, balance, funded_account, ledger, new_id, pack_purchase, reserve_request
 
 
 class TestReplays:
@@ -67,14 +67,7 @@ class TestReplays:
 
     async def test_concurrent_duplicate_credits_credit_once(self, meter: RunningMeter, engine: AsyncEngine) -> None:
         account = new_id()
-        request = pb.CreditPurchaseRequest(
-            account_id=account,
-            pack_id="pack_1000_tokens",
-            tokens=1000,
-            amount_minor=100,
-            currency="usd",
-            payment_ref=new_id("cs"),
-        )
+        request = pack_purchase(account)
         results = await asyncio.gather(*(meter.stub.CreditPurchase(request) for _ in range(8)))
         assert sum(r.newly_credited for r in results) == 1
         assert (await balance(meter.stub, account)).purchased_remaining == 1000
