@@ -30,7 +30,7 @@ class Reservation:
 class _Parts:
     allowance: int
     purchased: int
-    bucket: int  # both parts sit on the same bucket index of their pool
+    allowance_bucket: int
     purchased_bucket: int
 
 
@@ -94,7 +94,7 @@ async def reserve(
             params=params,
             pricing=pricing,
             allowance_held=parts.allowance,
-            allowance_bucket=parts.bucket,
+            allowance_bucket=parts.allowance_bucket,
             purchased_held=parts.purchased,
             purchased_bucket=parts.purchased_bucket,
             period_start=account.period.start,
@@ -119,11 +119,11 @@ async def _hold_tokens(store: Store, account: Account, amount: int, start: int) 
     first = start % n
     bucket = await store.hold_in_one_bucket(account.account_id, PoolName.ALLOWANCE, amount, first, n)
     if bucket is not None:
-        return _Parts(allowance=amount, purchased=0, bucket=bucket, purchased_bucket=first)
+        return _Parts(allowance=amount, purchased=0, allowance_bucket=bucket, purchased_bucket=first)
     if await store.pool_available(account.account_id, PoolName.ALLOWANCE) == 0:
         bucket = await store.hold_in_one_bucket(account.account_id, PoolName.PURCHASED, amount, first, n)
         if bucket is not None:
-            return _Parts(allowance=0, purchased=amount, bucket=first, purchased_bucket=bucket)
+            return _Parts(allowance=0, purchased=amount, allowance_bucket=first, purchased_bucket=bucket)
     return await _hold_across_buckets(store, account, amount, first)
 
 
@@ -139,4 +139,6 @@ async def _hold_across_buckets(store: Store, account: Account, amount: int, buck
     find_row(rows, PoolName.ALLOWANCE, bucket).held += taken.allowance
     find_row(rows, PoolName.PURCHASED, bucket).held += taken.purchased
     await store.write_buckets(account.account_id, rows)
-    return _Parts(allowance=taken.allowance, purchased=taken.purchased, bucket=bucket, purchased_bucket=bucket)
+    return _Parts(
+        allowance=taken.allowance, purchased=taken.purchased, allowance_bucket=bucket, purchased_bucket=bucket
+    )

@@ -1,8 +1,10 @@
 """Engine, connection settings, and the transaction runner that retries what may be retried.
 
 Every connection sets statement_timeout, lock_timeout and idle_in_transaction_session_timeout so
-that no request can hang on a lock or a stuck client forever. Only serialization failures and
-deadlocks are retried (with the same work, in a new transaction); anything else propagates.
+that no request can hang on a lock or a stuck client forever. Only serialization failures,
+deadlocks and `Conflict` (a unit of work that lost a race on a unique key: the same kind of
+failure, detected by the use case) are retried, with the same work in a new transaction; anything
+else propagates.
 """
 
 from __future__ import annotations
