@@ -92,16 +92,6 @@ class TestBoundary:
             ("subscription_grant", 500_000),
         ]
 
-    async def test_subscription_period_is_followed(self, meter: RunningMeter, engine: AsyncEngine) -> None:
-        account = new_id()
-        now = await database_now(engine)
-        request = pb.SetPlanRequest(account_id=account, plan_id="pro", subscription_ref="sub_1")
-        request.period_start.FromDatetime(now - timedelta(days=3))
-        request.period_end.FromDatetime(now + timedelta(days=27))
-        created = await meter.stub.SetPlan(request)
-        assert created.balance.period_end == request.period_end
-        assert created.balance.allowance_total == 500_000
-
 
 class TestPlanChanges:
     async def test_upgrade_grants_the_difference_and_downgrade_waits_for_the_next_period(

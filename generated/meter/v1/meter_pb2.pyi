@@ -25,6 +25,21 @@ class WarningLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WARNING_LEVEL_PERCENT_95: _ClassVar[WarningLevel]
     WARNING_LEVEL_EXHAUSTED: _ClassVar[WarningLevel]
 
+class ReversalKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REVERSAL_KIND_UNSPECIFIED: _ClassVar[ReversalKind]
+    REVERSAL_KIND_REFUND: _ClassVar[ReversalKind]
+    REVERSAL_KIND_DISPUTE: _ClassVar[ReversalKind]
+    REVERSAL_KIND_DISPUTE_WON: _ClassVar[ReversalKind]
+
+class EventStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_STATUS_UNSPECIFIED: _ClassVar[EventStatus]
+    EVENT_STATUS_APPLIED: _ClassVar[EventStatus]
+    EVENT_STATUS_IGNORED: _ClassVar[EventStatus]
+    EVENT_STATUS_REJECTED: _ClassVar[EventStatus]
+    EVENT_STATUS_DUPLICATE: _ClassVar[EventStatus]
+
 class ReservationStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     RESERVATION_STATUS_UNSPECIFIED: _ClassVar[ReservationStatus]
@@ -41,6 +56,15 @@ WARNING_LEVEL_PERCENT_80: WarningLevel
 WARNING_LEVEL_PERCENT_90: WarningLevel
 WARNING_LEVEL_PERCENT_95: WarningLevel
 WARNING_LEVEL_EXHAUSTED: WarningLevel
+REVERSAL_KIND_UNSPECIFIED: ReversalKind
+REVERSAL_KIND_REFUND: ReversalKind
+REVERSAL_KIND_DISPUTE: ReversalKind
+REVERSAL_KIND_DISPUTE_WON: ReversalKind
+EVENT_STATUS_UNSPECIFIED: EventStatus
+EVENT_STATUS_APPLIED: EventStatus
+EVENT_STATUS_IGNORED: EventStatus
+EVENT_STATUS_REJECTED: EventStatus
+EVENT_STATUS_DUPLICATE: EventStatus
 RESERVATION_STATUS_UNSPECIFIED: ReservationStatus
 RESERVATION_STATUS_OPEN: ReservationStatus
 RESERVATION_STATUS_COMMITTED: ReservationStatus
@@ -178,8 +202,20 @@ class GetBalanceResponse(_message.Message):
     balance: Balance
     def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ...) -> None: ...
 
+class WebhookEvent(_message.Message):
+    __slots__ = ("event_id", "type", "payload", "received_time")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_TIME_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    type: str
+    payload: bytes
+    received_time: _timestamp_pb2.Timestamp
+    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[str] = ..., payload: _Optional[bytes] = ..., received_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class CreditPurchaseRequest(_message.Message):
-    __slots__ = ("account_id", "pack_id", "tokens", "amount_minor", "currency", "payment_ref", "payment_intent", "event_id")
+    __slots__ = ("account_id", "pack_id", "tokens", "amount_minor", "currency", "payment_ref", "payment_intent", "event_id", "source_event")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     PACK_ID_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +224,7 @@ class CreditPurchaseRequest(_message.Message):
     PAYMENT_REF_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_INTENT_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_EVENT_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     pack_id: str
     tokens: int
@@ -196,20 +233,23 @@ class CreditPurchaseRequest(_message.Message):
     payment_ref: str
     payment_intent: str
     event_id: str
-    def __init__(self, account_id: _Optional[str] = ..., pack_id: _Optional[str] = ..., tokens: _Optional[int] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., payment_ref: _Optional[str] = ..., payment_intent: _Optional[str] = ..., event_id: _Optional[str] = ...) -> None: ...
+    source_event: WebhookEvent
+    def __init__(self, account_id: _Optional[str] = ..., pack_id: _Optional[str] = ..., tokens: _Optional[int] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., payment_ref: _Optional[str] = ..., payment_intent: _Optional[str] = ..., event_id: _Optional[str] = ..., source_event: _Optional[_Union[WebhookEvent, _Mapping]] = ...) -> None: ...
 
 class CreditPurchaseResponse(_message.Message):
-    __slots__ = ("balance", "credited_tokens", "newly_credited")
+    __slots__ = ("balance", "credited_tokens", "newly_credited", "event_status")
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     CREDITED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     NEWLY_CREDITED_FIELD_NUMBER: _ClassVar[int]
+    EVENT_STATUS_FIELD_NUMBER: _ClassVar[int]
     balance: Balance
     credited_tokens: int
     newly_credited: bool
-    def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ..., credited_tokens: _Optional[int] = ..., newly_credited: _Optional[bool] = ...) -> None: ...
+    event_status: EventStatus
+    def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ..., credited_tokens: _Optional[int] = ..., newly_credited: _Optional[bool] = ..., event_status: _Optional[_Union[EventStatus, str]] = ...) -> None: ...
 
 class SetPlanRequest(_message.Message):
-    __slots__ = ("account_id", "plan_id", "period_start", "period_end", "subscription_ref", "event_time", "monthly_allowance_tokens")
+    __slots__ = ("account_id", "plan_id", "period_start", "period_end", "subscription_ref", "event_time", "monthly_allowance_tokens", "expire_allowance_now", "source_event")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     PERIOD_START_FIELD_NUMBER: _ClassVar[int]
@@ -217,6 +257,8 @@ class SetPlanRequest(_message.Message):
     SUBSCRIPTION_REF_FIELD_NUMBER: _ClassVar[int]
     EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     MONTHLY_ALLOWANCE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_ALLOWANCE_NOW_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_EVENT_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     plan_id: str
     period_start: _timestamp_pb2.Timestamp
@@ -224,15 +266,19 @@ class SetPlanRequest(_message.Message):
     subscription_ref: str
     event_time: _timestamp_pb2.Timestamp
     monthly_allowance_tokens: int
-    def __init__(self, account_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subscription_ref: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., monthly_allowance_tokens: _Optional[int] = ...) -> None: ...
+    expire_allowance_now: bool
+    source_event: WebhookEvent
+    def __init__(self, account_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subscription_ref: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., monthly_allowance_tokens: _Optional[int] = ..., expire_allowance_now: _Optional[bool] = ..., source_event: _Optional[_Union[WebhookEvent, _Mapping]] = ...) -> None: ...
 
 class SetPlanResponse(_message.Message):
-    __slots__ = ("balance", "applied")
+    __slots__ = ("balance", "applied", "event_status")
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     APPLIED_FIELD_NUMBER: _ClassVar[int]
+    EVENT_STATUS_FIELD_NUMBER: _ClassVar[int]
     balance: Balance
     applied: bool
-    def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ..., applied: _Optional[bool] = ...) -> None: ...
+    event_status: EventStatus
+    def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ..., applied: _Optional[bool] = ..., event_status: _Optional[_Union[EventStatus, str]] = ...) -> None: ...
 
 class AdjustRequest(_message.Message):
     __slots__ = ("account_id", "pool", "delta", "reason", "request_id")
@@ -309,3 +355,95 @@ class Plan(_message.Message):
     monthly_allowance_tokens: int
     per_account: bool
     def __init__(self, id: _Optional[str] = ..., monthly_allowance_tokens: _Optional[int] = ..., per_account: _Optional[bool] = ...) -> None: ...
+
+class ReverseCreditRequest(_message.Message):
+    __slots__ = ("account_id", "payment_ref", "payment_intent", "kind", "amount_minor", "reversal_ref", "source_event")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_REF_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_INTENT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    REVERSAL_REF_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_EVENT_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    payment_ref: str
+    payment_intent: str
+    kind: ReversalKind
+    amount_minor: int
+    reversal_ref: str
+    source_event: WebhookEvent
+    def __init__(self, account_id: _Optional[str] = ..., payment_ref: _Optional[str] = ..., payment_intent: _Optional[str] = ..., kind: _Optional[_Union[ReversalKind, str]] = ..., amount_minor: _Optional[int] = ..., reversal_ref: _Optional[str] = ..., source_event: _Optional[_Union[WebhookEvent, _Mapping]] = ...) -> None: ...
+
+class ReverseCreditResponse(_message.Message):
+    __slots__ = ("balance", "reversed_tokens", "unbilled_tokens", "event_status")
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    REVERSED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    UNBILLED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_STATUS_FIELD_NUMBER: _ClassVar[int]
+    balance: Balance
+    reversed_tokens: int
+    unbilled_tokens: int
+    event_status: EventStatus
+    def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ..., reversed_tokens: _Optional[int] = ..., unbilled_tokens: _Optional[int] = ..., event_status: _Optional[_Union[EventStatus, str]] = ...) -> None: ...
+
+class GrantPeriodAllowanceRequest(_message.Message):
+    __slots__ = ("subscription_ref", "invoice_ref", "period_start", "period_end", "source_event", "account_id")
+    SUBSCRIPTION_REF_FIELD_NUMBER: _ClassVar[int]
+    INVOICE_REF_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_START_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_END_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_EVENT_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    subscription_ref: str
+    invoice_ref: str
+    period_start: _timestamp_pb2.Timestamp
+    period_end: _timestamp_pb2.Timestamp
+    source_event: WebhookEvent
+    account_id: str
+    def __init__(self, subscription_ref: _Optional[str] = ..., invoice_ref: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source_event: _Optional[_Union[WebhookEvent, _Mapping]] = ..., account_id: _Optional[str] = ...) -> None: ...
+
+class GrantPeriodAllowanceResponse(_message.Message):
+    __slots__ = ("balance", "granted", "event_status")
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    EVENT_STATUS_FIELD_NUMBER: _ClassVar[int]
+    balance: Balance
+    granted: bool
+    event_status: EventStatus
+    def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ..., granted: _Optional[bool] = ..., event_status: _Optional[_Union[EventStatus, str]] = ...) -> None: ...
+
+class RecordWebhookEventRequest(_message.Message):
+    __slots__ = ("event", "account_id", "status", "reason")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    event: WebhookEvent
+    account_id: str
+    status: EventStatus
+    reason: str
+    def __init__(self, event: _Optional[_Union[WebhookEvent, _Mapping]] = ..., account_id: _Optional[str] = ..., status: _Optional[_Union[EventStatus, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RecordWebhookEventResponse(_message.Message):
+    __slots__ = ("event_status",)
+    EVENT_STATUS_FIELD_NUMBER: _ClassVar[int]
+    event_status: EventStatus
+    def __init__(self, event_status: _Optional[_Union[EventStatus, str]] = ...) -> None: ...
+
+class GetWebhookEventRequest(_message.Message):
+    __slots__ = ("event_id",)
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    def __init__(self, event_id: _Optional[str] = ...) -> None: ...
+
+class GetWebhookEventResponse(_message.Message):
+    __slots__ = ("event", "account_id", "status", "reason")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    event: WebhookEvent
+    account_id: str
+    status: EventStatus
+    reason: str
+    def __init__(self, event: _Optional[_Union[WebhookEvent, _Mapping]] = ..., account_id: _Optional[str] = ..., status: _Optional[_Union[EventStatus, str]] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -85,6 +85,26 @@ class MeterServiceStub:
                 request_serializer=meter_dot_v1_dot_meter__pb2.GetCatalogRequest.SerializeToString,
                 response_deserializer=meter_dot_v1_dot_meter__pb2.GetCatalogResponse.FromString,
                 _registered_method=True)
+        self.ReverseCredit = channel.unary_unary(
+                '/meter.v1.MeterService/ReverseCredit',
+                request_serializer=meter_dot_v1_dot_meter__pb2.ReverseCreditRequest.SerializeToString,
+                response_deserializer=meter_dot_v1_dot_meter__pb2.ReverseCreditResponse.FromString,
+                _registered_method=True)
+        self.GrantPeriodAllowance = channel.unary_unary(
+                '/meter.v1.MeterService/GrantPeriodAllowance',
+                request_serializer=meter_dot_v1_dot_meter__pb2.GrantPeriodAllowanceRequest.SerializeToString,
+                response_deserializer=meter_dot_v1_dot_meter__pb2.GrantPeriodAllowanceResponse.FromString,
+                _registered_method=True)
+        self.RecordWebhookEvent = channel.unary_unary(
+                '/meter.v1.MeterService/RecordWebhookEvent',
+                request_serializer=meter_dot_v1_dot_meter__pb2.RecordWebhookEventRequest.SerializeToString,
+                response_deserializer=meter_dot_v1_dot_meter__pb2.RecordWebhookEventResponse.FromString,
+                _registered_method=True)
+        self.GetWebhookEvent = channel.unary_unary(
+                '/meter.v1.MeterService/GetWebhookEvent',
+                request_serializer=meter_dot_v1_dot_meter__pb2.GetWebhookEventRequest.SerializeToString,
+                response_deserializer=meter_dot_v1_dot_meter__pb2.GetWebhookEventResponse.FromString,
+                _registered_method=True)
 
 
 class MeterServiceServicer:
@@ -172,6 +192,39 @@ class MeterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReverseCredit(self, request, context):
+        """ReverseCredit takes a purchase's tokens back: a refund in proportion to the cumulative
+        refunded amount (only the change since the last reversal of that payment is applied), a
+        dispute freezes the pack's tokens, a won dispute gives them back. Tokens already spent become
+        debt. The purchase is found by payment_ref, or by payment_intent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GrantPeriodAllowance(self, request, context):
+        """GrantPeriodAllowance grants a subscription's allowance for a paid billing period (an
+        invoice.paid), once per period however many events say so.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordWebhookEvent(self, request, context):
+        """RecordWebhookEvent stores a verified event that has no effect (ignored, or rejected with a
+        reason), so that a replay is recognised and an operator can see and replay it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWebhookEvent(self, request, context):
+        """GetWebhookEvent returns a stored event with its raw payload, status and reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -219,6 +272,26 @@ def add_MeterServiceServicer_to_server(servicer, server):
                     servicer.GetCatalog,
                     request_deserializer=meter_dot_v1_dot_meter__pb2.GetCatalogRequest.FromString,
                     response_serializer=meter_dot_v1_dot_meter__pb2.GetCatalogResponse.SerializeToString,
+            ),
+            'ReverseCredit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReverseCredit,
+                    request_deserializer=meter_dot_v1_dot_meter__pb2.ReverseCreditRequest.FromString,
+                    response_serializer=meter_dot_v1_dot_meter__pb2.ReverseCreditResponse.SerializeToString,
+            ),
+            'GrantPeriodAllowance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrantPeriodAllowance,
+                    request_deserializer=meter_dot_v1_dot_meter__pb2.GrantPeriodAllowanceRequest.FromString,
+                    response_serializer=meter_dot_v1_dot_meter__pb2.GrantPeriodAllowanceResponse.SerializeToString,
+            ),
+            'RecordWebhookEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordWebhookEvent,
+                    request_deserializer=meter_dot_v1_dot_meter__pb2.RecordWebhookEventRequest.FromString,
+                    response_serializer=meter_dot_v1_dot_meter__pb2.RecordWebhookEventResponse.SerializeToString,
+            ),
+            'GetWebhookEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWebhookEvent,
+                    request_deserializer=meter_dot_v1_dot_meter__pb2.GetWebhookEventRequest.FromString,
+                    response_serializer=meter_dot_v1_dot_meter__pb2.GetWebhookEventResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -470,6 +543,114 @@ class MeterService:
             '/meter.v1.MeterService/GetCatalog',
             meter_dot_v1_dot_meter__pb2.GetCatalogRequest.SerializeToString,
             meter_dot_v1_dot_meter__pb2.GetCatalogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReverseCredit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.MeterService/ReverseCredit',
+            meter_dot_v1_dot_meter__pb2.ReverseCreditRequest.SerializeToString,
+            meter_dot_v1_dot_meter__pb2.ReverseCreditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GrantPeriodAllowance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.MeterService/GrantPeriodAllowance',
+            meter_dot_v1_dot_meter__pb2.GrantPeriodAllowanceRequest.SerializeToString,
+            meter_dot_v1_dot_meter__pb2.GrantPeriodAllowanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordWebhookEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.MeterService/RecordWebhookEvent',
+            meter_dot_v1_dot_meter__pb2.RecordWebhookEventRequest.SerializeToString,
+            meter_dot_v1_dot_meter__pb2.RecordWebhookEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWebhookEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.MeterService/GetWebhookEvent',
+            meter_dot_v1_dot_meter__pb2.GetWebhookEventRequest.SerializeToString,
+            meter_dot_v1_dot_meter__pb2.GetWebhookEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

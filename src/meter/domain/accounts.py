@@ -20,3 +20,15 @@ class Account:
     bucket_count: int
     subscription_ref: str | None
     plan_event_time: datetime | None
+    # The period whose allowance has been granted; for a subscription it is granted when the
+    # period's invoice is paid, so it can lag behind `period`.
+    granted_period_start: datetime | None = None
+
+    @property
+    def subscription_managed(self) -> bool:
+        """Allowance follows paid invoices instead of the calendar."""
+        return self.subscription_ref is not None
+
+    @property
+    def allowance_granted(self) -> bool:
+        return self.granted_period_start == self.period.start

@@ -11,6 +11,9 @@ category a failure belongs to.
     +-- PurchaseMismatch            INVALID_ARGUMENT  purchase differs from its pack
     +-- AccountNotFound             NOT_FOUND
     +-- ReservationNotFound         NOT_FOUND
+    +-- PaymentNotFound             NOT_FOUND  no credited purchase has this payment
+    +-- SubscriptionNotFound        NOT_FOUND  no account has this subscription
+    +-- EventNotFound               NOT_FOUND  no stored webhook event has this id
     +-- InsufficientTokens          FAILED_PRECONDITION  hold does not fit; available, required
     +-- AccountInDebt               FAILED_PRECONDITION  cannot reserve until the debt is paid
     +-- ReservationReleased         FAILED_PRECONDITION
@@ -109,6 +112,30 @@ class ReservationNotFound(MeterError):
 
     def __init__(self, reservation_id: str) -> None:
         super().__init__(f"reservation {reservation_id!r} does not exist", reservationId=reservation_id)
+
+
+class PaymentNotFound(MeterError):
+    reason = "PAYMENT_NOT_FOUND"
+    category = ErrorCategory.NOT_FOUND
+
+    def __init__(self, **identity: str) -> None:
+        super().__init__(f"no credited purchase has {identity}", **identity)
+
+
+class SubscriptionNotFound(MeterError):
+    reason = "SUBSCRIPTION_NOT_FOUND"
+    category = ErrorCategory.NOT_FOUND
+
+    def __init__(self, subscription_ref: str) -> None:
+        super().__init__(f"no account has subscription {subscription_ref!r}", subscriptionRef=subscription_ref)
+
+
+class EventNotFound(MeterError):
+    reason = "EVENT_NOT_FOUND"
+    category = ErrorCategory.NOT_FOUND
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(f"no webhook event {event_id!r} is stored", eventId=event_id)
 
 
 class InsufficientTokens(MeterError):

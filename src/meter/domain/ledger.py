@@ -19,6 +19,9 @@ class EntryKind(enum.StrEnum):
     PURCHASE = "purchase"
     ADJUSTMENT = "adjustment"
     DEBT_PAYMENT = "debt_payment"
+    REFUND = "refund"
+    DISPUTE_FREEZE = "dispute_freeze"
+    DISPUTE_RELEASE = "dispute_release"
 
 
 @dataclass(frozen=True)

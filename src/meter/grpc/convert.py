@@ -10,9 +10,11 @@ from meter.catalog import Catalog
 from meter.domain.amounts import format_millionths
 from meter.domain.balance import Balance, WarningLevel
 from meter.domain.errors import InvalidField
+from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
 from meter.domain.holds import HoldStatus
 from meter.domain.periods import Period
 from meter.domain.pools import PoolName
+from meter.service.reversals import ReversalKind
 from meter.v1 import meter_pb2 as pb
 
 _WARNING = {
@@ -29,6 +31,17 @@ _STATUS = {
     HoldStatus.EXPIRED: pb.RESERVATION_STATUS_EXPIRED,
 }
 _POOLS = {pb.POOL_ALLOWANCE: PoolName.ALLOWANCE, pb.POOL_PURCHASED: PoolName.PURCHASED}
+_EVENT_STATUS = {
+    EventStatus.APPLIED: pb.EVENT_STATUS_APPLIED,
+    EventStatus.IGNORED: pb.EVENT_STATUS_IGNORED,
+    EventStatus.REJECTED: pb.EVENT_STATUS_REJECTED,
+    EventStatus.DUPLICATE: pb.EVENT_STATUS_DUPLICATE,
+}
+_REVERSALS = {
+    pb.REVERSAL_KIND_REFUND: ReversalKind.REFUND,
+    pb.REVERSAL_KIND_DISPUTE: ReversalKind.DISPUTE,
+    pb.REVERSAL_KIND_DISPUTE_WON: ReversalKind.DISPUTE_WON,
+}
 
 # Timestamps outside this range are absurd for billing and would overflow Postgres or Python.
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -69,6 +82,48 @@ def pool(value: int) -> PoolName:
         return _POOLS[value]
     except KeyError:
         raise InvalidField("pool", "must be POOL_ALLOWANCE or POOL_PURCHASED") from None
+
+
+def reversal_kind(value: int) -> ReversalKind:
+    try:
+        return _REVERSALS[value]
+    except KeyError:
+        raise InvalidField("kind", "must be REVERSAL_KIND_REFUND, _DISPUTE or _DISPUTE_WON") from None
+
+
+def event_status(value: EventStatus | None) -> int:
+    return pb.EVENT_STATUS_UNSPECIFIED if value is None else _EVENT_STATUS[value]
+
+
+def stored_status(value: int) -> EventStatus:
+    for status, number in _EVENT_STATUS.items():
+        if number == value and status is not EventStatus.DUPLICATE:
+            return status
+    raise InvalidField("status", "must be EVENT_STATUS_IGNORED or EVENT_STATUS_REJECTED")
+
+
+def source_event(message: object, field: str = "source_event") -> WebhookEvent | None:
+    """The webhook event a request carries, or None."""
+    if not message.HasField(field):  # type: ignore[attr-defined]
+        return None
+    event = getattr(message, field)
+    received = optional_datetime(event, "received_time")
+    return WebhookEvent(event.event_id, event.type, bytes(event.payload), received or datetime.now(UTC))
+
+
+def webhook_event(value: WebhookEvent) -> pb.WebhookEvent:
+    return pb.WebhookEvent(
+        event_id=value.event_id, type=value.type, payload=value.payload, received_time=timestamp(value.received_at)
+    )
+
+
+def stored_event(value: StoredEvent) -> pb.GetWebhookEventResponse:
+    return pb.GetWebhookEventResponse(
+        event=webhook_event(value.event),
+        account_id=value.account_id,
+        status=_EVENT_STATUS[value.status],
+        reason=value.reason or "",
+    )
 
 
 def hold_status(value: HoldStatus) -> int:

@@ -6,8 +6,9 @@ from typing import Any, TypeAlias
 
 import grpc
 
+from meter.domain.errors import InvalidField
 from meter.service import balance as balance_case
-from meter.service import credits, extend, plans, reserve, settle
+from meter.service import credits, events, extend, grants, plans, reserve, reversals, settle
 from meter.service.context import Meter
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
@@ -81,11 +82,13 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
             payment_ref=request.payment_ref,
             payment_intent=request.payment_intent,
             event_id=request.event_id,
+            source_event=convert.source_event(request),
         )
         return pb.CreditPurchaseResponse(
             balance=convert.balance(result.balance),
             credited_tokens=result.tokens,
             newly_credited=result.newly_credited,
+            event_status=convert.event_status(result.event_status),
         )
 
     async def SetPlan(self, request: pb.SetPlanRequest, context: Context) -> pb.SetPlanResponse:
@@ -97,8 +100,14 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
             subscription_ref=request.subscription_ref,
             event_time=convert.optional_datetime(request, "event_time"),
             monthly_allowance_tokens=request.monthly_allowance_tokens,
+            expire_allowance_now=request.expire_allowance_now,
+            source_event=convert.source_event(request),
         )
-        return pb.SetPlanResponse(balance=convert.balance(result.balance), applied=result.applied)
+        return pb.SetPlanResponse(
+            balance=convert.balance(result.balance),
+            applied=result.applied,
+            event_status=convert.event_status(result.event_status),
+        )
 
     async def Adjust(self, request: pb.AdjustRequest, context: Context) -> pb.AdjustResponse:
         result = await credits.adjust(
@@ -113,3 +122,56 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
 
     async def GetCatalog(self, request: pb.GetCatalogRequest, context: Context) -> pb.GetCatalogResponse:
         return convert.catalog(self._meter.catalog)
+
+    async def ReverseCredit(self, request: pb.ReverseCreditRequest, context: Context) -> pb.ReverseCreditResponse:
+        result = await reversals.reverse_credit(
+            self._meter,
+            kind=convert.reversal_kind(request.kind),
+            account_id=request.account_id,
+            payment_ref=request.payment_ref,
+            payment_intent=request.payment_intent,
+            amount_minor=request.amount_minor,
+            reversal_ref=request.reversal_ref,
+            source_event=convert.source_event(request),
+        )
+        return pb.ReverseCreditResponse(
+            balance=convert.balance(result.balance),
+            reversed_tokens=result.tokens,
+            unbilled_tokens=result.unbilled,
+            event_status=convert.event_status(result.event_status),
+        )
+
+    async def GrantPeriodAllowance(
+        self, request: pb.GrantPeriodAllowanceRequest, context: Context
+    ) -> pb.GrantPeriodAllowanceResponse:
+        result = await grants.grant_period_allowance(
+            self._meter,
+            subscription_ref=request.subscription_ref,
+            invoice_ref=request.invoice_ref,
+            period=convert.optional_period(request),
+            account_id=request.account_id,
+            source_event=convert.source_event(request),
+        )
+        return pb.GrantPeriodAllowanceResponse(
+            balance=convert.balance(result.balance),
+            granted=result.granted,
+            event_status=convert.event_status(result.event_status),
+        )
+
+    async def RecordWebhookEvent(
+        self, request: pb.RecordWebhookEventRequest, context: Context
+    ) -> pb.RecordWebhookEventResponse:
+        event = convert.source_event(request, "event")
+        if event is None:
+            raise InvalidField("event", "is required")
+        status = await events.record(
+            self._meter,
+            account_id=request.account_id,
+            event=event,
+            status=convert.stored_status(request.status),
+            reason=request.reason,
+        )
+        return pb.RecordWebhookEventResponse(event_status=convert.event_status(status))
+
+    async def GetWebhookEvent(self, request: pb.GetWebhookEventRequest, context: Context) -> pb.GetWebhookEventResponse:
+        return convert.stored_event(await events.get(self._meter, event_id=request.event_id))

@@ -18,7 +18,7 @@ async def open_account(store: Store, account: Account, now: datetime) -> Account
     """Create the account with its buckets and grant its plan's allowance for its first period."""
     if not await store.insert_account(account, now):
         raise Conflict("the account was created concurrently")
-    return await begin_period(store, account, now)
+    return await begin_period(store, account, now, grant=not account.subscription_managed)
 
 
 def free_account(account_id: str, catalog: Catalog, now: datetime, buckets: int) -> Account:

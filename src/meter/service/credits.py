@@ -17,8 +17,10 @@ from meter.domain.errors import (
     PurchaseMismatch,
     RequestIdReused,
 )
+from meter.domain.events import EventStatus, WebhookEvent
 from meter.domain.ledger import EntryKind, LedgerEntry
 from meter.domain.pools import PoolName, pool_total, rebalance
+from meter.service import events
 from meter.service.accounts import credit_pool, free_account, locked_current_account, open_account
 from meter.service.context import Meter
 from meter.service.ports import Conflict, Store
@@ -32,6 +34,7 @@ class Credited:
     balance: Balance
     tokens: int
     newly_credited: bool
+    event_status: EventStatus | None = None
 
 
 async def credit_purchase(
@@ -45,32 +48,42 @@ async def credit_purchase(
     payment_ref: str,
     payment_intent: str = "",
     event_id: str = "",
+    source_event: WebhookEvent | None = None,
 ) -> Credited:
-    ids.account_id(account_id)
-    ids.idempotency_key(payment_ref, "payment_ref")
-    for name, value in (("payment_intent", payment_intent), ("event_id", event_id)):
-        if len(value) > MAX_REF_LENGTH:
-            raise InvalidField(name, f"at most {MAX_REF_LENGTH} characters")
-    record = _checked_purchase(meter, account_id, pack_id, tokens, amount_minor, currency)
-    record |= {"payment_ref": payment_ref, "payment_intent": payment_intent or None, "event_id": event_id or None}
+    async def run() -> Credited:
+        ids.account_id(account_id)
+        ids.idempotency_key(payment_ref, "payment_ref")
+        events.check_event(source_event)
+        for name, value in (("payment_intent", payment_intent), ("event_id", event_id)):
+            if len(value) > MAX_REF_LENGTH:
+                raise InvalidField(name, f"at most {MAX_REF_LENGTH} characters")
+        record = _checked_purchase(meter, account_id, pack_id, tokens, amount_minor, currency)
+        record |= {"payment_ref": payment_ref, "payment_intent": payment_intent or None, "event_id": event_id or None}
+        return await meter.storage.transaction(lambda store: _credit(meter, store, record, source_event))
 
-    async def work(store: Store) -> Credited:
-        account, now = await store.account_state(account_id)
-        if account is None:
-            account = await open_account(store, free_account(account_id, meter.catalog, now, meter.limits.buckets), now)
-        existing = await store.purchase(account_id, payment_ref)
-        if existing is not None:
-            _check_same_purchase(payment_ref, existing, record)
-            return Credited(await store.balance(account_id), existing["tokens"], newly_credited=False)
-        if not await store.insert_purchase(record, now):
-            raise Conflict("the same payment was credited concurrently")
-        account = await locked_current_account(store, account, now)
-        await credit_pool(
-            store, account, EntryKind.PURCHASE, PoolName.PURCHASED, tokens, now, ref=payment_ref, note=pack_id
-        )
-        return Credited(await store.balance(account_id), tokens, newly_credited=True)
+    return await events.rejecting(meter, events.event_account(account_id), source_event, run)
 
-    return await meter.storage.transaction(work)
+
+async def _credit(meter: Meter, store: Store, record: dict[str, Any], source_event: WebhookEvent | None) -> Credited:
+    account_id, payment_ref, tokens = record["account_id"], record["payment_ref"], record["tokens"]
+    account, now = await store.account_state(account_id)
+    if account is None:
+        account = await open_account(store, free_account(account_id, meter.catalog, now, meter.limits.buckets), now)
+    claimed = await events.claim(store, account_id, source_event, now)
+    status = events.status(source_event, claimed)
+    existing = await store.purchase(account_id, payment_ref)
+    if existing is not None:
+        _check_same_purchase(payment_ref, existing, record)
+        return Credited(await store.balance(account_id), existing["tokens"], newly_credited=False, event_status=status)
+    if not claimed:
+        return Credited(await store.balance(account_id), tokens, newly_credited=False, event_status=status)
+    if not await store.insert_purchase(record, now):
+        raise Conflict("the same payment was credited concurrently")
+    account = await locked_current_account(store, account, now)
+    await credit_pool(
+        store, account, EntryKind.PURCHASE, PoolName.PURCHASED, tokens, now, ref=payment_ref, note=record["pack_id"]
+    )
+    return Credited(await store.balance(account_id), tokens, newly_credited=True, event_status=status)
 
 
 def _checked_purchase(

@@ -27,19 +27,20 @@ async def roll_over_if_ended(store: Store, account: Account, now: datetime) -> A
         reloaded, _ = await store.account_state(account.account_id)
         assert reloaded is not None
         return reloaded
-    return await begin_period(store, claimed, now)
+    # A subscription's next allowance is granted when its invoice is paid, not by the calendar.
+    return await begin_period(store, claimed, now, grant=not claimed.subscription_managed)
 
 
-async def begin_period(store: Store, account: Account, now: datetime) -> Account:
-    """Expire the allowance left from before and grant `account.monthly_allowance` for
-    `account.period` (already written). Allowance held by open holds stays held; it expires when
-    those holds settle."""
+async def begin_period(store: Store, account: Account, now: datetime, *, grant: bool) -> Account:
+    """Expire the allowance left from before and, with `grant`, grant `account.monthly_allowance`
+    for `account.period` (already written). Allowance held by open holds stays held; it expires
+    when those holds settle."""
     rows = await store.lock_buckets(account.account_id)
     period_ref = f"period:{account.period.start.isoformat()}"
     entries = [LedgerEntry(EntryKind.EXPIRY, PoolName.ALLOWANCE, -pool_total(rows, PoolName.ALLOWANCE), ref=period_ref)]
     debt_paid = granted = 0
-    if account.monthly_allowance:
-        grant = credit(
+    if grant and account.monthly_allowance:
+        allowance = credit(
             EntryKind.SUBSCRIPTION_GRANT,
             PoolName.ALLOWANCE,
             account.monthly_allowance,
@@ -47,13 +48,18 @@ async def begin_period(store: Store, account: Account, now: datetime) -> Account
             ref=period_ref,
             note=account.plan_id,
         )
-        entries += grant.entries
-        debt_paid, granted = grant.debt_paid, grant.to_pool
+        entries += allowance.entries
+        debt_paid, granted = allowance.debt_paid, allowance.to_pool
     rebalance(rows, PoolName.ALLOWANCE, granted)
     for row in rows:
         row.used = 0
     await store.write_buckets(account.account_id, rows)
     await store.append(account.account_id, entries, now)
-    account = replace(account, allowance_total=account.monthly_allowance, debt=account.debt - debt_paid)
+    account = replace(
+        account,
+        allowance_total=account.monthly_allowance if grant else 0,
+        debt=account.debt - debt_paid,
+        granted_period_start=account.period.start if grant else account.granted_period_start,
+    )
     await store.save_account(account, now)
     return account

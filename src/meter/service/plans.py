@@ -1,10 +1,12 @@
 """SetPlan: an account's plan and billing period.
 
-Creating an account grants its plan's allowance for the current period. On an existing account:
-an upgrade grants the difference at once, a downgrade applies from the next period, and a new
-billing period (a subscription renewed or started) is a boundary: the allowance left expires and
-the plan's allowance is granted for the new period. An event older than the one applied changes
-nothing, so events may arrive in any order.
+Without a subscription, creating an account grants its plan's allowance for the calendar month
+(or the period given), and each new period grants it again. With a subscription, the allowance
+of a period is granted when its invoice is paid (GrantPeriodAllowance); SetPlan only moves the
+account to the subscription's plan and period. On an existing account an upgrade grants the
+difference at once (if the period's allowance was granted), a downgrade applies from the next
+period, and a new billing period is a boundary: the allowance left expires. A cancelled
+subscription ends the allowance at once. An event older than the one applied changes nothing.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from meter.domain.accounts import Account
 from meter.domain.amounts import require_tokens
 from meter.domain.balance import Balance
 from meter.domain.errors import InvalidField
+from meter.domain.events import EventStatus, WebhookEvent
 from meter.domain.ledger import EntryKind
 from meter.domain.periods import Period, calendar_month
 from meter.domain.pools import PoolName
+from meter.service import events
 from meter.service.accounts import credit_pool, locked_current_account, open_account
 from meter.service.context import Meter
 from meter.service.periods import begin_period
@@ -32,6 +36,18 @@ MAX_PERIOD = timedelta(days=366)
 class PlanChange:
     balance: Balance
     applied: bool
+    event_status: EventStatus | None = None
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    account_id: str
+    plan_id: str
+    period: Period | None
+    subscription_ref: str | None
+    event_time: datetime | None
+    monthly_allowance: int
+    expire_allowance_now: bool
 
 
 async def set_plan(
@@ -43,38 +59,56 @@ async def set_plan(
     subscription_ref: str = "",
     event_time: datetime | None = None,
     monthly_allowance_tokens: int = 0,
+    expire_allowance_now: bool = False,
+    source_event: WebhookEvent | None = None,
 ) -> PlanChange:
-    ids.account_id(account_id)
-    allowance = _allowance(meter, plan_id, monthly_allowance_tokens)
-    if period is not None and period.end - period.start > MAX_PERIOD:
-        raise InvalidField("period_end", "a billing period is at most 366 days")
-    if len(subscription_ref) > 255:
-        raise InvalidField("subscription_ref", "at most 255 characters")
-
-    async def work(store: Store) -> PlanChange:
-        account, now = await store.account_state(account_id)
-        wanted = Account(
+    async def run() -> PlanChange:
+        ids.account_id(account_id)
+        events.check_event(source_event)
+        if period is not None and period.end - period.start > MAX_PERIOD:
+            raise InvalidField("period_end", "a billing period is at most 366 days")
+        if len(subscription_ref) > 255:
+            raise InvalidField("subscription_ref", "at most 255 characters")
+        request = PlanRequest(
             account_id=account_id,
             plan_id=plan_id,
-            monthly_allowance=allowance,
-            period=period or calendar_month(now),
-            calendar_periods=period is None,
-            allowance_total=0,
-            debt=0,
-            bucket_count=meter.limits.buckets,
+            period=period,
             subscription_ref=subscription_ref or None,
-            plan_event_time=event_time,
+            event_time=event_time,
+            monthly_allowance=_allowance(meter, plan_id, monthly_allowance_tokens),
+            expire_allowance_now=expire_allowance_now,
         )
-        if account is None:
-            await open_account(store, wanted, now)
-            return PlanChange(await store.balance(account_id), applied=True)
-        account = await locked_current_account(store, account, now)
-        if event_time and account.plan_event_time and event_time < account.plan_event_time:
-            return PlanChange(await store.balance(account_id), applied=False)
-        await _change(store, account, wanted, period, now)
-        return PlanChange(await store.balance(account_id), applied=True)
+        return await meter.storage.transaction(lambda store: _apply(meter, store, request, source_event))
 
-    return await meter.storage.transaction(work)
+    return await events.rejecting(meter, events.event_account(account_id), source_event, run)
+
+
+async def _apply(meter: Meter, store: Store, request: PlanRequest, source_event: WebhookEvent | None) -> PlanChange:
+    account, now = await store.account_state(request.account_id)
+    claimed = await events.claim(store, request.account_id, source_event, now)
+    status = events.status(source_event, claimed)
+    if not claimed:
+        return PlanChange(await store.balance(request.account_id), applied=False, event_status=status)
+    wanted = Account(
+        account_id=request.account_id,
+        plan_id=request.plan_id,
+        monthly_allowance=request.monthly_allowance,
+        period=request.period or calendar_month(now),
+        calendar_periods=request.period is None,
+        allowance_total=0,
+        debt=0,
+        bucket_count=meter.limits.buckets,
+        subscription_ref=request.subscription_ref,
+        plan_event_time=request.event_time,
+    )
+    if account is None:
+        await open_account(store, wanted, now)
+        return PlanChange(await store.balance(request.account_id), applied=True, event_status=status)
+    account = await locked_current_account(store, account, now)
+    if request.event_time and account.plan_event_time and request.event_time < account.plan_event_time:
+        return PlanChange(await store.balance(request.account_id), applied=False, event_status=status)
+    await _change(store, account, wanted, request, now)
+    return PlanChange(await store.balance(request.account_id), applied=True, event_status=status)
 
 
 def _allowance(meter: Meter, plan_id: str, monthly_allowance_tokens: int) -> int:
@@ -88,7 +122,7 @@ def _allowance(meter: Meter, plan_id: str, monthly_allowance_tokens: int) -> int
     return plan.monthly_allowance_tokens
 
 
-async def _change(store: Store, account: Account, wanted: Account, period: Period | None, now: datetime) -> None:
+async def _change(store: Store, account: Account, wanted: Account, request: PlanRequest, now: datetime) -> None:
     changed = replace(
         account,
         plan_id=wanted.plan_id,
@@ -97,11 +131,15 @@ async def _change(store: Store, account: Account, wanted: Account, period: Perio
         subscription_ref=wanted.subscription_ref,
         plan_event_time=wanted.plan_event_time or account.plan_event_time,
     )
-    if period is not None and period != account.period:
-        await begin_period(store, replace(changed, period=period), now)
+    if request.expire_allowance_now:
+        # Cancelled: what is left of the allowance expires now; calendar months from here on.
+        await begin_period(store, replace(changed, period=calendar_month(now)), now, grant=True)
+        return
+    if request.period is not None and request.period != account.period:
+        await begin_period(store, replace(changed, period=request.period), now, grant=not changed.subscription_managed)
         return
     upgrade = changed.monthly_allowance - account.allowance_total
-    if upgrade > 0:
+    if upgrade > 0 and (account.allowance_granted or not changed.subscription_managed):
         changed = await credit_pool(
             store,
             changed,
@@ -112,5 +150,5 @@ async def _change(store: Store, account: Account, wanted: Account, period: Perio
             ref=f"upgrade:{changed.plan_id}:{account.period.start.isoformat()}",
             note=changed.plan_id,
         )
-        changed = replace(changed, allowance_total=changed.monthly_allowance)
+        changed = replace(changed, allowance_total=changed.monthly_allowance, granted_period_start=account.period.start)
     await store.save_account(changed, now)

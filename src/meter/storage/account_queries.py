@@ -12,7 +12,7 @@ from meter.storage.queries import NOW, Queries
 
 ACCOUNT_COLUMNS = """a.account_id, a.plan_id, a.monthly_allowance, a.period_start, a.period_end,
     a.calendar_periods, a.allowance_total, a.debt, a.bucket_count, a.subscription_ref,
-    a.plan_event_time"""
+    a.plan_event_time, a.granted_period_start"""
 
 
 class AccountQueries(Queries):
@@ -26,6 +26,14 @@ class AccountQueries(Queries):
         assert row is not None
         return (account_from_row(row) if row["account_id"] is not None else None), row["now"]
 
+    async def account_by_subscription(self, subscription_ref: str) -> str | None:
+        """A read across accounts (an invoice knows only its subscription)."""
+        row = await self._row(
+            "SELECT account_id FROM accounts WHERE subscription_ref = :ref ORDER BY updated_at DESC LIMIT 1",
+            ref=subscription_ref,
+        )
+        return row["account_id"] if row else None
+
     async def lock_account(self, account_id: str) -> Account | None:
         row = await self._row(
             f"SELECT {ACCOUNT_COLUMNS} FROM accounts AS a WHERE a.account_id = :account_id FOR UPDATE",
@@ -38,9 +46,9 @@ class AccountQueries(Queries):
         created = await self._execute(
             "INSERT INTO accounts (account_id, plan_id, monthly_allowance, period_start, period_end, "
             "calendar_periods, allowance_total, debt, bucket_count, subscription_ref, plan_event_time, "
-            "created_at, updated_at) VALUES (:account_id, :plan_id, :monthly_allowance, :period_start, "
-            ":period_end, :calendar_periods, 0, 0, :bucket_count, :subscription_ref, :plan_event_time, "
-            ":now, :now) ON CONFLICT (account_id) DO NOTHING",
+            "granted_period_start, created_at, updated_at) VALUES (:account_id, :plan_id, :monthly_allowance, "
+            ":period_start, :period_end, :calendar_periods, 0, 0, :bucket_count, :subscription_ref, "
+            ":plan_event_time, :granted_period_start, :now, :now) ON CONFLICT (account_id) DO NOTHING",
             **_account_params(account),
             now=now,
         )
@@ -61,7 +69,8 @@ class AccountQueries(Queries):
             "UPDATE accounts SET plan_id = :plan_id, monthly_allowance = :monthly_allowance, "
             "period_start = :period_start, period_end = :period_end, calendar_periods = :calendar_periods, "
             "allowance_total = :allowance_total, debt = :debt, subscription_ref = :subscription_ref, "
-            "plan_event_time = :plan_event_time, updated_at = :now WHERE account_id = :account_id",
+            "plan_event_time = :plan_event_time, granted_period_start = :granted_period_start, updated_at = :now "
+            "WHERE account_id = :account_id",
             **_account_params(account),
             allowance_total=account.allowance_total,
             debt=account.debt,
@@ -95,6 +104,7 @@ def _account_params(account: Account) -> dict[str, Any]:
         "bucket_count": account.bucket_count,
         "subscription_ref": account.subscription_ref,
         "plan_event_time": account.plan_event_time,
+        "granted_period_start": account.granted_period_start,
     }
 
 
@@ -110,4 +120,5 @@ def account_from_row(row: Mapping[str, Any]) -> Account:
         bucket_count=row["bucket_count"],
         subscription_ref=row["subscription_ref"],
         plan_event_time=row["plan_event_time"],
+        granted_period_start=row["granted_period_start"],
     )

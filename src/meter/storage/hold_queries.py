@@ -29,9 +29,7 @@ class HoldQueries(Queries):
             hold_id=hold_id,
         )
         if row is None:
-            clock = await self._row(f"SELECT {NOW} AS now")
-            assert clock is not None
-            return None, clock["now"]
+            return None, await self.now()
         return _hold(row), row["now"]
 
     async def insert_hold(self, hold: Hold, now: datetime) -> bool:

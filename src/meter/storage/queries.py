@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import text
@@ -30,3 +31,8 @@ class Queries:
     async def _execute(self, sql: str, **params: Any) -> int:
         result = await self._db.execute(text(sql), {"clock_offset": self._clock.offset_seconds, **params})
         return result.rowcount
+
+    async def now(self) -> datetime:
+        row = await self._row(f"SELECT {NOW} AS now")
+        assert row is not None
+        return cast(datetime, row["now"])

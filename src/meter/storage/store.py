@@ -19,10 +19,11 @@ from meter.domain.periods import Period
 from meter.storage.account_queries import ACCOUNT_COLUMNS, AccountQueries
 from meter.storage.bucket_queries import BucketQueries
 from meter.storage.credit_queries import CreditQueries
+from meter.storage.event_queries import EventQueries
 from meter.storage.hold_queries import HoldQueries
 
 
-class PostgresStore(AccountQueries, BucketQueries, HoldQueries, CreditQueries):
+class PostgresStore(AccountQueries, BucketQueries, HoldQueries, CreditQueries, EventQueries):
     async def append(self, account_id: str, entries: Sequence[LedgerEntry], now: datetime) -> None:
         entries = [e for e in entries if e.amount]
         if not entries:
