@@ -25,6 +25,8 @@ from meter.v1 import meter_pb2_grpc
 
 T = TypeVar("T")
 
+WEBHOOK_SECRET = "whsec_test_meter"
+
 
 @dataclass
 class RunningMeter:
@@ -37,6 +39,10 @@ class RunningMeter:
     def address(self) -> str:
         return self.service.grpc.address
 
+    @property
+    def webhook_url(self) -> str:
+        return f"http://{self.service.webhooks.address}/webhooks/stripe"
+
     async def stop(self) -> None:
         await self.channel.close()
         await self.service.stop()
@@ -46,6 +52,8 @@ async def start_meter(database_url: str, *, catalog: Catalog | None = None, **ov
     defaults: dict[str, Any] = {
         "database_url": database_url,
         "grpc_addr": "127.0.0.1:0",
+        "http_addr": "127.0.0.1:0",
+        "stripe_webhook_secrets": (WEBHOOK_SECRET,),
         # Tests that exercise the background sweeper ask for a short interval.
         "sweep_interval_seconds": 3600.0,
         "shutdown_grace_seconds": 2.0,

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter import catalog as catalog_file
 from meter.catalog import Catalog
+from meter.client import MeterClient
 from meter.config import Settings
 from meter.grpc.server import GrpcServer
 from meter.service.context import Limits, Meter
@@ -21,6 +22,8 @@ from meter.storage.database import Timeouts, create_engine
 from meter.storage.embedded import EmbeddedPostgres
 from meter.storage.migrate import upgrade_async
 from meter.storage.postgres import PostgresStorage
+from meter.webhooks.app import PATH as WEBHOOK_PATH
+from meter.webhooks.app import WebhookServer
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +79,16 @@ class Service:
     engine: AsyncEngine
     meter: Meter
     grpc: GrpcServer
+    webhooks: WebhookServer
+    _webhook_client: MeterClient
     _stop_sweeper: asyncio.Event
     _sweeper: asyncio.Task[None]
 
     async def stop(self) -> None:
-        """Drain: health NOT_SERVING, in-flight RPCs finish within the grace, then close."""
+        """Drain: webhooks stop first (Stripe retries what they refuse), then health turns
+        NOT_SERVING and in-flight RPCs finish within the grace, then everything closes."""
+        await self.webhooks.stop()
+        await self._webhook_client.close()
         await self.grpc.stop(self.settings.shutdown_grace_seconds)
         self._stop_sweeper.set()
         with contextlib.suppress(asyncio.CancelledError):
@@ -98,7 +106,19 @@ async def start(settings: Settings, *, clock: DatabaseClock | None = None, catal
     meter = build_meter(settings, engine, clock=clock, catalog=catalog)
     server = GrpcServer(meter, settings.grpc_addr)
     await server.start()
+    webhook_client, webhooks = await start_webhooks(settings, target=server.address)
     stop = asyncio.Event()
     sweeper = asyncio.create_task(run_sweeper(meter, settings.sweep_interval_seconds, stop), name="sweeper")
     log.info("meter serving gRPC on %s (catalog %s, %d buckets)", server.address, catalog.version, settings.buckets)
-    return Service(settings, database, engine, meter, server, stop, sweeper)
+    log.info("Stripe webhooks on http://%s%s", webhooks.address, WEBHOOK_PATH)
+    return Service(settings, database, engine, meter, server, webhooks, webhook_client, stop, sweeper)
+
+
+async def start_webhooks(settings: Settings, *, target: str) -> tuple[MeterClient, WebhookServer]:
+    """The Stripe adapter on METER_HTTP_ADDR, a gRPC client of the service at `target`."""
+    # Wait for meter while it restarts (Stripe would otherwise retry only much later), but no
+    # longer than Stripe is willing to wait for an answer.
+    client = MeterClient(target, wait_for_ready=True, timeout_seconds=settings.webhook_rpc_timeout_seconds)
+    server = WebhookServer(client, settings.stripe_webhook_secrets, settings.http_addr)
+    await server.start()
+    return client, server

@@ -10,8 +10,11 @@ import sys
 
 from meter import bootstrap
 from meter.catalog import CatalogError
+from meter.client import MeterClient
 from meter.config import ConfigError, Settings
 from meter.storage.audit import audit
+from meter.webhooks.app import PATH as WEBHOOK_PATH
+from meter.webhooks.app import replay
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("migrate", help="bring the database schema up to date")
     audit_parser = commands.add_parser("audit", help="check that every balance follows from the ledger")
     audit_parser.add_argument("--account", help="audit one account only")
+    webhooks = commands.add_parser("webhooks", help="run the Stripe webhook adapter alone, or replay an event")
+    webhooks.add_argument("--target", help="meter's gRPC address (default: METER_GRPC_ADDR)")
+    webhook_commands = webhooks.add_subparsers(dest="webhooks_command")
+    replay_parser = webhook_commands.add_parser("replay", help="run a stored (e.g. rejected) event again")
+    replay_parser.add_argument("event_id")
+    replay_parser.add_argument("--target", dest="replay_target", help="meter's gRPC address")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -33,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_serve(settings))
         if args.command == "migrate":
             return asyncio.run(_migrate(settings))
+        if args.command == "webhooks":
+            target = getattr(args, "replay_target", None) or args.target or settings.grpc_addr
+            if args.webhooks_command == "replay":
+                return asyncio.run(_replay(target, args.event_id))
+            return asyncio.run(_webhooks(settings, target))
         return asyncio.run(_audit(settings, args.account))
     except (CatalogError, ConfigError) as exc:
         print(f"meter: {exc}", file=sys.stderr)
@@ -42,14 +56,35 @@ def main(argv: list[str] | None = None) -> int:
 async def _serve(settings: Settings) -> int:
     service = await bootstrap.start(settings)
     print(f"meter: serving gRPC on {service.grpc.address}", flush=True)
+    print(f"meter: Stripe webhooks on http://{service.webhooks.address}{WEBHOOK_PATH}", flush=True)
+    await _until_stopped()
+    logging.getLogger("meter").info("stopping: draining in-flight RPCs")
+    await service.stop()
+    return 0
+
+
+async def _until_stopped() -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
-    logging.getLogger("meter").info("stopping: draining in-flight RPCs")
-    await service.stop()
+
+
+async def _webhooks(settings: Settings, target: str) -> int:
+    client, server = await bootstrap.start_webhooks(settings, target=target)
+    print(f"meter: Stripe webhooks on http://{server.address}{WEBHOOK_PATH} -> gRPC {target}", flush=True)
+    await _until_stopped()
+    await server.stop()
+    await client.close()
     return 0
+
+
+async def _replay(target: str, event_id: str) -> int:
+    async with MeterClient(target) as client:
+        outcome = await replay(client, event_id)
+    print(f"meter: event {event_id}: {outcome.status} {outcome.reason}".rstrip())
+    return 0 if outcome.http_status < 300 else 1
 
 
 async def _migrate(settings: Settings) -> int:

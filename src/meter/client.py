@@ -25,10 +25,14 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from meter.domain.events import EventStatus, WebhookEvent
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
 
 Response = TypeVar("Response")
+
+# Reconnect within a second of meter coming back (gRPC's default backoff grows to two minutes).
+_CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
 
 _WRITES_RETRY_ON = frozenset({grpc.StatusCode.UNAVAILABLE})
 # A read that timed out changed nothing, so it may also be retried.
@@ -69,11 +73,15 @@ class MeterClient:
         attempts: int = 3,
         backoff_seconds: float = 0.05,
         timeout_seconds: float | None = 10.0,
+        wait_for_ready: bool = False,
     ) -> None:
+        """`wait_for_ready`: while meter is unreachable, calls wait (up to their timeout) for it
+        to come back instead of failing at once; for callers that would rather be late than fail."""
         if (target is None) == (channel is None):
             raise ValueError("give either a target address or a channel")
         self._owns_channel = channel is None
-        self._channel = channel or grpc.aio.insecure_channel(target or "")
+        self._channel = channel or grpc.aio.insecure_channel(target or "", options=_CHANNEL_OPTIONS)
+        self._wait_for_ready = wait_for_ready
         self._stub = meter_pb2_grpc.MeterServiceStub(self._channel)
         self._attempts = attempts
         self._backoff_seconds = backoff_seconds
@@ -103,7 +111,7 @@ class MeterClient:
         ):
             with attempt:
                 try:
-                    return await method(request, timeout=self._timeout_seconds)
+                    return await method(request, timeout=self._timeout_seconds, wait_for_ready=self._wait_for_ready)
                 except grpc.aio.AioRpcError as error:
                     raise MeterRpcError.from_rpc_error(error) from error
         raise AssertionError("unreachable: tenacity reraises the last failure")
@@ -167,6 +175,7 @@ class MeterClient:
         payment_ref: str,
         payment_intent: str = "",
         event_id: str = "",
+        source_event: WebhookEvent | None = None,
     ) -> pb.CreditPurchaseResponse:
         request = pb.CreditPurchaseRequest(
             account_id=account_id,
@@ -177,6 +186,7 @@ class MeterClient:
             payment_ref=payment_ref,
             payment_intent=payment_intent,
             event_id=event_id,
+            source_event=_event(source_event),
         )
         return await self._call(self._stub.CreditPurchase, request)
 
@@ -190,17 +200,77 @@ class MeterClient:
         subscription_ref: str = "",
         event_time: datetime | None = None,
         monthly_allowance_tokens: int = 0,
+        expire_allowance_now: bool = False,
+        source_event: WebhookEvent | None = None,
     ) -> pb.SetPlanResponse:
         request = pb.SetPlanRequest(
             account_id=account_id,
             plan_id=plan_id,
             subscription_ref=subscription_ref,
             monthly_allowance_tokens=monthly_allowance_tokens,
+            expire_allowance_now=expire_allowance_now,
+            source_event=_event(source_event),
         )
-        for field, value in (("period_start", period_start), ("period_end", period_end), ("event_time", event_time)):
-            if value is not None:
-                getattr(request, field).FromDatetime(value)
+        _set_times(request, period_start=period_start, period_end=period_end, event_time=event_time)
         return await self._call(self._stub.SetPlan, request)
+
+    async def reverse_credit(
+        self,
+        *,
+        kind: str,
+        account_id: str = "",
+        payment_ref: str = "",
+        payment_intent: str = "",
+        amount_minor: int = 0,
+        reversal_ref: str = "",
+        source_event: WebhookEvent | None = None,
+    ) -> pb.ReverseCreditResponse:
+        """`kind` is "refund", "dispute" or "dispute_won"."""
+        request = pb.ReverseCreditRequest(
+            account_id=account_id,
+            payment_ref=payment_ref,
+            payment_intent=payment_intent,
+            kind=pb.ReversalKind.Value(f"REVERSAL_KIND_{kind.upper()}"),
+            amount_minor=amount_minor,
+            reversal_ref=reversal_ref,
+            source_event=_event(source_event),
+        )
+        return await self._call(self._stub.ReverseCredit, request)
+
+    async def grant_period_allowance(
+        self,
+        *,
+        subscription_ref: str,
+        invoice_ref: str,
+        period_start: datetime,
+        period_end: datetime,
+        account_id: str = "",
+        source_event: WebhookEvent | None = None,
+    ) -> pb.GrantPeriodAllowanceResponse:
+        request = pb.GrantPeriodAllowanceRequest(
+            subscription_ref=subscription_ref,
+            invoice_ref=invoice_ref,
+            account_id=account_id,
+            source_event=_event(source_event),
+        )
+        _set_times(request, period_start=period_start, period_end=period_end)
+        return await self._call(self._stub.GrantPeriodAllowance, request)
+
+    async def record_webhook_event(
+        self, *, event: WebhookEvent, status: EventStatus, reason: str, account_id: str = ""
+    ) -> pb.RecordWebhookEventResponse:
+        """`status` is EventStatus.IGNORED or EventStatus.REJECTED."""
+        request = pb.RecordWebhookEventRequest(
+            event=_event(event),
+            account_id=account_id,
+            status=pb.EventStatus.Value(f"EVENT_STATUS_{status.name}"),
+            reason=reason,
+        )
+        return await self._call(self._stub.RecordWebhookEvent, request)
+
+    async def get_webhook_event(self, *, event_id: str) -> pb.GetWebhookEventResponse:
+        request = pb.GetWebhookEventRequest(event_id=event_id)
+        return await self._call(self._stub.GetWebhookEvent, request, _READS_RETRY_ON)
 
     async def adjust(
         self, *, account_id: str, pool: int, delta: int, reason: str, request_id: str | None = None
@@ -210,6 +280,26 @@ class MeterClient:
             account_id=account_id, pool=pool, delta=delta, reason=reason, request_id=request_id or uuid.uuid4().hex
         )
         return await self._call(self._stub.Adjust, request)
+
+
+def event_status(value: int) -> EventStatus | None:
+    """The EventStatus of a response's event_status field (None when unset)."""
+    name = pb.EventStatus.Name(value).removeprefix("EVENT_STATUS_")
+    return None if name == "UNSPECIFIED" else EventStatus[name]
+
+
+def _event(event: WebhookEvent | None) -> pb.WebhookEvent | None:
+    if event is None:
+        return None
+    message = pb.WebhookEvent(event_id=event.event_id, type=event.type, payload=event.payload)
+    message.received_time.FromDatetime(event.received_at)
+    return message
+
+
+def _set_times(request: Any, **times: datetime | None) -> None:
+    for field, value in times.items():
+        if value is not None:
+            getattr(request, field).FromDatetime(value)
 
 
 class Hold:

@@ -18,6 +18,7 @@
 | METER_LOCK_TIMEOUT_MS | 3000 | longest wait for a row lock |
 | METER_IDLE_IN_TRANSACTION_TIMEOUT_MS | 10000 | a stuck transaction is ended after this |
 | METER_SHUTDOWN_GRACE_SECONDS | 10 | in-flight RPCs get this long to finish on SIGTERM |
+| METER_WEBHOOK_RPC_TIMEOUT_SECONDS | 5 | how long the webhook adapter waits for meter before answering 503 |
 | METER_LOG_LEVEL | INFO | logging level |
 """
 
@@ -51,6 +52,7 @@ class Settings:
     lock_timeout_ms: int = 3_000
     idle_in_transaction_timeout_ms: int = 10_000
     shutdown_grace_seconds: float = 10.0
+    webhook_rpc_timeout_seconds: float = 5.0
     log_level: str = "INFO"
 
     @classmethod
@@ -75,6 +77,7 @@ class Settings:
             lock_timeout_ms=_int(env, "METER_LOCK_TIMEOUT_MS", 3_000, 1, 3_600_000),
             idle_in_transaction_timeout_ms=_int(env, "METER_IDLE_IN_TRANSACTION_TIMEOUT_MS", 10_000, 1, 3_600_000),
             shutdown_grace_seconds=_float(env, "METER_SHUTDOWN_GRACE_SECONDS", 10.0, 0, 3600),
+            webhook_rpc_timeout_seconds=_float(env, "METER_WEBHOOK_RPC_TIMEOUT_SECONDS", 5.0, 0.1, 60),
             log_level=(env.get("METER_LOG_LEVEL") or "INFO").upper(),
         )
         if settings.default_ttl_seconds > settings.max_ttl_seconds:

@@ -1,0 +1,94 @@
+"""Carry out a mapped event through the metering service, and decide what Stripe is answered.
+
+2xx only once the effect (or the event's record) is durable in the service; 5xx whenever the
+service could not be reached or could not act yet, so that Stripe retries. A refusal a retry
+cannot fix is a 2xx too: the service stored the event as rejected, for an operator's replay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from meter.client import MeterClient, MeterRpcError, event_status
+from meter.domain.events import EventStatus, WebhookEvent
+from meter.webhooks.mapping import Action, Credit, Grant, Ignore, Plan, Reject, Reverse
+
+_FINAL_REFUSALS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    http_status: int
+    status: str  # applied | duplicate | ignored | rejected | retry
+    reason: str = ""
+
+
+async def forward(client: MeterClient, action: Action, event: WebhookEvent) -> Outcome:
+    try:
+        return await _call(client, action, event)
+    except MeterRpcError as error:
+        reason = f"{error.reason or error.code.name}: {error.message}"
+        if error.code in _FINAL_REFUSALS:
+            return Outcome(200, "rejected", reason)
+        return Outcome(503, "retry", reason)
+
+
+async def _call(client: MeterClient, action: Action, event: WebhookEvent) -> Outcome:
+    if isinstance(action, Ignore | Reject):
+        stored = EventStatus.IGNORED if isinstance(action, Ignore) else EventStatus.REJECTED
+        recorded = await client.record_webhook_event(
+            event=event, status=stored, reason=action.reason, account_id=action.account_id
+        )
+        return _done(recorded.event_status, action.reason)
+    if isinstance(action, Credit):
+        credited = await client.credit_purchase(
+            account_id=action.account_id,
+            pack_id=action.pack_id,
+            tokens=action.tokens,
+            amount_minor=action.amount_minor,
+            currency=action.currency,
+            payment_ref=action.payment_ref,
+            payment_intent=action.payment_intent,
+            event_id=event.event_id,
+            source_event=event,
+        )
+        return _done(credited.event_status)
+    if isinstance(action, Reverse):
+        reversed_ = await client.reverse_credit(
+            kind=action.kind,
+            payment_intent=action.payment_intent,
+            amount_minor=action.amount_minor,
+            reversal_ref=action.reversal_ref,
+            source_event=event,
+        )
+        return _done(reversed_.event_status)
+    if isinstance(action, Plan):
+        start, end = action.period or (None, None)
+        planned = await client.set_plan(
+            account_id=action.account_id,
+            plan_id=action.plan_id,
+            period_start=start,
+            period_end=end,
+            subscription_ref=action.subscription_ref,
+            event_time=action.event_time,
+            expire_allowance_now=action.expire_allowance_now,
+            source_event=event,
+        )
+        return _done(planned.event_status)
+    assert isinstance(action, Grant)
+    granted = await client.grant_period_allowance(
+        subscription_ref=action.subscription_ref,
+        invoice_ref=action.invoice_ref,
+        period_start=action.period[0],
+        period_end=action.period[1],
+        account_id=action.account_id,
+        source_event=event,
+    )
+    return _done(granted.event_status)
+
+
+def _done(status: int, reason: str = "") -> Outcome:
+    stored = event_status(status)
+    return Outcome(200, stored.value if stored else "applied", reason)

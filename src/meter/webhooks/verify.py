@@ -1,0 +1,45 @@
+"""Signature verification of Stripe webhooks, with the stripe library (several secrets accepted
+while one is being rotated)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import stripe
+
+TOLERANCE_SECONDS = 300
+
+
+class NotAnEvent(ValueError):
+    """The request is not an authentic Stripe event: answer 400 and store nothing."""
+
+
+def verified_event(payload: bytes, signature: str | None, secrets: Sequence[str]) -> dict[str, Any]:
+    """The event, if `signature` proves `payload` came from Stripe with one of `secrets` within
+    the tolerance; raises NotAnEvent otherwise."""
+    if not signature:
+        raise NotAnEvent("missing Stripe-Signature header")
+    for secret in secrets:
+        try:
+            stripe.WebhookSignature.verify_header(payload, signature, secret, tolerance=TOLERANCE_SECONDS)
+            break
+        except stripe.SignatureVerificationError:
+            continue
+    else:
+        raise NotAnEvent("signature does not match any configured secret, or is stale")
+    try:
+        event = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise NotAnEvent("body is not JSON") from exc
+    if not (
+        isinstance(event, dict)
+        and isinstance(event.get("id"), str)
+        and event["id"]
+        and isinstance(event.get("type"), str)
+        and isinstance(event.get("data"), dict)
+        and isinstance(event["data"].get("object"), dict)
+    ):
+        raise NotAnEvent("body is not a Stripe event")
+    return event

@@ -1,0 +1,267 @@
+"""The Stripe adapter through its real HTTP endpoint, the real gRPC service and real Postgres,
+fed the shared Stripe fixtures (fields a scenario needs are set in stripe_events)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from stripe_events import deliver, event, event_id, paid_checkout, raw_fixture, signature
+
+from meter import catalog
+from meter.client import MeterClient
+from meter.webhooks.app import replay
+from support import RunningMeter, balance, ledger, new_id
+
+
+async def stored(engine: AsyncEngine, evt: str) -> list[dict[str, Any]]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text(
+                "SELECT account_id, type, status, reason, payload, received_at FROM webhook_events WHERE event_id = :e"
+            ),
+            {"e": evt},
+        )
+        return [dict(row) for row in rows.mappings()]
+
+
+async def purchases(engine: AsyncEngine, account: str) -> int:
+    return sum(1 for e in await ledger(engine, account) if e["kind"] == "purchase")
+
+
+class TestCheckout:
+    async def test_the_shipped_unpaid_checkout_credits_nothing(self, meter: RunningMeter, engine: AsyncEngine) -> None:
+        payload = raw_fixture("checkout.session.completed")  # exact file bytes, signed as they are
+        status, body = await deliver(meter.webhook_url, payload)
+        assert (status, body["status"]) == (200, "ignored")
+        [row] = await stored(engine, event_id(payload))
+        assert (row["status"], row["type"], bytes(row["payload"])) == ("ignored", "checkout.session.completed", payload)
+        assert row["received_at"] is not None
+
+    async def test_paid_checkout_credits_once_though_delivered_three_times(
+        self, meter: RunningMeter, engine: AsyncEngine
+    ) -> None:
+        account = new_id()
+        payload = paid_checkout(account)
+        answers = await asyncio.gather(deliver(meter.webhook_url, payload), deliver(meter.webhook_url, payload))
+        answers.append(await deliver(meter.webhook_url, payload))
+        assert sorted(body["status"] for _, body in answers) == ["applied", "duplicate", "duplicate"]
+        assert {status for status, _ in answers} == {200}
+        assert (await balance(meter.stub, account)).purchased_remaining == 1000
+        assert await purchases(engine, account) == 1
+        [row] = await stored(engine, event_id(payload))
+        assert (row["account_id"], row["status"]) == (account, "applied")
+
+    async def test_unpaid_then_async_payment_succeeded_credits_once(
+        self, meter: RunningMeter, engine: AsyncEngine
+    ) -> None:
+        account, session = new_id(), new_id("cs_test")
+        unpaid = paid_checkout(account, session=session, payment_status="unpaid")
+        succeeded = paid_checkout(account, session=session, event_type="checkout.session.async_payment_succeeded")
+        assert (await deliver(meter.webhook_url, unpaid))[1]["status"] == "ignored"
+        assert (await deliver(meter.webhook_url, succeeded))[1]["status"] == "applied"
+        # A completed(paid) for the same session credits nothing more.
+        assert (await deliver(meter.webhook_url, paid_checkout(account, session=session)))[1]["status"] == "applied"
+        assert (await balance(meter.stub, account)).purchased_remaining == 1000
+        assert await purchases(engine, account) == 1
+
+    async def test_wrong_pack_tokens_or_amount_are_rejected_and_credit_nothing(
+        self, meter: RunningMeter, engine: AsyncEngine
+    ) -> None:
+        account = new_id()
+        for payload, reason in (
+            (paid_checkout(account, pack="pack_free_money"), "UNKNOWN_PACK"),
+            (paid_checkout(account, tokens="1000000"), "PURCHASE_MISMATCH"),
+            (paid_checkout(account, amount=1), "PURCHASE_MISMATCH"),
+            (paid_checkout(account, tokens="lots"), "tokens"),
+        ):
+            status, body = await deliver(meter.webhook_url, payload)
+            assert (status, body["status"]) == (200, "rejected")
+            assert reason in body["reason"]
+            [row] = await stored(engine, event_id(payload))
+            assert row["status"] == "rejected" and reason in row["reason"]
+        assert [e for e in await ledger(engine, account) if e["kind"] == "purchase"] == []
+
+    async def test_a_rejected_event_replayed_after_the_catalog_is_fixed_credits_once(
+        self,
+        meters,
+        engine: AsyncEngine,  # type: ignore[no-untyped-def]
+    ) -> None:
+        before = await meters()
+        account = new_id()
+        payload = paid_checkout(account, pack="pack_launch_offer", tokens="5000", amount=300)
+        assert (await deliver(before.webhook_url, payload))[1]["status"] == "rejected"
+
+        fixed = catalog.load()
+        packs = dict(fixed.packs) | {"pack_launch_offer": catalog.Pack("pack_launch_offer", 5000, 300, "usd", True)}
+        after = await meters(catalog=catalog.Catalog("fixed", fixed.models, packs, fixed.plans))
+        async with MeterClient(after.address) as client:
+            first = await replay(client, event_id(payload))
+            second = await replay(client, event_id(payload))
+        assert (first.status, second.status) == ("applied", "duplicate")
+        assert (await balance(after.stub, account)).purchased_remaining == 5000
+        assert (await stored(engine, event_id(payload)))[0]["status"] == "applied"
+
+
+class TestSignatures:
+    """Anything not provably from Stripe is answered 400 and nothing is stored."""
+
+    async def test_bad_signatures_are_refused(self, meter: RunningMeter, engine: AsyncEngine) -> None:
+        account = new_id()
+        payload = paid_checkout(account)
+        tampered = payload.replace(b'"1000"', b'"9999"')
+        for body, header in (
+            (payload, signature(payload, timestamp=int(time.time()) - 301)),  # stale
+            (tampered, signature(payload)),  # tampered after signing
+            (payload, None),  # missing
+            (payload, signature(payload, secret="whsec_someone_else")),  # wrong secret
+            (b"not json", signature(b"not json")),  # authentic but not an event
+        ):
+            status, answer = await deliver(meter.webhook_url, body, header)
+            assert (status, answer["status"]) == (400, "refused")
+        assert await stored(engine, event_id(payload)) == []
+        status, _ = await deliver(meter.webhook_url, b"{" + b" " * 1_100_000 + b"}")
+        assert status == 413
+
+
+class TestRefundsAndDisputes:
+    async def _bought(self, meter: RunningMeter) -> tuple[str, str]:
+        account, intent = new_id(), new_id("pi")
+        payload = paid_checkout(account, pack="pack_100k_tokens", tokens="100000", amount=900, intent=intent)
+        assert (await deliver(meter.webhook_url, payload))[1]["status"] == "applied"
+        return account, intent
+
+    @staticmethod
+    def refunded(intent: str, cumulative: int) -> bytes:
+        def set_fields(charge: dict[str, Any]) -> None:
+            charge.update(payment_intent=intent, amount=900, amount_refunded=cumulative, refunded=cumulative == 900)
+
+        return event("charge.refunded", set_fields)
+
+    async def test_partial_then_full_refund(self, meter: RunningMeter) -> None:
+        account, intent = await self._bought(meter)
+        assert (await deliver(meter.webhook_url, self.refunded(intent, 270)))[1]["status"] == "applied"
+        assert (await balance(meter.stub, account)).purchased_remaining == 70_000
+        assert (await deliver(meter.webhook_url, self.refunded(intent, 900)))[1]["status"] == "applied"
+        assert (await balance(meter.stub, account)).purchased_remaining == 0
+
+    async def test_refund_after_the_tokens_were_spent_is_debt(self, meter: RunningMeter) -> None:
+        account, intent = await self._bought(meter)
+        async with MeterClient(meter.address) as client:
+            async with client.reserve(
+                account_id=account, model="basic", input_tokens=50_000, max_output_tokens=10
+            ) as hold:
+                hold.report(input_tokens=50_000, output_tokens=10)
+        await deliver(meter.webhook_url, self.refunded(intent, 900))
+        after = await balance(meter.stub, account)
+        assert (after.debt, after.purchased_remaining, after.available) == (50_010, 0, 0)
+
+    async def test_dispute_freezes_and_won_restores(self, meter: RunningMeter) -> None:
+        account, intent = await self._bought(meter)
+        created = event("charge.dispute.created", lambda d: d.update(payment_intent=intent, amount=900))
+        assert (await deliver(meter.webhook_url, created))[1]["status"] == "applied"
+        assert (await balance(meter.stub, account)).purchased_remaining == 0
+        won = event(
+            "charge.dispute.created",
+            lambda d: d.update(payment_intent=intent, status="won"),
+            type="charge.dispute.closed",
+        )
+        assert (await deliver(meter.webhook_url, won))[1]["status"] == "applied"
+        assert (await balance(meter.stub, account)).purchased_remaining == 100_000
+
+
+class TestSubscriptions:
+    @staticmethod
+    def subscription(kind: str, account: str, plan: str, created: int, start: int, end: int) -> bytes:
+        def set_fields(sub: dict[str, Any]) -> None:
+            sub["metadata"] = {"account_id": account, "plan_id": plan}
+            sub["status"] = "active"
+            sub["items"]["data"][0].update(current_period_start=start, current_period_end=end)
+
+        return event(f"customer.subscription.{kind}", set_fields, created=created)
+
+    async def test_shuffled_created_updated_deleted_end_in_the_newest_state(self, meter: RunningMeter) -> None:
+        now = int(time.time())
+        for order in (
+            ("deleted", "created", "updated"),
+            ("updated", "deleted", "created"),
+            ("created", "updated", "deleted"),
+        ):
+            account = new_id()
+            events = {
+                "created": self.subscription("created", account, "starter", now - 30, now - 86_400, now + 29 * 86_400),
+                "updated": self.subscription("updated", account, "pro", now - 20, now - 86_400, now + 29 * 86_400),
+                "deleted": self.subscription("deleted", account, "pro", now - 10, now - 86_400, now + 29 * 86_400),
+            }
+            for kind in order:
+                assert (await deliver(meter.webhook_url, events[kind]))[0] == 200
+            final = await balance(meter.stub, account)
+            assert (final.plan_id, final.allowance_remaining) == ("free", 0), order
+
+    async def test_updated_then_created_keeps_the_update(self, meter: RunningMeter) -> None:
+        now, account = int(time.time()), new_id()
+        updated = self.subscription("updated", account, "pro", now - 20, now - 86_400, now + 29 * 86_400)
+        created = self.subscription("created", account, "starter", now - 30, now - 86_400, now + 29 * 86_400)
+        await deliver(meter.webhook_url, updated)
+        await deliver(meter.webhook_url, created)
+        assert (await balance(meter.stub, account)).plan_id == "pro"
+
+    async def test_invoice_paid_twice_grants_one_allowance(self, meter: RunningMeter, engine: AsyncEngine) -> None:
+        now, account = int(time.time()), new_id()
+        created = self.subscription("created", account, "pro", now - 30, now - 86_400, now + 29 * 86_400)
+        await deliver(meter.webhook_url, created)
+        sub = json.loads(created)["data"]["object"]["id"]
+
+        def paid(invoice: dict[str, Any]) -> None:
+            invoice["status"], invoice["billing_reason"] = "paid", "subscription_cycle"
+            invoice["parent"] = {"type": "subscription_details", "subscription_details": {"subscription": sub}}
+            line = invoice["lines"]["data"][0]
+            line["period"] = {"start": now - 86_400, "end": now + 29 * 86_400}
+            line["parent"] = {"type": "subscription_item_details", "subscription_item_details": {"subscription": sub}}
+
+        invoice = event("invoice.paid", paid)
+        assert (await deliver(meter.webhook_url, invoice))[1]["status"] == "applied"
+        assert (await deliver(meter.webhook_url, invoice))[1]["status"] == "duplicate"
+        assert (await deliver(meter.webhook_url, event("invoice.paid", paid)))[1]["status"] == "applied"
+        grants = [e["amount"] for e in await ledger(engine, account) if e["kind"] == "subscription_grant"]
+        assert grants == [500_000]
+
+    async def test_invoice_without_subscription_changes_nothing(self, meter: RunningMeter) -> None:
+        status, body = await deliver(meter.webhook_url, event("invoice.paid"))
+        assert (status, body["status"]) == (200, "ignored")
+
+
+class TestServiceDown:
+    async def test_5xx_while_meter_is_down_then_the_retry_credits_once(self, meters, database_url: str) -> None:  # type: ignore[no-untyped-def]
+        import socket
+        from dataclasses import replace
+
+        from meter import bootstrap
+        from meter.config import Settings
+        from support import WEBHOOK_SECRET
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        settings = replace(
+            Settings(), http_addr="127.0.0.1:0", stripe_webhook_secrets=(WEBHOOK_SECRET,), webhook_rpc_timeout_seconds=3
+        )
+        client, adapter = await bootstrap.start_webhooks(settings, target=f"127.0.0.1:{port}")
+        try:
+            url = f"http://{adapter.address}/webhooks/stripe"
+            account = new_id()
+            payload = paid_checkout(account)
+            status, body = await deliver(url, payload)
+            assert (status, body["status"]) == (503, "retry")
+            meter = await meters(grpc_addr=f"127.0.0.1:{port}")
+            status, body = await deliver(url, payload)
+            assert (status, body["status"]) == (200, "applied")
+            assert (await deliver(url, payload))[1]["status"] == "duplicate"
+            assert (await balance(meter.stub, account)).purchased_remaining == 1000
+        finally:
+            await adapter.stop()
+            await client.close()

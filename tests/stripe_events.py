@@ -1,0 +1,83 @@
+"""Stripe events for tests: the shared fixtures, with the fields a scenario needs set here (the
+fixtures' README says which are placeholders), signed the way Stripe signs them."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import stripe
+
+from support import WEBHOOK_SECRET
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "stripe"
+
+
+def raw_fixture(event_type: str) -> bytes:
+    """The fixture file's exact bytes."""
+    return (FIXTURES / f"{event_type}.json").read_bytes()
+
+
+def event(event_type: str, change: Callable[[dict[str, Any]], None] | None = None, **top: Any) -> bytes:
+    """A fixture with a fresh event id; `change` edits data.object, `top` the envelope."""
+    data = json.loads(raw_fixture(event_type))
+    data["id"] = f"evt_test_{uuid.uuid4().hex[:16]}"
+    if change:
+        change(data["data"]["object"])
+    data.update(top)
+    return json.dumps(data).encode()
+
+
+def event_id(payload: bytes) -> str:
+    return str(json.loads(payload)["id"])
+
+
+def paid_checkout(
+    account: str,
+    *,
+    pack: str = "pack_1000_tokens",
+    tokens: str = "1000",
+    amount: int = 100,
+    session: str = "",
+    intent: str = "",
+    event_type: str = "checkout.session.completed",
+    payment_status: str = "paid",
+) -> bytes:
+    def set_fields(obj: dict[str, Any]) -> None:
+        obj["metadata"] = {"type": "token_pack_purchase", "account_id": account, "pack_id": pack, "tokens": tokens}
+        obj["payment_status"], obj["status"] = payment_status, "complete"
+        obj["amount_total"], obj["currency"] = amount, "usd"
+        obj["id"] = session or obj["id"]
+        obj["payment_intent"] = intent or obj["payment_intent"]
+
+    return event(event_type, set_fields)
+
+
+def signature(payload: bytes, *, secret: str = WEBHOOK_SECRET, timestamp: int | None = None) -> str:
+    return stripe.WebhookSignature.generate_signature_header(
+        payload.decode(), secret, timestamp=timestamp or int(time.time())
+    )
+
+
+async def deliver(url: str, payload: bytes, header: str | None = "sign") -> tuple[int, dict[str, Any]]:
+    """POST like Stripe does; header "sign" signs the payload with the test secret."""
+    headers = {"Content-Type": "application/json"}
+    if header == "sign":
+        headers["Stripe-Signature"] = signature(payload)
+    elif header is not None:
+        headers["Stripe-Signature"] = header
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=io.BytesIO(payload), headers=headers) as response,
+    ):
+        text = await response.text()
+        try:
+            return response.status, json.loads(text)
+        except json.JSONDecodeError:
+            return response.status, {"text": text}  # aiohttp's own answers (413) are plain text
