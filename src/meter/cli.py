@@ -84,7 +84,8 @@ async def _replay(target: str, event_id: str) -> int:
     async with MeterClient(target) as client:
         outcome = await replay(client, event_id)
     print(f"meter: event {event_id}: {outcome.status} {outcome.reason}".rstrip())
-    return 0 if outcome.http_status < 300 else 1
+    # Still rejected (or meter unreachable) is a failure the operator must see.
+    return 0 if outcome.status in ("applied", "duplicate", "ignored") else 1
 
 
 async def _migrate(settings: Settings) -> int:

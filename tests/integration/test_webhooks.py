@@ -265,3 +265,57 @@ class TestServiceDown:
         finally:
             await adapter.stop()
             await client.close()
+
+
+class TestOrdering:
+    async def test_a_refund_before_its_purchase_is_retried_until_the_purchase_lands(self, meter: RunningMeter) -> None:
+        account, intent = new_id(), new_id("pi")
+        purchase = paid_checkout(account, pack="pack_100k_tokens", tokens="100000", amount=900, intent=intent)
+        refund = TestRefundsAndDisputes.refunded(intent, 900)
+        status, body = await deliver(meter.webhook_url, refund)
+        assert (status, body["status"]) == (503, "retry")  # Stripe will deliver it again
+        assert (await deliver(meter.webhook_url, purchase))[1]["status"] == "applied"
+        assert (await deliver(meter.webhook_url, refund))[1]["status"] == "applied"
+        assert (await balance(meter.stub, account)).purchased_remaining == 0
+
+
+class TestCommands:
+    """`meter webhooks --target` runs the adapter alone; `meter webhooks replay` re-runs an event."""
+
+    async def test_adapter_alone_and_replay_from_the_command_line(
+        self, meter: RunningMeter, engine: AsyncEngine
+    ) -> None:
+        import os
+        import socket
+        import sys
+
+        from support import WEBHOOK_SECRET
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        env = {**os.environ, "METER_HTTP_ADDR": f"127.0.0.1:{port}", "METER_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET}
+        adapter = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "meter.cli", "webhooks", "--target", meter.address,
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            assert adapter.stdout is not None
+            banner = await asyncio.wait_for(adapter.stdout.readline(), timeout=60)
+            assert b"Stripe webhooks on" in banner
+            account = new_id()
+            payload = paid_checkout(account, tokens="1")  # rejected: the pack has 1000 tokens
+            status, body = await deliver(f"http://127.0.0.1:{port}/webhooks/stripe", payload)
+            assert (status, body["status"]) == (200, "rejected")
+        finally:
+            adapter.terminate()
+            assert await adapter.wait() == 0  # SIGTERM: a clean stop
+
+        replay = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "meter.cli", "webhooks", "replay", event_id(payload), "--target", meter.address,
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        output, _ = await replay.communicate()
+        assert replay.returncode == 1  # still rejected: the catalog was not fixed
+        assert b"rejected" in output and b"PURCHASE_MISMATCH" in output
+        assert (await stored(engine, event_id(payload)))[0]["status"] == "rejected"
