@@ -85,6 +85,7 @@ class TestCheckout:
             [row] = await stored(engine, event_id(payload))
             assert row["status"] == "rejected" and reason in row["reason"]
         assert [e for e in await ledger(engine, account) if e["kind"] == "purchase"] == []
+        assert meter.service.webhooks.outcomes["rejected"] == 4  # counted (and logged)
 
     async def test_a_rejected_event_replayed_after_the_catalog_is_fixed_credits_once(
         self,
