@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install proto run test lint migrate audit clean
+.PHONY: install proto run test lint bench migrate audit clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -19,6 +19,9 @@ proto: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/meter serve
+
+bench: $(STAMP)
+	$(BIN)/meter bench $(BENCH_ARGS)
 
 migrate: $(STAMP)
 	$(BIN)/meter migrate
@@ -35,4 +38,4 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .meter .pytest_cache build src/*.egg-info
+	rm -rf $(VENV) .meter .meter-bench bench-results .pytest_cache build src/*.egg-info

@@ -7,8 +7,10 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from meter import bootstrap
+from meter.bench.runner import Options, bench
 from meter.catalog import CatalogError
 from meter.client import MeterClient
 from meter.config import ConfigError, Settings
@@ -30,6 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     replay_parser = webhook_commands.add_parser("replay", help="run a stored (e.g. rejected) event again")
     replay_parser.add_argument("event_id")
     replay_parser.add_argument("--target", dest="replay_target", help="meter's gRPC address")
+    bench = commands.add_parser("bench", help="measure meter against its ceiling and the one-row design")
+    defaults = Options()
+    bench.add_argument("--seconds", type=float, default=defaults.seconds, help="length of each scenario")
+    bench.add_argument("--concurrency", type=int, default=defaults.concurrency, help="concurrent callers")
+    bench.add_argument("--processes", type=int, default=defaults.processes, help="load-generator processes")
+    bench.add_argument("--accounts", type=int, default=defaults.accounts, help="funded accounts (many accounts)")
+    bench.add_argument("--history-accounts", type=int, default=defaults.history_accounts)
+    bench.add_argument("--history-entries", type=int, default=defaults.history_entries)
+    bench.add_argument("--out", type=Path, default=defaults.out, help="folder for bench.json and bench.png")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -42,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_serve(settings))
         if args.command == "migrate":
             return asyncio.run(_migrate(settings))
+        if args.command == "bench":
+            return asyncio.run(_bench(settings, args))
         if args.command == "webhooks":
             target = getattr(args, "replay_target", None) or args.target or settings.grpc_addr
             if args.webhooks_command == "replay":
@@ -86,6 +99,24 @@ async def _replay(target: str, event_id: str) -> int:
     print(f"meter: event {event_id}: {outcome.status} {outcome.reason}".rstrip())
     # Still rejected (or meter unreachable) is a failure the operator must see.
     return 0 if outcome.status in ("applied", "duplicate", "ignored") else 1
+
+
+async def _bench(settings: Settings, args: argparse.Namespace) -> int:
+    options = Options(
+        seconds=args.seconds,
+        concurrency=args.concurrency,
+        processes=args.processes,
+        accounts=args.accounts,
+        history_accounts=args.history_accounts,
+        history_entries=args.history_entries,
+        out=args.out,
+        data_dir=settings.data_dir.parent / (settings.data_dir.name + "-bench"),
+    )
+    report = await bench(options)
+    json_path, chart = report.write(options.out)
+    print(report.table())
+    print(f"meter bench: wrote {json_path} and {chart}")
+    return 0
 
 
 async def _migrate(settings: Settings) -> int:

@@ -25,6 +25,11 @@ class EmbeddedPostgres:
         self.url = self._server.get_uri()
         log.info("embedded PostgreSQL running in %s", data_dir)
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid (its backends are its children)."""
+        return self._server.get_pid()
+
     def create_database(self, name: str) -> str:
         """A fresh database on this server, and its URL."""
         self._server.psql(f'CREATE DATABASE "{name}";')

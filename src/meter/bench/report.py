@@ -1,0 +1,137 @@
+"""Figures of a benchmark run: per-scenario statistics, the target ratios, a table, JSON, PNG."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from meter.bench.load import Samples
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    loops_per_second: float
+    rpcs_per_second: float
+    latency_ms: dict[str, dict[str, float]]  # rpc -> {p50, p99, p99.9}
+    errors: dict[str, int]
+    meter_cpu_seconds_per_1000_loops: float
+    postgres_cpu_seconds_per_1000_loops: float
+    peak_rss_mb: float
+    loops: int
+    seconds: float
+    offered_rate: float = 0.0
+
+
+@dataclass
+class Report:
+    settings: dict[str, Any]
+    scenarios: dict[str, ScenarioResult] = field(default_factory=dict)
+
+    def ratios(self) -> dict[str, float | None]:
+        def loops(name: str) -> float | None:
+            found = self.scenarios.get(name)
+            return found.loops_per_second if found else None
+
+        def div(a: float | None, b: float | None) -> float | None:
+            return round(a / b, 3) if a is not None and b else None
+
+        def p99(name: str, rpc: str) -> float | None:
+            found = self.scenarios.get(name)
+            return found.latency_ms.get(rpc, {}).get("p99") if found else None
+
+        ceiling, many = self.scenarios.get("ceiling"), self.scenarios.get("many accounts")
+        return {
+            "1. hot / many accounts (>= 0.9)": div(loops("hot account"), loops("many accounts")),
+            "2. hot / hot single bucket (>= 3)": div(loops("hot account"), loops("hot account, single bucket")),
+            "3. many-accounts RPCs/s / ceiling RPCs/s (>= 0.6)": div(
+                many.rpcs_per_second if many else None, ceiling.rpcs_per_second if ceiling else None
+            ),
+            "4. large history / many accounts (>= 0.9)": div(loops("large history"), loops("many accounts")),
+            "5. Reserve p99 / ceiling p99 at half load (<= 3)": div(
+                p99("half load", "Reserve"), p99("ceiling at half load", "Health.Check")
+            ),
+        }
+
+    def table(self) -> str:
+        header = (
+            f"{'scenario':<28}{'loops/s':>9}{'RPCs/s':>9}  {'main RPC p50/p99/p99.9 ms':<28}"
+            f"{'CPU s/1k loops (meter+pg)':>27}{'RSS MB':>8}  errors"
+        )
+        lines = [header, "-" * len(header)]
+        for result in self.scenarios.values():
+            rpc = next(iter(result.latency_ms), "")
+            p = result.latency_ms.get(rpc, {})
+            latency = f"{rpc} {p.get('p50', 0):.1f}/{p.get('p99', 0):.1f}/{p.get('p99.9', 0):.1f}" if rpc else "-"
+            cpu = f"{result.meter_cpu_seconds_per_1000_loops:.2f}+{result.postgres_cpu_seconds_per_1000_loops:.2f}"
+            errors = ",".join(f"{k}:{v}" for k, v in result.errors.items()) or "0"
+            lines.append(
+                f"{result.name:<28}{result.loops_per_second:>9.0f}{result.rpcs_per_second:>9.0f}  {latency:<28}"
+                f"{cpu:>27}{result.peak_rss_mb:>8.0f}  {errors}"
+            )
+        lines.append("")
+        for name, value in self.ratios().items():
+            lines.append(f"{name:<55} {value if value is not None else 'n/a'}")
+        return "\n".join(lines)
+
+    def write(self, out: Path) -> tuple[Path, Path]:
+        out.mkdir(parents=True, exist_ok=True)
+        data = {
+            "settings": self.settings,
+            "scenarios": {k: asdict(v) for k, v in self.scenarios.items()},
+            "ratios": self.ratios(),
+        }
+        json_path = out / "bench.json"
+        json_path.write_text(json.dumps(data, indent=2))
+        return json_path, self._chart(out / "bench.png")
+
+    def _chart(self, path: Path) -> Path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        names = list(self.scenarios)
+        fig, (throughput, latency) = plt.subplots(1, 2, figsize=(14, 5))
+        throughput.barh(names, [self.scenarios[n].rpcs_per_second for n in names], color="#4c72b0")
+        throughput.set_xlabel("RPCs per second")
+        throughput.set_title("Throughput")
+        throughput.invert_yaxis()
+        p50 = [next(iter(self.scenarios[n].latency_ms.values()), {}).get("p50", 0) for n in names]
+        p99 = [next(iter(self.scenarios[n].latency_ms.values()), {}).get("p99", 0) for n in names]
+        rows = range(len(names))
+        latency.barh([r - 0.2 for r in rows], p50, height=0.4, label="p50", color="#55a868")
+        latency.barh([r + 0.2 for r in rows], p99, height=0.4, label="p99", color="#c44e52")
+        latency.set_yticks(list(rows), names)
+        latency.invert_yaxis()
+        latency.set_xlabel("ms (first RPC of the loop)")
+        latency.set_title("Latency")
+        latency.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+
+def percentiles(values: Any) -> dict[str, float]:
+    ordered = sorted(values)
+    if not ordered:
+        return {"p50": 0.0, "p99": 0.0, "p99.9": 0.0}
+
+    def at(fraction: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] * 1000, 3)
+
+    return {"p50": at(0.5), "p99": at(0.99), "p99.9": at(0.999)}
+
+
+def merge(parts: list[Samples]) -> Samples:
+    merged = Samples()
+    for part in parts:
+        merged.loops += part.loops
+        merged.errors.update(part.errors)
+        merged.elapsed = max(merged.elapsed, part.elapsed)
+        for rpc, values in part.latencies.items():
+            merged.latencies.setdefault(rpc, type(values)("d")).extend(values)
+    return merged

@@ -1,0 +1,229 @@
+"""Runs the benchmark: database, server, data, load processes, figures.
+
+The server is a real `meter serve` subprocess; the load comes from separate processes over real
+gRPC channels; the hot single-bucket scenario uses an account created with one bucket per pool,
+which is what METER_BUCKETS=1 creates (the old one-row-per-account design).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import asyncpg
+import grpc
+import psutil
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import make_url
+
+from meter.bench import seed
+from meter.bench.load import Job, run
+from meter.bench.report import Report, ScenarioResult, merge, percentiles
+from meter.storage.database import create_engine
+from meter.storage.embedded import EmbeddedPostgres
+from meter.storage.migrate import upgrade_async
+
+
+@dataclass(frozen=True)
+class Options:
+    seconds: float = 20.0
+    concurrency: int = 64
+    processes: int = 2
+    accounts: int = 10_000
+    mixed_accounts: int = 1_000
+    history_accounts: int = 1_000_000
+    history_entries: int = 10_000_000
+    out: Path = Path("bench-results")
+    data_dir: Path = Path(".meter-bench")
+
+
+class _Server:
+    """`meter serve` in a subprocess, and what it costs."""
+
+    def __init__(self, database_url: str, extra_env: dict[str, str]) -> None:
+        self.address = f"127.0.0.1:{_free_port()}"
+        env = {
+            **os.environ,
+            "METER_DATABASE_URL": database_url,
+            "METER_GRPC_ADDR": self.address,
+            "METER_HTTP_ADDR": f"127.0.0.1:{_free_port()}",
+            "METER_LOG_LEVEL": "WARNING",
+            **extra_env,
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "meter.cli", "serve"], env=env, stdout=subprocess.DEVNULL
+        )
+        self.stats = psutil.Process(self.process.pid)
+
+    async def ready(self, within: float = 60.0) -> None:
+        deadline = time.monotonic() + within
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while True:
+                try:
+                    answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError("meter serve did not become ready")
+                await asyncio.sleep(0.1)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+class _Meter:
+    """CPU seconds of a process tree and the peak RSS of one process, sampled in a thread."""
+
+    def __init__(self, server: psutil.Process, postgres: psutil.Process | None) -> None:
+        self.server, self.postgres = server, postgres
+        self.peak_rss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _cpu(self, process: psutil.Process | None) -> float:
+        """CPU of a process and its children, including children that have exited (a
+        Postgres backend that closes takes its CPU into its parent's children_* times)."""
+        if process is None:
+            return 0.0
+        times = process.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        for child in process.children(recursive=True):
+            try:
+                times = child.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                pass
+        return total
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak_rss = max(self.peak_rss, self.server.memory_info().rss)
+
+    def __enter__(self) -> _Meter:
+        self.cpu_before = (self._cpu(self.server), self._cpu(self.postgres))
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_rss = max(self.peak_rss, self.server.memory_info().rss)
+        self.cpu = (self._cpu(self.server) - self.cpu_before[0], self._cpu(self.postgres) - self.cpu_before[1])
+
+
+async def bench(options: Options) -> Report:
+    embedded = None
+    server_url = os.environ.get("METER_DATABASE_URL")
+    if not server_url:
+        embedded = await asyncio.to_thread(EmbeddedPostgres, options.data_dir)
+        server_url = embedded.url
+    url = await _fresh_database(server_url)
+    await upgrade_async(url)
+    engine = create_engine(url, pool_size=2)
+    report = Report(settings={k: str(v) for k, v in options.__dict__.items()})
+    postgres = psutil.Process(embedded.pid) if embedded and embedded.pid else None
+    server = _Server(url, {})
+    pool = ProcessPoolExecutor(max_workers=options.processes, mp_context=get_context("spawn"))
+    try:
+        many = await seed.funded_accounts(engine, "bench-many-", options.accounts, buckets=16)
+        hot = await seed.funded_accounts(engine, "bench-hot-", 1, buckets=16)
+        hot1 = await seed.funded_accounts(engine, "bench-hot1-", 1, buckets=1)
+        mixed = await seed.funded_accounts(engine, "bench-mixed-", options.mixed_accounts, buckets=16)
+        await server.ready()
+        scenario = _Runner(options, pool, server, postgres, report)
+        await scenario.run("ceiling", "ceiling", [])
+        await scenario.run("many accounts", "loop", many)
+        await scenario.run("hot account", "loop", hot)
+        await scenario.run("hot account, single bucket", "loop", hot1)
+        await scenario.run("mixed", "mixed", mixed)
+        half = report.scenarios["many accounts"].loops_per_second / 2
+        await scenario.run("half load", "loop", many, rate=half)
+        await scenario.run("ceiling at half load", "ceiling", [], rate=half)
+        print(
+            f"meter bench: loading {options.history_accounts} accounts and {options.history_entries} entries",
+            flush=True,
+        )
+        await seed.history(engine, "bench-history-", options.history_accounts, options.history_entries // 2 * 2)
+        await scenario.run("large history", "loop", many)
+    finally:
+        pool.shutdown()
+        server.stop()
+        await engine.dispose()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+    return report
+
+
+class _Runner:
+    def __init__(
+        self,
+        options: Options,
+        pool: ProcessPoolExecutor,
+        server: _Server,
+        postgres: psutil.Process | None,
+        report: Report,
+    ) -> None:
+        self.options, self.pool, self.server, self.postgres, self.report = options, pool, server, postgres, report
+
+    async def run(self, name: str, kind: str, accounts: list[str], rate: float = 0.0) -> None:
+        options = self.options
+        callers = max(1, options.concurrency // options.processes)
+        jobs = [
+            Job(kind, self.server.address, accounts, callers, options.seconds, rate / options.processes, seed=i)
+            for i in range(options.processes)
+        ]
+        loop = asyncio.get_running_loop()
+        with _Meter(self.server.stats, self.postgres) as usage:
+            parts = await asyncio.gather(*(loop.run_in_executor(self.pool, run, job) for job in jobs))
+        samples = merge(list(parts))
+        rpcs = sum(len(v) for v in samples.latencies.values())
+        per_1000 = 1000 / max(samples.loops, 1)
+        result = ScenarioResult(
+            name=name,
+            loops_per_second=round(samples.loops / samples.elapsed, 1),
+            rpcs_per_second=round(rpcs / samples.elapsed, 1),
+            latency_ms={rpc: percentiles(values) for rpc, values in samples.latencies.items()},
+            errors=dict(samples.errors),
+            meter_cpu_seconds_per_1000_loops=round(usage.cpu[0] * per_1000, 3),
+            postgres_cpu_seconds_per_1000_loops=round(usage.cpu[1] * per_1000, 3),
+            peak_rss_mb=round(usage.peak_rss / 2**20, 1),
+            loops=samples.loops,
+            seconds=round(samples.elapsed, 2),
+            offered_rate=rate,
+        )
+        self.report.scenarios[name] = result
+        print(
+            f"meter bench: {name}: {result.loops_per_second:.0f} loops/s, {result.rpcs_per_second:.0f} RPCs/s",
+            flush=True,
+        )
+
+
+async def _fresh_database(server_url: str) -> str:
+    url = make_url(server_url)
+    name = f"meter_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -1,0 +1,66 @@
+"""The benchmark's arithmetic and its seed data (the run itself is `meter bench`, not a test)."""
+
+from __future__ import annotations
+
+import json
+from array import array
+from collections import Counter
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meter.bench import seed
+from meter.bench.load import Samples
+from meter.bench.report import Report, ScenarioResult, merge, percentiles
+from meter.storage.audit import audit
+
+
+def result(name: str, loops: float, rpcs: float, rpc: str = "Reserve", p99: float = 2.0) -> ScenarioResult:
+    return ScenarioResult(
+        name, loops, rpcs, {rpc: {"p50": 1.0, "p99": p99, "p99.9": 3.0}}, {}, 1.0, 0.5, 100.0, 10, 1.0
+    )
+
+
+class TestFigures:
+    def test_percentiles_in_milliseconds(self) -> None:
+        values = array("d", [i / 1000 for i in range(1, 1001)])  # 1..1000 ms
+        assert percentiles(values) == {"p50": 501.0, "p99": 991.0, "p99.9": 1000.0}
+        assert percentiles(array("d")) == {"p50": 0.0, "p99": 0.0, "p99.9": 0.0}
+
+    def test_merge_adds_loops_errors_and_samples(self) -> None:
+        one, two = Samples(loops=3, errors=Counter(UNAVAILABLE=1), elapsed=2.0), Samples(loops=4, elapsed=2.5)
+        one.record("Reserve", 0.001)
+        two.record("Reserve", 0.002)
+        merged = merge([one, two])
+        assert (merged.loops, dict(merged.errors), merged.elapsed) == (7, {"UNAVAILABLE": 1}, 2.5)
+        assert list(merged.latencies["Reserve"]) == [0.001, 0.002]
+
+    def test_ratios_table_json_and_chart(self, tmp_path: Path) -> None:
+        report = Report(settings={"seconds": "1"})
+        for scenario in (
+            result("ceiling", 1000, 1000, "Health.Check"),
+            result("many accounts", 300, 600),
+            result("hot account", 270, 540),
+            result("hot account, single bucket", 90, 180),
+            result("half load", 150, 300, p99=6.0),
+            result("ceiling at half load", 150, 150, "Health.Check", p99=2.0),
+            result("large history", 290, 580),
+        ):
+            report.scenarios[scenario.name] = scenario
+        ratios = report.ratios()
+        assert ratios["1. hot / many accounts (>= 0.9)"] == 0.9
+        assert ratios["2. hot / hot single bucket (>= 3)"] == 3.0
+        assert ratios["3. many-accounts RPCs/s / ceiling RPCs/s (>= 0.6)"] == 0.6
+        assert ratios["5. Reserve p99 / ceiling p99 at half load (<= 3)"] == 3.0
+        assert "hot account, single bucket" in report.table()
+        json_path, chart = report.write(tmp_path)
+        assert json.loads(json_path.read_text())["scenarios"]["many accounts"]["rpcs_per_second"] == 600
+        assert chart.read_bytes().startswith(b"\x89PNG")
+
+
+async def test_seeded_accounts_and_history_reconcile(engine: AsyncEngine) -> None:
+    accounts = await seed.funded_accounts(engine, "seedtest-", 3, buckets=4)
+    await seed.history(engine, "seedtest-history-", 5, 40)
+    assert accounts == ["seedtest-1", "seedtest-2", "seedtest-3"]
+    report = await audit(engine)
+    assert report.clean, report.discrepancies
