@@ -29,7 +29,7 @@ from sqlalchemy import make_url
 from meter.bench import seed
 from meter.bench.load import Job, run
 from meter.bench.report import Report, ScenarioResult, merge, percentiles
-from meter.storage.database import create_engine
+from meter.storage.database import Timeouts, create_engine
 from meter.storage.embedded import EmbeddedPostgres
 from meter.storage.migrate import upgrade_async
 
@@ -133,7 +133,8 @@ async def bench(options: Options) -> Report:
         server_url = embedded.url
     url = await _fresh_database(server_url)
     await upgrade_async(url)
-    engine = create_engine(url, pool_size=2)
+    # Bulk seeding runs statements far longer than any request may: its own timeouts.
+    engine = create_engine(url, pool_size=2, timeouts=Timeouts(600_000, 60_000, 600_000))
     report = Report(settings={k: str(v) for k, v in options.__dict__.items()})
     postgres = psutil.Process(embedded.pid) if embedded and embedded.pid else None
     server = _Server(url, {})
