@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from meter.domain import ids
 from meter.domain.accounts import Account
@@ -15,6 +15,8 @@ from meter.domain.pools import PoolName, draw, find_row, pool_total, rebalance
 from meter.service.context import Limits, Meter
 from meter.service.periods import roll_over_if_ended
 from meter.service.ports import Conflict, Store
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # placeholder times of a draft hold, set by storage
 
 MAX_LABELS = 32
 MAX_LABEL_LENGTH = 256
@@ -74,6 +76,25 @@ async def reserve(
     pricing = meter.catalog.pricing(model)
     required = max(1, pricing.tokens(params.input_tokens, params.max_output_tokens))
     start = meter.spread.randrange(1 << 15)
+    # The common case in one round trip; anything else (a replay, a boundary, debt, tokens spread
+    # over several buckets, refusals) goes through the general path below.
+    draft = Hold(
+        account_id=account_id,
+        reservation_id=ids.new_reservation_id(account_id),
+        request_id=request_id,
+        params=params,
+        pricing=pricing,
+        allowance_held=required,
+        allowance_bucket=0,
+        purchased_held=0,
+        purchased_bucket=0,
+        period_start=_EPOCH,
+        status=HoldStatus.OPEN,
+        expires_at=_EPOCH,
+    )
+    fast = await meter.storage.single_statement(lambda store: store.reserve_fast(draft, start))
+    if fast is not None:
+        return Reservation(*fast)
 
     async def work(store: Store) -> Reservation:
         account, now = await store.account_state(account_id)

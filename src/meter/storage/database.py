@@ -82,9 +82,12 @@ def _unavailable(exc: BaseException) -> bool:
 
 
 async def run_transaction(
-    engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]], *, attempts: int = 8
+    engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]], *, attempts: int = 8, autocommit: bool = False
 ) -> T:
-    """Run `work` in one transaction that commits only if it returns; retry retryable failures."""
+    """Run `work` in one transaction that commits only if it returns; retry retryable failures.
+
+    With `autocommit`, `work` must issue a single statement, which is then its own transaction:
+    no BEGIN and COMMIT round trips."""
     try:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(_retryable),
@@ -93,6 +96,9 @@ async def run_transaction(
             reraise=True,
         ):
             with attempt:
+                if autocommit:
+                    async with engine.connect() as connection:
+                        return await work(await connection.execution_options(isolation_level="AUTOCOMMIT"))
                 async with engine.begin() as connection:
                     return await work(connection)
     except DBAPIError as exc:

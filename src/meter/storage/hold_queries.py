@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from meter.domain import ids
+from meter.domain.balance import Balance
 from meter.domain.holds import Hold, HoldStatus, Pricing, ReserveParams, Usage
+from meter.domain.periods import Period
 from meter.storage.queries import NOW, Queries
 
 
@@ -31,6 +34,56 @@ class HoldQueries(Queries):
         if row is None:
             return None, await self.now()
         return _hold(row), row["now"]
+
+    async def reserve_fast(self, hold: Hold, start: int) -> tuple[Hold, Balance] | None:
+        """The common Reserve in one statement (see migration 0003); None when the general path
+        must decide (nothing was changed then)."""
+        row = await self._row(
+            "SELECT * FROM meter_reserve_fast(:account_id, :request_id, CAST(:hold_id AS uuid), :model, "
+            ":input_tokens, :max_output_tokens, :ttl_seconds, CAST(:labels AS jsonb), :catalog_version, "
+            ":input_weight, :output_weight, :input_price, :output_price, :amount, :start, :clock_offset)",
+            account_id=hold.account_id,
+            request_id=hold.request_id,
+            hold_id=ids.hold_id(hold.reservation_id),
+            model=hold.params.model,
+            input_tokens=hold.params.input_tokens,
+            max_output_tokens=hold.params.max_output_tokens,
+            ttl_seconds=hold.params.ttl_seconds,
+            labels=json.dumps(hold.params.labels, sort_keys=True),
+            catalog_version=hold.pricing.catalog_version,
+            input_weight=hold.pricing.input_weight,
+            output_weight=hold.pricing.output_weight,
+            input_price=hold.pricing.input_price,
+            output_price=hold.pricing.output_price,
+            amount=hold.held_tokens,
+            start=start,
+        )
+        assert row is not None
+        if row["outcome"] != "ok":
+            return None
+        in_allowance = row["hold_pool"] == "allowance"
+        placed = replace(
+            hold,
+            allowance_held=hold.held_tokens if in_allowance else 0,
+            allowance_bucket=row["hold_bucket"] if in_allowance else row["other_bucket"],
+            purchased_held=0 if in_allowance else hold.held_tokens,
+            purchased_bucket=row["other_bucket"] if in_allowance else row["hold_bucket"],
+            period_start=row["period_start"],
+            expires_at=row["expires_at"],
+        )
+        balance = Balance(
+            account_id=hold.account_id,
+            plan_id=row["plan_id"],
+            period=Period(row["period_start"], row["period_end"]),
+            allowance_total=row["allowance_total"],
+            allowance_remaining=int(row["allowance_remaining"]),
+            purchased_remaining=int(row["purchased_remaining"]),
+            allowance_held=int(row["allowance_held"]),
+            purchased_held=int(row["purchased_held"]),
+            debt=row["debt"],
+            used_this_period=int(row["used"]),
+        )
+        return placed, balance
 
     async def insert_hold(self, hold: Hold, now: datetime) -> bool:
         """False when a concurrent Reserve with the same request_id got there first."""

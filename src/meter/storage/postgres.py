@@ -25,3 +25,11 @@ class PostgresStorage:
             return await work(PostgresStore(connection, self.clock))
 
         return await run_transaction(self.engine, unit)
+
+    async def single_statement(self, work: Callable[[Store], Awaitable[T]]) -> T:
+        """Run `work`, which issues exactly one statement, as that statement's own transaction."""
+
+        async def unit(connection: AsyncConnection) -> T:
+            return await work(PostgresStore(connection, self.clock))
+
+        return await run_transaction(self.engine, unit, autocommit=True)

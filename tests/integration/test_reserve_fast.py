@@ -1,0 +1,55 @@
+"""The one-statement Reserve handles only the plain case and changes nothing otherwise (the
+general path, tested everywhere else, decides the rest)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from meter.domain import ids
+from meter.domain.holds import Hold, HoldStatus, Pricing, ReserveParams
+from meter.storage.postgres import PostgresStorage
+from meter.v1 import meter_pb2 as pb
+from support import RunningMeter, balance, funded_account, new_id, reserve_request
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def draft(account: str, amount: int, request_id: str | None = None) -> Hold:
+    return Hold(
+        account_id=account,
+        reservation_id=ids.new_reservation_id(account),
+        request_id=request_id or new_id("req"),
+        params=ReserveParams("basic", amount - 1, 1, 600, {}),
+        pricing=Pricing("v", 1_000_000, 1_000_000, 0, 0),
+        allowance_held=amount,
+        allowance_bucket=0,
+        purchased_held=0,
+        purchased_bucket=0,
+        period_start=EPOCH,
+        status=HoldStatus.OPEN,
+        expires_at=EPOCH,
+    )
+
+
+async def test_plain_case_declines_and_replays(meter: RunningMeter) -> None:
+    storage = meter.service.meter.storage
+    assert isinstance(storage, PostgresStorage)
+
+    async def fast(hold: Hold) -> object:
+        return await storage.single_statement(lambda store: store.reserve_fast(hold, 3))
+
+    account = await funded_account(meter.stub, 1600)  # 16 buckets of 100
+    placed = await fast(draft(account, 100))
+    assert placed is not None
+    hold, snapshot = placed  # type: ignore[misc]
+    assert (hold.purchased_held, snapshot.held, snapshot.purchased_remaining) == (100, 100, 1500)
+    assert await fast(draft(account, 101)) is None  # no single bucket has it: general path
+    assert await fast(draft(new_id(), 1)) is None  # unknown account
+    assert await fast(draft(account, 1, request_id=hold.request_id)) is None  # a replay
+    assert (await balance(meter.stub, account)).held == 100  # the declines changed nothing
+
+    owing = await funded_account(meter.stub, 100)
+    spent = await meter.stub.Reserve(reserve_request(owing))
+    await meter.stub.Commit(pb.CommitRequest(reservation_id=spent.reservation_id, input_tokens=500, output_tokens=0))
+    assert await fast(draft(owing, 1)) is None  # in debt
+    await meter.stub.Release(pb.ReleaseRequest(reservation_id=hold.reservation_id))
