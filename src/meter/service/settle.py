@@ -32,6 +32,13 @@ async def commit(meter: Meter, *, reservation_id: str, input_tokens: int, output
     account_id = ids.reservation_account(reservation_id)
     require_tokens("input_tokens", input_tokens, minimum=0, maximum=MAX_CALL_TOKENS)
     require_tokens("output_tokens", output_tokens, minimum=0, maximum=MAX_CALL_TOKENS)
+    # The common case in one round trip; replays, overage, debt, boundaries and refusals go
+    # through the general path below.
+    fast = await meter.storage.single_statement(
+        lambda store: store.commit_fast(account_id, ids.hold_id(reservation_id), input_tokens, output_tokens)
+    )
+    if fast is not None:
+        return Charge(*fast)
 
     async def work(store: Store) -> Charge:
         hold, account, now = await _locked_hold(store, account_id, reservation_id)

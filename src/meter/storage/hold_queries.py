@@ -71,19 +71,26 @@ class HoldQueries(Queries):
             period_start=row["period_start"],
             expires_at=row["expires_at"],
         )
-        balance = Balance(
-            account_id=hold.account_id,
-            plan_id=row["plan_id"],
-            period=Period(row["period_start"], row["period_end"]),
-            allowance_total=row["allowance_total"],
-            allowance_remaining=int(row["allowance_remaining"]),
-            purchased_remaining=int(row["purchased_remaining"]),
-            allowance_held=int(row["allowance_held"]),
-            purchased_held=int(row["purchased_held"]),
-            debt=row["debt"],
-            used_this_period=int(row["used"]),
+        return placed, _balance(hold.account_id, row)
+
+    async def commit_fast(
+        self, account_id: str, hold_id: str, input_tokens: int, output_tokens: int
+    ) -> tuple[Usage, Balance] | None:
+        """The common Commit in one statement (see migration 0004); None when the general path
+        must decide (nothing was changed then)."""
+        row = await self._row(
+            "SELECT * FROM meter_commit_fast(:account_id, CAST(:hold_id AS uuid), :input_tokens, :output_tokens, "
+            ":clock_offset)",
+            account_id=account_id,
+            hold_id=hold_id,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
         )
-        return placed, balance
+        assert row is not None
+        if row["outcome"] != "ok":
+            return None
+        usage = Usage(input_tokens, output_tokens, row["charged"], row["cost"], 0, row["late"])
+        return usage, _balance(account_id, row)
 
     async def insert_hold(self, hold: Hold, now: datetime) -> bool:
         """False when a concurrent Reserve with the same request_id got there first."""
@@ -203,4 +210,20 @@ def _hold(row: Mapping[str, Any]) -> Hold:
         status=HoldStatus(row["status"]),
         expires_at=row["expires_at"],
         usage=usage,
+    )
+
+
+def _balance(account_id: str, row: Mapping[str, Any]) -> Balance:
+    """The balance snapshot a fast-path function returns with its outcome."""
+    return Balance(
+        account_id=account_id,
+        plan_id=row["plan_id"],
+        period=Period(row["period_start"], row["period_end"]),
+        allowance_total=row["allowance_total"],
+        allowance_remaining=int(row["allowance_remaining"]),
+        purchased_remaining=int(row["purchased_remaining"]),
+        allowance_held=int(row["allowance_held"]),
+        purchased_held=int(row["purchased_held"]),
+        debt=row["debt"],
+        used_this_period=int(row["used"]),
     )

@@ -53,3 +53,35 @@ async def test_plain_case_declines_and_replays(meter: RunningMeter) -> None:
     await meter.stub.Commit(pb.CommitRequest(reservation_id=spent.reservation_id, input_tokens=500, output_tokens=0))
     assert await fast(draft(owing, 1)) is None  # in debt
     await meter.stub.Release(pb.ReleaseRequest(reservation_id=hold.reservation_id))
+
+
+async def test_fast_commit_rounds_like_the_domain_and_declines_the_rest(meter: RunningMeter) -> None:
+    from meter import catalog
+
+    pricing = catalog.load().pricing("gpt-4o-mini")  # weights 0.1 / 0.25, prices $0.15 / $0.60 per M
+    account = await funded_account(meter.stub, 10_000)
+    for input_tokens, output_tokens in ((1, 0), (3, 1), (999, 7), (1000, 1000)):
+        hold = await meter.stub.Reserve(
+            reserve_request(account, model="gpt-4o-mini", input_tokens=1000, max_output_tokens=1000)
+        )
+        charge = await meter.stub.Commit(
+            pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=input_tokens, output_tokens=output_tokens)
+        )
+        assert charge.charged_tokens == pricing.tokens(input_tokens, output_tokens)
+        assert charge.cost_micros == pricing.cost_micros(input_tokens, output_tokens)
+
+    storage = meter.service.meter.storage
+    assert isinstance(storage, PostgresStorage)
+
+    async def fast(reservation_id: str, input_tokens: int) -> object:
+        return await storage.single_statement(
+            lambda store: store.commit_fast(account, ids.hold_id(reservation_id), input_tokens, 0)
+        )
+
+    hold = await meter.stub.Reserve(reserve_request(account))  # 100 held
+    assert await fast(hold.reservation_id, 101) is None  # overage: general path
+    assert await fast(f"{account}/{'0' * 32}", 1) is None  # unknown hold
+    assert await fast(hold.reservation_id, 100) is not None
+    assert await fast(hold.reservation_id, 100) is None  # a replay: general path returns the first result
+    replayed = await meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=100))
+    assert replayed.charged_tokens == 100
