@@ -49,7 +49,10 @@ def create_engine(url: str, *, pool_size: int = 10, timeouts: Timeouts | None = 
         async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it would cost a round trip on every checkout. A disconnect invalidates the
+        # whole pool, so after a database restart one request fails UNAVAILABLE (and is retried
+        # with its idempotency key) and the next ones get fresh connections.
+        pool_pre_ping=False,
         connect_args={
             "server_settings": {
                 "statement_timeout": str(timeouts.statement_ms),
