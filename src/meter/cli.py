@@ -7,7 +7,11 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
+
+import uvloop
 
 from meter import bootstrap
 from meter.bench.runner import Options, bench
@@ -50,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "serve":
-            return asyncio.run(_serve(settings))
+            return _run_fast(_serve(settings))
         if args.command == "migrate":
             return asyncio.run(_migrate(settings))
         if args.command == "bench":
@@ -74,6 +78,12 @@ async def _serve(settings: Settings) -> int:
     logging.getLogger("meter").info("stopping: draining in-flight RPCs")
     await service.stop()
     return 0
+
+
+def _run_fast(main: Coroutine[Any, Any, int]) -> int:
+    """Serve on uvloop: the same asyncio API, with a faster loop for the RPC hot path."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 async def _until_stopped() -> None:
