@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = commands.add_parser("bench", help="measure meter against its ceiling and the one-row design")
     defaults = Options()
     bench.add_argument("--seconds", type=float, default=defaults.seconds, help="length of each scenario")
+    bench.add_argument("--rounds", type=int, default=defaults.rounds, help="interleaved rounds (median reported)")
     bench.add_argument("--concurrency", type=int, default=defaults.concurrency, help="concurrent callers")
     bench.add_argument("--processes", type=int, default=defaults.processes, help="load-generator processes")
     bench.add_argument("--accounts", type=int, default=defaults.accounts, help="funded accounts (many accounts)")
@@ -114,6 +115,7 @@ async def _replay(target: str, event_id: str) -> int:
 async def _bench(settings: Settings, args: argparse.Namespace) -> int:
     options = Options(
         seconds=args.seconds,
+        rounds=args.rounds,
         concurrency=args.concurrency,
         processes=args.processes,
         accounts=args.accounts,

@@ -19,6 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from statistics import median
 
 import asyncpg
 import grpc
@@ -27,7 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import make_url
 
 from meter.bench import seed
-from meter.bench.load import Job, run
+from meter.bench.load import Job, Samples, run
 from meter.bench.report import Report, ScenarioResult, merge, percentiles
 from meter.storage.database import Timeouts, create_engine
 from meter.storage.embedded import EmbeddedPostgres
@@ -36,7 +37,8 @@ from meter.storage.migrate import upgrade_async
 
 @dataclass(frozen=True)
 class Options:
-    seconds: float = 20.0
+    seconds: float = 20.0  # per scenario, split over the rounds
+    rounds: int = 3  # the closed-loop scenarios run interleaved, round after round
     concurrency: int = 64
     processes: int = 2
     accounts: int = 10_000
@@ -145,21 +147,35 @@ async def bench(options: Options) -> Report:
         hot1 = await seed.funded_accounts(engine, "bench-hot1-", 1, buckets=1)
         mixed = await seed.funded_accounts(engine, "bench-mixed-", options.mixed_accounts, buckets=16)
         await server.ready()
-        scenario = _Runner(options, pool, server, postgres, report)
-        await scenario.run("ceiling", "ceiling", [])
-        await scenario.run("many accounts", "loop", many)
-        await scenario.run("hot account", "loop", hot)
-        await scenario.run("hot account, single bucket", "loop", hot1)
-        await scenario.run("mixed", "mixed", mixed)
+        runner = _Runner(options, pool, server, postgres)
+        # Interleaved rounds: noise on this shared machine falls on every scenario alike, and
+        # each scenario reports its median round.
+        plan = [
+            ("ceiling", "ceiling", []),
+            ("many accounts", "loop", many),
+            ("hot account", "loop", hot),
+            ("hot account, single bucket", "loop", hot1),
+            ("mixed", "mixed", mixed),
+        ]
+        rounds: dict[str, list[_Measurement]] = {name: [] for name, _, _ in plan}
+        for number in range(1, options.rounds + 1):
+            for name, kind, accounts in plan:
+                rounds[name].append(await runner.measure(kind, accounts, options.seconds / options.rounds))
+                _progress(f"round {number}: {name}", rounds[name][-1])
+        for name, _, _ in plan:
+            report.scenarios[name] = _summary(name, rounds[name])
         half = report.scenarios["many accounts"].loops_per_second / 2
-        await scenario.run("half load", "loop", many, rate=half)
-        await scenario.run("ceiling at half load", "ceiling", [], rate=half)
+        for name, kind, accounts in (("half load", "loop", many), ("ceiling at half load", "ceiling", [])):
+            report.scenarios[name] = _summary(
+                name, [await runner.measure(kind, accounts, options.seconds, rate=half)], half
+            )
         print(
             f"meter bench: loading {options.history_accounts} accounts and {options.history_entries} entries",
             flush=True,
         )
         await seed.history(engine, "bench-history-", options.history_accounts, options.history_entries // 2 * 2)
-        await scenario.run("large history", "loop", many)
+        history = [await runner.measure("loop", many, options.seconds / options.rounds) for _ in range(options.rounds)]
+        report.scenarios["large history"] = _summary("large history", history)
     finally:
         pool.shutdown()
         server.stop()
@@ -169,48 +185,61 @@ async def bench(options: Options) -> Report:
     return report
 
 
+@dataclass
+class _Measurement:
+    samples: Samples
+    meter_cpu: float
+    postgres_cpu: float
+    peak_rss: int
+
+
 class _Runner:
     def __init__(
-        self,
-        options: Options,
-        pool: ProcessPoolExecutor,
-        server: _Server,
-        postgres: psutil.Process | None,
-        report: Report,
+        self, options: Options, pool: ProcessPoolExecutor, server: _Server, postgres: psutil.Process | None
     ) -> None:
-        self.options, self.pool, self.server, self.postgres, self.report = options, pool, server, postgres, report
+        self.options, self.pool, self.server, self.postgres = options, pool, server, postgres
 
-    async def run(self, name: str, kind: str, accounts: list[str], rate: float = 0.0) -> None:
+    async def measure(self, kind: str, accounts: list[str], seconds: float, rate: float = 0.0) -> _Measurement:
         options = self.options
         callers = max(1, options.concurrency // options.processes)
         jobs = [
-            Job(kind, self.server.address, accounts, callers, options.seconds, rate / options.processes, seed=i)
+            Job(kind, self.server.address, accounts, callers, seconds, rate / options.processes, seed=i)
             for i in range(options.processes)
         ]
         loop = asyncio.get_running_loop()
         with _Meter(self.server.stats, self.postgres) as usage:
             parts = await asyncio.gather(*(loop.run_in_executor(self.pool, run, job) for job in jobs))
-        samples = merge(list(parts))
-        rpcs = sum(len(v) for v in samples.latencies.values())
-        per_1000 = 1000 / max(samples.loops, 1)
-        result = ScenarioResult(
-            name=name,
-            loops_per_second=round(samples.loops / samples.elapsed, 1),
-            rpcs_per_second=round(rpcs / samples.elapsed, 1),
-            latency_ms={rpc: percentiles(values) for rpc, values in samples.latencies.items()},
-            errors=dict(samples.errors),
-            meter_cpu_seconds_per_1000_loops=round(usage.cpu[0] * per_1000, 3),
-            postgres_cpu_seconds_per_1000_loops=round(usage.cpu[1] * per_1000, 3),
-            peak_rss_mb=round(usage.peak_rss / 2**20, 1),
-            loops=samples.loops,
-            seconds=round(samples.elapsed, 2),
-            offered_rate=rate,
-        )
-        self.report.scenarios[name] = result
-        print(
-            f"meter bench: {name}: {result.loops_per_second:.0f} loops/s, {result.rpcs_per_second:.0f} RPCs/s",
-            flush=True,
-        )
+        return _Measurement(merge(list(parts)), usage.cpu[0], usage.cpu[1], usage.peak_rss)
+
+
+def _rates(measurement: _Measurement) -> tuple[float, float]:
+    samples = measurement.samples
+    rpcs = sum(len(values) for values in samples.latencies.values())
+    return samples.loops / samples.elapsed, rpcs / samples.elapsed
+
+
+def _summary(name: str, measurements: list[_Measurement], rate: float = 0.0) -> ScenarioResult:
+    """Median throughput over the rounds; latency over all samples; CPU per loop over all loops."""
+    samples = merge([m.samples for m in measurements])
+    loops = max(samples.loops, 1)
+    return ScenarioResult(
+        name=name,
+        loops_per_second=round(median(_rates(m)[0] for m in measurements), 1),
+        rpcs_per_second=round(median(_rates(m)[1] for m in measurements), 1),
+        latency_ms={rpc: percentiles(values) for rpc, values in samples.latencies.items()},
+        errors=dict(samples.errors),
+        meter_cpu_seconds_per_1000_loops=round(sum(m.meter_cpu for m in measurements) * 1000 / loops, 3),
+        postgres_cpu_seconds_per_1000_loops=round(sum(m.postgres_cpu for m in measurements) * 1000 / loops, 3),
+        peak_rss_mb=round(max(m.peak_rss for m in measurements) / 2**20, 1),
+        loops=samples.loops,
+        seconds=round(sum(m.samples.elapsed for m in measurements), 2),
+        offered_rate=rate,
+    )
+
+
+def _progress(label: str, measurement: _Measurement) -> None:
+    loops, rpcs = _rates(measurement)
+    print(f"meter bench: {label}: {loops:.0f} loops/s, {rpcs:.0f} RPCs/s", flush=True)
 
 
 async def _fresh_database(server_url: str) -> str:
