@@ -71,7 +71,7 @@ class HoldQueries(Queries):
             period_start=row["period_start"],
             expires_at=row["expires_at"],
         )
-        return placed, _balance(hold.account_id, row)
+        return placed, balance_from_row(hold.account_id, row)
 
     async def commit_fast(
         self, account_id: str, hold_id: str, input_tokens: int, output_tokens: int
@@ -90,7 +90,7 @@ class HoldQueries(Queries):
         if row["outcome"] != "ok":
             return None
         usage = Usage(input_tokens, output_tokens, row["charged"], row["cost"], 0, row["late"])
-        return usage, _balance(account_id, row)
+        return usage, balance_from_row(account_id, row)
 
     async def insert_hold(self, hold: Hold, now: datetime) -> bool:
         """False when a concurrent Reserve with the same request_id got there first."""
@@ -213,8 +213,9 @@ def _hold(row: Mapping[str, Any]) -> Hold:
     )
 
 
-def _balance(account_id: str, row: Mapping[str, Any]) -> Balance:
-    """The balance snapshot a fast-path function returns with its outcome."""
+def balance_from_row(account_id: str, row: Mapping[str, Any]) -> Balance:
+    """A balance snapshot from a row of the account's plan and period and its bucket sums (the
+    balance query, and the fast-path functions that return one with their outcome)."""
     return Balance(
         account_id=account_id,
         plan_id=row["plan_id"],

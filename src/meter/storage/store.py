@@ -15,12 +15,11 @@ from datetime import datetime
 
 from meter.domain.balance import Balance
 from meter.domain.ledger import LedgerEntry
-from meter.domain.periods import Period
 from meter.storage.account_queries import ACCOUNT_COLUMNS, AccountQueries
 from meter.storage.bucket_queries import BucketQueries
 from meter.storage.credit_queries import CreditQueries
 from meter.storage.event_queries import EventQueries
-from meter.storage.hold_queries import HoldQueries
+from meter.storage.hold_queries import HoldQueries, balance_from_row
 
 
 class PostgresStore(AccountQueries, BucketQueries, HoldQueries, CreditQueries, EventQueries):
@@ -56,15 +55,4 @@ class PostgresStore(AccountQueries, BucketQueries, HoldQueries, CreditQueries, E
             account_id=account_id,
         )
         assert row is not None, "balance() is called on an existing account"
-        return Balance(
-            account_id=account_id,
-            plan_id=row["plan_id"],
-            period=Period(row["period_start"], row["period_end"]),
-            allowance_total=row["allowance_total"],
-            allowance_remaining=int(row["allowance_remaining"]),
-            purchased_remaining=int(row["purchased_remaining"]),
-            allowance_held=int(row["allowance_held"]),
-            purchased_held=int(row["purchased_held"]),
-            debt=row["debt"],
-            used_this_period=int(row["used"]),
-        )
+        return balance_from_row(account_id, row)
