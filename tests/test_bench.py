@@ -9,10 +9,11 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from meter.bench import seed
+from meter.bench import load, seed
 from meter.bench.load import Samples
 from meter.bench.report import Report, ScenarioResult, merge, percentiles
 from meter.storage.audit import audit
+from support import RunningMeter
 
 
 def result(name: str, loops: float, rpcs: float, rpc: str = "Reserve", p99: float = 2.0) -> ScenarioResult:
@@ -64,3 +65,21 @@ async def test_seeded_accounts_and_history_reconcile(engine: AsyncEngine) -> Non
     assert accounts == ["seedtest-1", "seedtest-2", "seedtest-3"]
     report = await audit(engine)
     assert report.clean, report.discrepancies
+
+
+def test_leak_check_ratio_and_json(tmp_path: Path) -> None:
+    report = Report(settings={}, memory={"rss_mb_after_first_tenth": 100.0, "rss_mb_after_all": 104.0, "rpcs": 10})
+    assert report.ratios() == {"6. RSS after all RPCs / after the first tenth (<= 1.1)": 1.04}
+    assert "rss_mb_after_all 104" in report.table()
+    json_path, chart = report.write(tmp_path)
+    assert chart is None
+    assert json.loads(json_path.read_text())["memory"]["rpcs"] == 10
+
+
+async def test_a_load_process_stops_after_its_loops(meter: RunningMeter, engine: AsyncEngine) -> None:
+    accounts = await seed.funded_accounts(engine, "loadtest-", 2, buckets=2)
+    samples = await load.run_async(
+        load.Job("loop", meter.address, accounts, callers=4, seconds=float("inf"), max_loops=10)
+    )
+    assert (samples.loops, dict(samples.errors)) == (10, {})
+    assert len(samples.latencies["Reserve"]) == len(samples.latencies["Commit"]) == 10

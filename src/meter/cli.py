@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--history-accounts", type=int, default=defaults.history_accounts)
     bench.add_argument("--history-entries", type=int, default=defaults.history_entries)
     bench.add_argument("--out", type=Path, default=defaults.out, help="folder for bench.json and bench.png")
+    bench.add_argument(
+        "--leak-check", action="store_true", help="instead of the scenarios: server RSS after 10%% and 100%% of RPCs"
+    )
+    bench.add_argument("--leak-rpcs", type=int, default=defaults.leak_rpcs, help="RPCs of the leak check")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -122,12 +126,14 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> int:
         history_accounts=args.history_accounts,
         history_entries=args.history_entries,
         out=args.out,
+        leak_check=args.leak_check,
+        leak_rpcs=args.leak_rpcs,
         data_dir=settings.data_dir.parent / (settings.data_dir.name + "-bench"),
     )
     report = await bench(options)
     json_path, chart = report.write(options.out)
     print(report.table())
-    print(f"meter bench: wrote {json_path} and {chart}")
+    print(f"meter bench: wrote {json_path}" + (f" and {chart}" if chart else ""))
     return 0
 
 

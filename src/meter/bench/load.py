@@ -28,6 +28,7 @@ class Job:
     seconds: float
     rate_per_second: float = 0.0  # > 0: open loop at this rate instead of as fast as possible
     seed: int = 0
+    max_loops: int = 0  # > 0: stop after starting this many loops (closed loop), whatever the time
 
 
 @dataclass
@@ -82,7 +83,7 @@ class _Calls:
             await self.timed("Commit", self.meter.Commit(commit))
 
 
-async def _run(job: Job) -> Samples:
+async def run_async(job: Job) -> Samples:
     samples = Samples()
     rng = random.Random(job.seed)
     async with grpc.aio.insecure_channel(job.target) as channel:
@@ -98,8 +99,12 @@ async def _run(job: Job) -> Samples:
             except grpc.aio.AioRpcError as error:
                 samples.errors[error.code().name] += 1
 
+        started = 0
+
         async def closed_loop() -> None:
-            while time.perf_counter() < deadline:
+            nonlocal started
+            while time.perf_counter() < deadline and not (job.max_loops and started >= job.max_loops):
+                started += 1
                 await one()
 
         async def open_loop() -> None:
@@ -121,4 +126,4 @@ async def _run(job: Job) -> Samples:
 
 def run(job: Job) -> Samples:
     """The process entry point."""
-    return asyncio.run(_run(job))
+    return asyncio.run(run_async(job))

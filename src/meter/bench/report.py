@@ -29,6 +29,7 @@ class ScenarioResult:
 class Report:
     settings: dict[str, Any]
     scenarios: dict[str, ScenarioResult] = field(default_factory=dict)
+    memory: dict[str, float] = field(default_factory=dict)  # the leak check's RSS figures, when run
 
     def ratios(self) -> dict[str, float | None]:
         def loops(name: str) -> float | None:
@@ -43,6 +44,12 @@ class Report:
             return found.latency_ms.get(rpc, {}).get("p99") if found else None
 
         ceiling, many = self.scenarios.get("ceiling"), self.scenarios.get("many accounts")
+        if self.memory:
+            return {
+                "6. RSS after all RPCs / after the first tenth (<= 1.1)": div(
+                    self.memory.get("rss_mb_after_all"), self.memory.get("rss_mb_after_first_tenth")
+                )
+            }
         return {
             "1. hot / many accounts (>= 0.9)": div(loops("hot account"), loops("many accounts")),
             "2. hot / hot single bucket (>= 3)": div(loops("hot account"), loops("hot account, single bucket")),
@@ -61,6 +68,8 @@ class Report:
             f"{'CPU s/1k loops (meter+pg)':>27}{'RSS MB':>8}  errors"
         )
         lines = [header, "-" * len(header)]
+        if self.memory:
+            lines = [f"leak check: {', '.join(f'{k} {v:g}' for k, v in self.memory.items())}"]
         for result in self.scenarios.values():
             rpc = main_rpc(result)
             p = result.latency_ms.get(rpc, {})
@@ -76,13 +85,18 @@ class Report:
             lines.append(f"{name:<55} {value if value is not None else 'n/a'}")
         return "\n".join(lines)
 
-    def write(self, out: Path) -> tuple[Path, Path]:
+    def write(self, out: Path) -> tuple[Path, Path | None]:
         out.mkdir(parents=True, exist_ok=True)
         data = {
             "settings": self.settings,
             "scenarios": {k: asdict(v) for k, v in self.scenarios.items()},
             "ratios": self.ratios(),
         }
+        if self.memory:
+            data["memory"] = self.memory
+            json_path = out / "leak-check.json"
+            json_path.write_text(json.dumps(data, indent=2))
+            return json_path, None
         json_path = out / "bench.json"
         json_path.write_text(json.dumps(data, indent=2))
         return json_path, self._chart(out / "bench.png")

@@ -47,6 +47,8 @@ class Options:
     history_entries: int = 10_000_000
     out: Path = Path("bench-results")
     data_dir: Path = Path(".meter-bench")
+    leak_check: bool = False  # instead of the scenarios: server RSS after 100 000 and 1 000 000 RPCs
+    leak_rpcs: int = 1_000_000
 
 
 class _Server:
@@ -143,6 +145,10 @@ async def bench(options: Options) -> Report:
     pool = ProcessPoolExecutor(max_workers=options.processes, mp_context=get_context("spawn"))
     try:
         many = await seed.funded_accounts(engine, "bench-many-", options.accounts, buckets=16)
+        if options.leak_check:
+            await server.ready()
+            report.memory = await _leak_check(_Runner(options, pool, server, postgres), many)
+            return report
         hot = await seed.funded_accounts(engine, "bench-hot-", 1, buckets=16)
         hot1 = await seed.funded_accounts(engine, "bench-hot1-", 1, buckets=1)
         mixed = await seed.funded_accounts(engine, "bench-mixed-", options.mixed_accounts, buckets=16)
@@ -199,17 +205,36 @@ class _Runner:
     ) -> None:
         self.options, self.pool, self.server, self.postgres = options, pool, server, postgres
 
-    async def measure(self, kind: str, accounts: list[str], seconds: float, rate: float = 0.0) -> _Measurement:
+    async def measure(
+        self, kind: str, accounts: list[str], seconds: float, rate: float = 0.0, loops: int = 0
+    ) -> _Measurement:
         options = self.options
         callers = max(1, options.concurrency // options.processes)
+        share = -(-loops // options.processes)
         jobs = [
-            Job(kind, self.server.address, accounts, callers, seconds, rate / options.processes, seed=i)
+            Job(kind, self.server.address, accounts, callers, seconds, rate / options.processes, i, share)
             for i in range(options.processes)
         ]
         loop = asyncio.get_running_loop()
         with _Meter(self.server.stats, self.postgres) as usage:
             parts = await asyncio.gather(*(loop.run_in_executor(self.pool, run, job) for job in jobs))
         return _Measurement(merge(list(parts)), usage.cpu[0], usage.cpu[1], usage.peak_rss)
+
+
+async def _leak_check(runner: _Runner, accounts: list[str]) -> dict[str, float]:
+    """Reserve→Commit loops (two RPCs each) until a tenth of `leak_rpcs`, then until all of them:
+    the server's RSS at both points. Anything kept per request would grow nine times over."""
+    total = runner.options.leak_rpcs
+    done = 0
+    memory: dict[str, float] = {}
+    for label, upto in (("rss_mb_after_first_tenth", total // 10), ("rss_mb_after_all", total)):
+        measurement = await runner.measure("loop", accounts, float("inf"), loops=(upto - done) // 2)
+        done += 2 * measurement.samples.loops + sum(measurement.samples.errors.values())
+        memory[label] = round(runner.server.stats.memory_info().rss / 2**20, 1)
+        memory["rpcs"] = done
+        memory["errors"] = memory.get("errors", 0) + sum(measurement.samples.errors.values())
+        _progress(f"leak check, {done} RPCs, RSS {memory[label]} MB", measurement)
+    return memory
 
 
 def _rates(measurement: _Measurement) -> tuple[float, float]:
