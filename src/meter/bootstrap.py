@@ -8,6 +8,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter import catalog as catalog_file
@@ -17,9 +18,11 @@ from meter.config import Settings
 from meter.grpc.server import GrpcServer
 from meter.service.context import Limits, Meter
 from meter.service.sweeper import run_sweeper
+from meter.storage import fast_paths
 from meter.storage.clock import DatabaseClock
-from meter.storage.database import Timeouts, create_engine
+from meter.storage.database import Timeouts, create_engine, dsn
 from meter.storage.embedded import EmbeddedPostgres
+from meter.storage.fast_paths import FastPaths
 from meter.storage.migrate import upgrade_async
 from meter.storage.postgres import PostgresStorage
 from meter.webhooks.app import PATH as WEBHOOK_PATH
@@ -45,24 +48,44 @@ async def open_database(settings: Settings) -> Database:
     return Database(url, embedded)
 
 
-def engine_for(settings: Settings, url: str) -> AsyncEngine:
-    return create_engine(
-        url,
-        pool_size=settings.db_pool_size,
-        timeouts=Timeouts(
-            statement_ms=settings.statement_timeout_ms,
-            lock_ms=settings.lock_timeout_ms,
-            idle_in_transaction_ms=settings.idle_in_transaction_timeout_ms,
-        ),
+def timeouts(settings: Settings) -> Timeouts:
+    return Timeouts(
+        statement_ms=settings.statement_timeout_ms,
+        lock_ms=settings.lock_timeout_ms,
+        idle_in_transaction_ms=settings.idle_in_transaction_timeout_ms,
     )
 
 
+def engine_for(settings: Settings, url: str) -> AsyncEngine:
+    return create_engine(url, pool_size=settings.db_pool_size, timeouts=timeouts(settings))
+
+
+@dataclass
+class Connections:
+    """The general path's SQLAlchemy engine and the hot statements' asyncpg pool."""
+
+    engine: AsyncEngine
+    fast_pool: asyncpg.Pool
+
+    async def close(self) -> None:
+        await self.fast_pool.close()
+        await self.engine.dispose()
+
+
+async def connect(settings: Settings, url: str) -> Connections:
+    """Both pools open connections on demand: nothing is dialled here."""
+    fast_pool = await fast_paths.create_pool(dsn(url), size=settings.db_fast_pool_size, timeouts=timeouts(settings))
+    return Connections(engine_for(settings, url), fast_pool)
+
+
 def build_meter(
-    settings: Settings, engine: AsyncEngine, *, clock: DatabaseClock | None, catalog: Catalog | None
+    settings: Settings, connections: Connections, *, clock: DatabaseClock | None, catalog: Catalog | None
 ) -> Meter:
+    clock = clock or DatabaseClock()
+    fast = FastPaths(connections.fast_pool, clock, acquire_timeout=settings.statement_timeout_ms / 1000)
     return Meter(
         catalog=catalog or catalog_file.load(settings.catalog_path),
-        storage=PostgresStorage(engine, clock),
+        storage=PostgresStorage(connections.engine, fast, clock),
         limits=Limits(
             buckets=settings.buckets,
             default_ttl_seconds=settings.default_ttl_seconds,
@@ -76,7 +99,7 @@ def build_meter(
 class Service:
     settings: Settings
     database: Database
-    engine: AsyncEngine
+    connections: Connections
     meter: Meter
     grpc: GrpcServer
     webhooks: WebhookServer
@@ -93,7 +116,7 @@ class Service:
         self._stop_sweeper.set()
         with contextlib.suppress(asyncio.CancelledError):
             await self._sweeper
-        await self.engine.dispose()
+        await self.connections.close()
         if self.database.embedded is not None:
             await asyncio.to_thread(self.database.embedded.stop)
 
@@ -102,8 +125,8 @@ async def start(settings: Settings, *, clock: DatabaseClock | None = None, catal
     # Read the catalog first: a malformed one must stop the start before anything else runs.
     catalog = catalog or catalog_file.load(settings.catalog_path)
     database = await open_database(settings)
-    engine = engine_for(settings, database.url)
-    meter = build_meter(settings, engine, clock=clock, catalog=catalog)
+    connections = await connect(settings, database.url)
+    meter = build_meter(settings, connections, clock=clock, catalog=catalog)
     server = GrpcServer(meter, settings.grpc_addr)
     await server.start()
     webhook_client, webhooks = await start_webhooks(settings, target=server.address)
@@ -111,7 +134,7 @@ async def start(settings: Settings, *, clock: DatabaseClock | None = None, catal
     sweeper = asyncio.create_task(run_sweeper(meter, settings.sweep_interval_seconds, stop), name="sweeper")
     log.info("meter serving gRPC on %s (catalog %s, %d buckets)", server.address, catalog.version, settings.buckets)
     log.info("Stripe webhooks on http://%s%s", webhooks.address, WEBHOOK_PATH)
-    return Service(settings, database, engine, meter, server, webhooks, webhook_client, stop, sweeper)
+    return Service(settings, database, connections, meter, server, webhooks, webhook_client, stop, sweeper)
 
 
 async def start_webhooks(settings: Settings, *, target: str) -> tuple[MeterClient, WebhookServer]:

@@ -36,7 +36,7 @@ async def test_plain_case_declines_and_replays(meter: RunningMeter) -> None:
     assert isinstance(storage, PostgresStorage)
 
     async def fast(hold: Hold) -> object:
-        return await storage.single_statement(lambda store: store.reserve_fast(hold, 3))
+        return await storage.reserve_fast(hold, 3)
 
     account = await funded_account(meter.stub, 1600)  # 16 buckets of 100
     placed = await fast(draft(account, 100))
@@ -74,9 +74,7 @@ async def test_fast_commit_rounds_like_the_domain_and_declines_the_rest(meter: R
     assert isinstance(storage, PostgresStorage)
 
     async def fast(reservation_id: str, input_tokens: int) -> object:
-        return await storage.single_statement(
-            lambda store: store.commit_fast(account, ids.hold_id(reservation_id), input_tokens, 0)
-        )
+        return await storage.commit_fast(account, ids.hold_id(reservation_id), input_tokens, 0)
 
     hold = await meter.stub.Reserve(reserve_request(account))  # 100 held
     assert await fast(hold.reservation_id, 101) is None  # overage: general path

@@ -19,7 +19,7 @@ from meter.grpc.server import GrpcServer
 from meter.storage.database import create_engine, run_transaction
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
-from support import expect_error
+from support import expect_error, reserve_request
 
 
 @pytest.fixture
@@ -105,8 +105,8 @@ async def test_other_database_errors_are_not_retried(database_url: str, scratch_
 
 async def test_unreachable_database_is_unavailable_with_a_reason() -> None:
     settings = replace(Settings(), database_url="postgresql://meter@127.0.0.1:9/none", statement_timeout_ms=1000)
-    engine = bootstrap.engine_for(settings, settings.database_url or "")
-    server = GrpcServer(bootstrap.build_meter(settings, engine, clock=None, catalog=None), "127.0.0.1:0")
+    connections = await bootstrap.connect(settings, settings.database_url or "")
+    server = GrpcServer(bootstrap.build_meter(settings, connections, clock=None, catalog=None), "127.0.0.1:0")
     await server.start()
     try:
         async with grpc.aio.insecure_channel(server.address) as channel:
@@ -116,6 +116,15 @@ async def test_unreachable_database_is_unavailable_with_a_reason() -> None:
                 grpc.StatusCode.UNAVAILABLE,
                 "STORAGE_UNAVAILABLE",
             )
+            # Reserve and Commit try their one-statement path first, on the other pool.
+            await expect_error(
+                stub.Reserve(reserve_request("acme")), grpc.StatusCode.UNAVAILABLE, "STORAGE_UNAVAILABLE"
+            )
+            await expect_error(
+                stub.Commit(pb.CommitRequest(reservation_id=f"acme/{'0' * 32}", input_tokens=1)),
+                grpc.StatusCode.UNAVAILABLE,
+                "STORAGE_UNAVAILABLE",
+            )
     finally:
         await server.stop(0)
-        await engine.dispose()
+        await connections.close()

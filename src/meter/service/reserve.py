@@ -92,7 +92,7 @@ async def reserve(
         status=HoldStatus.OPEN,
         expires_at=_EPOCH,
     )
-    fast = await meter.storage.single_statement(lambda store: store.reserve_fast(draft, start))
+    fast = await meter.storage.reserve_fast(draft, start)
     if fast is not None:
         return Reservation(*fast)
 

@@ -34,9 +34,7 @@ async def commit(meter: Meter, *, reservation_id: str, input_tokens: int, output
     require_tokens("output_tokens", output_tokens, minimum=0, maximum=MAX_CALL_TOKENS)
     # The common case in one round trip; replays, overage, debt, boundaries and refusals go
     # through the general path below.
-    fast = await meter.storage.single_statement(
-        lambda store: store.commit_fast(account_id, ids.hold_id(reservation_id), input_tokens, output_tokens)
-    )
+    fast = await meter.storage.commit_fast(account_id, ids.hold_id(reservation_id), input_tokens, output_tokens)
     if fast is not None:
         return Charge(*fast)
 

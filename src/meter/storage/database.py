@@ -43,6 +43,11 @@ def async_url(url: str) -> URL:
     raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}: use postgresql://")
 
 
+def dsn(url: str) -> str:
+    """The URL as libpq and asyncpg take it (no SQLAlchemy driver name)."""
+    return async_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def create_engine(url: str, *, pool_size: int = 10, timeouts: Timeouts | None = None) -> AsyncEngine:
     timeouts = timeouts or Timeouts()
     return create_async_engine(
@@ -82,19 +87,20 @@ def _unavailable(exc: BaseException) -> bool:
     """Lost connections, timeouts and a database that is down: the caller should retry later."""
     if isinstance(exc, (OperationalError, InterfaceError, OSError, asyncpg.PostgresConnectionError)):
         return True
-    state = sqlstate(exc) or ""
-    # 57014 query_canceled (statement_timeout), 55P03 lock_not_available (lock_timeout),
-    # class 08 connection exceptions, 57P0x admin shutdown / crash shutdown.
+    return unavailable_sqlstate(sqlstate(exc))
+
+
+def unavailable_sqlstate(state: str | None) -> bool:
+    """57014 query_canceled (statement_timeout), 55P03 lock_not_available (lock_timeout), class 08
+    connection exceptions, 57P0x admin shutdown / crash shutdown."""
+    state = state or ""
     return state in ("57014", "55P03") or state.startswith(("08", "57P"))
 
 
 async def run_transaction(
-    engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]], *, attempts: int = 8, autocommit: bool = False
+    engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]], *, attempts: int = 8
 ) -> T:
-    """Run `work` in one transaction that commits only if it returns; retry retryable failures.
-
-    With `autocommit`, `work` must issue a single statement, which is then its own transaction:
-    no BEGIN and COMMIT round trips."""
+    """Run `work` in one transaction that commits only if it returns; retry retryable failures."""
     try:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(_retryable),
@@ -103,9 +109,6 @@ async def run_transaction(
             reraise=True,
         ):
             with attempt:
-                if autocommit:
-                    async with engine.connect() as connection:
-                        return await work(await connection.execution_options(isolation_level="AUTOCOMMIT"))
                 async with engine.begin() as connection:
                     return await work(connection)
     except DBAPIError as exc:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -34,63 +33,6 @@ class HoldQueries(Queries):
         if row is None:
             return None, await self.now()
         return _hold(row), row["now"]
-
-    async def reserve_fast(self, hold: Hold, start: int) -> tuple[Hold, Balance] | None:
-        """The common Reserve in one statement (see migration 0003); None when the general path
-        must decide (nothing was changed then)."""
-        row = await self._row(
-            "SELECT * FROM meter_reserve_fast(:account_id, :request_id, CAST(:hold_id AS uuid), :model, "
-            ":input_tokens, :max_output_tokens, :ttl_seconds, CAST(:labels AS jsonb), :catalog_version, "
-            ":input_weight, :output_weight, :input_price, :output_price, :amount, :start, :clock_offset)",
-            account_id=hold.account_id,
-            request_id=hold.request_id,
-            hold_id=ids.hold_id(hold.reservation_id),
-            model=hold.params.model,
-            input_tokens=hold.params.input_tokens,
-            max_output_tokens=hold.params.max_output_tokens,
-            ttl_seconds=hold.params.ttl_seconds,
-            labels=json.dumps(hold.params.labels, sort_keys=True),
-            catalog_version=hold.pricing.catalog_version,
-            input_weight=hold.pricing.input_weight,
-            output_weight=hold.pricing.output_weight,
-            input_price=hold.pricing.input_price,
-            output_price=hold.pricing.output_price,
-            amount=hold.held_tokens,
-            start=start,
-        )
-        assert row is not None
-        if row["outcome"] != "ok":
-            return None
-        in_allowance = row["hold_pool"] == "allowance"
-        placed = replace(
-            hold,
-            allowance_held=hold.held_tokens if in_allowance else 0,
-            allowance_bucket=row["hold_bucket"] if in_allowance else row["other_bucket"],
-            purchased_held=0 if in_allowance else hold.held_tokens,
-            purchased_bucket=row["other_bucket"] if in_allowance else row["hold_bucket"],
-            period_start=row["period_start"],
-            expires_at=row["expires_at"],
-        )
-        return placed, balance_from_row(hold.account_id, row)
-
-    async def commit_fast(
-        self, account_id: str, hold_id: str, input_tokens: int, output_tokens: int
-    ) -> tuple[Usage, Balance] | None:
-        """The common Commit in one statement (see migration 0004); None when the general path
-        must decide (nothing was changed then)."""
-        row = await self._row(
-            "SELECT * FROM meter_commit_fast(:account_id, CAST(:hold_id AS uuid), :input_tokens, :output_tokens, "
-            ":clock_offset)",
-            account_id=account_id,
-            hold_id=hold_id,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-        )
-        assert row is not None
-        if row["outcome"] != "ok":
-            return None
-        usage = Usage(input_tokens, output_tokens, row["charged"], row["cost"], 0, row["late"])
-        return usage, balance_from_row(account_id, row)
 
     async def insert_hold(self, hold: Hold, now: datetime) -> bool:
         """False when a concurrent Reserve with the same request_id got there first."""

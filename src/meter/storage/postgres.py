@@ -1,4 +1,5 @@
-"""The Storage port on Postgres: a transaction per unit of work, with a fresh store."""
+"""The Storage port on Postgres: a transaction per unit of work, with a fresh store; the two
+hot statements on asyncpg directly."""
 
 from __future__ import annotations
 
@@ -7,18 +8,22 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from meter.domain.balance import Balance
+from meter.domain.holds import Hold, Usage
 from meter.service.ports import Store
 from meter.storage.clock import DatabaseClock
 from meter.storage.database import run_transaction
+from meter.storage.fast_paths import FastPaths
 from meter.storage.store import PostgresStore
 
 T = TypeVar("T")
 
 
 class PostgresStorage:
-    def __init__(self, engine: AsyncEngine, clock: DatabaseClock | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, fast: FastPaths, clock: DatabaseClock) -> None:
         self.engine = engine
-        self.clock = clock or DatabaseClock()
+        self.fast = fast
+        self.clock = clock
 
     async def transaction(self, work: Callable[[Store], Awaitable[T]]) -> T:
         async def unit(connection: AsyncConnection) -> T:
@@ -26,10 +31,10 @@ class PostgresStorage:
 
         return await run_transaction(self.engine, unit)
 
-    async def single_statement(self, work: Callable[[Store], Awaitable[T]]) -> T:
-        """Run `work`, which issues exactly one statement, as that statement's own transaction."""
+    async def reserve_fast(self, hold: Hold, start: int) -> tuple[Hold, Balance] | None:
+        return await self.fast.reserve(hold, start)
 
-        async def unit(connection: AsyncConnection) -> T:
-            return await work(PostgresStore(connection, self.clock))
-
-        return await run_transaction(self.engine, unit, autocommit=True)
+    async def commit_fast(
+        self, account_id: str, hold_id: str, input_tokens: int, output_tokens: int
+    ) -> tuple[Usage, Balance] | None:
+        return await self.fast.commit(account_id, hold_id, input_tokens, output_tokens)
