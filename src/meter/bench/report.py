@@ -69,7 +69,8 @@ class Report:
         )
         lines = [header, "-" * len(header)]
         if self.memory:
-            lines = [f"leak check: {', '.join(f'{k} {v:g}' for k, v in self.memory.items())}"]
+            figures = ", ".join(f"{k} {int(v) if float(v).is_integer() else v}" for k, v in self.memory.items())
+            lines = [f"leak check: {figures}"]
         for result in self.scenarios.values():
             rpc = main_rpc(result)
             p = result.latency_ms.get(rpc, {})

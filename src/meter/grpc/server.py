@@ -7,7 +7,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from meter.grpc.errors import ErrorInterceptor
+from meter.grpc.errors import translate_errors
 from meter.grpc.servicer import MeterServicer
 from meter.service.context import Meter
 from meter.v1 import meter_pb2, meter_pb2_grpc
@@ -17,8 +17,9 @@ SERVICE_NAME = meter_pb2.DESCRIPTOR.services_by_name["MeterService"].full_name
 
 class GrpcServer:
     def __init__(self, meter: Meter, address: str) -> None:
-        self._server = grpc.aio.server(interceptors=[ErrorInterceptor()])
-        meter_pb2_grpc.add_MeterServiceServicer_to_server(MeterServicer(meter), self._server)
+        self._server = grpc.aio.server()
+        servicer = translate_errors(MeterServicer(meter), meter_pb2_grpc.MeterServiceServicer)
+        meter_pb2_grpc.add_MeterServiceServicer_to_server(servicer, self._server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
