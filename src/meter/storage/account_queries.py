@@ -35,8 +35,10 @@ class AccountQueries(Queries):
         return row["account_id"] if row else None
 
     async def lock_account(self, account_id: str) -> Account | None:
+        """NO KEY UPDATE: it serialises the account's writers, but not the inserts whose foreign
+        key check takes KEY SHARE on this row (FOR UPDATE made two such writers deadlock)."""
         row = await self._row(
-            f"SELECT {ACCOUNT_COLUMNS} FROM accounts AS a WHERE a.account_id = :account_id FOR UPDATE",
+            f"SELECT {ACCOUNT_COLUMNS} FROM accounts AS a WHERE a.account_id = :account_id FOR NO KEY UPDATE",
             account_id=account_id,
         )
         return account_from_row(row) if row else None

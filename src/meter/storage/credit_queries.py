@@ -32,7 +32,7 @@ class CreditQueries(Queries):
 
     async def lock_purchase(self, account_id: str, payment_ref: str) -> Mapping[str, Any] | None:
         return await self._row(
-            "SELECT * FROM purchases WHERE account_id = :account_id AND payment_ref = :payment_ref FOR UPDATE",
+            "SELECT * FROM purchases WHERE account_id = :account_id AND payment_ref = :payment_ref FOR NO KEY UPDATE",
             account_id=account_id,
             payment_ref=payment_ref,
         )
