@@ -83,9 +83,21 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, Conflict) or (isinstance(exc, DBAPIError) and sqlstate(exc) in RETRYABLE_SQLSTATES)
 
 
+def _protocol_broken(exc: DBAPIError) -> bool:
+    """asyncpg's answer when the server went away mid-statement (MagicStack/asyncpg #1069)."""
+    cause: BaseException | None = exc.orig
+    while cause is not None:
+        if isinstance(cause, asyncpg.InternalClientError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
 def _unavailable(exc: BaseException) -> bool:
     """Lost connections, timeouts and a database that is down: the caller should retry later."""
     if isinstance(exc, (OperationalError, InterfaceError, OSError, asyncpg.PostgresConnectionError)):
+        return True
+    if isinstance(exc, DBAPIError) and (exc.connection_invalidated or _protocol_broken(exc)):
         return True
     return unavailable_sqlstate(sqlstate(exc))
 
@@ -109,8 +121,14 @@ async def run_transaction(
             reraise=True,
         ):
             with attempt:
-                async with engine.begin() as connection:
-                    return await work(connection)
+                async with engine.connect() as connection:
+                    try:
+                        async with connection.begin():
+                            return await work(connection)
+                    except DBAPIError as exc:
+                        if _protocol_broken(exc):
+                            await connection.invalidate(exc)  # closed, never back to the pool
+                        raise
     except DBAPIError as exc:
         if _unavailable(exc):
             raise StorageUnavailable(type(exc.orig).__name__ if exc.orig else str(exc)) from exc

@@ -116,7 +116,13 @@ class FastPaths:
     async def _fetch_row(self, sql: str, *args: Any) -> asyncpg.Record:
         async def once() -> asyncpg.Record:
             async with self._pool.acquire(timeout=self._acquire_timeout) as connection:
-                return await connection.fetchrow(sql, *args)
+                try:
+                    return await connection.fetchrow(sql, *args)
+                except asyncpg.InternalClientError:
+                    # asyncpg's answer when the server went away mid-statement (MagicStack/asyncpg
+                    # #1069): the protocol state is unknown, so the connection must not be reused.
+                    connection.terminate()
+                    raise
 
         return await run_statement(once)
 
@@ -138,7 +144,7 @@ async def run_statement(once: Callable[[], Awaitable[T]], *, attempts: int = 8) 
                 return await once()
     except TimeoutError as exc:
         raise StorageUnavailable("no database connection free in time") from exc
-    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
         raise StorageUnavailable(type(exc).__name__) from exc
     except asyncpg.PostgresError as exc:
         if unavailable_sqlstate(exc.sqlstate):
