@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         "--leak-check", action="store_true", help="instead of the scenarios: server RSS after 10%% and 100%% of RPCs"
     )
     bench.add_argument("--leak-rpcs", type=int, default=defaults.leak_rpcs, help="RPCs of the leak check")
+    chaos_parser = commands.add_parser("chaos", help="faults and invariants: prove nothing is lost or counted twice")
+    chaos_parser.add_argument("--minutes", type=float, default=2.0, help="length of the whole run")
+    chaos_parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    chaos_parser.add_argument("--seed", type=int, default=1, help="seed of the random workload")
+    chaos_parser.add_argument("--out", type=Path, default=Path("chaos-results"), help="folder for chaos.json")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -64,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_migrate(settings))
         if args.command == "bench":
             return asyncio.run(_bench(settings, args))
+        if args.command == "chaos":
+            return asyncio.run(_chaos(settings, args))
         if args.command == "webhooks":
             target = getattr(args, "replay_target", None) or args.target or settings.grpc_addr
             if args.webhooks_command == "replay":
@@ -163,3 +170,18 @@ async def _audit(settings: Settings, account_id: str | None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+async def _chaos(settings: Settings, args: argparse.Namespace) -> int:
+    from meter.chaos.report import HEADER
+    from meter.chaos.runner import SCENARIOS, chaos
+    from meter.chaos.runner import Options as ChaosOptions
+
+    seconds = max(5.0, args.minutes * 60 / len(SCENARIOS))
+    options = ChaosOptions(seconds=seconds, clients=args.clients, seed=args.seed, database_url=settings.database_url)
+    print(f"meter chaos: {len(SCENARIOS)} scenarios of {seconds:.0f} s, {args.clients} clients", flush=True)
+    print(HEADER, flush=True)
+    report = await chaos(options, progress=lambda line: print(line, flush=True))
+    print(report.render())
+    print(f"meter chaos: report in {report.save(args.out)}")
+    return 0 if report.clean else 1

@@ -9,23 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
 import threading
-import time
-import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from statistics import median
 
-import asyncpg
-import grpc
 import psutil
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlalchemy import make_url
 
 from meter.bench import seed
 from meter.bench.load import Job, Samples, run
@@ -33,6 +24,7 @@ from meter.bench.report import Report, ScenarioResult, merge, percentiles
 from meter.storage.database import Timeouts, create_engine
 from meter.storage.embedded import EmbeddedPostgres
 from meter.storage.migrate import upgrade_async
+from meter.testbed import ServerProcess, fresh_database
 
 
 @dataclass(frozen=True)
@@ -49,44 +41,6 @@ class Options:
     data_dir: Path = Path(".meter-bench")
     leak_check: bool = False  # instead of the scenarios: server RSS after 100 000 and 1 000 000 RPCs
     leak_rpcs: int = 1_000_000
-
-
-class _Server:
-    """`meter serve` in a subprocess, and what it costs."""
-
-    def __init__(self, database_url: str, extra_env: dict[str, str]) -> None:
-        self.address = f"127.0.0.1:{_free_port()}"
-        env = {
-            **os.environ,
-            "METER_DATABASE_URL": database_url,
-            "METER_GRPC_ADDR": self.address,
-            "METER_HTTP_ADDR": f"127.0.0.1:{_free_port()}",
-            "METER_LOG_LEVEL": "WARNING",
-            **extra_env,
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "meter.cli", "serve"], env=env, stdout=subprocess.DEVNULL
-        )
-        self.stats = psutil.Process(self.process.pid)
-
-    async def ready(self, within: float = 60.0) -> None:
-        deadline = time.monotonic() + within
-        async with grpc.aio.insecure_channel(self.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            while True:
-                try:
-                    answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.aio.AioRpcError:
-                    pass
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("meter serve did not become ready")
-                await asyncio.sleep(0.1)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
 
 
 class _Meter:
@@ -135,13 +89,13 @@ async def bench(options: Options) -> Report:
     if not server_url:
         embedded = await asyncio.to_thread(EmbeddedPostgres, options.data_dir)
         server_url = embedded.url
-    url = await _fresh_database(server_url)
+    url = await fresh_database(server_url, "meter_bench")
     await upgrade_async(url)
     # Bulk seeding runs statements far longer than any request may: its own timeouts.
     engine = create_engine(url, pool_size=2, timeouts=Timeouts(600_000, 60_000, 600_000))
     report = Report(settings={k: str(v) for k, v in options.__dict__.items()})
     postgres = psutil.Process(embedded.pid) if embedded and embedded.pid else None
-    server = _Server(url, {})
+    server = ServerProcess(url)
     pool = ProcessPoolExecutor(max_workers=options.processes, mp_context=get_context("spawn"))
     try:
         many = await seed.funded_accounts(engine, "bench-many-", options.accounts, buckets=16)
@@ -201,7 +155,7 @@ class _Measurement:
 
 class _Runner:
     def __init__(
-        self, options: Options, pool: ProcessPoolExecutor, server: _Server, postgres: psutil.Process | None
+        self, options: Options, pool: ProcessPoolExecutor, server: ServerProcess, postgres: psutil.Process | None
     ) -> None:
         self.options, self.pool, self.server, self.postgres = options, pool, server, postgres
 
@@ -265,20 +219,3 @@ def _summary(name: str, measurements: list[_Measurement], rate: float = 0.0) -> 
 def _progress(label: str, measurement: _Measurement) -> None:
     loops, rpcs = _rates(measurement)
     print(f"meter bench: {label}: {loops:.0f} loops/s, {rpcs:.0f} RPCs/s", flush=True)
-
-
-async def _fresh_database(server_url: str) -> str:
-    url = make_url(server_url)
-    name = f"meter_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return url.set(database=name).render_as_string(hide_password=False)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

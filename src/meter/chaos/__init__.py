@@ -1,0 +1,1 @@
+"""Faults and invariants: a model-checked workload against real servers (`meter chaos`)."""

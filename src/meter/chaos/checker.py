@@ -1,0 +1,404 @@
+"""Hold the database to the history: Jepsen's bank test, for tokens.
+
+Every ledger entry must be explained by an operation a client sent, and applied at most once;
+every acknowledged operation must be in the database exactly as it was answered; per account the
+ledger must sum to what the model computes from the operations that were applied; `meter audit`
+must be clean; and no Reserve may have been admitted beyond what the account could have had.
+Run only while no operation is in flight.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meter.chaos.history import History, Op, Outcome
+from meter.chaos.workload import PACK
+from meter.storage.audit import audit
+
+EXPLAINED_KINDS = {"usage", "purchase", "adjustment", "refund", "debt_payment"}
+
+
+@dataclass(frozen=True)
+class Violation:
+    check: str
+    account: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"[{self.check}] {self.account}: {self.detail}"
+
+
+@dataclass
+class Findings:
+    checks: int = 0
+    violations: list[Violation] = field(default_factory=list)
+
+    def expect(self, ok: bool, check: str, account: str, detail: str) -> None:
+        self.checks += 1
+        if not ok:
+            self.violations.append(Violation(check, account, detail))
+
+
+@dataclass
+class _Database:
+    holds: dict[tuple[str, str], dict[str, Any]]  # (account, request_id) -> hold row
+    ledger: list[dict[str, Any]]
+    purchases: dict[str, dict[str, Any]]  # payment_ref -> row
+    purchase_rows: int
+    adjustments: dict[tuple[str, str], int]  # (account, request_id) -> delta
+
+
+async def _read(engine: AsyncEngine, accounts: list[str] | None) -> _Database:
+    scope = " WHERE CAST(:accounts AS text[]) IS NULL OR account_id = ANY(CAST(:accounts AS text[]))"
+    params = {"accounts": accounts}
+    async with engine.connect() as c:
+        await c.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+        holds = (
+            await c.execute(
+                text(
+                    "SELECT account_id, request_id, account_id || '/' || replace(hold_id::text, '-', '') AS rid, "
+                    "status, allowance_held + purchased_held AS held, input_tokens, max_output_tokens, "
+                    "usage_input_tokens, usage_output_tokens, charged_tokens, late FROM holds" + scope
+                ),
+                params,
+            )
+        ).mappings()
+        hold_rows = {(h["account_id"], h["request_id"]): dict(h) for h in holds}
+        ledger = [
+            dict(r)
+            for r in (
+                await c.execute(
+                    text("SELECT account_id, kind, pool, amount, reservation_id, ref FROM ledger_entries" + scope),
+                    params,
+                )
+            ).mappings()
+        ]
+        purchases = [
+            dict(r)
+            for r in (
+                await c.execute(
+                    text("SELECT account_id, payment_ref, tokens, refunded_minor FROM purchases" + scope), params
+                )
+            ).mappings()
+        ]
+        adjustments = (
+            await c.execute(text("SELECT account_id, request_id, delta FROM adjustments" + scope), params)
+        ).all()
+        await c.rollback()
+    return _Database(
+        hold_rows,
+        ledger,
+        {p["payment_ref"]: p for p in purchases},
+        len(purchases),
+        {(a, k): d for a, k, d in adjustments},
+    )
+
+
+async def check(engine: AsyncEngine, history: History, accounts: list[str] | None = None) -> Findings:
+    """Check the whole database, or only `accounts` (when other traffic shares the database)."""
+    assert all(op.outcome is not Outcome.PENDING for op in history.ops), "check only while nothing is in flight"
+    found = Findings()
+    report = await audit(engine)
+    found.expect(report.clean, "audit", "*", "; ".join(map(str, report.discrepancies))[:2000])
+    db = await _read(engine, accounts)
+    by_key: dict[tuple[str, str], list[Op]] = defaultdict(list)
+    for op in history.ops:
+        by_key[(op.kind, op.key)].append(op)
+    entries: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)  # (kind, ref) -> entries
+    for entry in db.ledger:
+        entries[(entry["kind"], entry["reservation_id"] or entry["ref"] or "")].append(entry)
+        found.expect(entry["kind"] in EXPLAINED_KINDS, "ledger", entry["account_id"], f"unexpected entry {entry}")
+
+    charged = _holds(found, db, history, by_key, entries)
+    credited = _purchases(found, db, history, by_key, entries)
+    refunded = _refunds(found, db, history, entries)
+    adjusted = _adjustments(found, db, history, by_key, entries)
+    _debt_payments(found, entries)
+    _balances(found, history)
+    _admission(found, db, history, by_key)
+
+    ledger_sum: dict[str, int] = defaultdict(int)
+    for entry in db.ledger:
+        ledger_sum[entry["account_id"]] += entry["amount"]
+    for account in {op.account for op in history.ops} | set(ledger_sum):
+        model = adjusted[account] + credited[account] - refunded[account] - charged[account]
+        found.expect(
+            ledger_sum[account] == model,
+            "ledger = model",
+            account,
+            f"ledger sums to {ledger_sum[account]}, the applied operations to {model} (adjusted "
+            f"{adjusted[account]}, bought {credited[account]}, refunded {refunded[account]}, "
+            f"charged {charged[account]})",
+        )
+    return found
+
+
+def _holds(
+    found: Findings,
+    db: _Database,
+    history: History,
+    by_key: dict[tuple[str, str], list[Op]],
+    entries: dict[tuple[str, str], list[dict[str, Any]]],
+) -> dict[str, int]:
+    """Reserve, Commit, Release: each hold asked for once, settled once, charged what was used."""
+    charged: dict[str, int] = defaultdict(int)
+    reserves = [op for op in history.of("reserve") if not op.args["reuse"]]
+    sent = {(op.account, op.key): op for op in reserves}
+    for account, request_id in db.holds:
+        found.expect((account, request_id) in sent, "reserve", account, f"hold {request_id} that no client asked for")
+    for op in history.of("reserve"):
+        hold = db.holds.get((op.account, op.key))
+        if op.args["reuse"]:
+            found.expect(
+                op.outcome is not Outcome.ACKED
+                and (op.outcome is Outcome.UNKNOWN or op.reason == "IDEMPOTENCY_KEY_REUSED"),
+                "idempotency",
+                op.account,
+                f"Reserve {op.key} with other parameters answered {op.outcome.value} {op.reason}",
+            )
+            continue
+        worst = op.args["input_tokens"] + op.args["max_output_tokens"]
+        if op.acked:
+            found.expect(
+                hold is not None and hold["rid"] == op.result["reservation_id"] and hold["held"] == worst,
+                "reserve",
+                op.account,
+                f"acknowledged Reserve {op.key} ({op.result}) is not the hold in the database ({hold})",
+            )
+            found.expect(op.result["held"] == worst, "reserve", op.account, f"held {op.result['held']}, not {worst}")
+        elif op.outcome is Outcome.REFUSED and not any(o.acked for o in by_key[("reserve", op.key)]):
+            found.expect(hold is None, "reserve", op.account, f"refused Reserve {op.key} ({op.reason}) left a hold")
+
+    for hold in db.holds.values():
+        rid, account = hold["rid"], hold["account_id"]
+        commits, releases = by_key[("commit", rid)], by_key[("release", rid)]
+        usage_sum = -sum(e["amount"] for e in entries[("usage", rid)])
+        acked_commits = [op for op in commits if op.acked]
+        acked_releases = [op for op in releases if op.acked]
+        found.expect(
+            not (acked_commits and acked_releases),
+            "committed and released",
+            account,
+            f"{rid}: a Commit and a Release were both acknowledged",
+        )
+        if hold["status"] == "committed":
+            usage = (hold["usage_input_tokens"], hold["usage_output_tokens"])
+            sent_usages = {(op.args["input"], op.args["output"]) for op in commits}
+            found.expect(usage in sent_usages, "commit", account, f"{rid} charged for usage {usage} nobody sent")
+            found.expect(hold["charged_tokens"] == sum(usage), "commit", account, f"{rid} charged {hold} for {usage}")
+            found.expect(usage_sum == hold["charged_tokens"], "commit", account, f"{rid} ledger {usage_sum} ≠ {hold}")
+            charged[account] += sum(usage)  # the model's price of what was used (model `basic`)
+            for op in acked_commits:
+                found.expect(
+                    op.result["charged"] == hold["charged_tokens"] and (op.args["input"], op.args["output"]) == usage,
+                    "commit",
+                    account,
+                    f"{rid}: Commit {op.args} answered {op.result}, the database has {hold}",
+                )
+        else:
+            found.expect(not entries[("usage", rid)], "commit", account, f"{rid} is {hold['status']} but charged")
+            found.expect(not acked_commits, "commit", account, f"{rid}: acknowledged Commit lost ({hold['status']})")
+        if acked_releases:
+            # Releasing a hold the sweeper expired already is answered OK: either way it is given back.
+            found.expect(
+                hold["status"] in ("released", "expired"), "release", account, f"{rid} released but {hold['status']}"
+            )
+        for op in commits + releases:
+            if op.outcome is Outcome.REFUSED:
+                expected = {"RESERVATION_RELEASED": "released", "RESERVATION_COMMITTED": "committed"}.get(op.reason)
+                found.expect(
+                    expected == hold["status"],
+                    op.kind,
+                    account,
+                    f"{rid}: {op.kind} refused {op.reason} but the hold is {hold['status']}",
+                )
+    return charged
+
+
+def _purchases(
+    found: Findings,
+    db: _Database,
+    history: History,
+    by_key: dict[tuple[str, str], list[Op]],
+    entries: dict[tuple[str, str], list[dict[str, Any]]],
+) -> dict[str, int]:
+    """Every payment credited exactly once if acknowledged, at most once if not, never unasked."""
+    credited: dict[str, int] = defaultdict(int)
+    sent = {op.key: op.account for op in history.of("purchase")}
+    found.expect(db.purchase_rows == len(db.purchases), "purchase", "*", "a payment_ref recorded on two accounts")
+    for (kind, ref), group in entries.items():
+        if kind != "purchase":
+            continue
+        account = group[0]["account_id"]
+        found.expect(len(group) == 1, "credited twice", account, f"{ref}: {len(group)} purchase entries")
+        found.expect(sent.get(ref) == account, "purchase", account, f"{ref} credited but never paid for")
+        found.expect(all(e["amount"] == PACK.tokens for e in group), "purchase", account, f"{ref}: {group}")
+        credited[account] += PACK.tokens  # the model: one pack per payment, however many entries
+    for op in history.of("purchase"):
+        if op.acked:
+            found.expect(bool(entries[("purchase", op.key)]), "purchase", op.account, f"acknowledged {op.key} lost")
+        elif op.outcome is Outcome.REFUSED:
+            found.expect(False, "purchase", op.account, f"a valid purchase {op.key} was refused: {op.reason}")
+    return credited
+
+
+def _refunds(
+    found: Findings, db: _Database, history: History, entries: dict[tuple[str, str], list[dict[str, Any]]]
+) -> dict[str, int]:
+    """Refunds take the refunded share of the pack back once, whatever the order of the events."""
+    refunded: dict[str, int] = defaultdict(int)
+    amounts: dict[str, list[Op]] = defaultdict(list)
+    for op in history.of("refund"):
+        amounts[op.key].append(op)
+        found.expect(op.outcome is not Outcome.REFUSED, "refund", op.account, f"{op.key} refused: {op.reason}")
+    for session, ops in amounts.items():
+        purchase = db.purchases.get(session)
+        account = ops[0].account
+        final = purchase["refunded_minor"] if purchase else 0
+        acked = max((op.args["amount"] for op in ops if op.acked), default=0)
+        sent = {op.args["amount"] for op in ops} | {0}
+        found.expect(final in sent and final >= acked, "refund", account, f"{session}: refunded {final}, acked {acked}")
+        charge = "ch_" + session.removeprefix("cs_")
+        taken = -sum(e["amount"] for e in entries[("refund", charge)])
+        due = PACK.tokens * final // PACK.amount_minor
+        found.expect(taken == due, "refund", account, f"{session}: {taken} tokens taken back for {final} refunded")
+        refunded[account] += due
+    return refunded
+
+
+def _adjustments(
+    found: Findings,
+    db: _Database,
+    history: History,
+    by_key: dict[tuple[str, str], list[Op]],
+    entries: dict[tuple[str, str], list[dict[str, Any]]],
+) -> dict[str, int]:
+    adjusted: dict[str, int] = defaultdict(int)
+    sent = {(op.account, op.key): op.args["delta"] for op in history.of("adjust")}
+    for (account, key), delta in db.adjustments.items():
+        found.expect(sent.get((account, key)) == delta, "adjust", account, f"{key}: {delta} applied, never sent")
+        amount = sum(e["amount"] for e in entries[("adjustment", key)])
+        found.expect(amount == delta, "adjust", account, f"{key}: ledger {amount}, delta {delta}")
+        adjusted[account] += delta
+    for op in history.of("adjust"):
+        applied = (op.account, op.key) in db.adjustments
+        if op.acked:
+            found.expect(applied, "adjust", op.account, f"acknowledged Adjust {op.key} lost")
+        elif op.outcome is Outcome.REFUSED and not any(o.acked for o in by_key[("adjust", op.key)]):
+            found.expect(not applied, "adjust", op.account, f"refused Adjust {op.key} ({op.reason}) applied")
+    return adjusted
+
+
+def _debt_payments(found: Findings, entries: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
+    for (kind, ref), group in entries.items():
+        if kind == "debt_payment":
+            total = sum(e["amount"] for e in group)
+            found.expect(total == 0, "debt payment", group[0]["account_id"], f"{ref}: moves {total}, not 0")
+
+
+def _balances(found: Findings, history: History) -> None:
+    """Every balance answered: nothing negative, nothing available while in debt."""
+    for op in history.of("balance"):
+        if op.acked:
+            b = op.result
+            found.expect(
+                min(b.values()) >= 0 and (b["debt"] == 0 or b["available"] == 0),
+                "balance",
+                op.account,
+                f"GetBalance answered {b}",
+            )
+
+
+def _admission(found: Findings, db: _Database, history: History, by_key: dict[tuple[str, str], list[Op]]) -> None:
+    """No Reserve admitted beyond an upper bound of what was available while it ran: every credit
+    that may have landed before its answer, minus what was surely charged and surely held."""
+    per_account: dict[str, list[Op]] = defaultdict(list)
+    for op in history.ops:
+        per_account[op.account].append(op)
+    for account, ops in per_account.items():
+        credits = []  # (sent, tokens) of credits that were applied
+        for op in ops:
+            if op.kind == "adjust" and op.args["delta"] > 0 and (account, op.key) in db.adjustments:
+                credits.append((op.sent, op.args["delta"]))
+            elif op.kind == "purchase" and op.key in db.purchases and op is by_key[("purchase", op.key)][0]:
+                credits.append((op.sent, PACK.tokens))
+        debits = []  # (acknowledged, tokens) of what surely left the account
+        for op in ops:
+            if op.kind == "adjust" and op.acked and op.args["delta"] < 0 and op is by_key[("adjust", op.key)][0]:
+                debits.append((op.done, -op.args["delta"]))
+            elif op.kind == "commit" and op.acked and op is _first_acked(by_key[("commit", op.key)]):
+                debits.append((op.done, op.result["charged"]))
+        reserves = [op for op in ops if op.kind == "reserve" and op.acked and not op.args["reuse"]]
+        firsts = [op for op in reserves if op is _first_acked(by_key[("reserve", op.key)])]
+        # Holds surely open while a Reserve ran: answered before it was sent, and neither
+        # committed nor released (nor swept) before it was answered.
+        held = []  # (answered, first settling call sent, tokens)
+        for other in firsts:
+            rid = other.result["reservation_id"]
+            settling = [op.sent for op in by_key[("commit", rid)] + by_key[("release", rid)]]
+            hold = db.holds.get((account, other.key))
+            if other.args["ttl_seconds"] >= 60 and hold and hold["status"] != "expired" and not hold["late"]:
+                held.append((other.done, min(settling, default=_NEVER), other.result["held"]))
+        credit_sum, debit_sum = _Prefix(credits), _Prefix(debits)
+        open_holds = _OpenHolds(held)
+        for r in sorted(firsts, key=lambda op: op.sent):
+            bound = credit_sum.before(r.done) - debit_sum.before(r.sent) - open_holds.during(r.sent, r.done)
+            found.expect(
+                r.result["held"] <= bound,
+                "admission",
+                account,
+                f"Reserve {r.key} held {r.result['held']} when at most {bound} could have been available",
+            )
+
+
+_NEVER = 2**62
+
+
+class _Prefix:
+    """Sum of tokens of the events before a logical time."""
+
+    def __init__(self, events: list[tuple[int, int]]) -> None:
+        events = sorted(events)
+        self.times = [t for t, _ in events]
+        self.sums = list(itertools.accumulate((n for _, n in events), initial=0))
+
+    def before(self, time: int) -> int:
+        return self.sums[bisect.bisect_left(self.times, time)]
+
+
+class _OpenHolds:
+    """Tokens of holds answered before `sent` whose first settling call came after `done`: a
+    sweep over Reserves in order of sending, with a Fenwick tree keyed by settling time."""
+
+    def __init__(self, holds: list[tuple[int, int, int]]) -> None:
+        self.holds = sorted(holds)
+        self.keys = sorted({settled for _, settled, _ in holds})
+        self.tree = [0] * (len(self.keys) + 1)
+        self.added = self.total = 0
+
+    def during(self, sent: int, done: int) -> int:
+        """Call with non-decreasing `sent`."""
+        while self.added < len(self.holds) and self.holds[self.added][0] < sent:
+            _, settled, tokens = self.holds[self.added]
+            i = bisect.bisect_left(self.keys, settled) + 1
+            while i < len(self.tree):
+                self.tree[i] += tokens
+                i += i & -i
+            self.total += tokens
+            self.added += 1
+        i, settled_by_done = bisect.bisect_right(self.keys, done), 0
+        while i > 0:
+            settled_by_done += self.tree[i]
+            i -= i & -i
+        return self.total - settled_by_done
+
+
+def _first_acked(ops: list[Op]) -> Op | None:
+    return next((op for op in ops if op.acked), None)

@@ -1,0 +1,74 @@
+"""The chaos run's report: what ran, what was injected, what was checked, what was found."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class ScenarioReport:
+    name: str
+    ops_before: int = 0
+    ops: int = 0
+    acked: int = 0
+    faults: int = 0
+    recovery_seconds: float | None = None  # from the fault until a Reserve was answered again
+    checks: int = 0
+    violations: list[str] = field(default_factory=list)
+    skipped: str = ""
+
+    def line(self) -> str:
+        if self.skipped:
+            return f"{self.name:<44} skipped: {self.skipped}"
+        recovery = f"{self.recovery_seconds:6.2f}" if self.recovery_seconds is not None else "     -"
+        return (
+            f"{self.name:<44} {self.ops:>7} {self.acked:>7} {self.faults:>6} {recovery:>10} "
+            f"{self.checks:>8} {len(self.violations):>10}"
+        )
+
+
+HEADER = f"{'scenario':<44} {'ops':>7} {'acked':>7} {'faults':>6} {'serving s':>10} {'checks':>8} {'violations':>10}"
+
+
+@dataclass
+class ChaosReport:
+    seconds_per_scenario: float
+    clients: int
+    seconds: float = 0.0
+    scenarios: list[ScenarioReport] = field(default_factory=list)
+    operations: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> outcome -> count
+    bugs: list[str] = field(default_factory=list)  # INTERNAL/UNKNOWN/5xx answers, workload crashes
+    unanswered: list[str] = field(default_factory=list)  # operations no retry got an answer to
+
+    @property
+    def violations(self) -> list[str]:
+        return [v for s in self.scenarios for v in s.violations] + self.bugs
+
+    @property
+    def clean(self) -> bool:
+        return not self.violations
+
+    def render(self) -> str:
+        lines = [HEADER, "-" * len(HEADER), *(s.line() for s in self.scenarios), ""]
+        lines.append(f"{'operation':<10} {'acked':>8} {'refused':>8} {'unknown':>8}")
+        for kind, row in sorted(self.operations.items()):
+            lines.append(f"{kind:<10} {row['acked']:>8} {row['refused']:>8} {row['unknown']:>8}")
+        total = sum(sum(row.values()) for row in self.operations.values())
+        acked = sum(row["acked"] for row in self.operations.values())
+        lines += [
+            "",
+            f"{total} operations ({acked} acknowledged) from {self.clients} clients in {self.seconds:.0f} s; "
+            f"{sum(s.faults for s in self.scenarios)} faults; {sum(s.checks for s in self.scenarios)} checks; "
+            f"{len(self.violations)} violations",
+        ]
+        lines += [f"VIOLATION {v}" for v in self.violations[:50]]
+        lines += [f"UNANSWERED {u}" for u in self.unanswered[:50]]
+        return "\n".join(lines)
+
+    def save(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "chaos.json"
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        return path

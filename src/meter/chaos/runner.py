@@ -1,0 +1,256 @@
+"""`meter chaos`: the workload against real servers on a real PostgreSQL, one fault per scenario,
+and the checker after each (while nothing is in flight).
+
+The servers are `meter serve` subprocesses (they can be SIGKILLed); Stripe's webhooks reach them
+through a separate `meter webhooks` adapter process, so the adapter stays up while meter is down.
+The clock scenario runs its server in this process, because only there can the clock be moved;
+it comes last, since the clock does not go back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meter import bootstrap
+from meter.chaos import checker
+from meter.chaos.history import History, Outcome
+from meter.chaos.report import ChaosReport, ScenarioReport
+from meter.chaos.workload import Settings as WorkloadSettings
+from meter.chaos.workload import Workload
+from meter.config import Settings
+from meter.storage.clock import DatabaseClock
+from meter.storage.database import create_engine
+from meter.storage.embedded import EmbeddedPostgres
+from meter.storage.migrate import upgrade_async
+from meter.testbed import ServerProcess, free_port, fresh_database
+
+SECRET = "whsec_chaos"
+SCENARIOS = (
+    "no fault",
+    "server killed (SIGKILL) and restarted",
+    "database connections terminated",
+    "postgres restarted",
+    "webhook adapter up, meter down",
+    "two replicas, both sweeping, short holds",
+    "clock moved across a period boundary",
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    seconds: float = 20.0  # per scenario
+    clients: int = 16
+    seed: int = 1
+    scenarios: tuple[str, ...] = SCENARIOS
+    data_dir: Path = Path(".meter-chaos")
+    database_url: str | None = None  # a server to create the database on (else embedded)
+
+
+@dataclass
+class _Bed:
+    url: str
+    engine: AsyncEngine
+    postgres: EmbeddedPostgres | None
+    primary: ServerProcess
+    adapter: subprocess.Popen[bytes]
+    webhook_url: str
+    workload: Workload
+    history: History
+    extra: list[ServerProcess] = field(default_factory=list)
+
+
+async def chaos(options: Options, progress: Callable[[str], None] = print) -> ChaosReport:
+    postgres = None
+    server_url = options.database_url
+    if not server_url:
+        postgres = await asyncio.to_thread(EmbeddedPostgres, options.data_dir)
+        server_url = postgres.url
+    url = await fresh_database(server_url, "meter_chaos")
+    await upgrade_async(url)
+    engine = create_engine(url, pool_size=2)
+    primary = ServerProcess(url, {"METER_STRIPE_WEBHOOK_SECRET": SECRET, "METER_SHUTDOWN_GRACE_SECONDS": "3"})
+    http = f"127.0.0.1:{free_port()}"
+    adapter = subprocess.Popen(
+        [sys.executable, "-m", "meter.cli", "webhooks", "--target", primary.address],
+        env=primary.env | {"METER_HTTP_ADDR": http},
+        stdout=subprocess.DEVNULL,
+    )
+    history = History()
+    webhook_url = f"http://{http}/webhooks/stripe"
+    workload = Workload(history, [primary.address], webhook_url, SECRET, WorkloadSettings(), options.seed)
+    bed = _Bed(url, engine, postgres, primary, adapter, webhook_url, workload, history)
+    report = ChaosReport(seconds_per_scenario=options.seconds, clients=options.clients)
+    started = time.monotonic()
+    try:
+        await primary.ready()
+        await workload.fund()
+        for name in options.scenarios:
+            scenario = await _scenario(bed, name, options)
+            report.scenarios.append(scenario)
+            progress(scenario.line())
+    finally:
+        report.seconds = time.monotonic() - started
+        report.operations = history.counts()
+        report.bugs = list(workload.bugs)
+        report.unanswered = [
+            f"{op.kind} {op.key} after {op.attempts} attempts: {op.reason}"
+            for op in history.ops
+            if op.outcome is Outcome.UNKNOWN
+        ]
+        await _tear_down(bed)
+    return report
+
+
+async def _tear_down(bed: _Bed) -> None:
+    """Stop everything, even after a failure half-way (no server or database left running)."""
+    try:
+        await bed.workload.close()
+    finally:
+        for server in [bed.primary, *bed.extra]:
+            try:
+                server.stop()
+            except subprocess.TimeoutExpired:
+                server.kill()
+        bed.adapter.terminate()
+        bed.adapter.wait(timeout=30)
+        try:
+            await bed.engine.dispose()
+        finally:
+            if bed.postgres is not None:
+                await asyncio.to_thread(bed.postgres.stop)
+
+
+async def _scenario(bed: _Bed, name: str, options: Options) -> ScenarioReport:
+    fault, after = _FAULTS[name]
+    scenario = ScenarioReport(name, ops_before=len(bed.history.ops))
+    if name == SCENARIOS[3] and bed.postgres is None:
+        scenario.skipped = "PostgreSQL is not ours to restart (METER_DATABASE_URL is set)"
+        return scenario
+    if name == SCENARIOS[6]:
+        return await _clock_scenario(bed, scenario, options)
+    if name == SCENARIOS[5]:
+        replica = ServerProcess(bed.url, {"METER_STRIPE_WEBHOOK_SECRET": SECRET})
+        bed.extra.append(replica)
+        await replica.ready()
+        bed.workload.retarget([bed.primary.address, replica.address])
+        bed.workload.settings.short_ttl_share = 0.25
+    await _run_with_fault(bed, scenario, options, fault)
+    if after:
+        await after(bed)
+    await _check(bed, scenario)
+    return scenario
+
+
+async def _run_with_fault(
+    bed: _Bed, scenario: ScenarioReport, options: Options, fault: Callable[[_Bed], Awaitable[None]] | None
+) -> None:
+    end = time.monotonic() + options.seconds
+    clients = [asyncio.create_task(bed.workload.client(lambda: time.monotonic() > end)) for _ in range(options.clients)]
+    if fault is not None:
+        await asyncio.sleep(options.seconds / 3)
+        injected = time.monotonic()
+        await fault(bed)
+        scenario.faults += 1
+        await bed.workload.probe()
+        scenario.recovery_seconds = time.monotonic() - injected
+    await asyncio.gather(*clients)
+
+
+async def _check(bed: _Bed, scenario: ScenarioReport) -> None:
+    await bed.engine.dispose()  # its connections may have been terminated by the fault
+    findings = await checker.check(bed.engine, bed.history)
+    scenario.checks = findings.checks
+    scenario.violations = [str(v) for v in findings.violations]
+    scenario.ops = len(bed.history.ops) - scenario.ops_before
+    scenario.acked = sum(op.acked for op in bed.history.ops[scenario.ops_before :])
+
+
+# --- the faults ----------------------------------------------------------------------------
+
+
+async def _kill_and_restart(bed: _Bed) -> None:
+    bed.primary.kill()
+    bed.primary.start()  # what a supervisor does: no manual step
+
+
+async def _terminate_connections(bed: _Bed) -> None:
+    url = make_url(bed.url)
+    admin = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+    try:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()
+
+
+async def _restart_postgres(bed: _Bed) -> None:
+    assert bed.postgres is not None
+    await asyncio.to_thread(bed.postgres.restart)
+
+
+async def _meter_down(bed: _Bed) -> None:
+    """Meter stops for a few seconds while the adapter keeps answering Stripe (503: retry)."""
+    bed.primary.stop()
+    await asyncio.sleep(3)
+    bed.primary.start()
+
+
+async def _replica_leaves(bed: _Bed) -> None:
+    bed.workload.retarget([bed.primary.address])
+    bed.workload.settings.short_ttl_share = 0.0
+    for replica in bed.extra:
+        replica.stop()
+    bed.extra.clear()
+
+
+_FAULTS: dict[str, tuple[Callable[[_Bed], Awaitable[None]] | None, Callable[[_Bed], Awaitable[None]] | None]] = {
+    SCENARIOS[0]: (None, None),
+    SCENARIOS[1]: (_kill_and_restart, None),
+    SCENARIOS[2]: (_terminate_connections, None),
+    SCENARIOS[3]: (_restart_postgres, None),
+    SCENARIOS[4]: (_meter_down, None),
+    SCENARIOS[5]: (_kill_and_restart, _replica_leaves),  # one replica dies while the other serves
+    SCENARIOS[6]: (None, None),
+}
+
+
+async def _clock_scenario(bed: _Bed, scenario: ScenarioReport, options: Options) -> ScenarioReport:
+    """The subprocess gives way to a server in this process on the same ports, whose clock jumps
+    to just after the next calendar month starts: every account's period ends mid-traffic."""
+    bed.primary.stop()
+    clock = DatabaseClock()
+    settings = replace(
+        Settings(),
+        database_url=bed.url,
+        grpc_addr=bed.primary.address,
+        http_addr=bed.primary.http_address,
+        stripe_webhook_secrets=(SECRET,),
+        shutdown_grace_seconds=3.0,
+    )
+    service = await bootstrap.start(settings, clock=clock)
+    try:
+
+        async def jump(_: _Bed) -> None:
+            now = datetime.now(UTC) + clock.offset
+            month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            boundary = (month + timedelta(days=32)).replace(day=1)
+            clock.advance(boundary - now + timedelta(seconds=30))
+
+        await _run_with_fault(bed, scenario, options, jump)
+        await _check(bed, scenario)
+    finally:
+        await service.stop()
+    return scenario

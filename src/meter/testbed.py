@@ -1,0 +1,101 @@
+"""A local test bed for `meter bench` and `meter chaos`: a fresh database on the embedded or the
+configured PostgreSQL, and real `meter serve` processes that can be killed and started again on
+the same ports (so clients reconnect to the same address, as they would to a restarted pod)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import asyncpg
+import grpc
+import psutil
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import make_url
+
+
+async def fresh_database(server_url: str, prefix: str) -> str:
+    """A new, empty database on the server at `server_url`, and its URL."""
+    url = make_url(server_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ServerProcess:
+    """`meter serve` in a subprocess on ports fixed at construction, restartable."""
+
+    def __init__(self, database_url: str, extra_env: dict[str, str] | None = None) -> None:
+        self.address = f"127.0.0.1:{free_port()}"
+        self.http_address = f"127.0.0.1:{free_port()}"
+        self.env = {
+            **os.environ,
+            "METER_DATABASE_URL": database_url,
+            "METER_GRPC_ADDR": self.address,
+            "METER_HTTP_ADDR": self.http_address,
+            "METER_LOG_LEVEL": "WARNING",
+            **(extra_env or {}),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def stats(self) -> psutil.Process:
+        assert self.process is not None
+        return psutil.Process(self.process.pid)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "meter.cli", "serve"], env=self.env, stdout=subprocess.DEVNULL
+        )
+
+    async def ready(self, within: float = 60.0) -> None:
+        """Wait until health says SERVING (polling, with a deadline)."""
+        deadline = time.monotonic() + within
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while True:
+                try:
+                    answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                if time.monotonic() > deadline or not self.running:
+                    raise RuntimeError("meter serve did not become ready")
+                await asyncio.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: no draining, no cleanup, as when a node dies."""
+        if self.running:
+            assert self.process is not None
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM and wait: the graceful stop; returns the exit code."""
+        if self.process is None:
+            return None
+        if self.running:
+            self.process.terminate()
+        return self.process.wait(timeout=timeout)

@@ -1,0 +1,37 @@
+"""The bounded chaos run (`meter chaos` in under two minutes): every fault scenario, the checker
+after each, no violation allowed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from meter.chaos.runner import SCENARIOS, Options, chaos
+
+FAULTS = set(SCENARIOS[1:6]) | {SCENARIOS[6]}
+
+
+async def test_no_fault_loses_or_double_counts_a_token(tmp_path: Path) -> None:
+    options = Options(
+        seconds=11.0,
+        clients=8,
+        seed=7,
+        data_dir=tmp_path / "pg",
+        database_url=os.environ.get("METER_TEST_DATABASE_URL"),
+    )
+    lines: list[str] = []
+    report = await chaos(options, progress=lines.append)
+
+    assert report.clean, report.render()
+    ran = [s for s in report.scenarios if not s.skipped]
+    assert [s.name for s in report.scenarios] == list(SCENARIOS)
+    for scenario in ran:
+        assert scenario.acked > 50, scenario
+        assert scenario.checks > 1000, scenario
+        if scenario.name in FAULTS:
+            assert scenario.faults == 1 and scenario.recovery_seconds is not None, scenario
+    for kind in ("reserve", "commit", "release", "extend", "balance", "adjust", "purchase", "refund"):
+        assert report.operations[kind]["acked"] > 0, (kind, report.operations)
+    # Late and repeated calls were refused for the right reasons, not just acknowledged.
+    assert report.operations["commit"]["refused"] + report.operations["release"]["refused"] > 0
+    assert len(lines) == len(SCENARIOS)

@@ -1,0 +1,68 @@
+"""The checker is not vacuous: a double credit that `meter audit` cannot see (buckets and ledger
+agree), an acknowledged operation that never landed and a Reserve admitted beyond any possible
+balance are all reported."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meter.chaos import checker
+from meter.chaos.history import History
+from meter.chaos.workload import Settings, Workload
+from support import WEBHOOK_SECRET, RunningMeter
+
+
+async def _short_run(meter: RunningMeter) -> tuple[History, Workload]:
+    history = History()
+    workload = Workload(
+        history, [meter.address], meter.webhook_url, WEBHOOK_SECRET, Settings(hot_accounts=1, cold_accounts=2), seed=3
+    )
+    await workload.fund()
+    await workload.client(lambda: len(history.ops) >= 150)
+    await workload.close()
+    assert not workload.bugs
+    return history, workload
+
+
+async def test_a_real_run_is_clean(meter: RunningMeter, engine: AsyncEngine) -> None:
+    history, workload = await _short_run(meter)
+    findings = await checker.check(engine, history, workload.accounts)
+    assert findings.violations == []
+    assert findings.checks > 150
+
+
+async def test_a_double_credit_the_audit_cannot_see_is_found(meter: RunningMeter, engine: AsyncEngine) -> None:
+    history, workload = await _short_run(meter)
+    bought = next(op for op in history.of("purchase") if op.acked)
+    async with engine.begin() as connection:
+        # The same payment credited again, with the bucket moved to match: the audit stays clean.
+        await connection.execute(
+            text(
+                "INSERT INTO ledger_entries (account_id, created_at, kind, pool, amount, ref) "
+                "VALUES (:a, now(), 'purchase', 'purchased', 1000, :ref)"
+            ),
+            {"a": bought.account, "ref": bought.key},
+        )
+        await connection.execute(
+            text(
+                "UPDATE buckets SET available = available + 1000 "
+                "WHERE account_id = :a AND pool = 'purchased' AND bucket = 0"
+            ),
+            {"a": bought.account},
+        )
+    lost = history.begin("adjust", bought.account, "adj-never-applied", delta=100)
+    history.ack(lost, available=0)
+    greedy = history.begin(
+        "reserve", bought.account, "req-greedy", reuse=False, input_tokens=10**9, max_output_tokens=0, ttl_seconds=600
+    )
+    history.ack(greedy, reservation_id=f"{bought.account}/{'0' * 32}", held=10**9)
+
+    findings = await checker.check(engine, history, workload.accounts)
+
+    found = {(v.check, v.account) for v in findings.violations}
+    assert ("credited twice", bought.account) in found
+    assert ("ledger = model", bought.account) in found
+    assert any(v.check == "adjust" and "adj-never-applied" in v.detail for v in findings.violations)
+    assert ("admission", bought.account) in found
+    assert not any(v.check == "audit" for v in findings.violations)
