@@ -124,3 +124,5 @@ class TestVerification:
             verified_event(payload, signature(payload), ["whsec_other"])
         with pytest.raises(NotAnEvent):
             verified_event(b"[]", signature(b"[]"), ["whsec_test_meter"])
+        with pytest.raises(NotAnEvent):  # found by test_hostile_input: the stripe library raised UnicodeDecodeError
+            verified_event(b"\x80", "t=1,v1=zz", ["whsec_test_meter"])

@@ -21,6 +21,10 @@ def verified_event(payload: bytes, signature: str | None, secrets: Sequence[str]
     the tolerance; raises NotAnEvent otherwise."""
     if not signature:
         raise NotAnEvent("missing Stripe-Signature header")
+    try:
+        payload.decode("utf-8")  # the stripe library decodes it, and raises on bytes that are not UTF-8
+    except UnicodeDecodeError as exc:
+        raise NotAnEvent("body is not UTF-8 JSON") from exc
     for secret in secrets:
         try:
             stripe.WebhookSignature.verify_header(payload, signature, secret, tolerance=TOLERANCE_SECONDS)
