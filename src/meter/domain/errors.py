@@ -197,3 +197,11 @@ class StorageUnavailable(MeterError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(f"storage unavailable: {detail}; retry with the same key")
+
+
+class ShuttingDown(MeterError):
+    reason = "SHUTTING_DOWN"
+    category = ErrorCategory.UNAVAILABLE
+
+    def __init__(self) -> None:
+        super().__init__("this server is shutting down and did not start the call; retry with the same key")

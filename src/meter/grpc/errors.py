@@ -12,6 +12,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from meter.domain.errors import ErrorCategory, MeterError
+from meter.grpc.drain import Drain
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +44,26 @@ def internal_status() -> grpc.Status:
 S = TypeVar("S")
 
 
-def translate_errors(servicer: S, service: type) -> S:
+def translate_errors(servicer: S, service: type, drain: Drain) -> S:
     """Wrap every RPC of `service` that `servicer` implements so that a MeterError becomes its
-    status and anything else (a bug) is logged with its traceback and answered INTERNAL.
+    status and anything else (a bug) is logged with its traceback and answered INTERNAL; and so
+    that `drain` knows the calls in flight and refuses new ones once the server is stopping.
 
     Wrapped once at start rather than in a server interceptor: an interceptor builds a new
     method handler on every call, which measured about 3 % of the server's CPU at load."""
     for name, member in vars(service).items():
         if callable(member) and not name.startswith("_"):
-            setattr(servicer, name, _translating(getattr(servicer, name), name))
+            setattr(servicer, name, _translating(getattr(servicer, name), name, drain))
     return servicer
 
 
-def _translating(inner: Callable[[Any, Any], Awaitable[Any]], method: str) -> Callable[[Any, Any], Awaitable[Any]]:
+def _translating(
+    inner: Callable[[Any, Any], Awaitable[Any]], method: str, drain: Drain
+) -> Callable[[Any, Any], Awaitable[Any]]:
     async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return await inner(request, context)
+            with drain.call():
+                return await inner(request, context)
         except MeterError as error:
             await context.abort_with_status(to_status(error))
         except Exception:

@@ -1,0 +1,47 @@
+"""Graceful stop, done by meter rather than left to gRPC: calls in flight are counted, new ones
+are refused with UNAVAILABLE SHUTTING_DOWN (nothing started, so a retry elsewhere is safe), and
+the server stops only once the calls in flight have finished or the grace is spent.
+
+grpc.aio's own `server.stop(grace)` was seen cancelling calls whose handlers were awaiting the
+database (CANCELLED at the first millisecond of the stop, under load): by the time it runs here,
+no handler is busy any more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+from meter.domain.errors import ShuttingDown
+
+
+class Drain:
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def call(self) -> Iterator[None]:
+        """Around one RPC's handler; raises ShuttingDown when the server is stopping."""
+        if self.draining:
+            raise ShuttingDown()
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
+
+    async def start(self, grace_seconds: float) -> bool:
+        """Refuse new calls and wait for the ones in flight; False if the grace ran out first."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace_seconds)
+        except TimeoutError:
+            return False
+        return True
