@@ -50,3 +50,5 @@ class EmbeddedPostgres:
         run = {"pgdata": self._server.pgdata, "user": self._server.system_user, "timeout": 60}
         pg_ctl(["-w", "-m", "fast", "stop"], **run)
         pg_ctl(["-w", "-o", '-h ""', "-o", f"-k {info.socket_dir}", "-l", str(self._server.log), "start"], **run)
+        # The library stops only the postmaster it knows of: tell it about the new one.
+        self._server._postmaster_info = PostmasterInfo.read_from_pgdata(self._server.pgdata)
