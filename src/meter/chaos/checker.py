@@ -55,6 +55,17 @@ class _Database:
     adjustments: dict[tuple[str, str], int]  # (account, request_id) -> delta
 
 
+@dataclass
+class _Evidence:
+    """What every check reads: the database, the history, its operations by (kind, key), and the
+    ledger entries by (kind, reservation or ref)."""
+
+    db: _Database
+    history: History
+    by_key: dict[tuple[str, str], list[Op]]
+    entries: dict[tuple[str, str], list[dict[str, Any]]]
+
+
 async def _read(engine: AsyncEngine, accounts: list[str] | None) -> _Database:
     scope = " WHERE CAST(:accounts AS text[]) IS NULL OR account_id = ANY(CAST(:accounts AS text[]))"
     params = {"accounts": accounts}
@@ -116,10 +127,11 @@ async def check(engine: AsyncEngine, history: History, accounts: list[str] | Non
         entries[(entry["kind"], entry["reservation_id"] or entry["ref"] or "")].append(entry)
         found.expect(entry["kind"] in EXPLAINED_KINDS, "ledger", entry["account_id"], f"unexpected entry {entry}")
 
-    charged = _holds(found, db, history, by_key, entries)
-    credited = _purchases(found, db, history, by_key, entries)
-    refunded = _refunds(found, db, history, entries)
-    adjusted = _adjustments(found, db, history, by_key, entries)
+    evidence = _Evidence(db, history, by_key, entries)
+    charged = _holds(found, evidence)
+    credited = _purchases(found, evidence)
+    refunded = _refunds(found, evidence)
+    adjusted = _adjustments(found, evidence)
     _debt_payments(found, entries)
     _balances(found, history)
     _admission(found, db, history, by_key)
@@ -140,14 +152,9 @@ async def check(engine: AsyncEngine, history: History, accounts: list[str] | Non
     return found
 
 
-def _holds(
-    found: Findings,
-    db: _Database,
-    history: History,
-    by_key: dict[tuple[str, str], list[Op]],
-    entries: dict[tuple[str, str], list[dict[str, Any]]],
-) -> dict[str, int]:
+def _holds(found: Findings, ev: _Evidence) -> dict[str, int]:
     """Reserve, Commit, Release: each hold asked for once, settled once, charged what was used."""
+    db, history, by_key, entries = ev.db, ev.history, ev.by_key, ev.entries
     charged: dict[str, int] = defaultdict(int)
     reserves = [op for op in history.of("reserve") if not op.args["reuse"]]
     sent = {(op.account, op.key): op for op in reserves}
@@ -222,14 +229,9 @@ def _holds(
     return charged
 
 
-def _purchases(
-    found: Findings,
-    db: _Database,
-    history: History,
-    by_key: dict[tuple[str, str], list[Op]],
-    entries: dict[tuple[str, str], list[dict[str, Any]]],
-) -> dict[str, int]:
+def _purchases(found: Findings, ev: _Evidence) -> dict[str, int]:
     """Every payment credited exactly once if acknowledged, at most once if not, never unasked."""
+    db, history, entries = ev.db, ev.history, ev.entries
     credited: dict[str, int] = defaultdict(int)
     sent = {op.key: op.account for op in history.of("purchase")}
     found.expect(db.purchase_rows == len(db.purchases), "purchase", "*", "a payment_ref recorded on two accounts")
@@ -249,10 +251,9 @@ def _purchases(
     return credited
 
 
-def _refunds(
-    found: Findings, db: _Database, history: History, entries: dict[tuple[str, str], list[dict[str, Any]]]
-) -> dict[str, int]:
+def _refunds(found: Findings, ev: _Evidence) -> dict[str, int]:
     """Refunds take the refunded share of the pack back once, whatever the order of the events."""
+    db, history, entries = ev.db, ev.history, ev.entries
     refunded: dict[str, int] = defaultdict(int)
     amounts: dict[str, list[Op]] = defaultdict(list)
     for op in history.of("refund"):
@@ -273,13 +274,9 @@ def _refunds(
     return refunded
 
 
-def _adjustments(
-    found: Findings,
-    db: _Database,
-    history: History,
-    by_key: dict[tuple[str, str], list[Op]],
-    entries: dict[tuple[str, str], list[dict[str, Any]]],
-) -> dict[str, int]:
+def _adjustments(found: Findings, ev: _Evidence) -> dict[str, int]:
+    """Adjustments applied once, as sent; acknowledged ones all there."""
+    db, history, by_key, entries = ev.db, ev.history, ev.by_key, ev.entries
     adjusted: dict[str, int] = defaultdict(int)
     sent = {(op.account, op.key): op.args["delta"] for op in history.of("adjust")}
     for (account, key), delta in db.adjustments.items():
