@@ -62,7 +62,7 @@ def _translating(
 ) -> Callable[[Any, Any], Awaitable[Any]]:
     async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            with drain.call():
+            with drain:
                 return await inner(request, context)
         except MeterError as error:
             await context.abort_with_status(to_status(error))
