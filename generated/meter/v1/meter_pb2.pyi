@@ -15,6 +15,7 @@ class Pool(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     POOL_UNSPECIFIED: _ClassVar[Pool]
     POOL_ALLOWANCE: _ClassVar[Pool]
     POOL_PURCHASED: _ClassVar[Pool]
+    POOL_DEBT: _ClassVar[Pool]
 
 class WarningLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -47,9 +48,23 @@ class ReservationStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESERVATION_STATUS_COMMITTED: _ClassVar[ReservationStatus]
     RESERVATION_STATUS_RELEASED: _ClassVar[ReservationStatus]
     RESERVATION_STATUS_EXPIRED: _ClassVar[ReservationStatus]
+
+class EntryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENTRY_KIND_UNSPECIFIED: _ClassVar[EntryKind]
+    ENTRY_KIND_SUBSCRIPTION_GRANT: _ClassVar[EntryKind]
+    ENTRY_KIND_EXPIRY: _ClassVar[EntryKind]
+    ENTRY_KIND_USAGE: _ClassVar[EntryKind]
+    ENTRY_KIND_PURCHASE: _ClassVar[EntryKind]
+    ENTRY_KIND_ADJUSTMENT: _ClassVar[EntryKind]
+    ENTRY_KIND_DEBT_PAYMENT: _ClassVar[EntryKind]
+    ENTRY_KIND_REFUND: _ClassVar[EntryKind]
+    ENTRY_KIND_DISPUTE_FREEZE: _ClassVar[EntryKind]
+    ENTRY_KIND_DISPUTE_RELEASE: _ClassVar[EntryKind]
 POOL_UNSPECIFIED: Pool
 POOL_ALLOWANCE: Pool
 POOL_PURCHASED: Pool
+POOL_DEBT: Pool
 WARNING_LEVEL_UNSPECIFIED: WarningLevel
 WARNING_LEVEL_NONE: WarningLevel
 WARNING_LEVEL_PERCENT_80: WarningLevel
@@ -70,6 +85,16 @@ RESERVATION_STATUS_OPEN: ReservationStatus
 RESERVATION_STATUS_COMMITTED: ReservationStatus
 RESERVATION_STATUS_RELEASED: ReservationStatus
 RESERVATION_STATUS_EXPIRED: ReservationStatus
+ENTRY_KIND_UNSPECIFIED: EntryKind
+ENTRY_KIND_SUBSCRIPTION_GRANT: EntryKind
+ENTRY_KIND_EXPIRY: EntryKind
+ENTRY_KIND_USAGE: EntryKind
+ENTRY_KIND_PURCHASE: EntryKind
+ENTRY_KIND_ADJUSTMENT: EntryKind
+ENTRY_KIND_DEBT_PAYMENT: EntryKind
+ENTRY_KIND_REFUND: EntryKind
+ENTRY_KIND_DISPUTE_FREEZE: EntryKind
+ENTRY_KIND_DISPUTE_RELEASE: EntryKind
 
 class Balance(_message.Message):
     __slots__ = ("account_id", "allowance_remaining", "purchased_remaining", "held", "available", "debt", "plan_id", "period_start", "period_end", "allowance_total", "used_this_period", "warning_level")
@@ -447,3 +472,46 @@ class GetWebhookEventResponse(_message.Message):
     status: EventStatus
     reason: str
     def __init__(self, event: _Optional[_Union[WebhookEvent, _Mapping]] = ..., account_id: _Optional[str] = ..., status: _Optional[_Union[EventStatus, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class LedgerEntry(_message.Message):
+    __slots__ = ("entry_id", "created_at", "kind", "pool", "amount", "reservation_id", "ref", "note")
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    REF_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    entry_id: int
+    created_at: _timestamp_pb2.Timestamp
+    kind: EntryKind
+    pool: Pool
+    amount: int
+    reservation_id: str
+    ref: str
+    note: str
+    def __init__(self, entry_id: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., pool: _Optional[_Union[Pool, str]] = ..., amount: _Optional[int] = ..., reservation_id: _Optional[str] = ..., ref: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class ListLedgerEntriesRequest(_message.Message):
+    __slots__ = ("account_id", "page_size", "page_token", "kind", "to")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    page_size: int
+    page_token: str
+    kind: EntryKind
+    to: _timestamp_pb2.Timestamp
+    def __init__(self, account_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., to: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., **kwargs) -> None: ...
+
+class ListLedgerEntriesResponse(_message.Message):
+    __slots__ = ("entries", "next_page_token")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[LedgerEntry]
+    next_page_token: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[LedgerEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -105,6 +105,11 @@ class MeterServiceStub:
                 request_serializer=meter_dot_v1_dot_meter__pb2.GetWebhookEventRequest.SerializeToString,
                 response_deserializer=meter_dot_v1_dot_meter__pb2.GetWebhookEventResponse.FromString,
                 _registered_method=True)
+        self.ListLedgerEntries = channel.unary_unary(
+                '/meter.v1.MeterService/ListLedgerEntries',
+                request_serializer=meter_dot_v1_dot_meter__pb2.ListLedgerEntriesRequest.SerializeToString,
+                response_deserializer=meter_dot_v1_dot_meter__pb2.ListLedgerEntriesResponse.FromString,
+                _registered_method=True)
 
 
 class MeterServiceServicer:
@@ -225,6 +230,15 @@ class MeterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListLedgerEntries(self, request, context):
+        """An account's ledger, newest first, a page at a time. `next_page_token` continues the same
+        query; it is signed, so a changed token is refused (INVALID_ARGUMENT). Entries written while
+        paging appear on no page after the first (they are newer than where the listing started).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -292,6 +306,11 @@ def add_MeterServiceServicer_to_server(servicer, server):
                     servicer.GetWebhookEvent,
                     request_deserializer=meter_dot_v1_dot_meter__pb2.GetWebhookEventRequest.FromString,
                     response_serializer=meter_dot_v1_dot_meter__pb2.GetWebhookEventResponse.SerializeToString,
+            ),
+            'ListLedgerEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLedgerEntries,
+                    request_deserializer=meter_dot_v1_dot_meter__pb2.ListLedgerEntriesRequest.FromString,
+                    response_serializer=meter_dot_v1_dot_meter__pb2.ListLedgerEntriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -651,6 +670,33 @@ class MeterService:
             '/meter.v1.MeterService/GetWebhookEvent',
             meter_dot_v1_dot_meter__pb2.GetWebhookEventRequest.SerializeToString,
             meter_dot_v1_dot_meter__pb2.GetWebhookEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLedgerEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.MeterService/ListLedgerEntries',
+            meter_dot_v1_dot_meter__pb2.ListLedgerEntriesRequest.SerializeToString,
+            meter_dot_v1_dot_meter__pb2.ListLedgerEntriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,8 +12,10 @@ from meter.domain.balance import Balance, WarningLevel
 from meter.domain.errors import InvalidField
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
 from meter.domain.holds import HoldStatus
+from meter.domain.ledger import EntryKind
 from meter.domain.periods import Period
 from meter.domain.pools import PoolName
+from meter.service.ledger import Entry
 from meter.service.reversals import ReversalKind
 from meter.v1 import meter_pb2 as pb
 
@@ -169,4 +171,46 @@ def catalog(value: Catalog) -> pb.GetCatalogResponse:
             pb.Plan(id=p.id, monthly_allowance_tokens=p.monthly_allowance_tokens, per_account=p.per_account)
             for p in value.plans.values()
         ],
+    )
+
+
+_ENTRY_KINDS = {
+    pb.ENTRY_KIND_SUBSCRIPTION_GRANT: EntryKind.SUBSCRIPTION_GRANT,
+    pb.ENTRY_KIND_EXPIRY: EntryKind.EXPIRY,
+    pb.ENTRY_KIND_USAGE: EntryKind.USAGE,
+    pb.ENTRY_KIND_PURCHASE: EntryKind.PURCHASE,
+    pb.ENTRY_KIND_ADJUSTMENT: EntryKind.ADJUSTMENT,
+    pb.ENTRY_KIND_DEBT_PAYMENT: EntryKind.DEBT_PAYMENT,
+    pb.ENTRY_KIND_REFUND: EntryKind.REFUND,
+    pb.ENTRY_KIND_DISPUTE_FREEZE: EntryKind.DISPUTE_FREEZE,
+    pb.ENTRY_KIND_DISPUTE_RELEASE: EntryKind.DISPUTE_RELEASE,
+}
+_ENTRY_KIND_VALUES = {kind: value for value, kind in _ENTRY_KINDS.items()}
+_POOL_VALUES = {
+    PoolName.ALLOWANCE: pb.POOL_ALLOWANCE,
+    PoolName.PURCHASED: pb.POOL_PURCHASED,
+    PoolName.DEBT: pb.POOL_DEBT,
+}
+
+
+def entry_kind_filter(value: int) -> EntryKind | None:
+    """ENTRY_KIND_UNSPECIFIED: no filter."""
+    if value == pb.ENTRY_KIND_UNSPECIFIED:
+        return None
+    try:
+        return _ENTRY_KINDS[value]
+    except KeyError:
+        raise InvalidField("kind", "is not an EntryKind") from None
+
+
+def ledger_entry(value: Entry) -> pb.LedgerEntry:
+    return pb.LedgerEntry(
+        entry_id=value.entry_id,
+        created_at=timestamp(value.created_at),
+        kind=_ENTRY_KIND_VALUES[value.kind],
+        pool=_POOL_VALUES[value.pool],
+        amount=value.amount,
+        reservation_id=value.reservation_id,
+        ref=value.ref,
+        note=value.note,
     )

@@ -8,7 +8,7 @@ import grpc
 
 from meter.domain.errors import InvalidField
 from meter.service import balance as balance_case
-from meter.service import credits, events, extend, grants, plans, reserve, reversals, settle
+from meter.service import credits, events, extend, grants, ledger, plans, reserve, reversals, settle
 from meter.service.context import Meter
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
@@ -175,3 +175,19 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
 
     async def GetWebhookEvent(self, request: pb.GetWebhookEventRequest, context: Context) -> pb.GetWebhookEventResponse:
         return convert.stored_event(await events.get(self._meter, event_id=request.event_id))
+
+    async def ListLedgerEntries(
+        self, request: pb.ListLedgerEntriesRequest, context: Context
+    ) -> pb.ListLedgerEntriesResponse:
+        page = await ledger.list_entries(
+            self._meter,
+            account_id=request.account_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            kind=convert.entry_kind_filter(request.kind),
+            start=convert.optional_datetime(request, "from"),
+            end=convert.optional_datetime(request, "to"),
+        )
+        return pb.ListLedgerEntriesResponse(
+            entries=[convert.ledger_entry(e) for e in page.entries], next_page_token=page.next_page_token
+        )

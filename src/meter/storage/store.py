@@ -20,9 +20,10 @@ from meter.storage.bucket_queries import BucketQueries
 from meter.storage.credit_queries import CreditQueries
 from meter.storage.event_queries import EventQueries
 from meter.storage.hold_queries import HoldQueries, balance_from_row
+from meter.storage.ledger_queries import LedgerQueries
 
 
-class PostgresStore(AccountQueries, BucketQueries, HoldQueries, CreditQueries, EventQueries):
+class PostgresStore(AccountQueries, BucketQueries, HoldQueries, CreditQueries, EventQueries, LedgerQueries):
     async def append(self, account_id: str, entries: Sequence[LedgerEntry], now: datetime) -> None:
         entries = [e for e in entries if e.amount]
         if not entries:
