@@ -44,7 +44,10 @@ class ChaosReport:
 
     @property
     def violations(self) -> list[str]:
-        return [v for s in self.scenarios for v in s.violations] + self.bugs
+        """Invariants broken, bugs answered, and operations the service never answered again
+        (for 90 s of retries: it did not recover on its own)."""
+        unanswered = [f"unanswered: {u}" for u in self.unanswered]
+        return [v for s in self.scenarios for v in s.violations] + self.bugs + unanswered
 
     @property
     def clean(self) -> bool:
@@ -64,7 +67,6 @@ class ChaosReport:
             f"{len(self.violations)} violations",
         ]
         lines += [f"VIOLATION {v}" for v in self.violations[:50]]
-        lines += [f"UNANSWERED {u}" for u in self.unanswered[:50]]
         return "\n".join(lines)
 
     def save(self, folder: Path) -> Path:

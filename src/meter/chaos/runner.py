@@ -36,15 +36,14 @@ from meter.storage.migrate import upgrade_async
 from meter.testbed import ServerProcess, free_port, fresh_database
 
 SECRET = "whsec_chaos"
-SCENARIOS = (
-    "no fault",
-    "server killed (SIGKILL) and restarted",
-    "database connections terminated",
-    "postgres restarted",
-    "webhook adapter up, meter down",
-    "two replicas, both sweeping, short holds",
-    "clock moved across a period boundary",
-)
+NO_FAULT = "no fault"
+KILLED = "server killed (SIGKILL) and restarted"
+CONNECTIONS_TERMINATED = "database connections terminated"
+POSTGRES_RESTARTED = "postgres restarted"
+METER_DOWN = "webhook adapter up, meter down"
+REPLICAS = "two replicas, both sweeping, short holds"
+CLOCK_JUMP = "clock moved across a period boundary"
+SCENARIOS = (NO_FAULT, KILLED, CONNECTIONS_TERMINATED, POSTGRES_RESTARTED, METER_DOWN, REPLICAS, CLOCK_JUMP)
 
 
 @dataclass(frozen=True)
@@ -134,12 +133,12 @@ async def _tear_down(bed: _Bed) -> None:
 async def _scenario(bed: _Bed, name: str, options: Options) -> ScenarioReport:
     fault, after = _FAULTS[name]
     scenario = ScenarioReport(name, ops_before=len(bed.history.ops))
-    if name == SCENARIOS[3] and bed.postgres is None:
+    if name == POSTGRES_RESTARTED and bed.postgres is None:
         scenario.skipped = "PostgreSQL is not ours to restart (METER_DATABASE_URL is set)"
         return scenario
-    if name == SCENARIOS[6]:
+    if name == CLOCK_JUMP:
         return await _clock_scenario(bed, scenario, options)
-    if name == SCENARIOS[5]:
+    if name == REPLICAS:
         replica = ServerProcess(bed.url, {"METER_STRIPE_WEBHOOK_SECRET": SECRET})
         bed.extra.append(replica)
         await replica.ready()
@@ -217,13 +216,13 @@ async def _replica_leaves(bed: _Bed) -> None:
 
 
 _FAULTS: dict[str, tuple[Callable[[_Bed], Awaitable[None]] | None, Callable[[_Bed], Awaitable[None]] | None]] = {
-    SCENARIOS[0]: (None, None),
-    SCENARIOS[1]: (_kill_and_restart, None),
-    SCENARIOS[2]: (_terminate_connections, None),
-    SCENARIOS[3]: (_restart_postgres, None),
-    SCENARIOS[4]: (_meter_down, None),
-    SCENARIOS[5]: (_kill_and_restart, _replica_leaves),  # one replica dies while the other serves
-    SCENARIOS[6]: (None, None),
+    NO_FAULT: (None, None),
+    KILLED: (_kill_and_restart, None),
+    CONNECTIONS_TERMINATED: (_terminate_connections, None),
+    POSTGRES_RESTARTED: (_restart_postgres, None),
+    METER_DOWN: (_meter_down, None),
+    REPLICAS: (_kill_and_restart, _replica_leaves),  # one replica dies while the other serves
+    CLOCK_JUMP: (None, None),
 }
 
 
