@@ -268,7 +268,7 @@ def _refunds(found: Findings, ev: _Evidence) -> dict[str, int]:
         found.expect(final in sent and final >= acked, "refund", account, f"{session}: refunded {final}, acked {acked}")
         charge = "ch_" + session.removeprefix("cs_")
         taken = -sum(e["amount"] for e in entries[("refund", charge)])
-        due = PACK.tokens * final // PACK.amount_minor
+        due = PACK.tokens * final // PACK.price_minor
         found.expect(taken == due, "refund", account, f"{session}: {taken} tokens taken back for {final} refunded")
         refunded[account] += due
     return refunded

@@ -23,6 +23,7 @@ import stripe
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from meter import catalog as catalog_file
 from meter.chaos.history import History, Op
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
@@ -43,17 +44,8 @@ BUGS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 
 _HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
 MODEL = "basic"  # weights 1: held = input + max_output, charged = input + output
-
-
-@dataclass(frozen=True)
-class Pack:
-    id: str = "pack_1000_tokens"  # as in the packaged catalog
-    tokens: int = 1000
-    amount_minor: int = 100
-    currency: str = "usd"
-
-
-PACK = Pack()
+# The pack clients buy, as the servers (on the packaged catalog) sell it.
+PACK = catalog_file.load().pack("pack_1000_tokens")
 
 
 def reason_of(error: grpc.aio.AioRpcError) -> str:
@@ -315,7 +307,7 @@ class Workload:
             "payment_intent": bought.intent,
             "payment_status": "paid",
             "status": "complete",
-            "amount_total": PACK.amount_minor,
+            "amount_total": PACK.price_minor,
             "currency": PACK.currency,
             "metadata": {
                 "type": "token_pack_purchase",
@@ -339,14 +331,14 @@ class Workload:
         if not self.purchases:
             return await self.purchase()
         bought = self.rng.choice(self.purchases)
-        amount = self.rng.choice((50, 100))  # Stripe sends the cumulative amount refunded
+        amount = self.rng.choice((PACK.price_minor // 2, PACK.price_minor))  # cumulative, as Stripe sends it
         charge = {
             "id": bought.charge,
             "object": "charge",
             "payment_intent": bought.intent,
-            "amount": PACK.amount_minor,
+            "amount": PACK.price_minor,
             "amount_refunded": amount,
-            "refunded": amount == PACK.amount_minor,
+            "refunded": amount == PACK.price_minor,
             "invoice": None,
         }
         bought.refunded_sent.append(amount)

@@ -8,7 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from meter.domain.errors import InvalidField
 
@@ -32,7 +32,8 @@ def encode(cursor: Cursor, key: bytes) -> str:
 
 
 def decode(token: str, key: bytes, expected: Cursor) -> int:
-    """The entry to continue after, if `token` was issued for the listing `expected` describes."""
+    """The entry to continue after, if `token` was issued for the listing `expected` describes
+    (its `after` is ignored)."""
     if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 1:
         raise InvalidField("page_token", "is not a token this service issued")
     body, mac = token.split(".")
@@ -42,12 +43,7 @@ def decode(token: str, key: bytes, expected: Cursor) -> int:
         cursor = Cursor(**json.loads(base64.urlsafe_b64decode(body)))
     except (ValueError, TypeError) as exc:
         raise InvalidField("page_token", "is not a token this service issued") from exc
-    if (cursor.account_id, cursor.kind, cursor.start, cursor.end) != (
-        expected.account_id,
-        expected.kind,
-        expected.start,
-        expected.end,
-    ):
+    if replace(cursor, after=expected.after) != expected:
         raise InvalidField("page_token", "was issued for another account or other filters")
     return cursor.after
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from meter.domain import ids, pages
@@ -82,11 +82,7 @@ async def list_entries(
             for row in rows[:size]
         ]
         more = len(rows) > size
-        token = pages.encode(_at(listing, entries[-1].entry_id), key) if more else ""
+        token = pages.encode(replace(listing, after=entries[-1].entry_id), key) if more else ""
         return Page(entries, token)
 
     return await meter.storage.transaction(work)
-
-
-def _at(listing: pages.Cursor, entry_id: int) -> pages.Cursor:
-    return pages.Cursor(listing.account_id, listing.kind, listing.start, listing.end, after=entry_id)
