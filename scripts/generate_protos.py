@@ -10,6 +10,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from google.type import date_pb2
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,12 +20,15 @@ PROTOS = ROOT / "protos"
 def generate(out_dir: Path) -> None:
     """Run protoc on every proto under protos/ into out_dir (messages, stubs and .pyi)."""
     well_known = str(resources.files("grpc_tools") / "_proto")
+    # google/type/*.proto (and google/rpc) ship with googleapis-common-protos, beside its modules.
+    common = str(Path(date_pb2.__file__).resolve().parents[2])
     sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
     out_dir.mkdir(parents=True, exist_ok=True)
     args = [
         "grpc_tools.protoc",
         f"-I{PROTOS}",
         f"-I{well_known}",
+        f"-I{common}",
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
         f"--grpc_python_out={out_dir}",

@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.type import date_pb2 as _date_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -61,6 +62,12 @@ class EntryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ENTRY_KIND_REFUND: _ClassVar[EntryKind]
     ENTRY_KIND_DISPUTE_FREEZE: _ClassVar[EntryKind]
     ENTRY_KIND_DISPUTE_RELEASE: _ClassVar[EntryKind]
+
+class UsageGrouping(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    USAGE_GROUPING_UNSPECIFIED: _ClassVar[UsageGrouping]
+    USAGE_GROUPING_DAY: _ClassVar[UsageGrouping]
+    USAGE_GROUPING_MODEL: _ClassVar[UsageGrouping]
 POOL_UNSPECIFIED: Pool
 POOL_ALLOWANCE: Pool
 POOL_PURCHASED: Pool
@@ -95,6 +102,9 @@ ENTRY_KIND_DEBT_PAYMENT: EntryKind
 ENTRY_KIND_REFUND: EntryKind
 ENTRY_KIND_DISPUTE_FREEZE: EntryKind
 ENTRY_KIND_DISPUTE_RELEASE: EntryKind
+USAGE_GROUPING_UNSPECIFIED: UsageGrouping
+USAGE_GROUPING_DAY: UsageGrouping
+USAGE_GROUPING_MODEL: UsageGrouping
 
 class Balance(_message.Message):
     __slots__ = ("account_id", "allowance_remaining", "purchased_remaining", "held", "available", "debt", "plan_id", "period_start", "period_end", "allowance_total", "used_this_period", "warning_level")
@@ -515,3 +525,48 @@ class ListLedgerEntriesResponse(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[LedgerEntry]
     next_page_token: str
     def __init__(self, entries: _Optional[_Iterable[_Union[LedgerEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UsageTotals(_message.Message):
+    __slots__ = ("requests", "input_tokens", "output_tokens", "charged_tokens", "cost_micros", "unbilled_tokens")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CHARGED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_MICROS_FIELD_NUMBER: _ClassVar[int]
+    UNBILLED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    charged_tokens: int
+    cost_micros: int
+    unbilled_tokens: int
+    def __init__(self, requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., charged_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., unbilled_tokens: _Optional[int] = ...) -> None: ...
+
+class UsageRow(_message.Message):
+    __slots__ = ("day", "model", "totals")
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TOTALS_FIELD_NUMBER: _ClassVar[int]
+    day: _date_pb2.Date
+    model: str
+    totals: UsageTotals
+    def __init__(self, day: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., model: _Optional[str] = ..., totals: _Optional[_Union[UsageTotals, _Mapping]] = ...) -> None: ...
+
+class GetUsageRequest(_message.Message):
+    __slots__ = ("account_id", "to", "group_by")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    to: _date_pb2.Date
+    group_by: UsageGrouping
+    def __init__(self, account_id: _Optional[str] = ..., to: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., group_by: _Optional[_Union[UsageGrouping, str]] = ..., **kwargs) -> None: ...
+
+class GetUsageResponse(_message.Message):
+    __slots__ = ("rows", "total")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[UsageRow]
+    total: UsageTotals
+    def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., total: _Optional[_Union[UsageTotals, _Mapping]] = ...) -> None: ...

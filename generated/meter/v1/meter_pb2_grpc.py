@@ -110,6 +110,11 @@ class MeterServiceStub:
                 request_serializer=meter_dot_v1_dot_meter__pb2.ListLedgerEntriesRequest.SerializeToString,
                 response_deserializer=meter_dot_v1_dot_meter__pb2.ListLedgerEntriesResponse.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/meter.v1.MeterService/GetUsage',
+                request_serializer=meter_dot_v1_dot_meter__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=meter_dot_v1_dot_meter__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class MeterServiceServicer:
@@ -239,6 +244,16 @@ class MeterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsage(self, request, context):
+        """An account's usage summed by UTC day or by model over a range of days (`from` and `to`
+        included, at most 366 days), read from daily totals that every Commit adds to in the same
+        transaction as its charge: its cost does not grow with the account's history. Days and
+        models without committed calls are not listed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -311,6 +326,11 @@ def add_MeterServiceServicer_to_server(servicer, server):
                     servicer.ListLedgerEntries,
                     request_deserializer=meter_dot_v1_dot_meter__pb2.ListLedgerEntriesRequest.FromString,
                     response_serializer=meter_dot_v1_dot_meter__pb2.ListLedgerEntriesResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=meter_dot_v1_dot_meter__pb2.GetUsageRequest.FromString,
+                    response_serializer=meter_dot_v1_dot_meter__pb2.GetUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -697,6 +717,33 @@ class MeterService:
             '/meter.v1.MeterService/ListLedgerEntries',
             meter_dot_v1_dot_meter__pb2.ListLedgerEntriesRequest.SerializeToString,
             meter_dot_v1_dot_meter__pb2.ListLedgerEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.MeterService/GetUsage',
+            meter_dot_v1_dot_meter__pb2.GetUsageRequest.SerializeToString,
+            meter_dot_v1_dot_meter__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

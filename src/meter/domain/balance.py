@@ -15,6 +15,22 @@ class WarningLevel(enum.Enum):
     PERCENT_95 = "95"
     EXHAUSTED = "exhausted"
 
+    @property
+    def rank(self) -> int:
+        """0-4, in the order an account's usage reaches them (what the database stores)."""
+        return _LEVELS.index(self)
+
+    @classmethod
+    def of_rank(cls, rank: int) -> WarningLevel:
+        return _LEVELS[rank]
+
+    def crossed_since(self, announced: WarningLevel) -> list[WarningLevel]:
+        """The levels above `announced` up to this one: each is crossed once, even all at once."""
+        return list(_LEVELS[announced.rank + 1 : self.rank + 1])
+
+
+_LEVELS = tuple(WarningLevel)
+
 
 _THRESHOLDS = ((95, WarningLevel.PERCENT_95), (90, WarningLevel.PERCENT_90), (80, WarningLevel.PERCENT_80))
 
@@ -31,6 +47,8 @@ class Balance:
     purchased_held: int
     debt: int
     used_this_period: int
+    # The highest level already announced (logged and counted) in this period.
+    announced: WarningLevel = WarningLevel.NONE
 
     @property
     def held(self) -> int:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from google.protobuf import timestamp_pb2
+from google.type import date_pb2
 
 from meter.catalog import Catalog
 from meter.domain.amounts import format_millionths
@@ -15,6 +16,7 @@ from meter.domain.holds import HoldStatus
 from meter.domain.ledger import EntryKind
 from meter.domain.periods import Period
 from meter.domain.pools import PoolName
+from meter.domain.usage import UsageGrouping, UsageReport, UsageTotals
 from meter.service.ledger import Entry
 from meter.service.reversals import ReversalKind
 from meter.v1 import meter_pb2 as pb
@@ -213,4 +215,50 @@ def ledger_entry(value: Entry) -> pb.LedgerEntry:
         reservation_id=value.reservation_id,
         ref=value.ref,
         note=value.note,
+    )
+
+
+_GROUPINGS = {pb.USAGE_GROUPING_DAY: UsageGrouping.DAY, pb.USAGE_GROUPING_MODEL: UsageGrouping.MODEL}
+
+
+def usage_grouping(value: int) -> UsageGrouping:
+    try:
+        return _GROUPINGS[value]
+    except KeyError:
+        raise InvalidField("group_by", "must be USAGE_GROUPING_DAY or USAGE_GROUPING_MODEL") from None
+
+
+def optional_date(message: object, field: str) -> date | None:
+    """A google.type.Date field, or None when unset; a partial or impossible date is refused."""
+    if not message.HasField(field):  # type: ignore[attr-defined]
+        return None
+    value = getattr(message, field)
+    try:
+        return date(value.year, value.month, value.day)
+    except ValueError:
+        raise InvalidField(field, "must be a whole calendar date (year, month and day)") from None
+
+
+def usage_report(value: UsageReport) -> pb.GetUsageResponse:
+    return pb.GetUsageResponse(
+        rows=[
+            pb.UsageRow(
+                day=date_pb2.Date(year=row.day.year, month=row.day.month, day=row.day.day) if row.day else None,
+                model=row.model,
+                totals=usage_totals(row.totals),
+            )
+            for row in value.rows
+        ],
+        total=usage_totals(value.total),
+    )
+
+
+def usage_totals(value: UsageTotals) -> pb.UsageTotals:
+    return pb.UsageTotals(
+        requests=value.requests,
+        input_tokens=value.input_tokens,
+        output_tokens=value.output_tokens,
+        charged_tokens=value.charged_tokens,
+        cost_micros=value.cost_micros,
+        unbilled_tokens=value.unbilled_tokens,
     )

@@ -8,7 +8,7 @@ import grpc
 
 from meter.domain.errors import InvalidField
 from meter.service import balance as balance_case
-from meter.service import credits, events, extend, grants, ledger, plans, reserve, reversals, settle
+from meter.service import credits, events, extend, grants, ledger, plans, reserve, reversals, settle, usage
 from meter.service.context import Meter
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
@@ -191,3 +191,13 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
         return pb.ListLedgerEntriesResponse(
             entries=[convert.ledger_entry(e) for e in page.entries], next_page_token=page.next_page_token
         )
+
+    async def GetUsage(self, request: pb.GetUsageRequest, context: Context) -> pb.GetUsageResponse:
+        report = await usage.get_usage(
+            self._meter,
+            account_id=request.account_id,
+            first_day=convert.optional_date(request, "from"),
+            last_day=convert.optional_date(request, "to"),
+            grouping=convert.usage_grouping(request.group_by),
+        )
+        return convert.usage_report(report)

@@ -20,7 +20,7 @@ from meter.domain.errors import (
 from meter.domain.events import EventStatus, WebhookEvent
 from meter.domain.ledger import EntryKind, LedgerEntry
 from meter.domain.pools import PoolName, pool_total, rebalance
-from meter.service import events
+from meter.service import balance_warnings, events
 from meter.service.accounts import credit_pool, free_account, locked_current_account, open_account
 from meter.service.context import Meter
 from meter.service.ports import Conflict, Store
@@ -145,7 +145,9 @@ async def adjust(meter: Meter, *, account_id: str, pool: PoolName, delta: int, r
             await _debit(store, account_id, pool, -delta, request_id, reason, now)
         return await store.balance(account_id)
 
-    return await meter.storage.transaction(work)
+    balance = await meter.storage.transaction(work)
+    await balance_warnings.announce(meter, balance)
+    return balance
 
 
 async def _debit(

@@ -23,7 +23,7 @@ from meter.domain.events import EventStatus, WebhookEvent
 from meter.domain.ledger import EntryKind
 from meter.domain.periods import Period, calendar_month
 from meter.domain.pools import PoolName
-from meter.service import events
+from meter.service import balance_warnings, events
 from meter.service.accounts import credit_pool, locked_current_account, open_account
 from meter.service.context import Meter
 from meter.service.periods import begin_period
@@ -78,7 +78,9 @@ async def set_plan(
             monthly_allowance=_allowance(meter, plan_id, monthly_allowance_tokens),
             expire_allowance_now=expire_allowance_now,
         )
-        return await meter.storage.transaction(lambda store: _apply(meter, store, request, source_event))
+        change = await meter.storage.transaction(lambda store: _apply(meter, store, request, source_event))
+        await balance_warnings.announce(meter, change.balance)
+        return change
 
     return await events.rejecting(meter, events.event_account(account_id), source_event, run)
 

@@ -12,6 +12,7 @@ from meter.domain.balance import Balance
 from meter.domain.errors import AccountInDebt, AccountNotFound, InsufficientTokens, InvalidField
 from meter.domain.holds import Hold, HoldStatus, ReserveParams
 from meter.domain.pools import PoolName, draw, find_row, pool_total, rebalance
+from meter.service import balance_warnings
 from meter.service.context import Limits, Meter
 from meter.service.periods import roll_over_if_ended
 from meter.service.ports import Conflict, Store
@@ -94,7 +95,9 @@ async def reserve(
     )
     fast = await meter.storage.reserve_fast(draft, start)
     if fast is not None:
-        return Reservation(*fast)
+        reservation = Reservation(*fast)
+        await balance_warnings.announce(meter, reservation.balance)
+        return reservation
 
     async def work(store: Store) -> Reservation:
         account, now = await store.account_state(account_id)
@@ -126,7 +129,9 @@ async def reserve(
             raise Conflict("a concurrent Reserve with this request_id committed first")
         return Reservation(hold, await store.balance(account_id))
 
-    return await meter.storage.transaction(work)
+    reservation = await meter.storage.transaction(work)
+    await balance_warnings.announce(meter, reservation.balance)
+    return reservation
 
 
 def _expiry(now: datetime, ttl: int) -> datetime:

@@ -21,7 +21,7 @@ from meter.domain.errors import InvalidField, PaymentNotFound
 from meter.domain.events import EventStatus, WebhookEvent
 from meter.domain.ledger import EntryKind, LedgerEntry
 from meter.domain.pools import PoolName, pool_total, rebalance
-from meter.service import events
+from meter.service import balance_warnings, events
 from meter.service.accounts import credit_pool, locked_current_account
 from meter.service.context import Meter
 from meter.service.ports import Store
@@ -59,9 +59,11 @@ async def reverse_credit(
         if len(reversal_ref) > 255:
             raise InvalidField("reversal_ref", "at most 255 characters")
         account, ref = await _payment(meter, account_id, payment_ref, payment_intent)
-        return await meter.storage.transaction(
+        reversed_ = await meter.storage.transaction(
             lambda store: _reverse(store, account, ref, kind, amount_minor, reversal_ref, source_event)
         )
+        await balance_warnings.announce(meter, reversed_.balance)
+        return reversed_
 
     return await events.rejecting(meter, events.event_account(account_id), source_event, run)
 

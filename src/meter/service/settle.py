@@ -17,6 +17,7 @@ from meter.domain.errors import ReservationNotFound, ReservationReleased
 from meter.domain.holds import Hold, HoldStatus, Settlement, Usage, settle
 from meter.domain.ledger import EntryKind, LedgerEntry
 from meter.domain.pools import PoolName, draw, find_row, pool_total, rebalance
+from meter.service import balance_warnings
 from meter.service.context import Meter
 from meter.service.periods import roll_over_if_ended
 from meter.service.ports import Store
@@ -36,7 +37,9 @@ async def commit(meter: Meter, *, reservation_id: str, input_tokens: int, output
     # through the general path below.
     fast = await meter.storage.commit_fast(account_id, ids.hold_id(reservation_id), input_tokens, output_tokens)
     if fast is not None:
-        return Charge(*fast)
+        charge = Charge(*fast)
+        await balance_warnings.announce(meter, charge.balance)
+        return charge
 
     async def work(store: Store) -> Charge:
         hold, account, now = await _locked_hold(store, account_id, reservation_id)
@@ -62,9 +65,12 @@ async def commit(meter: Meter, *, reservation_id: str, input_tokens: int, output
             late=hold.status is HoldStatus.EXPIRED or now >= hold.expires_at,
         )
         await store.finish_hold(hold, HoldStatus.COMMITTED, now, usage)
+        await store.add_usage(hold, usage, now)
         return Charge(usage, await store.balance(account_id))
 
-    return await meter.storage.transaction(work)
+    charge = await meter.storage.transaction(work)
+    await balance_warnings.announce(meter, charge.balance)
+    return charge
 
 
 async def release(meter: Meter, *, reservation_id: str) -> Balance:

@@ -2,7 +2,9 @@
 
 Per account and pool: buckets (available + held) equal the pool's ledger sum; the debt pool's
 ledger sum equals minus the account's debt; the tokens parked as held on buckets equal what the
-open holds say they took; and no bucket is negative.
+open holds say they took; and no bucket is negative. Per account, UTC day and model: the daily
+usage totals equal the sums of the committed holds (the usage records), and per account the usage
+entries of the ledger sum to minus the tokens those records charged.
 """
 
 from __future__ import annotations
@@ -45,6 +47,51 @@ WHERE coalesce(p.balance, 0) <> coalesce(l.total, 0)
 ORDER BY 1, 2
 """
 
+_USAGE_AUDIT = """
+WITH calls AS (
+    SELECT account_id, CAST((settled_at AT TIME ZONE 'UTC') AS date) AS day, model, count(*) AS requests,
+           sum(usage_input_tokens) AS input_tokens, sum(usage_output_tokens) AS output_tokens,
+           sum(charged_tokens) AS charged_tokens, sum(cost_micros) AS cost_micros,
+           sum(unbilled_tokens) AS unbilled_tokens
+    FROM holds WHERE status = 'committed' AND (CAST(:account_id AS text) IS NULL OR account_id = :account_id)
+    GROUP BY 1, 2, 3
+),
+totals AS (
+    SELECT account_id, day, model, sum(requests) AS requests, sum(input_tokens) AS input_tokens,
+           sum(output_tokens) AS output_tokens, sum(charged_tokens) AS charged_tokens,
+           sum(cost_micros) AS cost_micros, sum(unbilled_tokens) AS unbilled_tokens
+    FROM usage_daily WHERE (CAST(:account_id AS text) IS NULL OR account_id = :account_id)
+    GROUP BY 1, 2, 3
+),
+charged AS (
+    SELECT account_id, sum(charged_tokens) AS tokens FROM calls GROUP BY 1
+),
+ledger AS (
+    SELECT account_id, -sum(amount) AS tokens FROM ledger_entries
+    WHERE kind = 'usage' AND (CAST(:account_id AS text) IS NULL OR account_id = :account_id)
+    GROUP BY 1
+)
+SELECT coalesce(c.account_id, t.account_id) AS account_id,
+       'usage of ' || coalesce(c.model, t.model) || ' on ' || coalesce(c.day, t.day) || ': the calls sum to '
+       || coalesce(c.requests || ' requests, ' || c.input_tokens || ' in, ' || c.output_tokens || ' out, '
+                   || c.charged_tokens || ' charged, ' || c.cost_micros || ' micro-USD, '
+                   || c.unbilled_tokens || ' unbilled', 'nothing')
+       || ' but the daily totals to '
+       || coalesce(t.requests || ' requests, ' || t.input_tokens || ' in, ' || t.output_tokens || ' out, '
+                   || t.charged_tokens || ' charged, ' || t.cost_micros || ' micro-USD, '
+                   || t.unbilled_tokens || ' unbilled', 'nothing') AS problem
+FROM calls AS c FULL JOIN totals AS t USING (account_id, day, model)
+WHERE (c.requests, c.input_tokens, c.output_tokens, c.charged_tokens, c.cost_micros, c.unbilled_tokens)
+      IS DISTINCT FROM (t.requests, t.input_tokens, t.output_tokens, t.charged_tokens, t.cost_micros, t.unbilled_tokens)
+UNION ALL
+SELECT coalesce(c.account_id, l.account_id),
+       'the committed calls charged ' || coalesce(c.tokens, 0) || ' tokens but the usage entries of the ledger sum to '
+       || -coalesce(l.tokens, 0)
+FROM charged AS c FULL JOIN ledger AS l USING (account_id)
+WHERE coalesce(c.tokens, 0) <> coalesce(l.tokens, 0)
+ORDER BY 1, 2
+"""
+
 _COUNT = "SELECT count(*) FROM accounts WHERE (CAST(:account_id AS text) IS NULL OR account_id = :account_id)"
 
 
@@ -68,9 +115,18 @@ class Discrepancy:
 
 
 @dataclass(frozen=True)
+class UsageMismatch:
+    account_id: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.problem}"
+
+
+@dataclass(frozen=True)
 class AuditReport:
     accounts: int
-    discrepancies: list[Discrepancy]
+    discrepancies: list[Discrepancy | UsageMismatch]
 
     @property
     def clean(self) -> bool:
@@ -82,6 +138,7 @@ async def audit(engine: AsyncEngine, account_id: str | None = None) -> AuditRepo
     async with engine.connect() as connection:
         await connection.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
         rows = (await connection.execute(text(_AUDIT), {"account_id": account_id})).mappings().all()
+        usage = (await connection.execute(text(_USAGE_AUDIT), {"account_id": account_id})).mappings().all()
         accounts = (await connection.execute(text(_COUNT), {"account_id": account_id})).scalar_one()
         await connection.rollback()
     return AuditReport(
@@ -91,5 +148,6 @@ async def audit(engine: AsyncEngine, account_id: str | None = None) -> AuditRepo
                 r["account_id"], r["pool"], int(r["balance"]), int(r["ledger"]), int(r["held"]), int(r["holds_held"])
             )
             for r in rows
-        ],
+        ]
+        + [UsageMismatch(r["account_id"], r["problem"]) for r in usage],
     )

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from meter.domain import ids
-from meter.domain.balance import Balance
+from meter.domain.balance import Balance, WarningLevel
 from meter.domain.holds import Hold, HoldStatus, Pricing, ReserveParams, Usage
 from meter.domain.periods import Period
 from meter.storage.queries import NOW, Queries
@@ -169,4 +169,5 @@ def balance_from_row(account_id: str, row: Mapping[str, Any]) -> Balance:
         purchased_held=int(row["purchased_held"]),
         debt=row["debt"],
         used_this_period=int(row["used"]),
+        announced=WarningLevel.of_rank(row["warned"]),
     )
