@@ -9,6 +9,7 @@ import sys
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from meter.storage.audit import audit
 from meter.v1 import meter_pb2 as pb
 from support import RunningMeter, funded_account, reserve_request
 
@@ -50,6 +51,31 @@ async def test_audit_passes_then_fails_on_a_hand_corrupted_bucket(
         async with engine.begin() as connection:
             await connection.execute(corrupt, {"delta": -7, "a": account})
     assert _meter_audit(database_url, "--account", account).returncode == 0
+
+
+async def test_audit_finds_daily_usage_that_differs_from_the_calls(meter: RunningMeter, engine: AsyncEngine) -> None:
+    account = await funded_account(meter.stub, 1000)
+    hold = await meter.stub.Reserve(reserve_request(account))
+    await meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=10, output_tokens=5))
+    assert (await audit(engine, account)).clean
+
+    corrupt = text(
+        "UPDATE usage_daily SET cost_micros = cost_micros + :delta, requests = requests + :delta WHERE account_id = :a"
+    )
+    async with engine.begin() as connection:
+        await connection.execute(corrupt, {"delta": 2, "a": account})
+    try:
+        problems = [str(d) for d in (await audit(engine, account)).discrepancies]
+        assert len(problems) == 1
+        assert problems[0].startswith(f"{account} usage of basic on ")
+        assert problems[0].endswith(
+            "the calls sum to 1 requests, 10 in, 5 out, 15 charged, 0 micro-USD, 0 unbilled "
+            "but the daily totals to 3 requests, 10 in, 5 out, 15 charged, 2 micro-USD, 0 unbilled"
+        )
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(corrupt, {"delta": -2, "a": account})
+    assert (await audit(engine, account)).clean
 
 
 async def test_ledger_is_append_only(meter: RunningMeter, engine: AsyncEngine) -> None:

@@ -74,6 +74,31 @@ class TestWarningLevels:
         assert owing.warning_level is WarningLevel.EXHAUSTED
 
 
+class TestLevelsReached:
+    """What an announcement tells: each level on its own facts, and nothing for an account that
+    never had tokens in the period."""
+
+    def test_a_jump_reaches_every_level_below(self) -> None:
+        assert balance(960, 40).levels_reached == {
+            WarningLevel.PERCENT_80,
+            WarningLevel.PERCENT_90,
+            WarningLevel.PERCENT_95,
+        }
+
+    def test_all_held_is_exhausted_without_any_share_used(self) -> None:
+        assert balance(0, 0, held=1000).levels_reached == {WarningLevel.EXHAUSTED}
+
+    def test_an_empty_account_reached_nothing_but_one_in_debt_is_exhausted(self) -> None:
+        assert balance(0, 0).levels_reached == frozenset()
+        assert balance(0, 0, debt=7).levels_reached == {WarningLevel.EXHAUSTED}
+
+    def test_levels_round_trip_through_their_bits(self) -> None:
+        levels = {WarningLevel.PERCENT_90, WarningLevel.EXHAUSTED}
+        assert WarningLevel.to_bits(levels) == 0b1010
+        assert WarningLevel.from_bits(0b1010) == levels
+        assert WarningLevel.to_bits([WarningLevel.NONE]) == 0
+
+
 class TestCreditsPayDebtFirst:
     def test_credit_larger_than_the_debt(self) -> None:
         split = credit(EntryKind.PURCHASE, PoolName.PURCHASED, 1000, 300, ref="cs_1", note="pack")

@@ -484,7 +484,7 @@ class GetWebhookEventResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[WebhookEvent, _Mapping]] = ..., account_id: _Optional[str] = ..., status: _Optional[_Union[EventStatus, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class LedgerEntry(_message.Message):
-    __slots__ = ("entry_id", "created_at", "kind", "pool", "amount", "reservation_id", "ref", "note")
+    __slots__ = ("entry_id", "created_at", "kind", "pool", "amount", "reservation_id", "ref", "note", "usage")
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -493,6 +493,7 @@ class LedgerEntry(_message.Message):
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     entry_id: int
     created_at: _timestamp_pb2.Timestamp
     kind: EntryKind
@@ -501,7 +502,37 @@ class LedgerEntry(_message.Message):
     reservation_id: str
     ref: str
     note: str
-    def __init__(self, entry_id: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., pool: _Optional[_Union[Pool, str]] = ..., amount: _Optional[int] = ..., reservation_id: _Optional[str] = ..., ref: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+    usage: UsageRecord
+    def __init__(self, entry_id: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., pool: _Optional[_Union[Pool, str]] = ..., amount: _Optional[int] = ..., reservation_id: _Optional[str] = ..., ref: _Optional[str] = ..., note: _Optional[str] = ..., usage: _Optional[_Union[UsageRecord, _Mapping]] = ...) -> None: ...
+
+class UsageRecord(_message.Message):
+    __slots__ = ("model", "catalog_version", "input_tokens", "output_tokens", "charged_tokens", "cost_micros", "unbilled_tokens", "late", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CHARGED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_MICROS_FIELD_NUMBER: _ClassVar[int]
+    UNBILLED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    LATE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    catalog_version: str
+    input_tokens: int
+    output_tokens: int
+    charged_tokens: int
+    cost_micros: int
+    unbilled_tokens: int
+    late: bool
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, model: _Optional[str] = ..., catalog_version: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., charged_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., unbilled_tokens: _Optional[int] = ..., late: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ListLedgerEntriesRequest(_message.Message):
     __slots__ = ("account_id", "page_size", "page_token", "kind", "to")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from meter.domain.periods import Period
@@ -16,17 +17,17 @@ class WarningLevel(enum.Enum):
     EXHAUSTED = "exhausted"
 
     @property
-    def rank(self) -> int:
-        """0-4, in the order an account's usage reaches them (what the database stores)."""
-        return _LEVELS.index(self)
+    def bit(self) -> int:
+        """The level's bit in a set of levels as the database stores it (NONE is no bit)."""
+        return 0 if self is WarningLevel.NONE else 1 << (_LEVELS.index(self) - 1)
 
-    @classmethod
-    def of_rank(cls, rank: int) -> WarningLevel:
-        return _LEVELS[rank]
+    @staticmethod
+    def from_bits(bits: int) -> frozenset[WarningLevel]:
+        return frozenset(level for level in _LEVELS if level.bit & bits)
 
-    def crossed_since(self, announced: WarningLevel) -> list[WarningLevel]:
-        """The levels above `announced` up to this one: each is crossed once, even all at once."""
-        return list(_LEVELS[announced.rank + 1 : self.rank + 1])
+    @staticmethod
+    def to_bits(levels: Iterable[WarningLevel]) -> int:
+        return sum({level.bit for level in levels})
 
 
 _LEVELS = tuple(WarningLevel)
@@ -47,8 +48,8 @@ class Balance:
     purchased_held: int
     debt: int
     used_this_period: int
-    # The highest level already announced (logged and counted) in this period.
-    announced: WarningLevel = WarningLevel.NONE
+    # The levels already announced (logged and counted) in this period.
+    announced: frozenset[WarningLevel] = frozenset()
 
     @property
     def held(self) -> int:
@@ -64,8 +65,24 @@ class Balance:
         """Share of the period's tokens (used + held + remaining of both pools) already used."""
         if self.available == 0:
             return WarningLevel.EXHAUSTED
-        total = self.used_this_period + self.held + self.allowance_remaining + self.purchased_remaining
         for percent, level in _THRESHOLDS:
-            if self.used_this_period * 100 >= percent * total:
+            if self.used_this_period * 100 >= percent * self.period_tokens:
                 return level
         return WarningLevel.NONE
+
+    @property
+    def period_tokens(self) -> int:
+        return self.used_this_period + self.held + self.allowance_remaining + self.purchased_remaining
+
+    @property
+    def levels_reached(self) -> frozenset[WarningLevel]:
+        """Every level the account is at or past, each on its own facts: a share of the period's
+        tokens used, or nothing left to draw. An account that never had tokens in the period
+        reached nothing: it did not cross anything to be where it started."""
+        if not self.period_tokens and not self.debt:
+            return frozenset()
+        used, tokens = self.used_this_period, self.period_tokens
+        reached = {level for percent, level in _THRESHOLDS if tokens and used * 100 >= percent * tokens}
+        if self.available == 0:
+            reached.add(WarningLevel.EXHAUSTED)
+        return frozenset(reached)

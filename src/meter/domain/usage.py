@@ -7,7 +7,7 @@ so the totals are exactly the committed calls; a report reads the totals, never 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 from meter.domain.errors import InvalidField
@@ -19,6 +19,21 @@ MAX_DAYS = 366
 class UsageGrouping(enum.Enum):
     DAY = "day"
     MODEL = "model"
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One committed call: what it used and what that cost, at its hold's pinned prices."""
+
+    model: str
+    catalog_version: str
+    input_tokens: int
+    output_tokens: int
+    charged_tokens: int
+    cost_micros: int
+    unbilled_tokens: int
+    late: bool
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from meter.domain.holds import HoldStatus
 from meter.domain.ledger import EntryKind
 from meter.domain.periods import Period
 from meter.domain.pools import PoolName
-from meter.domain.usage import UsageGrouping, UsageReport, UsageTotals
+from meter.domain.usage import UsageGrouping, UsageRecord, UsageReport, UsageTotals
 from meter.service.ledger import Entry
 from meter.service.reversals import ReversalKind
 from meter.v1 import meter_pb2 as pb
@@ -215,6 +215,21 @@ def ledger_entry(value: Entry) -> pb.LedgerEntry:
         reservation_id=value.reservation_id,
         ref=value.ref,
         note=value.note,
+        usage=usage_record(value.usage) if value.usage else None,
+    )
+
+
+def usage_record(value: UsageRecord) -> pb.UsageRecord:
+    return pb.UsageRecord(
+        model=value.model,
+        catalog_version=value.catalog_version,
+        input_tokens=value.input_tokens,
+        output_tokens=value.output_tokens,
+        charged_tokens=value.charged_tokens,
+        cost_micros=value.cost_micros,
+        unbilled_tokens=value.unbilled_tokens,
+        late=value.late,
+        labels=value.labels,
     )
 
 

@@ -1,7 +1,7 @@
 """Balance warnings: the first time in a period an account reaches 80, 90, 95 % or exhausted,
 say so once (a log line and a metric), whichever request or replica saw it first.
 
-Every balance a use case returns carries the level already announced in its period, so telling
+Every balance a use case returns carries the levels already announced in its period, so telling
 a new crossing costs nothing on the common path; only a crossing writes (a conditional update
 on the account row that exactly one transaction wins), at most four times per period.
 """
@@ -20,29 +20,29 @@ log = logging.getLogger("meter.warnings")
 
 
 async def announce(meter: Meter, balance: Balance) -> None:
-    level = balance.warning_level
-    if level.rank <= balance.announced.rank:
+    new = balance.levels_reached - balance.announced
+    if not new:
         return
 
     async def work(store: Store) -> int | None:
-        return await store.announce_warning(balance.account_id, balance.period.start, level.rank)
+        return await store.announce_warnings(balance.account_id, balance.period.start, WarningLevel.to_bits(new))
 
     try:
         before = await meter.storage.transaction(work)
     except StorageUnavailable:
         # The caller's change is durable; failing its RPC now would only make it retry. The next
-        # change that sees this level announces it instead.
+        # change that sees these levels announces them instead.
         log.info("balance warning of %s not recorded: database unavailable", balance.account_id)
         return
     if before is None:
-        return  # announced already, by a concurrent request, or the period ended meanwhile
-    for crossed in level.crossed_since(WarningLevel.of_rank(before)):
-        BALANCE_WARNINGS.labels(level=crossed.value).inc()
+        return  # announced already, by a concurrent request or replica, or the period ended meanwhile
+    for level in sorted(new - WarningLevel.from_bits(before), key=lambda level: level.bit):
+        BALANCE_WARNINGS.labels(level=level.value).inc()
         log.warning(
             "balance warning: account %s reached %s in the period from %s (used %d of %d tokens)",
             balance.account_id,
-            "exhausted" if crossed is WarningLevel.EXHAUSTED else f"{crossed.value} %",
+            "exhausted" if level is WarningLevel.EXHAUSTED else f"{level.value} %",
             balance.period.start.isoformat(),
             balance.used_this_period,
-            balance.used_this_period + balance.held + balance.allowance_remaining + balance.purchased_remaining,
+            balance.period_tokens,
         )

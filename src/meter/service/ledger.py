@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from meter.domain import ids, pages
 from meter.domain.errors import AccountNotFound, InvalidField
 from meter.domain.ledger import EntryKind
 from meter.domain.pools import PoolName
+from meter.domain.usage import UsageRecord
 from meter.service.context import Meter
 from meter.service.ports import Store
 
@@ -27,6 +31,7 @@ class Entry:
     reservation_id: str
     ref: str
     note: str
+    usage: UsageRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ async def list_entries(
                 reservation_id=row["reservation_id"] or "",
                 ref=row["ref"] or "",
                 note=row["note"] or "",
+                usage=_usage_record(row),
             )
             for row in rows[:size]
         ]
@@ -86,3 +92,20 @@ async def list_entries(
         return Page(entries, token)
 
     return await meter.storage.transaction(work)
+
+
+def _usage_record(row: Mapping[str, Any]) -> UsageRecord | None:
+    if row["charged_tokens"] is None:
+        return None
+    labels = row["labels"]
+    return UsageRecord(
+        model=row["model"],
+        catalog_version=row["catalog_version"],
+        input_tokens=row["usage_input_tokens"],
+        output_tokens=row["usage_output_tokens"],
+        charged_tokens=row["charged_tokens"],
+        cost_micros=row["cost_micros"],
+        unbilled_tokens=row["unbilled_tokens"],
+        late=row["late"],
+        labels=json.loads(labels) if isinstance(labels, str) else dict(labels),
+    )

@@ -169,5 +169,5 @@ def balance_from_row(account_id: str, row: Mapping[str, Any]) -> Balance:
         purchased_held=int(row["purchased_held"]),
         debt=row["debt"],
         used_this_period=int(row["used"]),
-        announced=WarningLevel.of_rank(row["warned"]),
+        announced=WarningLevel.from_bits(row["warned"]),
     )

@@ -1,5 +1,6 @@
 """Reading the ledger: one account's entries, newest first, a page at a time (keyset on the
-primary key, so the 100th page costs what the first does)."""
+primary key, so the 100th page costs what the first does), usage entries with their call's
+record (the committed hold, found by its primary key)."""
 
 from __future__ import annotations
 
@@ -22,13 +23,17 @@ class LedgerQueries(Queries):
         end: datetime | None,
     ) -> list[Mapping[str, Any]]:
         return await self._rows(
-            "SELECT entry_id, created_at, kind, pool, amount, reservation_id, ref, note FROM ledger_entries "
-            "WHERE account_id = :account_id "
-            "AND (CAST(:before AS bigint) IS NULL OR entry_id < :before) "
-            "AND (CAST(:kind AS text) IS NULL OR kind = :kind) "
-            "AND (CAST(:start AS timestamptz) IS NULL OR created_at >= :start) "
-            "AND (CAST(:end AS timestamptz) IS NULL OR created_at < :end) "
-            "ORDER BY entry_id DESC LIMIT :limit",
+            "SELECT e.entry_id, e.created_at, e.kind, e.pool, e.amount, e.reservation_id, e.ref, e.note, "
+            "h.model, h.catalog_version, h.usage_input_tokens, h.usage_output_tokens, h.charged_tokens, "
+            "h.cost_micros, h.unbilled_tokens, h.late, h.labels FROM ledger_entries AS e "
+            "LEFT JOIN holds AS h ON e.kind = 'usage' AND h.account_id = e.account_id "
+            "AND h.hold_id = CAST(split_part(e.reservation_id, '/', 2) AS uuid) "
+            "WHERE e.account_id = :account_id "
+            "AND (CAST(:before AS bigint) IS NULL OR e.entry_id < :before) "
+            "AND (CAST(:kind AS text) IS NULL OR e.kind = :kind) "
+            "AND (CAST(:start AS timestamptz) IS NULL OR e.created_at >= :start) "
+            "AND (CAST(:end AS timestamptz) IS NULL OR e.created_at < :end) "
+            "ORDER BY e.entry_id DESC LIMIT :limit",
             account_id=account_id,
             before=before_entry,
             kind=kind,

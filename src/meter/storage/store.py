@@ -21,7 +21,7 @@ from meter.storage.credit_queries import CreditQueries
 from meter.storage.event_queries import EventQueries
 from meter.storage.hold_queries import HoldQueries, balance_from_row
 from meter.storage.ledger_queries import LedgerQueries
-from meter.storage.usage_queries import ANNOUNCED_LEVEL, UsageQueries
+from meter.storage.usage_queries import ANNOUNCED_LEVELS, UsageQueries
 
 
 class PostgresStore(
@@ -49,7 +49,7 @@ class PostgresStore(
     async def balance(self, account_id: str) -> Balance:
         """One statement, so one consistent snapshot of the account and all its buckets."""
         row = await self._row(
-            f"SELECT {ACCOUNT_COLUMNS}, s.*, {ANNOUNCED_LEVEL} AS warned FROM accounts AS a, LATERAL (SELECT "
+            f"SELECT {ACCOUNT_COLUMNS}, s.*, {ANNOUNCED_LEVELS} AS warned FROM accounts AS a, LATERAL (SELECT "
             "coalesce(sum(available) FILTER (WHERE pool = 'allowance'), 0) AS allowance_remaining, "
             "coalesce(sum(available) FILTER (WHERE pool = 'purchased'), 0) AS purchased_remaining, "
             "coalesce(sum(held) FILTER (WHERE pool = 'allowance'), 0) AS allowance_held, "

@@ -10,7 +10,7 @@ from meter.domain.holds import Hold, Usage
 from meter.storage.queries import Queries
 
 # The level already announced in the account's current period (0 when it was in an earlier one).
-ANNOUNCED_LEVEL = "CASE WHEN a.warned_period_start = a.period_start THEN a.warned_level ELSE 0 END"
+ANNOUNCED_LEVELS = "CASE WHEN a.warned_period_start = a.period_start THEN a.warned_levels ELSE 0 END"
 
 
 class UsageQueries(Queries):
@@ -54,18 +54,19 @@ class UsageQueries(Queries):
             last=last,
         )
 
-    async def announce_warning(self, account_id: str, period_start: datetime, rank: int) -> int | None:
-        """Record that the account reached warning level `rank` in the period starting at
-        `period_start`. Returns the level announced before, or None when that period's level is
-        already `rank` or higher (another request, or replica, announced it) or is over."""
+    async def announce_warnings(self, account_id: str, period_start: datetime, levels: int) -> int | None:
+        """Add `levels` (bits) to those announced in the period starting at `period_start`.
+        Returns the bits announced before, or None when there is nothing new (another request, or
+        replica, announced them) or that period is over."""
         row = await self._row(
             "WITH before AS (SELECT account_id, "
-            "CASE WHEN warned_period_start = period_start THEN warned_level ELSE 0 END AS level "
+            "CASE WHEN warned_period_start = period_start THEN warned_levels ELSE 0 END AS levels "
             "FROM accounts WHERE account_id = :account_id AND period_start = :period_start FOR NO KEY UPDATE) "
-            "UPDATE accounts AS a SET warned_level = :rank, warned_period_start = :period_start FROM before "
-            "WHERE a.account_id = before.account_id AND before.level < :rank RETURNING before.level",
+            "UPDATE accounts AS a SET warned_levels = before.levels | CAST(:levels AS smallint), "
+            "warned_period_start = :period_start FROM before WHERE a.account_id = before.account_id "
+            "AND before.levels | CAST(:levels AS smallint) <> before.levels RETURNING before.levels",
             account_id=account_id,
             period_start=period_start,
-            rank=rank,
+            levels=levels,
         )
-        return None if row is None else int(row["level"])
+        return None if row is None else int(row["levels"])

@@ -9,8 +9,8 @@ days and models asked for, never on how many calls the account made. Rows are de
 of its call: model, tokens, charge, cost at the pinned catalog version, labels, late, unbilled).
 Existing committed holds are summed into it here.
 
-accounts.warned_level / warned_period_start: the highest warning level (0 none, 1 80 %, 2 90 %,
-3 95 %, 4 exhausted) already announced in the period that starts at warned_period_start; a new
+accounts.warned_levels / warned_period_start: the warning levels already announced in the period
+that starts at warned_period_start, as bits (1: 80 %, 2: 90 %, 4: 95 %, 8: exhausted); a new
 period starts from none without anything being reset.
 
 The fast-path functions are replaced: meter_commit_fast adds to usage_daily, and both return the
@@ -60,7 +60,7 @@ SELECT account_id, account_id || '/' || replace(hold_id::text, '-', '') AS reser
 FROM holds WHERE status = 'committed';
 
 ALTER TABLE accounts
-    ADD COLUMN warned_level smallint NOT NULL DEFAULT 0 CHECK (warned_level BETWEEN 0 AND 4),
+    ADD COLUMN warned_levels smallint NOT NULL DEFAULT 0 CHECK (warned_levels BETWEEN 0 AND 15),
     ADD COLUMN warned_period_start timestamptz;
 """
 
@@ -143,7 +143,7 @@ BEGIN
     allowance_total := v_account.allowance_total;
     debt := v_account.debt;
     warned := CASE WHEN v_account.warned_period_start = v_account.period_start
-        THEN v_account.warned_level ELSE 0 END;
+        THEN v_account.warned_levels ELSE 0 END;
     SELECT coalesce(sum(b.available) FILTER (WHERE b.pool = 'allowance'), 0),
            coalesce(sum(b.available) FILTER (WHERE b.pool = 'purchased'), 0),
            coalesce(sum(b.held) FILTER (WHERE b.pool = 'allowance'), 0),
@@ -232,7 +232,7 @@ BEGIN
     allowance_total := v_account.allowance_total;
     debt := v_account.debt;
     warned := CASE WHEN v_account.warned_period_start = v_account.period_start
-        THEN v_account.warned_level ELSE 0 END;
+        THEN v_account.warned_levels ELSE 0 END;
     SELECT coalesce(sum(b.available) FILTER (WHERE b.pool = 'allowance'), 0),
            coalesce(sum(b.available) FILTER (WHERE b.pool = 'purchased'), 0),
            coalesce(sum(b.held) FILTER (WHERE b.pool = 'allowance'), 0),
@@ -260,6 +260,6 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION meter_reserve_fast")
     for earlier in ("0003_reserve_fast", "0004_commit_fast"):
         op.execute(importlib.import_module(f"meter.storage.migrations.versions.{earlier}").FUNCTION)
-    op.execute("ALTER TABLE accounts DROP COLUMN warned_level, DROP COLUMN warned_period_start")
+    op.execute("ALTER TABLE accounts DROP COLUMN warned_levels, DROP COLUMN warned_period_start")
     op.execute("DROP VIEW usage_records")
     op.execute("DROP TABLE usage_daily")
