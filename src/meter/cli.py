@@ -1,4 +1,4 @@
-"""`meter serve | migrate | audit`: the operator's commands."""
+"""`meter serve | migrate | audit | account | usage | webhooks | bench | chaos`: the operator's commands."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+import grpc
 import uvloop
 
-from meter import bootstrap
+from meter import bootstrap, console
 from meter.bench.runner import Options, bench
 from meter.catalog import CatalogError
 from meter.client import MeterClient
@@ -50,6 +52,19 @@ def main(argv: list[str] | None = None) -> int:
         "--leak-check", action="store_true", help="instead of the scenarios: server RSS after 10%% and 100%% of RPCs"
     )
     bench.add_argument("--leak-rpcs", type=int, default=defaults.leak_rpcs, help="RPCs of the leak check")
+    account = commands.add_parser("account", help="an account as a human reads it (from a running meter)")
+    account_commands = account.add_subparsers(dest="account_command", required=True)
+    show = account_commands.add_parser("show", help="balance, plan, period, open holds and recent entries")
+    show.add_argument("account_id")
+    show.add_argument("--target", help="meter's gRPC address (default: METER_GRPC_ADDR)")
+    usage = commands.add_parser("usage", help="an account's usage by UTC day or model (from a running meter)")
+    usage.add_argument("account_id")
+    usage.add_argument(
+        "--from", dest="first", type=date.fromisoformat, help="first UTC day, YYYY-MM-DD (default: --to - 29 days)"
+    )
+    usage.add_argument("--to", dest="last", type=date.fromisoformat, help="last UTC day, included (default: today)")
+    usage.add_argument("--by", choices=("day", "model"), default="day")
+    usage.add_argument("--target", help="meter's gRPC address (default: METER_GRPC_ADDR)")
     chaos_parser = commands.add_parser("chaos", help="faults and invariants: prove nothing is lost or counted twice")
     chaos_parser.add_argument("--minutes", type=float, default=2.0, help="length of the whole run")
     chaos_parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
@@ -71,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_bench(settings, args))
         if args.command == "chaos":
             return asyncio.run(_chaos(settings, args))
+        if args.command in ("account", "usage"):
+            return asyncio.run(_console(args, args.target or settings.grpc_addr))
         if args.command == "webhooks":
             target = getattr(args, "replay_target", None) or args.target or settings.grpc_addr
             if args.webhooks_command == "replay":
@@ -104,6 +121,19 @@ async def _until_stopped() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
+
+
+async def _console(args: argparse.Namespace, target: str) -> int:
+    try:
+        if args.command == "account":
+            print(await console.account_show(target, args.account_id))
+        else:
+            first, last = console.default_range(args.last)
+            print(await console.usage_report(target, args.account_id, args.first or first, args.last or last, args.by))
+    except grpc.aio.AioRpcError as exc:
+        print(f"meter: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    return 0
 
 
 async def _webhooks(settings: Settings, target: str) -> int:

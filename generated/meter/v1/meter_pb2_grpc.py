@@ -115,6 +115,11 @@ class MeterServiceStub:
                 request_serializer=meter_dot_v1_dot_meter__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=meter_dot_v1_dot_meter__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.ListOpenReservations = channel.unary_unary(
+                '/meter.v1.MeterService/ListOpenReservations',
+                request_serializer=meter_dot_v1_dot_meter__pb2.ListOpenReservationsRequest.SerializeToString,
+                response_deserializer=meter_dot_v1_dot_meter__pb2.ListOpenReservationsResponse.FromString,
+                _registered_method=True)
 
 
 class MeterServiceServicer:
@@ -254,6 +259,14 @@ class MeterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListOpenReservations(self, request, context):
+        """An account's open reservations, soonest to expire first (at most `limit`), and how many are
+        open in all: what its `held` tokens are waiting for.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -331,6 +344,11 @@ def add_MeterServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=meter_dot_v1_dot_meter__pb2.GetUsageRequest.FromString,
                     response_serializer=meter_dot_v1_dot_meter__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'ListOpenReservations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOpenReservations,
+                    request_deserializer=meter_dot_v1_dot_meter__pb2.ListOpenReservationsRequest.FromString,
+                    response_serializer=meter_dot_v1_dot_meter__pb2.ListOpenReservationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -744,6 +762,33 @@ class MeterService:
             '/meter.v1.MeterService/GetUsage',
             meter_dot_v1_dot_meter__pb2.GetUsageRequest.SerializeToString,
             meter_dot_v1_dot_meter__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOpenReservations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.MeterService/ListOpenReservations',
+            meter_dot_v1_dot_meter__pb2.ListOpenReservationsRequest.SerializeToString,
+            meter_dot_v1_dot_meter__pb2.ListOpenReservationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -18,6 +18,7 @@ from meter.domain.periods import Period
 from meter.domain.pools import PoolName
 from meter.domain.usage import UsageGrouping, UsageRecord, UsageReport, UsageTotals
 from meter.service.ledger import Entry
+from meter.service.reservations import OpenReservations
 from meter.service.reversals import ReversalKind
 from meter.v1 import meter_pb2 as pb
 
@@ -276,4 +277,25 @@ def usage_totals(value: UsageTotals) -> pb.UsageTotals:
         charged_tokens=value.charged_tokens,
         cost_micros=value.cost_micros,
         unbilled_tokens=value.unbilled_tokens,
+    )
+
+
+def open_reservations(value: OpenReservations) -> pb.ListOpenReservationsResponse:
+    return pb.ListOpenReservationsResponse(
+        reservations=[
+            pb.Reservation(
+                reservation_id=r.hold.reservation_id,
+                request_id=r.hold.request_id,
+                model=r.hold.params.model,
+                input_tokens=r.hold.params.input_tokens,
+                max_output_tokens=r.hold.params.max_output_tokens,
+                held_tokens=r.hold.held_tokens,
+                created_at=timestamp(r.created_at),
+                expires_at=timestamp(r.hold.expires_at),
+                catalog_version=r.hold.pricing.catalog_version,
+                labels=r.hold.params.labels,
+            )
+            for r in value.reservations
+        ],
+        open_count=value.open_count,
     )

@@ -8,7 +8,19 @@ import grpc
 
 from meter.domain.errors import InvalidField
 from meter.service import balance as balance_case
-from meter.service import credits, events, extend, grants, ledger, plans, reserve, reversals, settle, usage
+from meter.service import (
+    credits,
+    events,
+    extend,
+    grants,
+    ledger,
+    plans,
+    reservations,
+    reserve,
+    reversals,
+    settle,
+    usage,
+)
 from meter.service.context import Meter
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
@@ -201,3 +213,9 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
             grouping=convert.usage_grouping(request.group_by),
         )
         return convert.usage_report(report)
+
+    async def ListOpenReservations(
+        self, request: pb.ListOpenReservationsRequest, context: Context
+    ) -> pb.ListOpenReservationsResponse:
+        found = await reservations.list_open(self._meter, account_id=request.account_id, limit=request.limit)
+        return convert.open_reservations(found)

@@ -96,6 +96,19 @@ class HoldQueries(Queries):
             expires_at=expires_at,
         )
 
+    async def open_holds(self, account_id: str, limit: int) -> tuple[list[tuple[Hold, datetime]], int]:
+        """The account's open holds soonest to expire first (at most `limit`, with when each was
+        made), and how many are open in all."""
+        rows = await self._rows(
+            "SELECT h.*, count(*) OVER () AS open_count FROM holds AS h "
+            "WHERE h.account_id = :account_id AND h.status = 'open' ORDER BY h.expires_at, h.hold_id LIMIT :limit",
+            account_id=account_id,
+            limit=limit,
+        )
+        if not rows:
+            return [], 0
+        return [(_hold(row), row["created_at"]) for row in rows], int(rows[0]["open_count"])
+
     # The sweeper's cross-account reads (no locks; each item is then settled in its own transaction).
 
     async def expired_holds(self, limit: int) -> list[tuple[str, str]]:

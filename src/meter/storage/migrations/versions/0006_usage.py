@@ -13,6 +13,9 @@ accounts.warned_levels / warned_period_start: the warning levels already announc
 that starts at warned_period_start, as bits (1: 80 %, 2: 90 %, 4: 95 %, 8: exhausted); a new
 period starts from none without anything being reset.
 
+holds_open_by_account: an account's open holds without reading its settled ones (one more index
+entry per Reserve; none for settled holds, which leave the partial index).
+
 The fast-path functions are replaced: meter_commit_fast adds to usage_daily, and both return the
 announced level so the service can tell a new crossing without another round trip.
 
@@ -58,6 +61,10 @@ SELECT account_id, account_id || '/' || replace(hold_id::text, '-', '') AS reser
     settled_at AS committed_at, model, catalog_version, usage_input_tokens AS input_tokens,
     usage_output_tokens AS output_tokens, charged_tokens, cost_micros, unbilled_tokens, late, labels
 FROM holds WHERE status = 'committed';
+
+-- An account's open holds, soonest to expire first (ListOpenReservations, `meter account show`)
+-- without reading the account's settled ones.
+CREATE INDEX holds_open_by_account ON holds (account_id, expires_at) WHERE status = 'open';
 
 ALTER TABLE accounts
     ADD COLUMN warned_levels smallint NOT NULL DEFAULT 0 CHECK (warned_levels BETWEEN 0 AND 15),
@@ -261,5 +268,6 @@ def downgrade() -> None:
     for earlier in ("0003_reserve_fast", "0004_commit_fast"):
         op.execute(importlib.import_module(f"meter.storage.migrations.versions.{earlier}").FUNCTION)
     op.execute("ALTER TABLE accounts DROP COLUMN warned_levels, DROP COLUMN warned_period_start")
+    op.execute("DROP INDEX holds_open_by_account")
     op.execute("DROP VIEW usage_records")
     op.execute("DROP TABLE usage_daily")

@@ -1,0 +1,165 @@
+"""`meter account show` and `meter usage`: an account as a human reads it, over gRPC.
+
+They call a running meter (any replica) with the same RPCs a billing page uses, so what an
+engineer sees is what the product sees; nothing here reads the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+
+import grpc
+from google.protobuf import timestamp_pb2
+from google.type import date_pb2
+
+from meter.v1 import meter_pb2 as pb
+from meter.v1 import meter_pb2_grpc
+
+RECENT_ENTRIES = 10
+OPEN_HOLDS_SHOWN = 20
+
+_WARNINGS = {
+    pb.WARNING_LEVEL_NONE: "none",
+    pb.WARNING_LEVEL_PERCENT_80: "80 %",
+    pb.WARNING_LEVEL_PERCENT_90: "90 %",
+    pb.WARNING_LEVEL_PERCENT_95: "95 %",
+    pb.WARNING_LEVEL_EXHAUSTED: "exhausted",
+}
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequence[int] = ()) -> str:
+    """Columns padded to their widest cell; columns listed in `right` (numbers) aligned right."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            str(cell).rjust(width) if i in right else str(cell).ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line(headers), *(line(row) for row in rows)])
+
+
+def fields(pairs: Sequence[Sequence[str]]) -> str:
+    """Label and value lines, the values aligned."""
+    width = max(len(label) for label, _ in pairs)
+    return "\n".join(f"{label.ljust(width)}  {value}" for label, value in pairs)
+
+
+def tokens(value: int) -> str:
+    return f"{value:,}"
+
+
+def usd(micros: int) -> str:
+    """Micro-USD as dollars, exact to the micro-dollar."""
+    return f"${micros // 1_000_000:,}.{micros % 1_000_000:06d}"
+
+
+def when(stamp: timestamp_pb2.Timestamp) -> str:
+    return stamp.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+async def account_show(target: str, account_id: str) -> str:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = meter_pb2_grpc.MeterServiceStub(channel)
+        b = (await stub.GetBalance(pb.GetBalanceRequest(account_id=account_id), timeout=10)).balance
+        holds = await stub.ListOpenReservations(
+            pb.ListOpenReservationsRequest(account_id=account_id, limit=OPEN_HOLDS_SHOWN), timeout=10
+        )
+        entries = await stub.ListLedgerEntries(
+            pb.ListLedgerEntriesRequest(account_id=account_id, page_size=RECENT_ENTRIES), timeout=10
+        )
+    period_tokens = b.used_this_period + b.held + b.allowance_remaining + b.purchased_remaining
+    share = f"{b.used_this_period * 100 // period_tokens} %" if period_tokens else "-"
+    summary = fields(
+        [
+            ["plan", b.plan_id],
+            ["period", f"{when(b.period_start)} to {when(b.period_end)} UTC"],
+            ["allowance", f"{tokens(b.allowance_remaining)} left of {tokens(b.allowance_total)}"],
+            ["purchased", f"{tokens(b.purchased_remaining)} left"],
+            ["held", f"{tokens(b.held)} in {holds.open_count} open holds"],
+            ["available", tokens(b.available)],
+            ["debt", tokens(b.debt)],
+            ["used", f"{tokens(b.used_this_period)} this period ({share}; warning: {_WARNINGS[b.warning_level]})"],
+        ]
+    )
+    parts = [f"account {b.account_id}", summary]
+    if holds.reservations:
+        shown = len(holds.reservations)
+        parts.append(f"\nopen holds ({shown} of {holds.open_count}, soonest to expire first)")
+        parts.append(
+            table(
+                ["RESERVATION", "MODEL", "HELD", "CREATED", "EXPIRES", "LABELS"],
+                [
+                    [
+                        r.reservation_id,
+                        r.model,
+                        tokens(r.held_tokens),
+                        when(r.created_at),
+                        when(r.expires_at),
+                        " ".join(f"{k}={v}" for k, v in sorted(r.labels.items())),
+                    ]
+                    for r in holds.reservations
+                ],
+                right=[2],
+            )
+        )
+    parts.append(f"\nrecent entries (newest {len(entries.entries)})")
+    parts.append(
+        table(
+            ["ID", "TIME", "KIND", "POOL", "AMOUNT", "MODEL", "COST", "REFERENCE"],
+            [
+                [
+                    str(e.entry_id),
+                    when(e.created_at),
+                    pb.EntryKind.Name(e.kind).removeprefix("ENTRY_KIND_").lower(),
+                    pb.Pool.Name(e.pool).removeprefix("POOL_").lower(),
+                    f"{e.amount:+,}",
+                    e.usage.model if e.HasField("usage") else "",
+                    usd(e.usage.cost_micros) if e.HasField("usage") else "",
+                    e.reservation_id or e.ref,
+                ]
+                for e in entries.entries
+            ],
+            right=[0, 4, 6],
+        )
+    )
+    return "\n".join(parts)
+
+
+async def usage_report(target: str, account_id: str, first: date, last: date, by: str) -> str:
+    grouping = {"day": pb.USAGE_GROUPING_DAY, "model": pb.USAGE_GROUPING_MODEL}[by]
+    request = pb.GetUsageRequest(account_id=account_id, group_by=grouping, to=_date(last), **{"from": _date(first)})
+    async with grpc.aio.insecure_channel(target) as channel:
+        report = await meter_pb2_grpc.MeterServiceStub(channel).GetUsage(request, timeout=10)
+
+    def cells(label: str, t: pb.UsageTotals) -> list[str]:
+        return [
+            label,
+            tokens(t.requests),
+            tokens(t.input_tokens),
+            tokens(t.output_tokens),
+            tokens(t.charged_tokens),
+            usd(t.cost_micros),
+            tokens(t.unbilled_tokens),
+        ]
+
+    rows = [
+        cells(f"{r.day.year:04d}-{r.day.month:02d}-{r.day.day:02d}" if by == "day" else r.model, r.totals)
+        for r in report.rows
+    ]
+    heading = f"usage of {account_id}, {first} to {last} (UTC days, both included), by {by}"
+    headers = [by.upper(), "REQUESTS", "INPUT", "OUTPUT", "CHARGED", "COST", "UNBILLED"]
+    return heading + "\n" + table(headers, [*rows, cells("total", report.total)], right=[1, 2, 3, 4, 5, 6])
+
+
+def default_range(today: date | None = None) -> tuple[date, date]:
+    """The last 30 UTC days, today included."""
+    last = today or datetime.now(UTC).date()
+    return last - timedelta(days=29), last
+
+
+def _date(value: date) -> date_pb2.Date:
+    return date_pb2.Date(year=value.year, month=value.month, day=value.day)
