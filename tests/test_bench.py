@@ -11,8 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.bench import load, seed
 from meter.bench.load import Samples
+from meter.bench.reads import ReadsReport
 from meter.bench.report import Report, ScenarioResult, merge, percentiles
 from meter.storage.audit import audit
+from meter.v1 import meter_pb2 as pb
 from support import RunningMeter
 
 
@@ -65,6 +67,27 @@ async def test_seeded_accounts_and_history_reconcile(engine: AsyncEngine) -> Non
     assert accounts == ["seedtest-1", "seedtest-2", "seedtest-3"]
     report = await audit(engine)
     assert report.clean, report.discrepancies
+
+
+async def test_seeded_calls_reconcile_with_their_totals_and_pages(engine: AsyncEngine, meter: RunningMeter) -> None:
+    [account] = await seed.funded_accounts(engine, "seedcalls-", 1, buckets=4)
+    await seed.calls(engine, account, 50, days=3, buckets=4)
+    report = await audit(engine, account)
+    assert report.clean, report.discrepancies
+    usage = await meter.stub.ListLedgerEntries(
+        pb.ListLedgerEntriesRequest(account_id=account, kind=pb.ENTRY_KIND_USAGE, page_size=1000)
+    )
+    assert len(usage.entries) == 50 and all(e.usage.charged_tokens == 7 for e in usage.entries)
+
+
+def test_history_reads_table_and_ratios(tmp_path: Path) -> None:
+    report = ReadsReport({"small": 1000, "big": 1_000_000}, 10)
+    report.medians["GetUsage by day, 90 days"] = {"small": 2.0, "big": 3.0}
+    report.p90s["GetUsage by day, 90 days"] = {"small": 2.5, "big": 3.5}
+    assert report.ratios() == {"GetUsage by day, 90 days": 1.5}
+    assert "GetUsage by day, 90 days                      2.00 (2.50)        3.00 (3.50)      1.500" in report.table()
+    data = json.loads(report.write(tmp_path).read_text())
+    assert data["ratios"] == {"GetUsage by day, 90 days": 1.5}
 
 
 def test_leak_check_ratio_and_json(tmp_path: Path) -> None:

@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument(
         "--leak-check", action="store_true", help="instead of the scenarios: server RSS after 10%% and 100%% of RPCs"
     )
+    bench.add_argument(
+        "--history-reads",
+        action="store_true",
+        help="instead of the scenarios: GetUsage and ListLedgerEntries, 1 000 vs 1 000 000 calls",
+    )
+    bench.add_argument("--reads-calls", type=int, default=1_000_000, help="calls of the big account (history reads)")
     bench.add_argument("--leak-rpcs", type=int, default=defaults.leak_rpcs, help="RPCs of the leak check")
     account = commands.add_parser("account", help="an account as a human reads it (from a running meter)")
     account_commands = account.add_subparsers(dest="account_command", required=True)
@@ -154,6 +160,14 @@ async def _replay(target: str, event_id: str) -> int:
 
 
 async def _bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.history_reads:
+        from meter.bench.reads import history_reads
+
+        data_dir = settings.data_dir.parent / (settings.data_dir.name + "-bench")
+        reads = await history_reads(data_dir, big=args.reads_calls)
+        print(reads.table())
+        print(f"meter bench: wrote {reads.write(args.out)}")
+        return 0
     options = Options(
         seconds=args.seconds,
         rounds=args.rounds,

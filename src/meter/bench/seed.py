@@ -33,12 +33,12 @@ SELECT :prefix || n, now(), 'adjustment', 'purchased', CAST(:funding AS bigint),
 FROM generate_series(1, :count) AS n
 """
 
-# History: entries that net to zero per account (a usage and its matching adjustment), so the
-# balances stay as funded and the tables carry the weight of a long-lived service.
+# History: entries that net to zero per account (an adjustment and its correction), so the
+# balances stay as funded and the tables carry the weight of a long-lived service. (Usage entries
+# would need the committed holds and daily totals they come from: see `calls` below.)
 _HISTORY = """
 INSERT INTO ledger_entries (account_id, created_at, kind, pool, amount, ref)
-SELECT :prefix || (1 + (n / 2) % :accounts), now() - make_interval(secs => n),
-    CASE WHEN n % 2 = 0 THEN 'usage' ELSE 'adjustment' END, 'purchased',
+SELECT :prefix || (1 + (n / 2) % :accounts), now() - make_interval(secs => n), 'adjustment', 'purchased',
     CASE WHEN n % 2 = 0 THEN -7 ELSE 7 END, 'bench-history'
 FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS n
 """
@@ -63,9 +63,60 @@ async def history(engine: AsyncEngine, prefix: str, accounts: int, entries: int)
                 text(_HISTORY),
                 {"prefix": prefix, "accounts": accounts, "first": offset, "last": min(offset + batch, entries) - 1},
             )
-    # What a database that has lived with this data looks like: vacuumed (otherwise autovacuum's
-    # pass over ten million fresh rows runs during the measurement), analysed, checkpointed.
+    await settle_in(engine)
+
+
+# Committed calls of one account spread evenly over the last `days` days (newest last), each a
+# hold, its usage entry and its share of the daily totals, as Commit writes them.
+_CALL_HOLDS = """
+INSERT INTO holds (account_id, hold_id, request_id, model, input_tokens, max_output_tokens, ttl_seconds, labels,
+    catalog_version, input_weight, output_weight, input_price, output_price, allowance_held, allowance_bucket,
+    purchased_held, purchased_bucket, period_start, status, created_at, expires_at, settled_at,
+    usage_input_tokens, usage_output_tokens, charged_tokens, cost_micros, unbilled_tokens, late)
+SELECT :account, CAST(md5(:account || n) AS uuid), 'bench-call-' || n,
+    (ARRAY['claude-sonnet-4-5', 'claude-haiku-4-5', 'gpt-4o', 'gpt-4o-mini'])[1 + n % 4],
+    4, 3, 600, '{"agent": "bench"}', 'bench', 1000000, 1000000, 0, 0, 0, n % :buckets, 7, n % :buckets,
+    date_trunc('month', now()), 'committed', t, t + interval '10 minutes', t, 4, 3, 7, 11, 0, false
+FROM generate_series(1, CAST(:calls AS bigint)) AS n,
+    LATERAL (SELECT now() - make_interval(secs => :seconds * (:calls - n + 1) / :calls)) AS moment(t)
+"""
+
+_CALL_ENTRIES = """
+INSERT INTO ledger_entries (account_id, created_at, kind, pool, amount, reservation_id)
+SELECT account_id, settled_at, 'usage', 'purchased', -charged_tokens,
+    account_id || '/' || replace(CAST(hold_id AS text), '-', '')
+FROM holds WHERE account_id = :account AND status = 'committed' ORDER BY settled_at
+"""
+
+_CALL_BUCKETS = """
+UPDATE buckets AS b SET available = b.available - s.tokens, used = b.used + s.tokens
+FROM (SELECT purchased_bucket AS bucket, sum(charged_tokens) AS tokens FROM holds
+      WHERE account_id = :account AND status = 'committed' GROUP BY 1) AS s
+WHERE b.account_id = :account AND b.pool = 'purchased' AND b.bucket = s.bucket
+"""
+
+_CALL_TOTALS = """
+INSERT INTO usage_daily (account_id, day, model, bucket, requests, input_tokens, output_tokens,
+    charged_tokens, cost_micros, unbilled_tokens)
+SELECT account_id, CAST((settled_at AT TIME ZONE 'UTC') AS date), model, allowance_bucket, count(*),
+    sum(usage_input_tokens), sum(usage_output_tokens), sum(charged_tokens), sum(cost_micros), sum(unbilled_tokens)
+FROM holds WHERE account_id = :account AND status = 'committed'
+GROUP BY 1, 2, 3, 4
+"""
+
+
+async def calls(engine: AsyncEngine, account: str, count: int, *, days: int = 90, buckets: int = 16) -> None:
+    """`count` committed calls of a funded account (one created with `buckets` buckets)."""
+    params = {"account": account, "calls": count, "seconds": days * 86_400 - 60, "buckets": buckets}
+    async with engine.begin() as connection:
+        for statement in (_CALL_HOLDS, _CALL_ENTRIES, _CALL_BUCKETS, _CALL_TOTALS):
+            await connection.execute(text(statement), params)
+
+
+async def settle_in(engine: AsyncEngine) -> None:
+    """What a database that has lived with this data looks like: vacuumed (otherwise autovacuum's
+    pass over millions of fresh rows runs during the measurement), analysed, checkpointed."""
     async with engine.connect() as connection:
         autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-        await autocommit.execute(text("VACUUM (ANALYZE) ledger_entries, accounts, buckets"))
+        await autocommit.execute(text("VACUUM (ANALYZE) ledger_entries, accounts, buckets, holds, usage_daily"))
         await autocommit.execute(text("CHECKPOINT"))
