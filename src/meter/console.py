@@ -79,7 +79,7 @@ async def account_show(target: str, account_id: str) -> str:
             ["period", f"{when(b.period_start)} to {when(b.period_end)} UTC"],
             ["allowance", f"{tokens(b.allowance_remaining)} left of {tokens(b.allowance_total)}"],
             ["purchased", f"{tokens(b.purchased_remaining)} left"],
-            ["held", f"{tokens(b.held)} in {holds.open_count} open holds"],
+            ["held", f"{tokens(b.held)} in {holds.open_count} open hold{'' if holds.open_count == 1 else 's'}"],
             ["available", tokens(b.available)],
             ["debt", tokens(b.debt)],
             ["used", f"{tokens(b.used_this_period)} this period ({share}; warning: {_WARNINGS[b.warning_level]})"],

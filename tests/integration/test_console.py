@@ -76,7 +76,7 @@ async def test_account_show_and_usage_print_aligned_tables(meter: RunningMeter) 
     assert lines[0] == f"account {account}"
     assert "plan       free" in out
     assert "purchased  997,103 left" in out  # 1 000 000 - 2 500 - 297 - 100 held
-    assert "held       100 in 1 open holds" in out
+    assert "held       100 in 1 open hold\n" in out
     assert "used       2,797 this period (0 %; warning: none)" in out
     holds_at = lines.index("open holds (1 of 1, soonest to expire first)")
     assert lines[holds_at + 1].split() == ["RESERVATION", "MODEL", "HELD", "CREATED", "EXPIRES", "LABELS"]
