@@ -7,6 +7,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
+import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 
@@ -75,6 +76,10 @@ async def test_levels_at_exact_thresholds_each_announced_once(
     assert balance.warning_level == pb.WARNING_LEVEL_PERCENT_80
     assert _announced(caplog, account) == ["80", "90", "95", "exhausted"]
     assert {level: _counted()[level] - counted[level] for level in LEVELS} == dict.fromkeys(LEVELS, 1)
+    async with aiohttp.ClientSession() as http, http.get(f"http://{meter.service.webhooks.address}/metrics") as answer:
+        assert answer.status == 200
+        scraped = await answer.text()
+    assert f'meter_balance_warnings_total{{level="80"}} {_counted()["80"]}' in scraped
 
 
 async def test_a_jump_announces_every_level_crossed_and_a_new_period_starts_over(

@@ -1,4 +1,5 @@
-"""POST /webhooks/stripe on aiohttp: read the raw body, verify, map, forward, answer."""
+"""POST /webhooks/stripe on aiohttp: read the raw body, verify, map, forward, answer. The same
+server answers GET /metrics (Prometheus text format)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from meter.client import MeterClient, MeterRpcError
 from meter.domain.events import WebhookEvent
@@ -19,7 +21,13 @@ from meter.webhooks.verify import NotAnEvent, verified_event
 log = logging.getLogger(__name__)
 
 PATH = "/webhooks/stripe"
+METRICS_PATH = "/metrics"
 MAX_BODY_BYTES = 1_000_000  # Stripe events are a few kB; aiohttp answers 413 above this
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    """The process's Prometheus metrics (prometheus_client's default registry), text format."""
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 class WebhookServer:
@@ -33,6 +41,7 @@ class WebhookServer:
         self.outcomes: Counter[str] = Counter()  # events by outcome, for logs now and metrics later
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post(PATH, self._handle)
+        app.router.add_get(METRICS_PATH, _metrics)
         self._runner = web.AppRunner(app, access_log=None)
         self.address = ""
 
