@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from meter.domain.errors import InvalidField
+from meter.domain.holds import Usage
 
 # A year, leap or not: the longest range one report covers (a page of at most 366 days).
 MAX_DAYS = 366
@@ -27,12 +28,7 @@ class UsageRecord:
 
     model: str
     catalog_version: str
-    input_tokens: int
-    output_tokens: int
-    charged_tokens: int
-    cost_micros: int
-    unbilled_tokens: int
-    late: bool
+    usage: Usage
     labels: dict[str, str] = field(default_factory=dict)
 
 

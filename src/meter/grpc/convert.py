@@ -224,12 +224,12 @@ def usage_record(value: UsageRecord) -> pb.UsageRecord:
     return pb.UsageRecord(
         model=value.model,
         catalog_version=value.catalog_version,
-        input_tokens=value.input_tokens,
-        output_tokens=value.output_tokens,
-        charged_tokens=value.charged_tokens,
-        cost_micros=value.cost_micros,
-        unbilled_tokens=value.unbilled_tokens,
-        late=value.late,
+        input_tokens=value.usage.input_tokens,
+        output_tokens=value.usage.output_tokens,
+        charged_tokens=value.usage.charged_tokens,
+        cost_micros=value.usage.cost_micros,
+        unbilled_tokens=value.usage.unbilled_tokens,
+        late=value.usage.late,
         labels=value.labels,
     )
 

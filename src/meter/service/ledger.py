@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
 from meter.domain import ids, pages
 from meter.domain.errors import AccountNotFound, InvalidField
@@ -83,7 +80,7 @@ async def list_entries(
                 reservation_id=row["reservation_id"] or "",
                 ref=row["ref"] or "",
                 note=row["note"] or "",
-                usage=_usage_record(row),
+                usage=row["usage"],
             )
             for row in rows[:size]
         ]
@@ -92,20 +89,3 @@ async def list_entries(
         return Page(entries, token)
 
     return await meter.storage.transaction(work)
-
-
-def _usage_record(row: Mapping[str, Any]) -> UsageRecord | None:
-    if row["charged_tokens"] is None:
-        return None
-    labels = row["labels"]
-    return UsageRecord(
-        model=row["model"],
-        catalog_version=row["catalog_version"],
-        input_tokens=row["usage_input_tokens"],
-        output_tokens=row["usage_output_tokens"],
-        charged_tokens=row["charged_tokens"],
-        cost_micros=row["cost_micros"],
-        unbilled_tokens=row["unbilled_tokens"],
-        late=row["late"],
-        labels=json.loads(labels) if isinstance(labels, str) else dict(labels),
-    )

@@ -127,18 +127,27 @@ class HoldQueries(Queries):
         return [r["account_id"] for r in rows]
 
 
-def _hold(row: Mapping[str, Any]) -> Hold:
+def usage_from_row(row: Mapping[str, Any]) -> Usage | None:
+    """A committed hold's usage (None while it is not committed)."""
+    if row["charged_tokens"] is None:
+        return None
+    return Usage(
+        input_tokens=row["usage_input_tokens"],
+        output_tokens=row["usage_output_tokens"],
+        charged_tokens=row["charged_tokens"],
+        cost_micros=row["cost_micros"],
+        unbilled_tokens=row["unbilled_tokens"],
+        late=row["late"],
+    )
+
+
+def labels_from_row(row: Mapping[str, Any]) -> dict[str, str]:
     labels = row["labels"]
-    usage = None
-    if row["charged_tokens"] is not None:
-        usage = Usage(
-            input_tokens=row["usage_input_tokens"],
-            output_tokens=row["usage_output_tokens"],
-            charged_tokens=row["charged_tokens"],
-            cost_micros=row["cost_micros"],
-            unbilled_tokens=row["unbilled_tokens"],
-            late=row["late"],
-        )
+    return json.loads(labels) if isinstance(labels, str) else dict(labels)
+
+
+def _hold(row: Mapping[str, Any]) -> Hold:
+    usage = usage_from_row(row)
     return Hold(
         account_id=row["account_id"],
         reservation_id=f"{row['account_id']}/{str(row['hold_id']).replace('-', '')}",
@@ -148,7 +157,7 @@ def _hold(row: Mapping[str, Any]) -> Hold:
             input_tokens=row["input_tokens"],
             max_output_tokens=row["max_output_tokens"],
             ttl_seconds=row["ttl_seconds"],
-            labels=json.loads(labels) if isinstance(labels, str) else dict(labels),
+            labels=labels_from_row(row),
         ),
         pricing=Pricing(
             catalog_version=row["catalog_version"],

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from meter.domain.usage import UsageRecord
+from meter.storage.hold_queries import labels_from_row, usage_from_row
 from meter.storage.queries import Queries
 
 
@@ -22,7 +24,7 @@ class LedgerQueries(Queries):
         start: datetime | None,
         end: datetime | None,
     ) -> list[Mapping[str, Any]]:
-        return await self._rows(
+        rows = await self._rows(
             "SELECT e.entry_id, e.created_at, e.kind, e.pool, e.amount, e.reservation_id, e.ref, e.note, "
             "h.model, h.catalog_version, h.usage_input_tokens, h.usage_output_tokens, h.charged_tokens, "
             "h.cost_micros, h.unbilled_tokens, h.late, h.labels FROM ledger_entries AS e "
@@ -41,8 +43,16 @@ class LedgerQueries(Queries):
             end=end,
             limit=limit,
         )
+        return [{**row, "usage": _usage_record(row)} for row in rows]
 
     async def secret(self, name: str) -> bytes:
         row = await self._row("SELECT value FROM meter_secrets WHERE name = :name", name=name)
         assert row is not None, f"migration 0005 creates the {name} secret"
         return bytes(row["value"])
+
+
+def _usage_record(row: Mapping[str, Any]) -> UsageRecord | None:
+    usage = usage_from_row(row)
+    if usage is None:
+        return None
+    return UsageRecord(row["model"], row["catalog_version"], usage, labels_from_row(row))
