@@ -96,12 +96,12 @@ WHERE b.account_id = :account AND b.pool = 'purchased' AND b.bucket = s.bucket
 """
 
 _CALL_TOTALS = """
-INSERT INTO usage_daily (account_id, day, model, bucket, requests, input_tokens, output_tokens,
+INSERT INTO usage_daily (account_id, day, model, pool, bucket, requests, input_tokens, output_tokens,
     charged_tokens, cost_micros, unbilled_tokens)
-SELECT account_id, CAST((settled_at AT TIME ZONE 'UTC') AS date), model, allowance_bucket, count(*),
+SELECT account_id, CAST((settled_at AT TIME ZONE 'UTC') AS date), model, 'purchased', purchased_bucket, count(*),
     sum(usage_input_tokens), sum(usage_output_tokens), sum(charged_tokens), sum(cost_micros), sum(unbilled_tokens)
 FROM holds WHERE account_id = :account AND status = 'committed'
-GROUP BY 1, 2, 3, 4
+GROUP BY 1, 2, 3, 4, 5
 """
 
 

@@ -15,14 +15,14 @@ ANNOUNCED_LEVELS = "CASE WHEN a.warned_period_start = a.period_start THEN a.warn
 
 class UsageQueries(Queries):
     async def add_usage(self, hold: Hold, usage: Usage, now: datetime) -> None:
-        """One more call on the commit's UTC day; on the hold's bucket's row, which concurrent
-        Commits of the account spread over as they do over its balance rows."""
+        """One more call on the commit's UTC day, on the totals row of the balance row the Commit
+        holds locked (the hold's bucket): no lock a concurrent Commit could wait on."""
         await self._execute(
-            "INSERT INTO usage_daily AS u (account_id, day, model, bucket, requests, input_tokens, output_tokens, "
-            "charged_tokens, cost_micros, unbilled_tokens) VALUES (:account_id, "
-            "CAST((CAST(:now AS timestamptz) AT TIME ZONE 'UTC') AS date), :model, :bucket, 1, :input, :output, "
-            ":charged, :cost, :unbilled) "
-            "ON CONFLICT (account_id, day, model, bucket) DO UPDATE SET requests = u.requests + 1, "
+            "INSERT INTO usage_daily AS u (account_id, day, model, pool, bucket, requests, input_tokens, "
+            "output_tokens, charged_tokens, cost_micros, unbilled_tokens) VALUES (:account_id, "
+            "CAST((CAST(:now AS timestamptz) AT TIME ZONE 'UTC') AS date), :model, :pool, :bucket, 1, :input, "
+            ":output, :charged, :cost, :unbilled) "
+            "ON CONFLICT (account_id, day, model, pool, bucket) DO UPDATE SET requests = u.requests + 1, "
             "input_tokens = u.input_tokens + excluded.input_tokens, "
             "output_tokens = u.output_tokens + excluded.output_tokens, "
             "charged_tokens = u.charged_tokens + excluded.charged_tokens, "
@@ -31,7 +31,8 @@ class UsageQueries(Queries):
             account_id=hold.account_id,
             now=now,
             model=hold.params.model,
-            bucket=hold.allowance_bucket,
+            pool="allowance" if hold.allowance_held else "purchased",
+            bucket=hold.allowance_bucket if hold.allowance_held else hold.purchased_bucket,
             input=usage.input_tokens,
             output=usage.output_tokens,
             charged=usage.charged_tokens,

@@ -1,9 +1,10 @@
 """Usage by day and model, and which balance warnings an account was already told about.
 
-usage_daily: one row per account, UTC day, model and bucket, added to by every Commit in the
-same transaction as its charge. The bucket is the hold's allowance bucket, so concurrent Commits
-of one busy account add to different rows, as they already update different balance rows: the
-aggregate adds no new single-row hotspot. GetUsage sums the buckets; its cost depends on the
+usage_daily: one row per account, UTC day, model and balance row (pool, bucket), added to by
+every Commit in the same transaction as its charge. The row is the one of the balance row the
+Commit already holds locked (the hold's bucket), so the aggregate adds no lock a Commit could
+wait on: concurrent Commits of one busy account meet on a totals row only when they meet on
+its balance row anyway. GetUsage sums the buckets; its cost depends on the
 days and models asked for, never on how many calls the account made. Rows are derived data:
 `meter audit` checks them against the committed holds (each committed hold is the usage record
 of its call: model, tokens, charge, cost at the pinned catalog version, labels, late, unbilled).
@@ -38,6 +39,7 @@ CREATE TABLE usage_daily (
     account_id      text NOT NULL,
     day             date NOT NULL,
     model           text NOT NULL,
+    pool            text NOT NULL CHECK (pool IN ('allowance', 'purchased')),
     bucket          smallint NOT NULL,
     requests        bigint NOT NULL CHECK (requests > 0),
     input_tokens    bigint NOT NULL CHECK (input_tokens >= 0),
@@ -45,16 +47,18 @@ CREATE TABLE usage_daily (
     charged_tokens  bigint NOT NULL CHECK (charged_tokens >= 0),
     cost_micros     bigint NOT NULL CHECK (cost_micros >= 0),
     unbilled_tokens bigint NOT NULL CHECK (unbilled_tokens >= 0),
-    PRIMARY KEY (account_id, day, model, bucket)
+    PRIMARY KEY (account_id, day, model, pool, bucket)
 );
 
-INSERT INTO usage_daily (account_id, day, model, bucket, requests, input_tokens, output_tokens,
+INSERT INTO usage_daily (account_id, day, model, pool, bucket, requests, input_tokens, output_tokens,
     charged_tokens, cost_micros, unbilled_tokens)
-SELECT account_id, (settled_at AT TIME ZONE 'UTC')::date, model, allowance_bucket, count(*),
+SELECT account_id, (settled_at AT TIME ZONE 'UTC')::date, model,
+    CASE WHEN allowance_held > 0 THEN 'allowance' ELSE 'purchased' END,
+    CASE WHEN allowance_held > 0 THEN allowance_bucket ELSE purchased_bucket END, count(*),
     sum(usage_input_tokens), sum(usage_output_tokens), sum(charged_tokens), sum(cost_micros),
     sum(unbilled_tokens)
 FROM holds WHERE status = 'committed'
-GROUP BY 1, 2, 3, 4;
+GROUP BY 1, 2, 3, 4, 5;
 
 CREATE VIEW usage_records AS
 SELECT account_id, account_id || '/' || replace(hold_id::text, '-', '') AS reservation_id, request_id,
@@ -220,11 +224,14 @@ BEGIN
         usage_output_tokens = p_output, charged_tokens = v_charge, cost_micros = v_cost, unbilled_tokens = 0,
         late = v_late
     WHERE h.account_id = p_account AND h.hold_id = p_hold;
-    INSERT INTO usage_daily AS u (account_id, day, model, bucket, requests, input_tokens, output_tokens,
+    -- On the totals row of the balance row updated above (still locked): no new lock to wait on.
+    INSERT INTO usage_daily AS u (account_id, day, model, pool, bucket, requests, input_tokens, output_tokens,
         charged_tokens, cost_micros, unbilled_tokens)
-    VALUES (p_account, (v_now AT TIME ZONE 'UTC')::date, v_hold.model, v_hold.allowance_bucket, 1, p_input,
-        p_output, v_charge, v_cost, 0)
-    ON CONFLICT (account_id, day, model, bucket) DO UPDATE SET requests = u.requests + 1,
+    VALUES (p_account, (v_now AT TIME ZONE 'UTC')::date, v_hold.model,
+        CASE WHEN v_hold.allowance_held > 0 THEN 'allowance' ELSE 'purchased' END,
+        CASE WHEN v_hold.allowance_held > 0 THEN v_hold.allowance_bucket ELSE v_hold.purchased_bucket END,
+        1, p_input, p_output, v_charge, v_cost, 0)
+    ON CONFLICT (account_id, day, model, pool, bucket) DO UPDATE SET requests = u.requests + 1,
         input_tokens = u.input_tokens + excluded.input_tokens,
         output_tokens = u.output_tokens + excluded.output_tokens,
         charged_tokens = u.charged_tokens + excluded.charged_tokens,
