@@ -14,11 +14,10 @@ accounts.warned_levels / warned_period_start: the warning levels already announc
 that starts at warned_period_start, as bits (1: 80 %, 2: 90 %, 4: 95 %, 8: exhausted); a new
 period starts from none without anything being reset.
 
-holds_open_by_account: an account's open holds without reading its settled ones (one more index
-entry per Reserve; none for settled holds, which leave the partial index).
-
 The fast-path functions are replaced: meter_commit_fast adds to usage_daily, and both return the
-announced level so the service can tell a new crossing without another round trip.
+announced levels so the service can tell a new crossing without another round trip; Commit now
+locks its balance row last, after the writes no other call waits on, so a busy account's
+Reserves find it locked for as short a time as possible.
 
 Revision ID: 0006
 Revises: 0005
@@ -65,10 +64,6 @@ SELECT account_id, account_id || '/' || replace(hold_id::text, '-', '') AS reser
     settled_at AS committed_at, model, catalog_version, usage_input_tokens AS input_tokens,
     usage_output_tokens AS output_tokens, charged_tokens, cost_micros, unbilled_tokens, late, labels
 FROM holds WHERE status = 'committed';
-
--- An account's open holds, soonest to expire first (ListOpenReservations, `meter account show`)
--- without reading the account's settled ones.
-CREATE INDEX holds_open_by_account ON holds (account_id, expires_at) WHERE status = 'open';
 
 ALTER TABLE accounts
     ADD COLUMN warned_levels smallint NOT NULL DEFAULT 0 CHECK (warned_levels BETWEEN 0 AND 15),
@@ -204,16 +199,8 @@ BEGIN
     END IF;
     v_used_allowance := least(v_charge, v_hold.allowance_held);
     v_used_purchased := least(v_charge - v_used_allowance, v_hold.purchased_held);
-    IF v_hold.allowance_held > 0 THEN
-        UPDATE buckets AS b SET available = b.available + v_hold.allowance_held - v_used_allowance,
-            held = b.held - v_hold.allowance_held, used = b.used + v_used_allowance
-        WHERE b.account_id = p_account AND b.pool = 'allowance' AND b.bucket = v_hold.allowance_bucket;
-    END IF;
-    IF v_hold.purchased_held > 0 THEN
-        UPDATE buckets AS b SET available = b.available + v_hold.purchased_held - v_used_purchased,
-            held = b.held - v_hold.purchased_held, used = b.used + v_used_purchased
-        WHERE b.account_id = p_account AND b.pool = 'purchased' AND b.bucket = v_hold.purchased_bucket;
-    END IF;
+    -- What locks nothing another call waits on comes first; the balance row (which Reserves of
+    -- the account look for) is locked last, so it stays locked for as short a time as possible.
     INSERT INTO ledger_entries (account_id, created_at, kind, pool, amount, reservation_id)
     SELECT p_account, v_now, 'usage', v.pool, v.amount, v_reservation
     FROM (VALUES (1, 'allowance', -v_used_allowance), (2, 'purchased', -v_used_purchased)) AS v(n, pool, amount)
@@ -224,6 +211,16 @@ BEGIN
         usage_output_tokens = p_output, charged_tokens = v_charge, cost_micros = v_cost, unbilled_tokens = 0,
         late = v_late
     WHERE h.account_id = p_account AND h.hold_id = p_hold;
+    IF v_hold.allowance_held > 0 THEN
+        UPDATE buckets AS b SET available = b.available + v_hold.allowance_held - v_used_allowance,
+            held = b.held - v_hold.allowance_held, used = b.used + v_used_allowance
+        WHERE b.account_id = p_account AND b.pool = 'allowance' AND b.bucket = v_hold.allowance_bucket;
+    END IF;
+    IF v_hold.purchased_held > 0 THEN
+        UPDATE buckets AS b SET available = b.available + v_hold.purchased_held - v_used_purchased,
+            held = b.held - v_hold.purchased_held, used = b.used + v_used_purchased
+        WHERE b.account_id = p_account AND b.pool = 'purchased' AND b.bucket = v_hold.purchased_bucket;
+    END IF;
     -- On the totals row of the balance row updated above (still locked): no new lock to wait on.
     INSERT INTO usage_daily AS u (account_id, day, model, pool, bucket, requests, input_tokens, output_tokens,
         charged_tokens, cost_micros, unbilled_tokens)
@@ -275,6 +272,5 @@ def downgrade() -> None:
     for earlier in ("0003_reserve_fast", "0004_commit_fast"):
         op.execute(importlib.import_module(f"meter.storage.migrations.versions.{earlier}").FUNCTION)
     op.execute("ALTER TABLE accounts DROP COLUMN warned_levels, DROP COLUMN warned_period_start")
-    op.execute("DROP INDEX holds_open_by_account")
     op.execute("DROP VIEW usage_records")
     op.execute("DROP TABLE usage_daily")
