@@ -128,3 +128,29 @@ async def test_unreachable_database_is_unavailable_with_a_reason() -> None:
     finally:
         await server.stop(0)
         await connections.close()
+
+
+async def test_a_pool_with_no_connection_free_in_time_is_storage_unavailable(database_url: str) -> None:
+    """Seen under 200 concurrent Reserves: SQLAlchemy's pool timeout reached the caller as
+    INTERNAL, which a client does not retry. It is an overload: UNAVAILABLE, retry with the key."""
+    import pytest
+    from sqlalchemy import text as sql
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from meter.domain.errors import StorageUnavailable
+    from meter.storage.database import run_transaction
+
+    url = database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+    engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    try:
+        async with engine.connect() as busy:
+            await busy.execute(sql("SELECT 1"))
+
+            async def work(connection):  # type: ignore[no-untyped-def]
+                return (await connection.execute(sql("SELECT 1"))).scalar_one()
+
+            with pytest.raises(StorageUnavailable, match="no database connection free in time"):
+                await run_transaction(engine, work)
+        assert await run_transaction(engine, work) == 1
+    finally:
+        await engine.dispose()

@@ -16,6 +16,7 @@ from typing import TypeVar
 import asyncpg
 from sqlalchemy import URL, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
@@ -135,4 +136,7 @@ async def run_transaction(
         raise
     except (OSError, asyncpg.PostgresConnectionError) as exc:
         raise StorageUnavailable(type(exc).__name__) from exc
+    except PoolTimeout as exc:
+        # Every connection busy for the pool's timeout: an overload to retry, not a fault.
+        raise StorageUnavailable("no database connection free in time") from exc
     raise AssertionError("unreachable: tenacity reraises the last failure")
