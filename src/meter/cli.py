@@ -12,13 +12,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import grpc
 import uvloop
 
 from meter import bootstrap, console
 from meter.bench.runner import Options, bench
 from meter.catalog import CatalogError
-from meter.client import MeterClient
+from meter.client import MeterClient, MeterRpcError
 from meter.config import ConfigError, Settings
 from meter.storage.audit import audit
 from meter.webhooks.app import PATH as WEBHOOK_PATH
@@ -136,8 +135,8 @@ async def _console(args: argparse.Namespace, target: str) -> int:
         else:
             first, last = console.default_range(args.last)
             print(await console.usage_report(target, args.account_id, args.first or first, args.last or last, args.by))
-    except grpc.aio.AioRpcError as exc:
-        print(f"meter: {exc.code().name}: {exc.details()}", file=sys.stderr)
+    except MeterRpcError as exc:
+        print(f"meter: {exc}", file=sys.stderr)
         return 1
     return 0
 

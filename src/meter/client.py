@@ -164,6 +164,16 @@ class MeterClient:
     async def get_catalog(self) -> pb.GetCatalogResponse:
         return await self._call(self._stub.GetCatalog, pb.GetCatalogRequest(), _READS_RETRY_ON)
 
+    async def list_ledger_entries(self, request: pb.ListLedgerEntriesRequest) -> pb.ListLedgerEntriesResponse:
+        return await self._call(self._stub.ListLedgerEntries, request, _READS_RETRY_ON)
+
+    async def get_usage(self, request: pb.GetUsageRequest) -> pb.GetUsageResponse:
+        return await self._call(self._stub.GetUsage, request, _READS_RETRY_ON)
+
+    async def list_open_reservations(self, *, account_id: str, limit: int = 0) -> pb.ListOpenReservationsResponse:
+        request = pb.ListOpenReservationsRequest(account_id=account_id, limit=limit)
+        return await self._call(self._stub.ListOpenReservations, request, _READS_RETRY_ON)
+
     async def credit_purchase(
         self,
         *,

@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
-import grpc
 from google.protobuf import timestamp_pb2
 from google.type import date_pb2
 
+from meter.client import MeterClient
 from meter.v1 import meter_pb2 as pb
-from meter.v1 import meter_pb2_grpc
 
 RECENT_ENTRIES = 10
 OPEN_HOLDS_SHOWN = 20
@@ -62,14 +61,11 @@ def when(stamp: timestamp_pb2.Timestamp) -> str:
 
 
 async def account_show(target: str, account_id: str) -> str:
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = meter_pb2_grpc.MeterServiceStub(channel)
-        b = (await stub.GetBalance(pb.GetBalanceRequest(account_id=account_id), timeout=10)).balance
-        holds = await stub.ListOpenReservations(
-            pb.ListOpenReservationsRequest(account_id=account_id, limit=OPEN_HOLDS_SHOWN), timeout=10
-        )
-        entries = await stub.ListLedgerEntries(
-            pb.ListLedgerEntriesRequest(account_id=account_id, page_size=RECENT_ENTRIES), timeout=10
+    async with MeterClient(target) as client:
+        b = await client.get_balance(account_id=account_id)
+        holds = await client.list_open_reservations(account_id=account_id, limit=OPEN_HOLDS_SHOWN)
+        entries = await client.list_ledger_entries(
+            pb.ListLedgerEntriesRequest(account_id=account_id, page_size=RECENT_ENTRIES)
         )
     period_tokens = b.used_this_period + b.held + b.allowance_remaining + b.purchased_remaining
     share = f"{b.used_this_period * 100 // period_tokens} %" if period_tokens else "-"
@@ -132,8 +128,8 @@ async def account_show(target: str, account_id: str) -> str:
 async def usage_report(target: str, account_id: str, first: date, last: date, by: str) -> str:
     grouping = {"day": pb.USAGE_GROUPING_DAY, "model": pb.USAGE_GROUPING_MODEL}[by]
     request = pb.GetUsageRequest(account_id=account_id, group_by=grouping, to=_date(last), **{"from": _date(first)})
-    async with grpc.aio.insecure_channel(target) as channel:
-        report = await meter_pb2_grpc.MeterServiceStub(channel).GetUsage(request, timeout=10)
+    async with MeterClient(target) as client:
+        report = await client.get_usage(request)
 
     def cells(label: str, t: pb.UsageTotals) -> list[str]:
         return [

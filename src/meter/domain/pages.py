@@ -26,6 +26,14 @@ class Cursor:
     after: int
 
 
+def page_size(field: str, value: int, *, default: int, maximum: int) -> int:
+    """A list's page size: 0 means the default; anything else must be 1..maximum."""
+    size = value or default
+    if not 1 <= size <= maximum:
+        raise InvalidField(field, f"must be 1-{maximum} (0: {default})")
+    return size
+
+
 def encode(cursor: Cursor, key: bytes) -> str:
     body = base64.urlsafe_b64encode(json.dumps(asdict(cursor), separators=(",", ":")).encode()).decode()
     return f"{body}.{_mac(body, key)}"

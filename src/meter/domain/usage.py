@@ -63,9 +63,6 @@ class UsageRow:
 
 @dataclass(frozen=True)
 class UsageReport:
-    first_day: date
-    last_day: date
-    grouping: UsageGrouping
     rows: list[UsageRow]
 
     @property

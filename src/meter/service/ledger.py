@@ -48,9 +48,7 @@ async def list_entries(
     end: datetime | None = None,
 ) -> Page:
     ids.account_id(account_id)
-    size = page_size or DEFAULT_PAGE_SIZE
-    if not 1 <= size <= MAX_PAGE_SIZE:
-        raise InvalidField("page_size", f"must be 1-{MAX_PAGE_SIZE} (0: {DEFAULT_PAGE_SIZE})")
+    size = pages.page_size("page_size", page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
     if start and end and start >= end:
         raise InvalidField("to", "must be after from")
     listing = pages.Cursor(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from meter.domain import ids
-from meter.domain.errors import AccountNotFound, InvalidField
+from meter.domain import ids, pages
+from meter.domain.errors import AccountNotFound
 from meter.domain.holds import Hold
 from meter.service.context import Meter
 from meter.service.ports import Store
@@ -29,9 +29,7 @@ class OpenReservations:
 
 async def list_open(meter: Meter, *, account_id: str, limit: int = 0) -> OpenReservations:
     ids.account_id(account_id)
-    size = limit or DEFAULT_LIMIT
-    if not 1 <= size <= MAX_LIMIT:
-        raise InvalidField("limit", f"must be 1-{MAX_LIMIT} (0: {DEFAULT_LIMIT})")
+    size = pages.page_size("limit", limit, default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
 
     async def work(store: Store) -> OpenReservations:
         account, _ = await store.account_state(account_id)

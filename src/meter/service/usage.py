@@ -23,9 +23,6 @@ async def get_usage(
             raise AccountNotFound(account_id)
         rows = await store.usage_totals(account_id, first, last, grouping.value)
         return UsageReport(
-            first,
-            last,
-            grouping,
             [
                 UsageRow(
                     day=row["day"] if grouping is UsageGrouping.DAY else None,
