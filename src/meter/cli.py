@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Coroutine
 from datetime import date
 from pathlib import Path
@@ -14,14 +17,17 @@ from typing import Any
 
 import uvloop
 
-from meter import bootstrap, console
+from meter import bootstrap, console, logs
 from meter.bench.runner import Options, bench
 from meter.catalog import CatalogError
 from meter.client import MeterClient, MeterRpcError
 from meter.config import ConfigError, Settings
+from meter.domain.callers import hash_token, new_token
+from meter.grpc import tls
+from meter.storage import migrate
 from meter.storage.audit import audit
+from meter.webhooks.app import HEALTH_PATH, replay
 from meter.webhooks.app import PATH as WEBHOOK_PATH
-from meter.webhooks.app import replay
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     usage.add_argument("--to", dest="last", type=date.fromisoformat, help="last UTC day, included (default: today)")
     usage.add_argument("--by", choices=("day", "model"), default="day")
     usage.add_argument("--target", help="meter's gRPC address (default: METER_GRPC_ADDR)")
+    health = commands.add_parser("health", help="exit 0 if the meter on this machine serves (container health check)")
+    health.add_argument("--url", help="its health URL (default: /healthz on METER_HTTP_ADDR)")
+    callers = commands.add_parser("callers", help="caller credentials")
+    callers_commands = callers.add_subparsers(dest="callers_command", required=True)
+    callers_commands.add_parser("new-token", help="print a new bearer token and the token_sha256 to configure")
     chaos_parser = commands.add_parser("chaos", help="faults and invariants: prove nothing is lost or counted twice")
     chaos_parser.add_argument("--minutes", type=float, default=2.0, help="length of the whole run")
     chaos_parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
@@ -81,10 +92,17 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"meter: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    long_running = args.command == "serve" or (args.command == "webhooks" and args.webhooks_command is None)
+    logs.configure(settings.log_level, settings.log_format if long_running else "text")
     try:
         if args.command == "serve":
             return _run_fast(_serve(settings))
+        if args.command == "health":
+            return _health(args.url or _health_url(settings.http_addr))
+        if args.command == "callers":
+            token = new_token()
+            print(f"token:        {token}\ntoken_sha256: {hash_token(token)}")
+            return 0
         if args.command == "migrate":
             return asyncio.run(_migrate(settings))
         if args.command == "bench":
@@ -92,11 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "chaos":
             return asyncio.run(_chaos(settings, args))
         if args.command in ("account", "usage"):
-            return asyncio.run(_console(args, args.target or settings.grpc_addr))
+            return asyncio.run(_console(settings, args, args.target or settings.grpc_addr))
         if args.command == "webhooks":
             target = getattr(args, "replay_target", None) or args.target or settings.grpc_addr
             if args.webhooks_command == "replay":
-                return asyncio.run(_replay(target, args.event_id))
+                return asyncio.run(_replay(settings, target, args.event_id))
             return asyncio.run(_webhooks(settings, target))
         return asyncio.run(_audit(settings, args.account))
     except (CatalogError, ConfigError) as exc:
@@ -105,11 +123,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(settings: Settings) -> int:
-    service = await bootstrap.start(settings)
+    """Listens at once; health says NOT_SERVING until the database is ready. SIGTERM or SIGINT
+    drains: health NOT_SERVING, new calls refused, calls in flight finish within the grace."""
+    stopping = _stop_signals()
+    service = await bootstrap.start(settings, ready_within=None)
     print(f"meter: serving gRPC on {service.grpc.address}", flush=True)
     print(f"meter: Stripe webhooks on http://{service.webhooks.address}{WEBHOOK_PATH}", flush=True)
-    await _until_stopped()
-    logging.getLogger("meter").info("stopping: draining in-flight RPCs")
+    await stopping.wait()
+    logging.getLogger("meter").info("stopping: draining in-flight RPCs (grace %.1f s)", settings.shutdown_grace_seconds)
     await service.stop()
     return 0
 
@@ -120,21 +141,54 @@ def _run_fast(main: Coroutine[Any, Any, int]) -> int:
         return runner.run(main)
 
 
-async def _until_stopped() -> None:
+def _stop_signals() -> asyncio.Event:
+    """Set on SIGINT or SIGTERM (handlers installed before anything slow starts)."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    await stopping.wait()
+    return stopping
 
 
-async def _console(args: argparse.Namespace, target: str) -> int:
+async def _until_stopped() -> None:
+    await _stop_signals().wait()
+
+
+def _health_url(http_addr: str) -> str:
+    host, _, port = http_addr.rpartition(":")
+    if host.strip("[]") in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}{HEALTH_PATH}"
+
+
+def _health(url: str) -> int:
     try:
-        if args.command == "account":
-            print(await console.account_show(target, args.account_id))
-        else:
-            first, last = console.default_range(args.last)
-            print(await console.usage_report(target, args.account_id, args.first or first, args.last or last, args.by))
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            print(f"meter: {json.load(answer)['status']}")
+            return 0
+    except urllib.error.HTTPError as error:
+        print(f"meter: {error.code} {error.read().decode(errors='replace')}", file=sys.stderr)
+    except OSError as error:
+        print(f"meter: {url}: {error}", file=sys.stderr)
+    return 1
+
+
+def _client(settings: Settings, target: str, token: str | None = None) -> MeterClient:
+    """A client of the meter at `target` with the CLI's token (METER_TOKEN) and TLS files."""
+    return MeterClient(target, token=token or settings.token, credentials=tls.channel_credentials(settings))
+
+
+async def _console(settings: Settings, args: argparse.Namespace, target: str) -> int:
+    try:
+        async with _client(settings, target) as client:
+            if args.command == "account":
+                print(await console.account_show(client, args.account_id))
+            else:
+                first, last = console.default_range(args.last)
+                report = await console.usage_report(
+                    client, args.account_id, args.first or first, args.last or last, args.by
+                )
+                print(report)
     except MeterRpcError as exc:
         print(f"meter: {exc}", file=sys.stderr)
         return 1
@@ -142,7 +196,7 @@ async def _console(args: argparse.Namespace, target: str) -> int:
 
 
 async def _webhooks(settings: Settings, target: str) -> int:
-    client, server = await bootstrap.start_webhooks(settings, target=target)
+    client, server = await bootstrap.start_webhooks(settings, target=target, token=settings.webhook_token)
     print(f"meter: Stripe webhooks on http://{server.address}{WEBHOOK_PATH} -> gRPC {target}", flush=True)
     await _until_stopped()
     await server.stop()
@@ -150,8 +204,8 @@ async def _webhooks(settings: Settings, target: str) -> int:
     return 0
 
 
-async def _replay(target: str, event_id: str) -> int:
-    async with MeterClient(target) as client:
+async def _replay(settings: Settings, target: str, event_id: str) -> int:
+    async with _client(settings, target) as client:
         outcome = await replay(client, event_id)
     print(f"meter: event {event_id}: {outcome.status} {outcome.reason}".rstrip())
     # Still rejected (or meter unreachable) is a failure the operator must see.
@@ -189,6 +243,7 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _migrate(settings: Settings) -> int:
     database = await bootstrap.open_database(settings)
+    await migrate.upgrade_async(database.url)
     print("meter: schema is up to date")
     if database.embedded is not None:
         await asyncio.to_thread(database.embedded.stop)

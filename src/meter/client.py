@@ -74,13 +74,23 @@ class MeterClient:
         backoff_seconds: float = 0.05,
         timeout_seconds: float | None = 10.0,
         wait_for_ready: bool = False,
+        token: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         """`wait_for_ready`: while meter is unreachable, calls wait (up to their timeout) for it
-        to come back instead of failing at once; for callers that would rather be late than fail."""
+        to come back instead of failing at once; for callers that would rather be late than fail.
+        `token`: the caller's bearer token, sent with every call. `credentials`: TLS (e.g.
+        `grpc.ssl_channel_credentials(ca, key, chain)`); plaintext without."""
         if (target is None) == (channel is None):
             raise ValueError("give either a target address or a channel")
         self._owns_channel = channel is None
-        self._channel = channel or grpc.aio.insecure_channel(target or "", options=_CHANNEL_OPTIONS)
+        if channel is not None:
+            self._channel = channel
+        elif credentials is not None:
+            self._channel = grpc.aio.secure_channel(target or "", credentials, options=_CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.aio.insecure_channel(target or "", options=_CHANNEL_OPTIONS)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._wait_for_ready = wait_for_ready
         self._stub = meter_pb2_grpc.MeterServiceStub(self._channel)
         self._attempts = attempts
@@ -111,7 +121,12 @@ class MeterClient:
         ):
             with attempt:
                 try:
-                    return await method(request, timeout=self._timeout_seconds, wait_for_ready=self._wait_for_ready)
+                    return await method(
+                        request,
+                        timeout=self._timeout_seconds,
+                        wait_for_ready=self._wait_for_ready,
+                        metadata=self._metadata,
+                    )
                 except grpc.aio.AioRpcError as error:
                     raise MeterRpcError.from_rpc_error(error) from error
         raise AssertionError("unreachable: tenacity reraises the last failure")

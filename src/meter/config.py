@@ -21,6 +21,18 @@
 | METER_SHUTDOWN_GRACE_SECONDS | 10 | in-flight RPCs get this long to finish on SIGTERM |
 | METER_WEBHOOK_RPC_TIMEOUT_SECONDS | 5 | how long the webhook adapter waits for meter before answering 503 |
 | METER_LOG_LEVEL | INFO | logging level |
+| METER_LOG_FORMAT | json | json (one JSON object per line) or text |
+| METER_CALLERS_FILE | (none) | TOML file of callers: name, role or methods, token_sha256 |
+| METER_CALLERS | (none) | the same TOML, in the variable itself |
+| METER_WEBHOOK_TOKEN | (none) | the bearer token the webhook adapter presents (a billing caller's) |
+| METER_TOKEN | (none) | the bearer token the CLI's client commands present |
+| METER_TLS_CERT_FILE | (none) | server certificate chain (PEM); with the key, gRPC listens with TLS |
+| METER_TLS_KEY_FILE | (none) | server private key (PEM) |
+| METER_TLS_CLIENT_CA_FILE | (none) | CA (PEM) of client certificates: set, clients must present one (mTLS) |
+| METER_TLS_CA_FILE | (none) | clients (CLI, webhook adapter alone): CA (PEM) to verify meter; set: TLS |
+| METER_TLS_CLIENT_CERT_FILE | (none) | clients: certificate to present for mutual TLS |
+| METER_TLS_CLIENT_KEY_FILE | (none) | clients: its private key |
+| METER_MIGRATE_ON_START | true | `meter serve` migrates the database; false: it waits for `meter migrate` |
 """
 
 from __future__ import annotations
@@ -56,6 +68,18 @@ class Settings:
     shutdown_grace_seconds: float = 10.0
     webhook_rpc_timeout_seconds: float = 5.0
     log_level: str = "INFO"
+    log_format: str = "json"
+    callers_file: Path | None = None
+    callers_toml: str | None = None
+    webhook_token: str | None = None
+    token: str | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    tls_ca_file: Path | None = None
+    tls_client_cert_file: Path | None = None
+    tls_client_key_file: Path | None = None
+    migrate_on_start: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -82,10 +106,46 @@ class Settings:
             shutdown_grace_seconds=_float(env, "METER_SHUTDOWN_GRACE_SECONDS", 10.0, 0, 3600),
             webhook_rpc_timeout_seconds=_float(env, "METER_WEBHOOK_RPC_TIMEOUT_SECONDS", 5.0, 0.1, 60),
             log_level=(env.get("METER_LOG_LEVEL") or "INFO").upper(),
+            log_format=_choice(env, "METER_LOG_FORMAT", "json", ("json", "text")),
+            callers_file=_path(env, "METER_CALLERS_FILE"),
+            callers_toml=env.get("METER_CALLERS") or None,
+            webhook_token=env.get("METER_WEBHOOK_TOKEN") or None,
+            token=env.get("METER_TOKEN") or None,
+            tls_cert_file=_path(env, "METER_TLS_CERT_FILE"),
+            tls_key_file=_path(env, "METER_TLS_KEY_FILE"),
+            tls_client_ca_file=_path(env, "METER_TLS_CLIENT_CA_FILE"),
+            tls_ca_file=_path(env, "METER_TLS_CA_FILE"),
+            tls_client_cert_file=_path(env, "METER_TLS_CLIENT_CERT_FILE"),
+            tls_client_key_file=_path(env, "METER_TLS_CLIENT_KEY_FILE"),
+            migrate_on_start=_choice(env, "METER_MIGRATE_ON_START", "true", ("true", "false")) == "true",
         )
-        if settings.default_ttl_seconds > settings.max_ttl_seconds:
-            raise ConfigError("METER_DEFAULT_TTL_SECONDS must not exceed METER_MAX_TTL_SECONDS")
+        settings.check()
         return settings
+
+    def check(self) -> None:
+        """Combinations that cannot work, refused before anything starts."""
+        if self.default_ttl_seconds > self.max_ttl_seconds:
+            raise ConfigError("METER_DEFAULT_TTL_SECONDS must not exceed METER_MAX_TTL_SECONDS")
+        if self.callers_file and self.callers_toml:
+            raise ConfigError("set METER_CALLERS_FILE or METER_CALLERS, not both")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("METER_TLS_CERT_FILE and METER_TLS_KEY_FILE go together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ConfigError("METER_TLS_CLIENT_CA_FILE (mutual TLS) needs METER_TLS_CERT_FILE and METER_TLS_KEY_FILE")
+        if bool(self.tls_client_cert_file) != bool(self.tls_client_key_file):
+            raise ConfigError("METER_TLS_CLIENT_CERT_FILE and METER_TLS_CLIENT_KEY_FILE go together")
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    return Path(raw) if raw else None
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(name) or default).lower()
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -60,13 +60,12 @@ def when(stamp: timestamp_pb2.Timestamp) -> str:
     return stamp.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-async def account_show(target: str, account_id: str) -> str:
-    async with MeterClient(target) as client:
-        b = await client.get_balance(account_id=account_id)
-        holds = await client.list_open_reservations(account_id=account_id, limit=OPEN_HOLDS_SHOWN)
-        entries = await client.list_ledger_entries(
-            pb.ListLedgerEntriesRequest(account_id=account_id, page_size=RECENT_ENTRIES)
-        )
+async def account_show(client: MeterClient, account_id: str) -> str:
+    b = await client.get_balance(account_id=account_id)
+    holds = await client.list_open_reservations(account_id=account_id, limit=OPEN_HOLDS_SHOWN)
+    entries = await client.list_ledger_entries(
+        pb.ListLedgerEntriesRequest(account_id=account_id, page_size=RECENT_ENTRIES)
+    )
     period_tokens = b.used_this_period + b.held + b.allowance_remaining + b.purchased_remaining
     share = f"{b.used_this_period * 100 // period_tokens} %" if period_tokens else "-"
     summary = fields(
@@ -105,7 +104,7 @@ async def account_show(target: str, account_id: str) -> str:
     parts.append(f"\nrecent entries (newest {len(entries.entries)})")
     parts.append(
         table(
-            ["ID", "TIME", "KIND", "POOL", "AMOUNT", "MODEL", "COST", "REFERENCE"],
+            ["ID", "TIME", "KIND", "POOL", "AMOUNT", "MODEL", "COST", "CALLER", "REFERENCE"],
             [
                 [
                     str(e.entry_id),
@@ -115,6 +114,7 @@ async def account_show(target: str, account_id: str) -> str:
                     f"{e.amount:+,}",
                     e.usage.model if e.HasField("usage") else "",
                     usd(e.usage.cost_micros) if e.HasField("usage") else "",
+                    e.caller,
                     e.reservation_id or e.ref,
                 ]
                 for e in entries.entries
@@ -125,11 +125,10 @@ async def account_show(target: str, account_id: str) -> str:
     return "\n".join(parts)
 
 
-async def usage_report(target: str, account_id: str, first: date, last: date, by: str) -> str:
+async def usage_report(client: MeterClient, account_id: str, first: date, last: date, by: str) -> str:
     grouping = {"day": pb.USAGE_GROUPING_DAY, "model": pb.USAGE_GROUPING_MODEL}[by]
     request = pb.GetUsageRequest(account_id=account_id, group_by=grouping, to=_date(last), **{"from": _date(first)})
-    async with MeterClient(target) as client:
-        report = await client.get_usage(request)
+    report = await client.get_usage(request)
 
     def cells(label: str, t: pb.UsageTotals) -> list[str]:
         return [

@@ -1,12 +1,97 @@
-"""The service's Prometheus metrics, in prometheus_client's default registry (served at
-/metrics by the operations work; readable in-process meanwhile)."""
+"""The service's Prometheus metrics, in prometheus_client's default registry, served at /metrics
+on the HTTP server (METER_HTTP_ADDR). Each process counts what it did; Prometheus sums the
+replicas. The README's "Operating meter" lists them with what each means."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from collections.abc import Callable, Iterator
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 BALANCE_WARNINGS = Counter(
     "meter_balance_warnings",
     "Accounts that crossed a balance warning level for the first time in their period.",
     ["level"],
 )
+
+RPCS = Counter("meter_rpcs", "gRPC calls answered, by method and status code.", ["method", "code"])
+RPC_SECONDS = Histogram(
+    "meter_rpc_duration_seconds",
+    "Time from a call's arrival in the handler to its answer, by method and status code.",
+    ["method", "code"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+)
+REJECTIONS = Counter(
+    "meter_rejections",
+    "Calls refused with a meter error, by method and ErrorInfo reason (INSUFFICIENT_TOKENS, ...).",
+    ["method", "reason"],
+)
+
+TOKENS = Counter(
+    "meter_tokens",
+    "Tokens moved: held by new Reserves, charged by new Commits, credited by new purchases, "
+    "reversed by refunds and disputes.",
+    ["movement"],
+)
+TOKENS_HELD = TOKENS.labels(movement="held")
+TOKENS_CHARGED = TOKENS.labels(movement="charged")
+TOKENS_CREDITED = TOKENS.labels(movement="credited")
+TOKENS_REVERSED = TOKENS.labels(movement="reversed")
+
+OPEN_HOLDS = Gauge(
+    "meter_open_holds", "Holds not yet committed, released or expired (all accounts, read by the sweeper)."
+)
+SWEEPER_LAG = Gauge(
+    "meter_sweeper_lag_seconds",
+    "How long the longest-expired hold still open has been past its expiry (0: the sweeper is keeping up).",
+)
+SWEEPS = Counter("meter_sweeps", "Sweeper passes, by outcome (ok, failed).", ["outcome"])
+
+WEBHOOK_EVENTS = Counter(
+    "meter_webhook_events",
+    "Stripe webhook deliveries answered, by event type and outcome (applied, duplicate, ignored, "
+    "rejected, retry, refused).",
+    ["type", "status"],
+)
+
+
+PoolReading = Callable[[], tuple[int, int]]  # () -> (connections in use, pool size limit)
+
+
+class _DatabasePools(Collector):
+    """Reads the connection pools at scrape time. One collector for the process: the pools of
+    every service started in it register here (tests start several)."""
+
+    def __init__(self) -> None:
+        self._pools: dict[tuple[int, str], PoolReading] = {}
+
+    def watch(self, owner: object, name: str, reading: PoolReading) -> None:
+        self._pools[(id(owner), name)] = reading
+
+    def forget(self, owner: object) -> None:
+        for key in [key for key in self._pools if key[0] == id(owner)]:
+            del self._pools[key]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        in_use = GaugeMetricFamily("meter_db_connections_in_use", "Database connections lent out.", labels=["pool"])
+        limit = GaugeMetricFamily("meter_db_connections_max", "Most connections a pool opens.", labels=["pool"])
+        totals: dict[str, list[int]] = {}
+        for (_, name), reading in list(self._pools.items()):
+            used, size = reading()
+            total = totals.setdefault(name, [0, 0])
+            total[0] += used
+            total[1] += size
+        for name, (used, size) in sorted(totals.items()):
+            in_use.add_metric([name], used)
+            limit.add_metric([name], size)
+        yield in_use
+        yield limit
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
+
+
+DATABASE_POOLS = _DatabasePools()
+REGISTRY.register(DATABASE_POOLS)

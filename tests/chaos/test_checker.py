@@ -39,8 +39,8 @@ async def test_a_double_credit_the_audit_cannot_see_is_found(meter: RunningMeter
         # The same payment credited again, with the bucket moved to match: the audit stays clean.
         await connection.execute(
             text(
-                "INSERT INTO ledger_entries (account_id, created_at, kind, pool, amount, ref) "
-                "VALUES (:a, now(), 'purchase', 'purchased', 1000, :ref)"
+                "INSERT INTO ledger_entries (account_id, created_at, caller, kind, pool, amount, ref) "
+                "VALUES (:a, now(), 'test', 'purchase', 'purchased', 1000, :ref)"
             ),
             {"a": bought.account, "ref": bought.key},
         )

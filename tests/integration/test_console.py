@@ -84,13 +84,15 @@ async def test_account_show_and_usage_print_aligned_tables(meter: RunningMeter) 
     assert lines[holds_at + 2].endswith("agent=planner")
     entries_at = lines.index("recent entries (newest 3)")
     header = lines[entries_at + 1]
-    assert header.split() == ["ID", "TIME", "KIND", "POOL", "AMOUNT", "MODEL", "COST", "REFERENCE"]
+    assert header.split() == ["ID", "TIME", "KIND", "POOL", "AMOUNT", "MODEL", "COST", "CALLER", "REFERENCE"]
     rows = lines[entries_at + 2 :]
     assert len(rows) == 3
     amount_end = header.index("AMOUNT") + len("AMOUNT")
     assert [row[:amount_end].split()[-1] for row in rows] == ["-297", "-2,500", "+1,000,000"]
     assert "claude-haiku-4-5" in rows[0] and "$0.001186" in rows[0] and cheap.reservation_id in rows[0]
     assert "claude-sonnet-4-5" in rows[1] and "$0.007500" in rows[1]
+    caller_at = header.index("CALLER")
+    assert [row[caller_at:].split()[0] for row in rows] == ["anonymous"] * 3  # no callers configured
 
     day = hold.expires_at.ToDatetime(tzinfo=UTC).date().isoformat()
     code, out, err = await _cli(

@@ -9,7 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from meter.domain.errors import AccountNotFound
 from meter.grpc.drain import Drain
-from meter.grpc.errors import translate_errors
+from meter.grpc.handling import Gate, Readiness, wrap_service
 from support import expect_error
 
 
@@ -22,7 +22,8 @@ class Faulty(health_pb2_grpc.HealthServicer):
 
 async def test_domain_errors_keep_their_status_and_bugs_are_internal() -> None:
     server = grpc.aio.server()
-    servicer = translate_errors(Faulty(), health_pb2_grpc.HealthServicer, Drain())
+    gate = Gate(callers=None, readiness=Readiness(ready=True), drain=Drain())
+    servicer = wrap_service(Faulty(), health_pb2_grpc.HealthServicer, gate)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

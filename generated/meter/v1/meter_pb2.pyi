@@ -484,7 +484,7 @@ class GetWebhookEventResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[WebhookEvent, _Mapping]] = ..., account_id: _Optional[str] = ..., status: _Optional[_Union[EventStatus, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class LedgerEntry(_message.Message):
-    __slots__ = ("entry_id", "created_at", "kind", "pool", "amount", "reservation_id", "ref", "note", "usage")
+    __slots__ = ("entry_id", "created_at", "kind", "pool", "amount", "reservation_id", "ref", "note", "usage", "caller")
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -494,6 +494,7 @@ class LedgerEntry(_message.Message):
     REF_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     entry_id: int
     created_at: _timestamp_pb2.Timestamp
     kind: EntryKind
@@ -503,7 +504,8 @@ class LedgerEntry(_message.Message):
     ref: str
     note: str
     usage: UsageRecord
-    def __init__(self, entry_id: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., pool: _Optional[_Union[Pool, str]] = ..., amount: _Optional[int] = ..., reservation_id: _Optional[str] = ..., ref: _Optional[str] = ..., note: _Optional[str] = ..., usage: _Optional[_Union[UsageRecord, _Mapping]] = ...) -> None: ...
+    caller: str
+    def __init__(self, entry_id: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., pool: _Optional[_Union[Pool, str]] = ..., amount: _Optional[int] = ..., reservation_id: _Optional[str] = ..., ref: _Optional[str] = ..., note: _Optional[str] = ..., usage: _Optional[_Union[UsageRecord, _Mapping]] = ..., caller: _Optional[str] = ...) -> None: ...
 
 class UsageRecord(_message.Message):
     __slots__ = ("model", "catalog_version", "input_tokens", "output_tokens", "charged_tokens", "cost_micros", "unbilled_tokens", "late", "labels")

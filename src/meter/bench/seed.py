@@ -28,8 +28,9 @@ FROM generate_series(1, :count) AS n, unnest(ARRAY['allowance', 'purchased']) AS
 """
 
 _FUNDING = """
-INSERT INTO ledger_entries (account_id, created_at, kind, pool, amount, ref, note)
-SELECT :prefix || n, now(), 'adjustment', 'purchased', CAST(:funding AS bigint), 'bench-funding-' || n, 'meter bench'
+INSERT INTO ledger_entries (account_id, created_at, caller, kind, pool, amount, ref, note)
+SELECT :prefix || n, now(), 'meter-bench', 'adjustment', 'purchased', CAST(:funding AS bigint),
+    'bench-funding-' || n, 'meter bench'
 FROM generate_series(1, :count) AS n
 """
 
@@ -37,8 +38,8 @@ FROM generate_series(1, :count) AS n
 # balances stay as funded and the tables carry the weight of a long-lived service. (Usage entries
 # would need the committed holds and daily totals they come from: see `calls` below.)
 _HISTORY = """
-INSERT INTO ledger_entries (account_id, created_at, kind, pool, amount, ref)
-SELECT :prefix || (1 + (n / 2) % :accounts), now() - make_interval(secs => n), 'adjustment', 'purchased',
+INSERT INTO ledger_entries (account_id, created_at, caller, kind, pool, amount, ref)
+SELECT :prefix || (1 + (n / 2) % :accounts), now() - make_interval(secs => n), 'meter-bench', 'adjustment', 'purchased',
     CASE WHEN n % 2 = 0 THEN -7 ELSE 7 END, 'bench-history'
 FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS n
 """
@@ -82,8 +83,8 @@ FROM generate_series(1, CAST(:calls AS bigint)) AS n,
 """
 
 _CALL_ENTRIES = """
-INSERT INTO ledger_entries (account_id, created_at, kind, pool, amount, reservation_id)
-SELECT account_id, settled_at, 'usage', 'purchased', -charged_tokens,
+INSERT INTO ledger_entries (account_id, created_at, caller, kind, pool, amount, reservation_id)
+SELECT account_id, settled_at, 'meter-bench', 'usage', 'purchased', -charged_tokens,
     account_id || '/' || replace(CAST(hold_id AS text), '-', '')
 FROM holds WHERE account_id = :account AND status = 'committed' ORDER BY settled_at
 """

@@ -21,6 +21,11 @@ category a failure belongs to.
     +-- ReservationExpired          FAILED_PRECONDITION
     +-- RequestIdReused             ALREADY_EXISTS  same idempotency key, other parameters
     +-- StorageUnavailable          UNAVAILABLE  retry with the same key
+    +-- ShuttingDown                UNAVAILABLE  this server is draining; retry elsewhere
+    +-- NotReady                    UNAVAILABLE  the database is not reachable or not migrated yet
+    +-- MissingCredentials          UNAUTHENTICATED  no bearer token
+    +-- InvalidToken                UNAUTHENTICATED  not a configured caller's token
+    +-- MethodNotAllowed            PERMISSION_DENIED  the caller may not call this method
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ class ErrorCategory(enum.Enum):
     PRECONDITION = "precondition"
     ALREADY_EXISTS = "already_exists"
     UNAVAILABLE = "unavailable"
+    UNAUTHENTICATED = "unauthenticated"
+    PERMISSION_DENIED = "permission_denied"
 
 
 class MeterError(Exception):
@@ -205,3 +212,37 @@ class ShuttingDown(MeterError):
 
     def __init__(self) -> None:
         super().__init__("this server is shutting down and did not start the call; retry with the same key")
+
+
+class NotReady(MeterError):
+    reason = "NOT_READY"
+    category = ErrorCategory.UNAVAILABLE
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"meter is not ready: {detail}; retry with the same key")
+
+
+class Unauthenticated(MeterError):
+    category = ErrorCategory.UNAUTHENTICATED
+
+
+class MissingCredentials(Unauthenticated):
+    reason = "MISSING_CREDENTIALS"
+
+    def __init__(self) -> None:
+        super().__init__("no bearer token: send the metadata 'authorization: Bearer <token>'")
+
+
+class InvalidToken(Unauthenticated):
+    reason = "INVALID_TOKEN"
+
+    def __init__(self) -> None:
+        super().__init__("the bearer token is not a configured caller's")
+
+
+class MethodNotAllowed(MeterError):
+    reason = "METHOD_NOT_ALLOWED"
+    category = ErrorCategory.PERMISSION_DENIED
+
+    def __init__(self, caller: str, method: str) -> None:
+        super().__init__(f"caller {caller!r} may not call {method}", caller=caller, method=method)

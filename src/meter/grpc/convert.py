@@ -216,6 +216,7 @@ def ledger_entry(value: Entry) -> pb.LedgerEntry:
         reservation_id=value.reservation_id,
         ref=value.ref,
         note=value.note,
+        caller=value.caller,
         usage=usage_record(value.usage) if value.usage else None,
     )
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from meter import metrics
 from meter.domain import ids
 from meter.domain.amounts import require_tokens
 from meter.domain.balance import Balance
@@ -59,7 +60,10 @@ async def credit_purchase(
                 raise InvalidField(name, f"at most {MAX_REF_LENGTH} characters")
         record = _checked_purchase(meter, account_id, pack_id, tokens, amount_minor, currency)
         record |= {"payment_ref": payment_ref, "payment_intent": payment_intent or None, "event_id": event_id or None}
-        return await meter.storage.transaction(lambda store: _credit(meter, store, record, source_event))
+        credited = await meter.storage.transaction(lambda store: _credit(meter, store, record, source_event))
+        if credited.newly_credited:
+            metrics.TOKENS_CREDITED.inc(credited.tokens)
+        return credited
 
     return await events.rejecting(meter, events.event_account(account_id), source_event, run)
 

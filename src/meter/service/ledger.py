@@ -28,6 +28,7 @@ class Entry:
     reservation_id: str
     ref: str
     note: str
+    caller: str
     usage: UsageRecord | None = None
 
 
@@ -78,6 +79,7 @@ async def list_entries(
                 reservation_id=row["reservation_id"] or "",
                 ref=row["ref"] or "",
                 note=row["note"] or "",
+                caller=row["caller"],
                 usage=row["usage"],
             )
             for row in rows[:size]

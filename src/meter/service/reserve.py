@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from meter import metrics
 from meter.domain import ids
 from meter.domain.accounts import Account
 from meter.domain.amounts import MAX_CALL_TOKENS, require_tokens
@@ -27,6 +28,7 @@ MAX_LABEL_LENGTH = 256
 class Reservation:
     hold: Hold
     balance: Balance
+    new: bool = True  # False: the answer to a replayed request_id
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ async def reserve(
     fast = await meter.storage.reserve_fast(draft, start)
     if fast is not None:
         reservation = Reservation(*fast)
+        metrics.TOKENS_HELD.inc(reservation.hold.held_tokens)
         await balance_warnings.announce(meter, reservation.balance)
         return reservation
 
@@ -106,7 +109,7 @@ async def reserve(
         existing = await store.hold_by_request(account_id, request_id)
         if existing is not None:
             existing.check_replay(params)
-            return Reservation(existing, await store.balance(account_id))
+            return Reservation(existing, await store.balance(account_id), new=False)
         account = await roll_over_if_ended(store, account, now)
         if account.debt:
             raise AccountInDebt(account.debt)
@@ -130,6 +133,8 @@ async def reserve(
         return Reservation(hold, await store.balance(account_id))
 
     reservation = await meter.storage.transaction(work)
+    if reservation.new:
+        metrics.TOKENS_HELD.inc(reservation.hold.held_tokens)
     await balance_warnings.announce(meter, reservation.balance)
     return reservation
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from meter import metrics
 from meter.domain import ids, reversals
 from meter.domain.accounts import Account
 from meter.domain.amounts import require_tokens
@@ -62,6 +63,8 @@ async def reverse_credit(
         reversed_ = await meter.storage.transaction(
             lambda store: _reverse(store, account, ref, kind, amount_minor, reversal_ref, source_event)
         )
+        if reversed_.tokens > 0:
+            metrics.TOKENS_REVERSED.inc(reversed_.tokens)
         await balance_warnings.announce(meter, reversed_.balance)
         return reversed_
 

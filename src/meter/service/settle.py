@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from meter import metrics
 from meter.domain import ids
 from meter.domain.accounts import Account
 from meter.domain.amounts import MAX_CALL_TOKENS, require_tokens
@@ -27,6 +28,7 @@ from meter.service.ports import Store
 class Charge:
     usage: Usage
     balance: Balance
+    new: bool = True  # False: the answer to a replayed Commit
 
 
 async def commit(meter: Meter, *, reservation_id: str, input_tokens: int, output_tokens: int) -> Charge:
@@ -38,6 +40,7 @@ async def commit(meter: Meter, *, reservation_id: str, input_tokens: int, output
     fast = await meter.storage.commit_fast(account_id, ids.hold_id(reservation_id), input_tokens, output_tokens)
     if fast is not None:
         charge = Charge(*fast)
+        metrics.TOKENS_CHARGED.inc(charge.usage.charged_tokens)
         await balance_warnings.announce(meter, charge.balance)
         return charge
 
@@ -46,7 +49,7 @@ async def commit(meter: Meter, *, reservation_id: str, input_tokens: int, output
         if hold.status is HoldStatus.COMMITTED:
             hold.check_commit_replay(input_tokens, output_tokens)
             assert hold.usage is not None
-            return Charge(hold.usage, await store.balance(account_id))
+            return Charge(hold.usage, await store.balance(account_id), new=False)
         if hold.status is HoldStatus.RELEASED:
             raise ReservationReleased(reservation_id)
         charged = hold.pricing.tokens(input_tokens, output_tokens)
@@ -69,6 +72,8 @@ async def commit(meter: Meter, *, reservation_id: str, input_tokens: int, output
         return Charge(usage, await store.balance(account_id))
 
     charge = await meter.storage.transaction(work)
+    if charge.new:
+        metrics.TOKENS_CHARGED.inc(charge.usage.charged_tokens)
     await balance_warnings.announce(meter, charge.balance)
     return charge
 

@@ -8,6 +8,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from meter import metrics
 from meter.domain.errors import MeterError
 from meter.service.context import Meter
 from meter.service.periods import roll_over_if_ended
@@ -28,10 +29,12 @@ class SweepCount:
 async def sweep_once(meter: Meter) -> SweepCount:
     count = SweepCount()
 
-    async def due(store: Store) -> tuple[list[tuple[str, str]], list[str]]:
-        return await store.expired_holds(BATCH), await store.ended_periods(BATCH)
+    async def due(store: Store) -> tuple[list[tuple[str, str]], list[str], tuple[int, float]]:
+        return await store.expired_holds(BATCH), await store.ended_periods(BATCH), await store.open_holds_summary()
 
-    holds, accounts = await meter.storage.transaction(due)
+    holds, accounts, (open_holds, lag) = await meter.storage.transaction(due)
+    metrics.OPEN_HOLDS.set(open_holds)
+    metrics.SWEEPER_LAG.set(lag)
     for account_id, hold_id in holds:
         if await expire(meter, account_id=account_id, hold_id=hold_id):
             count.holds_expired += 1
@@ -57,11 +60,14 @@ async def run_sweeper(meter: Meter, interval_seconds: float, stop: asyncio.Event
     while not stop.is_set():
         try:
             count = await sweep_once(meter)
+            metrics.SWEEPS.labels("ok").inc()
             if count.holds_expired or count.periods_rolled:
                 log.info("sweep: %d holds expired, %d periods rolled over", count.holds_expired, count.periods_rolled)
         except MeterError as exc:
+            metrics.SWEEPS.labels("failed").inc()
             log.warning("sweep failed: %s", exc)
         except Exception:
+            metrics.SWEEPS.labels("failed").inc()
             log.exception("sweep failed")
         try:
             await asyncio.wait_for(stop.wait(), timeout=interval_seconds)

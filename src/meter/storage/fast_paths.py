@@ -19,6 +19,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from meter.domain import ids
 from meter.domain.balance import Balance
+from meter.domain.callers import acting_caller
 from meter.domain.errors import StorageUnavailable
 from meter.domain.holds import Hold, Usage
 from meter.storage.clock import DatabaseClock
@@ -31,7 +32,7 @@ RESERVE = (
     "SELECT * FROM meter_reserve_fast($1, $2, CAST($3 AS uuid), $4, $5, $6, $7, CAST($8 AS jsonb), $9, "
     "$10, $11, $12, $13, $14, $15, $16)"
 )
-COMMIT = "SELECT * FROM meter_commit_fast($1, CAST($2 AS uuid), $3, $4, $5)"
+COMMIT = "SELECT * FROM meter_commit_fast($1, CAST($2 AS uuid), $3, $4, $5, $6)"
 
 
 async def create_pool(dsn: str, *, size: int, timeouts: Timeouts) -> asyncpg.Pool:
@@ -106,7 +107,7 @@ class FastPaths:
         """Charge an open hold whose usage fits it, in the period it was taken in; None when the
         general path must decide (nothing was changed then)."""
         row = await self._fetch_row(
-            COMMIT, account_id, hold_id, input_tokens, output_tokens, self._clock.offset_seconds
+            COMMIT, account_id, hold_id, input_tokens, output_tokens, self._clock.offset_seconds, acting_caller()
         )
         if row["outcome"] != "ok":
             return None

@@ -121,6 +121,16 @@ class HoldQueries(Queries):
         )
         return [(r["account_id"], r["hold_id"]) for r in rows]
 
+    async def open_holds_summary(self) -> tuple[int, float]:
+        """(open holds, seconds the longest-expired open hold is past its expiry), through the
+        partial index of open holds: its cost follows the holds open, not the table."""
+        row = await self._row(
+            f"SELECT count(*) AS open, coalesce(extract(epoch FROM {NOW} - min(expires_at) "
+            f"FILTER (WHERE expires_at <= {NOW})), 0) AS lag FROM holds WHERE status = 'open'"
+        )
+        assert row is not None
+        return int(row["open"]), float(row["lag"])
+
     async def ended_periods(self, limit: int) -> list[str]:
         rows = await self._rows(
             f"SELECT account_id FROM accounts WHERE period_end <= {NOW} ORDER BY period_end LIMIT :limit",

@@ -25,7 +25,7 @@ class LedgerQueries(Queries):
         end: datetime | None,
     ) -> list[Mapping[str, Any]]:
         rows = await self._rows(
-            "SELECT e.entry_id, e.created_at, e.kind, e.pool, e.amount, e.reservation_id, e.ref, e.note, "
+            "SELECT e.entry_id, e.created_at, e.kind, e.pool, e.amount, e.reservation_id, e.ref, e.note, e.caller, "
             "h.model, h.catalog_version, h.usage_input_tokens, h.usage_output_tokens, h.charged_tokens, "
             "h.cost_micros, h.unbilled_tokens, h.late, h.labels FROM ledger_entries AS e "
             "LEFT JOIN holds AS h ON e.kind = 'usage' AND h.account_id = e.account_id "

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.storage.database import async_url
 
@@ -30,3 +33,21 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 async def upgrade_async(database_url: str) -> None:
     """Alembic's env runs its own event loop; keep it off the server's loop."""
     await asyncio.to_thread(upgrade, database_url)
+
+
+def head_revision() -> str:
+    """The newest migration this code ships."""
+    script = ScriptDirectory(str(MIGRATIONS))
+    head = script.get_current_head()
+    assert head is not None, "the migrations folder has a head"
+    return head
+
+
+async def schema_revision(engine: AsyncEngine) -> str | None:
+    """The database's migration, or None when it was never migrated. Raises when unreachable."""
+    async with engine.connect() as connection:
+        exists = await connection.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
+        if not exists:
+            return None
+        revision: str | None = await connection.scalar(text("SELECT version_num FROM alembic_version"))
+        return revision

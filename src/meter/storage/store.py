@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from meter.domain.balance import Balance
+from meter.domain.callers import acting_caller
 from meter.domain.ledger import LedgerEntry
 from meter.storage.account_queries import ACCOUNT_COLUMNS, AccountQueries
 from meter.storage.bucket_queries import BucketQueries
@@ -32,12 +33,14 @@ class PostgresStore(
         if not entries:
             return
         await self._execute(
-            "INSERT INTO ledger_entries (account_id, created_at, kind, pool, amount, reservation_id, ref, note) "
-            "SELECT :account_id, :now, * FROM unnest(CAST(:kinds AS text[]), CAST(:pools AS text[]), "
+            "INSERT INTO ledger_entries "
+            "(account_id, created_at, caller, kind, pool, amount, reservation_id, ref, note) "
+            "SELECT :account_id, :now, :caller, * FROM unnest(CAST(:kinds AS text[]), CAST(:pools AS text[]), "
             "CAST(:amounts AS bigint[]), CAST(:reservations AS text[]), CAST(:refs AS text[]), "
             "CAST(:notes AS text[]))",
             account_id=account_id,
             now=now,
+            caller=acting_caller(),
             kinds=[e.kind.value for e in entries],
             pools=[e.pool.value for e in entries],
             amounts=[e.amount for e in entries],

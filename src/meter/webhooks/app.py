@@ -1,17 +1,21 @@
 """POST /webhooks/stripe on aiohttp: read the raw body, verify, map, forward, answer. The same
-server answers GET /metrics (Prometheus text format)."""
+server answers GET /metrics (Prometheus text format) and GET /healthz (200 once meter is ready
+to serve, 503 before: what a container's health check or an HTTP probe asks)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from meter import metrics
 from meter.client import MeterClient, MeterRpcError
 from meter.domain.events import WebhookEvent
 from meter.webhooks.forward import Outcome, forward
@@ -22,6 +26,8 @@ log = logging.getLogger(__name__)
 
 PATH = "/webhooks/stripe"
 METRICS_PATH = "/metrics"
+HEALTH_PATH = "/healthz"
+REQUEST_ID = "X-Request-Id"
 MAX_BODY_BYTES = 1_000_000  # Stripe events are a few kB; aiohttp answers 413 above this
 
 
@@ -33,15 +39,23 @@ async def _metrics(request: web.Request) -> web.Response:
 class WebhookServer:
     """The adapter's HTTP server, a gRPC client of meter at `client`'s target."""
 
-    def __init__(self, client: MeterClient, secrets: Sequence[str], address: str) -> None:
+    def __init__(
+        self,
+        client: MeterClient,
+        secrets: Sequence[str],
+        address: str,
+        serving: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._client = client
         self._secrets = tuple(secrets)
+        self._serving = serving
         host, _, port = address.rpartition(":")
         self._host, self._port = host or "127.0.0.1", int(port)
         self.outcomes: Counter[str] = Counter()  # events by outcome, for logs now and metrics later
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post(PATH, self._handle)
         app.router.add_get(METRICS_PATH, _metrics)
+        app.router.add_get(HEALTH_PATH, self._health)
         self._runner = web.AppRunner(app, access_log=None)
         self.address = ""
 
@@ -57,24 +71,55 @@ class WebhookServer:
     async def stop(self) -> None:
         await self._runner.cleanup()
 
+    async def _health(self, request: web.Request) -> web.Response:
+        serving = self._serving()
+        return web.json_response({"status": "SERVING" if serving else "NOT_SERVING"}, status=200 if serving else 503)
+
     async def _handle(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        request_id = os.urandom(12).hex()
         if not self._secrets:
-            return self._answer(Outcome(503, "retry", "no webhook secret configured"), "-", "-")
+            return self._answer(Outcome(503, "retry", "no webhook secret configured"), None, started, request_id)
         payload = await request.read()
         try:
             event = verified_event(payload, request.headers.get("Stripe-Signature"), self._secrets)
         except NotAnEvent as refused:
-            return self._answer(Outcome(400, "refused", str(refused)), "-", "-")
+            return self._answer(Outcome(400, "refused", str(refused)), None, started, request_id)
         source = WebhookEvent(event["id"], event["type"], payload, datetime.now(UTC))
-        outcome = await forward(self._client, action_for(event), source)
-        return self._answer(outcome, event["id"], event["type"])
+        action = action_for(event)
+        outcome = await forward(self._client, action, source)
+        return self._answer(outcome, source, started, request_id, getattr(action, "account_id", "") or "")
 
-    def _answer(self, outcome: Outcome, event_id: str, event_type: str) -> web.Response:
+    def _answer(
+        self, outcome: Outcome, event: WebhookEvent | None, started: float, request_id: str, account: str = ""
+    ) -> web.Response:
+        """One log line and one count per delivery; the request id goes back as X-Request-Id."""
         self.outcomes[outcome.status] += 1
+        event_type = event.type if event else "-"
+        metrics.WEBHOOK_EVENTS.labels(event_type, outcome.status).inc()
+        latency_ms = (time.perf_counter() - started) * 1000
         level = logging.WARNING if outcome.status in ("rejected", "retry", "refused") else logging.INFO
-        log.log(level, "webhook %s %s: %s %s", event_id, event_type, outcome.status, outcome.reason)
-        body = {"status": outcome.status, "reason": outcome.reason}
-        return web.json_response(body, status=outcome.http_status)
+        log.log(
+            level,
+            "webhook %s %s: %s %s",
+            event.event_id if event else "-",
+            event_type,
+            outcome.status,
+            outcome.reason,
+            extra={
+                "event": event.event_id if event else "",
+                "type": event_type,
+                "caller": "stripe",
+                "account": account,
+                "status": outcome.status,
+                "http_status": outcome.http_status,
+                "reason": outcome.reason,
+                "latency_ms": round(latency_ms, 3),
+                "request_id": request_id,
+            },
+        )
+        body = {"status": outcome.status, "reason": outcome.reason, "request_id": request_id}
+        return web.json_response(body, status=outcome.http_status, headers={REQUEST_ID: request_id})
 
 
 async def replay(client: MeterClient, event_id: str) -> Outcome:

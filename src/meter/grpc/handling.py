@@ -1,0 +1,140 @@
+"""What happens around every MeterService call, in one wrapper per method built once at start:
+
+1. the request id: the caller's `x-request-id` metadata if it sent a usable one, else a new one;
+   returned in the response's trailing metadata, on errors too;
+2. the drain (a stopping server refuses new calls), readiness (no call runs before the database is
+   reachable and migrated) and the caller's bearer token and permission;
+3. the handler, under the caller's name (recorded on the ledger entries it writes);
+4. errors: a MeterError becomes its status with ErrorInfo; anything else (a bug) is logged with its
+   traceback and answered INTERNAL;
+5. one log line (`meter.rpc`) and the metrics: calls and latency by method and code, refusals by
+   reason.
+
+Wrapped once at start rather than in a server interceptor: an interceptor builds a new method
+handler on every call, which measured about 3 % of the server's CPU at load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+
+from meter import metrics
+from meter.domain.callers import ANONYMOUS, Callers, acting_as
+from meter.domain.errors import MeterError, NotReady
+from meter.grpc.drain import Drain
+from meter.grpc.errors import code_name, internal_status, to_status
+
+log = logging.getLogger(__name__)
+rpc_log = logging.getLogger("meter.rpc")
+
+REQUEST_ID = "x-request-id"
+_USABLE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
+S = TypeVar("S")
+Handler = Callable[[Any, Any], Awaitable[Any]]
+
+
+@dataclass
+class Readiness:
+    """Set once the database is reachable and migrated; until then calls are refused NOT_READY."""
+
+    ready: bool = False
+    detail: str = "waiting for the database"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Who may call: `callers` configured, or None (no callers: everyone, as `anonymous`)."""
+
+    callers: Callers | None
+    readiness: Readiness
+    drain: Drain
+
+
+def wrap_service(servicer: S, service: type, gate: Gate) -> S:
+    """Wrap every RPC of `service` that `servicer` implements."""
+    for name, member in vars(service).items():
+        if callable(member) and not name.startswith("_"):
+            setattr(servicer, name, _handled(getattr(servicer, name), name, gate))
+    return servicer
+
+
+def _handled(inner: Handler, method: str, gate: Gate) -> Handler:
+    async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started = time.perf_counter()
+        token, request_id = _read_metadata(context.invocation_metadata())
+        caller = ANONYMOUS
+        code, reason = "OK", ""
+        try:
+            with gate.drain:
+                if gate.callers is not None:
+                    caller = gate.callers.admit(token, method).name
+                if not gate.readiness.ready:
+                    raise NotReady(gate.readiness.detail)
+                with acting_as(caller):
+                    response = await inner(request, context)
+            context.set_trailing_metadata(((REQUEST_ID, request_id),))
+            return response
+        except MeterError as error:
+            code, reason = code_name(error), error.reason
+            await context.abort_with_status(to_status(error, ((REQUEST_ID, request_id),)))
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except Exception:
+            log.exception("unhandled error in %s (request %s)", method, request_id)
+            code, reason = "INTERNAL", "INTERNAL"
+            await context.abort_with_status(internal_status(((REQUEST_ID, request_id),)))
+        finally:
+            _record(method, request, caller, code, reason, time.perf_counter() - started, request_id)
+
+    return behavior
+
+
+def _read_metadata(metadata: Sequence[tuple[str, str | bytes]] | None) -> tuple[str | None, str]:
+    token = None
+    request_id = ""
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, credential = value.partition(" ")
+            if scheme.lower() == "bearer":
+                token = credential.strip()
+        elif key == REQUEST_ID and isinstance(value, str) and _USABLE_REQUEST_ID.fullmatch(value):
+            request_id = value
+    return token, request_id or os.urandom(12).hex()
+
+
+def _record(method: str, request: Any, caller: str, code: str, reason: str, seconds: float, request_id: str) -> None:
+    metrics.RPCS.labels(method, code).inc()
+    metrics.RPC_SECONDS.labels(method, code).observe(seconds)
+    if reason and code not in ("INTERNAL", "UNAVAILABLE"):
+        metrics.REJECTIONS.labels(method, reason).inc()
+    if not rpc_log.isEnabledFor(logging.INFO):
+        return
+    account = getattr(request, "account_id", "") or getattr(request, "reservation_id", "").partition("/")[0]
+    rpc_log.log(
+        logging.WARNING if code in ("INTERNAL", "UNKNOWN") else logging.INFO,
+        "%s %s %s %.2f ms",
+        method,
+        code,
+        reason,
+        seconds * 1000,
+        extra={
+            "rpc": method,
+            "caller": caller,
+            "account": account,
+            "code": code,
+            "reason": reason,
+            "latency_ms": round(seconds * 1000, 3),
+            "request_id": request_id,
+        },
+    )
