@@ -171,3 +171,21 @@ async def eventually(probe: Callable[[], Awaitable[T]], accept: Callable[[T], bo
 
 def time_until(instant: datetime, now: datetime) -> timedelta:
     return instant - now
+
+
+_FINGERPRINT = """
+SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM holds),
+       (SELECT count(*) FROM holds WHERE status = 'open'), (SELECT count(*) FROM ledger_entries),
+       (SELECT coalesce(sum(available + held), 0) FROM buckets), (SELECT count(*) FROM purchases),
+       (SELECT count(*) FROM adjustments), (SELECT count(*) FROM webhook_events WHERE status <> 'rejected'),
+       (SELECT coalesce(sum(extract(epoch FROM expires_at)), 0) FROM holds WHERE status = 'open'),
+       (SELECT coalesce(string_agg(plan_id || debt, ','), '') FROM accounts)
+"""
+
+
+async def fingerprint(engine: AsyncEngine) -> tuple[Any, ...]:
+    """Everything a request could change. A refused request that carries its Stripe event records
+    that event as `rejected` (so it can be replayed once fixed): that record is the one change a
+    refusal makes on purpose, and is left out."""
+    async with engine.connect() as connection:
+        return tuple((await connection.execute(text(_FINGERPRINT))).one())

@@ -14,14 +14,17 @@ from meter.v1 import meter_pb2 as pb
 from support import RunningMeter, expect_error, funded_account, new_id, reserve_request
 
 
-async def _cli(*args: str) -> tuple[int, str, str]:
+async def _cli(*args: str, token: str | None = None) -> tuple[int, str, str]:
     """Run the CLI without blocking this loop, which also runs the server it calls."""
+    env = {**os.environ, "METER_LOG_LEVEL": "WARNING"}
+    if token:
+        env["METER_TOKEN"] = token
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "meter.cli",
         *args,
-        env={**os.environ, "METER_LOG_LEVEL": "WARNING"},
+        env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

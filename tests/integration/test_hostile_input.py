@@ -19,11 +19,10 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.v1 import meter_pb2 as pb
-from support import WEBHOOK_SECRET, RunningMeter, funded_account, reserve_request
+from support import WEBHOOK_SECRET, RunningMeter, fingerprint, funded_account, reserve_request
 
 DELIBERATE = {
     grpc.StatusCode.OK,
@@ -125,24 +124,6 @@ def _build(descriptor: Descriptor, fields: dict[str, Any]) -> Message | None:
         return cls(**fields)  # type: ignore[no-any-return]
     except (ValueError, TypeError):
         return None
-
-
-_FINGERPRINT = """
-SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM holds),
-       (SELECT count(*) FROM holds WHERE status = 'open'), (SELECT count(*) FROM ledger_entries),
-       (SELECT coalesce(sum(available + held), 0) FROM buckets), (SELECT count(*) FROM purchases),
-       (SELECT count(*) FROM adjustments), (SELECT count(*) FROM webhook_events WHERE status <> 'rejected'),
-       (SELECT coalesce(sum(extract(epoch FROM expires_at)), 0) FROM holds WHERE status = 'open'),
-       (SELECT coalesce(string_agg(plan_id || debt, ','), '') FROM accounts)
-"""
-
-
-async def fingerprint(engine: AsyncEngine) -> tuple[Any, ...]:
-    """Everything a request could change. A refused request that carries its Stripe event records
-    that event as `rejected` (so it can be replayed once fixed): that record is the one change a
-    refusal makes on purpose, and is left out."""
-    async with engine.connect() as connection:
-        return tuple((await connection.execute(text(_FINGERPRINT))).one())
 
 
 METHODS = [m for m in pb.DESCRIPTOR.services_by_name["MeterService"].methods]
