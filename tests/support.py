@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -189,3 +191,23 @@ async def fingerprint(engine: AsyncEngine) -> tuple[Any, ...]:
     refusal makes on purpose, and is left out."""
     async with engine.connect() as connection:
         return tuple((await connection.execute(text(_FINGERPRINT))).one())
+
+
+async def run_cli(*args: str, token: str | None = None, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run the CLI (`meter ARGS`) without blocking this loop, which also runs the server it calls;
+    `token` becomes METER_TOKEN, `env` is added to the environment."""
+    variables = {**os.environ, "METER_LOG_LEVEL": "WARNING", **(env or {})}
+    if token:
+        variables["METER_TOKEN"] = token
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "meter.cli",
+        *args,
+        env=variables,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

@@ -28,6 +28,7 @@ from support import (
     new_id,
     pack_purchase,
     reserve_request,
+    run_cli,
 )
 
 
@@ -207,11 +208,9 @@ async def test_the_python_client_and_the_cli_present_their_token(meters: StartMe
             await client.set_plan(account_id="acme-client", plan_id="pro")
         assert getattr(refused.value, "reason", "") == "METHOD_NOT_ALLOWED"
 
-    from test_console import _cli
-
-    code, out, err = await _cli("account", "show", "acme-client", "--target", meter.address)
+    code, out, err = await run_cli("account", "show", "acme-client", "--target", meter.address)
     assert code == 1 and "UNAUTHENTICATED MISSING_CREDENTIALS" in err
-    code, out, err = await _cli("account", "show", "acme-client", "--target", meter.address, token=OPERATOR.token)
+    code, out, err = await run_cli("account", "show", "acme-client", "--target", meter.address, token=OPERATOR.token)
     assert code == 0, err
     assert out.startswith("account acme-client")
 

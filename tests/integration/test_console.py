@@ -3,34 +3,12 @@ behind the first: aligned tables with the figures the RPCs give."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from datetime import UTC
 
 import grpc
 
 from meter.v1 import meter_pb2 as pb
-from support import RunningMeter, expect_error, funded_account, new_id, reserve_request
-
-
-async def _cli(*args: str, token: str | None = None) -> tuple[int, str, str]:
-    """Run the CLI without blocking this loop, which also runs the server it calls."""
-    env = {**os.environ, "METER_LOG_LEVEL": "WARNING"}
-    if token:
-        env["METER_TOKEN"] = token
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "meter.cli",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+from support import RunningMeter, expect_error, funded_account, new_id, reserve_request, run_cli
 
 
 async def test_open_reservations_soonest_to_expire_first_with_the_count(meter: RunningMeter) -> None:
@@ -73,7 +51,7 @@ async def test_account_show_and_usage_print_aligned_tables(meter: RunningMeter) 
     await meter.stub.Commit(pb.CommitRequest(reservation_id=cheap.reservation_id, input_tokens=1001, output_tokens=37))
     still_open = await meter.stub.Reserve(reserve_request(account, labels={"agent": "planner"}))
 
-    code, out, err = await _cli("account", "show", account, "--target", meter.address)
+    code, out, err = await run_cli("account", "show", account, "--target", meter.address)
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0] == f"account {account}"
@@ -98,7 +76,7 @@ async def test_account_show_and_usage_print_aligned_tables(meter: RunningMeter) 
     assert [row[caller_at:].split()[0] for row in rows] == ["anonymous"] * 3  # no callers configured
 
     day = hold.expires_at.ToDatetime(tzinfo=UTC).date().isoformat()
-    code, out, err = await _cli(
+    code, out, err = await run_cli(
         "usage", account, "--from", day, "--to", day, "--by", "model", "--target", meter.address
     )
     assert code == 0, err
@@ -113,9 +91,11 @@ async def test_account_show_and_usage_print_aligned_tables(meter: RunningMeter) 
     widths = {len(line) for line in lines[1:]}
     assert len(widths) == 1  # right-aligned numbers: every row ends at the same column
 
-    code, out, err = await _cli("usage", account, "--from", day, "--to", day, "--by", "day", "--target", meter.address)
+    code, out, err = await run_cli(
+        "usage", account, "--from", day, "--to", day, "--by", "day", "--target", meter.address
+    )
     assert code == 0, err
     assert out.splitlines()[2].split() == [day, "2", "2,001", "337", "2,797", "$0.008686", "0"]
 
-    code, out, err = await _cli("usage", new_id(), "--target", meter.address)
+    code, out, err = await run_cli("usage", new_id(), "--target", meter.address)
     assert code == 1 and "NOT_FOUND" in err
