@@ -166,14 +166,13 @@ class Service:
                         await migrate.upgrade_async(self.database.url)
                     revision = await migrate.schema_revision(self.connections.engine)
                 except Exception as error:  # unreachable, refused, no such database, a lock timeout
-                    readiness.detail = f"database not reachable or not migrated: {type(error).__name__}: {error}"
-                    log.warning("not ready: %s", readiness.detail.splitlines()[0])
+                    _not_yet(readiness, f"database not reachable or not migrated: {type(error).__name__}: {error}")
                     raise _NotYet() from error
                 if revision != head:
-                    readiness.detail = (
-                        f"database at migration {revision or 'none'}, this code needs {head}; run `meter migrate`"
+                    _not_yet(
+                        readiness,
+                        f"database at migration {revision or 'none'}, this code needs {head}; run `meter migrate`",
                     )
-                    log.warning("not ready: %s", readiness.detail)
                     raise _NotYet()
         readiness.ready = True
         readiness.detail = ""
@@ -182,6 +181,14 @@ class Service:
             run_sweeper(self.meter, self.settings.sweep_interval_seconds, self._stop_sweeper), name="sweeper"
         )
         log.info("ready: database reachable and at migration %s", head)
+
+
+def _not_yet(readiness: Readiness, detail: str) -> None:
+    """Record why meter is not ready; log it when the reason changes (not at every retry)."""
+    detail = detail.splitlines()[0]
+    if detail != readiness.detail:
+        log.warning("not ready: %s", detail)
+    readiness.detail = detail
 
 
 class _NotYet(Exception):
