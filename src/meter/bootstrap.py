@@ -230,7 +230,7 @@ async def start(
         "meter listening for gRPC on %s (%s, %s; catalog %s, %d buckets)",
         server.address,
         "mutual TLS" if settings.tls_client_ca_file else "TLS" if credentials else "plaintext",
-        f"{len(callers)} callers" if callers is not None else "no callers: loopback only, calls recorded as anonymous",
+        f"callers: {len(callers)}" if callers is not None else "no callers: loopback only, calls recorded as anonymous",
         catalog.version,
         settings.buckets,
     )

@@ -72,7 +72,7 @@ def _handled(inner: Handler, method: str, gate: Gate) -> Handler:
     async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
         token, request_id = _read_metadata(context.invocation_metadata())
-        caller = ANONYMOUS
+        caller = ANONYMOUS if gate.callers is None else ""  # "": not (yet) authenticated
         code, reason = "OK", ""
         try:
             with gate.drain:
@@ -123,10 +123,10 @@ def _record(method: str, request: Any, caller: str, code: str, reason: str, seco
     account = getattr(request, "account_id", "") or getattr(request, "reservation_id", "").partition("/")[0]
     rpc_log.log(
         logging.WARNING if code in ("INTERNAL", "UNKNOWN") else logging.INFO,
-        "%s %s %s %.2f ms",
+        "%s %s%s %.2f ms",
         method,
         code,
-        reason,
+        f" {reason}" if reason else "",
         seconds * 1000,
         extra={
             "rpc": method,
