@@ -1,0 +1,90 @@
+"""Any language, proved: examples/node-proxy (Node.js, @grpc/grpc-js and @grpc/proto-loader,
+loading protos/ as it is) reserves, commits and handles INSUFFICIENT_TOKENS by its ErrorInfo
+reason against the real server, under a caller with the proxy role."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import StartMeter
+
+from meter.domain.callers import hash_token, new_token
+from meter.v1 import meter_pb2 as pb
+from support import new_id
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "node-proxy"
+PROXY_TOKEN, OPS_TOKEN = new_token(), new_token()
+CALLERS = (
+    f'[[caller]]\nname = "node-proxy"\nrole = "proxy"\ntoken_sha256 = "{hash_token(PROXY_TOKEN)}"\n'
+    f'[[caller]]\nname = "ops"\nrole = "operator"\ntoken_sha256 = "{hash_token(OPS_TOKEN)}"\n'
+)
+
+
+async def _run(*command: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=timeout)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+@pytest.fixture(scope="module")
+async def node_modules() -> Path:
+    """`npm ci` from the committed lock file, once (node_modules is not committed)."""
+    assert shutil.which("node") and shutil.which("npm"), "Node.js and npm are needed for the example"
+    if not (EXAMPLE / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        code, out = await _run("npm", "ci", "--no-audit", "--no-fund", cwd=EXAMPLE, timeout=600)
+        assert code == 0, out
+    return EXAMPLE / "node_modules"
+
+
+async def test_the_node_proxy_reserves_commits_and_handles_insufficient_tokens(
+    meters: StartMeter, node_modules: Path
+) -> None:
+    meter = await meters(callers_toml=CALLERS, webhook_token=OPS_TOKEN)
+    ops = (("authorization", f"Bearer {OPS_TOKEN}"),)
+    account = new_id()
+    await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="free"), metadata=ops)
+    await meter.stub.Adjust(
+        pb.AdjustRequest(account_id=account, pool=pb.POOL_PURCHASED, delta=5000, reason="t", request_id=new_id()),
+        metadata=ops,
+    )
+    step = ("node", "proxy.js", "--target", meter.address, "--account", account, "--model", "gpt-4o")
+    sizes = ("--input", "1200", "--max-output", "800", "--output", "350")
+    as_proxy = {"METER_TOKEN": PROXY_TOKEN}
+
+    code, out = await _run(*step, *sizes, cwd=EXAMPLE, env=as_proxy)
+    assert code == 0, out
+    committed = json.loads(out)
+    assert committed["step"] == "committed"
+    assert committed["reservation_id"].startswith(f"{account}/")
+    assert (committed["held_tokens"], committed["charged_tokens"], committed["cost_micros"]) == ("4400", "2600", "6500")
+    assert committed["available"] == "2400"
+
+    code, out = await _run(*step, *sizes, cwd=EXAMPLE, env=as_proxy)
+    assert code == 0, out
+    assert json.loads(out) == {
+        "step": "refused",
+        "reason": "INSUFFICIENT_TOKENS",
+        "required": "4400",
+        "available": "2400",
+    }
+
+    code, out = await _run(*step, *sizes, cwd=EXAMPLE)  # no token
+    assert code == 1
+    assert json.loads(out)["code"] == "UNAUTHENTICATED" and json.loads(out)["reason"] == "MISSING_CREDENTIALS"
+
+    balance = (await meter.stub.GetBalance(pb.GetBalanceRequest(account_id=account), metadata=ops)).balance
+    assert (balance.used_this_period, balance.held, balance.available) == (2600, 0, 2400)
+    entries = await meter.stub.ListLedgerEntries(pb.ListLedgerEntriesRequest(account_id=account), metadata=ops)
+    assert [(e.amount, e.caller) for e in entries.entries if e.kind == pb.ENTRY_KIND_USAGE] == [(-2600, "node-proxy")]
