@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install proto run test lint bench migrate audit clean
+.PHONY: install proto contract run test lint bench migrate audit clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,11 @@ migrate: $(STAMP)
 audit: $(STAMP)
 	$(BIN)/meter audit
 
-lint: $(STAMP)
+# buf lint on protos/ and buf breaking against the previous commit (scripts/check_contract.sh).
+contract:
+	scripts/check_contract.sh
+
+lint: $(STAMP) contract
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
 	$(BIN)/mypy
@@ -38,4 +42,4 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .meter .meter-bench bench-results .pytest_cache build src/*.egg-info
+	rm -rf $(VENV) .meter .meter-bench bench-results .pytest_cache build src/*.egg-info tools/buf/node_modules examples/node-proxy/node_modules

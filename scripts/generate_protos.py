@@ -18,11 +18,12 @@ PROTOS = ROOT / "protos"
 
 
 def generate(out_dir: Path) -> None:
-    """Run protoc on every proto under protos/ into out_dir (messages, stubs and .pyi)."""
+    """Run protoc on every proto of the contract (protos/meter) into out_dir (messages, stubs
+    and .pyi)."""
     well_known = str(resources.files("grpc_tools") / "_proto")
     # google/type/*.proto (and google/rpc) ship with googleapis-common-protos, beside its modules.
     common = str(Path(date_pb2.__file__).resolve().parents[2])
-    sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
+    sources = sorted(str(p.relative_to(PROTOS)) for p in (PROTOS / "meter").rglob("*.proto"))
     out_dir.mkdir(parents=True, exist_ok=True)
     args = [
         "grpc_tools.protoc",
