@@ -38,6 +38,8 @@ class TestReserveRefusals:
             ({"ttl_seconds": -1}, "ttl_seconds"),
             ({"ttl_seconds": 86_400 * 30}, "ttl_seconds"),
             ({"labels": {"": "empty key"}}, "labels"),
+            ({"labels": {"agent": "nul\x00"}}, "labels"),  # found by the hostile-input test
+            ({"labels": {"a\x00": "v"}}, "labels"),
         ],
     )
     async def test_invalid_fields(
