@@ -61,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instead of the scenarios: GetUsage and ListLedgerEntries, 1 000 vs 1 000 000 calls",
     )
+    bench.add_argument(
+        "--operations",
+        action="store_true",
+        help="instead of the scenarios: plain meter vs callers + token + JSON log line per RPC, ABBA",
+    )
     bench.add_argument("--reads-calls", type=int, default=1_000_000, help="calls of the big account (history reads)")
     bench.add_argument("--leak-rpcs", type=int, default=defaults.leak_rpcs, help="RPCs of the leak check")
     account = commands.add_parser("account", help="an account as a human reads it (from a running meter)")
@@ -220,6 +225,23 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> int:
         reads = await history_reads(data_dir, big=args.reads_calls)
         print(reads.table())
         print(f"meter bench: wrote {reads.write(args.out)}")
+        return 0
+    if args.operations:
+        from meter.bench.operations import operations_overhead, ratios
+
+        ops_options = Options(
+            seconds=args.seconds,
+            rounds=args.rounds,
+            concurrency=args.concurrency,
+            processes=args.processes,
+            accounts=min(args.accounts, 2000),
+            out=args.out,
+            data_dir=settings.data_dir.parent / (settings.data_dir.name + "-bench"),
+        )
+        ops = await operations_overhead(ops_options)
+        print(ops.table())
+        print(ratios(ops))
+        print(f"meter bench: {ops.memory['operated_rpc_log_lines']:.0f} RPC log lines written by the operated server")
         return 0
     options = Options(
         seconds=args.seconds,

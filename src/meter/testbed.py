@@ -60,7 +60,11 @@ def _ephemeral_range() -> tuple[int, int]:
 class ServerProcess:
     """`meter serve` in a subprocess on ports fixed at construction, restartable."""
 
-    def __init__(self, database_url: str, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, database_url: str, extra_env: dict[str, str] | None = None, log_path: Path | None = None
+    ) -> None:
+        """`log_path`: the server's stderr (its log) goes there, appended, instead of ours."""
+        self.log_path = log_path
         self.address = f"127.0.0.1:{free_port()}"
         self.http_address = f"127.0.0.1:{free_port()}"
         self.env = {
@@ -84,9 +88,14 @@ class ServerProcess:
         return self.process is not None and self.process.poll() is None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "meter.cli", "serve"], env=self.env, stdout=subprocess.DEVNULL
-        )
+        log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 (the child keeps it)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "meter.cli", "serve"], env=self.env, stdout=subprocess.DEVNULL, stderr=log
+            )
+        finally:
+            if log is not None:
+                log.close()
 
     async def ready(self, within: float = 60.0) -> None:
         """Wait until health says SERVING (polling, with a deadline)."""

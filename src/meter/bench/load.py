@@ -29,6 +29,7 @@ class Job:
     rate_per_second: float = 0.0  # > 0: open loop at this rate instead of as fast as possible
     seed: int = 0
     max_loops: int = 0  # > 0: stop after starting this many loops (closed loop), whatever the time
+    token: str = ""  # a caller's bearer token, sent with every call when set
 
 
 @dataclass
@@ -45,10 +46,11 @@ class Samples:
 
 
 class _Calls:
-    def __init__(self, channel: grpc.aio.Channel, samples: Samples) -> None:
+    def __init__(self, channel: grpc.aio.Channel, samples: Samples, token: str = "") -> None:
         self.meter = meter_pb2_grpc.MeterServiceStub(channel)
         self.health = health_pb2_grpc.HealthStub(channel)
         self.samples = samples
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
 
     async def timed(self, rpc: str, call: object) -> object:
         start = time.perf_counter()
@@ -61,7 +63,8 @@ class _Calls:
             await self.timed("Health.Check", self.health.Check(health_pb2.HealthCheckRequest()))
             return
         if scenario == "mixed" and dice < 0.1:
-            await self.timed("GetBalance", self.meter.GetBalance(pb.GetBalanceRequest(account_id=account)))
+            request = pb.GetBalanceRequest(account_id=account)
+            await self.timed("GetBalance", self.meter.GetBalance(request, metadata=self.metadata))
             return
         held = await self.timed(
             "Reserve",
@@ -72,22 +75,24 @@ class _Calls:
                     model="basic",
                     input_tokens=100,
                     max_output_tokens=100,
-                )
+                ),
+                metadata=self.metadata,
             ),
         )
         reservation = held.reservation_id  # type: ignore[attr-defined]
         if scenario == "mixed" and dice < 0.2:
-            await self.timed("Release", self.meter.Release(pb.ReleaseRequest(reservation_id=reservation)))
+            release = pb.ReleaseRequest(reservation_id=reservation)
+            await self.timed("Release", self.meter.Release(release, metadata=self.metadata))
         else:
             commit = pb.CommitRequest(reservation_id=reservation, input_tokens=100, output_tokens=40)
-            await self.timed("Commit", self.meter.Commit(commit))
+            await self.timed("Commit", self.meter.Commit(commit, metadata=self.metadata))
 
 
 async def run_async(job: Job) -> Samples:
     samples = Samples()
     rng = random.Random(job.seed)
     async with grpc.aio.insecure_channel(job.target) as channel:
-        calls = _Calls(channel, samples)
+        calls = _Calls(channel, samples, job.token)
         await channel.channel_ready()
         start = time.perf_counter()
         deadline = start + job.seconds

@@ -160,13 +160,13 @@ class _Runner:
         self.options, self.pool, self.server, self.postgres = options, pool, server, postgres
 
     async def measure(
-        self, kind: str, accounts: list[str], seconds: float, rate: float = 0.0, loops: int = 0
+        self, kind: str, accounts: list[str], seconds: float, rate: float = 0.0, loops: int = 0, token: str = ""
     ) -> _Measurement:
         options = self.options
         callers = max(1, options.concurrency // options.processes)
         share = -(-loops // options.processes)
         jobs = [
-            Job(kind, self.server.address, accounts, callers, seconds, rate / options.processes, i, share)
+            Job(kind, self.server.address, accounts, callers, seconds, rate / options.processes, i, share, token)
             for i in range(options.processes)
         ]
         loop = asyncio.get_running_loop()
