@@ -238,10 +238,10 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> int:
             out=args.out,
             data_dir=settings.data_dir.parent / (settings.data_dir.name + "-bench"),
         )
-        ops = await operations_overhead(ops_options)
-        print(ops.table())
+        ops, log_lines = await operations_overhead(ops_options)
+        print(ops.table(targets=False))
         print(ratios(ops))
-        print(f"meter bench: {ops.memory['operated_rpc_log_lines']:.0f} RPC log lines written by the operated server")
+        print(f"meter bench: {log_lines} RPC log lines written by the operated server")
         return 0
     options = Options(
         seconds=args.seconds,

@@ -62,7 +62,8 @@ class Report:
             ),
         }
 
-    def table(self) -> str:
+    def table(self, targets: bool = True) -> str:
+        """The scenarios' rows, then (with `targets`) the benchmark issue's ratios."""
         header = (
             f"{'scenario':<28}{'loops/s':>9}{'RPCs/s':>9}  {'main RPC p50/p99/p99.9 ms':<28}"
             f"{'CPU s/1k loops (meter+pg)':>27}{'RSS MB':>8}  errors"
@@ -81,9 +82,10 @@ class Report:
                 f"{result.name:<28}{result.loops_per_second:>9.0f}{result.rpcs_per_second:>9.0f}  {latency:<28}"
                 f"{cpu:>27}{result.peak_rss_mb:>8.0f}  {errors}"
             )
-        lines.append("")
-        for name, value in self.ratios().items():
-            lines.append(f"{name:<55} {value if value is not None else 'n/a'}")
+        if targets:
+            lines.append("")
+            for name, value in self.ratios().items():
+                lines.append(f"{name:<55} {value if value is not None else 'n/a'}")
         return "\n".join(lines)
 
     def write(self, out: Path) -> tuple[Path, Path | None]:

@@ -129,12 +129,14 @@ def _record(method: str, request: Any, caller: str, code: str, reason: str, seco
         f" {reason}" if reason else "",
         seconds * 1000,
         extra={
-            "rpc": method,
-            "caller": caller,
-            "account": account,
-            "code": code,
-            "reason": reason,
-            "latency_ms": round(seconds * 1000, 3),
-            "request_id": request_id,
+            "fields": {
+                "rpc": method,
+                "caller": caller,
+                "account": account,
+                "code": code,
+                "reason": reason,
+                "latency_ms": round(seconds * 1000, 3),
+                "request_id": request_id,
+            }
         },
     )

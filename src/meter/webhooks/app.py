@@ -107,15 +107,17 @@ class WebhookServer:
             outcome.status,
             outcome.reason,
             extra={
-                "event": event.event_id if event else "",
-                "type": event_type,
-                "caller": "stripe",
-                "account": account,
-                "status": outcome.status,
-                "http_status": outcome.http_status,
-                "reason": outcome.reason,
-                "latency_ms": round(latency_ms, 3),
-                "request_id": request_id,
+                "fields": {
+                    "event": event.event_id if event else "",
+                    "type": event_type,
+                    "caller": "stripe",
+                    "account": account,
+                    "status": outcome.status,
+                    "http_status": outcome.http_status,
+                    "reason": outcome.reason,
+                    "latency_ms": round(latency_ms, 3),
+                    "request_id": request_id,
+                }
             },
         )
         body = {"status": outcome.status, "reason": outcome.reason, "request_id": request_id}
