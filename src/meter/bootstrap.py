@@ -214,7 +214,7 @@ async def start(
     database = await open_database(settings)
     connections = await connect(settings, database.url)
     meter = build_meter(settings, connections, clock=clock, catalog=catalog)
-    gate = Gate(callers, Readiness(), Drain())
+    gate = Gate(callers, Readiness(), Drain(), log_ok=settings.rpc_log == "all")
     server = GrpcServer(meter, settings.grpc_addr, gate, credentials=credentials, local_socket=True)
     await server.start()
     webhook_client, webhooks = await start_webhooks(

@@ -22,6 +22,7 @@
 | METER_WEBHOOK_RPC_TIMEOUT_SECONDS | 5 | how long the webhook adapter waits for meter before answering 503 |
 | METER_LOG_LEVEL | INFO | logging level |
 | METER_LOG_FORMAT | json | json (one JSON object per line) or text |
+| METER_RPC_LOG | all | all: a log line per RPC; failures: only for calls that did not end OK |
 | METER_CALLERS_FILE | (none) | TOML file of callers: name, role or methods, token_sha256 |
 | METER_CALLERS | (none) | the same TOML, in the variable itself |
 | METER_WEBHOOK_TOKEN | (none) | the bearer token the webhook adapter presents (a billing caller's) |
@@ -69,6 +70,7 @@ class Settings:
     webhook_rpc_timeout_seconds: float = 5.0
     log_level: str = "INFO"
     log_format: str = "json"
+    rpc_log: str = "all"
     callers_file: Path | None = None
     callers_toml: str | None = None
     webhook_token: str | None = None
@@ -107,6 +109,7 @@ class Settings:
             webhook_rpc_timeout_seconds=_float(env, "METER_WEBHOOK_RPC_TIMEOUT_SECONDS", 5.0, 0.1, 60),
             log_level=(env.get("METER_LOG_LEVEL") or "INFO").upper(),
             log_format=_choice(env, "METER_LOG_FORMAT", "json", ("json", "text")),
+            rpc_log=_choice(env, "METER_RPC_LOG", "all", ("all", "failures")),
             callers_file=_path(env, "METER_CALLERS_FILE"),
             callers_toml=env.get("METER_CALLERS") or None,
             webhook_token=env.get("METER_WEBHOOK_TOKEN") or None,

@@ -10,6 +10,7 @@ from datetime import timedelta
 import aiohttp
 import grpc
 import pytest
+from conftest import StartMeter
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -162,3 +163,20 @@ async def test_one_json_line_per_rpc_and_webhook_with_the_returned_request_id(
 async def _open_holds(engine: AsyncEngine) -> int:
     async with engine.connect() as connection:
         return int((await connection.execute(text("SELECT count(*) FROM holds WHERE status = 'open'"))).scalar_one())
+
+
+async def test_rpc_log_failures_only_leaves_out_the_calls_that_succeeded(
+    meters: StartMeter, caplog: pytest.LogCaptureFixture
+) -> None:
+    meter = await meters(rpc_log="failures")
+    account = await funded_account(meter.stub, 100)
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    await meter.stub.Reserve(reserve_request(account, input_tokens=10, max_output_tokens=10))
+    await expect_error(
+        meter.stub.Reserve(reserve_request(account, input_tokens=500)),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "INSUFFICIENT_TOKENS",
+    )
+    logged = [r.fields for r in caplog.records if r.name == "meter.rpc"]  # type: ignore[attr-defined]
+    assert [(f["rpc"], f["code"], f["account"]) for f in logged] == [("Reserve", "FAILED_PRECONDITION", account)]

@@ -1,10 +1,12 @@
 """`meter bench --operations`: what running meter as in production costs per call.
 
-Two `meter serve` processes on one database: "plain" (no callers, logs at WARNING: no line per
-RPC) and "operated" (callers configured, a bearer token on every call, one JSON log line per RPC
-at INFO, written to a file). Both count the same Prometheus metrics (they are always on). The
-same Reserve→Commit loops run against each, round after round in ABBA order, so the machine's
-noise falls on both alike; the report gives medians and the ratio.
+Three `meter serve` processes on one database: "plain" (no callers, logs at WARNING: no line per
+RPC), "callers" (callers configured and a bearer token on every call, JSON logs at INFO with
+METER_RPC_LOG=failures: no line for a call that succeeded) and "operated" (the same with one JSON
+line per RPC, the default), the last two logging to files. All count the same Prometheus metrics
+(they are always on). The same Reserve→Commit loops run against each, round after round, the
+order reversed every other round, so the machine's noise falls on all alike; the report gives
+medians and ratios to plain.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from meter.storage.embedded import EmbeddedPostgres
 from meter.storage.migrate import upgrade_async
 from meter.testbed import ServerProcess, fresh_database
 
-CONFIGURATIONS = ("plain", "operated")
+CONFIGURATIONS = ("plain", "callers", "operated")
 
 
 async def operations_overhead(options: Options) -> tuple[Report, int]:
@@ -43,19 +45,17 @@ async def operations_overhead(options: Options) -> tuple[Report, int]:
     options.out.mkdir(parents=True, exist_ok=True)
     log_path = options.out / "operated.log"
     log_path.unlink(missing_ok=True)
+    operated = {
+        "METER_CALLERS": f'[[caller]]\nname = "bench"\nrole = "proxy"\ntoken_sha256 = "{hash_token(token)}"\n',
+        "METER_LOG_LEVEL": "INFO",
+        "METER_LOG_FORMAT": "json",
+    }
     servers = {
         "plain": ServerProcess(url),
-        "operated": ServerProcess(
-            url,
-            {
-                "METER_CALLERS": f'[[caller]]\nname = "bench"\nrole = "proxy"\ntoken_sha256 = "{hash_token(token)}"\n',
-                "METER_LOG_LEVEL": "INFO",
-                "METER_LOG_FORMAT": "json",
-            },
-            log_path=log_path,
-        ),
+        "callers": ServerProcess(url, operated | {"METER_RPC_LOG": "failures"}, log_path=options.out / "callers.log"),
+        "operated": ServerProcess(url, operated, log_path=log_path),
     }
-    tokens = {"plain": "", "operated": token}
+    tokens = {"plain": "", "callers": token, "operated": token}
     postgres = psutil.Process(embedded.pid) if embedded and embedded.pid else None
     pool = ProcessPoolExecutor(max_workers=options.processes, mp_context=get_context("spawn"))
     report = Report(settings={k: str(v) for k, v in options.__dict__.items()} | {"mode": "operations"})
@@ -90,13 +90,13 @@ async def operations_overhead(options: Options) -> tuple[Report, int]:
 
 
 def ratios(report: Report) -> str:
-    """operated / plain, per scenario, for throughput and meter's CPU per loop."""
+    """Each configuration / plain, per scenario, for throughput and meter's CPU per loop."""
     out = []
     for scenario in ("many accounts", "hot account"):
-        plain, operated = (report.scenarios[f"{scenario}, {name}"] for name in CONFIGURATIONS)
-        out.append(
-            f"{scenario}: loops/s operated/plain = {operated.loops_per_second / plain.loops_per_second:.3f}, "
-            f"meter CPU per loop operated/plain = "
-            f"{operated.meter_cpu_seconds_per_1000_loops / plain.meter_cpu_seconds_per_1000_loops:.3f}"
-        )
+        plain = report.scenarios[f"{scenario}, plain"]
+        for name in CONFIGURATIONS[1:]:
+            other = report.scenarios[f"{scenario}, {name}"]
+            throughput = other.loops_per_second / plain.loops_per_second
+            cpu = other.meter_cpu_seconds_per_1000_loops / plain.meter_cpu_seconds_per_1000_loops
+            out.append(f"{scenario}: {name}/plain loops/s {throughput:.3f}, meter CPU per loop {cpu:.3f}")
     return "\n".join(out)

@@ -53,11 +53,13 @@ class Readiness:
 
 @dataclass(frozen=True)
 class Gate:
-    """Who may call: `callers` configured, or None (no callers: everyone, as `anonymous`)."""
+    """Who may call: `callers` configured, or None (no callers: everyone, as `anonymous`);
+    `log_ok`: False logs only the calls that did not end OK (METER_RPC_LOG=failures)."""
 
     callers: Callers | None
     readiness: Readiness
     drain: Drain
+    log_ok: bool = True
 
 
 def wrap_service(servicer: S, service: type, gate: Gate) -> S:
@@ -95,7 +97,8 @@ def _handled(inner: Handler, method: str, gate: Gate) -> Handler:
             code, reason = "INTERNAL", "INTERNAL"
             await context.abort_with_status(internal_status(((REQUEST_ID, request_id),)))
         finally:
-            _record(method, request, caller, code, reason, time.perf_counter() - started, request_id)
+            seconds = time.perf_counter() - started
+            _record(method, request, caller, code, reason, seconds, request_id, gate.log_ok or code != "OK")
 
     return behavior
 
@@ -113,12 +116,14 @@ def _read_metadata(metadata: Sequence[tuple[str, str | bytes]] | None) -> tuple[
     return token, request_id or os.urandom(12).hex()
 
 
-def _record(method: str, request: Any, caller: str, code: str, reason: str, seconds: float, request_id: str) -> None:
+def _record(
+    method: str, request: Any, caller: str, code: str, reason: str, seconds: float, request_id: str, log: bool
+) -> None:
     metrics.RPCS.labels(method, code).inc()
     metrics.RPC_SECONDS.labels(method, code).observe(seconds)
     if reason and code not in ("INTERNAL", "UNAVAILABLE"):
         metrics.REJECTIONS.labels(method, reason).inc()
-    if not rpc_log.isEnabledFor(logging.INFO):
+    if not log or not rpc_log.isEnabledFor(logging.INFO):
         return
     account = getattr(request, "account_id", "") or getattr(request, "reservation_id", "").partition("/")[0]
     rpc_log.log(
