@@ -96,10 +96,17 @@ async def expect_error(call: Awaitable[Any], code: grpc.StatusCode, reason: str)
     raise AssertionError(f"expected {code.name} {reason}, got {response}")
 
 
-async def funded_account(stub: meter_pb2_grpc.MeterServiceStub, tokens: int, *, plan: str = "free") -> str:
-    """An account with `tokens` in its purchased pool (through SetPlan and Adjust)."""
+async def funded_account(
+    stub: meter_pb2_grpc.MeterServiceStub,
+    tokens: int,
+    *,
+    plan: str = "free",
+    metadata: tuple[tuple[str, str], ...] | None = None,
+) -> str:
+    """An account with `tokens` in its purchased pool (through SetPlan and Adjust; `metadata`
+    carries an operator's token when callers are configured)."""
     account = new_id()
-    await stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id=plan))
+    await stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id=plan), metadata=metadata)
     if tokens:
         await stub.Adjust(
             pb.AdjustRequest(
@@ -108,7 +115,8 @@ async def funded_account(stub: meter_pb2_grpc.MeterServiceStub, tokens: int, *, 
                 delta=tokens,
                 reason="test funding",
                 request_id=new_id("fund"),
-            )
+            ),
+            metadata=metadata,
         )
     return account
 

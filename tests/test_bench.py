@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from array import array
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
+from conftest import StartMeter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.bench import load, seed
 from meter.bench.load import Samples
 from meter.bench.reads import ReadsReport
 from meter.bench.report import Report, ScenarioResult, merge, percentiles
+from meter.domain.callers import hash_token, new_token
 from meter.storage.audit import audit
 from meter.v1 import meter_pb2 as pb
 from support import RunningMeter
@@ -106,3 +109,14 @@ async def test_a_load_process_stops_after_its_loops(meter: RunningMeter, engine:
     )
     assert (samples.loops, dict(samples.errors)) == (10, {})
     assert len(samples.latencies["Reserve"]) == len(samples.latencies["Commit"]) == 10
+
+
+async def test_a_load_process_presents_its_token(meters: StartMeter, engine: AsyncEngine) -> None:
+    token = new_token()
+    callers = f'[[caller]]\nname = "bench"\nrole = "operator"\ntoken_sha256 = "{hash_token(token)}"\n'
+    meter = await meters(callers_toml=callers, webhook_token=token)
+    accounts = await seed.funded_accounts(engine, "loadtoken-", 1, buckets=2)
+    job = load.Job("loop", meter.address, accounts, callers=2, seconds=float("inf"), max_loops=6)
+    assert (await load.run_async(job)).errors == Counter(UNAUTHENTICATED=6)
+    samples = await load.run_async(replace(job, token=token))
+    assert (samples.loops, dict(samples.errors)) == (6, {})

@@ -15,7 +15,7 @@ from conftest import StartMeter
 
 from meter.domain.callers import hash_token, new_token
 from meter.v1 import meter_pb2 as pb
-from support import new_id
+from support import funded_account
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "node-proxy"
 PROXY_TOKEN, OPS_TOKEN = new_token(), new_token()
@@ -53,12 +53,7 @@ async def test_the_node_proxy_reserves_commits_and_handles_insufficient_tokens(
 ) -> None:
     meter = await meters(callers_toml=CALLERS, webhook_token=OPS_TOKEN)
     ops = (("authorization", f"Bearer {OPS_TOKEN}"),)
-    account = new_id()
-    await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="free"), metadata=ops)
-    await meter.stub.Adjust(
-        pb.AdjustRequest(account_id=account, pool=pb.POOL_PURCHASED, delta=5000, reason="t", request_id=new_id()),
-        metadata=ops,
-    )
+    account = await funded_account(meter.stub, 5000, metadata=ops)
     step = ("node", "proxy.js", "--target", meter.address, "--account", account, "--model", "gpt-4o")
     sizes = ("--input", "1200", "--max-output", "800", "--output", "350")
     as_proxy = {"METER_TOKEN": PROXY_TOKEN}

@@ -93,14 +93,7 @@ async def test_every_method_is_refused_without_a_valid_token_or_permission_and_n
     meters: StartMeter, engine: AsyncEngine
 ) -> None:
     meter = await start_with_callers(meters)
-    account = new_id()
-    await call(meter, "SetPlan", pb.SetPlanRequest(account_id=account, plan_id="free"), OPERATOR)
-    await call(
-        meter,
-        "Adjust",
-        pb.AdjustRequest(account_id=account, pool=pb.POOL_PURCHASED, delta=10_000, reason="t", request_id=new_id()),
-        OPERATOR,
-    )
+    account = await funded_account(meter.stub, 10_000, metadata=OPERATOR.metadata)
     hold = await call(meter, "Reserve", reserve_request(account), PROXY)
     calls = requests(account, hold.reservation_id)
     assert set(calls) == METHODS
@@ -156,14 +149,7 @@ async def test_health_and_reflection_answer_without_a_token(meters: StartMeter) 
 
 async def test_every_ledger_entry_names_the_caller_that_wrote_it(meters: StartMeter, engine: AsyncEngine) -> None:
     meter = await start_with_callers(meters)
-    account = new_id()
-    await call(meter, "SetPlan", pb.SetPlanRequest(account_id=account, plan_id="free"), OPERATOR)
-    await call(
-        meter,
-        "Adjust",
-        pb.AdjustRequest(account_id=account, pool=pb.POOL_PURCHASED, delta=1000, reason="t", request_id=new_id()),
-        OPERATOR,
-    )
+    account = await funded_account(meter.stub, 1000, metadata=OPERATOR.metadata)
     hold = await call(meter, "Reserve", reserve_request(account), PROXY)  # fast path
     await call(meter, "Commit", pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=40), PROXY)
     over = await call(meter, "Reserve", reserve_request(account, input_tokens=10, max_output_tokens=10), PROXY)

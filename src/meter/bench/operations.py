@@ -11,21 +11,14 @@ medians and ratios to plain.
 
 from __future__ import annotations
 
-import asyncio
-import os
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
-import psutil
-
 from meter.bench import seed
 from meter.bench.report import Report
-from meter.bench.runner import Options, _Measurement, _progress, _Runner, _summary
+from meter.bench.runner import BenchDatabase, Options, _Measurement, _progress, _Runner, _summary
 from meter.domain.callers import hash_token, new_token
-from meter.storage.database import Timeouts, create_engine
-from meter.storage.embedded import EmbeddedPostgres
-from meter.storage.migrate import upgrade_async
-from meter.testbed import ServerProcess, fresh_database
+from meter.testbed import ServerProcess
 
 CONFIGURATIONS = ("plain", "callers", "operated")
 
@@ -33,14 +26,8 @@ CONFIGURATIONS = ("plain", "callers", "operated")
 async def operations_overhead(options: Options) -> tuple[Report, int]:
     """The report (one scenario per configuration) and how many RPC log lines the operated
     server wrote (one per call, or the comparison is not what it claims)."""
-    embedded = None
-    server_url = os.environ.get("METER_DATABASE_URL")
-    if not server_url:
-        embedded = await asyncio.to_thread(EmbeddedPostgres, options.data_dir)
-        server_url = embedded.url
-    url = await fresh_database(server_url, "meter_bench_ops")
-    await upgrade_async(url)
-    engine = create_engine(url, pool_size=2, timeouts=Timeouts(600_000, 60_000, 600_000))
+    database = await BenchDatabase.create(options, "meter_bench_ops")
+    engine, url = database.engine, database.url
     token = new_token()
     options.out.mkdir(parents=True, exist_ok=True)
     log_path = options.out / "operated.log"
@@ -56,7 +43,7 @@ async def operations_overhead(options: Options) -> tuple[Report, int]:
         "operated": ServerProcess(url, operated, log_path=log_path),
     }
     tokens = {"plain": "", "callers": token, "operated": token}
-    postgres = psutil.Process(embedded.pid) if embedded and embedded.pid else None
+    postgres = database.postgres
     pool = ProcessPoolExecutor(max_workers=options.processes, mp_context=get_context("spawn"))
     report = Report(settings={k: str(v) for k, v in options.__dict__.items()} | {"mode": "operations"})
     try:
@@ -81,9 +68,7 @@ async def operations_overhead(options: Options) -> tuple[Report, int]:
         pool.shutdown()
         for server in servers.values():
             server.stop()
-        await engine.dispose()
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
+        await database.close()
     with log_path.open() as log:
         lines = sum(1 for line in log if '"logger": "meter.rpc"' in line)
     return report, lines

@@ -17,6 +17,7 @@ from pathlib import Path
 from statistics import median
 
 import psutil
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.bench import seed
 from meter.bench.load import Job, Samples, run
@@ -83,18 +84,43 @@ class _Meter:
         self.cpu = (self._cpu(self.server) - self.cpu_before[0], self._cpu(self.postgres) - self.cpu_before[1])
 
 
+@dataclass
+class BenchDatabase:
+    """A fresh, migrated database on METER_DATABASE_URL's server or an embedded one, an engine
+    for seeding it, and the embedded server's process (whose CPU the report counts)."""
+
+    url: str
+    engine: AsyncEngine
+    embedded: EmbeddedPostgres | None
+
+    @classmethod
+    async def create(cls, options: Options, prefix: str) -> BenchDatabase:
+        embedded = None
+        server_url = os.environ.get("METER_DATABASE_URL")
+        if not server_url:
+            embedded = await asyncio.to_thread(EmbeddedPostgres, options.data_dir)
+            server_url = embedded.url
+        url = await fresh_database(server_url, prefix)
+        await upgrade_async(url)
+        # Bulk seeding runs statements far longer than any request may: its own timeouts.
+        engine = create_engine(url, pool_size=2, timeouts=Timeouts(600_000, 60_000, 600_000))
+        return cls(url, engine, embedded)
+
+    @property
+    def postgres(self) -> psutil.Process | None:
+        return psutil.Process(self.embedded.pid) if self.embedded and self.embedded.pid else None
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+
+
 async def bench(options: Options) -> Report:
-    embedded = None
-    server_url = os.environ.get("METER_DATABASE_URL")
-    if not server_url:
-        embedded = await asyncio.to_thread(EmbeddedPostgres, options.data_dir)
-        server_url = embedded.url
-    url = await fresh_database(server_url, "meter_bench")
-    await upgrade_async(url)
-    # Bulk seeding runs statements far longer than any request may: its own timeouts.
-    engine = create_engine(url, pool_size=2, timeouts=Timeouts(600_000, 60_000, 600_000))
+    database = await BenchDatabase.create(options, "meter_bench")
+    engine, url = database.engine, database.url
     report = Report(settings={k: str(v) for k, v in options.__dict__.items()})
-    postgres = psutil.Process(embedded.pid) if embedded and embedded.pid else None
+    postgres = database.postgres
     server = ServerProcess(url)
     pool = ProcessPoolExecutor(max_workers=options.processes, mp_context=get_context("spawn"))
     try:
@@ -139,9 +165,7 @@ async def bench(options: Options) -> Report:
     finally:
         pool.shutdown()
         server.stop()
-        await engine.dispose()
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
+        await database.close()
     return report
 
 
