@@ -2,7 +2,7 @@
 shippers read), or plain text for a human at a terminal (METER_LOG_FORMAT=text).
 
 Every RPC logs one line on `meter.rpc` and every webhook one on `meter.webhooks.app`, with their
-fields as top-level keys (rpc or event, caller, account, code or status, reason, latency_ms,
+fields as top-level keys (method, caller, account, code or status, reason, latency_ms,
 request_id); see `meter.grpc.handling` and `meter.webhooks.app`. They pass them as
 `extra={"fields": {...}}`.
 

@@ -137,7 +137,7 @@ async def test_one_json_line_per_rpc_and_webhook_with_the_returned_request_id(
     formatter = logs.json_formatter()
     lines = [json.loads(formatter.format(r)) for r in caplog.records if r.name in ("meter.rpc", "meter.webhooks.app")]
     rpcs = [line for line in lines if line["logger"] == "meter.rpc" and line["account"] == account]
-    assert [(r["rpc"], r["code"], r["reason"]) for r in rpcs] == [
+    assert [(r["method"], r["code"], r["reason"]) for r in rpcs] == [
         ("Reserve", "OK", ""),
         ("Reserve", "FAILED_PRECONDITION", "INSUFFICIENT_TOKENS"),
         ("Release", "OK", ""),
@@ -151,6 +151,7 @@ async def test_one_json_line_per_rpc_and_webhook_with_the_returned_request_id(
     webhooks = [line for line in lines if line["logger"] == "meter.webhooks.app"]
     assert len(webhooks) == 1
     hook = webhooks[0]
+    assert hook["method"] == "POST /webhooks/stripe"
     assert (hook["type"], hook["status"], hook["account"], hook["http_status"]) == (
         "checkout.session.completed",
         "applied",
@@ -179,4 +180,4 @@ async def test_rpc_log_failures_only_leaves_out_the_calls_that_succeeded(
         "INSUFFICIENT_TOKENS",
     )
     logged = [r.fields for r in caplog.records if r.name == "meter.rpc"]  # type: ignore[attr-defined]
-    assert [(f["rpc"], f["code"], f["account"]) for f in logged] == [("Reserve", "FAILED_PRECONDITION", account)]
+    assert [(f["method"], f["code"], f["account"]) for f in logged] == [("Reserve", "FAILED_PRECONDITION", account)]

@@ -135,7 +135,7 @@ def _record(
         seconds * 1000,
         extra={
             "fields": {
-                "rpc": method,
+                "method": method,
                 "caller": caller,
                 "account": account,
                 "code": code,

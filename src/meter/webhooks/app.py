@@ -108,6 +108,7 @@ class WebhookServer:
             outcome.reason,
             extra={
                 "fields": {
+                    "method": "POST " + PATH,
                     "event": event.event_id if event else "",
                     "type": event_type,
                     "caller": "stripe",
