@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from meter.domain.amounts import INT64_MAX, millionths
 from meter.domain.errors import UnknownModel, UnknownPack, UnknownPlan
 from meter.domain.holds import Pricing
+from meter.domain.limits import RateLimits
 
 DEFAULT_FREE_PLAN = "free"
 
@@ -51,6 +52,7 @@ class Plan:
     id: str
     monthly_allowance_tokens: int
     per_account: bool
+    limits: RateLimits = RateLimits()
 
 
 @dataclass(frozen=True)
@@ -181,4 +183,12 @@ def _plan(source: str, entry: Mapping[str, Any]) -> Plan:
     if per_account and "monthly_allowance_tokens" in entry:
         raise CatalogError(f"{source}: {entry.get('id')!r}: a per-account plan has no catalog allowance")
     allowance = 0 if per_account else _count(source, entry, "monthly_allowance_tokens", minimum=0)
-    return Plan(id=_text(source, entry, "id"), monthly_allowance_tokens=allowance, per_account=per_account)
+    limits = RateLimits(
+        **{
+            key: _count(source, entry, key, minimum=1) if key in entry else None
+            for key in ("requests_per_minute", "tokens_per_minute", "concurrent_holds")
+        }
+    )
+    return Plan(
+        id=_text(source, entry, "id"), monthly_allowance_tokens=allowance, per_account=per_account, limits=limits
+    )

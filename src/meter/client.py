@@ -14,6 +14,7 @@ UNAVAILABLE is retried with the same key; nothing else is retried: a refusal is 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Generator
 from datetime import datetime
@@ -43,23 +44,33 @@ class MeterRpcError(Exception):
     """A meter call that failed; `reason` is the ErrorInfo reason ("" when the failure came from
     the transport, e.g. a server that cannot be reached)."""
 
-    def __init__(self, code: grpc.StatusCode, reason: str, metadata: dict[str, str], message: str) -> None:
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        reason: str,
+        metadata: dict[str, str],
+        message: str,
+        retry_delay: float | None = None,
+    ) -> None:
         super().__init__(f"{code.name} {reason}: {message}" if reason else f"{code.name}: {message}")
         self.code = code
         self.reason = reason
         self.metadata = metadata
         self.message = message
+        self.retry_delay = retry_delay  # seconds, from google.rpc.RetryInfo when the server gave one
 
     @classmethod
     def from_rpc_error(cls, error: grpc.aio.AioRpcError) -> MeterRpcError:
-        reason, metadata = "", {}
+        reason, metadata, delay = "", {}, None
         status = rpc_status.from_call(error)
         for detail in status.details if status else ():
             info = error_details_pb2.ErrorInfo()
+            retry = error_details_pb2.RetryInfo()
             if detail.Unpack(info):
                 reason, metadata = info.reason, dict(info.metadata)
-                break
-        return cls(error.code(), reason, metadata, error.details() or "")
+            elif detail.Unpack(retry):
+                delay = retry.retry_delay.ToNanoseconds() / 1e9
+        return cls(error.code(), reason, metadata, error.details() or "", delay)
 
 
 class MeterClient:
@@ -76,11 +87,15 @@ class MeterClient:
         wait_for_ready: bool = False,
         token: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        rate_limit_wait_seconds: float = 0.0,
     ) -> None:
         """`wait_for_ready`: while meter is unreachable, calls wait (up to their timeout) for it
         to come back instead of failing at once; for callers that would rather be late than fail.
         `token`: the caller's bearer token, sent with every call. `credentials`: TLS (e.g.
-        `grpc.ssl_channel_credentials(ca, key, chain)`); plaintext without."""
+        `grpc.ssl_channel_credentials(ca, key, chain)`); plaintext without.
+        `rate_limit_wait_seconds`: a call refused RATE_LIMITED is tried again after the delay the
+        server advised (RetryInfo), the same request with the same key, as long as the waits add
+        up to no more than this; 0 (the default): the refusal is raised at once."""
         if (target is None) == (channel is None):
             raise ValueError("give either a target address or a channel")
         self._owns_channel = channel is None
@@ -91,6 +106,7 @@ class MeterClient:
         else:
             self._channel = grpc.aio.insecure_channel(target or "", options=_CHANNEL_OPTIONS)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._rate_limit_wait_seconds = rate_limit_wait_seconds
         self._wait_for_ready = wait_for_ready
         self._stub = meter_pb2_grpc.MeterServiceStub(self._channel)
         self._attempts = attempts
@@ -113,6 +129,26 @@ class MeterClient:
         request: Any,
         retry_on: frozenset[grpc.StatusCode] = _WRITES_RETRY_ON,
     ) -> Response:
+        waited = 0.0
+        while True:
+            try:
+                return await self._attempts_of(method, request, retry_on)
+            except MeterRpcError as refused:
+                delay = refused.retry_delay
+                if refused.reason != "RATE_LIMITED" or delay is None:
+                    raise
+                if waited + delay > self._rate_limit_wait_seconds:
+                    raise
+                await asyncio.sleep(delay)
+                waited += delay
+
+    async def _attempts_of(
+        self,
+        method: Callable[..., Awaitable[Response]],
+        request: Any,
+        retry_on: frozenset[grpc.StatusCode],
+    ) -> Response:
+        """One call, retried (same request, same key) while the server cannot be reached."""
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(lambda exc: isinstance(exc, MeterRpcError) and exc.code in retry_on),
             stop=stop_after_attempt(self._attempts),

@@ -121,3 +121,22 @@ class TestSettings:
     def test_malformed_values_name_the_variable(self, env: dict[str, str]) -> None:
         with pytest.raises(ConfigError, match="METER_"):
             Settings.from_env(env)
+
+
+def test_plans_carry_their_rate_limits() -> None:
+    from meter.domain.limits import RateLimits
+
+    packaged = catalog.load()
+    assert packaged.plan("free").limits == RateLimits(60, 200_000, 10)
+    assert packaged.plan("enterprise").limits == RateLimits()  # per account, through SetPlan
+    assert not packaged.plan("enterprise").limits.any
+
+
+@pytest.mark.parametrize("value", [0, -1, "60", 1.5, True])
+def test_a_rate_limit_must_be_a_positive_whole_number(value: object) -> None:
+    data = {
+        "version": "t",
+        "plans": [{"id": "free", "monthly_allowance_tokens": 0, "requests_per_minute": value}],
+    }
+    with pytest.raises(catalog.CatalogError, match="requests_per_minute"):
+        catalog.parse(data)

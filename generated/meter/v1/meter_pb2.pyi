@@ -382,14 +382,26 @@ class Pack(_message.Message):
     def __init__(self, id: _Optional[str] = ..., tokens: _Optional[int] = ..., price_minor: _Optional[int] = ..., currency: _Optional[str] = ..., active: _Optional[bool] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("id", "monthly_allowance_tokens", "per_account")
+    __slots__ = ("id", "monthly_allowance_tokens", "per_account", "limits")
     ID_FIELD_NUMBER: _ClassVar[int]
     MONTHLY_ALLOWANCE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     PER_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     id: str
     monthly_allowance_tokens: int
     per_account: bool
-    def __init__(self, id: _Optional[str] = ..., monthly_allowance_tokens: _Optional[int] = ..., per_account: _Optional[bool] = ...) -> None: ...
+    limits: RateLimits
+    def __init__(self, id: _Optional[str] = ..., monthly_allowance_tokens: _Optional[int] = ..., per_account: _Optional[bool] = ..., limits: _Optional[_Union[RateLimits, _Mapping]] = ...) -> None: ...
+
+class RateLimits(_message.Message):
+    __slots__ = ("requests_per_minute", "tokens_per_minute", "concurrent_holds")
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENT_HOLDS_FIELD_NUMBER: _ClassVar[int]
+    requests_per_minute: int
+    tokens_per_minute: int
+    concurrent_holds: int
+    def __init__(self, requests_per_minute: _Optional[int] = ..., tokens_per_minute: _Optional[int] = ..., concurrent_holds: _Optional[int] = ...) -> None: ...
 
 class ReverseCreditRequest(_message.Message):
     __slots__ = ("account_id", "payment_ref", "payment_intent", "kind", "amount_minor", "reversal_ref", "source_event")

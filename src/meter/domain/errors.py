@@ -26,6 +26,7 @@ category a failure belongs to.
     +-- MissingCredentials          UNAUTHENTICATED  no bearer token
     +-- InvalidToken                UNAUTHENTICATED  not a configured caller's token
     +-- MethodNotAllowed            PERMISSION_DENIED  the caller may not call this method
+    +-- RateLimited                 RESOURCE_EXHAUSTED  over a rate limit; retry after retry_after
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class ErrorCategory(enum.Enum):
     ALREADY_EXISTS = "already_exists"
     UNAVAILABLE = "unavailable"
     UNAUTHENTICATED = "unauthenticated"
+    RESOURCE_EXHAUSTED = "resource_exhausted"
     PERMISSION_DENIED = "permission_denied"
 
 
@@ -51,6 +53,8 @@ class MeterError(Exception):
 
     reason: ClassVar[str] = "UNSPECIFIED"
     category: ClassVar[ErrorCategory] = ErrorCategory.INVALID
+    # Seconds after which a retry can succeed, sent as google.rpc.RetryInfo; None: no advice.
+    retry_after: float | None = None
 
     def __init__(self, message: str, **metadata: object) -> None:
         super().__init__(message)
@@ -246,3 +250,14 @@ class MethodNotAllowed(MeterError):
 
     def __init__(self, caller: str, method: str) -> None:
         super().__init__(f"caller {caller!r} may not call {method}", caller=caller, method=method)
+
+
+class RateLimited(MeterError):
+    reason = "RATE_LIMITED"
+    category = ErrorCategory.RESOURCE_EXHAUSTED
+
+    def __init__(self, limit: str, value: int, retry_after: float) -> None:
+        super().__init__(f"over the {limit} limit of {value}; retry in {retry_after:.3f} s", limit=limit, value=value)
+        self.limit = limit
+        self.value = value
+        self.retry_after = retry_after

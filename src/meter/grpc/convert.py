@@ -171,7 +171,16 @@ def catalog(value: Catalog) -> pb.GetCatalogResponse:
             for p in value.packs.values()
         ],
         plans=[
-            pb.Plan(id=p.id, monthly_allowance_tokens=p.monthly_allowance_tokens, per_account=p.per_account)
+            pb.Plan(
+                id=p.id,
+                monthly_allowance_tokens=p.monthly_allowance_tokens,
+                per_account=p.per_account,
+                limits=pb.RateLimits(
+                    requests_per_minute=p.limits.requests_per_minute or 0,
+                    tokens_per_minute=p.limits.tokens_per_minute or 0,
+                    concurrent_holds=p.limits.concurrent_holds or 0,
+                ),
+            )
             for p in value.plans.values()
         ],
     )

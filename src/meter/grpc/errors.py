@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -21,6 +22,7 @@ _CODES = {
     ErrorCategory.UNAVAILABLE: code_pb2.UNAVAILABLE,
     ErrorCategory.UNAUTHENTICATED: code_pb2.UNAUTHENTICATED,
     ErrorCategory.PERMISSION_DENIED: code_pb2.PERMISSION_DENIED,
+    ErrorCategory.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
 }
 _NAMES = {category: code_pb2.Code.Name(code) for category, code in _CODES.items()}
 
@@ -33,13 +35,19 @@ def code_name(error: MeterError) -> str:
 
 
 def to_status(error: MeterError, metadata: Metadata = ()) -> grpc.Status:
-    """`metadata` is sent with the status (trailing metadata), next to the ErrorInfo."""
+    """`metadata` is sent with the status (trailing metadata), next to the ErrorInfo; an error
+    that knows when a retry can succeed also carries google.rpc.RetryInfo."""
     info = any_pb2.Any()
     info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata))
-    return _with(
-        rpc_status.to_status(status_pb2.Status(code=_CODES[error.category], message=error.message, details=[info])),
-        metadata,
-    )
+    details = [info]
+    if error.retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(max(0, math.ceil(error.retry_after * 1e9)))
+        retry = any_pb2.Any()
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        details.append(retry)
+    status = status_pb2.Status(code=_CODES[error.category], message=error.message, details=details)
+    return _with(rpc_status.to_status(status), metadata)
 
 
 def internal_status(metadata: Metadata = ()) -> grpc.Status:
