@@ -211,6 +211,15 @@ class TestCreditRefusals:
         assert (await balance(meter.stub, account)).purchased_remaining == 0
         assert await ledger(engine, account) == []
 
+    async def test_an_event_type_with_a_nul_character_is_refused(self, meter: RunningMeter) -> None:
+        """Found by the hostile-input test: PostgreSQL text cannot hold NUL (it answered INTERNAL)."""
+        request = pb.RecordWebhookEventRequest(
+            event=pb.WebhookEvent(event_id="evt_nul", type="checkout\x00", payload=b"{}"),
+            status=pb.EVENT_STATUS_IGNORED,
+        )
+        info = await expect_error(meter.stub.RecordWebhookEvent(request), INVALID, "INVALID_FIELD")
+        assert info.metadata["field"] == "source_event.type"
+
     async def test_refused_purchase_does_not_create_the_account(self, meter: RunningMeter) -> None:
         account = new_id()
         await expect_error(meter.stub.CreditPurchase(pack_purchase(account, tokens=5)), INVALID, "PURCHASE_MISMATCH")
