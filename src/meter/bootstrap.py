@@ -31,7 +31,7 @@ from meter.storage import fast_paths, migrate
 from meter.storage.clock import DatabaseClock
 from meter.storage.database import Timeouts, create_engine, dsn
 from meter.storage.embedded import EmbeddedPostgres
-from meter.storage.fast_paths import FastPaths
+from meter.storage.fast_paths import FastPaths, PlanLimits
 from meter.storage.postgres import PostgresStorage
 from meter.webhooks.app import WebhookServer
 
@@ -93,15 +93,22 @@ def build_meter(
     settings: Settings, connections: Connections, *, clock: DatabaseClock | None, catalog: Catalog | None
 ) -> Meter:
     clock = clock or DatabaseClock()
-    fast = FastPaths(connections.fast_pool, clock, acquire_timeout=settings.statement_timeout_ms / 1000)
+    catalog = catalog or catalog_file.load(settings.catalog_path)
+    fast = FastPaths(
+        connections.fast_pool,
+        clock,
+        acquire_timeout=settings.statement_timeout_ms / 1000,
+        plan_limits=PlanLimits.of(catalog),
+    )
     return Meter(
-        catalog=catalog or catalog_file.load(settings.catalog_path),
+        catalog=catalog,
         storage=PostgresStorage(connections.engine, fast, clock),
         limits=Limits(
             buckets=settings.buckets,
             default_ttl_seconds=settings.default_ttl_seconds,
             max_ttl_seconds=settings.max_ttl_seconds,
             max_credit_tokens=settings.max_credit_tokens,
+            sweep_seconds=settings.sweep_interval_seconds,
         ),
     )
 

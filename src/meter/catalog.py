@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -73,6 +73,18 @@ class Catalog:
         if pack is None or not pack.active:
             raise UnknownPack(pack_id[:200])
         return pack
+
+    def without_limits(self) -> Catalog:
+        """This catalog with no plan rate-limited: for runs that measure or check metering
+        itself (the test suite's default servers, `meter chaos`), where a limit would only get
+        in the way."""
+        plans = {plan_id: replace(plan, limits=RateLimits()) for plan_id, plan in self.plans.items()}
+        return replace(self, plans=plans)
+
+    def plan_limits(self, plan_id: str) -> RateLimits:
+        """The plan's rate limits; none for a plan the catalog no longer has."""
+        plan = self.plans.get(plan_id)
+        return plan.limits if plan else RateLimits()
 
     def plan(self, plan_id: str) -> Plan:
         plan = self.plans.get(plan_id)

@@ -14,7 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import make_url
 
-from meter.storage.migrate import upgrade_async
+from meter.storage.migrate import head_revision, upgrade_async
 from meter.testbed import ServerProcess
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
@@ -97,7 +97,7 @@ async def test_without_migrating_on_start_it_waits_for_meter_migrate(unborn_data
         await connection.close()
     server = ServerProcess(url, {"METER_MIGRATE_ON_START": "false"})
     try:
-        await _not_ready(server, "database at migration none, this code needs 0007; run `meter migrate`")
+        await _not_ready(server, f"database at migration none, this code needs {head_revision()}; run `meter migrate`")
         await upgrade_async(url)
         await _serving(server)
     finally:

@@ -8,11 +8,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 FUNDING_TOKENS = 10**15  # never runs out during a run: no refusal skews the figures
+# Accounts are on the enterprise plan, which has no catalog rate limits: the scenarios measure
+# metering, and a limit would cap them.
 
 _ACCOUNTS = """
 INSERT INTO accounts (account_id, plan_id, monthly_allowance, period_start, period_end, calendar_periods,
     allowance_total, debt, bucket_count, created_at, updated_at, granted_period_start)
-SELECT :prefix || n, 'free', 0, date_trunc('month', now()), date_trunc('month', now()) + interval '1 month',
+SELECT :prefix || n, 'enterprise', 0, date_trunc('month', now()), date_trunc('month', now()) + interval '1 month',
     true, 0, 0, :buckets, now(), now(), date_trunc('month', now())
 FROM generate_series(1, :count) AS n
 """

@@ -118,15 +118,16 @@ class Workload:
             await self.http.close()
 
     async def fund(self) -> None:
-        """Every account is opened on the free plan (no allowance: only what it buys) and starts
-        with `funding` purchased tokens, through Adjust like any credit."""
+        """Every account is opened on the enterprise plan with no allowance (only what it buys, and
+        no catalog rate limits: chaos checks money, not limits) and starts with `funding`
+        purchased tokens, through Adjust like any credit."""
         self.http = aiohttp.ClientSession(timeout=_HTTP_TIMEOUT)
 
         async def open_and_fund(account: str) -> None:
             op = self.history.begin("open", account, account)
 
             async def call(stub: meter_pb2_grpc.MeterServiceStub) -> dict[str, Any]:
-                await stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="free"), timeout=5)
+                await stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="enterprise"), timeout=5)
                 return {}
 
             await self._run(op, call)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from meter.domain.limits import RateLimits
 from meter.domain.periods import Period
 
 
@@ -23,6 +24,8 @@ class Account:
     # The period whose allowance has been granted; for a subscription it is granted when the
     # period's invoice is paid, so it can lag behind `period`.
     granted_period_start: datetime | None = None
+    # The account's own rate limits (set through SetPlan); a limit left None is its plan's.
+    limits: RateLimits = RateLimits()
 
     @property
     def subscription_managed(self) -> bool:

@@ -256,8 +256,9 @@ class RateLimited(MeterError):
     reason = "RATE_LIMITED"
     category = ErrorCategory.RESOURCE_EXHAUSTED
 
-    def __init__(self, limit: str, value: int, retry_after: float) -> None:
-        super().__init__(f"over the {limit} limit of {value}; retry in {retry_after:.3f} s", limit=limit, value=value)
+    def __init__(self, limit: str, value: int, retry_after: float | None) -> None:
+        advice = f"retry in {retry_after:.3f} s" if retry_after is not None else "it can never pass"
+        super().__init__(f"over the {limit} limit of {value}; {advice}", limit=limit, value=value)
         self.limit = limit
         self.value = value
         self.retry_after = retry_after

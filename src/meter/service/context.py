@@ -15,6 +15,7 @@ class Limits:
     default_ttl_seconds: int = 600
     max_ttl_seconds: int = 3600
     max_credit_tokens: int = 1_000_000_000  # one purchase or adjustment never exceeds this
+    sweep_seconds: float = 1.0  # how often expired holds are given back (a rate limit's retry delay)
 
 
 @dataclass

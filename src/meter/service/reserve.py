@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from meter import metrics
 from meter.domain import ids
+from meter.domain import limits as rate_limits
 from meter.domain.accounts import Account
 from meter.domain.amounts import MAX_CALL_TOKENS, require_tokens
 from meter.domain.balance import Balance
@@ -116,6 +117,11 @@ async def reserve(
         account = await roll_over_if_ended(store, account, now)
         if account.debt:
             raise AccountInDebt(account.debt)
+        limits = account.limits.over(meter.catalog.plan_limits(account.plan_id))
+        if limits.any:
+            rate_limits.check(
+                limits, await store.rate_usage(account_id, now), required, now, meter.limits.sweep_seconds
+            )
         parts = await _hold_tokens(store, account, required, start)
         hold = Hold(
             account_id=account_id,

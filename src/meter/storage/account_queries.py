@@ -7,12 +7,13 @@ from datetime import datetime
 from typing import Any
 
 from meter.domain.accounts import Account
+from meter.domain.limits import RateLimits
 from meter.domain.periods import Period
 from meter.storage.queries import NOW, Queries
 
 ACCOUNT_COLUMNS = """a.account_id, a.plan_id, a.monthly_allowance, a.period_start, a.period_end,
     a.calendar_periods, a.allowance_total, a.debt, a.bucket_count, a.subscription_ref,
-    a.plan_event_time, a.granted_period_start"""
+    a.plan_event_time, a.granted_period_start, a.requests_per_minute, a.tokens_per_minute, a.concurrent_holds"""
 
 
 class AccountQueries(Queries):
@@ -123,4 +124,5 @@ def account_from_row(row: Mapping[str, Any]) -> Account:
         subscription_ref=row["subscription_ref"],
         plan_event_time=row["plan_event_time"],
         granted_period_start=row["granted_period_start"],
+        limits=RateLimits(row["requests_per_minute"], row["tokens_per_minute"], row["concurrent_holds"]),
     )

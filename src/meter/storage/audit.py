@@ -4,7 +4,8 @@ Per account and pool: buckets (available + held) equal the pool's ledger sum; th
 ledger sum equals minus the account's debt; the tokens parked as held on buckets equal what the
 open holds say they took; and no bucket is negative. Per account, UTC day and model: the daily
 usage totals equal the sums of the committed holds (the usage records), and per account the usage
-entries of the ledger sum to minus the tokens those records charged.
+entries of the ledger sum to minus the tokens those records charged. Per balance row: the open
+holds it counts (for the concurrent-holds limit) are the open holds whose first part is there.
 """
 
 from __future__ import annotations
@@ -92,6 +93,25 @@ WHERE coalesce(c.tokens, 0) <> coalesce(l.tokens, 0)
 ORDER BY 1, 2
 """
 
+_OPEN_HOLDS_AUDIT = """
+WITH counted AS (
+    SELECT account_id, pool, bucket, open_holds FROM buckets
+    WHERE open_holds <> 0 AND (CAST(:account_id AS text) IS NULL OR account_id = :account_id)
+),
+open AS (
+    SELECT account_id, CASE WHEN allowance_held > 0 THEN 'allowance' ELSE 'purchased' END AS pool,
+           CASE WHEN allowance_held > 0 THEN allowance_bucket ELSE purchased_bucket END AS bucket, count(*) AS n
+    FROM holds WHERE status = 'open' AND (CAST(:account_id AS text) IS NULL OR account_id = :account_id)
+    GROUP BY 1, 2, 3
+)
+SELECT coalesce(c.account_id, o.account_id) AS account_id,
+       coalesce(c.pool, o.pool) || ' bucket ' || coalesce(c.bucket, o.bucket) || ' counts '
+       || coalesce(c.open_holds, 0) || ' open holds but ' || coalesce(o.n, 0) || ' are open there' AS problem
+FROM counted AS c FULL JOIN open AS o USING (account_id, pool, bucket)
+WHERE coalesce(c.open_holds, 0) <> coalesce(o.n, 0)
+ORDER BY 1, 2
+"""
+
 _COUNT = "SELECT count(*) FROM accounts WHERE (CAST(:account_id AS text) IS NULL OR account_id = :account_id)"
 
 
@@ -138,7 +158,10 @@ async def audit(engine: AsyncEngine, account_id: str | None = None) -> AuditRepo
     async with engine.connect() as connection:
         await connection.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
         rows = (await connection.execute(text(_AUDIT), {"account_id": account_id})).mappings().all()
-        usage = (await connection.execute(text(_USAGE_AUDIT), {"account_id": account_id})).mappings().all()
+        usage = [
+            *(await connection.execute(text(_USAGE_AUDIT), {"account_id": account_id})).mappings().all(),
+            *(await connection.execute(text(_OPEN_HOLDS_AUDIT), {"account_id": account_id})).mappings().all(),
+        ]
         accounts = (await connection.execute(text(_COUNT), {"account_id": account_id})).scalar_one()
         await connection.rollback()
     return AuditReport(

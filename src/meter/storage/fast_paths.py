@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from meter.catalog import Catalog
 from meter.domain import ids
 from meter.domain.balance import Balance
 from meter.domain.callers import acting_caller
@@ -30,8 +31,31 @@ T = TypeVar("T")
 
 RESERVE = (
     "SELECT * FROM meter_reserve_fast($1, $2, CAST($3 AS uuid), $4, $5, $6, $7, CAST($8 AS jsonb), $9, "
-    "$10, $11, $12, $13, $14, $15, $16)"
+    "$10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
 )
+
+
+@dataclass(frozen=True)
+class PlanLimits:
+    """Every plan's rate limits as the columns meter_reserve_fast takes (0: none): the service's
+    catalog goes with each call, so the database needs no copy of it."""
+
+    plans: list[str]
+    requests_per_minute: list[int]
+    tokens_per_minute: list[int]
+    concurrent_holds: list[int]
+
+    @classmethod
+    def of(cls, catalog: Catalog) -> PlanLimits:
+        plans = list(catalog.plans.values())
+        return cls(
+            [p.id for p in plans],
+            [p.limits.requests_per_minute or 0 for p in plans],
+            [p.limits.tokens_per_minute or 0 for p in plans],
+            [p.limits.concurrent_holds or 0 for p in plans],
+        )
+
+
 COMMIT = "SELECT * FROM meter_commit_fast($1, CAST($2 AS uuid), $3, $4, $5, $6)"
 
 
@@ -59,10 +83,18 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 
 class FastPaths:
-    def __init__(self, pool: asyncpg.Pool, clock: DatabaseClock, *, acquire_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        clock: DatabaseClock,
+        *,
+        acquire_timeout: float = 5.0,
+        plan_limits: PlanLimits | None = None,
+    ) -> None:
         self._pool = pool
         self._clock = clock
         self._acquire_timeout = acquire_timeout
+        self._limits = plan_limits or PlanLimits([], [], [], [])
 
     async def reserve(self, hold: Hold, start: int) -> tuple[Hold, Balance] | None:
         """Place `hold` (a draft: allowance_held is the amount) in one bucket that has it; None
@@ -86,6 +118,10 @@ class FastPaths:
             hold.held_tokens,
             start,
             self._clock.offset_seconds,
+            self._limits.plans,
+            self._limits.requests_per_minute,
+            self._limits.tokens_per_minute,
+            self._limits.concurrent_holds,
         )
         if row["outcome"] != "ok":
             return None

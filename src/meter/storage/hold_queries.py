@@ -10,7 +10,9 @@ from typing import Any
 from meter.domain import ids
 from meter.domain.balance import Balance, WarningLevel
 from meter.domain.holds import Hold, HoldStatus, Pricing, ReserveParams, Usage
+from meter.domain.limits import RateUsage
 from meter.domain.periods import Period
+from meter.domain.pools import PoolName
 from meter.storage.queries import NOW, Queries
 
 
@@ -35,17 +37,28 @@ class HoldQueries(Queries):
         return _hold(row), row["now"]
 
     async def insert_hold(self, hold: Hold, now: datetime) -> bool:
-        """False when a concurrent Reserve with the same request_id got there first."""
+        """Insert the hold and count it on its first row (locked by this transaction already): one
+        more open hold, one more request with its tokens in the current minute. One statement, so
+        the general path's Reserve keeps its number of round trips. False when a concurrent
+        Reserve with the same request_id got there first (then nothing is counted)."""
+        pool, bucket = _first_part(hold)
         return bool(
             await self._execute(
-                "INSERT INTO holds (account_id, hold_id, request_id, model, input_tokens, max_output_tokens, "
-                "ttl_seconds, labels, catalog_version, input_weight, output_weight, input_price, output_price, "
-                "allowance_held, allowance_bucket, purchased_held, purchased_bucket, period_start, status, "
-                "created_at, expires_at) VALUES (:account_id, CAST(:hold_id AS uuid), :request_id, :model, "
+                "WITH inserted AS (INSERT INTO holds (account_id, hold_id, request_id, model, input_tokens, "
+                "max_output_tokens, ttl_seconds, labels, catalog_version, input_weight, output_weight, input_price, "
+                "output_price, allowance_held, allowance_bucket, purchased_held, purchased_bucket, period_start, "
+                "status, created_at, expires_at) VALUES (:account_id, CAST(:hold_id AS uuid), :request_id, :model, "
                 ":input_tokens, :max_output_tokens, :ttl_seconds, CAST(:labels AS jsonb), :catalog_version, "
                 ":input_weight, :output_weight, :input_price, :output_price, :allowance_held, "
                 ":allowance_bucket, :purchased_held, :purchased_bucket, :period_start, 'open', :now, "
-                ":expires_at) ON CONFLICT (account_id, request_id) DO NOTHING",
+                ":expires_at) ON CONFLICT (account_id, request_id) DO NOTHING RETURNING 1), "
+                "w AS (SELECT date_trunc('minute', CAST(:now AS timestamptz)) AS start) "
+                "UPDATE buckets AS b SET open_holds = b.open_holds + 1, "
+                "rate_requests = CASE WHEN b.rate_window = w.start THEN b.rate_requests + 1 ELSE 1 END, "
+                "rate_tokens = CASE WHEN b.rate_window = w.start THEN b.rate_tokens + :tokens ELSE :tokens END, "
+                "rate_window = w.start FROM w "
+                "WHERE b.account_id = :account_id AND b.pool = :first_pool AND b.bucket = :first_bucket "
+                "AND EXISTS (SELECT 1 FROM inserted)",
                 account_id=hold.account_id,
                 hold_id=ids.hold_id(hold.reservation_id),
                 request_id=hold.request_id,
@@ -66,15 +79,47 @@ class HoldQueries(Queries):
                 period_start=hold.period_start,
                 now=now,
                 expires_at=hold.expires_at,
+                tokens=hold.held_tokens,
+                first_pool=pool,
+                first_bucket=bucket,
             )
         )
 
+    async def rate_usage(self, account_id: str, now: datetime) -> RateUsage:
+        """The account's counts in the current minute and its open holds (a read of its rows),
+        with the soonest expiry among them (through the open-holds index, ordered by expiry)."""
+        row = await self._row(
+            "SELECT w.start AS window_start, "
+            "coalesce(sum(b.rate_requests) FILTER (WHERE b.rate_window = w.start), 0) AS requests, "
+            "coalesce(sum(b.rate_tokens) FILTER (WHERE b.rate_window = w.start), 0) AS tokens, "
+            "coalesce(sum(b.open_holds), 0) AS open_holds, "
+            "(SELECT expires_at FROM holds WHERE status = 'open' AND account_id = :account_id "
+            "    ORDER BY expires_at LIMIT 1) AS soonest_expiry "
+            "FROM (SELECT date_trunc('minute', CAST(:now AS timestamptz)) AS start) AS w "
+            "LEFT JOIN buckets AS b ON b.account_id = :account_id GROUP BY w.start",
+            account_id=account_id,
+            now=now,
+        )
+        assert row is not None
+        return RateUsage(
+            row["window_start"], int(row["requests"]), int(row["tokens"]), int(row["open_holds"]), row["soonest_expiry"]
+        )
+
     async def finish_hold(self, hold: Hold, status: HoldStatus, now: datetime, usage: Usage | None = None) -> None:
+        """Record how the hold ended; a hold that was open is no longer counted on its first row
+        (in the same statement: no round trip added to Commit, Release or expiry)."""
+        pool, bucket = _first_part(hold)
         await self._execute(
-            "UPDATE holds SET status = :status, settled_at = :now, usage_input_tokens = :input_tokens, "
-            "usage_output_tokens = :output_tokens, charged_tokens = :charged, cost_micros = :cost, "
-            "unbilled_tokens = :unbilled, late = :late "
-            "WHERE account_id = :account_id AND hold_id = CAST(:hold_id AS uuid)",
+            "WITH finished AS (UPDATE holds SET status = :status, settled_at = :now, "
+            "usage_input_tokens = :input_tokens, usage_output_tokens = :output_tokens, charged_tokens = :charged, "
+            "cost_micros = :cost, unbilled_tokens = :unbilled, late = :late "
+            "WHERE account_id = :account_id AND hold_id = CAST(:hold_id AS uuid) RETURNING 1) "
+            "UPDATE buckets SET open_holds = open_holds - 1 "
+            "WHERE :was_open AND account_id = :account_id AND pool = :first_pool AND bucket = :first_bucket "
+            "AND EXISTS (SELECT 1 FROM finished)",
+            was_open=hold.status is HoldStatus.OPEN,
+            first_pool=pool,
+            first_bucket=bucket,
             account_id=hold.account_id,
             hold_id=ids.hold_id(hold.reservation_id),
             status=status.value,
@@ -137,6 +182,14 @@ class HoldQueries(Queries):
             limit=limit,
         )
         return [r["account_id"] for r in rows]
+
+
+def _first_part(hold: Hold) -> tuple[str, int]:
+    """The row a hold is counted on: its allowance bucket when it holds allowance, else its
+    purchased bucket (as migration 0008 and usage_daily count it)."""
+    if hold.allowance_held > 0:
+        return PoolName.ALLOWANCE.value, hold.allowance_bucket
+    return PoolName.PURCHASED.value, hold.purchased_bucket
 
 
 def usage_from_row(row: Mapping[str, Any]) -> Usage | None:
