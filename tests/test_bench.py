@@ -51,6 +51,8 @@ class TestFigures:
             result("half load", 150, 300, p99=6.0),
             result("ceiling at half load", 150, 150, "Health.Check", p99=2.0),
             result("large history", 290, 580),
+            result("many accounts, limits on", 285, 570),
+            result("hot account, limits on", 270, 540),
         ):
             report.scenarios[scenario.name] = scenario
         ratios = report.ratios()
@@ -58,6 +60,9 @@ class TestFigures:
         assert ratios["2. hot / hot single bucket (>= 3)"] == 3.0
         assert ratios["3. many-accounts RPCs/s / ceiling RPCs/s (>= 0.6)"] == 0.6
         assert ratios["5. Reserve p99 / ceiling p99 at half load (<= 3)"] == 3.0
+        assert ratios["7. many accounts, limits on / off (>= 0.9)"] == 0.95
+        assert ratios["8. hot account, limits on / off (>= 0.9)"] == 1.0
+        assert ratios["9. hot account, limits on / many accounts, limits on (>= 0.9)"] == 0.947
         assert "hot account, single bucket" in report.table()
         json_path, chart = report.write(tmp_path)
         assert json.loads(json_path.read_text())["scenarios"]["many accounts"]["rpcs_per_second"] == 600

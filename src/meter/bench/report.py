@@ -60,6 +60,13 @@ class Report:
             "5. Reserve p99 / ceiling p99 at half load (<= 3)": div(
                 p99("half load", "Reserve"), p99("ceiling at half load", "Health.Check")
             ),
+            "7. many accounts, limits on / off (>= 0.9)": div(
+                loops("many accounts, limits on"), loops("many accounts")
+            ),
+            "8. hot account, limits on / off (>= 0.9)": div(loops("hot account, limits on"), loops("hot account")),
+            "9. hot account, limits on / many accounts, limits on (>= 0.9)": div(
+                loops("hot account, limits on"), loops("many accounts, limits on")
+            ),
         }
 
     def table(self, targets: bool = True) -> str:

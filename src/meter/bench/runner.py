@@ -131,6 +131,10 @@ async def bench(options: Options) -> Report:
             return report
         hot = await seed.funded_accounts(engine, "bench-hot-", 1, buckets=16)
         hot1 = await seed.funded_accounts(engine, "bench-hot1-", 1, buckets=1)
+        # The same loads on accounts whose rate limits every Reserve checks and none reaches.
+        limits = seed.UNREACHED_LIMITS
+        many_limited = await seed.funded_accounts(engine, "bench-lim-", options.accounts, buckets=16, limits=limits)
+        hot_limited = await seed.funded_accounts(engine, "bench-hotlim-", 1, buckets=16, limits=limits)
         mixed = await seed.funded_accounts(engine, "bench-mixed-", options.mixed_accounts, buckets=16)
         await server.ready()
         runner = _Runner(options, pool, server, postgres)
@@ -142,6 +146,8 @@ async def bench(options: Options) -> Report:
             ("hot account", "loop", hot),
             ("hot account, single bucket", "loop", hot1),
             ("mixed", "mixed", mixed),
+            ("many accounts, limits on", "loop", many_limited),
+            ("hot account, limits on", "loop", hot_limited),
         ]
         rounds: dict[str, list[_Measurement]] = {name: [] for name, _, _ in plan}
         for number in range(1, options.rounds + 1):

@@ -7,6 +7,8 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from meter.domain.limits import RateLimits
+
 FUNDING_TOKENS = 10**15  # never runs out during a run: no refusal skews the figures
 # Accounts are on the enterprise plan, which has no catalog rate limits: the scenarios measure
 # metering, and a limit would cap them.
@@ -47,12 +49,34 @@ FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS n
 """
 
 
-async def funded_accounts(engine: AsyncEngine, prefix: str, count: int, buckets: int) -> list[str]:
-    """`count` accounts named prefix1..prefixN, each with FUNDING_TOKENS purchased."""
+# Limits so high that no scenario reaches them: Reserve checks them on every call, refuses none.
+UNREACHED_LIMITS = RateLimits(requests_per_minute=10**12, tokens_per_minute=10**15, concurrent_holds=10**9)
+
+_LIMITS = """
+UPDATE accounts SET requests_per_minute = :rpm, tokens_per_minute = :tpm, concurrent_holds = :holds
+WHERE account_id LIKE :prefix || '%'
+"""
+
+
+async def funded_accounts(
+    engine: AsyncEngine, prefix: str, count: int, buckets: int, limits: RateLimits | None = None
+) -> list[str]:
+    """`count` accounts named prefix1..prefixN, each with FUNDING_TOKENS purchased, and with
+    `limits` as their own rate limits when given (else none: enterprise accounts)."""
     params = {"prefix": prefix, "count": count, "buckets": buckets, "funding": FUNDING_TOKENS}
     async with engine.begin() as connection:
         for statement in (_ACCOUNTS, _BUCKETS, _FUNDING):
             await connection.execute(text(statement), params)
+        if limits is not None:
+            await connection.execute(
+                text(_LIMITS),
+                {
+                    "prefix": prefix,
+                    "rpm": limits.requests_per_minute,
+                    "tpm": limits.tokens_per_minute,
+                    "holds": limits.concurrent_holds,
+                },
+            )
     return [f"{prefix}{n}" for n in range(1, count + 1)]
 
 
