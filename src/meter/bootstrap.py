@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,12 +20,14 @@ from meter import catalog as catalog_file
 from meter.catalog import Catalog
 from meter.client import MeterClient
 from meter.config import ConfigError, Settings
+from meter.domain.caller_rates import CallerRates
 from meter.domain.callers import ROLES, Callers
 from meter.domain.errors import MeterError
 from meter.grpc import tls
 from meter.grpc.drain import Drain
 from meter.grpc.handling import Gate, Readiness
 from meter.grpc.server import METHODS, GrpcServer
+from meter.service.caller_rate_sync import run_caller_rate_sync
 from meter.service.context import Limits, Meter
 from meter.service.sweeper import run_sweeper
 from meter.storage import fast_paths, migrate
@@ -125,6 +128,7 @@ class Service:
     _readying: asyncio.Task[None] | None = None
     _stop_sweeper: asyncio.Event = field(default_factory=asyncio.Event)
     _sweeper: asyncio.Task[None] | None = None
+    _rate_sync: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -141,9 +145,10 @@ class Service:
         await self._webhook_client.close()
         await self.grpc.stop(self.settings.shutdown_grace_seconds)
         self._stop_sweeper.set()
-        if self._sweeper is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._rate_sync):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         metrics.DATABASE_POOLS.forget(self)
         await self.connections.close()
         if self.database.embedded is not None:
@@ -187,6 +192,12 @@ class Service:
         self._sweeper = asyncio.create_task(
             run_sweeper(self.meter, self.settings.sweep_interval_seconds, self._stop_sweeper), name="sweeper"
         )
+        rates = self.grpc.gate.caller_rates
+        if rates is not None:
+            self._rate_sync = asyncio.create_task(
+                run_caller_rate_sync(self.meter, rates, self.settings.caller_rate_sync_seconds, self._stop_sweeper),
+                name="caller-rate-sync",
+            )
         log.info("ready: database reachable and at migration %s", head)
 
 
@@ -220,8 +231,12 @@ async def start(
     credentials = tls.server_credentials(settings)
     database = await open_database(settings)
     connections = await connect(settings, database.url)
+    clock = clock or DatabaseClock()
     meter = build_meter(settings, connections, clock=clock, catalog=catalog)
-    gate = Gate(callers, Readiness(), Drain(), log_ok=settings.rpc_log == "all")
+    rates = None
+    if callers is not None and any(caller.rates for caller in callers):
+        rates = CallerRates(lambda: time.time() + clock.offset_seconds)
+    gate = Gate(callers, Readiness(), Drain(), log_ok=settings.rpc_log == "all", caller_rates=rates)
     server = GrpcServer(meter, settings.grpc_addr, gate, credentials=credentials, local_socket=True)
     await server.start()
     webhook_client, webhooks = await start_webhooks(

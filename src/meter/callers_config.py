@@ -9,6 +9,7 @@
     name = "support-dashboard"
     methods = ["GetBalance", "GetUsage", "ListLedgerEntries"]   # instead of, or besides, a role
     token_sha256 = "..."
+    requests_per_second = 20          # to each method; or a table: { Reserve = 500, Commit = 500 }
 
 Read once at start; a mistake stops the start with a message naming the caller and the field.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from meter.config import ConfigError
-from meter.domain.callers import ROLES, Caller, Callers
+from meter.domain.callers import ANY_METHOD, ROLES, Caller, Callers
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -66,7 +67,7 @@ def load_file(path: Path, methods: Collection[str]) -> Callers:
 def _caller(entry: Any, where: str, methods: Collection[str]) -> tuple[str, Caller]:
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: must be a table")
-    extra = set(entry) - {"name", "role", "methods", "token_sha256"}
+    extra = set(entry) - {"name", "role", "methods", "token_sha256", "requests_per_second"}
     if extra:
         raise ConfigError(f"{where}: unknown key(s) {sorted(extra)}")
     name = entry.get("name")
@@ -94,4 +95,18 @@ def _caller(entry: Any, where: str, methods: Collection[str]) -> tuple[str, Call
             raise ConfigError(f"{where}: no such method(s) {unknown}; MeterService has {sorted(methods)}")
         if allowed is not None:
             allowed |= set(listed)
-    return digest, Caller(name, None if allowed is None else frozenset(allowed))
+    rates = _rates(entry.get("requests_per_second"), where, methods)
+    return digest, Caller(name, None if allowed is None else frozenset(allowed), rates)
+
+
+def _rates(value: Any, where: str, methods: Collection[str]) -> dict[str, int]:
+    """`requests_per_second`: one number for each method, or a table of method = number."""
+    if value is None:
+        return {}
+    table = {ANY_METHOD: value} if not isinstance(value, dict) else value
+    for method, rate in table.items():
+        if method != ANY_METHOD and method not in methods:
+            raise ConfigError(f"{where}: requests_per_second names no such method {method!r}")
+        if not isinstance(rate, int) or isinstance(rate, bool) or rate < 1:
+            raise ConfigError(f"{where}: requests_per_second must be whole numbers of at least 1")
+    return dict(table)

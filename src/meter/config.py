@@ -33,6 +33,7 @@
 | METER_TLS_CA_FILE | (none) | clients (CLI, webhook adapter alone): CA (PEM) to verify meter; set: TLS |
 | METER_TLS_CLIENT_CERT_FILE | (none) | clients: certificate to present for mutual TLS |
 | METER_TLS_CLIENT_KEY_FILE | (none) | clients: its private key |
+| METER_CALLER_RATE_SYNC_MS | 100 | how often replicas share their per-caller counts |
 | METER_MIGRATE_ON_START | true | `meter serve` migrates the database; false: it waits for `meter migrate` |
 """
 
@@ -82,6 +83,7 @@ class Settings:
     tls_client_cert_file: Path | None = None
     tls_client_key_file: Path | None = None
     migrate_on_start: bool = True
+    caller_rate_sync_seconds: float = 0.1
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -120,6 +122,7 @@ class Settings:
             tls_ca_file=_path(env, "METER_TLS_CA_FILE"),
             tls_client_cert_file=_path(env, "METER_TLS_CLIENT_CERT_FILE"),
             tls_client_key_file=_path(env, "METER_TLS_CLIENT_KEY_FILE"),
+            caller_rate_sync_seconds=_int(env, "METER_CALLER_RATE_SYNC_MS", 100, 10, 60_000) / 1000,
             migrate_on_start=_choice(env, "METER_MIGRATE_ON_START", "true", ("true", "false")) == "true",
         )
         settings.check()

@@ -29,6 +29,13 @@ REJECTIONS = Counter(
     ["method", "reason"],
 )
 
+RATE_LIMITED = Counter(
+    "meter_rate_limited",
+    "Calls refused RATE_LIMITED, by the limit that refused them (requestsPerMinute, tokensPerMinute, "
+    "concurrentHolds, callerRate).",
+    ["limit"],
+)
+
 TOKENS = Counter(
     "meter_tokens",
     "Tokens moved: held by new Reserves, charged by new Commits, credited by new purchases, "

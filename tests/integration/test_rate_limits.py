@@ -181,3 +181,80 @@ async def test_a_refusal_for_insufficient_tokens_is_still_that(meters: StartMete
     await expect_error(
         meter.stub.Reserve(reserve_request(account)), grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_TOKENS"
     )
+
+
+async def test_get_balance_reports_limits_and_headroom(meters: StartMeter, engine: AsyncEngine) -> None:
+    meter = await meters(catalog=limited(requests_per_minute=5, tokens_per_minute=500, concurrent_holds=3))
+    account = await funded_account(meter.stub, 10_000)
+    unlimited = await funded_account(meter.stub, 10_000, plan="enterprise")
+    await at_minute_start(engine, meter)
+    for _ in range(2):
+        await meter.stub.Reserve(reserve_request(account, input_tokens=100, max_output_tokens=100))
+    answer = await meter.stub.GetBalance(pb.GetBalanceRequest(account_id=account))
+    limits, room = answer.limits, answer.headroom
+    assert (limits.requests_per_minute, limits.tokens_per_minute, limits.concurrent_holds) == (5, 500, 3)
+    assert (room.requests_this_minute, room.tokens_this_minute, room.holds) == (3, 100, 1)
+    now = await database_now(engine) + meter.clock.offset
+    minute_ends = room.minute_ends.ToDatetime(tzinfo=now.tzinfo)
+    assert minute_ends.second == 0 and timedelta(0) < minute_ends - now <= timedelta(minutes=1)
+    answer = await meter.stub.GetBalance(pb.GetBalanceRequest(account_id=unlimited))
+    assert answer.limits == pb.RateLimits() and not answer.HasField("headroom")
+
+
+async def test_refusals_are_counted_by_limit(meters: StartMeter, engine: AsyncEngine) -> None:
+    from test_observability import delta, scrape
+
+    meter = await meters(catalog=limited(requests_per_minute=1, concurrent_holds=5))
+    account = await funded_account(meter.stub, 10_000)
+    await at_minute_start(engine, meter)
+    before = await scrape(meter)
+    await meter.stub.Reserve(reserve_request(account))
+    await refusal(meter, reserve_request(account))
+    await refusal(meter, reserve_request(account))
+    after = await scrape(meter)
+    assert delta(before, after, "meter_rate_limited_total", limit="requestsPerMinute") == 2
+    assert delta(before, after, "meter_rejections_total", method="Reserve", reason="RATE_LIMITED") == 2
+    assert delta(before, after, "meter_rpcs_total", method="Reserve", code="RESOURCE_EXHAUSTED") == 2
+
+
+async def test_an_enterprise_account_gets_its_own_limits_through_set_plan(
+    meters: StartMeter, engine: AsyncEngine
+) -> None:
+    meter = await meters(catalog=limited(requests_per_minute=100))
+    account = await funded_account(meter.stub, 10_000, plan="enterprise")
+
+    async def limits() -> tuple[int, int, int]:
+        found = (await meter.stub.GetBalance(pb.GetBalanceRequest(account_id=account))).limits
+        return found.requests_per_minute, found.tokens_per_minute, found.concurrent_holds
+
+    own = pb.RateLimits(requests_per_minute=2, concurrent_holds=50)
+    await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="enterprise", limits=own))
+    assert await limits() == (2, 0, 50)
+    await at_minute_start(engine, meter)
+    await meter.stub.Reserve(reserve_request(account))
+    await meter.stub.Reserve(reserve_request(account))
+    metadata, _ = await refusal(meter, reserve_request(account))
+    assert metadata == {"limit": "requestsPerMinute", "value": "2"}
+    # A SetPlan that leaves limits out (a Stripe subscription update) keeps them.
+    await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="enterprise"))
+    assert await limits() == (2, 0, 50)
+    await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="enterprise", limits=pb.RateLimits()))
+    assert await limits() == (0, 0, 0)
+    await meter.stub.Reserve(reserve_request(account))
+    # A catalog plan has its limits in the catalog: none may be given, and the account's own go.
+    info = await expect_error(
+        meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="free", limits=own)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD",
+    )
+    assert info.metadata["field"] == "limits"
+    await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="enterprise", limits=own))
+    await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="free"))
+    assert await limits() == (100, 0, 0)
+    await expect_error(
+        meter.stub.SetPlan(
+            pb.SetPlanRequest(account_id=account, plan_id="enterprise", limits=pb.RateLimits(requests_per_minute=-1))
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD",
+    )

@@ -76,6 +76,26 @@ def test_mistakes_are_refused_with_a_message_that_names_them(text: str, complain
     assert "callers.toml" in str(refused.value)
 
 
+def test_requests_per_second_for_each_method_or_by_method() -> None:
+    each = load(f'[[caller]]\nname = "p"\nrole = "proxy"\ntoken_sha256 = "{DIGEST}"\nrequests_per_second = 50\n')
+    caller = next(iter(each))
+    assert (caller.rate("Reserve"), caller.rate("Commit")) == (50, 50)
+    some = load(
+        f'[[caller]]\nname = "p"\nrole = "proxy"\ntoken_sha256 = "{DIGEST}"\n'
+        "requests_per_second = { Reserve = 500, Commit = 400 }\n"
+    )
+    caller = next(iter(some))
+    assert (caller.rate("Reserve"), caller.rate("Commit"), caller.rate("Release")) == (500, 400, None)
+    for bad, complaint in (
+        ("0", "at least 1"),
+        ('"50"', "at least 1"),
+        ("{ Reserv = 5 }", "no such method 'Reserv'"),
+        ("{ Reserve = 0 }", "at least 1"),
+    ):
+        with pytest.raises(ConfigError, match=complaint):
+            load(f'[[caller]]\nname = "p"\nrole = "proxy"\ntoken_sha256 = "{DIGEST}"\nrequests_per_second = {bad}\n')
+
+
 def test_no_callers_means_loopback_only() -> None:
     for address in ("127.0.0.1:50051", "localhost:50051", "[::1]:50051", "127.0.0.2:1"):
         bootstrap.check_exposure(replace(Settings(), grpc_addr=address), None)

@@ -232,10 +232,26 @@ class GetBalanceRequest(_message.Message):
     def __init__(self, account_id: _Optional[str] = ...) -> None: ...
 
 class GetBalanceResponse(_message.Message):
-    __slots__ = ("balance",)
+    __slots__ = ("balance", "limits", "headroom")
     BALANCE_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    HEADROOM_FIELD_NUMBER: _ClassVar[int]
     balance: Balance
-    def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ...) -> None: ...
+    limits: RateLimits
+    headroom: RateHeadroom
+    def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ..., limits: _Optional[_Union[RateLimits, _Mapping]] = ..., headroom: _Optional[_Union[RateHeadroom, _Mapping]] = ...) -> None: ...
+
+class RateHeadroom(_message.Message):
+    __slots__ = ("requests_this_minute", "tokens_this_minute", "holds", "minute_ends")
+    REQUESTS_THIS_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_THIS_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    HOLDS_FIELD_NUMBER: _ClassVar[int]
+    MINUTE_ENDS_FIELD_NUMBER: _ClassVar[int]
+    requests_this_minute: int
+    tokens_this_minute: int
+    holds: int
+    minute_ends: _timestamp_pb2.Timestamp
+    def __init__(self, requests_this_minute: _Optional[int] = ..., tokens_this_minute: _Optional[int] = ..., holds: _Optional[int] = ..., minute_ends: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class WebhookEvent(_message.Message):
     __slots__ = ("event_id", "type", "payload", "received_time")
@@ -284,7 +300,7 @@ class CreditPurchaseResponse(_message.Message):
     def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ..., credited_tokens: _Optional[int] = ..., newly_credited: _Optional[bool] = ..., event_status: _Optional[_Union[EventStatus, str]] = ...) -> None: ...
 
 class SetPlanRequest(_message.Message):
-    __slots__ = ("account_id", "plan_id", "period_start", "period_end", "subscription_ref", "event_time", "monthly_allowance_tokens", "expire_allowance_now", "source_event")
+    __slots__ = ("account_id", "plan_id", "period_start", "period_end", "subscription_ref", "event_time", "monthly_allowance_tokens", "expire_allowance_now", "source_event", "limits")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     PERIOD_START_FIELD_NUMBER: _ClassVar[int]
@@ -294,6 +310,7 @@ class SetPlanRequest(_message.Message):
     MONTHLY_ALLOWANCE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_ALLOWANCE_NOW_FIELD_NUMBER: _ClassVar[int]
     SOURCE_EVENT_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     plan_id: str
     period_start: _timestamp_pb2.Timestamp
@@ -303,7 +320,8 @@ class SetPlanRequest(_message.Message):
     monthly_allowance_tokens: int
     expire_allowance_now: bool
     source_event: WebhookEvent
-    def __init__(self, account_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subscription_ref: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., monthly_allowance_tokens: _Optional[int] = ..., expire_allowance_now: _Optional[bool] = ..., source_event: _Optional[_Union[WebhookEvent, _Mapping]] = ...) -> None: ...
+    limits: RateLimits
+    def __init__(self, account_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subscription_ref: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., monthly_allowance_tokens: _Optional[int] = ..., expire_allowance_now: _Optional[bool] = ..., source_event: _Optional[_Union[WebhookEvent, _Mapping]] = ..., limits: _Optional[_Union[RateLimits, _Mapping]] = ...) -> None: ...
 
 class SetPlanResponse(_message.Message):
     __slots__ = ("balance", "applied", "event_status")

@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from meter.domain.errors import InvalidToken, MethodNotAllowed, MissingCredentials
 
@@ -50,9 +50,17 @@ TOKEN_PREFIX = "meter_"
 class Caller:
     name: str
     methods: frozenset[str] | None  # None: every method
+    # Requests per second it may send to each method (ANY_METHOD: to every method without its own).
+    rates: Mapping[str, int] = field(default_factory=dict)
 
     def may_call(self, method: str) -> bool:
         return self.methods is None or method in self.methods
+
+    def rate(self, method: str) -> int | None:
+        return self.rates.get(method, self.rates.get(ANY_METHOD))
+
+
+ANY_METHOD = "*"
 
 
 def hash_token(token: str) -> str:

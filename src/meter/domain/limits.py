@@ -73,3 +73,25 @@ def check(limits: RateLimits, usage: RateUsage, amount: int, now: datetime, swee
         refusals.append(RateLimited(CONCURRENT_HOLDS, holds, wait + sweep_seconds))
     if refusals:
         raise max(refusals, key=lambda refusal: refusal.retry_after or 0.0)
+
+
+@dataclass(frozen=True)
+class Headroom:
+    """What an account may still start before a limit refuses it (None: no such limit)."""
+
+    requests_this_minute: int | None
+    tokens_this_minute: int | None
+    holds: int | None
+    minute_ends: datetime
+
+
+def headroom(limits: RateLimits, usage: RateUsage) -> Headroom:
+    def left(limit: int | None, used: int) -> int | None:
+        return None if limit is None else max(0, limit - used)
+
+    return Headroom(
+        left(limits.requests_per_minute, usage.requests),
+        left(limits.tokens_per_minute, usage.tokens),
+        left(limits.concurrent_holds, usage.open_holds),
+        usage.window_start + WINDOW,
+    )

@@ -14,9 +14,11 @@ from meter.domain.errors import InvalidField
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
 from meter.domain.holds import HoldStatus
 from meter.domain.ledger import EntryKind
+from meter.domain.limits import RateLimits
 from meter.domain.periods import Period
 from meter.domain.pools import PoolName
 from meter.domain.usage import UsageGrouping, UsageRecord, UsageReport, UsageTotals
+from meter.service.balance import AccountBalance
 from meter.service.ledger import Entry
 from meter.service.reservations import OpenReservations
 from meter.service.reversals import ReversalKind
@@ -152,6 +154,36 @@ def balance(value: Balance) -> pb.Balance:
     )
 
 
+def rate_limits(value: RateLimits) -> pb.RateLimits:
+    return pb.RateLimits(
+        requests_per_minute=value.requests_per_minute or 0,
+        tokens_per_minute=value.tokens_per_minute or 0,
+        concurrent_holds=value.concurrent_holds or 0,
+    )
+
+
+def optional_limits(request: pb.SetPlanRequest) -> RateLimits | None:
+    """The request's limits as given (0 kept as 0: no limit), or None when left out."""
+    if not request.HasField("limits"):
+        return None
+    limits = request.limits
+    return RateLimits(limits.requests_per_minute, limits.tokens_per_minute, limits.concurrent_holds)
+
+
+def account_balance(value: AccountBalance) -> pb.GetBalanceResponse:
+    response = pb.GetBalanceResponse(balance=balance(value.balance), limits=rate_limits(value.limits))
+    room = value.headroom
+    if room is not None:
+        response.headroom.minute_ends.CopyFrom(timestamp(room.minute_ends))
+        if room.requests_this_minute is not None:
+            response.headroom.requests_this_minute = room.requests_this_minute
+        if room.tokens_this_minute is not None:
+            response.headroom.tokens_this_minute = room.tokens_this_minute
+        if room.holds is not None:
+            response.headroom.holds = room.holds
+    return response
+
+
 def catalog(value: Catalog) -> pb.GetCatalogResponse:
     return pb.GetCatalogResponse(
         version=value.version,
@@ -175,11 +207,7 @@ def catalog(value: Catalog) -> pb.GetCatalogResponse:
                 id=p.id,
                 monthly_allowance_tokens=p.monthly_allowance_tokens,
                 per_account=p.per_account,
-                limits=pb.RateLimits(
-                    requests_per_minute=p.limits.requests_per_minute or 0,
-                    tokens_per_minute=p.limits.tokens_per_minute or 0,
-                    concurrent_holds=p.limits.concurrent_holds or 0,
-                ),
+                limits=rate_limits(p.limits),
             )
             for p in value.plans.values()
         ],

@@ -2,8 +2,9 @@
 
 1. the request id: the caller's `x-request-id` metadata if it sent a usable one, else a new one;
    returned in the response's trailing metadata, on errors too;
-2. the drain (a stopping server refuses new calls), readiness (no call runs before the database is
-   reachable and migrated) and the caller's bearer token and permission;
+2. the drain (a stopping server refuses new calls), the caller's bearer token, permission and
+   rate (requests per second to the method), and readiness (no call runs before the database is
+   reachable and migrated);
 3. the handler, under the caller's name (recorded on the ledger entries it writes);
 4. errors: a MeterError becomes its status with ErrorInfo; anything else (a bug) is logged with its
    traceback and answered INTERNAL;
@@ -28,8 +29,9 @@ from typing import Any, TypeVar
 import grpc
 
 from meter import metrics
+from meter.domain.caller_rates import CallerRates
 from meter.domain.callers import ANONYMOUS, Callers, acting_as
-from meter.domain.errors import MeterError, NotReady
+from meter.domain.errors import MeterError, NotReady, RateLimited
 from meter.grpc.drain import Drain
 from meter.grpc.errors import code_name, internal_status, to_status
 
@@ -60,6 +62,7 @@ class Gate:
     readiness: Readiness
     drain: Drain
     log_ok: bool = True
+    caller_rates: CallerRates | None = None  # set when a caller has requests_per_second
 
 
 def wrap_service(servicer: S, service: type, gate: Gate) -> S:
@@ -79,7 +82,10 @@ def _handled(inner: Handler, method: str, gate: Gate) -> Handler:
         try:
             with gate.drain:
                 if gate.callers is not None:
-                    caller = gate.callers.admit(token, method).name
+                    admitted = gate.callers.admit(token, method)
+                    caller = admitted.name
+                    if gate.caller_rates is not None:
+                        gate.caller_rates.admit(admitted, method)
                 if not gate.readiness.ready:
                     raise NotReady(gate.readiness.detail)
                 with acting_as(caller):
@@ -88,6 +94,8 @@ def _handled(inner: Handler, method: str, gate: Gate) -> Handler:
             return response
         except MeterError as error:
             code, reason = code_name(error), error.reason
+            if isinstance(error, RateLimited):
+                metrics.RATE_LIMITED.labels(error.limit).inc()
             await context.abort_with_status(to_status(error, ((REQUEST_ID, request_id),)))
         except asyncio.CancelledError:
             code = "CANCELLED"

@@ -81,7 +81,7 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
 
     async def GetBalance(self, request: pb.GetBalanceRequest, context: Context) -> pb.GetBalanceResponse:
         result = await balance_case.get_balance(self._meter, account_id=request.account_id)
-        return pb.GetBalanceResponse(balance=convert.balance(result))
+        return convert.account_balance(result)
 
     async def CreditPurchase(self, request: pb.CreditPurchaseRequest, context: Context) -> pb.CreditPurchaseResponse:
         result = await credits.credit_purchase(
@@ -114,6 +114,7 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
             monthly_allowance_tokens=request.monthly_allowance_tokens,
             expire_allowance_now=request.expire_allowance_now,
             source_event=convert.source_event(request),
+            limits=convert.optional_limits(request),
         )
         return pb.SetPlanResponse(
             balance=convert.balance(result.balance),

@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from meter.domain import ids
 from meter.domain.balance import Balance
 from meter.domain.errors import AccountNotFound
+from meter.domain.limits import Headroom, RateLimits, headroom
 from meter.service.context import Meter
 from meter.service.periods import roll_over_if_ended
 from meter.service.ports import Store
 
 
-async def get_balance(meter: Meter, *, account_id: str) -> Balance:
+@dataclass(frozen=True)
+class AccountBalance:
+    balance: Balance
+    limits: RateLimits  # the account's own where set, its plan's elsewhere
+    headroom: Headroom | None  # None when the account has no limit at all
+
+
+async def get_balance(meter: Meter, *, account_id: str) -> AccountBalance:
     ids.account_id(account_id)
 
-    async def work(store: Store) -> Balance:
+    async def work(store: Store) -> AccountBalance:
         account, now = await store.account_state(account_id)
         if account is None:
             raise AccountNotFound(account_id)
-        await roll_over_if_ended(store, account, now)
-        return await store.balance(account_id)
+        account = await roll_over_if_ended(store, account, now)
+        limits = account.limits.over(meter.catalog.plan_limits(account.plan_id))
+        # Only an account with limits pays for reading its counts.
+        room = headroom(limits, await store.rate_usage(account_id, now)) if limits.any else None
+        return AccountBalance(await store.balance(account_id), limits, room)
 
     return await meter.storage.transaction(work)

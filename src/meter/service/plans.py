@@ -21,6 +21,7 @@ from meter.domain.balance import Balance
 from meter.domain.errors import InvalidField
 from meter.domain.events import EventStatus, WebhookEvent
 from meter.domain.ledger import EntryKind
+from meter.domain.limits import RateLimits
 from meter.domain.periods import Period, calendar_month
 from meter.domain.pools import PoolName
 from meter.service import balance_warnings, events
@@ -48,6 +49,7 @@ class PlanRequest:
     event_time: datetime | None
     monthly_allowance: int
     expire_allowance_now: bool
+    limits: RateLimits | None = None  # the account's own (per-account plans); None: keep them
 
 
 async def set_plan(
@@ -61,6 +63,7 @@ async def set_plan(
     monthly_allowance_tokens: int = 0,
     expire_allowance_now: bool = False,
     source_event: WebhookEvent | None = None,
+    limits: RateLimits | None = None,
 ) -> PlanChange:
     async def run() -> PlanChange:
         ids.account_id(account_id)
@@ -77,6 +80,7 @@ async def set_plan(
             event_time=event_time,
             monthly_allowance=_allowance(meter, plan_id, monthly_allowance_tokens),
             expire_allowance_now=expire_allowance_now,
+            limits=_own_limits(meter, plan_id, limits),
         )
         change = await meter.storage.transaction(lambda store: _apply(meter, store, request, source_event))
         await balance_warnings.announce(meter, change.balance)
@@ -102,6 +106,7 @@ async def _apply(meter: Meter, store: Store, request: PlanRequest, source_event:
         bucket_count=meter.limits.buckets,
         subscription_ref=request.subscription_ref,
         plan_event_time=request.event_time,
+        limits=_kept_limits(meter, request, account),
     )
     if account is None:
         await open_account(store, wanted, now)
@@ -111,6 +116,29 @@ async def _apply(meter: Meter, store: Store, request: PlanRequest, source_event:
         return PlanChange(await store.balance(request.account_id), applied=False, event_status=status)
     await _change(store, account, wanted, request, now)
     return PlanChange(await store.balance(request.account_id), applied=True, event_status=status)
+
+
+def _own_limits(meter: Meter, plan_id: str, limits: RateLimits | None) -> RateLimits | None:
+    """Own limits only for a plan set per account; each a whole number of at least 0 (0: none)."""
+    if limits is None:
+        return None
+    if not meter.catalog.plan(plan_id).per_account:
+        raise InvalidField("limits", f"plan {plan_id!r} has its limits in the catalog; leave limits out")
+    values = {}
+    for name in ("requests_per_minute", "tokens_per_minute", "concurrent_holds"):
+        value = getattr(limits, name)
+        values[name] = require_tokens(f"limits.{name}", value or 0, minimum=0, maximum=2**62) or None
+    return RateLimits(**values)
+
+
+def _kept_limits(meter: Meter, request: PlanRequest, account: Account | None) -> RateLimits:
+    """The account's own limits after the change: the new ones if given; else those it has, as
+    long as it stays on a plan set per account (a catalog plan brings its own)."""
+    if request.limits is not None:
+        return request.limits
+    if account is not None and meter.catalog.plan(request.plan_id).per_account:
+        return account.limits
+    return RateLimits()
 
 
 def _allowance(meter: Meter, plan_id: str, monthly_allowance_tokens: int) -> int:
@@ -132,6 +160,7 @@ async def _change(store: Store, account: Account, wanted: Account, request: Plan
         calendar_periods=wanted.calendar_periods,
         subscription_ref=wanted.subscription_ref,
         plan_event_time=wanted.plan_event_time or account.plan_event_time,
+        limits=wanted.limits,
     )
     if request.expire_allowance_now:
         # Cancelled: what is left of the allowance expires now; calendar months from here on.

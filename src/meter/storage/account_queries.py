@@ -49,9 +49,11 @@ class AccountQueries(Queries):
         created = await self._execute(
             "INSERT INTO accounts (account_id, plan_id, monthly_allowance, period_start, period_end, "
             "calendar_periods, allowance_total, debt, bucket_count, subscription_ref, plan_event_time, "
-            "granted_period_start, created_at, updated_at) VALUES (:account_id, :plan_id, :monthly_allowance, "
+            "granted_period_start, requests_per_minute, tokens_per_minute, concurrent_holds, created_at, "
+            "updated_at) VALUES (:account_id, :plan_id, :monthly_allowance, "
             ":period_start, :period_end, :calendar_periods, 0, 0, :bucket_count, :subscription_ref, "
-            ":plan_event_time, :granted_period_start, :now, :now) ON CONFLICT (account_id) DO NOTHING",
+            ":plan_event_time, :granted_period_start, :requests_per_minute, :tokens_per_minute, "
+            ":concurrent_holds, :now, :now) ON CONFLICT (account_id) DO NOTHING",
             **_account_params(account),
             now=now,
         )
@@ -72,7 +74,9 @@ class AccountQueries(Queries):
             "UPDATE accounts SET plan_id = :plan_id, monthly_allowance = :monthly_allowance, "
             "period_start = :period_start, period_end = :period_end, calendar_periods = :calendar_periods, "
             "allowance_total = :allowance_total, debt = :debt, subscription_ref = :subscription_ref, "
-            "plan_event_time = :plan_event_time, granted_period_start = :granted_period_start, updated_at = :now "
+            "plan_event_time = :plan_event_time, granted_period_start = :granted_period_start, "
+            "requests_per_minute = :requests_per_minute, tokens_per_minute = :tokens_per_minute, "
+            "concurrent_holds = :concurrent_holds, updated_at = :now "
             "WHERE account_id = :account_id",
             **_account_params(account),
             allowance_total=account.allowance_total,
@@ -108,6 +112,9 @@ def _account_params(account: Account) -> dict[str, Any]:
         "subscription_ref": account.subscription_ref,
         "plan_event_time": account.plan_event_time,
         "granted_period_start": account.granted_period_start,
+        "requests_per_minute": account.limits.requests_per_minute,
+        "tokens_per_minute": account.limits.tokens_per_minute,
+        "concurrent_holds": account.limits.concurrent_holds,
     }
 
 

@@ -18,6 +18,7 @@ from meter.domain.callers import acting_caller
 from meter.domain.ledger import LedgerEntry
 from meter.storage.account_queries import ACCOUNT_COLUMNS, AccountQueries
 from meter.storage.bucket_queries import BucketQueries
+from meter.storage.caller_rate_queries import CallerRateQueries
 from meter.storage.credit_queries import CreditQueries
 from meter.storage.event_queries import EventQueries
 from meter.storage.hold_queries import HoldQueries, balance_from_row
@@ -26,7 +27,14 @@ from meter.storage.usage_queries import ANNOUNCED_LEVELS, UsageQueries
 
 
 class PostgresStore(
-    AccountQueries, BucketQueries, HoldQueries, CreditQueries, EventQueries, LedgerQueries, UsageQueries
+    AccountQueries,
+    BucketQueries,
+    HoldQueries,
+    CreditQueries,
+    EventQueries,
+    LedgerQueries,
+    UsageQueries,
+    CallerRateQueries,
 ):
     async def append(self, account_id: str, entries: Sequence[LedgerEntry], now: datetime) -> None:
         entries = [e for e in entries if e.amount]
