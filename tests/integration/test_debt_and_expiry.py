@@ -137,6 +137,15 @@ class TestExpiry:
         await eventually(lambda: balance(meter.stub, account), lambda b: b.held == 0)
         released = await meter.stub.Release(pb.ReleaseRequest(reservation_id=hold.reservation_id))
         assert released.balance.purchased_remaining == 1000
+        # The Release is recorded: a Commit after it is refused like after any Release (found by
+        # meter chaos: a Release and a late Commit of one expired hold were both acknowledged).
+        await expect_error(
+            meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=1)),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "RESERVATION_RELEASED",
+        )
+        again = await meter.stub.Release(pb.ReleaseRequest(reservation_id=hold.reservation_id))
+        assert again.balance.purchased_remaining == 1000
 
     async def test_commit_past_expiry_before_the_sweep_charges_the_hold_and_is_late(self, meter: RunningMeter) -> None:
         account = await funded_account(meter.stub, 1000)

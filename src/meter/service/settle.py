@@ -86,6 +86,10 @@ async def release(meter: Meter, *, reservation_id: str) -> Balance:
         hold.check_releasable()
         if hold.status is HoldStatus.OPEN:
             await _give_back(store, account, hold, now, HoldStatus.RELEASED)
+        elif hold.status is HoldStatus.EXPIRED:
+            # Its tokens came back at expiry; record the Release all the same, so that a Commit
+            # after it is refused as after any Release (the caller said the call did not happen).
+            await store.finish_hold(hold, HoldStatus.RELEASED, now)
         return await store.balance(account_id)
 
     return await meter.storage.transaction(work)
