@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from meter.domain import ids
-from meter.domain.holds import Hold, HoldStatus, Pricing, ReserveParams
+from meter.domain.holds import Hold, HoldStatus, NotPlaced, Pricing, ReserveParams
 from meter.storage.postgres import PostgresStorage
 from meter.v1 import meter_pb2 as pb
 from support import RunningMeter, balance, funded_account, new_id, reserve_request
@@ -40,18 +40,18 @@ async def test_plain_case_declines_and_replays(meter: RunningMeter) -> None:
 
     account = await funded_account(meter.stub, 1600)  # 16 buckets of 100
     placed = await fast(draft(account, 100))
-    assert placed is not None
+    assert not isinstance(placed, NotPlaced)
     hold, snapshot = placed  # type: ignore[misc]
     assert (hold.purchased_held, snapshot.held, snapshot.purchased_remaining) == (100, 100, 1500)
-    assert await fast(draft(account, 101)) is None  # no single bucket has it: general path
-    assert await fast(draft(new_id(), 1)) is None  # unknown account
-    assert await fast(draft(account, 1, request_id=hold.request_id)) is None  # a replay
+    assert await fast(draft(account, 101)) == NotPlaced()  # no single bucket has it: general path
+    assert await fast(draft(new_id(), 1)) == NotPlaced()  # unknown account
+    assert await fast(draft(account, 1, request_id=hold.request_id)) == NotPlaced()  # a replay
     assert (await balance(meter.stub, account)).held == 100  # the declines changed nothing
 
     owing = await funded_account(meter.stub, 100)
     spent = await meter.stub.Reserve(reserve_request(owing))
     await meter.stub.Commit(pb.CommitRequest(reservation_id=spent.reservation_id, input_tokens=500, output_tokens=0))
-    assert await fast(draft(owing, 1)) is None  # in debt
+    assert await fast(draft(owing, 1)) == NotPlaced()  # in debt
     await meter.stub.Release(pb.ReleaseRequest(reservation_id=hold.reservation_id))
 
 

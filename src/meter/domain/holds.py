@@ -146,3 +146,11 @@ def settle(hold: Hold, charge: int, *, allowance_expired: bool) -> Settlement:
         expired_allowance=unused_allowance if allowance_expired else 0,
         overage=charge - used_allowance - used_purchased,
     )
+
+
+@dataclass(frozen=True)
+class NotPlaced:
+    """The one-statement Reserve did not place the hold; `limits_checked`: it had checked the
+    account's rate limits and found the Reserve within them, so the general path need not."""
+
+    limits_checked: bool = False

@@ -14,7 +14,7 @@ from meter.domain.accounts import Account
 from meter.domain.balance import Balance
 from meter.domain.caller_rates import Count
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
-from meter.domain.holds import Hold, HoldStatus, Usage
+from meter.domain.holds import Hold, HoldStatus, NotPlaced, Usage
 from meter.domain.ledger import LedgerEntry
 from meter.domain.limits import RateUsage
 from meter.domain.periods import Period
@@ -44,6 +44,7 @@ class Store(Protocol):
     async def insert_hold(self, hold: Hold, now: datetime) -> bool: ...
     async def finish_hold(self, hold: Hold, status: HoldStatus, now: datetime, usage: Usage | None = None) -> None: ...
     async def rate_usage(self, account_id: str, now: datetime) -> RateUsage: ...
+    async def soonest_open_expiry(self, account_id: str) -> datetime | None: ...
     async def sync_caller_rates(self, replica: str, mine: Sequence[Count], since_second: int) -> list[Count]: ...
     async def forget_caller_rates(self, before_second: int) -> None: ...
     async def open_holds(self, account_id: str, limit: int) -> tuple[list[tuple[Hold, datetime]], int]: ...
@@ -88,9 +89,10 @@ class Storage(Protocol):
         """Run `work` in one transaction; commit if it returns, roll back if it raises."""
         ...
 
-    async def reserve_fast(self, hold: Hold, start: int) -> tuple[Hold, Balance] | None:
+    async def reserve_fast(self, hold: Hold, start: int) -> tuple[Hold, Balance] | NotPlaced:
         """The common Reserve in one statement: place the draft `hold` (allowance_held is the
-        amount) in one bucket that has it; None, changing nothing, when `transaction` must decide."""
+        amount) in one bucket that has it; NotPlaced, changing nothing, when `transaction` must
+        decide."""
         ...
 
     async def commit_fast(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from meter import metrics
@@ -12,7 +12,8 @@ from meter.domain.accounts import Account
 from meter.domain.amounts import MAX_CALL_TOKENS, require_tokens
 from meter.domain.balance import Balance
 from meter.domain.errors import AccountInDebt, AccountNotFound, InsufficientTokens, InvalidField
-from meter.domain.holds import Hold, HoldStatus, ReserveParams
+from meter.domain.holds import Hold, HoldStatus, NotPlaced, ReserveParams
+from meter.domain.limits import RateLimits
 from meter.domain.pools import PoolName, draw, find_row, pool_total, rebalance
 from meter.service import balance_warnings
 from meter.service.context import Limits, Meter
@@ -100,7 +101,7 @@ async def reserve(
         expires_at=_EPOCH,
     )
     fast = await meter.storage.reserve_fast(draft, start)
-    if fast is not None:
+    if not isinstance(fast, NotPlaced):
         reservation = Reservation(*fast)
         metrics.TOKENS_HELD.inc(reservation.hold.held_tokens)
         await balance_warnings.announce(meter, reservation.balance)
@@ -118,10 +119,8 @@ async def reserve(
         if account.debt:
             raise AccountInDebt(account.debt)
         limits = account.limits.over(meter.catalog.plan_limits(account.plan_id))
-        if limits.any:
-            rate_limits.check(
-                limits, await store.rate_usage(account_id, now), required, now, meter.limits.sweep_seconds
-            )
+        if limits.any and not fast.limits_checked:
+            await _check_limits(store, account_id, limits, required, now, meter.limits.sweep_seconds)
         parts = await _hold_tokens(store, account, required, start)
         hold = Hold(
             account_id=account_id,
@@ -146,6 +145,18 @@ async def reserve(
         metrics.TOKENS_HELD.inc(reservation.hold.held_tokens)
     await balance_warnings.announce(meter, reservation.balance)
     return reservation
+
+
+async def _check_limits(
+    store: Store, account_id: str, limits: RateLimits, amount: int, now: datetime, sweep_seconds: float
+) -> None:
+    """Refuse a Reserve over the account's limits (RATE_LIMITED with a retry delay). The soonest
+    expiry, which only a refusal for open holds needs, is read only then."""
+    usage = await store.rate_usage(account_id, now)
+    holds = limits.concurrent_holds
+    if holds is not None and usage.open_holds + 1 > holds:
+        usage = replace(usage, soonest_expiry=await store.soonest_open_expiry(account_id))
+    rate_limits.check(limits, usage, amount, now, sweep_seconds)
 
 
 def _expiry(now: datetime, ttl: int) -> datetime:

@@ -22,7 +22,7 @@ from meter.domain import ids
 from meter.domain.balance import Balance
 from meter.domain.callers import acting_caller
 from meter.domain.errors import StorageUnavailable
-from meter.domain.holds import Hold, Usage
+from meter.domain.holds import Hold, NotPlaced, Usage
 from meter.storage.clock import DatabaseClock
 from meter.storage.database import RETRYABLE_SQLSTATES, Timeouts, unavailable_sqlstate
 from meter.storage.hold_queries import balance_from_row
@@ -96,9 +96,9 @@ class FastPaths:
         self._acquire_timeout = acquire_timeout
         self._limits = plan_limits or PlanLimits([], [], [], [])
 
-    async def reserve(self, hold: Hold, start: int) -> tuple[Hold, Balance] | None:
-        """Place `hold` (a draft: allowance_held is the amount) in one bucket that has it; None
-        when the general path must decide (nothing was changed then)."""
+    async def reserve(self, hold: Hold, start: int) -> tuple[Hold, Balance] | NotPlaced:
+        """Place `hold` (a draft: allowance_held is the amount) in one bucket that has it;
+        NotPlaced when the general path must decide (nothing was changed then)."""
         p, params = hold.pricing, hold.params
         row = await self._fetch_row(
             RESERVE,
@@ -124,7 +124,7 @@ class FastPaths:
             self._limits.concurrent_holds,
         )
         if row["outcome"] != "ok":
-            return None
+            return NotPlaced(limits_checked=row["outcome"] == "checked")
         in_allowance = row["hold_pool"] == "allowance"
         placed = replace(
             hold,

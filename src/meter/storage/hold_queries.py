@@ -86,24 +86,28 @@ class HoldQueries(Queries):
         )
 
     async def rate_usage(self, account_id: str, now: datetime) -> RateUsage:
-        """The account's counts in the current minute and its open holds (a read of its rows),
-        with the soonest expiry among them (through the open-holds index, ordered by expiry)."""
+        """The account's counts in the current minute and its open holds (a read of its rows)."""
         row = await self._row(
             "SELECT w.start AS window_start, "
             "coalesce(sum(b.rate_requests) FILTER (WHERE b.rate_window = w.start), 0) AS requests, "
             "coalesce(sum(b.rate_tokens) FILTER (WHERE b.rate_window = w.start), 0) AS tokens, "
-            "coalesce(sum(b.open_holds), 0) AS open_holds, "
-            "(SELECT expires_at FROM holds WHERE status = 'open' AND account_id = :account_id "
-            "    ORDER BY expires_at LIMIT 1) AS soonest_expiry "
+            "coalesce(sum(b.open_holds), 0) AS open_holds "
             "FROM (SELECT date_trunc('minute', CAST(:now AS timestamptz)) AS start) AS w "
             "LEFT JOIN buckets AS b ON b.account_id = :account_id GROUP BY w.start",
             account_id=account_id,
             now=now,
         )
         assert row is not None
-        return RateUsage(
-            row["window_start"], int(row["requests"]), int(row["tokens"]), int(row["open_holds"]), row["soonest_expiry"]
+        return RateUsage(row["window_start"], int(row["requests"]), int(row["tokens"]), int(row["open_holds"]))
+
+    async def soonest_open_expiry(self, account_id: str) -> datetime | None:
+        """Through the open-holds index, in expiry order: stops at the account's first."""
+        row = await self._row(
+            "SELECT expires_at FROM holds WHERE status = 'open' AND account_id = :account_id "
+            "ORDER BY expires_at LIMIT 1",
+            account_id=account_id,
         )
+        return row["expires_at"] if row else None
 
     async def finish_hold(self, hold: Hold, status: HoldStatus, now: datetime, usage: Usage | None = None) -> None:
         """Record how the hold ended; a hold that was open is no longer counted on its first row

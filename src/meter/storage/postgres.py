@@ -9,7 +9,7 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from meter.domain.balance import Balance
-from meter.domain.holds import Hold, Usage
+from meter.domain.holds import Hold, NotPlaced, Usage
 from meter.service.ports import Store
 from meter.storage.clock import DatabaseClock
 from meter.storage.database import run_transaction
@@ -31,7 +31,7 @@ class PostgresStorage:
 
         return await run_transaction(self.engine, unit)
 
-    async def reserve_fast(self, hold: Hold, start: int) -> tuple[Hold, Balance] | None:
+    async def reserve_fast(self, hold: Hold, start: int) -> tuple[Hold, Balance] | NotPlaced:
         return await self.fast.reserve(hold, start)
 
     async def commit_fast(
