@@ -82,11 +82,11 @@ async def test_two_replicas_enforce_one_rate_once_synced(meters: StartMeter) -> 
     await catalog(first)
     rates = second.service.grpc.gate.caller_rates
     assert rates is not None
-    await eventually(lambda: _value(rates.others("dashboard", "GetCatalog")), lambda seen: seen == 2, within=0.5)
+
+    async def seen() -> int:
+        return rates.others("dashboard", "GetCatalog")
+
+    await eventually(seen, lambda count: count == 2, within=0.5)
     await catalog(second)
     metadata, _ = await refused(second)
     assert metadata == {"limit": "callerRate", "value": "3"}
-
-
-async def _value(value: int) -> int:
-    return value

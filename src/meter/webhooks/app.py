@@ -51,7 +51,7 @@ class WebhookServer:
         self._serving = serving
         host, _, port = address.rpartition(":")
         self._host, self._port = host or "127.0.0.1", int(port)
-        self.outcomes: Counter[str] = Counter()  # events by outcome, for logs now and metrics later
+        self.outcomes: Counter[str] = Counter()  # events by outcome in this process (tests read it)
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post(PATH, self._handle)
         app.router.add_get(METRICS_PATH, _metrics)
