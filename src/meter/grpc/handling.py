@@ -78,7 +78,13 @@ def _handled(inner: Handler, method: str, gate: Gate) -> Handler:
         started = time.perf_counter()
         token, request_id = _read_metadata(context.invocation_metadata())
         caller = ANONYMOUS if gate.callers is None else ""  # "": not (yet) authenticated
-        code, reason = "OK", ""
+
+        def done(code: str, reason: str = "") -> None:
+            """Metrics and the log line, before the answer leaves: once a caller has its answer,
+            what the call logged and counted is there to read."""
+            seconds = time.perf_counter() - started
+            _record(method, request, caller, code, reason, seconds, request_id, gate.log_ok or code != "OK")
+
         try:
             with gate.drain:
                 if gate.callers is not None:
@@ -90,23 +96,21 @@ def _handled(inner: Handler, method: str, gate: Gate) -> Handler:
                     raise NotReady(gate.readiness.detail)
                 with acting_as(caller):
                     response = await inner(request, context)
-            context.set_trailing_metadata(((REQUEST_ID, request_id),))
-            return response
         except MeterError as error:
-            code, reason = code_name(error), error.reason
             if isinstance(error, RateLimited):
                 metrics.RATE_LIMITED.labels(error.limit).inc()
+            done(code_name(error), error.reason)
             await context.abort_with_status(to_status(error, ((REQUEST_ID, request_id),)))
         except asyncio.CancelledError:
-            code = "CANCELLED"
+            done("CANCELLED")
             raise
         except Exception:
             log.exception("unhandled error in %s (request %s)", method, request_id)
-            code, reason = "INTERNAL", "INTERNAL"
+            done("INTERNAL", "INTERNAL")
             await context.abort_with_status(internal_status(((REQUEST_ID, request_id),)))
-        finally:
-            seconds = time.perf_counter() - started
-            _record(method, request, caller, code, reason, seconds, request_id, gate.log_ok or code != "OK")
+        context.set_trailing_metadata(((REQUEST_ID, request_id),))
+        done("OK")
+        return response
 
     return behavior
 
