@@ -54,6 +54,16 @@ SWEEPER_LAG = Gauge(
     "meter_sweeper_lag_seconds",
     "How long the longest-expired hold still open has been past its expiry (0: the sweeper is keeping up).",
 )
+GENERAL_PATH = Counter(
+    "meter_general_path",
+    "Reserves and Commits the one-statement path handed to the general one (replays, boundaries, "
+    "refusals, and Reserves that found no single balance row to take them): a rising share means "
+    "accounts spread too thin or contended.",
+    ["method"],
+)
+GENERAL_RESERVES = GENERAL_PATH.labels(method="Reserve")
+GENERAL_COMMITS = GENERAL_PATH.labels(method="Commit")
+
 SWEEPS = Counter("meter_sweeps", "Sweeper passes, by outcome (ok, failed).", ["outcome"])
 
 WEBHOOK_EVENTS = Counter(

@@ -106,6 +106,7 @@ async def reserve(
         metrics.TOKENS_HELD.inc(reservation.hold.held_tokens)
         await balance_warnings.announce(meter, reservation.balance)
         return reservation
+    metrics.GENERAL_RESERVES.inc()
 
     async def work(store: Store) -> Reservation:
         account, now = await store.account_state(account_id)

@@ -43,6 +43,7 @@ async def commit(meter: Meter, *, reservation_id: str, input_tokens: int, output
         metrics.TOKENS_CHARGED.inc(charge.usage.charged_tokens)
         await balance_warnings.announce(meter, charge.balance)
         return charge
+    metrics.GENERAL_COMMITS.inc()
 
     async def work(store: Store) -> Charge:
         hold, account, now = await _locked_hold(store, account_id, reservation_id)
