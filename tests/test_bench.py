@@ -8,10 +8,12 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from conftest import StartMeter
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from meter.bench import load, seed
+from meter.bench import database_alone, load, seed
 from meter.bench.load import Samples
 from meter.bench.reads import ReadsReport
 from meter.bench.report import Report, ScenarioResult, merge, percentiles
@@ -55,8 +57,10 @@ class TestFigures:
             result("hot account, limits on", 270, 540),
         ):
             report.scenarios[scenario.name] = scenario
+        report.database_alone = {"hot account": 2000.0, "hot account, single bucket": 800.0}
         ratios = report.ratios()
         assert ratios["1. hot / many accounts (>= 0.9)"] == 0.9
+        assert ratios["2b. the same, database alone (pgbench)"] == 2.5
         assert ratios["2. hot / hot single bucket (>= 3)"] == 3.0
         assert ratios["3. many-accounts RPCs/s / ceiling RPCs/s (>= 0.6)"] == 0.6
         assert ratios["5. Reserve p99 / ceiling p99 at half load (<= 3)"] == 3.0
@@ -64,8 +68,11 @@ class TestFigures:
         assert ratios["8. hot account, limits on / off (>= 0.9)"] == 1.0
         assert ratios["9. hot account, limits on / many accounts, limits on (>= 0.9)"] == 0.947
         assert "hot account, single bucket" in report.table()
+        assert "database alone (pgbench, loops/s): hot account 2000, hot account, single bucket 800" in report.table()
         json_path, chart = report.write(tmp_path)
-        assert json.loads(json_path.read_text())["scenarios"]["many accounts"]["rpcs_per_second"] == 600
+        data = json.loads(json_path.read_text())
+        assert data["scenarios"]["many accounts"]["rpcs_per_second"] == 600
+        assert data["database_alone"]["hot account, single bucket"] == 800
         assert chart.read_bytes().startswith(b"\x89PNG")
 
 
@@ -75,6 +82,27 @@ async def test_seeded_accounts_and_history_reconcile(engine: AsyncEngine) -> Non
     assert accounts == ["seedtest-1", "seedtest-2", "seedtest-3"]
     report = await audit(engine)
     assert report.clean, report.discrepancies
+
+
+async def test_pgbench_drives_the_one_statement_functions(database_url: str, engine: AsyncEngine) -> None:
+    """The database-alone figures count only loops that placed and charged a hold: on a funded
+    single-bucket account every loop does; where the functions give up (an unknown account), the
+    run is refused rather than reported fast."""
+    binary = database_alone.pgbench()
+    assert binary is not None, "pgbench ships with the embedded PostgreSQL"
+    [account] = await seed.funded_accounts(engine, "pgbenchtest-", 1, buckets=1)
+    rate = await database_alone.loops_per_second(binary, database_url, engine, account, 1, clients=2)
+    assert rate > 0
+    async with engine.connect() as connection:
+        row = (
+            await connection.execute(
+                text("SELECT held, used FROM buckets WHERE account_id = :a AND pool = 'purchased'"), {"a": account}
+            )
+        ).one()
+    assert row.held == 0 and row.used > 0 and row.used % 60 == 0  # every loop committed 60 of its 100
+    assert (await audit(engine, account)).clean
+    with pytest.raises(RuntimeError, match="holds were committed"):  # no such account: nothing placed
+        await database_alone.loops_per_second(binary, database_url, engine, "pgbenchtest-missing", 1, clients=2)
 
 
 async def test_seeded_calls_reconcile_with_their_totals_and_pages(engine: AsyncEngine, meter: RunningMeter) -> None:

@@ -30,6 +30,8 @@ class Report:
     settings: dict[str, Any]
     scenarios: dict[str, ScenarioResult] = field(default_factory=dict)
     memory: dict[str, float] = field(default_factory=dict)  # the leak check's RSS figures, when run
+    # Loops/s of the hot account and the single bucket driven by pgbench, without meter's server.
+    database_alone: dict[str, float] = field(default_factory=dict)
 
     def ratios(self) -> dict[str, float | None]:
         def loops(name: str) -> float | None:
@@ -53,6 +55,9 @@ class Report:
         return {
             "1. hot / many accounts (>= 0.9)": div(loops("hot account"), loops("many accounts")),
             "2. hot / hot single bucket (>= 3)": div(loops("hot account"), loops("hot account, single bucket")),
+            "2b. the same, database alone (pgbench)": div(
+                self.database_alone.get("hot account"), self.database_alone.get("hot account, single bucket")
+            ),
             "3. many-accounts RPCs/s / ceiling RPCs/s (>= 0.6)": div(
                 many.rpcs_per_second if many else None, ceiling.rpcs_per_second if ceiling else None
             ),
@@ -89,6 +94,9 @@ class Report:
                 f"{result.name:<28}{result.loops_per_second:>9.0f}{result.rpcs_per_second:>9.0f}  {latency:<28}"
                 f"{cpu:>27}{result.peak_rss_mb:>8.0f}  {errors}"
             )
+        if self.database_alone:
+            figures = ", ".join(f"{name} {rate:.0f}" for name, rate in self.database_alone.items())
+            lines.append(f"database alone (pgbench, loops/s): {figures}")
         if targets:
             lines.append("")
             for name, value in self.ratios().items():
@@ -101,6 +109,7 @@ class Report:
             "settings": self.settings,
             "scenarios": {k: asdict(v) for k, v in self.scenarios.items()},
             "ratios": self.ratios(),
+            "database_alone": self.database_alone,
         }
         if self.memory:
             data["memory"] = self.memory

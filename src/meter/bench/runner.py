@@ -19,9 +19,10 @@ from statistics import median
 import psutil
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from meter.bench import seed
+from meter.bench import database_alone, seed
 from meter.bench.load import Job, Samples, run
 from meter.bench.report import Report, ScenarioResult, merge, percentiles
+from meter.config import Settings
 from meter.storage.database import Timeouts, create_engine
 from meter.storage.embedded import EmbeddedPostgres
 from meter.storage.migrate import upgrade_async
@@ -156,6 +157,9 @@ async def bench(options: Options) -> Report:
                 _progress(f"round {number}: {name}", rounds[name][-1])
         for name, _, _ in plan:
             report.scenarios[name] = _summary(name, rounds[name])
+        report.database_alone = await _database_alone(
+            options, database, {"hot account": hot, "hot account, single bucket": hot1}
+        )
         half = report.scenarios["many accounts"].loops_per_second / 2
         for name, kind, accounts in (("half load", "loop", many), ("ceiling at half load", "ceiling", [])):
             report.scenarios[name] = _summary(
@@ -203,6 +207,28 @@ class _Runner:
         with _Meter(self.server.stats, self.postgres) as usage:
             parts = await asyncio.gather(*(loop.run_in_executor(self.pool, run, job) for job in jobs))
         return _Measurement(merge(list(parts)), usage.cpu[0], usage.cpu[1], usage.peak_rss)
+
+
+async def _database_alone(
+    options: Options, database: BenchDatabase, accounts: dict[str, list[str]]
+) -> dict[str, float]:
+    """The two hot accounts driven by pgbench alone, interleaved round after round, order
+    reversed every other round; medians. Empty (and said) when pgbench is not installed."""
+    binary = database_alone.pgbench()
+    if binary is None:
+        print("meter bench: pgbench not found: no database-alone figures", flush=True)
+        return {}
+    rates: dict[str, list[float]] = {name: [] for name in accounts}
+    clients = Settings().db_fast_pool_size  # as many connections as a replica's fast pool
+    for number in range(1, options.rounds + 1):
+        order = list(accounts) if number % 2 else list(accounts)[::-1]
+        for name in order:
+            rate = await database_alone.loops_per_second(
+                binary, database.url, database.engine, accounts[name][0], options.seconds / options.rounds, clients
+            )
+            rates[name].append(rate)
+            print(f"meter bench: round {number}: {name}, database alone: {rate:.0f} loops/s", flush=True)
+    return {name: round(median(values), 1) for name, values in rates.items()}
 
 
 async def _leak_check(runner: _Runner, accounts: list[str]) -> dict[str, float]:
