@@ -2,8 +2,8 @@
 
 End to end on this 2-core machine, meter's own CPU (gRPC, the event loop, Python) bounds both
 hot accounts well before one balance row does: once a Reserve waits for a locked row instead of
-handing over to the general path (migration 0011), the single bucket runs at most of the sharded
-account's rate there. What a single row costs shows where the row is the limit: pgbench, which
+handing over to the general path (migration 0011), the single bucket runs at three quarters of
+the sharded account's rate there. What a single row costs shows where the row is the limit: pgbench, which
 ships with PostgreSQL, calls meter_reserve_fast then meter_commit_fast directly, from as many
 connections as a replica's fast pool, on the same two accounts, in interleaved rounds.
 """
@@ -78,10 +78,10 @@ async def _run(binary: str, url: str, account: str, seconds: float, clients: int
             stderr=asyncio.subprocess.PIPE,
         )
         out, err = await process.communicate()
-    text = out.decode()
-    failed = re.search(r"number of failed transactions: (\d+)", text)
-    loops = re.search(r"number of transactions actually processed: (\d+)", text)
-    tps = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", text)
+    report = out.decode()
+    failed = re.search(r"number of failed transactions: (\d+)", report)
+    loops = re.search(r"number of transactions actually processed: (\d+)", report)
+    tps = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", report)
     if process.returncode != 0 or tps is None or loops is None or (failed and int(failed.group(1))):
-        raise RuntimeError(f"pgbench failed: {text}{err.decode()}")
+        raise RuntimeError(f"pgbench failed: {report}{err.decode()}")
     return int(loops.group(1)), float(tps.group(1))
