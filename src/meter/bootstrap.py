@@ -102,6 +102,7 @@ def build_meter(
         clock,
         acquire_timeout=settings.statement_timeout_ms / 1000,
         plan_limits=PlanLimits.of(catalog),
+        reserve_wait_ms=settings.reserve_wait_ms,
     )
     return Meter(
         catalog=catalog,

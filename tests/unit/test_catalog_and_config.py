@@ -96,6 +96,7 @@ class TestSettings:
         assert (settings.grpc_addr, settings.http_addr) == ("127.0.0.1:50051", "127.0.0.1:8080")
         assert settings.buckets == 16
         assert settings.default_ttl_seconds == 600
+        assert settings.reserve_wait_ms == 200
 
     def test_values_are_read_and_secrets_split(self) -> None:
         settings = Settings.from_env(
@@ -103,9 +104,11 @@ class TestSettings:
                 "METER_BUCKETS": "1",
                 "METER_STRIPE_WEBHOOK_SECRET": "whsec_a, whsec_b",
                 "METER_DATABASE_URL": "postgresql://x",
+                "METER_RESERVE_WAIT_MS": "0",
             }
         )
         assert settings.buckets == 1
+        assert settings.reserve_wait_ms == 0
         assert settings.stripe_webhook_secrets == ("whsec_a", "whsec_b")
         assert settings.database_url == "postgresql://x"
 
@@ -115,6 +118,7 @@ class TestSettings:
             {"METER_BUCKETS": "0"},
             {"METER_BUCKETS": "many"},
             {"METER_SWEEP_INTERVAL_SECONDS": "-1"},
+            {"METER_RESERVE_WAIT_MS": "-1"},
             {"METER_DEFAULT_TTL_SECONDS": "7200", "METER_MAX_TTL_SECONDS": "3600"},
         ],
     )

@@ -20,11 +20,15 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-# One Reserve→Commit loop as meter sends it (no plan limits; a hold of 100 tokens, 60 used).
-SCRIPT = """\\set start random(0, 32767)
+from meter.config import Settings
+
+# One Reserve→Commit loop as meter sends it (no plan limits; a hold of 100 tokens, 60 used; the
+# default wait for a locked row).
+SCRIPT = f"""\\set start random(0, 32767)
 SELECT gen_random_uuid() AS hold, gen_random_uuid()::text AS request \\gset
-SELECT outcome FROM meter_reserve_fast(:account, :request, :hold, 'bench', 50, 50, 60, '{}', 'bench', 1000000,
-    1000000, 0, 0, 100, :start, 0, ARRAY[]::text[], ARRAY[]::bigint[], ARRAY[]::bigint[], ARRAY[]::bigint[]);
+SELECT outcome FROM meter_reserve_fast(:account, :request, :hold, 'bench', 50, 50, 60, '{{}}', 'bench', 1000000,
+    1000000, 0, 0, 100, :start, 0, ARRAY[]::text[], ARRAY[]::bigint[], ARRAY[]::bigint[], ARRAY[]::bigint[],
+    {Settings().reserve_wait_ms});
 SELECT outcome FROM meter_commit_fast(:account, :hold, 30, 30, 0, 'meter-bench');
 """
 

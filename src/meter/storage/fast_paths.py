@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 RESERVE = (
     "SELECT * FROM meter_reserve_fast($1, $2, CAST($3 AS uuid), $4, $5, $6, $7, CAST($8 AS jsonb), $9, "
-    "$10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+    "$10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
 )
 
 
@@ -90,11 +90,15 @@ class FastPaths:
         *,
         acquire_timeout: float = 5.0,
         plan_limits: PlanLimits | None = None,
+        reserve_wait_ms: int = 200,
     ) -> None:
+        """`reserve_wait_ms`: how long a Reserve may wait for a locked row that has its tokens
+        before handing over to the general path (migration 0011; 0: not at all)."""
         self._pool = pool
         self._clock = clock
         self._acquire_timeout = acquire_timeout
         self._limits = plan_limits or PlanLimits([], [], [], [])
+        self._reserve_wait_ms = reserve_wait_ms
 
     async def reserve(self, hold: Hold, start: int) -> tuple[Hold, Balance] | NotPlaced:
         """Place `hold` (a draft: allowance_held is the amount) in one bucket that has it;
@@ -122,6 +126,7 @@ class FastPaths:
             self._limits.requests_per_minute,
             self._limits.tokens_per_minute,
             self._limits.concurrent_holds,
+            self._reserve_wait_ms,
         )
         if row["outcome"] != "ok":
             return NotPlaced(limits_checked=row["outcome"] == "checked")

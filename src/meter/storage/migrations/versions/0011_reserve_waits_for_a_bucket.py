@@ -12,8 +12,9 @@ Now, when the skip-locked pick finds nothing, the Reserve reads (without locking
 the tokens when last committed, takes the first in its own rotation order (spread as before), and
 waits for that one row. After the wait the row is checked again (UPDATE's re-check of its WHERE):
 if it no longer has the tokens, the general path decides, as before. Each Reserve waits for one
-row at most, and for at most WAIT_MS: a longer wait means a queue the general path must sort out
-(an account nearly empty, or a row held by a long transaction), so it is handed over then too.
+row at most, and for at most `p_wait_ms` (METER_RESERVE_WAIT_MS, 200 by default; 0: no wait, the
+behaviour before): a longer wait means a queue the general path must sort out (an account nearly
+empty, or a row held by a long transaction), so it is handed over then too.
 No deadlock is possible: the Reserve holds no other lock while it waits.
 
 Revision ID: 0011
@@ -32,8 +33,6 @@ depends_on = None
 
 _0008 = importlib.import_module("meter.storage.migrations.versions.0008_rate_limits")
 _0010 = importlib.import_module("meter.storage.migrations.versions.0010_reserve_reads_once")
-
-WAIT_MS = 200
 
 _SKIP_LOCKED_PICK = """        WITH pick AS MATERIALIZED (
             SELECT b.bucket FROM buckets AS b
@@ -55,7 +54,7 @@ def _set_clause(function: str) -> str:
 
 _SET = _set_clause(_0010.RESERVE)
 
-_WAIT = f"""        IF v_bucket IS NULL THEN
+_WAIT = f"""        IF v_bucket IS NULL AND p_wait_ms > 0 THEN
             -- Every row with the tokens was locked: wait for one (the first in this call's rotation,
             -- as last committed) rather than hand over, which would lock them all for longer.
             SELECT b.bucket INTO v_wait FROM buckets AS b
@@ -64,7 +63,7 @@ _WAIT = f"""        IF v_bucket IS NULL THEN
             IF FOUND THEN
                 v_lock_timeout := current_setting('lock_timeout');
                 BEGIN
-                    PERFORM set_config('lock_timeout', '{WAIT_MS}ms', true);
+                    PERFORM set_config('lock_timeout', p_wait_ms || 'ms', true);
                     UPDATE buckets AS b SET{_SET}        WHERE b.account_id = p_account AND b.pool = v_pool
                         AND b.bucket = v_wait AND b.available >= p_amount
                     RETURNING b.bucket INTO v_bucket;
@@ -79,6 +78,11 @@ _WAIT = f"""        IF v_bucket IS NULL THEN
 RESERVE = _0008._edited(
     _0010.RESERVE,
     (
+        ("CREATE OR REPLACE FUNCTION meter_reserve_fast(", "CREATE FUNCTION meter_reserve_fast("),
+        (
+            "    p_tokens_per_minute bigint[], p_concurrent_holds bigint[])",
+            "    p_tokens_per_minute bigint[], p_concurrent_holds bigint[], p_wait_ms integer)",
+        ),
         (
             "    v_checked boolean := false;\n",
             "    v_checked boolean := false;\n    v_wait smallint;\n    v_lock_timeout text;\n",
@@ -90,8 +94,10 @@ RESERVE = _0008._edited(
 
 
 def upgrade() -> None:
+    op.execute("DROP FUNCTION meter_reserve_fast")
     op.execute(RESERVE)
 
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION meter_reserve_fast")
     op.execute(_0010.RESERVE)
