@@ -8,15 +8,18 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+import asyncpg
 import pytest
 from conftest import StartMeter
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from meter.bench import database_alone, load, seed
+from meter.bench import database_alone, load, reserve_wait, seed
 from meter.bench.load import Samples
 from meter.bench.reads import ReadsReport
 from meter.bench.report import Report, ScenarioResult, merge, percentiles
+from meter.bench.runner import Options
 from meter.domain.callers import hash_token, new_token
 from meter.storage.audit import audit
 from meter.v1 import meter_pb2 as pb
@@ -153,3 +156,32 @@ async def test_a_load_process_presents_its_token(meters: StartMeter, engine: Asy
     assert (await load.run_async(job)).errors == Counter(UNAUTHENTICATED=6)
     samples = await load.run_async(replace(job, token=token))
     assert (samples.loops, dict(samples.errors)) == (6, {})
+
+
+async def test_reserve_wait_compares_two_servers_side_by_side(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`meter bench --reserve-wait` in miniature: both servers measured on both scenarios in
+    every round, with their general-path shares read from each server's /metrics."""
+    monkeypatch.setenv("METER_DATABASE_URL", database_url)  # a fresh database on the tests' server
+    options = Options(seconds=1.0, rounds=2, concurrency=4, processes=1, accounts=20, out=tmp_path)
+    admin = await asyncpg.connect(make_url(database_url).set(drivername="postgresql").render_as_string(False))
+    databases = "SELECT datname FROM pg_database WHERE datname LIKE 'meter_bench_wait_%'"
+    existing = {row[0] for row in await admin.fetch(databases)}
+    try:
+        comparison = await reserve_wait.reserve_wait(options)
+    finally:  # the database the run created, and only it
+        for (name,) in await admin.fetch(databases):
+            if name not in existing:
+                await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+    labels = [f"{scenario}, {name}" for scenario in ("many accounts", "hot account") for name in ("no wait", "wait")]
+    assert sorted(comparison.report.scenarios) == sorted(labels)
+    for label in labels:
+        result = comparison.report.scenarios[label]
+        assert result.loops > 0 and result.errors == {}
+        assert len(comparison.general_path[label]) == 2
+        assert all(0.0 <= share <= 1.0 for share in comparison.general_path[label])
+    assert comparison.report.settings["mode"] == "reserve-wait"
+    printed = reserve_wait.ratios(comparison)
+    assert "hot account, wait / no wait" in printed and "no wait: hot / many accounts" in printed

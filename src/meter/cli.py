@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instead of the scenarios: plain meter vs callers + token + JSON log line per RPC, ABBA",
     )
+    bench.add_argument(
+        "--reserve-wait",
+        action="store_true",
+        help="instead of the scenarios: METER_RESERVE_WAIT_MS=0 vs the default, hot and many accounts, ABBA",
+    )
     bench.add_argument("--reads-calls", type=int, default=1_000_000, help="calls of the big account (history reads)")
     bench.add_argument("--leak-rpcs", type=int, default=defaults.leak_rpcs, help="RPCs of the leak check")
     account = commands.add_parser("account", help="an account as a human reads it (from a running meter)")
@@ -226,22 +231,30 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> int:
         print(reads.table())
         print(f"meter bench: wrote {reads.write(args.out)}")
         return 0
+    # The side-by-side modes: a few thousand accounts are enough to keep rows from colliding.
+    side_by_side = Options(
+        seconds=args.seconds,
+        rounds=args.rounds,
+        concurrency=args.concurrency,
+        processes=args.processes,
+        accounts=min(args.accounts, 2000),
+        out=args.out,
+        data_dir=settings.data_dir.parent / (settings.data_dir.name + "-bench"),
+    )
     if args.operations:
-        from meter.bench.operations import operations_overhead, ratios
+        from meter.bench import operations
 
-        ops_options = Options(
-            seconds=args.seconds,
-            rounds=args.rounds,
-            concurrency=args.concurrency,
-            processes=args.processes,
-            accounts=min(args.accounts, 2000),
-            out=args.out,
-            data_dir=settings.data_dir.parent / (settings.data_dir.name + "-bench"),
-        )
-        ops, log_lines = await operations_overhead(ops_options)
+        ops, log_lines = await operations.operations_overhead(side_by_side)
         print(ops.table(targets=False))
-        print(ratios(ops))
+        print(operations.ratios(ops))
         print(f"meter bench: {log_lines} RPC log lines written by the operated server")
+        return 0
+    if args.reserve_wait:
+        from meter.bench import reserve_wait
+
+        comparison = await reserve_wait.reserve_wait(side_by_side)
+        print(comparison.report.table(targets=False))
+        print(reserve_wait.ratios(comparison))
         return 0
     options = Options(
         seconds=args.seconds,

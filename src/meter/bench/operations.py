@@ -11,14 +11,10 @@ medians and ratios to plain.
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
-
-from meter.bench import seed
+from meter.bench.compare import Configuration, compare
 from meter.bench.report import Report
-from meter.bench.runner import BenchDatabase, Options, _Measurement, _progress, _Runner, _summary
+from meter.bench.runner import Options
 from meter.domain.callers import hash_token, new_token
-from meter.testbed import ServerProcess
 
 CONFIGURATIONS = ("plain", "callers", "operated")
 
@@ -26,8 +22,6 @@ CONFIGURATIONS = ("plain", "callers", "operated")
 async def operations_overhead(options: Options) -> tuple[Report, int]:
     """The report (one scenario per configuration) and how many RPC log lines the operated
     server wrote (one per call, or the comparison is not what it claims)."""
-    database = await BenchDatabase.create(options, "meter_bench_ops")
-    engine, url = database.engine, database.url
     token = new_token()
     options.out.mkdir(parents=True, exist_ok=True)
     log_path = options.out / "operated.log"
@@ -37,38 +31,12 @@ async def operations_overhead(options: Options) -> tuple[Report, int]:
         "METER_LOG_LEVEL": "INFO",
         "METER_LOG_FORMAT": "json",
     }
-    servers = {
-        "plain": ServerProcess(url),
-        "callers": ServerProcess(url, operated | {"METER_RPC_LOG": "failures"}, log_path=options.out / "callers.log"),
-        "operated": ServerProcess(url, operated, log_path=log_path),
+    configurations = {
+        "plain": Configuration(),
+        "callers": Configuration(operated | {"METER_RPC_LOG": "failures"}, token, log_path=options.out / "callers.log"),
+        "operated": Configuration(operated, token, log_path=log_path),
     }
-    tokens = {"plain": "", "callers": token, "operated": token}
-    postgres = database.postgres
-    pool = ProcessPoolExecutor(max_workers=options.processes, mp_context=get_context("spawn"))
-    report = Report(settings={k: str(v) for k, v in options.__dict__.items()} | {"mode": "operations"})
-    try:
-        many = await seed.funded_accounts(engine, "bench-many-", options.accounts, buckets=16)
-        hot = await seed.funded_accounts(engine, "bench-hot-", 1, buckets=16)
-        for server in servers.values():
-            await server.ready()
-        runners = {name: _Runner(options, pool, server, postgres) for name, server in servers.items()}
-        rounds: dict[str, list[_Measurement]] = {}
-        for number in range(1, options.rounds + 1):
-            order = CONFIGURATIONS if number % 2 else CONFIGURATIONS[::-1]
-            for scenario, accounts in (("many accounts", many), ("hot account", hot)):
-                for name in order:
-                    measurement = await runners[name].measure(
-                        "loop", accounts, options.seconds / options.rounds, token=tokens[name]
-                    )
-                    rounds.setdefault(f"{scenario}, {name}", []).append(measurement)
-                    _progress(f"round {number}: {scenario}, {name}", measurement)
-        for label, measurements in rounds.items():
-            report.scenarios[label] = _summary(label, measurements)
-    finally:
-        pool.shutdown()
-        for server in servers.values():
-            server.stop()
-        await database.close()
+    report = (await compare(options, "meter_bench_ops", configurations, "operations")).report
     with log_path.open() as log:
         lines = sum(1 for line in log if '"logger": "meter.rpc"' in line)
     return report, lines

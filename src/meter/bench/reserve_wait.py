@@ -1,0 +1,39 @@
+"""`meter bench --reserve-wait`: what waiting for a locked balance row changes (migration 0011).
+
+Two `meter serve` processes on one database: "no wait" (METER_RESERVE_WAIT_MS=0: a Reserve that
+finds every row that has its tokens locked by a call settling hands over to the general path,
+which locks all of the account's rows, as before migration 0011) and "wait" (the default). The
+hot account is where it shows; many accounts, where rows are rarely locked, is the control. The
+report adds each scenario's share of Reserves that went to the general path.
+"""
+
+from __future__ import annotations
+
+from statistics import median
+
+from meter.bench.compare import Comparison, Configuration, compare
+from meter.bench.runner import Options
+
+CONFIGURATIONS = {"no wait": Configuration({"METER_RESERVE_WAIT_MS": "0"}), "wait": Configuration()}
+
+
+async def reserve_wait(options: Options) -> Comparison:
+    return await compare(options, "meter_bench_wait", CONFIGURATIONS, "reserve-wait")
+
+
+def ratios(comparison: Comparison) -> str:
+    """hot / many accounts for each configuration, then the hot account with / without the wait,
+    and the median share of Reserves in the general path per scenario."""
+    scenarios = comparison.report.scenarios
+
+    def loops(label: str) -> float:
+        return scenarios[label].loops_per_second
+
+    out = [
+        f"{name}: hot / many accounts {loops(f'hot account, {name}') / loops(f'many accounts, {name}'):.3f}"
+        for name in CONFIGURATIONS
+    ]
+    out.append(f"hot account, wait / no wait {loops('hot account, wait') / loops('hot account, no wait'):.3f}")
+    for label, shares in comparison.general_path.items():
+        out.append(f"{label}: {median(shares):.1%} of Reserves in the general path (median round)")
+    return "\n".join(out)
