@@ -75,7 +75,11 @@ async def test_account_show_and_usage_print_aligned_tables(meter: RunningMeter) 
     caller_at = header.index("CALLER")
     assert [row[caller_at:].split()[0] for row in rows] == ["anonymous"] * 3  # no callers configured
 
-    day = hold.expires_at.ToDatetime(tzinfo=UTC).date().isoformat()
+    # The Commits' UTC day (not the hold's expiry, ten minutes later: the next day near midnight).
+    usage = await meter.stub.ListLedgerEntries(
+        pb.ListLedgerEntriesRequest(account_id=account, kind=pb.ENTRY_KIND_USAGE)
+    )
+    day = usage.entries[0].created_at.ToDatetime(tzinfo=UTC).date().isoformat()
     code, out, err = await run_cli(
         "usage", account, "--from", day, "--to", day, "--by", "model", "--target", meter.address
     )
