@@ -12,7 +12,6 @@ import asyncpg
 import pytest
 from conftest import StartMeter
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.bench import database_alone, load, reserve_wait, seed
@@ -22,6 +21,7 @@ from meter.bench.report import Report, ScenarioResult, merge, percentiles
 from meter.bench.runner import Options
 from meter.domain.callers import hash_token, new_token
 from meter.storage.audit import audit
+from meter.storage.database import dsn
 from meter.v1 import meter_pb2 as pb
 from support import RunningMeter
 
@@ -165,7 +165,7 @@ async def test_reserve_wait_compares_two_servers_side_by_side(
     every round, with their general-path shares read from each server's /metrics."""
     monkeypatch.setenv("METER_DATABASE_URL", database_url)  # a fresh database on the tests' server
     options = Options(seconds=1.0, rounds=2, concurrency=4, processes=1, accounts=20, out=tmp_path)
-    admin = await asyncpg.connect(make_url(database_url).set(drivername="postgresql").render_as_string(False))
+    admin = await asyncpg.connect(dsn(database_url))
     databases = "SELECT datname FROM pg_database WHERE datname LIKE 'meter_bench_wait_%'"
     existing = {row[0] for row in await admin.fetch(databases)}
     try:

@@ -10,12 +10,13 @@ swings fall on all of them alike; the report gives each scenario's median round.
 from __future__ import annotations
 
 import asyncio
-import re
 import urllib.request
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from meter.bench import seed
 from meter.bench.report import Report
@@ -87,5 +88,8 @@ async def _general_reserves(server: ServerProcess) -> float:
         with urllib.request.urlopen(f"http://{server.http_address}/metrics", timeout=10) as response:
             return str(response.read().decode())
 
-    found = re.search(r'^meter_general_path_total\{method="Reserve"\} (\S+)$', await asyncio.to_thread(scrape), re.M)
-    return float(found.group(1)) if found else 0.0
+    for family in text_string_to_metric_families(await asyncio.to_thread(scrape)):
+        for sample in family.samples:
+            if sample.name == "meter_general_path_total" and sample.labels.get("method") == "Reserve":
+                return float(sample.value)
+    return 0.0

@@ -17,10 +17,10 @@ import tempfile
 from pathlib import Path
 
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.config import Settings
+from meter.storage.database import dsn
 
 # One Reserve→Commit loop as meter sends it (no plan limits; a hold of 100 tokens, 60 used; the
 # default wait for a locked row).
@@ -64,7 +64,6 @@ async def _committed(engine: AsyncEngine, account: str) -> int:
 
 
 async def _run(binary: str, url: str, account: str, seconds: float, clients: int) -> tuple[int, float]:
-    libpq_url = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
         script.write(SCRIPT)
         script.flush()
@@ -77,7 +76,7 @@ async def _run(binary: str, url: str, account: str, seconds: float, clients: int
             f"--time={max(1, round(seconds))}",
             f"--define=account={account}",
             f"--file={script.name}",
-            libpq_url,
+            dsn(url),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
