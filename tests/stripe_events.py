@@ -1,5 +1,5 @@
-"""Stripe events for tests: the shared fixtures, with the fields a scenario needs set here (the
-fixtures' README says which are placeholders), signed the way Stripe signs them."""
+"""Stripe events for tests: the fixtures in tests/fixtures/stripe, with the fields a scenario needs
+set here (the fixtures' README says which are placeholders), signed the way Stripe signs them."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import stripe
 
 from support import WEBHOOK_SECRET
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "stripe"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stripe"
 
 
 def raw_fixture(event_type: str) -> bytes:
