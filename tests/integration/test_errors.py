@@ -218,7 +218,7 @@ class TestCreditRefusals:
             status=pb.EVENT_STATUS_IGNORED,
         )
         info = await expect_error(meter.stub.RecordWebhookEvent(request), INVALID, "INVALID_FIELD")
-        assert info.metadata["field"] == "source_event.type"
+        assert info.metadata["field"] == "event.type"
 
     async def test_refused_purchase_does_not_create_the_account(self, meter: RunningMeter) -> None:
         account = new_id()

@@ -5,7 +5,8 @@
 2. the drain (a stopping server refuses new calls), the caller's bearer token, permission and
    rate (requests per second to the method), and readiness (no call runs before the database is
    reachable and migrated);
-3. the handler, under the caller's name (recorded on the ledger entries it writes);
+3. the request's text fields (no NUL anywhere: `text_fields`), then the handler, under the
+   caller's name (recorded on the ledger entries it writes);
 4. errors: a MeterError becomes its status with ErrorInfo; anything else (a bug) is logged with its
    traceback and answered INTERNAL;
 5. one log line (`meter.rpc`) and the metrics: calls and latency by method and code, refusals by
@@ -34,6 +35,7 @@ from meter.domain.callers import ANONYMOUS, Callers, acting_as
 from meter.domain.errors import MeterError, NotReady, RateLimited
 from meter.grpc.drain import Drain
 from meter.grpc.errors import code_name, internal_status, to_status
+from meter.grpc.text_fields import check_text_fields
 
 log = logging.getLogger(__name__)
 rpc_log = logging.getLogger("meter.rpc")
@@ -94,6 +96,7 @@ def _handled(inner: Handler, method: str, gate: Gate) -> Handler:
                         gate.caller_rates.admit(admitted, method)
                 if not gate.readiness.ready:
                     raise NotReady(gate.readiness.detail)
+                check_text_fields(request)
                 with acting_as(caller):
                     response = await inner(request, context)
         except MeterError as error:

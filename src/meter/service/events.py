@@ -32,8 +32,6 @@ def check_event(event: WebhookEvent | None) -> None:
     ids.idempotency_key(event.event_id, "source_event.event_id")
     if not event.type or len(event.type) > MAX_EVENT_ID_LENGTH:
         raise InvalidField("source_event.type", f"is required, at most {MAX_EVENT_ID_LENGTH} characters")
-    if "\x00" in event.type:
-        raise InvalidField("source_event.type", "may not contain the NUL character")
     if len(event.payload) > MAX_PAYLOAD_BYTES:
         raise InvalidField("source_event.payload", f"at most {MAX_PAYLOAD_BYTES} bytes")
 

@@ -55,9 +55,6 @@ def _labels(labels: dict[str, str]) -> dict[str, str]:
     for key, value in labels.items():
         if not key or len(key) > MAX_LABEL_LENGTH or len(value) > MAX_LABEL_LENGTH:
             raise InvalidField("labels", f"keys (non-empty) and values are at most {MAX_LABEL_LENGTH} characters")
-        if "\x00" in key or "\x00" in value:
-            # PostgreSQL text and jsonb cannot hold NUL; refused here rather than failing the write.
-            raise InvalidField("labels", "keys and values may not contain the NUL character")
     return dict(labels)
 
 
