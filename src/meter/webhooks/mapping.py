@@ -17,8 +17,11 @@ on the fixtures alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from meter.webhooks import reading
+from meter.webhooks.reading import Malformed
 
 TOKEN_PACK_PURCHASE = "token_pack_purchase"
 FREE_PLAN = "free"
@@ -79,6 +82,27 @@ Action = Credit | Reverse | Plan | Grant | Ignore | Reject
 
 
 def action_for(event: dict[str, Any]) -> Action:
+    """The action, or Reject when a field is malformed: no body, however odd, raises."""
+    try:
+        return _action(event)
+    except Malformed as malformed:
+        return Reject(f"malformed event: {malformed}", _account_hint(event))
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
+        # A shape no reader anticipated: still authentic and still unusable, so rejected.
+        return Reject(f"malformed event: {type(error).__name__}: {error}"[:500], _account_hint(event))
+
+
+def _account_hint(event: dict[str, Any]) -> str:
+    """The account an unusable event names, if it names one plainly (to file it under)."""
+    try:
+        metadata = event["data"]["object"].get("metadata")
+        value = metadata.get("account_id") if isinstance(metadata, dict) else None
+    except (KeyError, TypeError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else ""
+
+
+def _action(event: dict[str, Any]) -> Action:
     kind, obj = event["type"], event["data"]["object"]
     if kind in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
         return _checkout(obj)
@@ -87,80 +111,64 @@ def action_for(event: dict[str, Any]) -> Action:
     if kind in ("charge.dispute.created", "charge.dispute.closed"):
         return _dispute(kind, obj)
     if kind in ("customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted"):
-        return _subscription(kind, obj, _time(event.get("created")))
+        return _subscription(kind, obj, reading.timestamp(event, "created"))
     if kind == "invoice.paid":
         return _invoice(obj)
     return Ignore(f"{kind} is not handled")
 
 
-def _metadata(obj: dict[str, Any]) -> dict[str, Any]:
-    metadata = obj.get("metadata")
-    return metadata if isinstance(metadata, dict) else {}
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _time(value: Any) -> datetime:
-    return datetime.fromtimestamp(value if isinstance(value, int) else 0, UTC)
-
-
 def _checkout(session: dict[str, Any]) -> Action:
-    metadata = _metadata(session)
-    account = _text(metadata.get("account_id"))
+    metadata = reading.mapping(session, "metadata")
+    account = reading.text(metadata, "account_id")
     if metadata.get("type") != TOKEN_PACK_PURCHASE:
         return Ignore("checkout session is not a token pack purchase", account)
     if session.get("payment_status") != "paid":
-        return Ignore(f"checkout session payment_status is {session.get('payment_status')!r}", account)
-    tokens, amount = metadata.get("tokens"), session.get("amount_total")
-    if not account or not _text(metadata.get("pack_id")):
+        return Ignore(f"checkout session payment_status is {session.get('payment_status')!r}"[:200], account)
+    if not account or not reading.text(metadata, "pack_id"):
         return Reject("metadata.account_id and metadata.pack_id are required", account)
-    if not (isinstance(tokens, str) and tokens.isdigit()) or not isinstance(amount, int):
-        return Reject("metadata.tokens must be a whole number and amount_total set", account)
     return Credit(
         account_id=account,
-        pack_id=metadata["pack_id"],
-        tokens=int(tokens),
-        amount_minor=amount,
-        currency=_text(session.get("currency")),
-        payment_ref=_text(session.get("id")),
-        payment_intent=_text(session.get("payment_intent")),
+        pack_id=reading.text(metadata, "pack_id"),
+        tokens=reading.digits(metadata, "tokens"),
+        amount_minor=reading.whole(session, "amount_total"),
+        currency=reading.text(session, "currency"),
+        payment_ref=reading.text(session, "id"),
+        payment_intent=reading.ref(session, "payment_intent"),
     )
 
 
 def _refund(charge: dict[str, Any]) -> Action:
     if charge.get("invoice"):
         return Ignore("refund of an invoice payment, not of a token pack")
-    intent = _text(charge.get("payment_intent"))
-    refunded = charge.get("amount_refunded")
+    intent = reading.ref(charge, "payment_intent")
     if not intent:
         return Ignore("charge has no payment_intent: not a Checkout purchase")
-    if not isinstance(refunded, int) or refunded <= 0:
+    refunded = reading.whole(charge, "amount_refunded")
+    if refunded == 0:
         return Ignore("charge.refunded with nothing refunded")
-    return Reverse("refund", intent, refunded, _text(charge.get("id")))
+    return Reverse("refund", intent, refunded, reading.text(charge, "id"))
 
 
 def _dispute(kind: str, dispute: dict[str, Any]) -> Action:
-    intent = _text(dispute.get("payment_intent"))
+    intent = reading.ref(dispute, "payment_intent")
     if not intent:
         return Ignore("dispute has no payment_intent: not a Checkout purchase")
     if kind == "charge.dispute.created":
-        return Reverse("dispute", intent, 0, _text(dispute.get("id")))
+        return Reverse("dispute", intent, 0, reading.text(dispute, "id"))
     if dispute.get("status") == "won":
-        return Reverse("dispute_won", intent, 0, _text(dispute.get("id")))
-    return Ignore(f"dispute closed as {dispute.get('status')!r}: the frozen tokens stay frozen")
+        return Reverse("dispute_won", intent, 0, reading.text(dispute, "id"))
+    return Ignore(f"dispute closed as {dispute.get('status')!r}: the frozen tokens stay frozen"[:200])
 
 
 def _subscription(kind: str, subscription: dict[str, Any], created: datetime) -> Action:
-    metadata = _metadata(subscription)
-    account, ref = _text(metadata.get("account_id")), _text(subscription.get("id"))
+    metadata = reading.mapping(subscription, "metadata")
+    account, ref = reading.text(metadata, "account_id"), reading.text(subscription, "id")
     if not account:
         return Ignore("subscription has no metadata.account_id")
     ended = kind == "customer.subscription.deleted" or subscription.get("status") in ("canceled", "incomplete_expired")
     if ended:
         return Plan(account, FREE_PLAN, None, "", created, expire_allowance_now=True)
-    plan = _text(metadata.get("plan_id"))
+    plan = reading.text(metadata, "plan_id")
     period = _subscription_period(subscription)
     if not plan or period is None:
         return Reject("subscription needs metadata.plan_id and a current period", account)
@@ -169,29 +177,30 @@ def _subscription(kind: str, subscription: dict[str, Any], created: datetime) ->
 
 def _subscription_period(subscription: dict[str, Any]) -> tuple[datetime, datetime] | None:
     """Newer API versions put the period on the subscription's items, older ones on itself."""
-    items = subscription.get("items", {}).get("data") or [{}]
+    items = reading.listed(subscription, "items")
+    if not items:
+        raise Malformed("subscription has no items")
     for source in (items[0], subscription):
-        start, end = source.get("current_period_start"), source.get("current_period_end")
-        if isinstance(start, int) and isinstance(end, int) and start < end:
-            return _time(start), _time(end)
+        found = reading.period(source, "current_period_start", "current_period_end")
+        if found is not None:
+            return found
     return None
 
 
 def _invoice(invoice: dict[str, Any]) -> Action:
-    parent = invoice.get("parent") or {}
-    details = (parent.get("subscription_details") or {}) if parent.get("type") == "subscription_details" else {}
-    ref = _text(invoice.get("subscription")) or _text(details.get("subscription"))
+    parent = reading.mapping(invoice, "parent")
+    details = reading.mapping(parent, "subscription_details") if parent.get("type") == "subscription_details" else {}
+    ref = reading.ref(invoice, "subscription") or reading.ref(details, "subscription")
     if not ref:
         return Ignore("invoice.paid without a subscription")
-    account = _text(_metadata(details).get("account_id"))
-    for line in (invoice.get("lines") or {}).get("data") or []:
-        parent = line.get("parent") or {}
+    account = reading.text(reading.mapping(details, "metadata"), "account_id")
+    for line in reading.listed(invoice, "lines"):
+        parent = reading.mapping(line, "parent")
         if (
             line.get("subscription") == ref
-            or (parent.get("subscription_item_details") or {}).get("subscription") == ref
+            or reading.mapping(parent, "subscription_item_details").get("subscription") == ref
         ):
-            period = line.get("period") or {}
-            start, end = period.get("start"), period.get("end")
-            if isinstance(start, int) and isinstance(end, int) and start < end:
-                return Grant(ref, _text(invoice.get("id")), (_time(start), _time(end)), account)
+            period = reading.period(reading.mapping(line, "period"), "start", "end")
+            if period is not None:
+                return Grant(ref, reading.text(invoice, "id"), period, account)
     return Reject("invoice.paid has no subscription line with a period", account)
