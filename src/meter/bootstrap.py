@@ -282,7 +282,13 @@ async def start_webhooks(
         token=token,
         credentials=None if target.startswith("unix:") else tls.channel_credentials(settings),
     )
-    server = WebhookServer(client, settings.stripe_webhook_secrets, settings.http_addr, serving)
+    server = WebhookServer(
+        client,
+        settings.stripe_webhook_secrets,
+        settings.http_addr,
+        serving,
+        body_timeout_seconds=settings.webhook_body_timeout_seconds,
+    )
     await server.start()
     return client, server
 

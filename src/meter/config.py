@@ -21,6 +21,7 @@
 | METER_IDLE_IN_TRANSACTION_TIMEOUT_MS | 10000 | a stuck transaction is ended after this |
 | METER_SHUTDOWN_GRACE_SECONDS | 10 | in-flight RPCs get this long to finish on SIGTERM |
 | METER_WEBHOOK_RPC_TIMEOUT_SECONDS | 5 | how long the webhook adapter waits for meter before answering 503 |
+| METER_WEBHOOK_BODY_TIMEOUT_SECONDS | 10 | how long a webhook's body may take to arrive before it is answered 408 |
 | METER_LOG_LEVEL | INFO | logging level |
 | METER_LOG_FORMAT | json | json (one JSON object per line) or text |
 | METER_RPC_LOG | all | all: a log line per RPC; failures: only for calls that did not end OK |
@@ -71,6 +72,7 @@ class Settings:
     idle_in_transaction_timeout_ms: int = 10_000
     shutdown_grace_seconds: float = 10.0
     webhook_rpc_timeout_seconds: float = 5.0
+    webhook_body_timeout_seconds: float = 10.0
     log_level: str = "INFO"
     log_format: str = "json"
     rpc_log: str = "all"
@@ -112,6 +114,7 @@ class Settings:
             idle_in_transaction_timeout_ms=_int(env, "METER_IDLE_IN_TRANSACTION_TIMEOUT_MS", 10_000, 1, 3_600_000),
             shutdown_grace_seconds=_float(env, "METER_SHUTDOWN_GRACE_SECONDS", 10.0, 0, 3600),
             webhook_rpc_timeout_seconds=_float(env, "METER_WEBHOOK_RPC_TIMEOUT_SECONDS", 5.0, 0.1, 60),
+            webhook_body_timeout_seconds=_float(env, "METER_WEBHOOK_BODY_TIMEOUT_SECONDS", 10.0, 0.1, 300),
             log_level=(env.get("METER_LOG_LEVEL") or "INFO").upper(),
             log_format=_choice(env, "METER_LOG_FORMAT", "json", ("json", "text")),
             rpc_log=_choice(env, "METER_RPC_LOG", "all", ("all", "failures")),

@@ -128,6 +128,44 @@ class TestSignatures:
         status, _ = await deliver(meter.webhook_url, b"{" + b" " * 1_100_000 + b"}")
         assert status == 413
 
+    async def test_a_signature_dated_ahead_of_the_tolerance_is_refused(
+        self, meter: RunningMeter, engine: AsyncEngine
+    ) -> None:
+        """The stripe library accepts any future date: a delivery dated next year would stay
+        replayable until then."""
+        account = new_id()
+        ahead = paid_checkout(account)
+        status, answer = await deliver(meter.webhook_url, ahead, signature(ahead, timestamp=int(time.time()) + 301))
+        assert (status, answer["status"], answer["reason"]) == (400, "refused", "signature is dated in the future")
+        assert await stored(engine, event_id(ahead)) == []
+        slightly = paid_checkout(account)  # a clock a minute ahead is within the tolerance
+        status, answer = await deliver(
+            meter.webhook_url, slightly, signature(slightly, timestamp=int(time.time()) + 60)
+        )
+        assert (status, answer["status"]) == (200, "applied")
+
+
+class TestSlowBodies:
+    async def test_a_body_that_does_not_arrive_in_time_is_answered_408(self, meters, engine: AsyncEngine) -> None:  # type: ignore[no-untyped-def]
+        """A client that sends headers and then trickles (or stops sending) its body is cut off
+        after METER_WEBHOOK_BODY_TIMEOUT_SECONDS instead of holding the connection for ever."""
+        meter = await meters(webhook_body_timeout_seconds=0.5)
+        host, port = meter.service.webhooks.address.rsplit(":", 1)
+        payload = paid_checkout(new_id())
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            head = (
+                f"POST /webhooks/stripe HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Stripe-Signature: {signature(payload)}\r\nContent-Length: {len(payload)}\r\n\r\n"
+            )
+            writer.write(head.encode() + payload[:20])  # and then nothing more
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(4096), timeout=30)  # a deadline, not a sleep
+        finally:
+            writer.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert await stored(engine, event_id(payload)) == []
+
 
 class TestRefundsAndDisputes:
     async def _bought(self, meter: RunningMeter) -> tuple[str, str]:

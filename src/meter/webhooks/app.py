@@ -4,6 +4,7 @@ to serve, 503 before: what a container's health check or an HTTP probe asks)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ METRICS_PATH = "/metrics"
 HEALTH_PATH = "/healthz"
 REQUEST_ID = "X-Request-Id"
 MAX_BODY_BYTES = 1_000_000  # Stripe events are a few kB; aiohttp answers 413 above this
+BODY_TIMEOUT_SECONDS = 10.0  # a client that sends its body slower than this is answered 408
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -45,8 +47,10 @@ class WebhookServer:
         secrets: Sequence[str],
         address: str,
         serving: Callable[[], bool] = lambda: True,
+        body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
     ) -> None:
         self._client = client
+        self._body_timeout_seconds = body_timeout_seconds
         self._secrets = tuple(secrets)
         self._serving = serving
         host, _, port = address.rpartition(":")
@@ -80,7 +84,12 @@ class WebhookServer:
         request_id = os.urandom(12).hex()
         if not self._secrets:
             return self._answer(Outcome(503, "retry", "no webhook secret configured"), None, started, request_id)
-        payload = await request.read()
+        try:
+            # Without a bound, a client trickling its body would hold a connection for ever.
+            async with asyncio.timeout(self._body_timeout_seconds):
+                payload = await request.read()
+        except TimeoutError:
+            return self._answer(Outcome(408, "refused", "the body took too long to arrive"), None, started, request_id)
         try:
             event = verified_event(payload, request.headers.get("Stripe-Signature"), self._secrets)
         except NotAnEvent as refused:

@@ -1,9 +1,15 @@
 """Signature verification of Stripe webhooks, with the stripe library (several secrets accepted
-while one is being rotated)."""
+while one is being rotated).
+
+The library refuses a signature older than the tolerance but accepts one dated any time ahead: a
+captured or forged-clock delivery dated next year would stay replayable until then. So a
+timestamp more than the tolerance ahead of this clock is refused too.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,11 +22,15 @@ class NotAnEvent(ValueError):
     """The request is not an authentic Stripe event: answer 400 and store nothing."""
 
 
-def verified_event(payload: bytes, signature: str | None, secrets: Sequence[str]) -> dict[str, Any]:
+def verified_event(
+    payload: bytes, signature: str | None, secrets: Sequence[str], now: float | None = None
+) -> dict[str, Any]:
     """The event, if `signature` proves `payload` came from Stripe with one of `secrets` within
-    the tolerance; raises NotAnEvent otherwise."""
+    the tolerance either way of `now`; raises NotAnEvent otherwise."""
     if not signature:
         raise NotAnEvent("missing Stripe-Signature header")
+    if _signed_at(signature) > (time.time() if now is None else now) + TOLERANCE_SECONDS:
+        raise NotAnEvent("signature is dated in the future")
     try:
         payload.decode("utf-8")  # the stripe library decodes it, and raises on bytes that are not UTF-8
     except UnicodeDecodeError as exc:
@@ -47,3 +57,13 @@ def verified_event(payload: bytes, signature: str | None, secrets: Sequence[str]
     ):
         raise NotAnEvent("body is not a Stripe event")
     return event
+
+
+def _signed_at(signature: str) -> int:
+    """The header's `t=` (Stripe's format: `t=1700000000,v1=...`); 0 when absent or not a number,
+    which the library then refuses as stale."""
+    for item in signature.split(","):
+        key, _, value = item.strip().partition("=")
+        if key == "t" and value.isascii() and value.isdigit():
+            return int(value)
+    return 0
