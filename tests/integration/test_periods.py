@@ -4,12 +4,17 @@ first operation after the boundary or by the sweeper, however many requests cros
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
+from typing import Any
 
+import grpc
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
+from stripe_events import deliver, event
 
 from meter.v1 import meter_pb2 as pb
-from support import RunningMeter, balance, database_now, eventually, ledger, new_id, reserve_request
+from support import RunningMeter, balance, database_now, eventually, expect_error, ledger, new_id, reserve_request
 
 
 async def _cross_boundary(
@@ -119,3 +124,75 @@ class TestPlanChanges:
         ignored = await meter.stub.SetPlan(older)
         assert not ignored.applied
         assert ignored.balance.plan_id == "business"
+
+
+def _period_plan(account: str, plan: str, start: datetime, end: datetime, **fields: object) -> pb.SetPlanRequest:
+    request = pb.SetPlanRequest(account_id=account, plan_id=plan, **fields)  # type: ignore[arg-type]
+    request.period_start.FromDatetime(start)
+    request.period_end.FromDatetime(end)
+    return request
+
+
+class TestPeriodLengths:
+    """Periods that are not calendar months roll by their own length, never start in the future,
+    and absurd ones are refused with a reason."""
+
+    async def test_a_weekly_period_rolls_into_the_next_week_with_one_grant(
+        self, meter: RunningMeter, engine: AsyncEngine
+    ) -> None:
+        account, now = new_id(), await database_now(engine)
+        start, end = now - timedelta(days=6), now + timedelta(days=1)
+        await meter.stub.SetPlan(_period_plan(account, "starter", start, end))
+        meter.clock.advance(timedelta(days=2))
+        after = await balance(meter.stub, account)
+        assert after.period_start.ToDatetime() == end.replace(tzinfo=None)  # where the last one ended
+        assert after.period_end.ToDatetime() == (end + timedelta(days=7)).replace(tzinfo=None)
+        kinds = [(e["kind"], e["amount"]) for e in await ledger(engine, account)]
+        assert kinds == [("subscription_grant", 50_000), ("expiry", -50_000), ("subscription_grant", 50_000)]
+
+    @pytest.mark.parametrize(
+        ("offsets", "problem"),
+        [
+            ((timedelta(0), timedelta(seconds=13)), "at least an hour"),
+            ((timedelta(days=2), timedelta(days=32)), "cannot start in the future"),
+            ((-timedelta(days=800), -timedelta(days=770)), "over a year ago"),
+        ],
+    )
+    async def test_absurd_periods_are_refused_and_change_nothing(
+        self, meter: RunningMeter, engine: AsyncEngine, offsets: tuple[timedelta, timedelta], problem: str
+    ) -> None:
+        account, now = new_id(), await database_now(engine)
+        await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="starter"))
+        before = await balance(meter.stub, account)
+        request = _period_plan(account, "pro", now + offsets[0], now + offsets[1])
+        info = await expect_error(meter.stub.SetPlan(request), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD")
+        assert problem in info.metadata["problem"]
+        assert await balance(meter.stub, account) == before
+
+    async def test_a_thirteen_second_subscription_period_is_rejected_through_the_webhook(
+        self, meter: RunningMeter, engine: AsyncEngine
+    ) -> None:
+        account, now = new_id(), int(time.time())
+
+        def fields(sub: dict[str, Any]) -> None:
+            sub["metadata"] = {"account_id": account, "plan_id": "starter"}
+            sub["items"]["data"][0].update(current_period_start=now, current_period_end=now + 13)
+
+        status, body = await deliver(meter.webhook_url, event("customer.subscription.created", fields, created=now))
+        assert (status, body["status"]) == (200, "rejected")
+        assert "at least an hour" in body["reason"]
+
+    async def test_an_older_period_never_takes_an_account_back_nor_expires_its_allowance(
+        self, meter: RunningMeter, engine: AsyncEngine
+    ) -> None:
+        """A newer event carrying an older period (in 1970 it expired the whole allowance)."""
+        account, now = new_id(), await database_now(engine)
+        start, end = now - timedelta(days=3), now + timedelta(days=27)
+        await meter.stub.SetPlan(_period_plan(account, "starter", start, end))
+        older = _period_plan(account, "pro", start - timedelta(days=31), start)
+        older.event_time.FromDatetime(now)
+        changed = await meter.stub.SetPlan(older)
+        assert changed.applied and changed.balance.plan_id == "pro"
+        assert changed.balance.period_start.ToDatetime() == start.replace(tzinfo=None)
+        assert changed.balance.allowance_remaining == 500_000  # the upgrade, nothing expired
+        assert [e["kind"] for e in await ledger(engine, account)] == ["subscription_grant", "subscription_grant"]

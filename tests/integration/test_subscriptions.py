@@ -97,6 +97,7 @@ class TestPlanChanges:
         assert (upgraded.balance.allowance_total, upgraded.balance.allowance_remaining) == (500_000, 500_000)
         downgraded = await meter.stub.SetPlan(subscription(account, "starter", start, end, ref))
         assert downgraded.balance.allowance_remaining == 500_000
+        meter.clock.advance(end - now + timedelta(seconds=1))  # the renewal is invoiced when it begins
         renewed = await meter.stub.GrantPeriodAllowance(invoice_paid(ref, end, end + timedelta(days=30)))
         assert renewed.balance.allowance_total == 50_000
 

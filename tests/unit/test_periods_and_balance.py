@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from meter.domain.balance import Balance, WarningLevel
 from meter.domain.ledger import EntryKind, LedgerEntry, credit
-from meter.domain.periods import Period, add_months, calendar_month, following_period
+from meter.domain.periods import Period, absurd, add_months, calendar_month, following_period, moves_to
 from meter.domain.pools import PoolName
 
 
@@ -39,6 +39,55 @@ class TestPeriods:
         assert following_period(current, utc(2026, 6, 5), calendar_months=False) == Period(
             utc(2026, 5, 31, 10), utc(2026, 6, 30, 10)
         )
+
+    @pytest.mark.parametrize(
+        ("length", "now", "expected_start"),
+        [
+            (timedelta(days=7), utc(2026, 11, 9), utc(2026, 11, 8)),  # weekly: by its own length
+            (timedelta(days=7), utc(2026, 12, 31), utc(2026, 12, 27)),  # weeks skipped while idle
+            (timedelta(days=1), utc(2026, 11, 2, 5), utc(2026, 11, 2)),  # daily
+            (timedelta(seconds=13), utc(2026, 11, 1, 0, 0, 14), utc(2026, 11, 1, 0, 0, 13)),  # a legacy row
+        ],
+    )
+    def test_other_periods_roll_by_their_own_length_and_never_start_in_the_future(
+        self, length: timedelta, now: datetime, expected_start: datetime
+    ) -> None:
+        """A 13-second period used to be followed by one starting a month later."""
+        following = following_period(Period(utc(2026, 11, 1), utc(2026, 11, 1) + length), now, calendar_months=False)
+        assert following == Period(expected_start, expected_start + length)
+        assert following.start <= now < following.end
+
+    def test_yearly_periods_roll_by_twelve_months(self) -> None:
+        current = Period(utc(2025, 2, 28), utc(2026, 2, 28))
+        assert following_period(current, utc(2026, 3, 1), calendar_months=False) == Period(
+            utc(2026, 2, 28), utc(2027, 2, 28)
+        )
+
+    @pytest.mark.parametrize(
+        ("period", "problem"),
+        [
+            (Period(utc(2026, 11, 20), utc(2026, 11, 20, 0, 0, 13)), "at least an hour"),
+            (Period(utc(2026, 11, 1), utc(2027, 11, 3)), "at most 366 days"),
+            (Period(utc(2026, 11, 21), utc(2026, 12, 21)), "start in the future"),
+            (Period(utc(2001, 1, 1), utc(2001, 2, 1)), "over a year ago"),
+        ],
+    )
+    def test_absurd_periods(self, period: Period, problem: str) -> None:
+        reason = absurd(period, utc(2026, 11, 20, 12))
+        assert reason is not None and problem in reason
+
+    def test_plausible_periods(self) -> None:
+        now = utc(2026, 11, 20, 12)
+        assert absurd(Period(utc(2026, 11, 2), utc(2026, 12, 2)), now) is None
+        assert absurd(Period(utc(2026, 11, 20, 12, 3), utc(2026, 12, 20)), now) is None  # Stripe's clock ahead
+        assert absurd(Period(utc(2026, 10, 2), utc(2026, 11, 2)), now) is None  # a late delivery
+
+    def test_an_older_ended_period_never_takes_an_account_back(self) -> None:
+        current, now = Period(utc(2026, 11, 2), utc(2026, 12, 2)), utc(2026, 11, 20)
+        assert not moves_to(current, Period(utc(2026, 10, 2), utc(2026, 11, 2)), now)
+        assert not moves_to(current, current, now)
+        assert moves_to(current, Period(utc(2026, 11, 10), utc(2026, 12, 10)), now)  # a new anchor
+        assert moves_to(current, Period(utc(2026, 11, 1), utc(2026, 12, 1)), now)  # contains now: Stripe's truth
 
     def test_a_period_has_ended_at_its_end(self) -> None:
         period = Period(utc(2026, 11, 1), utc(2026, 12, 1))

@@ -1,14 +1,26 @@
 """Billing periods: calendar months (UTC) without a subscription, else the subscription's period.
 
 A period that has ended is replaced by the one containing `now`, in one step however many
-boundaries were crossed, so an idle account gets one expiry and one grant, not one per month.
+boundaries were crossed, so an idle account gets one expiry and one grant, not one per month. The
+next period has the length of the last one (whole months for monthly and yearly plans, a fixed
+span for daily and weekly ones) and begins where it ended: it never starts in the future.
 """
 
 from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+# What a billing period may be. Stripe bills by the day at the least and by the year at the most;
+# a first period cut short by a billing anchor can be shorter, but not under an hour.
+MIN_PERIOD = timedelta(hours=1)
+MAX_PERIOD = timedelta(days=366)
+# Stripe's clock and the database's agree within this: a period starting later is in the future.
+CLOCK_SKEW = timedelta(minutes=5)
+# A period that ended longer ago than this is no one's current period (Stripe redelivers for three
+# days); a subscription period in 1970 is a forged or broken event.
+STALE_AFTER = timedelta(days=366)
 
 
 @dataclass(frozen=True)
@@ -41,12 +53,48 @@ def calendar_month(now: datetime) -> Period:
 def following_period(current: Period, now: datetime, *, calendar_months: bool) -> Period:
     """The period containing `now` after `current` ended.
 
-    Subscription periods step forward in whole months anchored at the current start (Stripe's
-    monthly billing anchor) until one contains `now`; a new subscription event replaces them.
+    A period of whole months steps by that many months anchored at its start (Stripe's billing
+    anchor, so the 31st stays the 31st where a month has one); any other period steps by its own
+    length. For a subscription these are placeholders until the paid invoice says otherwise.
     """
+    assert current.has_ended(now)
     if calendar_months:
         return calendar_month(now)
-    months = 1
-    while add_months(current.start, months + 1) <= now:
-        months += 1
-    return Period(add_months(current.start, months), add_months(current.start, months + 1))
+    months = whole_months(current)
+    if months is None:
+        span = current.end - current.start
+        start = current.start + span * ((now - current.start) // span)
+        return Period(start, start + span)
+    steps = 1
+    while add_months(current.start, months * (steps + 1)) <= now:
+        steps += 1
+    return Period(add_months(current.start, months * steps), add_months(current.start, months * (steps + 1)))
+
+
+def whole_months(period: Period) -> int | None:
+    """How many months the period spans, if it spans whole months from its start (1 to 12)."""
+    for months in range(1, 13):
+        end = add_months(period.start, months)
+        if end >= period.end:
+            return months if end == period.end else None
+    return None
+
+
+def moves_to(current: Period, paid: Period, now: datetime) -> bool:
+    """Whether a period Stripe reports (a subscription's, an invoice's) becomes the account's: a
+    different one that is not older, or one that contains now (Stripe's period is the truth over a
+    period meter computed at a boundary). An older, ended one never takes an account back."""
+    return paid != current and (paid.start >= current.start or paid.end > now)
+
+
+def absurd(period: Period, now: datetime) -> str | None:
+    """Why `period` cannot be an account's billing period, or None when it can."""
+    if period.end - period.start < MIN_PERIOD:
+        return "a billing period lasts at least an hour"
+    if period.end - period.start > MAX_PERIOD:
+        return "a billing period is at most 366 days"
+    if period.start > now + CLOCK_SKEW:
+        return "a billing period cannot start in the future"
+    if period.end < now - STALE_AFTER:
+        return "a billing period that ended over a year ago is no one's current period"
+    return None

@@ -13,7 +13,7 @@ from meter.domain import ids
 from meter.domain.balance import Balance
 from meter.domain.errors import InvalidField, SubscriptionNotFound
 from meter.domain.events import EventStatus, WebhookEvent
-from meter.domain.periods import Period
+from meter.domain.periods import Period, absurd, moves_to
 from meter.service import events
 from meter.service.accounts import locked_current_account
 from meter.service.context import Meter
@@ -70,13 +70,16 @@ async def _grant(
     account, now = await store.account_state(account_id)
     if account is None or account.subscription_ref != subscription_ref:
         raise SubscriptionNotFound(subscription_ref)
+    if problem := absurd(period, now):
+        raise InvalidField("period_start", problem)
     claimed = await events.claim(store, account_id, source_event, now)
     status = events.status(source_event, claimed)
     account = await locked_current_account(store, account, now)
     # Stripe's period is the truth: a paid period that is current (or later) than the one the
     # account is in replaces it, even when it differs from the one computed at a boundary.
-    current = period.start >= account.period.start or period.end > now
-    granted = claimed and current and (period != account.period or not account.allowance_granted)
+    granted = claimed and (
+        moves_to(account.period, period, now) or (period == account.period and not account.allowance_granted)
+    )
     if granted:
         await begin_period(store, replace(account, period=period), now, grant=True)
     return PeriodGrant(await store.balance(account_id), granted, status)

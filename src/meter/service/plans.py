@@ -12,7 +12,7 @@ subscription ends the allowance at once. An event older than the one applied cha
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from meter.domain import ids
 from meter.domain.accounts import Account
@@ -22,15 +22,13 @@ from meter.domain.errors import InvalidField
 from meter.domain.events import EventStatus, WebhookEvent
 from meter.domain.ledger import EntryKind
 from meter.domain.limits import RateLimits
-from meter.domain.periods import Period, calendar_month
+from meter.domain.periods import Period, absurd, calendar_month, moves_to
 from meter.domain.pools import PoolName
 from meter.service import balance_warnings, events
 from meter.service.accounts import credit_pool, locked_current_account, open_account
 from meter.service.context import Meter
 from meter.service.periods import begin_period
 from meter.service.ports import Store
-
-MAX_PERIOD = timedelta(days=366)
 
 
 @dataclass(frozen=True)
@@ -68,8 +66,6 @@ async def set_plan(
     async def run() -> PlanChange:
         ids.account_id(account_id)
         events.check_event(source_event)
-        if period is not None and period.end - period.start > MAX_PERIOD:
-            raise InvalidField("period_end", "a billing period is at most 366 days")
         if len(subscription_ref) > 255:
             raise InvalidField("subscription_ref", "at most 255 characters")
         request = PlanRequest(
@@ -91,6 +87,8 @@ async def set_plan(
 
 async def _apply(meter: Meter, store: Store, request: PlanRequest, source_event: WebhookEvent | None) -> PlanChange:
     account, now = await store.account_state(request.account_id)
+    if request.period is not None and (problem := absurd(request.period, now)):
+        raise InvalidField("period_start", problem)
     claimed = await events.claim(store, request.account_id, source_event, now)
     status = events.status(source_event, claimed)
     if not claimed:
@@ -166,7 +164,7 @@ async def _change(store: Store, account: Account, wanted: Account, request: Plan
         # Cancelled: what is left of the allowance expires now; calendar months from here on.
         await begin_period(store, replace(changed, period=calendar_month(now)), now, grant=True)
         return
-    if request.period is not None and request.period != account.period:
+    if request.period is not None and moves_to(account.period, request.period, now):
         await begin_period(store, replace(changed, period=request.period), now, grant=not changed.subscription_managed)
         return
     upgrade = changed.monthly_allowance - account.allowance_total
