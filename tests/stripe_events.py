@@ -81,3 +81,33 @@ async def deliver(url: str, payload: bytes, header: str | None = "sign") -> tupl
             return response.status, json.loads(text)
         except json.JSONDecodeError:
             return response.status, {"text": text}  # aiohttp's own answers (413) are plain text
+
+
+PRICES = {"starter": "price_starter_monthly", "pro": "price_pro_monthly", "business": "price_business_monthly"}
+
+
+def subscription_event(
+    kind: str,
+    account: str,
+    plan: str,
+    *,
+    created: int,
+    start: int,
+    end: int,
+    price: str | None = None,
+    metadata_plan: str | None = None,
+    sub: str = "",
+) -> bytes:
+    """customer.subscription.<kind> for `account`, sold at `plan`'s price in the packaged catalog
+    (or `price`), with the billing period [start, end) on its item as API 2026 puts it."""
+
+    def set_fields(obj: dict[str, Any]) -> None:
+        obj["id"] = sub or obj["id"]
+        obj["metadata"] = {"account_id": account, "plan_id": plan if metadata_plan is None else metadata_plan}
+        obj["status"] = "active"
+        item = obj["items"]["data"][0]
+        item.update(current_period_start=start, current_period_end=end)
+        item["price"]["id"] = price or PRICES[plan]
+        item["subscription"] = obj["id"]
+
+    return event(f"customer.subscription.{kind}", set_fields, created=created)

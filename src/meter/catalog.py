@@ -8,14 +8,14 @@ than charging with wrong numbers.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 from meter.domain.amounts import INT64_MAX, millionths
-from meter.domain.errors import UnknownModel, UnknownPack, UnknownPlan
+from meter.domain.errors import PlanMismatch, UnknownModel, UnknownPack, UnknownPlan, UnknownPrice
 from meter.domain.holds import Pricing
 from meter.domain.limits import RateLimits
 
@@ -53,6 +53,9 @@ class Plan:
     monthly_allowance_tokens: int
     per_account: bool
     limits: RateLimits = RateLimits()
+    # The Stripe price ids a subscription to this plan is sold at: a subscription's plan is the
+    # one its price maps to, whatever its metadata says.
+    stripe_prices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,24 @@ class Catalog:
             raise UnknownPlan(plan_id[:200])
         return plan
 
+    def plan_sold_at(self, stripe_prices: Sequence[str], plan_id: str = "") -> Plan:
+        """The plan a subscription sold at these Stripe prices is on. Prices the catalog does not
+        map (add-ons, metered items) are not plans; exactly one plan must be among them, and a
+        plan named beside them (the subscription's metadata) must be that one."""
+        found = {self._plan_by_price[p] for p in stripe_prices if p in self._plan_by_price}
+        if not found:
+            raise UnknownPrice(list(stripe_prices))
+        if len(found) > 1:
+            raise PlanMismatch(plan_id, sorted(found))
+        (sold,) = found
+        if plan_id and plan_id != sold:
+            raise PlanMismatch(plan_id, [sold])
+        return self.plan(sold)
+
+    @property
+    def _plan_by_price(self) -> Mapping[str, str]:
+        return {price: plan.id for plan in self.plans.values() for price in plan.stripe_prices}
+
 
 def default_path() -> Path:
     return Path(str(resources.files("meter") / "catalog.toml"))
@@ -115,6 +136,9 @@ def parse(data: Mapping[str, Any], source: str = "catalog") -> Catalog:
     plans = _unique(source, "plans", [_plan(source, p) for p in _entries(data, "plans", source)])
     if DEFAULT_FREE_PLAN not in plans:
         raise CatalogError(f"{source}: a plan {DEFAULT_FREE_PLAN!r} is required (accounts without a plan are on it)")
+    prices = [price for plan in plans.values() for price in plan.stripe_prices]
+    if len(prices) != len(set(prices)):
+        raise CatalogError(f"{source}: a Stripe price is listed under two plans (or twice)")
     return Catalog(version, models, packs, plans)
 
 
@@ -201,6 +225,13 @@ def _plan(source: str, entry: Mapping[str, Any]) -> Plan:
             for key in ("requests_per_minute", "tokens_per_minute", "concurrent_holds")
         }
     )
+    prices = entry.get("stripe_prices", [])
+    if not isinstance(prices, list) or not all(isinstance(p, str) and p.strip() == p and p for p in prices):
+        raise CatalogError(f"{source}: {entry.get('id')!r}: `stripe_prices` must be a list of Stripe price ids")
     return Plan(
-        id=_text(source, entry, "id"), monthly_allowance_tokens=allowance, per_account=per_account, limits=limits
+        id=_text(source, entry, "id"),
+        monthly_allowance_tokens=allowance,
+        per_account=per_account,
+        limits=limits,
+        stripe_prices=tuple(prices),
     )

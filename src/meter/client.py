@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -263,6 +263,7 @@ class MeterClient:
         monthly_allowance_tokens: int = 0,
         expire_allowance_now: bool = False,
         source_event: WebhookEvent | None = None,
+        stripe_prices: Sequence[str] = (),
     ) -> pb.SetPlanResponse:
         request = pb.SetPlanRequest(
             account_id=account_id,
@@ -271,6 +272,7 @@ class MeterClient:
             monthly_allowance_tokens=monthly_allowance_tokens,
             expire_allowance_now=expire_allowance_now,
             source_event=_event(source_event),
+            stripe_prices=stripe_prices,
         )
         _set_times(request, period_start=period_start, period_end=period_end, event_time=event_time)
         return await self._call(self._stub.SetPlan, request)

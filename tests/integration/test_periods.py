@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime, timedelta
-from typing import Any
 
 import grpc
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from stripe_events import deliver, event
+from stripe_events import deliver, subscription_event
 
 from meter.v1 import meter_pb2 as pb
 from support import RunningMeter, balance, database_now, eventually, expect_error, ledger, new_id, reserve_request
@@ -174,11 +173,8 @@ class TestPeriodLengths:
     ) -> None:
         account, now = new_id(), int(time.time())
 
-        def fields(sub: dict[str, Any]) -> None:
-            sub["metadata"] = {"account_id": account, "plan_id": "starter"}
-            sub["items"]["data"][0].update(current_period_start=now, current_period_end=now + 13)
-
-        status, body = await deliver(meter.webhook_url, event("customer.subscription.created", fields, created=now))
+        created = subscription_event("created", account, "starter", created=now, start=now, end=now + 13)
+        status, body = await deliver(meter.webhook_url, created)
         assert (status, body["status"]) == (200, "rejected")
         assert "at least an hour" in body["reason"]
 

@@ -1,5 +1,5 @@
 """The Stripe adapter through its real HTTP endpoint, the real gRPC service and real Postgres,
-fed the shared Stripe fixtures (fields a scenario needs are set in stripe_events)."""
+fed the Stripe fixtures in tests/fixtures/stripe (fields a scenario needs are set in stripe_events)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import json
 import time
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from stripe_events import deliver, event, event_id, paid_checkout, raw_fixture, signature
+from stripe_events import deliver, event, event_id, paid_checkout, raw_fixture, signature, subscription_event
 
 from meter import catalog
 from meter.client import MeterClient
+from meter.v1 import meter_pb2 as pb
 from meter.webhooks.app import replay
 from support import RunningMeter, balance, ledger, new_id
 
@@ -216,12 +218,7 @@ class TestRefundsAndDisputes:
 class TestSubscriptions:
     @staticmethod
     def subscription(kind: str, account: str, plan: str, created: int, start: int, end: int) -> bytes:
-        def set_fields(sub: dict[str, Any]) -> None:
-            sub["metadata"] = {"account_id": account, "plan_id": plan}
-            sub["status"] = "active"
-            sub["items"]["data"][0].update(current_period_start=start, current_period_end=end)
-
-        return event(f"customer.subscription.{kind}", set_fields, created=created)
+        return subscription_event(kind, account, plan, created=created, start=start, end=end)
 
     async def test_shuffled_created_updated_deleted_end_in_the_newest_state(self, meter: RunningMeter) -> None:
         now = int(time.time())
@@ -358,3 +355,41 @@ class TestCommands:
         assert replay.returncode == 1  # still rejected: the catalog was not fixed
         assert b"rejected" in output and b"PURCHASE_MISMATCH" in output
         assert (await stored(engine, event_id(payload)))[0]["status"] == "rejected"
+
+
+class TestPlansFromPrices:
+    """A subscription's plan follows the Stripe price it is sold at, not its metadata alone."""
+
+    async def test_the_plan_is_the_prices_and_the_metadata_may_leave_it_out(self, meter: RunningMeter) -> None:
+        now, account = int(time.time()), new_id()
+        created = subscription_event(
+            "created", account, "pro", created=now, start=now - 60, end=now + 86_400 * 30, metadata_plan=""
+        )
+        assert (await deliver(meter.webhook_url, created))[1]["status"] == "applied"
+        assert (await balance(meter.stub, account)).plan_id == "pro"
+
+    @pytest.mark.parametrize(
+        ("price", "metadata_plan", "reason"),
+        [
+            ("price_business_monthly", "pro", "PLAN_MISMATCH"),  # a portal switch left the metadata behind
+            ("price_nobody_sells", "pro", "UNKNOWN_PRICE"),
+        ],
+    )
+    async def test_metadata_and_price_disagreeing_is_rejected_with_a_reason(
+        self, meter: RunningMeter, engine: AsyncEngine, price: str, metadata_plan: str, reason: str
+    ) -> None:
+        now, account = int(time.time()), new_id()
+        await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="starter"))
+        updated = subscription_event(
+            "updated", account, "pro", created=now, start=now - 60, end=now + 86_400 * 30, price=price,
+            metadata_plan=metadata_plan,
+        )  # fmt: skip
+        status, body = await deliver(meter.webhook_url, updated)
+        assert (status, body["status"]) == (200, "rejected")
+        assert reason in body["reason"]
+        assert (await balance(meter.stub, account)).plan_id == "starter"
+        assert (await stored(engine, event_id(updated)))[0]["status"] == "rejected"
+
+    async def test_get_catalog_lists_the_prices_of_each_plan(self, meter: RunningMeter) -> None:
+        plans = {p.id: list(p.stripe_prices) for p in (await meter.stub.GetCatalog(pb.GetCatalogRequest())).plans}
+        assert plans["pro"] == ["price_pro_monthly", "price_pro_yearly"] and plans["free"] == []

@@ -10,7 +10,7 @@ import pytest
 
 from meter import catalog
 from meter.config import ConfigError, Settings
-from meter.domain.errors import UnknownModel, UnknownPack, UnknownPlan
+from meter.domain.errors import PlanMismatch, UnknownModel, UnknownPack, UnknownPlan, UnknownPrice
 
 VALID: dict[str, Any] = {
     "version": "t1",
@@ -144,3 +144,37 @@ def test_a_rate_limit_must_be_a_positive_whole_number(value: object) -> None:
     }
     with pytest.raises(catalog.CatalogError, match="requests_per_minute"):
         catalog.parse(data)
+
+
+class TestStripePrices:
+    """A subscription's plan is the one its Stripe price is sold as."""
+
+    SOLD = {
+        **VALID,
+        "plans": [
+            {"id": "free", "monthly_allowance_tokens": 0},
+            {"id": "pro", "monthly_allowance_tokens": 5, "stripe_prices": ["price_pro_m", "price_pro_y"]},
+            {"id": "team", "monthly_allowance_tokens": 9, "stripe_prices": ["price_team"]},
+        ],
+    }
+
+    def test_the_plan_of_a_price(self) -> None:
+        loaded = catalog.parse(self.SOLD)
+        assert loaded.plan_sold_at(["price_pro_y"]).id == "pro"
+        assert loaded.plan_sold_at(["price_addon", "price_team"], "team").id == "team"  # add-ons are not plans
+
+    def test_a_price_no_plan_is_sold_at(self) -> None:
+        with pytest.raises(UnknownPrice):
+            catalog.parse(self.SOLD).plan_sold_at(["price_other"])
+
+    @pytest.mark.parametrize(("prices", "named"), [(["price_pro_m"], "team"), (["price_pro_m", "price_team"], "")])
+    def test_metadata_and_price_disagreeing(self, prices: list[str], named: str) -> None:
+        with pytest.raises(PlanMismatch):
+            catalog.parse(self.SOLD).plan_sold_at(prices, named)
+
+    @pytest.mark.parametrize("prices", ["price_pro_m", [""], [" price"], [1], ["price_team"]])
+    def test_malformed_or_shared_prices_are_refused(self, prices: object) -> None:
+        data = copy.deepcopy(self.SOLD)
+        data["plans"][1]["stripe_prices"] = prices
+        with pytest.raises(catalog.CatalogError):
+            catalog.parse(data)

@@ -300,7 +300,7 @@ class CreditPurchaseResponse(_message.Message):
     def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ..., credited_tokens: _Optional[int] = ..., newly_credited: _Optional[bool] = ..., event_status: _Optional[_Union[EventStatus, str]] = ...) -> None: ...
 
 class SetPlanRequest(_message.Message):
-    __slots__ = ("account_id", "plan_id", "period_start", "period_end", "subscription_ref", "event_time", "monthly_allowance_tokens", "expire_allowance_now", "source_event", "limits")
+    __slots__ = ("account_id", "plan_id", "period_start", "period_end", "subscription_ref", "event_time", "monthly_allowance_tokens", "expire_allowance_now", "source_event", "limits", "stripe_prices")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     PERIOD_START_FIELD_NUMBER: _ClassVar[int]
@@ -311,6 +311,7 @@ class SetPlanRequest(_message.Message):
     EXPIRE_ALLOWANCE_NOW_FIELD_NUMBER: _ClassVar[int]
     SOURCE_EVENT_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    STRIPE_PRICES_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     plan_id: str
     period_start: _timestamp_pb2.Timestamp
@@ -321,7 +322,8 @@ class SetPlanRequest(_message.Message):
     expire_allowance_now: bool
     source_event: WebhookEvent
     limits: RateLimits
-    def __init__(self, account_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subscription_ref: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., monthly_allowance_tokens: _Optional[int] = ..., expire_allowance_now: _Optional[bool] = ..., source_event: _Optional[_Union[WebhookEvent, _Mapping]] = ..., limits: _Optional[_Union[RateLimits, _Mapping]] = ...) -> None: ...
+    stripe_prices: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, account_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subscription_ref: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., monthly_allowance_tokens: _Optional[int] = ..., expire_allowance_now: _Optional[bool] = ..., source_event: _Optional[_Union[WebhookEvent, _Mapping]] = ..., limits: _Optional[_Union[RateLimits, _Mapping]] = ..., stripe_prices: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SetPlanResponse(_message.Message):
     __slots__ = ("balance", "applied", "event_status")
@@ -400,16 +402,18 @@ class Pack(_message.Message):
     def __init__(self, id: _Optional[str] = ..., tokens: _Optional[int] = ..., price_minor: _Optional[int] = ..., currency: _Optional[str] = ..., active: _Optional[bool] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("id", "monthly_allowance_tokens", "per_account", "limits")
+    __slots__ = ("id", "monthly_allowance_tokens", "per_account", "limits", "stripe_prices")
     ID_FIELD_NUMBER: _ClassVar[int]
     MONTHLY_ALLOWANCE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     PER_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    STRIPE_PRICES_FIELD_NUMBER: _ClassVar[int]
     id: str
     monthly_allowance_tokens: int
     per_account: bool
     limits: RateLimits
-    def __init__(self, id: _Optional[str] = ..., monthly_allowance_tokens: _Optional[int] = ..., per_account: _Optional[bool] = ..., limits: _Optional[_Union[RateLimits, _Mapping]] = ...) -> None: ...
+    stripe_prices: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., monthly_allowance_tokens: _Optional[int] = ..., per_account: _Optional[bool] = ..., limits: _Optional[_Union[RateLimits, _Mapping]] = ..., stripe_prices: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RateLimits(_message.Message):
     __slots__ = ("requests_per_minute", "tokens_per_minute", "concurrent_holds")

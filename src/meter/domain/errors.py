@@ -8,6 +8,8 @@ category a failure belongs to.
     +-- UnknownModel                INVALID_ARGUMENT  model not in the catalog
     +-- UnknownPack                 INVALID_ARGUMENT  pack missing or no longer sold
     +-- UnknownPlan                 INVALID_ARGUMENT  plan not in the catalog
+    +-- UnknownPrice                INVALID_ARGUMENT  no plan is sold at a subscription's prices
+    +-- PlanMismatch                INVALID_ARGUMENT  a subscription's prices and named plan differ
     +-- PurchaseMismatch            INVALID_ARGUMENT  purchase differs from its pack
     +-- AccountNotFound             NOT_FOUND
     +-- ReservationNotFound         NOT_FOUND
@@ -94,6 +96,25 @@ class UnknownPlan(MeterError):
 
     def __init__(self, plan_id: str) -> None:
         super().__init__(f"plan {plan_id!r} is not in the catalog", planId=plan_id)
+
+
+class UnknownPrice(MeterError):
+    reason = "UNKNOWN_PRICE"
+    category = ErrorCategory.INVALID
+
+    def __init__(self, stripe_prices: list[str]) -> None:
+        shown = ", ".join(p[:100] for p in stripe_prices[:5]) or "none"
+        super().__init__(f"no plan in the catalog is sold at Stripe price(s) {shown}", stripePrices=shown)
+
+
+class PlanMismatch(MeterError):
+    reason = "PLAN_MISMATCH"
+    category = ErrorCategory.INVALID
+
+    def __init__(self, plan_id: str, price_plans: list[str]) -> None:
+        sold = ", ".join(price_plans)
+        named = f"metadata names plan {plan_id[:200]!r}, " if plan_id else ""
+        super().__init__(f"{named}the subscription's prices are sold as {sold}", planId=plan_id[:200], pricePlans=sold)
 
 
 class PurchaseMismatch(MeterError):

@@ -208,6 +208,7 @@ def catalog(value: Catalog) -> pb.GetCatalogResponse:
                 monthly_allowance_tokens=p.monthly_allowance_tokens,
                 per_account=p.per_account,
                 limits=rate_limits(p.limits),
+                stripe_prices=p.stripe_prices,
             )
             for p in value.plans.values()
         ],

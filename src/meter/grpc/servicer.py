@@ -115,6 +115,7 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
             expire_allowance_now=request.expire_allowance_now,
             source_event=convert.source_event(request),
             limits=convert.optional_limits(request),
+            stripe_prices=list(request.stripe_prices),
         )
         return pb.SetPlanResponse(
             balance=convert.balance(result.balance),

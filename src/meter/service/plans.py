@@ -11,6 +11,7 @@ subscription ends the allowance at once. An event older than the one applied cha
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -62,21 +63,24 @@ async def set_plan(
     expire_allowance_now: bool = False,
     source_event: WebhookEvent | None = None,
     limits: RateLimits | None = None,
+    stripe_prices: Sequence[str] = (),
 ) -> PlanChange:
     async def run() -> PlanChange:
         ids.account_id(account_id)
         events.check_event(source_event)
+        # A subscription is on the plan its price is sold as, not the one its metadata names.
+        plan = meter.catalog.plan_sold_at(stripe_prices, plan_id).id if stripe_prices else plan_id
         if len(subscription_ref) > 255:
             raise InvalidField("subscription_ref", "at most 255 characters")
         request = PlanRequest(
             account_id=account_id,
-            plan_id=plan_id,
+            plan_id=plan,
             period=period,
             subscription_ref=subscription_ref or None,
             event_time=event_time,
-            monthly_allowance=_allowance(meter, plan_id, monthly_allowance_tokens),
+            monthly_allowance=_allowance(meter, plan, monthly_allowance_tokens),
             expire_allowance_now=expire_allowance_now,
-            limits=_own_limits(meter, plan_id, limits),
+            limits=_own_limits(meter, plan, limits),
         )
         change = await meter.storage.transaction(lambda store: _apply(meter, store, request, source_event))
         await balance_warnings.announce(meter, change.balance)

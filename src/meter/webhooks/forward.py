@@ -75,6 +75,7 @@ async def _call(client: MeterClient, action: Action, event: WebhookEvent) -> Out
             event_time=action.event_time,
             expire_allowance_now=action.expire_allowance_now,
             source_event=event,
+            stripe_prices=action.stripe_prices,
         )
         return _done(planned.event_status)
     assert isinstance(action, Grant)

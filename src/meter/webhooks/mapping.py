@@ -49,11 +49,12 @@ class Reverse:
 @dataclass(frozen=True)
 class Plan:
     account_id: str
-    plan_id: str
+    plan_id: str  # as the metadata names it ("" when it does not): the service checks it
     period: tuple[datetime, datetime] | None
     subscription_ref: str
     event_time: datetime
     expire_allowance_now: bool = False
+    stripe_prices: tuple[str, ...] = ()  # what the subscription is sold at: its plan
 
 
 @dataclass(frozen=True)
@@ -168,18 +169,18 @@ def _subscription(kind: str, subscription: dict[str, Any], created: datetime) ->
     ended = kind == "customer.subscription.deleted" or subscription.get("status") in ("canceled", "incomplete_expired")
     if ended:
         return Plan(account, FREE_PLAN, None, "", created, expire_allowance_now=True)
-    plan = reading.text(metadata, "plan_id")
-    period = _subscription_period(subscription)
-    if not plan or period is None:
-        return Reject("subscription needs metadata.plan_id and a current period", account)
-    return Plan(account, plan, period, ref, created)
-
-
-def _subscription_period(subscription: dict[str, Any]) -> tuple[datetime, datetime] | None:
-    """Newer API versions put the period on the subscription's items, older ones on itself."""
     items = reading.listed(subscription, "items")
     if not items:
         raise Malformed("subscription has no items")
+    period = _subscription_period(subscription, items)
+    if period is None:
+        return Reject("subscription has no current period", account)
+    prices = tuple(price for item in items if (price := reading.ref(item, "price")))
+    return Plan(account, reading.text(metadata, "plan_id"), period, ref, created, stripe_prices=prices)
+
+
+def _subscription_period(subscription: dict[str, Any], items: list[dict[str, Any]]) -> tuple[datetime, datetime] | None:
+    """Newer API versions put the period on the subscription's items, older ones on itself."""
     for source in (items[0], subscription):
         found = reading.period(source, "current_period_start", "current_period_end")
         if found is not None:
