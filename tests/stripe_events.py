@@ -111,3 +111,84 @@ def subscription_event(
         item["subscription"] = obj["id"]
 
     return event(f"customer.subscription.{kind}", set_fields, created=created)
+
+
+def invoice_line(
+    start: int, end: int, price: str, amount: int, *, proration: bool = False, sub: str = ""
+) -> dict[str, Any]:
+    """A line of an invoice as API 2026 writes it: the price under `pricing`, the subscription and
+    whether it is a proration under `parent` (an invoice item's for a proration)."""
+    kind = "invoice_item_details" if proration else "subscription_item_details"
+    return {
+        "object": "line_item",
+        "id": f"il_{uuid.uuid4().hex[:14]}",
+        "amount": amount,
+        "currency": "usd",
+        "period": {"start": start, "end": end},
+        "pricing": {"type": "price_details", "price_details": {"price": price, "product": "prod_meter"}},
+        "parent": {"type": kind, kind: {"subscription": sub, "proration": proration}},
+    }
+
+
+def invoice_paid(
+    sub: str,
+    lines: list[dict[str, Any]],
+    *,
+    account: str | None,
+    amount: int,
+    invoice: str = "",
+    reason: str = "subscription_cycle",
+) -> bytes:
+    """invoice.paid of subscription `sub` (its metadata naming `account`, or null when None), from
+    the invoice fixture with the fields a paid subscription invoice has."""
+
+    def set_fields(obj: dict[str, Any]) -> None:
+        obj["id"] = invoice or f"in_{uuid.uuid4().hex[:14]}"
+        obj.update(status="paid", billing_reason=reason, amount_paid=amount, amount_due=amount, currency="usd")
+        metadata = None if account is None else {"account_id": account}
+        obj["parent"] = {
+            "type": "subscription_details",
+            "subscription_details": {"subscription": sub, "metadata": metadata},
+        }
+        obj["lines"]["data"] = [line | {"invoice": obj["id"]} for line in lines]
+
+    return event("invoice.paid", set_fields)
+
+
+def invoice_payment_paid(invoice: str, intent: str, amount: int) -> bytes:
+    """invoice_payment.paid: no fixture has one; the object has the fields Stripe's API reference
+    gives an InvoicePayment."""
+    payment = {
+        "id": f"inpay_{uuid.uuid4().hex[:14]}",
+        "object": "invoice_payment",
+        "amount_paid": amount,
+        "amount_requested": amount,
+        "created": int(time.time()),
+        "currency": "usd",
+        "invoice": invoice,
+        "is_default": True,
+        "livemode": False,
+        "payment": {"type": "payment_intent", "payment_intent": intent},
+        "status": "paid",
+        "status_transitions": {"canceled_at": None, "paid_at": int(time.time())},
+    }
+    envelope = json.loads(raw_fixture("invoice.paid"))
+    envelope.update(id=f"evt_test_{uuid.uuid4().hex[:16]}", type="invoice_payment.paid", data={"object": payment})
+    return json.dumps(envelope).encode()
+
+
+def refunded(intent: str, cumulative: int, amount: int, *, charge: str = "") -> bytes:
+    """charge.refunded: `cumulative` of the charge's `amount` refunded so far."""
+
+    def set_fields(obj: dict[str, Any]) -> None:
+        obj.update(payment_intent=intent, amount=amount, amount_refunded=cumulative, refunded=cumulative == amount)
+        obj["id"] = charge or obj["id"]
+
+    return event("charge.refunded", set_fields)
+
+
+def disputed(intent: str, status: str, *, dispute: str, kind: str = "charge.dispute.created") -> bytes:
+    """A dispute event of `kind` carrying the dispute's `status` at that moment."""
+    return event(
+        "charge.dispute.created", lambda d: d.update(payment_intent=intent, status=status, id=dispute), type=kind
+    )

@@ -109,6 +109,11 @@ class Catalog:
             raise PlanMismatch(plan_id, [sold])
         return self.plan(sold)
 
+    def allowance_sold_at(self, stripe_price: str) -> int:
+        """The allowance a subscription at this price gets each period (0: no plan of ours)."""
+        plan = self.plans.get(self._plan_by_price.get(stripe_price, ""))
+        return plan.monthly_allowance_tokens if plan else 0
+
     @property
     def _plan_by_price(self) -> Mapping[str, str]:
         return {price: plan.id for plan in self.plans.values() for price in plan.stripe_prices}

@@ -27,6 +27,7 @@ from grpc_status import rpc_status
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from meter.domain.events import EventStatus, WebhookEvent
+from meter.domain.invoices import InvoiceLine
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
 
@@ -287,12 +288,14 @@ class MeterClient:
         amount_minor: int = 0,
         reversal_ref: str = "",
         source_event: WebhookEvent | None = None,
+        invoice_ref: str = "",
     ) -> pb.ReverseCreditResponse:
-        """`kind` is "refund", "dispute" or "dispute_won"."""
+        """`kind` is "refund", "dispute", "dispute_won" or "dispute_lost"."""
         request = pb.ReverseCreditRequest(
             account_id=account_id,
             payment_ref=payment_ref,
             payment_intent=payment_intent,
+            invoice_ref=invoice_ref,
             kind=pb.ReversalKind.Value(f"REVERSAL_KIND_{kind.upper()}"),
             amount_minor=amount_minor,
             reversal_ref=reversal_ref,
@@ -305,19 +308,41 @@ class MeterClient:
         *,
         subscription_ref: str,
         invoice_ref: str,
-        period_start: datetime,
-        period_end: datetime,
+        period_start: datetime | None = None,
+        period_end: datetime | None = None,
         account_id: str = "",
         source_event: WebhookEvent | None = None,
+        amount_minor: int = 0,
+        currency: str = "",
+        lines: Sequence[InvoiceLine] = (),
+        payment_intent: str = "",
     ) -> pb.GrantPeriodAllowanceResponse:
+        """A paid subscription invoice: its `lines`, or without them the paid period."""
         request = pb.GrantPeriodAllowanceRequest(
             subscription_ref=subscription_ref,
             invoice_ref=invoice_ref,
             account_id=account_id,
             source_event=_event(source_event),
+            amount_minor=amount_minor,
+            currency=currency,
+            payment_intent=payment_intent,
         )
         _set_times(request, period_start=period_start, period_end=period_end)
+        for line in lines:
+            message = request.lines.add(
+                proration=line.proration, stripe_price=line.stripe_price, amount_minor=line.amount_minor
+            )
+            if line.period is not None:
+                _set_times(message, period_start=line.period.start, period_end=line.period.end)
         return await self._call(self._stub.GrantPeriodAllowance, request)
+
+    async def link_invoice_payment(
+        self, *, invoice_ref: str, payment_intent: str, source_event: WebhookEvent | None = None
+    ) -> pb.LinkInvoicePaymentResponse:
+        request = pb.LinkInvoicePaymentRequest(
+            invoice_ref=invoice_ref, payment_intent=payment_intent, source_event=_event(source_event)
+        )
+        return await self._call(self._stub.LinkInvoicePayment, request)
 
     async def record_webhook_event(
         self, *, event: WebhookEvent, status: EventStatus, reason: str, account_id: str = ""

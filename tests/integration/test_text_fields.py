@@ -34,7 +34,7 @@ def _text_paths(descriptor: Descriptor, prefix: str = "") -> Iterator[tuple[str,
             if field.message_type.fields_by_name["value"].type == FieldDescriptor.TYPE_STRING:
                 yield path, "value"
         elif field.message_type is not None and not prefix:  # one level of nesting is what we have
-            yield from _text_paths(field.message_type, f"{path}.")
+            yield from _text_paths(field.message_type, f"{path}[0]." if field.is_repeated else f"{path}.")
 
 
 CASES = [(method, path, how) for method in METHODS for path, how in _text_paths(method.input_type)]
@@ -47,7 +47,8 @@ def _request(method: Any, path: str, how: str, account: str) -> Any:
     *parents, name = path.split(".")
     target = request
     for parent in parents:
-        target = getattr(target, parent)
+        name_part, _, _ = parent.partition("[")
+        target = getattr(target, name_part).add() if parent.endswith("[0]") else getattr(target, parent)
     if how == "text":
         setattr(target, name, NUL_TEXT)
     elif how == "list":

@@ -304,15 +304,24 @@ class TestServiceDown:
 
 
 class TestOrdering:
-    async def test_a_refund_before_its_purchase_is_retried_until_the_purchase_lands(self, meter: RunningMeter) -> None:
+    async def test_a_refund_before_its_purchase_waits_and_is_applied_when_it_lands(
+        self, meter: RunningMeter, engine: AsyncEngine
+    ) -> None:
+        """Answered 2xx and stored, never lost: a 503 had Stripe retry for days, and give up on
+        refunds of payments meter never sold."""
         account, intent = new_id(), new_id("pi")
         purchase = paid_checkout(account, pack="pack_100k_tokens", tokens="100000", amount=900, intent=intent)
         refund = TestRefundsAndDisputes.refunded(intent, 900)
         status, body = await deliver(meter.webhook_url, refund)
-        assert (status, body["status"]) == (503, "retry")  # Stripe will deliver it again
+        assert (status, body["status"]) == (200, "pending")
+        assert (await stored(engine, event_id(refund)))[0]["status"] == "pending"
+        assert (await deliver(meter.webhook_url, refund))[1]["status"] == "pending"  # redelivered: still waits
         assert (await deliver(meter.webhook_url, purchase))[1]["status"] == "applied"
-        assert (await deliver(meter.webhook_url, refund))[1]["status"] == "applied"
-        assert (await balance(meter.stub, account)).purchased_remaining == 0
+        assert (await balance(meter.stub, account)).purchased_remaining == 0  # taken back as it landed
+        [row] = await stored(engine, event_id(refund))
+        assert (row["account_id"], row["status"]) == (account, "applied")
+        assert (await deliver(meter.webhook_url, refund))[1]["status"] == "duplicate"
+        assert [e["amount"] for e in await ledger(engine, account) if e["kind"] == "refund"] == [-100_000]
 
 
 class TestCommands:

@@ -1,4 +1,4 @@
-"""Which action each Stripe event maps to, on the shared fixtures (pure, no server)."""
+"""Which action each Stripe event maps to, on the fixtures (pure, no server)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from typing import Any
 import pytest
 from stripe_events import FIXTURES, paid_checkout, raw_fixture, signature
 
-from meter.webhooks.mapping import Credit, Grant, Ignore, Plan, Reject, Reverse, action_for
+from meter.domain.invoices import InvoiceLine
+from meter.domain.periods import Period
+from meter.webhooks.actions import Credit, Ignore, InvoicePaid, PaymentLink, Plan, Reject, Reverse
+from meter.webhooks.mapping import action_for
 from meter.webhooks.verify import NotAnEvent, verified_event
 
 
@@ -19,6 +22,10 @@ def fixture(name: str) -> dict[str, Any]:
 
 def obj(event: dict[str, Any]) -> dict[str, Any]:
     return event["data"]["object"]
+
+
+def at(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 class TestCheckout:
@@ -53,20 +60,34 @@ class TestChargesAndDisputes:
     def test_the_shipped_refund_links_to_no_purchase(self) -> None:
         assert isinstance(action_for(fixture("charge.refunded")), Ignore)
 
-    def test_a_refunded_invoice_payment_is_not_a_pack(self) -> None:
+    def test_a_refunded_invoice_payment_is_reversed_too(self) -> None:
+        """API versions before 2025-03-31 name the invoice on the charge; later ones do not, and
+        the service finds the invoice by its PaymentIntent."""
         event = fixture("charge.refunded")
         obj(event).update(payment_intent="pi_1", amount_refunded=30, invoice="in_1")
-        assert isinstance(action_for(event), Ignore)
+        assert action_for(event) == Reverse("refund", "pi_1", 30, obj(event)["id"], "in_1")
 
-    @pytest.mark.parametrize(("status", "kind"), [("won", "dispute_won"), ("lost", None)])
-    def test_dispute_lifecycle(self, status: str, kind: str | None) -> None:
-        created = fixture("charge.dispute.created")
-        obj(created)["payment_intent"] = "pi_1"
-        assert action_for(created) == Reverse("dispute", "pi_1", 0, obj(created)["id"])
-        closed = {**created, "type": "charge.dispute.closed"}
-        obj(closed)["status"] = status
-        action = action_for(closed)
-        assert (action.kind if isinstance(action, Reverse) else None) == kind
+    @pytest.mark.parametrize(
+        ("kind", "status", "reversal"),
+        [
+            ("charge.dispute.created", "needs_response", "dispute"),
+            ("charge.dispute.created", "warning_needs_response", "dispute"),
+            ("charge.dispute.updated", "under_review", "dispute"),
+            ("charge.dispute.closed", "won", "dispute_won"),
+            ("charge.dispute.closed", "warning_closed", "dispute_won"),
+            ("charge.dispute.closed", "lost", "dispute_lost"),
+            ("charge.dispute.created", "won", "dispute_won"),  # the status counts, not the event type
+        ],
+    )
+    def test_a_dispute_event_maps_by_the_status_it_carries(self, kind: str, status: str, reversal: str) -> None:
+        event = {**fixture("charge.dispute.created"), "type": kind}
+        obj(event).update(payment_intent="pi_1", status=status)
+        assert action_for(event) == Reverse(reversal, "pi_1", 0, obj(event)["id"])
+
+    def test_an_unknown_dispute_status_is_rejected(self) -> None:
+        event = fixture("charge.dispute.created")
+        obj(event).update(payment_intent="pi_1", status="sideways")
+        assert isinstance(action_for(event), Reject)
 
 
 class TestSubscriptionsAndInvoices:
@@ -92,19 +113,60 @@ class TestSubscriptionsAndInvoices:
     def test_the_shipped_invoice_has_no_subscription(self) -> None:
         assert isinstance(action_for(fixture("invoice.paid")), Ignore)
 
-    def test_subscription_invoice_grants_its_line_period(self) -> None:
+    @staticmethod
+    def invoice(*lines: dict[str, Any], metadata: dict[str, str] | None = None) -> dict[str, Any]:
         event = fixture("invoice.paid")
         invoice = obj(event)
+        invoice.update(amount_paid=2000, currency="usd")
         invoice["parent"] = {
             "type": "subscription_details",
-            "subscription_details": {"subscription": "sub_1", "metadata": {"account_id": "acme"}},
+            "subscription_details": {"subscription": "sub_1", "metadata": metadata},
         }
-        line = invoice["lines"]["data"][0]
-        line["period"] = {"start": 1_790_000_000, "end": 1_792_600_000}
-        line["parent"] = {"type": "subscription_item_details", "subscription_item_details": {"subscription": "sub_1"}}
+        template = invoice["lines"]["data"][0]
+        invoice["lines"]["data"] = [json.loads(json.dumps(template)) | line for line in lines]
+        return event
+
+    @staticmethod
+    def line(start: int, end: int, *, proration: bool, price: str, amount: int) -> dict[str, Any]:
+        kind = "invoice_item_details" if proration else "subscription_item_details"
+        return {
+            "period": {"start": start, "end": end},
+            "amount": amount,
+            "pricing": {"type": "price_details", "price_details": {"price": price}},
+            "parent": {"type": kind, kind: {"subscription": "sub_1", "proration": proration}},
+        }
+
+    def test_a_subscription_invoice_lists_its_lines(self) -> None:
+        event = self.invoice(
+            self.line(1_790_000_000, 1_792_600_000, proration=True, price="price_starter_monthly", amount=-500),
+            self.line(1_792_600_000, 1_795_200_000, proration=False, price="price_pro_monthly", amount=2000),
+            metadata={"account_id": "acme"},
+        )
         action = action_for(event)
-        assert isinstance(action, Grant)
-        assert (action.subscription_ref, action.account_id, action.invoice_ref) == ("sub_1", "acme", invoice["id"])
+        assert isinstance(action, InvoicePaid)
+        assert (action.subscription_ref, action.account_id, action.invoice_ref) == ("sub_1", "acme", obj(event)["id"])
+        assert (action.amount_minor, action.currency) == (2000, "usd")
+        assert action.lines == (
+            InvoiceLine(Period(at(1_790_000_000), at(1_792_600_000)), True, "price_starter_monthly", -500),
+            InvoiceLine(Period(at(1_792_600_000), at(1_795_200_000)), False, "price_pro_monthly", 2000),
+        )
+
+    def test_an_invoice_of_a_subscription_meter_did_not_sell_is_ignored(self) -> None:
+        line = self.line(1_790_000_000, 1_792_600_000, proration=False, price="price_x", amount=1)
+        assert isinstance(action_for(self.invoice(line, metadata={"other_product": "x"})), Ignore)
+
+    def test_an_invoice_payment_links_the_payment_intent(self) -> None:
+        payment = {
+            "id": "inpay_1",
+            "object": "invoice_payment",
+            "invoice": "in_1",
+            "status": "paid",
+            "payment": {"type": "payment_intent", "payment_intent": "pi_1"},
+        }
+        event = {"id": "evt_1", "type": "invoice_payment.paid", "data": {"object": payment}}
+        assert action_for(event) == PaymentLink("in_1", "pi_1")
+        payment["payment"] = {"type": "payment_record", "payment_record": "pr_1"}
+        assert isinstance(action_for(event), Ignore)
 
     def test_other_events_are_ignored(self) -> None:
         assert isinstance(action_for({"type": "customer.created", "data": {"object": {}}}), Ignore)

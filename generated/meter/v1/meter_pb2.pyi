@@ -33,6 +33,7 @@ class ReversalKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REVERSAL_KIND_REFUND: _ClassVar[ReversalKind]
     REVERSAL_KIND_DISPUTE: _ClassVar[ReversalKind]
     REVERSAL_KIND_DISPUTE_WON: _ClassVar[ReversalKind]
+    REVERSAL_KIND_DISPUTE_LOST: _ClassVar[ReversalKind]
 
 class EventStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -41,6 +42,7 @@ class EventStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_STATUS_IGNORED: _ClassVar[EventStatus]
     EVENT_STATUS_REJECTED: _ClassVar[EventStatus]
     EVENT_STATUS_DUPLICATE: _ClassVar[EventStatus]
+    EVENT_STATUS_PENDING: _ClassVar[EventStatus]
 
 class ReservationStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -82,11 +84,13 @@ REVERSAL_KIND_UNSPECIFIED: ReversalKind
 REVERSAL_KIND_REFUND: ReversalKind
 REVERSAL_KIND_DISPUTE: ReversalKind
 REVERSAL_KIND_DISPUTE_WON: ReversalKind
+REVERSAL_KIND_DISPUTE_LOST: ReversalKind
 EVENT_STATUS_UNSPECIFIED: EventStatus
 EVENT_STATUS_APPLIED: EventStatus
 EVENT_STATUS_IGNORED: EventStatus
 EVENT_STATUS_REJECTED: EventStatus
 EVENT_STATUS_DUPLICATE: EventStatus
+EVENT_STATUS_PENDING: EventStatus
 RESERVATION_STATUS_UNSPECIFIED: ReservationStatus
 RESERVATION_STATUS_OPEN: ReservationStatus
 RESERVATION_STATUS_COMMITTED: ReservationStatus
@@ -426,7 +430,7 @@ class RateLimits(_message.Message):
     def __init__(self, requests_per_minute: _Optional[int] = ..., tokens_per_minute: _Optional[int] = ..., concurrent_holds: _Optional[int] = ...) -> None: ...
 
 class ReverseCreditRequest(_message.Message):
-    __slots__ = ("account_id", "payment_ref", "payment_intent", "kind", "amount_minor", "reversal_ref", "source_event")
+    __slots__ = ("account_id", "payment_ref", "payment_intent", "kind", "amount_minor", "reversal_ref", "source_event", "invoice_ref")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_REF_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_INTENT_FIELD_NUMBER: _ClassVar[int]
@@ -434,6 +438,7 @@ class ReverseCreditRequest(_message.Message):
     AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
     REVERSAL_REF_FIELD_NUMBER: _ClassVar[int]
     SOURCE_EVENT_FIELD_NUMBER: _ClassVar[int]
+    INVOICE_REF_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     payment_ref: str
     payment_intent: str
@@ -441,7 +446,8 @@ class ReverseCreditRequest(_message.Message):
     amount_minor: int
     reversal_ref: str
     source_event: WebhookEvent
-    def __init__(self, account_id: _Optional[str] = ..., payment_ref: _Optional[str] = ..., payment_intent: _Optional[str] = ..., kind: _Optional[_Union[ReversalKind, str]] = ..., amount_minor: _Optional[int] = ..., reversal_ref: _Optional[str] = ..., source_event: _Optional[_Union[WebhookEvent, _Mapping]] = ...) -> None: ...
+    invoice_ref: str
+    def __init__(self, account_id: _Optional[str] = ..., payment_ref: _Optional[str] = ..., payment_intent: _Optional[str] = ..., kind: _Optional[_Union[ReversalKind, str]] = ..., amount_minor: _Optional[int] = ..., reversal_ref: _Optional[str] = ..., source_event: _Optional[_Union[WebhookEvent, _Mapping]] = ..., invoice_ref: _Optional[str] = ...) -> None: ...
 
 class ReverseCreditResponse(_message.Message):
     __slots__ = ("balance", "reversed_tokens", "unbilled_tokens", "event_status")
@@ -456,20 +462,42 @@ class ReverseCreditResponse(_message.Message):
     def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ..., reversed_tokens: _Optional[int] = ..., unbilled_tokens: _Optional[int] = ..., event_status: _Optional[_Union[EventStatus, str]] = ...) -> None: ...
 
 class GrantPeriodAllowanceRequest(_message.Message):
-    __slots__ = ("subscription_ref", "invoice_ref", "period_start", "period_end", "source_event", "account_id")
+    __slots__ = ("subscription_ref", "invoice_ref", "period_start", "period_end", "source_event", "account_id", "amount_minor", "currency", "lines", "payment_intent")
     SUBSCRIPTION_REF_FIELD_NUMBER: _ClassVar[int]
     INVOICE_REF_FIELD_NUMBER: _ClassVar[int]
     PERIOD_START_FIELD_NUMBER: _ClassVar[int]
     PERIOD_END_FIELD_NUMBER: _ClassVar[int]
     SOURCE_EVENT_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_INTENT_FIELD_NUMBER: _ClassVar[int]
     subscription_ref: str
     invoice_ref: str
     period_start: _timestamp_pb2.Timestamp
     period_end: _timestamp_pb2.Timestamp
     source_event: WebhookEvent
     account_id: str
-    def __init__(self, subscription_ref: _Optional[str] = ..., invoice_ref: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source_event: _Optional[_Union[WebhookEvent, _Mapping]] = ..., account_id: _Optional[str] = ...) -> None: ...
+    amount_minor: int
+    currency: str
+    lines: _containers.RepeatedCompositeFieldContainer[InvoiceLine]
+    payment_intent: str
+    def __init__(self, subscription_ref: _Optional[str] = ..., invoice_ref: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source_event: _Optional[_Union[WebhookEvent, _Mapping]] = ..., account_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[InvoiceLine, _Mapping]]] = ..., payment_intent: _Optional[str] = ...) -> None: ...
+
+class InvoiceLine(_message.Message):
+    __slots__ = ("period_start", "period_end", "proration", "stripe_price", "amount_minor")
+    PERIOD_START_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_END_FIELD_NUMBER: _ClassVar[int]
+    PRORATION_FIELD_NUMBER: _ClassVar[int]
+    STRIPE_PRICE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    period_start: _timestamp_pb2.Timestamp
+    period_end: _timestamp_pb2.Timestamp
+    proration: bool
+    stripe_price: str
+    amount_minor: int
+    def __init__(self, period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., proration: _Optional[bool] = ..., stripe_price: _Optional[str] = ..., amount_minor: _Optional[int] = ...) -> None: ...
 
 class GrantPeriodAllowanceResponse(_message.Message):
     __slots__ = ("balance", "granted", "event_status")
@@ -480,6 +508,24 @@ class GrantPeriodAllowanceResponse(_message.Message):
     granted: bool
     event_status: EventStatus
     def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ..., granted: _Optional[bool] = ..., event_status: _Optional[_Union[EventStatus, str]] = ...) -> None: ...
+
+class LinkInvoicePaymentRequest(_message.Message):
+    __slots__ = ("invoice_ref", "payment_intent", "source_event")
+    INVOICE_REF_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_INTENT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_EVENT_FIELD_NUMBER: _ClassVar[int]
+    invoice_ref: str
+    payment_intent: str
+    source_event: WebhookEvent
+    def __init__(self, invoice_ref: _Optional[str] = ..., payment_intent: _Optional[str] = ..., source_event: _Optional[_Union[WebhookEvent, _Mapping]] = ...) -> None: ...
+
+class LinkInvoicePaymentResponse(_message.Message):
+    __slots__ = ("balance", "event_status")
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_STATUS_FIELD_NUMBER: _ClassVar[int]
+    balance: Balance
+    event_status: EventStatus
+    def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ..., event_status: _Optional[_Union[EventStatus, str]] = ...) -> None: ...
 
 class RecordWebhookEventRequest(_message.Message):
     __slots__ = ("event", "account_id", "status", "reason")

@@ -95,6 +95,11 @@ class MeterServiceStub:
                 request_serializer=meter_dot_v1_dot_meter__pb2.GrantPeriodAllowanceRequest.SerializeToString,
                 response_deserializer=meter_dot_v1_dot_meter__pb2.GrantPeriodAllowanceResponse.FromString,
                 _registered_method=True)
+        self.LinkInvoicePayment = channel.unary_unary(
+                '/meter.v1.MeterService/LinkInvoicePayment',
+                request_serializer=meter_dot_v1_dot_meter__pb2.LinkInvoicePaymentRequest.SerializeToString,
+                response_deserializer=meter_dot_v1_dot_meter__pb2.LinkInvoicePaymentResponse.FromString,
+                _registered_method=True)
         self.RecordWebhookEvent = channel.unary_unary(
                 '/meter.v1.MeterService/RecordWebhookEvent',
                 request_serializer=meter_dot_v1_dot_meter__pb2.RecordWebhookEventRequest.SerializeToString,
@@ -208,18 +213,36 @@ class MeterServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReverseCredit(self, request, context):
-        """ReverseCredit takes a purchase's tokens back: a refund in proportion to the cumulative
+        """ReverseCredit takes a payment's tokens back: a refund in proportion to the cumulative
         refunded amount (only the change since the last reversal of that payment is applied), a
-        dispute freezes the pack's tokens, a won dispute gives them back. Tokens already spent become
-        debt. The purchase is found by payment_ref, or by payment_intent.
+        dispute freezes the payment's tokens while it is open or lost, and gives them back once won,
+        whatever order its events arrive in (a closed dispute stays closed). Tokens already spent
+        become debt. The payment is a pack purchase (found by payment_ref or payment_intent) or a paid
+        subscription invoice (by payment_intent or invoice_ref), whose tokens are the allowance it
+        bought. From the webhook adapter, a reversal of a payment meter has not seen yet is stored and
+        applied when the payment arrives (event status PENDING).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GrantPeriodAllowance(self, request, context):
-        """GrantPeriodAllowance grants a subscription's allowance for a paid billing period (an
-        invoice.paid), once per period however many events say so.
+        """GrantPeriodAllowance records a paid subscription invoice (an invoice.paid). An invoice for a
+        new billing period grants that period's allowance, once per period however many events say
+        so; proration lines never start a period, so an invoice of prorations only grants nothing.
+        Either way meter remembers what the payment bought, for a later refund or dispute of it. From
+        the webhook adapter, an invoice of a subscription meter does not know yet is stored and
+        applied when SetPlan links the subscription (event status PENDING).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LinkInvoicePayment(self, request, context):
+        """LinkInvoicePayment records which PaymentIntent paid a subscription invoice (an
+        invoice_payment.paid), which is how a refund or dispute of that payment finds the invoice
+        (since Stripe API 2025-03-31 a Charge no longer names its invoice). From the webhook adapter,
+        a link to an invoice meter has not recorded yet is stored and applied when it is.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -324,6 +347,11 @@ def add_MeterServiceServicer_to_server(servicer, server):
                     servicer.GrantPeriodAllowance,
                     request_deserializer=meter_dot_v1_dot_meter__pb2.GrantPeriodAllowanceRequest.FromString,
                     response_serializer=meter_dot_v1_dot_meter__pb2.GrantPeriodAllowanceResponse.SerializeToString,
+            ),
+            'LinkInvoicePayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.LinkInvoicePayment,
+                    request_deserializer=meter_dot_v1_dot_meter__pb2.LinkInvoicePaymentRequest.FromString,
+                    response_serializer=meter_dot_v1_dot_meter__pb2.LinkInvoicePaymentResponse.SerializeToString,
             ),
             'RecordWebhookEvent': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordWebhookEvent,
@@ -654,6 +682,33 @@ class MeterService:
             '/meter.v1.MeterService/GrantPeriodAllowance',
             meter_dot_v1_dot_meter__pb2.GrantPeriodAllowanceRequest.SerializeToString,
             meter_dot_v1_dot_meter__pb2.GrantPeriodAllowanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LinkInvoicePayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.MeterService/LinkInvoicePayment',
+            meter_dot_v1_dot_meter__pb2.LinkInvoicePaymentRequest.SerializeToString,
+            meter_dot_v1_dot_meter__pb2.LinkInvoicePaymentResponse.FromString,
             options,
             channel_credentials,
             insecure,

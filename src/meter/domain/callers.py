@@ -36,6 +36,7 @@ ROLES: Mapping[str, frozenset[str] | None] = {
             "ReverseCredit",
             "SetPlan",
             "GrantPeriodAllowance",
+            "LinkInvoicePayment",
             "RecordWebhookEvent",
             "GetWebhookEvent",
         }

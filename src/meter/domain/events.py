@@ -11,6 +11,7 @@ class EventStatus(enum.StrEnum):
     APPLIED = "applied"
     IGNORED = "ignored"
     REJECTED = "rejected"
+    PENDING = "pending"  # waits for the payment, invoice or subscription it refers to
     DUPLICATE = "duplicate"  # never stored: what a repeated delivery is answered
 
 

@@ -13,6 +13,7 @@ from meter.domain.balance import Balance, WarningLevel
 from meter.domain.errors import InvalidField
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
 from meter.domain.holds import HoldStatus
+from meter.domain.invoices import InvoiceLine
 from meter.domain.ledger import EntryKind
 from meter.domain.limits import RateLimits
 from meter.domain.periods import Period
@@ -43,11 +44,13 @@ _EVENT_STATUS = {
     EventStatus.IGNORED: pb.EVENT_STATUS_IGNORED,
     EventStatus.REJECTED: pb.EVENT_STATUS_REJECTED,
     EventStatus.DUPLICATE: pb.EVENT_STATUS_DUPLICATE,
+    EventStatus.PENDING: pb.EVENT_STATUS_PENDING,
 }
 _REVERSALS = {
     pb.REVERSAL_KIND_REFUND: ReversalKind.REFUND,
     pb.REVERSAL_KIND_DISPUTE: ReversalKind.DISPUTE,
     pb.REVERSAL_KIND_DISPUTE_WON: ReversalKind.DISPUTE_WON,
+    pb.REVERSAL_KIND_DISPUTE_LOST: ReversalKind.DISPUTE_LOST,
 }
 
 # Timestamps outside this range are absurd for billing and would overflow Postgres or Python.
@@ -84,6 +87,26 @@ def optional_period(message: object) -> Period | None:
     return Period(start, end)
 
 
+def invoice_lines(request: pb.GrantPeriodAllowanceRequest) -> tuple[InvoiceLine, ...]:
+    """The invoice's lines; without any, period_start and period_end are its billing period."""
+    if not request.lines:
+        period = optional_period(request)
+        if period is None:
+            raise InvalidField("period_start", "the paid period is required (or the invoice's lines)")
+        return (InvoiceLine(period, proration=False, stripe_price="", amount_minor=0),)
+    return tuple(
+        InvoiceLine(_line_period(line, index), line.proration, line.stripe_price, line.amount_minor)
+        for index, line in enumerate(request.lines)
+    )
+
+
+def _line_period(line: pb.InvoiceLine, index: int) -> Period | None:
+    try:
+        return optional_period(line)
+    except InvalidField as refused:
+        raise InvalidField(f"lines[{index}].{refused.metadata['field']}", refused.metadata["problem"]) from None
+
+
 def pool(value: int) -> PoolName:
     try:
         return _POOLS[value]
@@ -95,7 +118,7 @@ def reversal_kind(value: int) -> ReversalKind:
     try:
         return _REVERSALS[value]
     except KeyError:
-        raise InvalidField("kind", "must be REVERSAL_KIND_REFUND, _DISPUTE or _DISPUTE_WON") from None
+        raise InvalidField("kind", "must be REVERSAL_KIND_REFUND, _DISPUTE, _DISPUTE_WON or _DISPUTE_LOST") from None
 
 
 def event_status(value: EventStatus | None) -> int:
@@ -104,7 +127,7 @@ def event_status(value: EventStatus | None) -> int:
 
 def stored_status(value: int) -> EventStatus:
     for status, number in _EVENT_STATUS.items():
-        if number == value and status is not EventStatus.DUPLICATE:
+        if number == value and status in (EventStatus.IGNORED, EventStatus.REJECTED):
             return status
     raise InvalidField("status", "must be EVENT_STATUS_IGNORED or EVENT_STATUS_REJECTED")
 
@@ -152,6 +175,11 @@ def balance(value: Balance) -> pb.Balance:
         used_this_period=value.used_this_period,
         warning_level=_WARNING[value.warning_level],
     )
+
+
+def optional_balance(value: Balance | None) -> pb.Balance | None:
+    """None (the field left unset) while a request waits for what it refers to."""
+    return None if value is None else balance(value)
 
 
 def rate_limits(value: RateLimits) -> pb.RateLimits:

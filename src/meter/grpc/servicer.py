@@ -12,7 +12,7 @@ from meter.service import (
     credits,
     events,
     extend,
-    grants,
+    invoices,
     ledger,
     plans,
     reservations,
@@ -138,18 +138,18 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
         return convert.catalog(self._meter.catalog)
 
     async def ReverseCredit(self, request: pb.ReverseCreditRequest, context: Context) -> pb.ReverseCreditResponse:
-        result = await reversals.reverse_credit(
-            self._meter,
+        reversal = reversals.ReversalRequest(
             kind=convert.reversal_kind(request.kind),
             account_id=request.account_id,
             payment_ref=request.payment_ref,
             payment_intent=request.payment_intent,
+            invoice_ref=request.invoice_ref,
             amount_minor=request.amount_minor,
             reversal_ref=request.reversal_ref,
-            source_event=convert.source_event(request),
         )
+        result = await reversals.reverse_credit(self._meter, reversal, convert.source_event(request))
         return pb.ReverseCreditResponse(
-            balance=convert.balance(result.balance),
+            balance=convert.optional_balance(result.balance),
             reversed_tokens=result.tokens,
             unbilled_tokens=result.unbilled,
             event_status=convert.event_status(result.event_status),
@@ -158,18 +158,33 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
     async def GrantPeriodAllowance(
         self, request: pb.GrantPeriodAllowanceRequest, context: Context
     ) -> pb.GrantPeriodAllowanceResponse:
-        result = await grants.grant_period_allowance(
-            self._meter,
+        paid = invoices.PaidInvoice(
             subscription_ref=request.subscription_ref,
             invoice_ref=request.invoice_ref,
-            period=convert.optional_period(request),
             account_id=request.account_id,
-            source_event=convert.source_event(request),
+            amount_minor=request.amount_minor,
+            currency=request.currency,
+            lines=convert.invoice_lines(request),
+            payment_intent=request.payment_intent,
         )
+        result = await invoices.grant_period_allowance(self._meter, paid, convert.source_event(request))
         return pb.GrantPeriodAllowanceResponse(
-            balance=convert.balance(result.balance),
+            balance=convert.optional_balance(result.balance),
             granted=result.granted,
             event_status=convert.event_status(result.event_status),
+        )
+
+    async def LinkInvoicePayment(
+        self, request: pb.LinkInvoicePaymentRequest, context: Context
+    ) -> pb.LinkInvoicePaymentResponse:
+        result = await invoices.link_invoice_payment(
+            self._meter,
+            invoice_ref=request.invoice_ref,
+            payment_intent=request.payment_intent,
+            source_event=convert.source_event(request),
+        )
+        return pb.LinkInvoicePaymentResponse(
+            balance=convert.optional_balance(result.balance), event_status=convert.event_status(result.event_status)
         )
 
     async def RecordWebhookEvent(

@@ -21,7 +21,7 @@ from meter.domain.errors import (
 from meter.domain.events import EventStatus, WebhookEvent
 from meter.domain.ledger import EntryKind, LedgerEntry
 from meter.domain.pools import PoolName, pool_total, rebalance
-from meter.service import balance_warnings, events
+from meter.service import balance_warnings, events, waiting
 from meter.service.accounts import credit_pool, free_account, locked_current_account, open_account
 from meter.service.context import Meter
 from meter.service.ports import Conflict, Store
@@ -87,6 +87,8 @@ async def _credit(meter: Meter, store: Store, record: dict[str, Any], source_eve
     await credit_pool(
         store, account, EntryKind.PURCHASE, PoolName.PURCHASED, tokens, now, ref=payment_ref, note=record["pack_id"]
     )
+    if record["payment_intent"]:  # a refund or dispute that arrived first is applied now
+        await waiting.release(meter, store, account_id, waiting.payment_intent_key(record["payment_intent"]), now)
     return Credited(await store.balance(account_id), tokens, newly_credited=True, event_status=status)
 
 

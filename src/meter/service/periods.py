@@ -37,7 +37,10 @@ async def begin_period(store: Store, account: Account, now: datetime, *, grant: 
     when those holds settle."""
     rows = await store.lock_buckets(account.account_id)
     period_ref = f"period:{account.period.start.isoformat()}"
-    entries = [LedgerEntry(EntryKind.EXPIRY, PoolName.ALLOWANCE, -pool_total(rows, PoolName.ALLOWANCE), ref=period_ref)]
+    unused = pool_total(rows, PoolName.ALLOWANCE)
+    entries = [LedgerEntry(EntryKind.EXPIRY, PoolName.ALLOWANCE, -unused, ref=period_ref)]
+    # What the period left unused is what a later refund of its invoice takes back from nothing.
+    await store.end_subscription_payments(account.account_id, account.period.start, unused)
     debt_paid = granted = 0
     if grant and account.monthly_allowance:
         allowance = credit(

@@ -25,7 +25,7 @@ from meter.domain.ledger import EntryKind
 from meter.domain.limits import RateLimits
 from meter.domain.periods import Period, absurd, calendar_month, moves_to
 from meter.domain.pools import PoolName
-from meter.service import balance_warnings, events
+from meter.service import balance_warnings, events, waiting
 from meter.service.accounts import credit_pool, locked_current_account, open_account
 from meter.service.context import Meter
 from meter.service.periods import begin_period
@@ -112,12 +112,21 @@ async def _apply(meter: Meter, store: Store, request: PlanRequest, source_event:
     )
     if account is None:
         await open_account(store, wanted, now)
+        await _release_invoices(meter, store, request, now)
         return PlanChange(await store.balance(request.account_id), applied=True, event_status=status)
     account = await locked_current_account(store, account, now)
     if request.event_time and account.plan_event_time and request.event_time < account.plan_event_time:
         return PlanChange(await store.balance(request.account_id), applied=False, event_status=status)
     await _change(store, account, wanted, request, now)
+    await _release_invoices(meter, store, request, now)
     return PlanChange(await store.balance(request.account_id), applied=True, event_status=status)
+
+
+async def _release_invoices(meter: Meter, store: Store, request: PlanRequest, now: datetime) -> None:
+    """Invoices of this subscription that arrived before it was linked are recorded now."""
+    if request.subscription_ref:
+        key = waiting.subscription_key(request.subscription_ref)
+        await waiting.release(meter, store, request.account_id, key, now)
 
 
 def _own_limits(meter: Meter, plan_id: str, limits: RateLimits | None) -> RateLimits | None:

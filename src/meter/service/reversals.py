@@ -1,15 +1,20 @@
-"""ReverseCredit: refunds and disputes take a purchase's tokens back; a won dispute returns them.
+"""ReverseCredit: refunds and disputes take a payment's tokens back; a won dispute returns them.
 
-Tokens are taken from the purchased pool as far as it has them available; what was already
-spent (or is held by calls in flight) becomes debt. Each reversal applies only the change since
-the last one seen for that payment, so repeated and out-of-order events change nothing twice.
+The payment is a pack purchase or a paid subscription invoice (`domain.payments`). Tokens are
+taken from the pool the payment filled as far as it has them available; what was already spent
+(or is held by calls in flight) becomes debt. For an invoice whose period has ended, what its
+period left unused has expired already: that part is taken back from nothing, the rest was spent
+and becomes debt. Each reversal applies only the change since the last one seen for that payment,
+and a closed dispute stays closed, so repeated and out-of-order events change nothing twice.
+
+A reversal of a payment meter has not seen yet, sent by the webhook adapter, waits for it
+(`waiting`) instead of being refused: it is applied in the transaction that records the payment.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -21,134 +26,209 @@ from meter.domain.balance import Balance
 from meter.domain.errors import InvalidField, PaymentNotFound
 from meter.domain.events import EventStatus, WebhookEvent
 from meter.domain.ledger import EntryKind, LedgerEntry
+from meter.domain.payments import Payment, PaymentKey, PaymentKind
 from meter.domain.pools import PoolName, pool_total, rebalance
-from meter.service import balance_warnings, events
+from meter.domain.reversals import DisputeStatus
+from meter.service import balance_warnings, events, waiting
 from meter.service.accounts import credit_pool, locked_current_account
 from meter.service.context import Meter
 from meter.service.ports import Store
+
+MAX_REF_LENGTH = 255
 
 
 class ReversalKind(enum.Enum):
     REFUND = "refund"
     DISPUTE = "dispute"
     DISPUTE_WON = "dispute_won"
+    DISPUTE_LOST = "dispute_lost"
+
+
+_DISPUTE_STATUS = {
+    ReversalKind.DISPUTE: DisputeStatus.OPEN,
+    ReversalKind.DISPUTE_WON: DisputeStatus.WON,
+    ReversalKind.DISPUTE_LOST: DisputeStatus.LOST,
+}
+
+
+@dataclass(frozen=True)
+class ReversalRequest:
+    """What a reversal names: the payment (by one of its refs) and what happened to it."""
+
+    kind: ReversalKind
+    account_id: str = ""
+    payment_ref: str = ""
+    payment_intent: str = ""
+    invoice_ref: str = ""
+    amount_minor: int = 0  # a refund's cumulative refunded amount
+    reversal_ref: str = ""  # the refund or dispute id, on the ledger entries
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self) | {"kind": self.kind.value}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ReversalRequest:
+        return cls(**(data | {"kind": ReversalKind(data["kind"])}))
 
 
 @dataclass(frozen=True)
 class Reversed:
-    balance: Balance
+    balance: Balance | None  # None while the reversal waits for its payment
     tokens: int  # taken back (negative: given back)
     unbilled: int
     event_status: EventStatus | None = None
 
 
-async def reverse_credit(
-    meter: Meter,
-    *,
-    kind: ReversalKind,
-    account_id: str = "",
-    payment_ref: str = "",
-    payment_intent: str = "",
-    amount_minor: int = 0,
-    reversal_ref: str = "",
-    source_event: WebhookEvent | None = None,
-) -> Reversed:
+async def reverse_credit(meter: Meter, request: ReversalRequest, source_event: WebhookEvent | None = None) -> Reversed:
     async def run() -> Reversed:
+        _check(request)
         events.check_event(source_event)
-        if kind is ReversalKind.REFUND:
-            require_tokens("amount_minor", amount_minor, minimum=1, maximum=2**62)
-        if len(reversal_ref) > 255:
-            raise InvalidField("reversal_ref", "at most 255 characters")
-        account, ref = await _payment(meter, account_id, payment_ref, payment_intent)
-        reversed_ = await meter.storage.transaction(
-            lambda store: _reverse(store, account, ref, kind, amount_minor, reversal_ref, source_event)
-        )
-        if reversed_.tokens > 0:
-            metrics.TOKENS_REVERSED.inc(reversed_.tokens)
-        await balance_warnings.announce(meter, reversed_.balance)
-        return reversed_
+        for _ in range(3):  # found, or stored to wait, or (rarely) found while storing: look again
+            key = await meter.storage.transaction(lambda store: _payment_named(store, request))
+            if key is not None:
+                return await _reverse_now(meter, key, request, source_event)
+            if source_event is None or not request.payment_intent:
+                raise PaymentNotFound(**_refs(request))
+            if await meter.storage.transaction(lambda store: _wait(store, request, source_event)):
+                return Reversed(None, 0, 0, EventStatus.PENDING)
+        raise PaymentNotFound(**_refs(request))
 
-    return await events.rejecting(meter, events.event_account(account_id), source_event, run)
+    return await events.rejecting(meter, events.event_account(request.account_id), source_event, run)
 
 
-async def _payment(meter: Meter, account_id: str, payment_ref: str, payment_intent: str) -> tuple[str, str]:
-    """The purchase as (account, payment_ref): named directly, or found by its PaymentIntent."""
-    if payment_ref:
-        ids.idempotency_key(payment_ref, "payment_ref")
-        return ids.account_id(account_id), payment_ref
-    ids.idempotency_key(payment_intent, "payment_intent")
-
-    async def lookup(store: Store) -> tuple[str, str] | None:
-        return await store.purchase_by_intent(payment_intent)
-
-    found = await meter.storage.transaction(lookup)
-    if found is None or (account_id and found[0] != account_id):
-        raise PaymentNotFound(paymentIntent=payment_intent)
-    return found
+def _check(request: ReversalRequest) -> None:
+    if request.kind is ReversalKind.REFUND:
+        require_tokens("amount_minor", request.amount_minor, minimum=1, maximum=2**62)
+    for name in ("payment_intent", "invoice_ref", "reversal_ref"):
+        if len(getattr(request, name)) > MAX_REF_LENGTH:
+            raise InvalidField(name, f"at most {MAX_REF_LENGTH} characters")
+    if request.payment_ref:
+        ids.account_id(request.account_id)
+        ids.idempotency_key(request.payment_ref, "payment_ref")
+    elif not (request.payment_intent or request.invoice_ref):
+        raise InvalidField("payment_intent", "name the payment: payment_ref, payment_intent or invoice_ref")
 
 
-async def _reverse(
-    store: Store,
-    account_id: str,
-    payment_ref: str,
-    kind: ReversalKind,
-    amount_minor: int,
-    reversal_ref: str,
-    source_event: WebhookEvent | None,
+def _refs(request: ReversalRequest) -> dict[str, str]:
+    named = {"paymentRef": request.payment_ref, "paymentIntent": request.payment_intent}
+    return {k: v for k, v in (named | {"invoiceRef": request.invoice_ref}).items() if v}
+
+
+async def _payment_named(store: Store, request: ReversalRequest) -> PaymentKey | None:
+    if request.payment_ref:
+        return PaymentKey(PaymentKind.PACK, request.account_id, request.payment_ref)
+    key = await store.payment_by_intent(request.payment_intent) if request.payment_intent else None
+    if key is None and request.invoice_ref:
+        key = await store.payment_by_invoice(request.invoice_ref)
+    if key is None or (request.account_id and key.account_id != request.account_id):
+        return None
+    return key
+
+
+async def _wait(store: Store, request: ReversalRequest, event: WebhookEvent) -> bool:
+    async def arrived(store: Store) -> bool:
+        return await _payment_named(store, request) is not None
+
+    reason = f"waiting for the payment {request.payment_intent}"
+    key = waiting.payment_intent_key(request.payment_intent)
+    return await waiting.wait_for(store, key, "reversal", request.as_json(), event, arrived, reason)
+
+
+async def _reverse_now(
+    meter: Meter, key: PaymentKey, request: ReversalRequest, source_event: WebhookEvent | None
 ) -> Reversed:
-    account, now = await store.account_state(account_id)
-    if account is None:
-        raise PaymentNotFound(paymentRef=payment_ref)
-    claimed = await events.claim(store, account_id, source_event, now)
-    status = events.status(source_event, claimed)
-    if not claimed:
-        return Reversed(await store.balance(account_id), 0, 0, status)
+    async def work(store: Store) -> Reversed:
+        account, now = await store.account_state(key.account_id)
+        if account is None:
+            raise PaymentNotFound(**_refs(request))
+        claimed = await events.claim(store, key.account_id, source_event, now)
+        status = events.status(source_event, claimed)
+        if not claimed:
+            return Reversed(await store.balance(key.account_id), 0, 0, status)
+        tokens, unbilled = await apply_reversal(store, account, key, request, now)
+        return Reversed(await store.balance(key.account_id), tokens, unbilled, status)
+
+    reversed_ = await meter.storage.transaction(work)
+    if reversed_.tokens > 0:
+        metrics.TOKENS_REVERSED.inc(reversed_.tokens)
+    assert reversed_.balance is not None
+    await balance_warnings.announce(meter, reversed_.balance)
+    return reversed_
+
+
+async def apply_waiting(meter: Meter, store: Store, account_id: str, request: dict[str, Any], now: datetime) -> None:
+    """A stored reversal, now that its payment has arrived (in the payment's transaction)."""
+    reversal = ReversalRequest.from_json(request)
+    key = await _payment_named(store, reversal)
+    account, _ = await store.account_state(account_id)
+    if key is None or key.account_id != account_id or account is None:
+        raise PaymentNotFound(**_refs(reversal))
+    await apply_reversal(store, account, key, reversal, now)
+
+
+async def apply_reversal(
+    store: Store, account: Account, key: PaymentKey, request: ReversalRequest, now: datetime
+) -> tuple[int, int]:
+    """Apply the reversal to the payment: (tokens taken back, of which debt)."""
     account = await locked_current_account(store, account, now)
-    purchase = await store.lock_purchase(account_id, payment_ref)
-    if purchase is None:
-        raise PaymentNotFound(paymentRef=payment_ref)
-    state = _state(purchase)
-    outcome = {
-        ReversalKind.REFUND: lambda: reversals.refund(state, amount_minor),
-        ReversalKind.DISPUTE: lambda: reversals.dispute(state),
-        ReversalKind.DISPUTE_WON: lambda: reversals.dispute_won(state),
-    }[kind]()
-    await store.save_purchase_reversals(account_id, payment_ref, outcome.state)
-    ref = reversal_ref or payment_ref
-    unbilled = 0
+    payment = await store.lock_payment(key)
+    if payment is None:
+        raise PaymentNotFound(**_refs(request))
+    if request.kind is ReversalKind.REFUND:
+        outcome = reversals.refund(payment.state, request.amount_minor)
+    else:
+        outcome = reversals.dispute(payment.state, _DISPUTE_STATUS[request.kind])
+    payment = replace(payment, state=outcome.state, frozen_debt=min(payment.frozen_debt, outcome.state.frozen_tokens))
+    ref, unbilled = request.reversal_ref or key.ref, 0
     if outcome.take > 0:
-        entry_kind = EntryKind.REFUND if kind is ReversalKind.REFUND else EntryKind.DISPUTE_FREEZE
-        unbilled = await _take_back(store, account, outcome.take, entry_kind, ref, now)
+        kind = EntryKind.REFUND if request.kind is ReversalKind.REFUND else EntryKind.DISPUTE_FREEZE
+        payment, unbilled = await _take(store, account, payment, outcome.take, kind, ref, now)
     elif outcome.take < 0:
+        payment = await _give(store, account, payment, -outcome.take, ref, now)
+    await store.save_payment(payment)
+    return outcome.take, unbilled
+
+
+async def _take(
+    store: Store, account: Account, payment: Payment, tokens: int, kind: EntryKind, ref: str, now: datetime
+) -> tuple[Payment, int]:
+    """Take `tokens` back: from the pool the payment filled while it holds them, else (an ended
+    period) from the allowance that period left unused. What neither covers becomes debt."""
+    if payment.bought_current_period(account.period.start):
+        rows = await store.lock_buckets(account.account_id)
+        available = pool_total(rows, payment.pool)
+        taken = min(tokens, available)
+        rebalance(rows, payment.pool, available - taken)
+        await store.write_buckets(account.account_id, rows)
+        entries = [LedgerEntry(kind, payment.pool, -taken, ref=ref, note=payment.key.ref)]
+    else:
+        assert payment.period_start is not None
+        taken = min(tokens, await store.period_cover(account.account_id, payment.period_start))
+        payment = replace(payment, cover_claimed=payment.cover_claimed + taken)
+        entries = []
+    debt = tokens - taken
+    await store.append(account.account_id, [*entries, LedgerEntry(kind, PoolName.DEBT, -debt, ref=ref)], now)
+    if debt:
+        await store.save_account(replace(account, debt=account.debt + debt), now)
+    if kind is EntryKind.DISPUTE_FREEZE:
+        payment = replace(payment, frozen_debt=payment.frozen_debt + debt)
+    return payment, debt
+
+
+async def _give(store: Store, account: Account, payment: Payment, tokens: int, ref: str, now: datetime) -> Payment:
+    """Give frozen tokens back: to the pool the payment filled while its tokens belong there. For
+    an ended period the tokens that left its allowance go back to what it left unused (they would
+    have expired), and the frozen tokens that were debt come back as purchased tokens (paying the
+    debt first: the customer may have paid it since)."""
+    if payment.bought_current_period(account.period.start):
         await credit_pool(
-            store, account, EntryKind.DISPUTE_RELEASE, PoolName.PURCHASED, -outcome.take, now, ref=ref, note=payment_ref
+            store, account, EntryKind.DISPUTE_RELEASE, payment.pool, tokens, now, ref=ref, note=payment.key.ref
         )
-    return Reversed(await store.balance(account_id), outcome.take, unbilled, status)
-
-
-def _state(purchase: Mapping[str, Any]) -> reversals.PurchaseState:
-    return reversals.PurchaseState(
-        tokens=purchase["tokens"],
-        amount_minor=purchase["amount_minor"],
-        refunded_minor=purchase["refunded_minor"],
-        refund_reversed_tokens=purchase["refund_reversed_tokens"],
-        frozen_tokens=purchase["frozen_tokens"],
-    )
-
-
-async def _take_back(store: Store, account: Account, tokens: int, kind: EntryKind, ref: str, now: datetime) -> int:
-    """Remove tokens from the purchased pool; what it lacks becomes debt. Returns the debt added."""
-    rows = await store.lock_buckets(account.account_id)
-    available = pool_total(rows, PoolName.PURCHASED)
-    taken = min(tokens, available)
-    rebalance(rows, PoolName.PURCHASED, available - taken)
-    await store.write_buckets(account.account_id, rows)
-    shortfall = tokens - taken
-    await store.append(
-        account.account_id,
-        [LedgerEntry(kind, PoolName.PURCHASED, -taken, ref=ref), LedgerEntry(kind, PoolName.DEBT, -shortfall, ref=ref)],
-        now,
-    )
-    if shortfall:
-        await store.save_account(replace(account, debt=account.debt + shortfall), now)
-    return shortfall
+    else:
+        if payment.frozen_debt:
+            await credit_pool(
+                store, account, EntryKind.DISPUTE_RELEASE, PoolName.PURCHASED, payment.frozen_debt, now,
+                ref=ref, note=payment.key.ref,
+            )  # fmt: skip
+        payment = replace(payment, cover_claimed=payment.cover_claimed - (tokens - payment.frozen_debt))
+    return replace(payment, frozen_debt=0)

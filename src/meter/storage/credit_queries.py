@@ -1,4 +1,5 @@
-"""Queries on purchases and adjustments: the idempotency records of credits."""
+"""Queries on purchases and adjustments: the idempotency records of credits (what refunds and
+disputes do to a purchase is in payment_queries)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from meter.domain.reversals import PurchaseState
 from meter.storage.queries import Queries
 
 
@@ -29,32 +29,6 @@ class CreditQueries(Queries):
                 now=now,
             )
         )
-
-    async def lock_purchase(self, account_id: str, payment_ref: str) -> Mapping[str, Any] | None:
-        return await self._row(
-            "SELECT * FROM purchases WHERE account_id = :account_id AND payment_ref = :payment_ref FOR NO KEY UPDATE",
-            account_id=account_id,
-            payment_ref=payment_ref,
-        )
-
-    async def save_purchase_reversals(self, account_id: str, payment_ref: str, state: PurchaseState) -> None:
-        await self._execute(
-            "UPDATE purchases SET refunded_minor = :refunded, refund_reversed_tokens = :reversed, "
-            "frozen_tokens = :frozen WHERE account_id = :account_id AND payment_ref = :payment_ref",
-            account_id=account_id,
-            payment_ref=payment_ref,
-            refunded=state.refunded_minor,
-            reversed=state.refund_reversed_tokens,
-            frozen=state.frozen_tokens,
-        )
-
-    async def purchase_by_intent(self, payment_intent: str) -> tuple[str, str] | None:
-        """(account_id, payment_ref): a read across accounts (refunds know only the PaymentIntent)."""
-        row = await self._row(
-            "SELECT account_id, payment_ref FROM purchases WHERE payment_intent = :intent LIMIT 1",
-            intent=payment_intent,
-        )
-        return (row["account_id"], row["payment_ref"]) if row else None
 
     async def adjustment(self, account_id: str, request_id: str) -> Mapping[str, Any] | None:
         return await self._row(

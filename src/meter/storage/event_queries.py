@@ -50,6 +50,21 @@ class EventQueries(Queries):
         )
         return EventStatus(row["status"]) if row else EventStatus.DUPLICATE
 
+    async def adopt_event(
+        self, account_id: str, event_id: str, status: EventStatus, reason: str | None, now: datetime
+    ) -> None:
+        """A pending event (stored under no account) becomes the account's, applied or rejected,
+        in the transaction that applies what it waited for."""
+        await self._execute(
+            "UPDATE webhook_events SET account_id = :account_id, status = :status, reason = :reason, "
+            "updated_at = :now WHERE account_id = '' AND event_id = :event_id AND status = 'pending'",
+            account_id=account_id,
+            event_id=event_id,
+            status=status.value,
+            reason=reason,
+            now=now,
+        )
+
     async def stored_event(self, event_id: str) -> StoredEvent | None:
         row = await self._row("SELECT * FROM webhook_events WHERE event_id = :event_id LIMIT 1", event_id=event_id)
         return _stored(row) if row else None

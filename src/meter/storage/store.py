@@ -23,7 +23,9 @@ from meter.storage.credit_queries import CreditQueries
 from meter.storage.event_queries import EventQueries
 from meter.storage.hold_queries import HoldQueries, balance_from_row
 from meter.storage.ledger_queries import LedgerQueries
+from meter.storage.payment_queries import PaymentQueries
 from meter.storage.usage_queries import ANNOUNCED_LEVELS, UsageQueries
+from meter.storage.waiting_queries import WaitingQueries
 
 
 class PostgresStore(
@@ -31,6 +33,8 @@ class PostgresStore(
     BucketQueries,
     HoldQueries,
     CreditQueries,
+    PaymentQueries,
+    WaitingQueries,
     EventQueries,
     LedgerQueries,
     UsageQueries,

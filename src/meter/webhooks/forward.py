@@ -13,7 +13,7 @@ import grpc
 
 from meter.client import MeterClient, MeterRpcError, event_status
 from meter.domain.events import EventStatus, WebhookEvent
-from meter.webhooks.mapping import Action, Credit, Grant, Ignore, Plan, Reject, Reverse
+from meter.webhooks.actions import Action, Credit, Ignore, InvoicePaid, PaymentLink, Plan, Reject, Reverse
 
 _FINAL_REFUSALS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS})
 
@@ -21,7 +21,7 @@ _FINAL_REFUSALS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.A
 @dataclass(frozen=True)
 class Outcome:
     http_status: int
-    status: str  # applied | duplicate | ignored | rejected | retry
+    status: str  # applied | duplicate | ignored | rejected | pending | retry
     reason: str = ""
 
 
@@ -62,6 +62,7 @@ async def _call(client: MeterClient, action: Action, event: WebhookEvent) -> Out
             amount_minor=action.amount_minor,
             reversal_ref=action.reversal_ref,
             source_event=event,
+            invoice_ref=action.invoice_ref,
         )
         return _done(reversed_.event_status)
     if isinstance(action, Plan):
@@ -78,13 +79,20 @@ async def _call(client: MeterClient, action: Action, event: WebhookEvent) -> Out
             stripe_prices=action.stripe_prices,
         )
         return _done(planned.event_status)
-    assert isinstance(action, Grant)
+    if isinstance(action, PaymentLink):
+        linked = await client.link_invoice_payment(
+            invoice_ref=action.invoice_ref, payment_intent=action.payment_intent, source_event=event
+        )
+        return _done(linked.event_status)
+    assert isinstance(action, InvoicePaid)
     granted = await client.grant_period_allowance(
         subscription_ref=action.subscription_ref,
         invoice_ref=action.invoice_ref,
-        period_start=action.period[0],
-        period_end=action.period[1],
         account_id=action.account_id,
+        amount_minor=action.amount_minor,
+        currency=action.currency,
+        lines=action.lines,
+        payment_intent=action.payment_intent,
         source_event=event,
     )
     return _done(granted.event_status)

@@ -6,80 +6,44 @@ on the fixtures alone.
 | checkout.session.completed, metadata.type=token_pack_purchase, payment_status=paid | Credit |
 | checkout.session.completed, not yet paid | Ignore (async_payment_succeeded will credit) |
 | checkout.session.async_payment_succeeded | Credit (same payment_ref: credited once) |
-| charge.refunded | Reverse refund, by cumulative amount_refunded |
-| charge.dispute.created / charge.dispute.closed (won) | Reverse dispute / dispute_won |
-| customer.subscription.created / updated | Plan (plan and billing period) |
+| charge.refunded | Reverse refund (of a pack or an invoice), by cumulative amount_refunded |
+| charge.dispute.created / updated / closed | Reverse dispute / dispute_won / dispute_lost, by status |
+| customer.subscription.created / updated | Plan (the plan its price is sold as, its period) |
 | customer.subscription.deleted | Plan free, allowance ends now |
-| invoice.paid for a subscription period | Grant that period's allowance |
+| invoice.paid of a subscription | InvoicePaid (its lines: a new period's allowance, or prorations) |
+| invoice_payment.paid | PaymentLink (the PaymentIntent a refund of the invoice will name) |
 | anything else | Ignore |
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from meter.webhooks import reading
+from meter.webhooks.actions import Action, Credit, Ignore, Plan, Reject, Reverse
+from meter.webhooks.invoice_events import invoice_paid, invoice_payment_paid
 from meter.webhooks.reading import Malformed
 
 TOKEN_PACK_PURCHASE = "token_pack_purchase"
 FREE_PLAN = "free"
-
-
-@dataclass(frozen=True)
-class Credit:
-    account_id: str
-    pack_id: str
-    tokens: int
-    amount_minor: int
-    currency: str
-    payment_ref: str
-    payment_intent: str
-
-
-@dataclass(frozen=True)
-class Reverse:
-    kind: str  # "refund" | "dispute" | "dispute_won"
-    payment_intent: str
-    amount_minor: int
-    reversal_ref: str
-
-
-@dataclass(frozen=True)
-class Plan:
-    account_id: str
-    plan_id: str  # as the metadata names it ("" when it does not): the service checks it
-    period: tuple[datetime, datetime] | None
-    subscription_ref: str
-    event_time: datetime
-    expire_allowance_now: bool = False
-    stripe_prices: tuple[str, ...] = ()  # what the subscription is sold at: its plan
-
-
-@dataclass(frozen=True)
-class Grant:
-    subscription_ref: str
-    invoice_ref: str
-    period: tuple[datetime, datetime]
-    account_id: str
-
-
-@dataclass(frozen=True)
-class Ignore:
-    reason: str
-    account_id: str = ""
-
-
-@dataclass(frozen=True)
-class Reject:
-    """Authentic, but unusable as sent (e.g. malformed metadata): stored as rejected."""
-
-    reason: str
-    account_id: str = ""
-
-
-Action = Credit | Reverse | Plan | Grant | Ignore | Reject
+# A dispute's Stripe status, as meter keeps it: open freezes, won gives back, lost keeps taken.
+DISPUTE_KINDS = {
+    "warning_needs_response": "dispute",
+    "warning_under_review": "dispute",
+    "needs_response": "dispute",
+    "under_review": "dispute",
+    "warning_closed": "dispute_won",  # an inquiry that never became a chargeback
+    "prevented": "dispute_won",  # settled by a refund instead (charge.refunded takes the tokens)
+    "won": "dispute_won",
+    "lost": "dispute_lost",
+}
+DISPUTE_EVENTS = ("charge.dispute.created", "charge.dispute.updated", "charge.dispute.closed")
+SUBSCRIPTION_EVENTS = (
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+)
 
 
 def action_for(event: dict[str, Any]) -> Action:
@@ -109,13 +73,15 @@ def _action(event: dict[str, Any]) -> Action:
         return _checkout(obj)
     if kind == "charge.refunded":
         return _refund(obj)
-    if kind in ("charge.dispute.created", "charge.dispute.closed"):
-        return _dispute(kind, obj)
-    if kind in ("customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted"):
+    if kind in DISPUTE_EVENTS:
+        return _dispute(obj)
+    if kind in SUBSCRIPTION_EVENTS:
         return _subscription(kind, obj, reading.timestamp(event, "created"))
     if kind == "invoice.paid":
-        return _invoice(obj)
-    return Ignore(f"{kind} is not handled")
+        return invoice_paid(obj)
+    if kind == "invoice_payment.paid":
+        return invoice_payment_paid(obj)
+    return Ignore(f"{kind} is not handled"[:200])
 
 
 def _checkout(session: dict[str, Any]) -> Action:
@@ -139,26 +105,26 @@ def _checkout(session: dict[str, Any]) -> Action:
 
 
 def _refund(charge: dict[str, Any]) -> Action:
-    if charge.get("invoice"):
-        return Ignore("refund of an invoice payment, not of a token pack")
+    """A refund of a pack or of a subscription invoice: the service finds which."""
     intent = reading.ref(charge, "payment_intent")
     if not intent:
-        return Ignore("charge has no payment_intent: not a Checkout purchase")
+        return Ignore("charge has no payment_intent: not paid through Checkout or an invoice")
     refunded = reading.whole(charge, "amount_refunded")
     if refunded == 0:
         return Ignore("charge.refunded with nothing refunded")
-    return Reverse("refund", intent, refunded, reading.text(charge, "id"))
+    return Reverse("refund", intent, refunded, reading.text(charge, "id"), reading.ref(charge, "invoice"))
 
 
-def _dispute(kind: str, dispute: dict[str, Any]) -> Action:
+def _dispute(dispute: dict[str, Any]) -> Action:
+    """Every dispute event carries the dispute's status: the state it implies is what counts,
+    whatever order the events come in."""
     intent = reading.ref(dispute, "payment_intent")
     if not intent:
-        return Ignore("dispute has no payment_intent: not a Checkout purchase")
-    if kind == "charge.dispute.created":
-        return Reverse("dispute", intent, 0, reading.text(dispute, "id"))
-    if dispute.get("status") == "won":
-        return Reverse("dispute_won", intent, 0, reading.text(dispute, "id"))
-    return Ignore(f"dispute closed as {dispute.get('status')!r}: the frozen tokens stay frozen"[:200])
+        return Ignore("dispute has no payment_intent: not paid through Checkout or an invoice")
+    status = reading.text(dispute, "status")
+    if status not in DISPUTE_KINDS:
+        raise Malformed(f"dispute status {status[:50]!r} is not one Stripe documents")
+    return Reverse(DISPUTE_KINDS[status], intent, 0, reading.text(dispute, "id"))
 
 
 def _subscription(kind: str, subscription: dict[str, Any], created: datetime) -> Action:
@@ -186,22 +152,3 @@ def _subscription_period(subscription: dict[str, Any], items: list[dict[str, Any
         if found is not None:
             return found
     return None
-
-
-def _invoice(invoice: dict[str, Any]) -> Action:
-    parent = reading.mapping(invoice, "parent")
-    details = reading.mapping(parent, "subscription_details") if parent.get("type") == "subscription_details" else {}
-    ref = reading.ref(invoice, "subscription") or reading.ref(details, "subscription")
-    if not ref:
-        return Ignore("invoice.paid without a subscription")
-    account = reading.text(reading.mapping(details, "metadata"), "account_id")
-    for line in reading.listed(invoice, "lines"):
-        parent = reading.mapping(line, "parent")
-        if (
-            line.get("subscription") == ref
-            or reading.mapping(parent, "subscription_item_details").get("subscription") == ref
-        ):
-            period = reading.period(reading.mapping(line, "period"), "start", "end")
-            if period is not None:
-                return Grant(ref, reading.text(invoice, "id"), period, account)
-    return Reject("invoice.paid has no subscription line with a period", account)

@@ -61,6 +61,14 @@ def whole(obj: dict[str, Any], key: str, *, maximum: int = MAX_MINOR) -> int:
     return value
 
 
+def signed(obj: dict[str, Any], key: str) -> int:
+    """A whole number from -MAX_MINOR to MAX_MINOR (a line's amount is negative for a credit)."""
+    value = obj.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not -MAX_MINOR <= value <= MAX_MINOR:
+        raise Malformed(f"{key} must be a whole number from -{MAX_MINOR} to {MAX_MINOR}")
+    return value
+
+
 def digits(obj: dict[str, Any], key: str) -> int:
     """A whole number written as a string of ASCII digits (Stripe metadata values are strings)."""
     value = obj.get(key)

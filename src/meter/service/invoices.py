@@ -1,0 +1,266 @@
+"""GrantPeriodAllowance and LinkInvoicePayment: what a paid subscription invoice does.
+
+An invoice that pays for a new billing period grants that period's allowance, once however many
+events say so: the period is its first line that is not a proration (`domain.invoices`), and a
+paid period that is current or later than the account's replaces it (`periods.moves_to`). An
+invoice of prorations only (an upgrade invoiced at once) grants nothing: SetPlan granted the
+upgrade already, and a proration never refills a period.
+
+Every invoice recorded remembers what its payment bought (the allowance it granted, or for
+prorations the allowance the upgrade added), so that a refund or dispute of it can take that back
+(`reversals`). Since Stripe API 2025-03-31 a refunded charge no longer names its invoice; the
+invoice's PaymentIntent comes from an invoice_payment.paid (LinkInvoicePayment), or from the
+invoice itself in older API versions.
+
+An invoice of a subscription no account is linked to yet, or the payment of an invoice not
+recorded yet, waits (`waiting`) when it comes from the webhook adapter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from meter.domain import ids
+from meter.domain.accounts import Account
+from meter.domain.amounts import require_tokens
+from meter.domain.balance import Balance
+from meter.domain.errors import InvalidField, PaymentNotFound, SubscriptionNotFound
+from meter.domain.events import EventStatus, WebhookEvent
+from meter.domain.invoices import InvoiceLine, billing_line, period_tokens, proration_tokens
+from meter.domain.periods import Period, absurd, moves_to
+from meter.service import events, waiting
+from meter.service.accounts import locked_current_account
+from meter.service.context import Meter
+from meter.service.periods import begin_period
+from meter.service.ports import Store
+
+MAX_LINES = 100
+MAX_REF_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class PaidInvoice:
+    subscription_ref: str
+    invoice_ref: str
+    account_id: str = ""  # when the invoice names it (the subscription's metadata)
+    amount_minor: int = 0
+    currency: str = ""
+    lines: tuple[InvoiceLine, ...] = ()
+    payment_intent: str = ""  # when the invoice names it
+
+    def as_json(self) -> dict[str, Any]:
+        lines = [
+            {
+                "period": [line.period.start.isoformat(), line.period.end.isoformat()] if line.period else None,
+                "proration": line.proration,
+                "stripe_price": line.stripe_price,
+                "amount_minor": line.amount_minor,
+            }
+            for line in self.lines
+        ]
+        return {**self.__dict__, "lines": lines}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PaidInvoice:
+        lines = tuple(
+            InvoiceLine(
+                Period(*map(datetime.fromisoformat, line["period"])) if line["period"] else None,
+                line["proration"],
+                line["stripe_price"],
+                line["amount_minor"],
+            )
+            for line in data["lines"]
+        )
+        return cls(**(data | {"lines": lines}))
+
+
+@dataclass(frozen=True)
+class PeriodGrant:
+    balance: Balance | None  # None while the invoice waits for its subscription
+    granted: bool
+    event_status: EventStatus | None = None
+
+
+async def grant_period_allowance(
+    meter: Meter, paid: PaidInvoice, source_event: WebhookEvent | None = None
+) -> PeriodGrant:
+    async def run() -> PeriodGrant:
+        _check(paid)
+        events.check_event(source_event)
+        for _ in range(3):  # linked, or stored to wait, or (rarely) linked while storing: look again
+            account_id = await meter.storage.transaction(lambda store: _subscriber(store, paid))
+            if account_id is not None:
+                return await _record_now(meter, account_id, paid, source_event)
+            if source_event is None:
+                break
+            if await meter.storage.transaction(lambda store: _wait_for_subscription(store, paid, source_event)):
+                return PeriodGrant(None, False, EventStatus.PENDING)
+        raise SubscriptionNotFound(paid.subscription_ref)
+
+    return await events.rejecting(meter, events.event_account(paid.account_id), source_event, run)
+
+
+def _check(paid: PaidInvoice) -> None:
+    ids.idempotency_key(paid.subscription_ref, "subscription_ref")
+    ids.idempotency_key(paid.invoice_ref, "invoice_ref")
+    if paid.account_id:
+        ids.account_id(paid.account_id)
+    require_tokens("amount_minor", paid.amount_minor, minimum=0, maximum=2**62)
+    if len(paid.currency) > 16 or len(paid.payment_intent) > MAX_REF_LENGTH:
+        raise InvalidField("currency" if len(paid.currency) > 16 else "payment_intent", "too long")
+    if len(paid.lines) > MAX_LINES:
+        raise InvalidField("lines", f"at most {MAX_LINES}")
+    if billing_line(paid.lines) is None and not any(line.proration for line in paid.lines):
+        raise InvalidField("period_start", "the invoice has no billing period and no proration")
+
+
+async def _subscriber(store: Store, paid: PaidInvoice) -> str | None:
+    """The account the subscription is linked to (the one the invoice names, if it names one)."""
+    if not paid.account_id:
+        return await store.account_by_subscription(paid.subscription_ref)
+    account, _ = await store.account_state(paid.account_id)
+    return paid.account_id if account and account.subscription_ref == paid.subscription_ref else None
+
+
+async def _wait_for_subscription(store: Store, paid: PaidInvoice, event: WebhookEvent) -> bool:
+    async def arrived(store: Store) -> bool:
+        return await _subscriber(store, paid) is not None
+
+    key, reason = (
+        waiting.subscription_key(paid.subscription_ref),
+        f"waiting for the subscription {paid.subscription_ref}",
+    )
+    return await waiting.wait_for(store, key, "invoice", paid.as_json(), event, arrived, reason)
+
+
+async def _record_now(
+    meter: Meter, account_id: str, paid: PaidInvoice, source_event: WebhookEvent | None
+) -> PeriodGrant:
+    async def work(store: Store) -> PeriodGrant:
+        account, now = await store.account_state(account_id)
+        if account is None:
+            raise SubscriptionNotFound(paid.subscription_ref)
+        claimed = await events.claim(store, account_id, source_event, now)
+        granted = claimed and await record_invoice(meter, store, account, paid, now)
+        return PeriodGrant(await store.balance(account_id), granted, events.status(source_event, claimed))
+
+    return await meter.storage.transaction(work)
+
+
+async def apply_waiting_invoice(
+    meter: Meter, store: Store, account_id: str, request: dict[str, Any], now: datetime
+) -> None:
+    """A stored invoice, now that SetPlan linked its subscription (in that transaction)."""
+    account, _ = await store.account_state(account_id)
+    assert account is not None
+    await record_invoice(meter, store, account, PaidInvoice.from_json(request), now)
+
+
+async def record_invoice(meter: Meter, store: Store, account: Account, paid: PaidInvoice, now: datetime) -> bool:
+    """Record the invoice, granting its period's allowance if it pays for a new one; True if it
+    granted. Then whatever waited for this invoice (or its payment) is applied."""
+    if account.subscription_ref != paid.subscription_ref or (paid.account_id and paid.account_id != account.account_id):
+        raise SubscriptionNotFound(paid.subscription_ref)
+    line = billing_line(paid.lines)
+    period = line.period if line is not None else None
+    if period is not None and (problem := absurd(period, now)):
+        raise InvalidField("period_start", problem)
+    if await store.subscription_payment(account.account_id, paid.invoice_ref) is not None:
+        return False  # recorded before, under another event
+    account = await locked_current_account(store, account, now)
+    granted, tokens = False, 0
+    if line is not None and period is not None:
+        granted = moves_to(account.period, period, now) or (period == account.period and not account.allowance_granted)
+        if granted:
+            account = await begin_period(store, replace(account, period=period), now, grant=True)
+            tokens = period_tokens(line, account.monthly_allowance, meter.catalog.allowance_sold_at)
+    elif all(line.period is None or _within(line.period, account.period) for line in paid.lines if line.proration):
+        tokens = proration_tokens(paid.lines, meter.catalog.allowance_sold_at)
+    paid_for = period if period is not None else account.period
+    record = {
+        "account_id": account.account_id,
+        "invoice_ref": paid.invoice_ref,
+        "subscription_ref": paid.subscription_ref,
+        "period_start": paid_for.start,
+        "period_end": paid_for.end,
+        "proration": period is None,
+        "amount_minor": paid.amount_minor,
+        "currency": paid.currency.lower(),
+        "tokens": tokens,
+        "payment_intent": paid.payment_intent or None,
+    }
+    await store.insert_subscription_payment(record, now)
+    await waiting.release(meter, store, account.account_id, waiting.invoice_key(paid.invoice_ref), now)
+    if paid.payment_intent:
+        await waiting.release(meter, store, account.account_id, waiting.payment_intent_key(paid.payment_intent), now)
+    return granted
+
+
+def _within(line: Period, period: Period) -> bool:
+    """A proration of this period: it ends inside it (Stripe prorates [change, period end))."""
+    return period.start < line.end <= period.end
+
+
+@dataclass(frozen=True)
+class Linked:
+    balance: Balance | None  # None while the link waits for its invoice
+    event_status: EventStatus | None = None
+
+
+async def link_invoice_payment(
+    meter: Meter, *, invoice_ref: str, payment_intent: str, source_event: WebhookEvent | None = None
+) -> Linked:
+    async def run() -> Linked:
+        ids.idempotency_key(invoice_ref, "invoice_ref")
+        ids.idempotency_key(payment_intent, "payment_intent")
+        events.check_event(source_event)
+        for _ in range(3):
+            key = await meter.storage.transaction(lambda store: store.payment_by_invoice(invoice_ref))
+            if key is not None:
+                return await _link_now(meter, key.account_id, request, source_event)
+            if source_event is None:
+                break
+            if await meter.storage.transaction(lambda store: _wait_for_invoice(store, request, source_event)):
+                return Linked(None, EventStatus.PENDING)
+        raise PaymentNotFound(invoiceRef=invoice_ref)
+
+    request = {"invoice_ref": invoice_ref, "payment_intent": payment_intent}
+    return await events.rejecting(meter, "", source_event, run)
+
+
+async def _wait_for_invoice(store: Store, request: dict[str, str], event: WebhookEvent) -> bool:
+    async def arrived(store: Store) -> bool:
+        return await store.payment_by_invoice(request["invoice_ref"]) is not None
+
+    key, reason = waiting.invoice_key(request["invoice_ref"]), f"waiting for the invoice {request['invoice_ref']}"
+    return await waiting.wait_for(store, key, "payment_link", request, event, arrived, reason)
+
+
+async def _link_now(
+    meter: Meter, account_id: str, request: dict[str, str], source_event: WebhookEvent | None
+) -> Linked:
+    async def work(store: Store) -> Linked:
+        _, now = await store.account_state(account_id)
+        claimed = await events.claim(store, account_id, source_event, now)
+        if claimed:
+            await apply_waiting_link(meter, store, account_id, request, now)
+        return Linked(await store.balance(account_id), events.status(source_event, claimed))
+
+    return await meter.storage.transaction(work)
+
+
+async def apply_waiting_link(
+    meter: Meter, store: Store, account_id: str, request: dict[str, Any], now: datetime
+) -> None:
+    """Tie the PaymentIntent to the invoice, then apply the reversals that waited for it."""
+    account, _ = await store.account_state(account_id)
+    assert account is not None
+    await locked_current_account(store, account, now)
+    linked = await store.link_payment_intent(account_id, request["invoice_ref"], request["payment_intent"])
+    if linked is None:
+        raise PaymentNotFound(invoiceRef=request["invoice_ref"])
+    if linked != request["payment_intent"]:
+        raise InvalidField("payment_intent", f"the invoice was paid by {linked}; one PaymentIntent per invoice")
+    await waiting.release(meter, store, account_id, waiting.payment_intent_key(linked), now)
