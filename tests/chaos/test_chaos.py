@@ -31,7 +31,8 @@ async def test_no_fault_loses_or_double_counts_a_token(tmp_path: Path) -> None:
         assert scenario.checks > 1000, scenario
         if scenario.name in FAULTS:
             assert scenario.faults == 1 and scenario.recovery_seconds is not None, scenario
-    for kind in ("reserve", "commit", "release", "extend", "balance", "adjust", "purchase", "refund"):
+    stripe_flows = ("dispute", "subscription", "invoice", "invoice_payment", "sub_refund")
+    for kind in ("reserve", "commit", "release", "extend", "balance", "adjust", "purchase", "refund", *stripe_flows):
         assert report.operations[kind]["acked"] > 0, (kind, report.operations)
     # Late and repeated calls were refused for the right reasons, not just acknowledged.
     assert report.operations["commit"]["refused"] + report.operations["release"]["refused"] > 0

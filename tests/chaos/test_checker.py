@@ -4,22 +4,28 @@ balance are all reported."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from meter.chaos import checker
+from meter.chaos import billing, checker
 from meter.chaos.history import History
 from meter.chaos.workload import Settings, Workload
 from support import WEBHOOK_SECRET, RunningMeter
 
 
-async def _short_run(meter: RunningMeter) -> tuple[History, Workload]:
+async def _short_run(
+    meter: RunningMeter, then: Callable[[Workload], Awaitable[None]] | None = None
+) -> tuple[History, Workload]:
     history = History()
     workload = Workload(
         history, [meter.address], meter.webhook_url, WEBHOOK_SECRET, Settings(hot_accounts=1, cold_accounts=2), seed=3
     )
     await workload.fund()
     await workload.client(lambda: len(history.ops) >= 150)
+    if then is not None:
+        await then(workload)
     await workload.close()
     assert not workload.bugs
     return history, workload
@@ -65,4 +71,48 @@ async def test_a_double_credit_the_audit_cannot_see_is_found(meter: RunningMeter
     assert ("ledger = model", bought.account) in found
     assert any(v.check == "adjust" and "adj-never-applied" in v.detail for v in findings.violations)
     assert ("admission", bought.account) in found
+    assert not any(v.check == "audit" for v in findings.violations)
+
+
+async def test_a_refilled_allowance_and_a_frozen_won_dispute_are_found(
+    meter: RunningMeter, engine: AsyncEngine
+) -> None:
+    """The Stripe flows' checks are not vacuous either: a second grant in a subscriber's period
+    (what a proration invoice used to do) and tokens left frozen by a won dispute are reported,
+    though balances and ledger agree."""
+
+    async def subscribe_and_win_a_dispute(workload: Workload) -> None:
+        await billing.subscribe(workload)
+        while not any(op.args.get("status") == "won" and op.acked for op in workload.history.of("dispute")):
+            await billing.dispute(workload)
+
+    history, workload = await _short_run(meter, subscribe_and_win_a_dispute)
+    assert (await checker.check(engine, history, workload.accounts)).violations == []
+    subscriber = workload.subscribers[-1]
+    won = next(op for op in history.of("dispute") if op.args["status"] == "won" and op.acked)
+    async with engine.begin() as connection:
+        for account, kind, pool, amount, ref in (
+            (subscriber, "subscription_grant", "allowance", 500_000, "period:again"),
+            (won.account, "dispute_freeze", "purchased", -1000, won.args["dispute"]),
+        ):
+            await connection.execute(
+                text(
+                    "INSERT INTO ledger_entries (account_id, created_at, caller, kind, pool, amount, ref) "
+                    "VALUES (:a, now(), 'test', :kind, :pool, :amount, :ref)"
+                ),
+                {"a": account, "kind": kind, "pool": pool, "amount": amount, "ref": ref},
+            )
+            await connection.execute(
+                text(
+                    "UPDATE buckets SET available = available + :amount "
+                    "WHERE account_id = :a AND pool = :pool AND bucket = 0"
+                ),
+                {"a": account, "pool": pool, "amount": amount},
+            )
+
+    findings = await checker.check(engine, history, workload.accounts)
+
+    found = {(v.check, v.account) for v in findings.violations}
+    assert ("allowance", subscriber) in found
+    assert ("dispute", won.account) in found
     assert not any(v.check == "audit" for v in findings.violations)

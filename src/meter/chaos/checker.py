@@ -18,11 +18,12 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from meter.chaos import subscriber_checks
+from meter.chaos.billing import PACK
 from meter.chaos.history import History, Op, Outcome
-from meter.chaos.workload import PACK
 from meter.storage.audit import audit
 
-EXPLAINED_KINDS = {"usage", "purchase", "adjustment", "refund", "debt_payment"}
+EXPLAINED_KINDS = {"usage", "purchase", "adjustment", "refund", "debt_payment", "dispute_freeze", "dispute_release"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class _Database:
     purchases: dict[str, dict[str, Any]]  # payment_ref -> row
     purchase_rows: int
     adjustments: dict[tuple[str, str], int]  # (account, request_id) -> delta
+    invoices: dict[str, dict[str, Any]]  # invoice_ref -> subscription_payments row
 
 
 @dataclass
@@ -95,13 +97,18 @@ async def _read(engine: AsyncEngine, accounts: list[str] | None) -> _Database:
             dict(r)
             for r in (
                 await c.execute(
-                    text("SELECT account_id, payment_ref, tokens, refunded_minor FROM purchases" + scope), params
+                    text(
+                        "SELECT account_id, payment_ref, tokens, refunded_minor, frozen_tokens, dispute_status "
+                        "FROM purchases" + scope
+                    ),
+                    params,
                 )
             ).mappings()
         ]
         adjustments = (
             await c.execute(text("SELECT account_id, request_id, delta FROM adjustments" + scope), params)
         ).all()
+        invoices = (await c.execute(text("SELECT * FROM subscription_payments" + scope), params)).mappings().all()
         await c.rollback()
     return _Database(
         hold_rows,
@@ -109,6 +116,7 @@ async def _read(engine: AsyncEngine, accounts: list[str] | None) -> _Database:
         {p["payment_ref"]: p for p in purchases},
         len(purchases),
         {(a, k): d for a, k, d in adjustments},
+        {row["invoice_ref"]: dict(row) for row in invoices},
     )
 
 
@@ -122,32 +130,36 @@ async def check(engine: AsyncEngine, history: History, accounts: list[str] | Non
     by_key: dict[tuple[str, str], list[Op]] = defaultdict(list)
     for op in history.ops:
         by_key[(op.kind, op.key)].append(op)
+    subscribers = {op.account for op in history.ops if op.kind in subscriber_checks.KINDS}
     entries: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)  # (kind, ref) -> entries
     for entry in db.ledger:
         entries[(entry["kind"], entry["reservation_id"] or entry["ref"] or "")].append(entry)
-        found.expect(entry["kind"] in EXPLAINED_KINDS, "ledger", entry["account_id"], f"unexpected entry {entry}")
+        explained = subscriber_checks.EXPLAINED_KINDS if entry["account_id"] in subscribers else EXPLAINED_KINDS
+        found.expect(entry["kind"] in explained, "ledger", entry["account_id"], f"unexpected entry {entry}")
 
     evidence = _Evidence(db, history, by_key, entries)
     charged = _holds(found, evidence)
     credited = _purchases(found, evidence)
     refunded = _refunds(found, evidence)
+    disputed = _disputes(found, evidence)
     adjusted = _adjustments(found, evidence)
     _debt_payments(found, entries)
     _balances(found, history)
     _admission(found, db, history, by_key)
+    subscriber_checks.check(found, db.ledger, db.invoices, history, subscribers)
 
     ledger_sum: dict[str, int] = defaultdict(int)
     for entry in db.ledger:
         ledger_sum[entry["account_id"]] += entry["amount"]
-    for account in {op.account for op in history.ops} | set(ledger_sum):
-        model = adjusted[account] + credited[account] - refunded[account] - charged[account]
+    for account in ({op.account for op in history.ops} | set(ledger_sum)) - subscribers:
+        model = adjusted[account] + credited[account] - refunded[account] - disputed[account] - charged[account]
         found.expect(
             ledger_sum[account] == model,
             "ledger = model",
             account,
             f"ledger sums to {ledger_sum[account]}, the applied operations to {model} (adjusted "
             f"{adjusted[account]}, bought {credited[account]}, refunded {refunded[account]}, "
-            f"charged {charged[account]})",
+            f"disputed {disputed[account]}, charged {charged[account]})",
         )
     return found
 
@@ -272,6 +284,37 @@ def _refunds(found: Findings, ev: _Evidence) -> dict[str, int]:
         found.expect(taken == due, "refund", account, f"{session}: {taken} tokens taken back for {final} refunded")
         refunded[account] += due
     return refunded
+
+
+def _disputes(found: Findings, ev: _Evidence) -> dict[str, int]:
+    """A dispute ends as its closing status says, whatever order its events came in: won, nothing
+    frozen; lost (or still open), the whole pack frozen; and the ledger moved exactly that."""
+    db, history, entries = ev.db, ev.history, ev.entries
+    frozen: dict[str, int] = defaultdict(int)
+    by_purchase: dict[str, list[Op]] = defaultdict(list)
+    for op in history.of("dispute"):
+        by_purchase[op.key].append(op)
+        found.expect(op.outcome is not Outcome.REFUSED, "dispute", op.account, f"{op.key} refused: {op.reason}")
+    for session, ops in by_purchase.items():
+        purchase, account = db.purchases.get(session), ops[0].account
+        if purchase is None:
+            continue  # the purchase itself was never acknowledged: its disputes wait for it
+        closed = {op.args["status"] for op in ops if op.args["status"] != "needs_response" and op.acked}
+        expected = closed.pop() if closed else None
+        status = purchase["dispute_status"]
+        if expected is not None:
+            found.expect(status == expected, "dispute order", account, f"{session}: closed {expected}, is {status}")
+        held = PACK.tokens if status in ("open", "lost") else 0
+        found.expect(purchase["frozen_tokens"] == held, "dispute", account, f"{session}: {purchase} ({status})")
+        moved = sum(e["amount"] for d in {op.args["dispute"] for op in ops} for e in _dispute_entries(entries, d))
+        found.expect(moved == -held, "dispute", account, f"{session}: the ledger moved {moved} for {held} frozen")
+        frozen[account] += held
+    return frozen
+
+
+def _dispute_entries(entries: dict[tuple[str, str], list[dict[str, Any]]], dispute: str) -> list[dict[str, Any]]:
+    """Each dispute's entries once, however many of its events were sent."""
+    return [e for kind in ("dispute_freeze", "dispute_release") for e in entries.get((kind, dispute), [])]
 
 
 def _adjustments(found: Findings, ev: _Evidence) -> dict[str, int]:

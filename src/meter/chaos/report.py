@@ -55,9 +55,9 @@ class ChaosReport:
 
     def render(self) -> str:
         lines = [HEADER, "-" * len(HEADER), *(s.line() for s in self.scenarios), ""]
-        lines.append(f"{'operation':<10} {'acked':>8} {'refused':>8} {'unknown':>8}")
+        lines.append(f"{'operation':<16} {'acked':>8} {'refused':>8} {'unknown':>8}")
         for kind, row in sorted(self.operations.items()):
-            lines.append(f"{kind:<10} {row['acked']:>8} {row['refused']:>8} {row['unknown']:>8}")
+            lines.append(f"{kind:<16} {row['acked']:>8} {row['refused']:>8} {row['unknown']:>8}")
         total = sum(sum(row.values()) for row in self.operations.values())
         acked = sum(row["acked"] for row in self.operations.values())
         lines += [

@@ -247,6 +247,7 @@ async def _clock_scenario(bed: _Bed, scenario: ScenarioReport, options: Options)
             month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
             boundary = (month + timedelta(days=32)).replace(day=1)
             clock.advance(boundary - now + timedelta(seconds=30))
+            bed.workload.clock_offset_seconds = clock.offset_seconds
 
         await _run_with_fault(bed, scenario, options, jump)
         await _check(bed, scenario)

@@ -23,7 +23,8 @@ import stripe
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from meter import catalog as catalog_file
+from meter.chaos import billing
+from meter.chaos.billing import PACK, stripe_event
 from meter.chaos.history import History, Op
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
@@ -44,8 +45,6 @@ BUGS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 
 _HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
 MODEL = "basic"  # weights 1: held = input + max_output, charged = input + output
-# The pack clients buy, as the servers (on the packaged catalog) sell it.
-PACK = catalog_file.load().pack("pack_1000_tokens")
 
 
 def reason_of(error: grpc.aio.AioRpcError) -> str:
@@ -72,6 +71,7 @@ class Purchase:
     intent: str
     charge: str
     refunded_sent: list[int] = field(default_factory=list)
+    disputed: bool = False  # a disputed pack is not refunded too, and a refunded one not disputed
 
 
 @dataclass
@@ -99,12 +99,17 @@ class Workload:
         self.holds: list[OpenHold] = []
         self.settled: list[tuple[OpenHold, str, tuple[int, int]]] = []  # (hold, how, usage)
         self.purchases: list[Purchase] = []
+        self.subscribers: list[str] = []  # accounts made by billing.subscribe
         self.bugs: list[str] = []  # INTERNAL/UNKNOWN answers and crashes, with what was called
         self.http: aiohttp.ClientSession | None = None
+        # How far the servers' clock is ahead of this one (the clock scenario moves it), so that
+        # subscription periods are written as Stripe would write them at the servers' time.
+        self.clock_offset_seconds = 0.0
 
     @property
     def accounts(self) -> list[str]:
-        return self.hot + self.cold
+        """Every account the clients touched: the funded ones and the subscribers."""
+        return self.hot + self.cold + self.subscribers
 
     def retarget(self, targets: list[str]) -> None:
         """Point the clients at these servers (a replica joins or leaves)."""
@@ -133,7 +138,7 @@ class Workload:
             await self._run(op, call)
             await self.adjust(account, self.settings.funding)
 
-        await asyncio.gather(*(open_and_fund(account) for account in self.accounts))
+        await asyncio.gather(*(open_and_fund(account) for account in self.hot + self.cold))
 
     # --- the client loop -------------------------------------------------------------------
 
@@ -148,6 +153,8 @@ class Workload:
             (5, lambda: self.adjust(self.account(), self._delta())),
             (10, self.purchase),
             (4, self.refund),
+            (2, lambda: billing.dispute(self)),
+            (1, lambda: billing.subscribe(self)),
         ]
         weights = [w for w, _ in steps]
         while not until():
@@ -317,21 +324,27 @@ class Workload:
                 "tokens": str(PACK.tokens),
             },
         }
-        payload = _event("checkout.session.completed", session)
-        op = await self._deliver("purchase", account, bought.session, payload)
+        payload = stripe_event("checkout.session.completed", session)
+        op = await self.deliver("purchase", account, bought.session, payload)
         if op.acked:
             self.purchases.append(bought)
         if self.rng.random() < 0.2:  # Stripe delivers an event more than once
-            await self._deliver("purchase", account, bought.session, payload)
+            await self.deliver("purchase", account, bought.session, payload)
         if self.rng.random() < 0.1:  # the same session, paid asynchronously: another event
-            await self._deliver(
-                "purchase", account, bought.session, _event("checkout.session.async_payment_succeeded", session)
+            await self.deliver(
+                "purchase", account, bought.session, stripe_event("checkout.session.async_payment_succeeded", session)
             )
 
+    def undisputed_purchase(self) -> Purchase | None:
+        """A pack nobody refunded or disputed yet."""
+        fresh = [p for p in self.purchases if not p.disputed and not p.refunded_sent]
+        return self.rng.choice(fresh) if fresh else None
+
     async def refund(self) -> None:
-        if not self.purchases:
+        refundable = [p for p in self.purchases if not p.disputed]
+        if not refundable:
             return await self.purchase()
-        bought = self.rng.choice(self.purchases)
+        bought = self.rng.choice(refundable)
         amount = self.rng.choice((PACK.price_minor // 2, PACK.price_minor))  # cumulative, as Stripe sends it
         charge = {
             "id": bought.charge,
@@ -343,7 +356,9 @@ class Workload:
             "invoice": None,
         }
         bought.refunded_sent.append(amount)
-        await self._deliver("refund", bought.account, bought.session, _event("charge.refunded", charge), amount=amount)
+        await self.deliver(
+            "refund", bought.account, bought.session, stripe_event("charge.refunded", charge), amount=amount
+        )
 
     # --- sending, retrying, recording ------------------------------------------------------
 
@@ -370,7 +385,7 @@ class Workload:
                 return
             await asyncio.sleep(pause * min(op.attempts, 10))
 
-    async def _deliver(self, kind: str, account: str, session: str, payload: bytes, **args: Any) -> Op:
+    async def deliver(self, kind: str, account: str, session: str, payload: bytes, **args: Any) -> Op:
         """POST an event as Stripe does, and redeliver it while the answer is not a 2xx."""
         assert self.http is not None
         op = self.history.begin(kind, account, session, event_id=json.loads(payload)["id"], **args)
@@ -399,16 +414,3 @@ class Workload:
                 self.history.give_up(op, op.reason)
                 return op
             await asyncio.sleep(0.05 * min(op.attempts, 10))
-
-
-def _event(kind: str, obj: dict[str, Any]) -> bytes:
-    return json.dumps(
-        {
-            "id": f"evt_chaos_{uuid.uuid4().hex[:16]}",
-            "object": "event",
-            "type": kind,
-            "created": int(time.time()),
-            "livemode": False,
-            "data": {"object": obj},
-        }
-    ).encode()
