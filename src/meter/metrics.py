@@ -68,7 +68,7 @@ SWEEPS = Counter("meter_sweeps", "Sweeper passes, by outcome (ok, failed).", ["o
 
 WEBHOOK_EVENTS = Counter(
     "meter_webhook_events",
-    "Stripe webhook deliveries answered, by event type and outcome (applied, duplicate, ignored, "
+    "Stripe webhook deliveries answered, by event type and outcome (applied, duplicate, ignored, pending, "
     "rejected, retry, refused).",
     ["type", "status"],
 )

@@ -89,15 +89,21 @@ async def grant_period_allowance(
     async def run() -> PeriodGrant:
         _check(paid)
         events.check_event(source_event)
-        for _ in range(3):  # linked, or stored to wait, or (rarely) linked while storing: look again
-            account_id = await meter.storage.transaction(lambda store: _subscriber(store, paid))
-            if account_id is not None:
-                return await _record_now(meter, account_id, paid, source_event)
-            if source_event is None:
-                break
-            if await meter.storage.transaction(lambda store: _wait_for_subscription(store, paid, source_event)):
-                return PeriodGrant(None, False, EventStatus.PENDING)
-        raise SubscriptionNotFound(paid.subscription_ref)
+        waits = None
+        if source_event is not None:
+            key, reason = (
+                waiting.subscription_key(paid.subscription_ref),
+                f"waiting for the subscription {paid.subscription_ref}",
+            )
+            waits = waiting.Waiting(key, "invoice", paid.as_json(), source_event, reason)
+        return await waiting.now_or_when_it_arrives(
+            meter,
+            lambda store: _subscriber(store, paid),
+            lambda account_id: _record_now(meter, account_id, paid, source_event),
+            waits,
+            PeriodGrant(None, False, EventStatus.PENDING),
+            SubscriptionNotFound(paid.subscription_ref),
+        )
 
     return await events.rejecting(meter, events.event_account(paid.account_id), source_event, run)
 
@@ -122,17 +128,6 @@ async def _subscriber(store: Store, paid: PaidInvoice) -> str | None:
         return await store.account_by_subscription(paid.subscription_ref)
     account, _ = await store.account_state(paid.account_id)
     return paid.account_id if account and account.subscription_ref == paid.subscription_ref else None
-
-
-async def _wait_for_subscription(store: Store, paid: PaidInvoice, event: WebhookEvent) -> bool:
-    async def arrived(store: Store) -> bool:
-        return await _subscriber(store, paid) is not None
-
-    key, reason = (
-        waiting.subscription_key(paid.subscription_ref),
-        f"waiting for the subscription {paid.subscription_ref}",
-    )
-    return await waiting.wait_for(store, key, "invoice", paid.as_json(), event, arrived, reason)
 
 
 async def _record_now(
@@ -216,26 +211,21 @@ async def link_invoice_payment(
         ids.idempotency_key(invoice_ref, "invoice_ref")
         ids.idempotency_key(payment_intent, "payment_intent")
         events.check_event(source_event)
-        for _ in range(3):
-            key = await meter.storage.transaction(lambda store: store.payment_by_invoice(invoice_ref))
-            if key is not None:
-                return await _link_now(meter, key.account_id, request, source_event)
-            if source_event is None:
-                break
-            if await meter.storage.transaction(lambda store: _wait_for_invoice(store, request, source_event)):
-                return Linked(None, EventStatus.PENDING)
-        raise PaymentNotFound(invoiceRef=invoice_ref)
+        request = {"invoice_ref": invoice_ref, "payment_intent": payment_intent}
+        waits = None
+        if source_event is not None:
+            key, reason = waiting.invoice_key(invoice_ref), f"waiting for the invoice {invoice_ref}"
+            waits = waiting.Waiting(key, "payment_link", request, source_event, reason)
+        return await waiting.now_or_when_it_arrives(
+            meter,
+            lambda store: store.payment_by_invoice(invoice_ref),
+            lambda key: _link_now(meter, key.account_id, request, source_event),
+            waits,
+            Linked(None, EventStatus.PENDING),
+            PaymentNotFound(invoiceRef=invoice_ref),
+        )
 
-    request = {"invoice_ref": invoice_ref, "payment_intent": payment_intent}
     return await events.rejecting(meter, "", source_event, run)
-
-
-async def _wait_for_invoice(store: Store, request: dict[str, str], event: WebhookEvent) -> bool:
-    async def arrived(store: Store) -> bool:
-        return await store.payment_by_invoice(request["invoice_ref"]) is not None
-
-    key, reason = waiting.invoice_key(request["invoice_ref"]), f"waiting for the invoice {request['invoice_ref']}"
-    return await waiting.wait_for(store, key, "payment_link", request, event, arrived, reason)
 
 
 async def _link_now(

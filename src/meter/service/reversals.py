@@ -83,15 +83,19 @@ async def reverse_credit(meter: Meter, request: ReversalRequest, source_event: W
     async def run() -> Reversed:
         _check(request)
         events.check_event(source_event)
-        for _ in range(3):  # found, or stored to wait, or (rarely) found while storing: look again
-            key = await meter.storage.transaction(lambda store: _payment_named(store, request))
-            if key is not None:
-                return await _reverse_now(meter, key, request, source_event)
-            if source_event is None or not request.payment_intent:
-                raise PaymentNotFound(**_refs(request))
-            if await meter.storage.transaction(lambda store: _wait(store, request, source_event)):
-                return Reversed(None, 0, 0, EventStatus.PENDING)
-        raise PaymentNotFound(**_refs(request))
+        waits = None
+        if source_event is not None and request.payment_intent:
+            reason = f"waiting for the payment {request.payment_intent}"
+            key = waiting.payment_intent_key(request.payment_intent)
+            waits = waiting.Waiting(key, "reversal", request.as_json(), source_event, reason)
+        return await waiting.now_or_when_it_arrives(
+            meter,
+            lambda store: _payment_named(store, request),
+            lambda key: _reverse_now(meter, key, request, source_event),
+            waits,
+            Reversed(None, 0, 0, EventStatus.PENDING),
+            PaymentNotFound(**_refs(request)),
+        )
 
     return await events.rejecting(meter, events.event_account(request.account_id), source_event, run)
 
@@ -123,15 +127,6 @@ async def _payment_named(store: Store, request: ReversalRequest) -> PaymentKey |
     if key is None or (request.account_id and key.account_id != request.account_id):
         return None
     return key
-
-
-async def _wait(store: Store, request: ReversalRequest, event: WebhookEvent) -> bool:
-    async def arrived(store: Store) -> bool:
-        return await _payment_named(store, request) is not None
-
-    reason = f"waiting for the payment {request.payment_intent}"
-    key = waiting.payment_intent_key(request.payment_intent)
-    return await waiting.wait_for(store, key, "reversal", request.as_json(), event, arrived, reason)
 
 
 async def _reverse_now(

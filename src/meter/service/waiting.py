@@ -14,14 +14,18 @@ lock on the key first (`Store.lock_key`), so one of them sees the other's work.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from meter.domain.errors import ErrorCategory, MeterError
 from meter.domain.events import EventStatus, WebhookEvent
 from meter.service import invoices, reversals
 from meter.service.context import Meter
 from meter.service.ports import Store
+
+F = TypeVar("F")
+T = TypeVar("T")
 
 # Refusals no later delivery can change: the waiting event is stored as rejected.
 _FINAL = (ErrorCategory.INVALID, ErrorCategory.ALREADY_EXISTS, ErrorCategory.NOT_FOUND)
@@ -53,23 +57,47 @@ def subscription_key(subscription_ref: str) -> str:
     return f"subscription:{subscription_ref}"
 
 
-async def wait_for(
-    store: Store,
-    key: str,
-    kind: str,
-    request: Mapping[str, Any],
-    event: WebhookEvent,
-    arrived: Callable[[Store], Awaitable[bool]],
-    reason: str,
-) -> bool:
-    """Store `request` until `key` arrives; False (storing nothing) if it has arrived meanwhile,
-    in which case the caller applies it now."""
-    await store.lock_key(key)
-    if await arrived(store):
+@dataclass(frozen=True)
+class Waiting:
+    """How a request waits: for `key`, as a request of `kind`, from `event`."""
+
+    key: str
+    kind: str
+    request: Mapping[str, Any]
+    event: WebhookEvent
+    reason: str  # what the pending event says it waits for
+
+
+async def now_or_when_it_arrives(
+    meter: Meter,
+    find: Callable[[Store], Awaitable[F | None]],
+    apply: Callable[[F], Awaitable[T]],
+    waiting: Waiting | None,
+    pending: T,
+    missing: MeterError,
+) -> T:
+    """`apply` the request to what `find` finds; when it is not there yet, store the request to
+    wait for it (if it may wait: it came with its event) and return `pending`, else raise
+    `missing`. Storing re-checks under the key's lock, so if the awaited thing landed meanwhile,
+    the request is applied now instead."""
+    for _ in range(3):
+        found = await meter.storage.transaction(find)
+        if found is not None:
+            return await apply(found)
+        if waiting is None:
+            break
+        if await meter.storage.transaction(lambda store: _store(store, waiting, find)):
+            return pending
+    raise missing
+
+
+async def _store(store: Store, waiting: Waiting, find: Callable[[Store], Awaitable[object | None]]) -> bool:
+    await store.lock_key(waiting.key)
+    if await find(store) is not None:
         return False
     now = await store.now()
-    await store.insert_waiting(key, event.event_id, kind, request, now)
-    await store.record_event("", event, EventStatus.PENDING, reason[:1000], now)
+    await store.insert_waiting(waiting.key, waiting.event.event_id, waiting.kind, waiting.request, now)
+    await store.record_event("", waiting.event, EventStatus.PENDING, waiting.reason[:1000], now)
     return True
 
 
