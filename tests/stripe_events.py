@@ -177,12 +177,15 @@ def invoice_payment_paid(invoice: str, intent: str, amount: int) -> bytes:
     return json.dumps(envelope).encode()
 
 
-def refunded(intent: str, cumulative: int, amount: int, *, charge: str = "") -> bytes:
-    """charge.refunded: `cumulative` of the charge's `amount` refunded so far."""
+def refunded(intent: str, cumulative: int, amount: int, *, charge: str = "", invoice: str = "") -> bytes:
+    """charge.refunded: `cumulative` of the charge's `amount` refunded so far (`invoice`: the charge
+    names it, as API versions before 2025-03-31 do)."""
 
     def set_fields(obj: dict[str, Any]) -> None:
         obj.update(payment_intent=intent, amount=amount, amount_refunded=cumulative, refunded=cumulative == amount)
         obj["id"] = charge or obj["id"]
+        if invoice:
+            obj["invoice"] = invoice
 
     return event("charge.refunded", set_fields)
 

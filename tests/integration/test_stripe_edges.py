@@ -121,8 +121,32 @@ class TestProration:
             ("subscription_grant", "allowance", 450_000),
         ]
 
-    async def test_a_renewal_whose_first_lines_are_prorations_grants_the_new_period_once(
+    async def test_a_line_billing_part_of_the_paid_period_is_a_proration_however_it_is_marked(
         self, meter: RunningMeter, engine: AsyncEngine
+    ) -> None:
+        """The issue's own reproduction: billing_reason subscription_update and one subscription
+        line [now, P.end), not marked as a proration. A new billing period is never inside the
+        one already paid."""
+        now = await meter_now(meter, engine)
+        subscriber = Subscriber(meter, now)
+        await subscriber.begin(now - 30)
+        await spend(meter, subscriber.account, 45_000)
+        await applied(meter, subscriber.subscription("updated", "pro", now - 20))
+        line = invoice_line(now, subscriber.end, PRICES["pro"], 900, sub=subscriber.sub)
+        upgrade = invoice_paid(
+            subscriber.sub, [line], account=subscriber.account, amount=900, reason="subscription_update"
+        )
+        await applied(meter, upgrade)
+        after = await balance(meter.stub, subscriber.account)
+        assert (after.allowance_remaining, after.used_this_period) == (455_000, 45_000)
+        assert [a for _, _, a in await kinds(engine, subscriber.account, "subscription_grant", "expiry")] == [
+            50_000,
+            450_000,
+        ]
+
+    @pytest.mark.parametrize("marked", [True, False], ids=["marked", "unmarked"])
+    async def test_a_renewal_whose_first_lines_are_prorations_grants_the_new_period_once(
+        self, meter: RunningMeter, engine: AsyncEngine, marked: bool
     ) -> None:
         now = await meter_now(meter, engine)
         subscriber = Subscriber(meter, now)
@@ -130,8 +154,8 @@ class TestProration:
         meter.clock.advance(timedelta(seconds=subscriber.end - now + 60))
         renewal_end = subscriber.end + 30 * DAY
         lines = [
-            invoice_line(now, subscriber.end, PRICES["starter"], -400, proration=True, sub=subscriber.sub),
-            invoice_line(now, subscriber.end, PRICES["pro"], 800, proration=True, sub=subscriber.sub),
+            invoice_line(now, subscriber.end, PRICES["starter"], -400, proration=marked, sub=subscriber.sub),
+            invoice_line(now, subscriber.end, PRICES["pro"], 800, proration=marked, sub=subscriber.sub),
             invoice_line(subscriber.end, renewal_end, PRICES["pro"], 2000, sub=subscriber.sub),
         ]
         invoice_ref = new_id("in")
@@ -274,6 +298,23 @@ class TestSubscriptionPaymentReversals:
             ("subscription_grant", "allowance", 500_000),
             ("refund", "allowance", -500_000),
         ]
+
+
+class TestOlderApiVersions:
+    async def test_a_charge_naming_its_invoice_waits_for_that_invoice(
+        self, meter: RunningMeter, engine: AsyncEngine
+    ) -> None:
+        """Before API 2025-03-31 a Charge names its invoice: its refund waits for the invoice,
+        even one that names no PaymentIntent (and no invoice_payment.paid will ever come)."""
+        now = await meter_now(meter, engine)
+        subscriber = Subscriber(meter, now, "pro")
+        await applied(meter, subscriber.subscription("created", "pro", now - 30))
+        invoice_ref = new_id("in")
+        refund = refunded(new_id("pi"), 1000, 2000, invoice=invoice_ref)
+        await applied(meter, refund, "pending")
+        await applied(meter, subscriber.period_invoice(subscriber.start, subscriber.end, "pro", 2000, invoice_ref))
+        assert (await balance(meter.stub, subscriber.account)).allowance_remaining == 250_000
+        assert await event_row(engine, refund) == (subscriber.account, "applied")
 
 
 class TestPaymentsMeterNeverSold:

@@ -26,6 +26,10 @@ def _refund(amount: object) -> bytes:
     return event("charge.refunded", lambda c: c.update(payment_intent="pi_x", amount_refunded=amount))
 
 
+def _refund_with_intent(intent: str) -> bytes:
+    return event("charge.refunded", lambda c: c.update(payment_intent=intent, amount_refunded=100))
+
+
 def _subscription(change: Callable[[dict[str, Any]], None], **top: Any) -> bytes:
     def fields(sub: dict[str, Any]) -> None:
         sub["metadata"] = {"account_id": new_id(), "plan_id": "pro"}
@@ -47,6 +51,8 @@ MALFORMED = {
     "event_created_10e12": _subscription(lambda s: None, created=10**12),
     "period_start_10e12": _subscription(lambda s: s["items"]["data"][0].update(current_period_start=10**12)),
     "metadata_not_an_object": _checkout(lambda s: s.update(metadata=["account_id"])),
+    "currency_with_nul": _checkout(lambda s: s.update(currency="usd\x00")),
+    "payment_intent_with_nul": _refund_with_intent("pi_\x00"),
 }
 
 

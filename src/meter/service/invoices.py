@@ -118,8 +118,8 @@ def _check(paid: PaidInvoice) -> None:
         raise InvalidField("currency" if len(paid.currency) > 16 else "payment_intent", "too long")
     if len(paid.lines) > MAX_LINES:
         raise InvalidField("lines", f"at most {MAX_LINES}")
-    if billing_line(paid.lines) is None and not any(line.proration for line in paid.lines):
-        raise InvalidField("period_start", "the invoice has no billing period and no proration")
+    if not any(line.period is not None for line in paid.lines):
+        raise InvalidField("period_start", "the invoice has no line with a period")
 
 
 async def _subscriber(store: Store, paid: PaidInvoice) -> str | None:
@@ -158,21 +158,21 @@ async def record_invoice(meter: Meter, store: Store, account: Account, paid: Pai
     granted. Then whatever waited for this invoice (or its payment) is applied."""
     if account.subscription_ref != paid.subscription_ref or (paid.account_id and paid.account_id != account.account_id):
         raise SubscriptionNotFound(paid.subscription_ref)
-    line = billing_line(paid.lines)
-    period = line.period if line is not None else None
-    if period is not None and (problem := absurd(period, now)):
-        raise InvalidField("period_start", problem)
     if await store.subscription_payment(account.account_id, paid.invoice_ref) is not None:
         return False  # recorded before, under another event
     account = await locked_current_account(store, account, now)
+    line = billing_line(paid.lines, account.period, account.allowance_granted)
+    period = line.period if line is not None else None
+    if period is not None and (problem := absurd(period, now)):
+        raise InvalidField("period_start", problem)
     granted, tokens = False, 0
     if line is not None and period is not None:
         granted = moves_to(account.period, period, now) or (period == account.period and not account.allowance_granted)
         if granted:
             account = await begin_period(store, replace(account, period=period), now, grant=True)
             tokens = period_tokens(line, account.monthly_allowance, meter.catalog.allowance_sold_at)
-    elif all(line.period is None or _within(line.period, account.period) for line in paid.lines if line.proration):
-        tokens = proration_tokens(paid.lines, meter.catalog.allowance_sold_at)
+    else:
+        tokens = proration_tokens(paid.lines, account.period, meter.catalog.allowance_sold_at)
     paid_for = period if period is not None else account.period
     record = {
         "account_id": account.account_id,
@@ -191,11 +191,6 @@ async def record_invoice(meter: Meter, store: Store, account: Account, paid: Pai
     if paid.payment_intent:
         await waiting.release(meter, store, account.account_id, waiting.payment_intent_key(paid.payment_intent), now)
     return granted
-
-
-def _within(line: Period, period: Period) -> bool:
-    """A proration of this period: it ends inside it (Stripe prorates [change, period end))."""
-    return period.start < line.end <= period.end
 
 
 @dataclass(frozen=True)

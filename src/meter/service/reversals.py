@@ -84,9 +84,14 @@ async def reverse_credit(meter: Meter, request: ReversalRequest, source_event: W
         _check(request)
         events.check_event(source_event)
         waits = None
-        if source_event is not None and request.payment_intent:
-            reason = f"waiting for the payment {request.payment_intent}"
-            key = waiting.payment_intent_key(request.payment_intent)
+        if source_event is not None and (request.invoice_ref or request.payment_intent):
+            # A charge that names its invoice (older API versions) waits for that invoice;
+            # otherwise for its PaymentIntent to be credited or tied to an invoice.
+            if request.invoice_ref:
+                key, reason = waiting.invoice_key(request.invoice_ref), f"waiting for the invoice {request.invoice_ref}"
+            else:
+                key = waiting.payment_intent_key(request.payment_intent)
+                reason = f"waiting for the payment {request.payment_intent}"
             waits = waiting.Waiting(key, "reversal", request.as_json(), source_event, reason)
         return await waiting.now_or_when_it_arrives(
             meter,

@@ -42,6 +42,8 @@ def text(obj: dict[str, Any], key: str) -> str:
         return ""
     if not isinstance(value, str):
         raise Malformed(f"{key} must be a string")
+    if "\x00" in value:
+        raise Malformed(f"{key} may not contain the NUL character")
     return value
 
 

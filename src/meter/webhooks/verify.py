@@ -9,6 +9,7 @@ timestamp more than the tolerance ahead of this clock is refused too.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import stripe
 
 TOLERANCE_SECONDS = 300
+_STRIPE_ID = re.compile(r"[!-~]{1,128}")
 
 
 class NotAnEvent(ValueError):
@@ -50,11 +52,14 @@ def verified_event(
     if not (
         isinstance(event, dict)
         and isinstance(event.get("id"), str)
-        and event["id"]
+        and _STRIPE_ID.fullmatch(event["id"])
         and isinstance(event.get("type"), str)
+        and _STRIPE_ID.fullmatch(event["type"])
         and isinstance(event.get("data"), dict)
         and isinstance(event["data"].get("object"), dict)
     ):
+        # Stripe's ids and types are short printable ASCII: anything else cannot be stored as an
+        # event (its id is the key it is stored under), so nothing is.
         raise NotAnEvent("body is not a Stripe event")
     return event
 
