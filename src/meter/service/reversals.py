@@ -119,8 +119,13 @@ def _check(request: ReversalRequest) -> None:
 
 
 def _refs(request: ReversalRequest) -> dict[str, str]:
-    named = {"paymentRef": request.payment_ref, "paymentIntent": request.payment_intent}
-    return {k: v for k, v in (named | {"invoiceRef": request.invoice_ref}).items() if v}
+    """The refs the request named, as PAYMENT_NOT_FOUND's metadata."""
+    named = {
+        "paymentRef": request.payment_ref,
+        "paymentIntent": request.payment_intent,
+        "invoiceRef": request.invoice_ref,
+    }
+    return {key: value for key, value in named.items() if value}
 
 
 async def _payment_named(store: Store, request: ReversalRequest) -> PaymentKey | None:
