@@ -36,6 +36,7 @@ contract:
 lint: $(STAMP) contract
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/sqlfluff lint src/meter/storage/sql
 	$(BIN)/mypy
 
 test: $(STAMP)
