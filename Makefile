@@ -3,13 +3,20 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 
 .PHONY: install proto contract run test lint bench migrate audit clean
 
-$(STAMP): pyproject.toml
+# What serving needs (make run), and on top of it what developing needs: the test tools and the
+# lab (lab/: meter bench, meter chaos, the test bed), which is not part of the product.
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -e '.[embedded]'
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP) lab/pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev]' -e ./lab
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -17,16 +24,16 @@ install: $(STAMP)
 proto: $(STAMP)
 	$(BIN)/python scripts/generate_protos.py
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/meter serve
 
 bench: $(STAMP)
 	$(BIN)/meter bench $(BENCH_ARGS)
 
-migrate: $(STAMP)
+migrate: $(RUN_STAMP)
 	$(BIN)/meter migrate
 
-audit: $(STAMP)
+audit: $(RUN_STAMP)
 	$(BIN)/meter audit
 
 # buf lint on protos/ and buf breaking against the previous commit (scripts/check_contract.sh).
@@ -34,8 +41,8 @@ contract:
 	scripts/check_contract.sh
 
 lint: $(STAMP) contract
-	$(BIN)/ruff check src tests scripts
-	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/ruff check src lab tests scripts
+	$(BIN)/ruff format --check src lab tests scripts
 	$(BIN)/sqlfluff lint src/meter/storage/sql
 	$(BIN)/mypy
 
@@ -43,4 +50,4 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .meter .meter-bench bench-results .pytest_cache build src/*.egg-info tools/buf/node_modules examples/node-proxy/node_modules
+	rm -rf $(VENV) .meter .meter-bench .meter-chaos chaos-results bench-results .pytest_cache build src/*.egg-info lab/*.egg-info lab/build tools/buf/node_modules examples/node-proxy/node_modules

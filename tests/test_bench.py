@@ -14,15 +14,15 @@ from conftest import StartMeter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from meter.bench import database_alone, load, reserve_wait, seed
-from meter.bench.load import Samples
-from meter.bench.reads import ReadsReport
-from meter.bench.report import Report, ScenarioResult, merge, percentiles
-from meter.bench.runner import Options
 from meter.domain.callers import hash_token, new_token
 from meter.storage.audit import audit
 from meter.storage.database import dsn
 from meter.v1 import meter_pb2 as pb
+from meterlab.bench import database_alone, load, reserve_wait, seed
+from meterlab.bench.load import Samples
+from meterlab.bench.reads import ReadsReport
+from meterlab.bench.report import Report, ScenarioResult, merge, percentiles
+from meterlab.bench.runner import Options
 from support import RunningMeter
 
 

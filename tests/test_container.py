@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from meter.domain.callers import hash_token, new_token
-from meter.testbed import free_port
+from meterlab.testbed import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

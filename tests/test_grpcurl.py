@@ -22,7 +22,7 @@ from conftest import StartMeter
 from sqlalchemy import make_url
 
 from meter.domain.callers import hash_token, new_token
-from meter.testbed import fresh_database
+from meterlab.testbed import fresh_database
 from support import RunningMeter, start_meter
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,5 @@
-"""`meter serve | migrate | audit | account | usage | webhooks | bench | chaos`: the operator's commands."""
+"""`meter serve | migrate | audit | account | usage | webhooks | health | callers`: the operator's
+commands (and `bench` and `chaos` when the lab is installed: see `Command`)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Coroutine
 from datetime import date
-from pathlib import Path
-from typing import Any
+from importlib.metadata import entry_points
+from typing import Any, Protocol
 
 import uvloop
 
 from meter import bootstrap, console, logs
-from meter.bench.runner import Options, bench
 from meter.catalog import CatalogError
 from meter.client import MeterClient, MeterRpcError
 from meter.config import ConfigError, Settings
@@ -28,6 +28,23 @@ from meter.storage import migrate
 from meter.storage.audit import audit
 from meter.webhooks.app import HEALTH_PATH, replay
 from meter.webhooks.app import PATH as WEBHOOK_PATH
+
+
+class Command(Protocol):
+    """A command another installed package adds to `meter` (entry point group `meter.commands`):
+    the lab adds `bench` and `chaos`, which are tooling, not the product."""
+
+    def add(self, commands: Any) -> None: ...
+    def run(self, settings: Settings, args: argparse.Namespace) -> int: ...
+
+
+def _plugins(commands: Any) -> dict[str, Command]:
+    plugins: dict[str, Command] = {}
+    for entry in entry_points(group="meter.commands"):
+        command: Command = entry.load()
+        command.add(commands)
+        plugins[entry.name] = command
+    return plugins
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,36 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     replay_parser = webhook_commands.add_parser("replay", help="run a stored (e.g. rejected) event again")
     replay_parser.add_argument("event_id")
     replay_parser.add_argument("--target", dest="replay_target", help="meter's gRPC address")
-    bench = commands.add_parser("bench", help="measure meter against its ceiling and the one-row design")
-    defaults = Options()
-    bench.add_argument("--seconds", type=float, default=defaults.seconds, help="length of each scenario")
-    bench.add_argument("--rounds", type=int, default=defaults.rounds, help="interleaved rounds (median reported)")
-    bench.add_argument("--concurrency", type=int, default=defaults.concurrency, help="concurrent callers")
-    bench.add_argument("--processes", type=int, default=defaults.processes, help="load-generator processes")
-    bench.add_argument("--accounts", type=int, default=defaults.accounts, help="funded accounts (many accounts)")
-    bench.add_argument("--history-accounts", type=int, default=defaults.history_accounts)
-    bench.add_argument("--history-entries", type=int, default=defaults.history_entries)
-    bench.add_argument("--out", type=Path, default=defaults.out, help="folder for bench.json and bench.png")
-    bench.add_argument(
-        "--leak-check", action="store_true", help="instead of the scenarios: server RSS after 10%% and 100%% of RPCs"
-    )
-    bench.add_argument(
-        "--history-reads",
-        action="store_true",
-        help="instead of the scenarios: GetUsage and ListLedgerEntries, 1 000 vs 1 000 000 calls",
-    )
-    bench.add_argument(
-        "--operations",
-        action="store_true",
-        help="instead of the scenarios: plain meter vs callers + token + JSON log line per RPC, ABBA",
-    )
-    bench.add_argument(
-        "--reserve-wait",
-        action="store_true",
-        help="instead of the scenarios: METER_RESERVE_WAIT_MS=0 vs the default, hot and many accounts, ABBA",
-    )
-    bench.add_argument("--reads-calls", type=int, default=1_000_000, help="calls of the big account (history reads)")
-    bench.add_argument("--leak-rpcs", type=int, default=defaults.leak_rpcs, help="RPCs of the leak check")
     account = commands.add_parser("account", help="an account as a human reads it (from a running meter)")
     account_commands = account.add_subparsers(dest="account_command", required=True)
     show = account_commands.add_parser("show", help="balance, plan, period, open holds and recent entries")
@@ -91,11 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     callers = commands.add_parser("callers", help="caller credentials")
     callers_commands = callers.add_subparsers(dest="callers_command", required=True)
     callers_commands.add_parser("new-token", help="print a new bearer token and the token_sha256 to configure")
-    chaos_parser = commands.add_parser("chaos", help="faults and invariants: prove nothing is lost or counted twice")
-    chaos_parser.add_argument("--minutes", type=float, default=2.0, help="length of the whole run")
-    chaos_parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
-    chaos_parser.add_argument("--seed", type=int, default=1, help="seed of the random workload")
-    chaos_parser.add_argument("--out", type=Path, default=Path("chaos-results"), help="folder for chaos.json")
+    plugins = _plugins(commands)
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -115,10 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "migrate":
             return asyncio.run(_migrate(settings))
-        if args.command == "bench":
-            return asyncio.run(_bench(settings, args))
-        if args.command == "chaos":
-            return asyncio.run(_chaos(settings, args))
+        if args.command in plugins:
+            return plugins[args.command].run(settings, args)
         if args.command in ("account", "usage"):
             return asyncio.run(_console(settings, args, args.target or settings.grpc_addr))
         if args.command == "webhooks":
@@ -222,60 +203,6 @@ async def _replay(settings: Settings, target: str, event_id: str) -> int:
     return 0 if outcome.status in ("applied", "duplicate", "ignored") else 1
 
 
-async def _bench(settings: Settings, args: argparse.Namespace) -> int:
-    if args.history_reads:
-        from meter.bench.reads import history_reads
-
-        data_dir = settings.data_dir.parent / (settings.data_dir.name + "-bench")
-        reads = await history_reads(data_dir, big=args.reads_calls)
-        print(reads.table())
-        print(f"meter bench: wrote {reads.write(args.out)}")
-        return 0
-    # The side-by-side modes: a few thousand accounts are enough to keep rows from colliding.
-    side_by_side = Options(
-        seconds=args.seconds,
-        rounds=args.rounds,
-        concurrency=args.concurrency,
-        processes=args.processes,
-        accounts=min(args.accounts, 2000),
-        out=args.out,
-        data_dir=settings.data_dir.parent / (settings.data_dir.name + "-bench"),
-    )
-    if args.operations:
-        from meter.bench import operations
-
-        ops, log_lines = await operations.operations_overhead(side_by_side)
-        print(ops.table(targets=False))
-        print(operations.ratios(ops))
-        print(f"meter bench: {log_lines} RPC log lines written by the operated server")
-        return 0
-    if args.reserve_wait:
-        from meter.bench import reserve_wait
-
-        comparison = await reserve_wait.reserve_wait(side_by_side)
-        print(comparison.report.table(targets=False))
-        print(reserve_wait.ratios(comparison))
-        return 0
-    options = Options(
-        seconds=args.seconds,
-        rounds=args.rounds,
-        concurrency=args.concurrency,
-        processes=args.processes,
-        accounts=args.accounts,
-        history_accounts=args.history_accounts,
-        history_entries=args.history_entries,
-        out=args.out,
-        leak_check=args.leak_check,
-        leak_rpcs=args.leak_rpcs,
-        data_dir=settings.data_dir.parent / (settings.data_dir.name + "-bench"),
-    )
-    report = await bench(options)
-    json_path, chart = report.write(options.out)
-    print(report.table())
-    print(f"meter bench: wrote {json_path}" + (f" and {chart}" if chart else ""))
-    return 0
-
-
 async def _migrate(settings: Settings) -> int:
     database = await bootstrap.open_database(settings)
     await migrate.upgrade_async(database.url)
@@ -303,18 +230,3 @@ async def _audit(settings: Settings, account_id: str | None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-async def _chaos(settings: Settings, args: argparse.Namespace) -> int:
-    from meter.chaos.report import HEADER
-    from meter.chaos.runner import SCENARIOS, chaos
-    from meter.chaos.runner import Options as ChaosOptions
-
-    seconds = max(5.0, args.minutes * 60 / len(SCENARIOS))
-    options = ChaosOptions(seconds=seconds, clients=args.clients, seed=args.seed, database_url=settings.database_url)
-    print(f"meter chaos: {len(SCENARIOS)} scenarios of {seconds:.0f} s, {args.clients} clients", flush=True)
-    print(HEADER, flush=True)
-    report = await chaos(options, progress=lambda line: print(line, flush=True))
-    print(report.render())
-    print(f"meter chaos: report in {report.save(args.out)}")
-    return 0 if report.clean else 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from meter.chaos.runner import NO_FAULT, SCENARIOS, Options, chaos
+from meterlab.chaos.runner import NO_FAULT, SCENARIOS, Options, chaos
 
 FAULTS = set(SCENARIOS) - {NO_FAULT}
 

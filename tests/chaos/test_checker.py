@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from meter.chaos import billing, checker
-from meter.chaos.history import History
-from meter.chaos.workload import Settings, Workload
+from meterlab.chaos import billing, checker
+from meterlab.chaos.history import History
+from meterlab.chaos.workload import Settings, Workload
 from support import WEBHOOK_SECRET, RunningMeter
 
 

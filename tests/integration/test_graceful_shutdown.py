@@ -16,9 +16,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from meter.testbed import ServerProcess
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
+from meterlab.testbed import ServerProcess
 from support import eventually, funded_account, new_id, reserve_request
 
 GRACE_SECONDS = 8

@@ -15,9 +15,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import make_url
 
 from meter.storage.migrate import head_revision, upgrade_async
-from meter.testbed import ServerProcess
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
+from meterlab.testbed import ServerProcess
 from support import error_info, eventually, run_cli
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from meter import catalog as catalog_file
 
 if TYPE_CHECKING:
-    from meter.chaos.workload import Workload
+    from meterlab.chaos.workload import Workload
 
 _CATALOG = catalog_file.load()
 # The pack clients buy, as the servers (on the packaged catalog) sell it.

@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from meter.chaos.billing import PERIOD_TOKENS, PRO, PRORATION_TOKENS
-from meter.chaos.history import History, Op, Outcome
+from meterlab.chaos.billing import PERIOD_TOKENS, PRO, PRORATION_TOKENS
+from meterlab.chaos.history import History, Op, Outcome
 
 if TYPE_CHECKING:
-    from meter.chaos.checker import Findings
+    from meterlab.chaos.checker import Findings
 
 KINDS = {"subscription", "invoice", "invoice_payment", "sub_refund"}
 EXPLAINED_KINDS = {"subscription_grant", "expiry", "refund", "debt_payment"}

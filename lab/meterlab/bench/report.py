@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meter.bench.load import Samples
+from meterlab.bench.load import Samples
 
 
 @dataclass

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from meter.bench import seed
-from meter.bench.report import Report
-from meter.bench.runner import BenchDatabase, Options, _Measurement, _progress, _Runner, _summary
-from meter.testbed import ServerProcess
+from meterlab.bench import seed
+from meterlab.bench.report import Report
+from meterlab.bench.runner import BenchDatabase, Options, _Measurement, _progress, _Runner, _summary
+from meterlab.testbed import ServerProcess
 
 SCENARIOS = ("many accounts", "hot account")
 

@@ -23,17 +23,17 @@ from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter import bootstrap
-from meter.chaos import checker
-from meter.chaos.history import History, Outcome
-from meter.chaos.report import ChaosReport, ScenarioReport
-from meter.chaos.workload import Settings as WorkloadSettings
-from meter.chaos.workload import Workload
 from meter.config import Settings
 from meter.storage.clock import DatabaseClock
 from meter.storage.database import create_engine
 from meter.storage.embedded import EmbeddedPostgres
 from meter.storage.migrate import upgrade_async
-from meter.testbed import ServerProcess, free_port, fresh_database
+from meterlab.chaos import checker
+from meterlab.chaos.history import History, Outcome
+from meterlab.chaos.report import ChaosReport, ScenarioReport
+from meterlab.chaos.workload import Settings as WorkloadSettings
+from meterlab.chaos.workload import Workload
+from meterlab.testbed import ServerProcess, free_port, fresh_database
 
 SECRET = "whsec_chaos"
 NO_FAULT = "no fault"

@@ -27,13 +27,13 @@ from typing import Any
 import grpc
 from google.type import date_pb2
 
-from meter.bench import seed
 from meter.storage.database import Timeouts, create_engine
 from meter.storage.embedded import EmbeddedPostgres
 from meter.storage.migrate import upgrade_async
-from meter.testbed import ServerProcess, fresh_database
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
+from meterlab.bench import seed
+from meterlab.testbed import ServerProcess, fresh_database
 
 SMALL, BIG = 1_000, 1_000_000
 TARGET = 2.0

@@ -23,11 +23,11 @@ import stripe
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from meter.chaos import billing
-from meter.chaos.billing import PACK, stripe_event
-from meter.chaos.history import History, Op
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
+from meterlab.chaos import billing
+from meterlab.chaos.billing import PACK, stripe_event
+from meterlab.chaos.history import History, Op
 
 # As a proxy would: reconnect within a second after a server restart, not after gRPC's default
 # exponential backoff (up to two minutes).

@@ -11,10 +11,10 @@ medians and ratios to plain.
 
 from __future__ import annotations
 
-from meter.bench.compare import Configuration, compare
-from meter.bench.report import Report
-from meter.bench.runner import Options
 from meter.domain.callers import hash_token, new_token
+from meterlab.bench.compare import Configuration, compare
+from meterlab.bench.report import Report
+from meterlab.bench.runner import Options
 
 CONFIGURATIONS = ("plain", "callers", "operated")
 

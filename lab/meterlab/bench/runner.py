@@ -19,14 +19,14 @@ from statistics import median
 import psutil
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from meter.bench import database_alone, seed
-from meter.bench.load import Job, Samples, run
-from meter.bench.report import Report, ScenarioResult, merge, percentiles
 from meter.config import Settings
 from meter.storage.database import Timeouts, create_engine
 from meter.storage.embedded import EmbeddedPostgres
 from meter.storage.migrate import upgrade_async
-from meter.testbed import ServerProcess, fresh_database
+from meterlab.bench import database_alone, seed
+from meterlab.bench.load import Job, Samples, run
+from meterlab.bench.report import Report, ScenarioResult, merge, percentiles
+from meterlab.testbed import ServerProcess, fresh_database
 
 
 @dataclass(frozen=True)

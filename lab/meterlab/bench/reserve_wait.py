@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from statistics import median
 
-from meter.bench.compare import Comparison, Configuration, compare
-from meter.bench.runner import Options
+from meterlab.bench.compare import Comparison, Configuration, compare
+from meterlab.bench.runner import Options
 
 CONFIGURATIONS = {"no wait": Configuration({"METER_RESERVE_WAIT_MS": "0"}), "wait": Configuration()}
 

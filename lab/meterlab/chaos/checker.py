@@ -18,10 +18,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from meter.chaos import subscriber_checks
-from meter.chaos.billing import PACK
-from meter.chaos.history import History, Op, Outcome
 from meter.storage.audit import audit
+from meterlab.chaos import subscriber_checks
+from meterlab.chaos.billing import PACK
+from meterlab.chaos.history import History, Op, Outcome
 
 EXPLAINED_KINDS = {"usage", "purchase", "adjustment", "refund", "debt_payment", "dispute_freeze", "dispute_release"}
 

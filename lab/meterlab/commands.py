@@ -1,0 +1,145 @@
+"""`meter bench` and `meter chaos`: the lab's commands, added to meter's CLI through the entry
+point group `meter.commands` (see `meter.cli.Command`). Only argument definitions are imported
+with the CLI; what a command runs is imported when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from meter.config import Settings
+from meterlab.bench.runner import Options
+
+
+class Bench:
+    """`meter bench`: meter against its ceiling and the one-row design, side by side."""
+
+    def add(self, commands: Any) -> None:
+        parser = commands.add_parser("bench", help="measure meter against its ceiling and the one-row design")
+        defaults = Options()
+        parser.add_argument("--seconds", type=float, default=defaults.seconds, help="length of each scenario")
+        parser.add_argument("--rounds", type=int, default=defaults.rounds, help="interleaved rounds (median reported)")
+        parser.add_argument("--concurrency", type=int, default=defaults.concurrency, help="concurrent callers")
+        parser.add_argument("--processes", type=int, default=defaults.processes, help="load-generator processes")
+        parser.add_argument("--accounts", type=int, default=defaults.accounts, help="funded accounts (many accounts)")
+        parser.add_argument("--history-accounts", type=int, default=defaults.history_accounts)
+        parser.add_argument("--history-entries", type=int, default=defaults.history_entries)
+        parser.add_argument("--out", type=Path, default=defaults.out, help="folder for bench.json and bench.png")
+        parser.add_argument(
+            "--leak-check",
+            action="store_true",
+            help="instead of the scenarios: server RSS after 10%% and 100%% of RPCs",
+        )
+        parser.add_argument(
+            "--history-reads",
+            action="store_true",
+            help="instead of the scenarios: GetUsage and ListLedgerEntries, 1 000 vs 1 000 000 calls",
+        )
+        parser.add_argument(
+            "--operations",
+            action="store_true",
+            help="instead of the scenarios: plain meter vs callers + token + JSON log line per RPC, ABBA",
+        )
+        parser.add_argument(
+            "--reserve-wait",
+            action="store_true",
+            help="instead of the scenarios: METER_RESERVE_WAIT_MS=0 vs the default, hot and many accounts, ABBA",
+        )
+        parser.add_argument(
+            "--reads-calls", type=int, default=1_000_000, help="calls of the big account (history reads)"
+        )
+        parser.add_argument("--leak-rpcs", type=int, default=defaults.leak_rpcs, help="RPCs of the leak check")
+
+    def run(self, settings: Settings, args: argparse.Namespace) -> int:
+        return asyncio.run(_bench(settings, args))
+
+
+class Chaos:
+    """`meter chaos`: faults and invariants."""
+
+    def add(self, commands: Any) -> None:
+        parser = commands.add_parser("chaos", help="faults and invariants: prove nothing is lost or counted twice")
+        parser.add_argument("--minutes", type=float, default=2.0, help="length of the whole run")
+        parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
+        parser.add_argument("--seed", type=int, default=1, help="seed of the random workload")
+        parser.add_argument("--out", type=Path, default=Path("chaos-results"), help="folder for chaos.json")
+
+    def run(self, settings: Settings, args: argparse.Namespace) -> int:
+        return asyncio.run(_chaos(settings, args))
+
+
+bench = Bench()
+chaos = Chaos()
+
+
+async def _bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.history_reads:
+        from meterlab.bench.reads import history_reads
+
+        data_dir = settings.data_dir.parent / (settings.data_dir.name + "-bench")
+        reads = await history_reads(data_dir, big=args.reads_calls)
+        print(reads.table())
+        print(f"meter bench: wrote {reads.write(args.out)}")
+        return 0
+    # The side-by-side modes: a few thousand accounts are enough to keep rows from colliding.
+    side_by_side = Options(
+        seconds=args.seconds,
+        rounds=args.rounds,
+        concurrency=args.concurrency,
+        processes=args.processes,
+        accounts=min(args.accounts, 2000),
+        out=args.out,
+        data_dir=settings.data_dir.parent / (settings.data_dir.name + "-bench"),
+    )
+    if args.operations:
+        from meterlab.bench import operations
+
+        ops, log_lines = await operations.operations_overhead(side_by_side)
+        print(ops.table(targets=False))
+        print(operations.ratios(ops))
+        print(f"meter bench: {log_lines} RPC log lines written by the operated server")
+        return 0
+    if args.reserve_wait:
+        from meterlab.bench import reserve_wait
+
+        comparison = await reserve_wait.reserve_wait(side_by_side)
+        print(comparison.report.table(targets=False))
+        print(reserve_wait.ratios(comparison))
+        return 0
+    options = Options(
+        seconds=args.seconds,
+        rounds=args.rounds,
+        concurrency=args.concurrency,
+        processes=args.processes,
+        accounts=args.accounts,
+        history_accounts=args.history_accounts,
+        history_entries=args.history_entries,
+        out=args.out,
+        leak_check=args.leak_check,
+        leak_rpcs=args.leak_rpcs,
+        data_dir=settings.data_dir.parent / (settings.data_dir.name + "-bench"),
+    )
+    from meterlab.bench.runner import bench
+
+    report = await bench(options)
+    json_path, chart = report.write(options.out)
+    print(report.table())
+    print(f"meter bench: wrote {json_path}" + (f" and {chart}" if chart else ""))
+    return 0
+
+
+async def _chaos(settings: Settings, args: argparse.Namespace) -> int:
+    from meterlab.chaos.report import HEADER
+    from meterlab.chaos.runner import SCENARIOS, chaos
+    from meterlab.chaos.runner import Options as ChaosOptions
+
+    seconds = max(5.0, args.minutes * 60 / len(SCENARIOS))
+    options = ChaosOptions(seconds=seconds, clients=args.clients, seed=args.seed, database_url=settings.database_url)
+    print(f"meter chaos: {len(SCENARIOS)} scenarios of {seconds:.0f} s, {args.clients} clients", flush=True)
+    print(HEADER, flush=True)
+    report = await chaos(options, progress=lambda line: print(line, flush=True))
+    print(report.render())
+    print(f"meter chaos: report in {report.save(args.out)}")
+    return 0 if report.clean else 1
