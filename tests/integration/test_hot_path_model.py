@@ -1,0 +1,491 @@
+"""The hot path against a reference model: every answer and every balance, through the real server.
+
+Hypothesis drives Reserve, Commit, Release, ExtendReservation, Adjust, expiry, the passing of
+minutes and of billing periods on two accounts (one with rate limits, one without) of a server
+whose accounts have three buckets per pool, so that holds are placed in one bucket, spread over
+several, or refused. After each step the real service must have answered what the model says, and
+every balance must be the model's. The model is the oracle, written from the rules as the README
+states them, not from the service's code:
+
+- a Reserve holds ceil(input x input weight + max output x output weight) tokens (at least 1),
+  allowance first; it is refused, in this order, for an unknown account, a reused request_id with
+  other parameters (the same parameters replay the first answer), debt, a rate limit (the limit that
+  keeps it out longest is named), or too few tokens;
+- a Commit charges ceil(input x input weight + output x output weight): from the hold (allowance
+  part first), then from what is available (allowance first), and what nothing pays for is debt;
+  what the hold does not use returns, paying debt first; the allowance of a hold taken in an earlier
+  period does not return, it expires. A hold given back at expiry is charged from what is
+  available. A replay answers the same; other usage is refused;
+- Release gives a hold back (refused once committed); after expiry it only records the Release;
+- ExtendReservation moves an open hold's expiry to now + ttl; refused once settled or expired;
+- Adjust credits (paying debt first) or takes back what the pool has;
+- at a period's end the allowance left expires and the next is granted, paying debt first.
+
+Time is the database's clock, moved by whole minutes from the start of a minute, so every expiry
+and every rate window is decided with no margin for chance. The machine runs in a thread with its
+own event loop; the server's sweeper is run on the test's loop, where the server lives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import asyncpg
+import grpc
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    MultipleResults,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    multiple,
+    rule,
+    run_state_machine_as_test,
+)
+
+from meter.catalog import load as load_catalog
+from meter.service.sweeper import sweep_once
+from meter.storage.database import dsn
+from meter.v1 import meter_pb2 as pb
+from meter.v1 import meter_pb2_grpc
+from support import RunningMeter, error_info, new_id
+
+T = TypeVar("T")
+
+MODELS = ("basic", "claude-haiku-4-5", "gpt-4o")
+TTLS = (30, 90)  # with time moved by whole minutes: expired after one minute, or after two
+LIMITS = {"requests_per_minute": 3, "tokens_per_minute": 2_500, "concurrent_holds": 2}
+MINUTE = 60
+
+
+def weighted(input_tokens: int, output_tokens: int, model: str) -> int:
+    pricing = load_catalog().pricing(model)
+    return math.ceil((input_tokens * pricing.input_weight + output_tokens * pricing.output_weight) / 1_000_000)
+
+
+@dataclass
+class ModelHold:
+    account: str
+    request_id: str
+    params: tuple[str, int, int, int]  # model, input, max output, ttl
+    allowance: int
+    purchased: int
+    period: int
+    expires: int  # model seconds
+    status: str = "open"  # open, committed, released, expired
+    usage: tuple[int, int] | None = None
+    answer: tuple[int, int] | None = None  # charged, unbilled
+
+    @property
+    def held(self) -> int:
+        return self.allowance + self.purchased
+
+
+@dataclass
+class ModelAccount:
+    limited: bool
+    grant: int
+    allowance: int = 0
+    purchased: int = 0
+    debt: int = 0
+    used: int = 0
+    period: int = 0
+    window: int = 0
+    requests: int = 0
+    window_tokens: int = 0
+    adjustments: dict[str, tuple[str, int]] = field(default_factory=dict)  # request_id: pool, delta
+
+    def pay_debt(self, allowance: int, purchased: int) -> tuple[int, int]:
+        """Tokens coming in pay the debt first (allowance first); returns what is left of each."""
+        paid = min(self.debt, allowance)
+        allowance -= paid
+        self.debt -= paid
+        paid = min(self.debt, purchased)
+        self.debt -= paid
+        return allowance, purchased - paid
+
+    def draw(self, amount: int) -> int:
+        """Take `amount` from what is available, allowance first; returns the shortfall."""
+        from_allowance = min(amount, self.allowance)
+        self.allowance -= from_allowance
+        from_purchased = min(amount - from_allowance, self.purchased)
+        self.purchased -= from_purchased
+        return amount - from_allowance - from_purchased
+
+
+class Refused(Exception):
+    def __init__(self, reason: str, **detail: str) -> None:
+        super().__init__(reason, detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.AbstractEventLoop) -> type:
+    class HotPath(RuleBasedStateMachine):
+        reservations = Bundle("reservations")
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+            self.channel = self.run(self._open())
+            self.stub = meter_pb2_grpc.MeterServiceStub(self.channel)
+            self.accounts: dict[str, ModelAccount] = {}
+            self.holds: dict[str, ModelHold] = {}
+            self.by_request: dict[tuple[str, str], str] = {}
+            self.now = 0  # model seconds since the start of this example's first minute
+            self.period_end = 0  # model seconds
+
+        async def _open(self) -> grpc.aio.Channel:
+            return grpc.aio.insecure_channel(meter.address)
+
+        def run(self, call: Awaitable[T]) -> T:
+            return self.loop.run_until_complete(call)
+
+        def teardown(self) -> None:
+            self.run(self.channel.close())
+            asyncio.set_event_loop(None)
+            self.loop.close()
+
+        def call(self, call: Awaitable[T]) -> T:
+            try:
+                return self.run(call)
+            except grpc.aio.AioRpcError as error:
+                info = error_info(error)
+                raise Refused(info.reason, **dict(info.metadata)) from None
+
+        # -- setup ---------------------------------------------------------------------------
+
+        @initialize(
+            grants=st.tuples(st.sampled_from([0, 600, 3_000]), st.sampled_from([0, 600, 3_000])),
+            funds=st.tuples(st.integers(0, 1_500), st.integers(0, 1_500)),
+        )
+        def open_accounts(self, grants: tuple[int, int], funds: tuple[int, int]) -> None:
+            self.run(self._start_of_a_minute())
+            for limited, grant, fund in zip((True, False), grants, funds, strict=True):
+                account = new_id()
+                limits = pb.RateLimits(**LIMITS) if limited else None
+                answer = self.run(
+                    self.stub.SetPlan(
+                        pb.SetPlanRequest(
+                            account_id=account, plan_id="enterprise", monthly_allowance_tokens=grant, limits=limits
+                        )
+                    )
+                )
+                end = answer.balance.period_end.ToDatetime().timestamp()
+                self.period_end = round(end - self.origin)
+                self.accounts[account] = ModelAccount(limited=limited, grant=grant, allowance=grant)
+                if fund:
+                    self._adjust(account, "purchased", fund, new_id("fund"))
+
+        async def _start_of_a_minute(self) -> None:
+            """Move the server's clock to one second past the start of a coming minute: every
+            step of the example then happens in that minute or a whole number of minutes later."""
+            connection = await asyncpg.connect(dsn(database_url))
+            try:
+                now = float(await connection.fetchval("SELECT extract(epoch FROM now())")) + meter.clock.offset_seconds
+            finally:
+                await connection.close()
+            start = (math.floor(now / MINUTE) + 2) * MINUTE + 1
+            meter.clock.advance(timedelta(seconds=start - now))
+            self.origin = start
+
+        # -- rules ---------------------------------------------------------------------------
+
+        def account(self, data: st.DataObject) -> tuple[str, ModelAccount]:
+            account_id = data.draw(st.sampled_from(list(self.accounts)))  # in creation order: ids are random
+            return account_id, self.accounts[account_id]
+
+        @rule(target=reservations, data=st.data(), calls=st.integers(1, 3))
+        def reserve(self, data: st.DataObject, calls: int) -> MultipleResults[str]:
+            placed = [self.reserve_once(data) for _ in range(calls)]
+            return multiple(*(reservation for reservation in placed if reservation))
+
+        def reserve_once(self, data: st.DataObject) -> str | None:
+            account_id, account = self.account(data)
+            model, input_tokens, max_output, ttl = data.draw(
+                st.tuples(st.sampled_from(MODELS), st.integers(0, 900), st.integers(1, 900), st.sampled_from(TTLS))
+            )
+            earlier = [h for h in self.holds.values() if h.account == account_id]
+            request_id = new_id("req")
+            if earlier and data.draw(st.integers(0, 3), label="reuse a request_id (1 in 4)") == 0:
+                request_id = data.draw(st.sampled_from(earlier)).request_id
+                if data.draw(st.booleans(), label="with the same parameters"):
+                    model, input_tokens, max_output, ttl = self.holds[self.by_request[account_id, request_id]].params
+            params = (model, input_tokens, max_output, ttl)
+            request = pb.ReserveRequest(
+                account_id=account_id, request_id=request_id, model=model, input_tokens=input_tokens,
+                max_output_tokens=max_output, ttl_seconds=ttl,
+            )  # fmt: skip
+            expected = self.model_reserve(account_id, account, request_id, params)
+            try:
+                answer = self.call(self.stub.Reserve(request))
+            except Refused as refusal:
+                assert isinstance(expected, Refused), (refusal.reason, refusal.detail, expected)
+                assert (refusal.reason, refusal.detail.get("limit")) == (expected.reason, expected.detail.get("limit"))
+                return None
+            assert not isinstance(expected, Refused), (expected.reason, expected.detail, answer)
+            hold = self.holds.get(expected)
+            if hold is None:  # placed now: the model learns the id the service gave it
+                hold = self.placed
+                self.holds[answer.reservation_id] = hold
+                self.by_request[account_id, request_id] = answer.reservation_id
+                expected = answer.reservation_id
+            assert answer.reservation_id == expected
+            assert answer.held_tokens == hold.held
+            assert answer.status == pb.ReservationStatus.Value(f"RESERVATION_STATUS_{hold.status.upper()}")
+            return expected
+
+        def model_reserve(
+            self, account_id: str, account: ModelAccount, request_id: str, params: tuple[str, int, int, int]
+        ) -> str | Refused:
+            model, input_tokens, max_output, ttl = params
+            replayed = self.by_request.get((account_id, request_id))
+            if replayed is not None:
+                if self.holds[replayed].params != params:
+                    return Refused("IDEMPOTENCY_KEY_REUSED")
+                return replayed
+            if account.debt:
+                return Refused("ACCOUNT_IN_DEBT")
+            required = max(1, weighted(input_tokens, max_output, model))
+            if account.limited:
+                refusal = self.over_a_limit(account_id, account, required)
+                if refusal is not None:
+                    return refusal
+            if account.allowance + account.purchased < required:
+                return Refused("INSUFFICIENT_TOKENS")
+            from_allowance = min(required, account.allowance)
+            account.allowance -= from_allowance
+            account.purchased -= required - from_allowance
+            account.requests += 1
+            account.window_tokens += required
+            self.placed = ModelHold(
+                account_id, request_id, params, from_allowance, required - from_allowance, account.period,
+                self.now + ttl,
+            )  # fmt: skip
+            return "placed"
+
+        def over_a_limit(self, account_id: str, account: ModelAccount, required: int) -> Refused | None:
+            """The limit that keeps the Reserve out longest: the minute's end for the per-minute
+            limits, the soonest expiry plus a sweep for open holds; a Reserve larger than the
+            tokens-per-minute limit can never pass."""
+            if required > LIMITS["tokens_per_minute"]:
+                return Refused("RATE_LIMITED", limit="tokensPerMinute")
+            minute_left = MINUTE - (self.now % MINUTE) - 1
+            waits: list[tuple[float, str]] = []
+            if account.requests + 1 > LIMITS["requests_per_minute"]:
+                waits.append((minute_left, "requestsPerMinute"))
+            if account.window_tokens + required > LIMITS["tokens_per_minute"]:
+                waits.append((minute_left, "tokensPerMinute"))
+            open_holds = [h for h in self.holds.values() if h.account == account_id and h.status == "open"]
+            if len(open_holds) + 1 > LIMITS["concurrent_holds"]:
+                soonest = min(h.expires for h in open_holds)
+                sweep = meter.service.meter.limits.sweep_seconds  # the server's sweep interval
+                waits.append((max(0, soonest - self.now) + sweep, "concurrentHolds"))
+            if not waits:
+                return None
+            return Refused("RATE_LIMITED", limit=max(waits)[1])
+
+        @rule(
+            reservation=reservations,
+            input_tokens=st.integers(0, 1_200),
+            output_tokens=st.integers(0, 3_000),
+            replay=st.booleans(),
+        )
+        def commit(self, reservation: str, input_tokens: int, output_tokens: int, replay: bool) -> None:
+            hold = self.holds.get(reservation)
+            if hold is None:
+                return
+            if replay and hold.usage is not None:
+                input_tokens, output_tokens = hold.usage
+            expected = self.model_commit(hold, input_tokens, output_tokens)
+            request = pb.CommitRequest(
+                reservation_id=reservation, input_tokens=input_tokens, output_tokens=output_tokens
+            )
+            try:
+                answer = self.call(self.stub.Commit(request))
+            except Refused as refusal:
+                assert isinstance(expected, Refused), (refusal.reason, expected)
+                assert refusal.reason == expected.reason
+                return
+            assert not isinstance(expected, Refused), (expected.reason, answer)
+            assert (answer.charged_tokens, answer.unbilled_tokens) == expected, (answer, expected)
+
+        def model_commit(self, hold: ModelHold, input_tokens: int, output_tokens: int) -> tuple[int, int] | Refused:
+            if hold.status == "committed":
+                if hold.usage != (input_tokens, output_tokens):
+                    return Refused("IDEMPOTENCY_KEY_REUSED")
+                assert hold.answer is not None
+                return hold.answer
+            if hold.status == "released":
+                return Refused("RESERVATION_RELEASED")
+            account = self.accounts[hold.account]
+            charge = weighted(input_tokens, output_tokens, hold.params[0])
+            if hold.status == "expired":
+                shortfall = account.draw(charge)  # its tokens came back at expiry
+            else:
+                from_allowance = min(charge, hold.allowance)
+                from_purchased = min(charge - from_allowance, hold.purchased)
+                unused_allowance = hold.allowance - from_allowance
+                if hold.period != account.period:
+                    unused_allowance = 0  # the period it was taken in has ended: it expires
+                shortfall = account.draw(charge - from_allowance - from_purchased)
+                back_allowance, back_purchased = account.pay_debt(unused_allowance, hold.purchased - from_purchased)
+                account.allowance += back_allowance
+                account.purchased += back_purchased
+            account.debt += shortfall
+            account.used += charge
+            hold.status, hold.usage, hold.answer = "committed", (input_tokens, output_tokens), (charge, shortfall)
+            return hold.answer
+
+        @rule(reservation=reservations)
+        def release(self, reservation: str) -> None:
+            hold = self.holds.get(reservation)
+            if hold is None:
+                return
+            try:
+                self.call(self.stub.Release(pb.ReleaseRequest(reservation_id=reservation)))
+            except Refused as refusal:
+                assert (refusal.reason, hold.status) == ("RESERVATION_COMMITTED", "committed")
+                return
+            assert hold.status != "committed"
+            if hold.status == "open":
+                self.give_back(hold)
+            hold.status = "released"
+
+        def give_back(self, hold: ModelHold) -> None:
+            account = self.accounts[hold.account]
+            allowance = hold.allowance if hold.period == account.period else 0
+            allowance, purchased = account.pay_debt(allowance, hold.purchased)
+            account.allowance += allowance
+            account.purchased += purchased
+
+        @rule(reservation=reservations, ttl=st.sampled_from(TTLS))
+        def extend(self, reservation: str, ttl: int) -> None:
+            hold = self.holds.get(reservation)
+            if hold is None:
+                return
+            request = pb.ExtendReservationRequest(reservation_id=reservation, ttl_seconds=ttl)
+            try:
+                self.call(self.stub.ExtendReservation(request))
+            except Refused as refusal:
+                expected = {"committed": "COMMITTED", "released": "RELEASED"}.get(hold.status, "EXPIRED")
+                assert hold.status != "open" or self.now >= hold.expires, refusal.reason
+                assert refusal.reason == f"RESERVATION_{expected}"
+                return
+            assert hold.status == "open" and self.now < hold.expires
+            hold.expires = self.now + ttl
+
+        @rule(data=st.data(), pool=st.sampled_from(["allowance", "purchased"]), delta=st.integers(-1_500, 2_000))
+        def adjust(self, data: st.DataObject, pool: str, delta: int) -> None:
+            account_id, account = self.account(data)
+            if delta == 0:
+                return
+            request_id = new_id("adj")
+            replay: bool = bool(account.adjustments) and data.draw(st.booleans(), label="replay an adjustment")
+            if replay:
+                request_id = data.draw(st.sampled_from(list(account.adjustments)))
+                pool, delta = account.adjustments[request_id]
+            self._adjust(account_id, pool, delta, request_id)
+
+        def _adjust(self, account_id: str, pool: str, delta: int, request_id: str) -> None:
+            account = self.accounts[account_id]
+            index = ("allowance", "purchased").index(pool)
+            request = pb.AdjustRequest(
+                account_id=account_id, pool=pb.Pool.Value(f"POOL_{pool.upper()}"), delta=delta, reason="model",
+                request_id=request_id,
+            )  # fmt: skip
+            replayed = request_id in account.adjustments
+            available = (account.allowance, account.purchased)[index]
+            try:
+                self.call(self.stub.Adjust(request))
+            except Refused as refusal:
+                assert not replayed and delta < 0 and available < -delta, refusal.reason
+                assert refusal.reason == "INSUFFICIENT_TOKENS"
+                return
+            if replayed:
+                return
+            assert delta > 0 or available >= -delta
+            account.adjustments[request_id] = (pool, delta)
+            if delta > 0:
+                credited = account.pay_debt(delta, 0)[0] if index == 0 else account.pay_debt(0, delta)[1]
+                delta = credited
+            if index == 0:
+                account.allowance += delta
+            else:
+                account.purchased += delta
+
+        @rule()
+        def sweep(self) -> None:
+            """The sweeper gives back every open hold past its expiry."""
+            asyncio.run_coroutine_threadsafe(sweep_once(meter.service.meter), server_loop).result(timeout=60)
+            for hold in self.holds.values():
+                if hold.status == "open" and self.now >= hold.expires:
+                    self.give_back(hold)
+                    hold.status = "expired"
+
+        @rule(minutes=st.integers(1, 2))
+        def minutes_pass(self, minutes: int) -> None:
+            self.advance(minutes * MINUTE)
+
+        @rule()
+        def period_ends(self) -> None:
+            self.advance(math.ceil((self.period_end - self.now) / MINUTE) * MINUTE)
+
+        def advance(self, seconds: int) -> None:
+            meter.clock.advance(timedelta(seconds=seconds))
+            self.now += seconds
+            for account in self.accounts.values():
+                account.requests = account.window_tokens = 0
+            if self.now >= self.period_end:
+                self.period_end = self.following_period_end()
+                for account in self.accounts.values():
+                    account.period += 1
+                    account.allowance = account.pay_debt(account.grant, 0)[0]
+                    account.used = 0
+
+        def following_period_end(self) -> int:
+            """Calendar months (UTC): the end of the month after the one that just ended."""
+            end = datetime.fromtimestamp(self.origin + self.period_end, tz=UTC)
+            following = datetime(end.year + end.month // 12, end.month % 12 + 1, 1, tzinfo=UTC)
+            return round(following.timestamp() - self.origin)
+
+        # -- what the service shows ------------------------------------------------------------
+
+        @invariant()
+        def balances_are_the_models(self) -> None:
+            for account_id, account in self.accounts.items():
+                answer = self.run(self.stub.GetBalance(pb.GetBalanceRequest(account_id=account_id)))
+                b = answer.balance
+                held = sum(h.held for h in self.holds.values() if h.account == account_id and h.status == "open")
+                available = 0 if account.debt else account.allowance + account.purchased
+                actual = (b.allowance_remaining, b.purchased_remaining, b.held, b.available, b.debt, b.used_this_period)
+                expected = (account.allowance, account.purchased, held, available, account.debt, account.used)
+                assert actual == expected, (account_id, actual, expected)
+                assert b.allowance_total == account.grant
+                if account.limited:
+                    room = answer.headroom
+                    open_holds = sum(
+                        1 for h in self.holds.values() if h.account == account_id and h.status == "open"
+                    )  # fmt: skip
+                    assert (room.requests_this_minute, room.tokens_this_minute, room.holds) == (
+                        max(0, LIMITS["requests_per_minute"] - account.requests),
+                        max(0, LIMITS["tokens_per_minute"] - account.window_tokens),
+                        max(0, LIMITS["concurrent_holds"] - open_holds),
+                    )
+
+    return HotPath
+
+
+async def test_the_hot_path_answers_and_balances_as_the_model_says(meters: Any, database_url: str) -> None:
+    meter: RunningMeter = await meters(buckets=3)
+    state_machine = machine(meter, database_url, asyncio.get_running_loop())
+    options = settings(max_examples=40, stateful_step_count=50, deadline=None, suppress_health_check=list(HealthCheck))
+    await asyncio.to_thread(run_state_machine_as_test, state_machine, settings=options)
