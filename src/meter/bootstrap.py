@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
@@ -30,11 +29,11 @@ from meter.grpc.server import METHODS, GrpcServer
 from meter.service.caller_rate_sync import run_caller_rate_sync
 from meter.service.context import Limits, Meter
 from meter.service.sweeper import run_sweeper
-from meter.storage import fast_paths, migrate
+from meter.storage import migrate
 from meter.storage.clock import DatabaseClock
-from meter.storage.database import Timeouts, create_engine, dsn
+from meter.storage.database import Timeouts, create_engine
 from meter.storage.embedded import EmbeddedPostgres
-from meter.storage.fast_paths import FastPaths, PlanLimits
+from meter.storage.hot_path import HotPath, PlanLimits
 from meter.storage.postgres import PostgresStorage
 from meter.webhooks.app import WebhookServer
 
@@ -76,20 +75,18 @@ def engine_for(settings: Settings, url: str) -> AsyncEngine:
 
 @dataclass
 class Connections:
-    """The general path's SQLAlchemy engine and the hot statements' asyncpg pool."""
+    """The one pool (the engine's): transactions through SQLAlchemy, the hot path's statements on
+    its asyncpg connections directly."""
 
     engine: AsyncEngine
-    fast_pool: asyncpg.Pool
 
     async def close(self) -> None:
-        await self.fast_pool.close()
         await self.engine.dispose()
 
 
 async def connect(settings: Settings, url: str) -> Connections:
-    """Both pools open connections on demand: nothing is dialled here."""
-    fast_pool = await fast_paths.create_pool(dsn(url), size=settings.db_fast_pool_size, timeouts=timeouts(settings))
-    return Connections(engine_for(settings, url), fast_pool)
+    """The pool opens connections on demand: nothing is dialled here."""
+    return Connections(engine_for(settings, url))
 
 
 def build_meter(
@@ -97,16 +94,16 @@ def build_meter(
 ) -> Meter:
     clock = clock or DatabaseClock()
     catalog = catalog or catalog_file.load(settings.catalog_path)
-    fast = FastPaths(
-        connections.fast_pool,
+    hot_path = HotPath(
+        connections.engine,
         clock,
-        acquire_timeout=settings.statement_timeout_ms / 1000,
         plan_limits=PlanLimits.of(catalog),
         reserve_wait_ms=settings.reserve_wait_ms,
+        sweep_seconds=settings.sweep_interval_seconds,
     )
     return Meter(
         catalog=catalog,
-        storage=PostgresStorage(connections.engine, fast, clock),
+        storage=PostgresStorage(connections.engine, hot_path, clock),
         limits=Limits(
             buckets=settings.buckets,
             default_ttl_seconds=settings.default_ttl_seconds,
@@ -156,12 +153,8 @@ class Service:
             await asyncio.to_thread(self.database.embedded.stop)
 
     def _watch_pools(self) -> None:
-        engine_pool = self.connections.engine.pool
-        fast_pool = self.connections.fast_pool
-        metrics.DATABASE_POOLS.watch(self, "general", lambda: (engine_pool.checkedout(), engine_pool.size()))  # type: ignore[attr-defined]
-        metrics.DATABASE_POOLS.watch(
-            self, "fast", lambda: (fast_pool.get_size() - fast_pool.get_idle_size(), fast_pool.get_max_size())
-        )
+        pool = self.connections.engine.pool
+        metrics.DATABASE_POOLS.watch(self, "main", lambda: (pool.checkedout(), pool.size()))  # type: ignore[attr-defined]
 
     async def _become_ready(self) -> None:
         """Until the database is reachable and at this code's migration (migrating it first unless

@@ -13,8 +13,7 @@
 | METER_MAX_TTL_SECONDS | 3600 | longest hold lifetime a call may ask for |
 | METER_MAX_CREDIT_TOKENS | 1000000000 | largest single purchase or adjustment |
 | METER_SWEEP_INTERVAL_SECONDS | 1 | how often expired holds and ended periods are swept |
-| METER_DB_POOL_SIZE | 10 | connections per process for the general path (SQLAlchemy) |
-| METER_DB_FAST_POOL_SIZE | 20 | connections per process for the one-statement Reserve and Commit (asyncpg) |
+| METER_DB_POOL_SIZE | 20 | database connections per process (the one pool) |
 | METER_STATEMENT_TIMEOUT_MS | 5000 | per-statement limit |
 | METER_LOCK_TIMEOUT_MS | 3000 | longest wait for a row lock |
 | METER_RESERVE_WAIT_MS | 200 | longest wait of a Reserve for a locked row that has its tokens (0: none) |
@@ -64,8 +63,7 @@ class Settings:
     max_ttl_seconds: int = 3600
     max_credit_tokens: int = 1_000_000_000
     sweep_interval_seconds: float = 1.0
-    db_pool_size: int = 10
-    db_fast_pool_size: int = 20
+    db_pool_size: int = 20
     statement_timeout_ms: int = 5_000
     lock_timeout_ms: int = 3_000
     reserve_wait_ms: int = 200
@@ -92,6 +90,9 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
+        if "METER_DB_FAST_POOL_SIZE" in env:
+            # Refused rather than ignored: an operator who sized two pools should size the one.
+            raise ConfigError("METER_DB_FAST_POOL_SIZE was removed: meter has one pool, sized by METER_DB_POOL_SIZE")
         settings = cls(
             database_url=env.get("METER_DATABASE_URL") or None,
             data_dir=Path(env.get("METER_DATA_DIR") or ".meter"),
@@ -106,8 +107,7 @@ class Settings:
             max_ttl_seconds=_int(env, "METER_MAX_TTL_SECONDS", 3600, 1, 86_400),
             max_credit_tokens=_int(env, "METER_MAX_CREDIT_TOKENS", 1_000_000_000, 1, 2**62),
             sweep_interval_seconds=_float(env, "METER_SWEEP_INTERVAL_SECONDS", 1.0, 0.01, 3600),
-            db_pool_size=_int(env, "METER_DB_POOL_SIZE", 10, 1, 1000),
-            db_fast_pool_size=_int(env, "METER_DB_FAST_POOL_SIZE", 20, 1, 1000),
+            db_pool_size=_int(env, "METER_DB_POOL_SIZE", 20, 1, 1000),
             statement_timeout_ms=_int(env, "METER_STATEMENT_TIMEOUT_MS", 5_000, 1, 3_600_000),
             lock_timeout_ms=_int(env, "METER_LOCK_TIMEOUT_MS", 3_000, 1, 3_600_000),
             reserve_wait_ms=_int(env, "METER_RESERVE_WAIT_MS", 200, 0, 60_000),

@@ -54,15 +54,12 @@ SWEEPER_LAG = Gauge(
     "meter_sweeper_lag_seconds",
     "How long the longest-expired hold still open has been past its expiry (0: the sweeper is keeping up).",
 )
-GENERAL_PATH = Counter(
-    "meter_general_path",
-    "Reserves and Commits the one-statement path handed to the general one (replays, boundaries, "
-    "refusals, and Reserves that found no single balance row to take them): a rising share means "
-    "accounts spread too thin or contended.",
-    ["method"],
+RESERVES_ACROSS_ROWS = Counter(
+    "meter_reserves_across_rows",
+    "Reserves that no single balance row could take (the account's tokens spread thinner than the hold, "
+    "or every row with them locked past METER_RESERVE_WAIT_MS), taken from all the account's rows at once: "
+    "a rising share means accounts spread too thin or contended.",
 )
-GENERAL_RESERVES = GENERAL_PATH.labels(method="Reserve")
-GENERAL_COMMITS = GENERAL_PATH.labels(method="Commit")
 
 SWEEPS = Counter("meter_sweeps", "Sweeper passes, by outcome (ok, failed).", ["outcome"])
 

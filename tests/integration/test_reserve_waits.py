@@ -1,6 +1,6 @@
-"""A Reserve that finds every balance row with its tokens locked waits for one (migration 0011)
-instead of handing over to the general path, which would lock every row of the account and drag
-the next Reserves after it; a wait that turns into a queue is handed over after a bound."""
+"""A Reserve that finds every balance row with its tokens locked waits for one instead of taking
+the tokens from all the rows at once, which would lock every row of the account and drag the next
+Reserves after it; a wait that turns into a queue takes from all the rows after a bound."""
 
 from __future__ import annotations
 
@@ -16,13 +16,29 @@ from meter.storage.audit import audit
 from support import balance, eventually, funded_account, reserve_request
 
 
-def general_reserves() -> float:
-    return REGISTRY.get_sample_value("meter_general_path_total", {"method": "Reserve"}) or 0.0
+def reserves_across_rows() -> float:
+    """Reserves taken from all of an account's rows at once."""
+    return REGISTRY.get_sample_value("meter_reserves_across_rows_total") or 0.0
 
 
 async def _lock_every_row(connection: AsyncConnection, account: str) -> None:
     """What a settling call does to one row, done to all of them, in an open transaction."""
     await connection.execute(text("SELECT 1 FROM buckets WHERE account_id = :a FOR UPDATE"), {"a": account})
+
+
+async def _longest_waiting_reserve(engine: AsyncEngine) -> float:
+    """Seconds the longest-running Reserve waiting on a lock has been running (0: none waits)."""
+    async with engine.connect() as connection:
+        return float(
+            (
+                await connection.execute(
+                    text(
+                        "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - query_start)), 0) "
+                        "FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%meter_reserve(%'"
+                    )
+                )
+            ).scalar_one()
+        )
 
 
 async def _reserves_waiting_on_a_lock(engine: AsyncEngine) -> int:
@@ -31,20 +47,20 @@ async def _reserves_waiting_on_a_lock(engine: AsyncEngine) -> int:
             await connection.execute(
                 text(
                     "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE wait_event_type = 'Lock' AND query LIKE '%meter_reserve_fast%'"
+                    "WHERE wait_event_type = 'Lock' AND query LIKE '%meter_reserve(%'"
                 )
             )
         ).scalar_one()
 
 
-async def test_a_reserve_waits_for_a_locked_row_instead_of_handing_over(
+async def test_a_reserve_waits_for_a_locked_row_instead_of_locking_them_all(
     meters: StartMeter, engine: AsyncEngine
 ) -> None:
     # A wait bound far beyond the test's polling, so a slow machine cannot make the wait end
     # before the test has seen it.
     meter = await meters(reserve_wait_ms=30_000)
     account = await funded_account(meter.stub, 10_000)
-    before = general_reserves()
+    before = reserves_across_rows()
     async with engine.connect() as locker:
         await _lock_every_row(locker, account)
         call = asyncio.ensure_future(meter.stub.Reserve(reserve_request(account)))
@@ -53,29 +69,31 @@ async def test_a_reserve_waits_for_a_locked_row_instead_of_handing_over(
         await locker.rollback()  # the settling call finishes: the row is free
     hold = await call
     assert hold.held_tokens == 100
-    assert general_reserves() == before  # placed by the one-statement path after its wait
+    assert reserves_across_rows() == before  # placed on the row it waited for
     snapshot = await balance(meter.stub, account)
     assert (snapshot.held, snapshot.purchased_remaining) == (100, 9_900)
     assert (await audit(engine, account)).clean
 
 
 @pytest.mark.parametrize("wait_ms", [200, 0])
-async def test_a_wait_past_its_bound_goes_to_the_general_path(
+async def test_a_wait_past_its_bound_takes_from_all_the_rows(
     meters: StartMeter, engine: AsyncEngine, wait_ms: int
 ) -> None:
     """Rows held longer than the bound (a long transaction, a queue), or no wait configured: the
-    general path takes the Reserve, waits for all the rows, and places it exactly once."""
+    Reserve waits for all the rows, and is placed exactly once."""
     meter = await meters(reserve_wait_ms=wait_ms)
     account = await funded_account(meter.stub, 10_000)
-    before = general_reserves()
+    before = reserves_across_rows()
     async with engine.connect() as locker:
         await _lock_every_row(locker, account)
         call = asyncio.ensure_future(meter.stub.Reserve(reserve_request(account)))
-        await eventually(lambda: asyncio.sleep(0, general_reserves()), lambda n: n == before + 1)
+        # Past the bound, the Reserve no longer waits for one row: it waits for them all.
+        await eventually(lambda: _longest_waiting_reserve(engine), lambda seconds: seconds > wait_ms / 1000 + 0.1)
         assert not call.done()
         await locker.rollback()
     hold = await call
     assert hold.held_tokens == 100
+    assert reserves_across_rows() == before + 1
     snapshot = await balance(meter.stub, account)
     assert (snapshot.held, snapshot.purchased_remaining) == (100, 9_900)
     async with engine.connect() as connection:

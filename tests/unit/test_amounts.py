@@ -27,21 +27,6 @@ class TestWeightsAndCosts:
     def test_millionths_print_as_the_shortest_decimal(self, value: int, text: str) -> None:
         assert amounts.format_millionths(value) == text
 
-    def test_weighted_tokens_round_up(self) -> None:
-        # 3 * 0.1 + 1 * 0.25 = 0.55 -> 1
-        assert amounts.weighted_tokens(3, 1, 100_000, 250_000) == 1
-        assert amounts.weighted_tokens(1000, 100, 250_000, 1_250_000) == 375
-        assert amounts.weighted_tokens(0, 0, 1_000_000, 1_000_000) == 0
-
-    def test_cost_in_micro_usd_rounds_up(self) -> None:
-        # $2.50 / M input, $10 / M output: 900 in + 100 out = 2250 + 1000
-        assert amounts.cost_micros(900, 100, 2_500_000, 10_000_000) == 3250
-        # $0.15 / M: one token costs 0.15 micro-USD -> 1
-        assert amounts.cost_micros(1, 0, 150_000, 0) == 1
-
-    def test_ceil_div(self) -> None:
-        assert [amounts.ceil_div(n, 4) for n in (0, 1, 4, 5)] == [0, 1, 1, 2]
-
 
 class TestBounds:
     def test_amounts_outside_the_bounds_name_the_field(self) -> None:
@@ -65,7 +50,7 @@ class TestIds:
             ids.account_id(value)
 
     def test_reservation_id_round_trip(self) -> None:
-        reservation = ids.new_reservation_id("org:acme")
+        reservation = ids.reservation_id("org:acme", ids.new_hold_id())
         assert ids.reservation_account(reservation) == "org:acme"
         assert len(ids.hold_id(reservation)) == 32
 

@@ -7,7 +7,7 @@ import asyncpg
 import pytest
 
 from meter.domain.errors import StorageUnavailable
-from meter.storage.fast_paths import run_statement
+from meter.storage.database import with_retries
 
 
 async def test_a_protocol_error_after_a_lost_server_is_storage_unavailable() -> None:
@@ -15,4 +15,17 @@ async def test_a_protocol_error_after_a_lost_server_is_storage_unavailable() -> 
         raise asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress")
 
     with pytest.raises(StorageUnavailable):
-        await run_statement(once)
+        await with_retries(once, 8)
+
+
+async def test_a_serialization_failure_is_retried_and_then_succeeds() -> None:
+    calls = []
+
+    async def once() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise asyncpg.SerializationError("could not serialize access")
+        return "done"
+
+    assert await with_retries(once, 8) == "done"
+    assert len(calls) == 3

@@ -97,6 +97,7 @@ class TestSettings:
         assert settings.buckets == 16
         assert settings.default_ttl_seconds == 600
         assert settings.reserve_wait_ms == 200
+        assert settings.db_pool_size == 20
 
     def test_values_are_read_and_secrets_split(self) -> None:
         settings = Settings.from_env(
@@ -120,6 +121,7 @@ class TestSettings:
             {"METER_SWEEP_INTERVAL_SECONDS": "-1"},
             {"METER_RESERVE_WAIT_MS": "-1"},
             {"METER_DEFAULT_TTL_SECONDS": "7200", "METER_MAX_TTL_SECONDS": "3600"},
+            {"METER_DB_FAST_POOL_SIZE": "20"},  # removed with the second pool: refused, not ignored
         ],
     )
     def test_malformed_values_name_the_variable(self, env: dict[str, str]) -> None:

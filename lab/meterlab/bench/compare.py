@@ -36,8 +36,8 @@ class Configuration:
 @dataclass
 class Comparison:
     report: Report  # scenarios named "<scenario>, <configuration>"; medians over the rounds
-    # Per scenario, each round's share of Reserves the one-statement path handed to the general one.
-    general_path: dict[str, list[float]] = field(default_factory=dict)
+    # Per scenario, each round's share of Reserves taken from all the account's rows at once.
+    across_rows: dict[str, list[float]] = field(default_factory=dict)
 
 
 async def compare(options: Options, prefix: str, configurations: dict[str, Configuration], mode: str) -> Comparison:
@@ -63,14 +63,14 @@ async def compare(options: Options, prefix: str, configurations: dict[str, Confi
             for scenario in SCENARIOS:
                 for name in order:
                     label = f"{scenario}, {name}"
-                    before = await _general_reserves(servers[name])
+                    before = await _reserves_across_rows(servers[name])
                     measurement = await runners[name].measure(
                         "loop", accounts[scenario], options.seconds / options.rounds, token=configurations[name].token
                     )
-                    share = (await _general_reserves(servers[name]) - before) / max(measurement.samples.loops, 1)
+                    share = (await _reserves_across_rows(servers[name]) - before) / max(measurement.samples.loops, 1)
                     rounds.setdefault(label, []).append(measurement)
-                    comparison.general_path.setdefault(label, []).append(share)
-                    _progress(f"round {number}: {label} ({share:.1%} of Reserves in the general path)", measurement)
+                    comparison.across_rows.setdefault(label, []).append(share)
+                    _progress(f"round {number}: {label} ({share:.1%} of Reserves taken from all rows)", measurement)
         for label, measurements in rounds.items():
             comparison.report.scenarios[label] = _summary(label, measurements)
     finally:
@@ -81,8 +81,8 @@ async def compare(options: Options, prefix: str, configurations: dict[str, Confi
     return comparison
 
 
-async def _general_reserves(server: ServerProcess) -> float:
-    """The server's meter_general_path_total for Reserve, from its /metrics."""
+async def _reserves_across_rows(server: ServerProcess) -> float:
+    """The server's meter_reserves_across_rows_total, from its /metrics."""
 
     def scrape() -> str:
         with urllib.request.urlopen(f"http://{server.http_address}/metrics", timeout=10) as response:
@@ -90,6 +90,6 @@ async def _general_reserves(server: ServerProcess) -> float:
 
     for family in text_string_to_metric_families(await asyncio.to_thread(scrape)):
         for sample in family.samples:
-            if sample.name == "meter_general_path_total" and sample.labels.get("method") == "Reserve":
+            if sample.name == "meter_reserves_across_rows_total":
                 return float(sample.value)
     return 0.0

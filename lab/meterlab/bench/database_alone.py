@@ -1,11 +1,9 @@
 """The hot account against the single bucket with meter's server taken out of the loop.
 
 End to end on this 2-core machine, meter's own CPU (gRPC, the event loop, Python) bounds both
-hot accounts well before one balance row does: once a Reserve waits for a locked row instead of
-handing over to the general path (migration 0011), the single bucket runs at three quarters of
-the sharded account's rate there. What a single row costs shows where the row is the limit: pgbench, which
-ships with PostgreSQL, calls meter_reserve_fast then meter_commit_fast directly, from as many
-connections as a replica's fast pool, on the same two accounts, in interleaved rounds.
+hot accounts well before one balance row does. What a single row costs shows where the row is the
+limit: pgbench, which ships with PostgreSQL, calls meter_reserve then meter_commit directly, from
+as many connections as a replica's pool, on the same two accounts, in interleaved rounds.
 """
 
 from __future__ import annotations
@@ -26,10 +24,11 @@ from meter.storage.database import dsn
 # default wait for a locked row).
 SCRIPT = f"""\\set start random(0, 32767)
 SELECT gen_random_uuid() AS hold, gen_random_uuid()::text AS request \\gset
-SELECT outcome FROM meter_reserve_fast(:account, :request, :hold, 'bench', 50, 50, 60, '{{}}', 'bench', 1000000,
-    1000000, 0, 0, 100, :start, 0, ARRAY[]::text[], ARRAY[]::bigint[], ARRAY[]::bigint[], ARRAY[]::bigint[],
-    {Settings().reserve_wait_ms});
-SELECT outcome FROM meter_commit_fast(:account, :hold, 30, 30, 0, 'meter-bench');
+SELECT outcome FROM meter_reserve(:account, :request, :hold, 'bench', 50, 50, 60, '{{}}', 'bench', 1000000,
+    1000000, 0, 0, :start, 0, ARRAY[]::text[], ARRAY[]::bigint[], ARRAY[]::bigint[], ARRAY[]::bigint[],
+    {Settings().reserve_wait_ms}, 1);
+SELECT outcome FROM meter_commit(:account, :hold, :account || '/' || replace(:hold::text, '-', ''), 30, 30, 0,
+    'meter-bench');
 """
 
 
@@ -47,7 +46,7 @@ async def loops_per_second(
     binary: str, url: str, engine: AsyncEngine, account: str, seconds: float, clients: int
 ) -> float:
     """Reserve→Commit loops per second on `account`. Every loop must have placed and charged its
-    hold on the one-statement path (a function that gave up would make an empty loop look fast):
+    hold (a function that refused would make an empty loop look fast):
     the committed holds must grow by exactly the loops pgbench counted."""
     before = await _committed(engine, account)
     loops, rate = await _run(binary, url, account, seconds, clients)

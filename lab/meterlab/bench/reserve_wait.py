@@ -1,10 +1,10 @@
-"""`meter bench --reserve-wait`: what waiting for a locked balance row changes (migration 0011).
+"""`meter bench --reserve-wait`: what waiting for a locked balance row changes.
 
 Two `meter serve` processes on one database: "no wait" (METER_RESERVE_WAIT_MS=0: a Reserve that
-finds every row that has its tokens locked by a call settling hands over to the general path,
-which locks all of the account's rows, as before migration 0011) and "wait" (the default). The
-hot account is where it shows; many accounts, where rows are rarely locked, is the control. The
-report adds each scenario's share of Reserves that went to the general path.
+finds every row that has its tokens locked by a call settling takes them from all of the
+account's rows, locking them all) and "wait" (the default). The hot account is where it shows;
+many accounts, where rows are rarely locked, is the control. The report adds each scenario's
+share of Reserves taken from all the rows.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ async def reserve_wait(options: Options) -> Comparison:
 
 def ratios(comparison: Comparison) -> str:
     """hot / many accounts for each configuration, then the hot account with / without the wait,
-    and the median share of Reserves in the general path per scenario."""
+    and the median share of Reserves taken from all the account's rows per scenario."""
     scenarios = comparison.report.scenarios
 
     def loops(label: str) -> float:
@@ -34,6 +34,6 @@ def ratios(comparison: Comparison) -> str:
         for name in CONFIGURATIONS
     ]
     out.append(f"hot account, wait / no wait {loops('hot account, wait') / loops('hot account, no wait'):.3f}")
-    for label, shares in comparison.general_path.items():
-        out.append(f"{label}: {median(shares):.1%} of Reserves in the general path (median round)")
+    for label, shares in comparison.across_rows.items():
+        out.append(f"{label}: {median(shares):.1%} of Reserves taken from all rows (median round)")
     return "\n".join(out)

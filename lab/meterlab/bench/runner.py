@@ -219,7 +219,7 @@ async def _database_alone(
         print("meter bench: pgbench not found: no database-alone figures", flush=True)
         return {}
     rates: dict[str, list[float]] = {name: [] for name in accounts}
-    clients = Settings().db_fast_pool_size  # as many connections as a replica's fast pool
+    clients = Settings().db_pool_size  # as many connections as a replica's pool
     for number in range(1, options.rounds + 1):
         order = list(accounts) if number % 2 else list(accounts)[::-1]
         for name in order:

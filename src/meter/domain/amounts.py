@@ -17,11 +17,6 @@ MAX_CALL_TOKENS = 100_000_000
 INT64_MAX = 2**63 - 1
 
 
-def ceil_div(numerator: int, denominator: int) -> int:
-    """Integer division rounding up, for non-negative numerators."""
-    return -(-numerator // denominator)
-
-
 def millionths(text: str, what: str) -> int:
     """Parse an exact decimal ("0.25", "15.00") into integer millionths, refusing finer digits."""
     try:
@@ -40,17 +35,6 @@ def format_millionths(value: int) -> str:
     """The shortest exact decimal for integer millionths (250000 -> "0.25")."""
     text = str(Decimal(value) / MILLION)
     return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def weighted_tokens(input_tokens: int, output_tokens: int, input_weight: int, output_weight: int) -> int:
-    """Balance tokens for a call: ceil(input * input_weight + output * output_weight), weights in
-    millionths."""
-    return ceil_div(input_tokens * input_weight + output_tokens * output_weight, MILLION)
-
-
-def cost_micros(input_tokens: int, output_tokens: int, input_price: int, output_price: int) -> int:
-    """Cost in micro-USD, prices in micro-USD per million tokens, rounded up."""
-    return ceil_div(input_tokens * input_price + output_tokens * output_price, MILLION)
 
 
 def require_tokens(field: str, value: int, *, minimum: int, maximum: int) -> int:

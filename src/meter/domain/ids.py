@@ -35,8 +35,13 @@ def idempotency_key(value: str, field: str) -> str:
     return value
 
 
-def new_reservation_id(account: str) -> str:
-    return f"{account}{_SEPARATOR}{uuid.uuid4().hex}"
+def new_hold_id() -> str:
+    return uuid.uuid4().hex
+
+
+def reservation_id(account: str, hold: str) -> str:
+    """The id callers see for a hold of `account` (`hold` as a uuid, with or without dashes)."""
+    return f"{account}{_SEPARATOR}{hold.replace('-', '')}"
 
 
 def reservation_account(reservation_id: str) -> str:

@@ -17,27 +17,6 @@ class PoolName(enum.StrEnum):
     DEBT = "debt"
 
 
-# Holds draw allowance first: it expires at the period's end, purchased tokens never do.
-DRAW_ORDER = (PoolName.ALLOWANCE, PoolName.PURCHASED)
-
-
-@dataclass(frozen=True)
-class Draw:
-    """Tokens taken from each pool for an amount, and the part nothing could pay for."""
-
-    allowance: int
-    purchased: int
-    shortfall: int
-
-
-def draw(amount: int, allowance_available: int, purchased_available: int) -> Draw:
-    """Take `amount` allowance-first; what both pools cannot cover is the shortfall."""
-    assert amount >= 0 and allowance_available >= 0 and purchased_available >= 0
-    from_allowance = min(amount, allowance_available)
-    from_purchased = min(amount - from_allowance, purchased_available)
-    return Draw(from_allowance, from_purchased, amount - from_allowance - from_purchased)
-
-
 def even_split(total: int, buckets: int) -> list[int]:
     """`total` spread over `buckets` rows as evenly as whole tokens allow (the first get the
     remainder), so that each bucket can serve a hold on its own for as long as possible."""

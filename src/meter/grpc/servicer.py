@@ -46,12 +46,12 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
             labels=dict(request.labels),
         )
         return pb.ReserveResponse(
-            reservation_id=result.hold.reservation_id,
-            held_tokens=result.hold.held_tokens,
-            expires_at=convert.timestamp(result.hold.expires_at),
+            reservation_id=result.reservation_id,
+            held_tokens=result.held_tokens,
+            expires_at=convert.timestamp(result.expires_at),
             balance=convert.balance(result.balance),
-            catalog_version=result.hold.pricing.catalog_version,
-            status=convert.hold_status(result.hold.status),
+            catalog_version=result.catalog_version,
+            status=convert.hold_status(result.status),
         )
 
     async def Commit(self, request: pb.CommitRequest, context: Context) -> pb.CommitResponse:

@@ -1,27 +1,28 @@
-"""ExtendReservation: keep a long stream's hold alive."""
+"""ExtendReservation: keep a long stream's hold alive (decided by meter_extend, storage/sql)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from meter.domain import ids
-from meter.domain.errors import ReservationNotFound
+from meter.domain.answers import Outcome
+from meter.domain.errors import ReservationCommitted, ReservationExpired, ReservationNotFound, ReservationReleased
 from meter.service.context import Meter
-from meter.service.ports import Store
 from meter.service.reserve import ttl_seconds
+
+_REFUSALS = {
+    Outcome.NOT_FOUND: ReservationNotFound,
+    Outcome.COMMITTED: ReservationCommitted,
+    Outcome.RELEASED: ReservationReleased,
+    Outcome.EXPIRED: ReservationExpired,
+}
 
 
 async def extend(meter: Meter, *, reservation_id: str, ttl: int) -> datetime:
-    account_id = ids.reservation_account(reservation_id)
-    seconds = ttl_seconds(ttl, meter.limits)
-
-    async def work(store: Store) -> datetime:
-        hold, now = await store.lock_hold(account_id, ids.hold_id(reservation_id))
-        if hold is None:
-            raise ReservationNotFound(reservation_id)
-        hold.check_extendable(now)
-        expires_at = now + timedelta(seconds=seconds)
-        await store.extend_hold(hold, expires_at)
-        return expires_at
-
-    return await meter.storage.transaction(work)
+    ids.reservation_account(reservation_id)
+    answer = await meter.storage.hot_path.extend(reservation_id, ttl_seconds(ttl, meter.limits))
+    refusal = _REFUSALS.get(answer.outcome)
+    if refusal is not None:
+        raise refusal(reservation_id)
+    assert answer.outcome is Outcome.EXTENDED and answer.expires_at is not None, answer.outcome
+    return answer.expires_at

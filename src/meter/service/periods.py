@@ -2,14 +2,55 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
+from typing import Protocol, TypeVar
 
 from meter.domain.accounts import Account
+from meter.domain.answers import Outcome
 from meter.domain.ledger import EntryKind, LedgerEntry, credit
 from meter.domain.periods import following_period
 from meter.domain.pools import PoolName, pool_total, rebalance
+from meter.service.context import Meter
 from meter.service.ports import Store
+
+
+class _Answer(Protocol):
+    @property
+    def outcome(self) -> Outcome: ...
+
+
+A = TypeVar("A", bound=_Answer)
+
+# A boundary is crossed once; a second one in a row would need the clock to jump a whole period.
+_ROLL_OVERS = 3
+
+
+async def in_current_period(meter: Meter, account_id: str, call: Callable[[], Awaitable[A]]) -> A:
+    """Run a hot-path call; when it finds the account's period ended (and changed nothing), move
+    the account into its current period and run it again. The hot-path functions leave the
+    boundary to roll_over_if_ended, its one home."""
+    for _ in range(_ROLL_OVERS):
+        answer = await call()
+        if answer.outcome is not Outcome.PERIOD_ENDED:
+            return answer
+        await roll_over(meter, account_id)
+    raise AssertionError(f"{account_id}: still at a period boundary after {_ROLL_OVERS} roll-overs")
+
+
+async def roll_over(meter: Meter, account_id: str) -> bool:
+    """Move an account whose period has ended into its current one, in its own transaction;
+    False when there was nothing to do (not ended, or another call did it)."""
+
+    async def work(store: Store) -> bool:
+        account, now = await store.account_state(account_id)
+        if account is None or not account.period.has_ended(now):
+            return False
+        await roll_over_if_ended(store, account, now)
+        return True
+
+    return await meter.storage.transaction(work)
 
 
 async def roll_over_if_ended(store: Store, account: Account, now: datetime) -> Account:

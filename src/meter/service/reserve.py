@@ -1,26 +1,31 @@
-"""Reserve: hold the worst case of a model call, atomically with checking it fits."""
+"""Reserve: hold the worst case of a model call, atomically with checking it fits.
+
+The database decides (meter_reserve, storage/sql); this validates the request, prices it with the
+catalog, and turns a refusal into its error.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 
 from meter import metrics
 from meter.domain import ids
-from meter.domain import limits as rate_limits
-from meter.domain.accounts import Account
 from meter.domain.amounts import MAX_CALL_TOKENS, require_tokens
+from meter.domain.answers import Outcome, Reserved
 from meter.domain.balance import Balance
-from meter.domain.errors import AccountInDebt, AccountNotFound, InsufficientTokens, InvalidField
-from meter.domain.holds import Hold, HoldStatus, NotPlaced, ReserveParams
-from meter.domain.limits import RateLimits
-from meter.domain.pools import PoolName, draw, find_row, pool_total, rebalance
+from meter.domain.errors import (
+    AccountInDebt,
+    AccountNotFound,
+    InsufficientTokens,
+    InvalidField,
+    RateLimited,
+    RequestIdReused,
+)
+from meter.domain.holds import HoldStatus, ReserveParams
 from meter.service import balance_warnings
 from meter.service.context import Limits, Meter
-from meter.service.periods import roll_over_if_ended
-from meter.service.ports import Conflict, Store
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # placeholder times of a draft hold, set by storage
+from meter.service.periods import in_current_period
 
 MAX_LABELS = 32
 MAX_LABEL_LENGTH = 256
@@ -28,17 +33,13 @@ MAX_LABEL_LENGTH = 256
 
 @dataclass(frozen=True)
 class Reservation:
-    hold: Hold
+    reservation_id: str
+    held_tokens: int
+    expires_at: datetime
+    catalog_version: str
+    status: HoldStatus
     balance: Balance
     new: bool = True  # False: the answer to a replayed request_id
-
-
-@dataclass(frozen=True)
-class _Parts:
-    allowance: int
-    purchased: int
-    allowance_bucket: int
-    purchased_bucket: int
 
 
 def ttl_seconds(value: int, limits: Limits, field: str = "ttl_seconds") -> int:
@@ -79,115 +80,42 @@ async def reserve(
         labels=_labels(labels or {}),
     )
     pricing = meter.catalog.pricing(model)
-    required = max(1, pricing.tokens(params.input_tokens, params.max_output_tokens))
+    # Concurrent Reserves of one account start at different rows.
     start = meter.spread.randrange(1 << 15)
-    # The common case in one round trip; anything else (a replay, a boundary, debt, tokens spread
-    # over several buckets, refusals) goes through the general path below.
-    draft = Hold(
-        account_id=account_id,
-        reservation_id=ids.new_reservation_id(account_id),
-        request_id=request_id,
-        params=params,
-        pricing=pricing,
-        allowance_held=required,
-        allowance_bucket=0,
-        purchased_held=0,
-        purchased_bucket=0,
-        period_start=_EPOCH,
-        status=HoldStatus.OPEN,
-        expires_at=_EPOCH,
+    answer = await in_current_period(
+        meter, account_id, lambda: meter.storage.hot_path.reserve(account_id, request_id, params, pricing, start)
     )
-    fast = await meter.storage.reserve_fast(draft, start)
-    if not isinstance(fast, NotPlaced):
-        reservation = Reservation(*fast)
-        metrics.TOKENS_HELD.inc(reservation.hold.held_tokens)
-        await balance_warnings.announce(meter, reservation.balance)
-        return reservation
-    metrics.GENERAL_RESERVES.inc()
-
-    async def work(store: Store) -> Reservation:
-        account, now = await store.account_state(account_id)
-        if account is None:
-            raise AccountNotFound(account_id)
-        existing = await store.hold_by_request(account_id, request_id)
-        if existing is not None:
-            existing.check_replay(params)
-            return Reservation(existing, await store.balance(account_id), new=False)
-        account = await roll_over_if_ended(store, account, now)
-        if account.debt:
-            raise AccountInDebt(account.debt)
-        limits = account.limits.over(meter.catalog.plan_limits(account.plan_id))
-        if limits.any and not fast.limits_checked:
-            await _check_limits(store, account_id, limits, required, now, meter.limits.sweep_seconds)
-        parts = await _hold_tokens(store, account, required, start)
-        hold = Hold(
-            account_id=account_id,
-            reservation_id=ids.new_reservation_id(account_id),
-            request_id=request_id,
-            params=params,
-            pricing=pricing,
-            allowance_held=parts.allowance,
-            allowance_bucket=parts.allowance_bucket,
-            purchased_held=parts.purchased,
-            purchased_bucket=parts.purchased_bucket,
-            period_start=account.period.start,
-            status=HoldStatus.OPEN,
-            expires_at=_expiry(now, params.ttl_seconds),
-        )
-        if not await store.insert_hold(hold, now):
-            raise Conflict("a concurrent Reserve with this request_id committed first")
-        return Reservation(hold, await store.balance(account_id))
-
-    reservation = await meter.storage.transaction(work)
+    if answer.across:
+        metrics.RESERVES_ACROSS_ROWS.inc()
+    reservation = _reservation(account_id, request_id, answer)
     if reservation.new:
-        metrics.TOKENS_HELD.inc(reservation.hold.held_tokens)
+        metrics.TOKENS_HELD.inc(reservation.held_tokens)
     await balance_warnings.announce(meter, reservation.balance)
     return reservation
 
 
-async def _check_limits(
-    store: Store, account_id: str, limits: RateLimits, amount: int, now: datetime, sweep_seconds: float
-) -> None:
-    """Refuse a Reserve over the account's limits (RATE_LIMITED with a retry delay). The soonest
-    expiry, which only a refusal for open holds needs, is read only then."""
-    usage = await store.rate_usage(account_id, now)
-    holds = limits.concurrent_holds
-    if holds is not None and usage.open_holds + 1 > holds:
-        usage = replace(usage, soonest_expiry=await store.soonest_open_expiry(account_id))
-    rate_limits.check(limits, usage, amount, now, sweep_seconds)
-
-
-def _expiry(now: datetime, ttl: int) -> datetime:
-    return now + timedelta(seconds=ttl)
-
-
-async def _hold_tokens(store: Store, account: Account, amount: int, start: int) -> _Parts:
-    """Take `amount` allowance-first: from one unlocked bucket when one has it (one row lock, no
-    waiting), else from all buckets locked in order (exact: refuses only what truly does not fit)."""
-    n = account.bucket_count
-    first = start % n
-    bucket = await store.hold_in_one_bucket(account.account_id, PoolName.ALLOWANCE, amount, first, n)
-    if bucket is not None:
-        return _Parts(allowance=amount, purchased=0, allowance_bucket=bucket, purchased_bucket=first)
-    if await store.pool_available(account.account_id, PoolName.ALLOWANCE) == 0:
-        bucket = await store.hold_in_one_bucket(account.account_id, PoolName.PURCHASED, amount, first, n)
-        if bucket is not None:
-            return _Parts(allowance=0, purchased=amount, allowance_bucket=first, purchased_bucket=bucket)
-    return await _hold_across_buckets(store, account, amount, first)
-
-
-async def _hold_across_buckets(store: Store, account: Account, amount: int, bucket: int) -> _Parts:
-    rows = await store.lock_buckets(account.account_id)
-    allowance, purchased = pool_total(rows, PoolName.ALLOWANCE), pool_total(rows, PoolName.PURCHASED)
-    taken = draw(amount, allowance, purchased)
-    if taken.shortfall:
-        raise InsufficientTokens(available=allowance + purchased, required=amount)
-    # Having every row locked anyway, even the pools out again so the next holds fit one bucket.
-    rebalance(rows, PoolName.ALLOWANCE, allowance - taken.allowance)
-    rebalance(rows, PoolName.PURCHASED, purchased - taken.purchased)
-    find_row(rows, PoolName.ALLOWANCE, bucket).held += taken.allowance
-    find_row(rows, PoolName.PURCHASED, bucket).held += taken.purchased
-    await store.write_buckets(account.account_id, rows)
-    return _Parts(
-        allowance=taken.allowance, purchased=taken.purchased, allowance_bucket=bucket, purchased_bucket=bucket
+def _reservation(account_id: str, request_id: str, answer: Reserved) -> Reservation:
+    balance = answer.balance
+    if answer.outcome is Outcome.ACCOUNT_NOT_FOUND or balance is None:
+        raise AccountNotFound(account_id)
+    if answer.outcome is Outcome.REQUEST_REUSED:
+        raise RequestIdReused(request_id, answer.reused_field)
+    if answer.outcome is Outcome.IN_DEBT:
+        raise AccountInDebt(balance.debt)
+    if answer.outcome is Outcome.RATE_LIMITED:
+        assert answer.refusal is not None
+        raise RateLimited(answer.refusal.limit, answer.refusal.value, answer.refusal.retry_after)
+    if answer.outcome is Outcome.INSUFFICIENT:
+        raise InsufficientTokens(available=balance.allowance_remaining + balance.purchased_remaining,
+                                 required=answer.required)  # fmt: skip
+    assert answer.outcome in (Outcome.PLACED, Outcome.REPLAYED), answer.outcome
+    assert answer.expires_at is not None
+    return Reservation(
+        reservation_id=answer.reservation_id,
+        held_tokens=answer.held_tokens,
+        expires_at=answer.expires_at,
+        catalog_version=answer.catalog_version,
+        status=answer.status,
+        balance=balance,
+        new=answer.outcome is Outcome.PLACED,
     )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from meter import metrics
 from meter.domain.errors import MeterError
 from meter.service.context import Meter
-from meter.service.periods import roll_over_if_ended
+from meter.service.periods import roll_over
 from meter.service.ports import Store
 from meter.service.settle import expire
 
@@ -39,20 +39,9 @@ async def sweep_once(meter: Meter) -> SweepCount:
         if await expire(meter, account_id=account_id, hold_id=hold_id):
             count.holds_expired += 1
     for account_id in accounts:
-        if await _roll_over(meter, account_id):
+        if await roll_over(meter, account_id):
             count.periods_rolled += 1
     return count
-
-
-async def _roll_over(meter: Meter, account_id: str) -> bool:
-    async def work(store: Store) -> bool:
-        account, now = await store.account_state(account_id)
-        if account is None or not account.period.has_ended(now):
-            return False
-        await roll_over_if_ended(store, account, now)
-        return True
-
-    return await meter.storage.transaction(work)
 
 
 async def run_sweeper(meter: Meter, interval_seconds: float, stop: asyncio.Event) -> None:

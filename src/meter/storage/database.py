@@ -1,4 +1,5 @@
-"""Engine, connection settings, and the transaction runner that retries what may be retried.
+"""Engine, connection settings, and the runners (a transaction, or one hot-path statement) that
+retry what may be retried.
 
 Every connection sets statement_timeout, lock_timeout and idle_in_transaction_session_timeout so
 that no request can hang on a lock or a stuck client forever. Only serialization failures,
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy import URL, make_url
@@ -74,31 +75,42 @@ def create_engine(url: str, *, pool_size: int = 10, timeouts: Timeouts | None = 
     )
 
 
-def sqlstate(exc: BaseException) -> str | None:
+def driver_error(exc: BaseException) -> BaseException:
+    """The asyncpg exception under SQLAlchemy's wrapping (or `exc` itself, raised by asyncpg)."""
     original = getattr(exc, "orig", None)
-    cause = getattr(original, "__cause__", None) or original
-    return getattr(cause, "sqlstate", None)
+    if original is None:
+        return exc
+    return original.__cause__ or original
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    return getattr(driver_error(exc), "sqlstate", None)
 
 
 def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, Conflict) or (isinstance(exc, DBAPIError) and sqlstate(exc) in RETRYABLE_SQLSTATES)
+    return isinstance(exc, Conflict) or sqlstate(exc) in RETRYABLE_SQLSTATES
 
 
-def _protocol_broken(exc: DBAPIError) -> bool:
-    """asyncpg's answer when the server went away mid-statement (MagicStack/asyncpg #1069)."""
-    cause: BaseException | None = exc.orig
+def _protocol_broken(exc: BaseException) -> bool:
+    """asyncpg's answer when the server went away mid-statement (MagicStack/asyncpg #1069): the
+    protocol state is unknown, so the connection must never be used again."""
+    cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, asyncpg.InternalClientError):
             return True
-        cause = cause.__cause__
+        cause = getattr(cause, "orig", None) or cause.__cause__
     return False
 
 
 def _unavailable(exc: BaseException) -> bool:
-    """Lost connections, timeouts and a database that is down: the caller should retry later."""
-    if isinstance(exc, (OperationalError, InterfaceError, OSError, asyncpg.PostgresConnectionError)):
+    """Lost connections, timeouts, no connection free and a database that is down: the caller
+    should retry later. The one list, whether SQLAlchemy or asyncpg raised it."""
+    if isinstance(exc, (PoolTimeout, TimeoutError, OperationalError, InterfaceError)):
         return True
-    if isinstance(exc, DBAPIError) and (exc.connection_invalidated or _protocol_broken(exc)):
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    cause = driver_error(exc)
+    if isinstance(cause, (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)) or _protocol_broken(exc):
         return True
     return unavailable_sqlstate(sqlstate(exc))
 
@@ -110,10 +122,9 @@ def unavailable_sqlstate(state: str | None) -> bool:
     return state in ("57014", "55P03") or state.startswith(("08", "57P"))
 
 
-async def run_transaction(
-    engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]], *, attempts: int = 8
-) -> T:
-    """Run `work` in one transaction that commits only if it returns; retry retryable failures."""
+async def with_retries(once: Callable[[], Awaitable[T]], attempts: int) -> T:
+    """Run `once` again on serialization failures, deadlocks and lost races (the same work can then
+    succeed); report what means "try later" as StorageUnavailable; let anything else through."""
     try:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(_retryable),
@@ -122,21 +133,46 @@ async def run_transaction(
             reraise=True,
         ):
             with attempt:
-                async with engine.connect() as connection:
-                    try:
-                        async with connection.begin():
-                            return await work(connection)
-                    except DBAPIError as exc:
-                        if _protocol_broken(exc):
-                            await connection.invalidate(exc)  # closed, never back to the pool
-                        raise
-    except DBAPIError as exc:
+                return await once()
+    except Exception as exc:
         if _unavailable(exc):
-            raise StorageUnavailable(type(exc.orig).__name__ if exc.orig else str(exc)) from exc
+            reason = "no database connection free in time" if isinstance(exc, (PoolTimeout, TimeoutError)) else None
+            raise StorageUnavailable(reason or type(driver_error(exc)).__name__) from exc
         raise
-    except (OSError, asyncpg.PostgresConnectionError) as exc:
-        raise StorageUnavailable(type(exc).__name__) from exc
-    except PoolTimeout as exc:
-        # Every connection busy for the pool's timeout: an overload to retry, not a fault.
-        raise StorageUnavailable("no database connection free in time") from exc
     raise AssertionError("unreachable: tenacity reraises the last failure")
+
+
+async def run_transaction(
+    engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]], *, attempts: int = 8
+) -> T:
+    """Run `work` in one transaction that commits only if it returns; retry retryable failures."""
+
+    async def once() -> T:
+        async with engine.connect() as connection:
+            try:
+                async with connection.begin():
+                    return await work(connection)
+            except DBAPIError as exc:
+                if _protocol_broken(exc):
+                    await connection.invalidate(exc)  # closed, never back to the pool
+                raise
+
+    return await with_retries(once, attempts)
+
+
+async def run_statement(engine: AsyncEngine, sql: str, *args: Any, attempts: int = 8) -> asyncpg.Record:
+    """Run one statement (a hot-path function: its own transaction) on the pool's asyncpg
+    connection itself, with its prepared-statement cache and none of SQLAlchemy's per-statement
+    work; the same pool, retries and error mapping as run_transaction."""
+
+    async def once() -> asyncpg.Record:
+        async with engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver: asyncpg.Connection = raw.driver_connection
+            try:
+                return await driver.fetchrow(sql, *args)
+            except (asyncpg.InternalClientError, asyncpg.InterfaceError, OSError) as exc:
+                await connection.invalidate(exc)
+                raise
+
+    return await with_retries(once, attempts)

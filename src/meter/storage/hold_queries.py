@@ -8,83 +8,13 @@ from datetime import datetime
 from typing import Any
 
 from meter.domain import ids
-from meter.domain.balance import Balance, WarningLevel
 from meter.domain.holds import Hold, HoldStatus, Pricing, ReserveParams, Usage
 from meter.domain.limits import RateUsage
-from meter.domain.periods import Period
 from meter.domain.pools import PoolName
 from meter.storage.queries import NOW, Queries
 
 
 class HoldQueries(Queries):
-    async def hold_by_request(self, account_id: str, request_id: str) -> Hold | None:
-        row = await self._row(
-            "SELECT * FROM holds WHERE account_id = :account_id AND request_id = :request_id",
-            account_id=account_id,
-            request_id=request_id,
-        )
-        return _hold(row) if row else None
-
-    async def lock_hold(self, account_id: str, hold_id: str) -> tuple[Hold | None, datetime]:
-        row = await self._row(
-            f"SELECT h.*, {NOW} AS now FROM holds AS h "
-            "WHERE h.account_id = :account_id AND h.hold_id = CAST(:hold_id AS uuid) FOR UPDATE",
-            account_id=account_id,
-            hold_id=hold_id,
-        )
-        if row is None:
-            return None, await self.now()
-        return _hold(row), row["now"]
-
-    async def insert_hold(self, hold: Hold, now: datetime) -> bool:
-        """Insert the hold and count it on its first row (locked by this transaction already): one
-        more open hold, one more request with its tokens in the current minute. One statement, so
-        the general path's Reserve keeps its number of round trips. False when a concurrent
-        Reserve with the same request_id got there first (then nothing is counted)."""
-        pool, bucket = _first_part(hold)
-        return bool(
-            await self._execute(
-                "WITH inserted AS (INSERT INTO holds (account_id, hold_id, request_id, model, input_tokens, "
-                "max_output_tokens, ttl_seconds, labels, catalog_version, input_weight, output_weight, input_price, "
-                "output_price, allowance_held, allowance_bucket, purchased_held, purchased_bucket, period_start, "
-                "status, created_at, expires_at) VALUES (:account_id, CAST(:hold_id AS uuid), :request_id, :model, "
-                ":input_tokens, :max_output_tokens, :ttl_seconds, CAST(:labels AS jsonb), :catalog_version, "
-                ":input_weight, :output_weight, :input_price, :output_price, :allowance_held, "
-                ":allowance_bucket, :purchased_held, :purchased_bucket, :period_start, 'open', :now, "
-                ":expires_at) ON CONFLICT (account_id, request_id) DO NOTHING RETURNING 1), "
-                "w AS (SELECT date_trunc('minute', CAST(:now AS timestamptz)) AS start) "
-                "UPDATE buckets AS b SET open_holds = b.open_holds + 1, "
-                "rate_requests = CASE WHEN b.rate_window = w.start THEN b.rate_requests + 1 ELSE 1 END, "
-                "rate_tokens = CASE WHEN b.rate_window = w.start THEN b.rate_tokens + :tokens ELSE :tokens END, "
-                "rate_window = w.start FROM w "
-                "WHERE b.account_id = :account_id AND b.pool = :first_pool AND b.bucket = :first_bucket "
-                "AND EXISTS (SELECT 1 FROM inserted)",
-                account_id=hold.account_id,
-                hold_id=ids.hold_id(hold.reservation_id),
-                request_id=hold.request_id,
-                model=hold.params.model,
-                input_tokens=hold.params.input_tokens,
-                max_output_tokens=hold.params.max_output_tokens,
-                ttl_seconds=hold.params.ttl_seconds,
-                labels=json.dumps(hold.params.labels, sort_keys=True),
-                catalog_version=hold.pricing.catalog_version,
-                input_weight=hold.pricing.input_weight,
-                output_weight=hold.pricing.output_weight,
-                input_price=hold.pricing.input_price,
-                output_price=hold.pricing.output_price,
-                allowance_held=hold.allowance_held,
-                allowance_bucket=hold.allowance_bucket,
-                purchased_held=hold.purchased_held,
-                purchased_bucket=hold.purchased_bucket,
-                period_start=hold.period_start,
-                now=now,
-                expires_at=hold.expires_at,
-                tokens=hold.held_tokens,
-                first_pool=pool,
-                first_bucket=bucket,
-            )
-        )
-
     async def rate_usage(self, account_id: str, now: datetime) -> RateUsage:
         """The account's counts in the current minute and its open holds (a read of its rows)."""
         row = await self._row(
@@ -99,51 +29,6 @@ class HoldQueries(Queries):
         )
         assert row is not None
         return RateUsage(row["window_start"], int(row["requests"]), int(row["tokens"]), int(row["open_holds"]))
-
-    async def soonest_open_expiry(self, account_id: str) -> datetime | None:
-        """Through the open-holds index, in expiry order: stops at the account's first."""
-        row = await self._row(
-            "SELECT expires_at FROM holds WHERE status = 'open' AND account_id = :account_id "
-            "ORDER BY expires_at LIMIT 1",
-            account_id=account_id,
-        )
-        return row["expires_at"] if row else None
-
-    async def finish_hold(self, hold: Hold, status: HoldStatus, now: datetime, usage: Usage | None = None) -> None:
-        """Record how the hold ended; a hold that was open is no longer counted on its first row
-        (in the same statement: no round trip added to Commit, Release or expiry)."""
-        pool, bucket = _first_part(hold)
-        await self._execute(
-            "WITH finished AS (UPDATE holds SET status = :status, settled_at = :now, "
-            "usage_input_tokens = :input_tokens, usage_output_tokens = :output_tokens, charged_tokens = :charged, "
-            "cost_micros = :cost, unbilled_tokens = :unbilled, late = :late "
-            "WHERE account_id = :account_id AND hold_id = CAST(:hold_id AS uuid) RETURNING 1) "
-            "UPDATE buckets SET open_holds = open_holds - 1 "
-            "WHERE :was_open AND account_id = :account_id AND pool = :first_pool AND bucket = :first_bucket "
-            "AND EXISTS (SELECT 1 FROM finished)",
-            was_open=hold.status is HoldStatus.OPEN,
-            first_pool=pool,
-            first_bucket=bucket,
-            account_id=hold.account_id,
-            hold_id=ids.hold_id(hold.reservation_id),
-            status=status.value,
-            now=now,
-            input_tokens=usage.input_tokens if usage else None,
-            output_tokens=usage.output_tokens if usage else None,
-            charged=usage.charged_tokens if usage else None,
-            cost=usage.cost_micros if usage else None,
-            unbilled=usage.unbilled_tokens if usage else None,
-            late=usage.late if usage else None,
-        )
-
-    async def extend_hold(self, hold: Hold, expires_at: datetime) -> None:
-        await self._execute(
-            "UPDATE holds SET expires_at = :expires_at WHERE account_id = :account_id "
-            "AND hold_id = CAST(:hold_id AS uuid)",
-            account_id=hold.account_id,
-            hold_id=ids.hold_id(hold.reservation_id),
-            expires_at=expires_at,
-        )
 
     async def open_holds(self, account_id: str, limit: int) -> tuple[list[tuple[Hold, datetime]], int]:
         """The account's open holds soonest to expire first (at most `limit`, with when each was
@@ -219,7 +104,7 @@ def _hold(row: Mapping[str, Any]) -> Hold:
     usage = usage_from_row(row)
     return Hold(
         account_id=row["account_id"],
-        reservation_id=f"{row['account_id']}/{str(row['hold_id']).replace('-', '')}",
+        reservation_id=ids.reservation_id(row["account_id"], str(row["hold_id"])),
         request_id=row["request_id"],
         params=ReserveParams(
             model=row["model"],
@@ -243,22 +128,4 @@ def _hold(row: Mapping[str, Any]) -> Hold:
         status=HoldStatus(row["status"]),
         expires_at=row["expires_at"],
         usage=usage,
-    )
-
-
-def balance_from_row(account_id: str, row: Mapping[str, Any]) -> Balance:
-    """A balance snapshot from a row of the account's plan and period and its bucket sums (the
-    balance query, and the fast-path functions that return one with their outcome)."""
-    return Balance(
-        account_id=account_id,
-        plan_id=row["plan_id"],
-        period=Period(row["period_start"], row["period_end"]),
-        allowance_total=row["allowance_total"],
-        allowance_remaining=int(row["allowance_remaining"]),
-        purchased_remaining=int(row["purchased_remaining"]),
-        allowance_held=int(row["allowance_held"]),
-        purchased_held=int(row["purchased_held"]),
-        debt=row["debt"],
-        used_this_period=int(row["used"]),
-        announced=WarningLevel.from_bits(row["warned"]),
     )

@@ -16,15 +16,16 @@ from datetime import datetime
 from meter.domain.balance import Balance
 from meter.domain.callers import acting_caller
 from meter.domain.ledger import LedgerEntry
-from meter.storage.account_queries import ACCOUNT_COLUMNS, AccountQueries
+from meter.storage.account_queries import AccountQueries
 from meter.storage.bucket_queries import BucketQueries
 from meter.storage.caller_rate_queries import CallerRateQueries
 from meter.storage.credit_queries import CreditQueries
 from meter.storage.event_queries import EventQueries
-from meter.storage.hold_queries import HoldQueries, balance_from_row
+from meter.storage.hold_queries import HoldQueries
+from meter.storage.hot_path import balance_from_row
 from meter.storage.ledger_queries import LedgerQueries
 from meter.storage.payment_queries import PaymentQueries
-from meter.storage.usage_queries import ANNOUNCED_LEVELS, UsageQueries
+from meter.storage.usage_queries import UsageQueries
 from meter.storage.waiting_queries import WaitingQueries
 
 
@@ -62,16 +63,7 @@ class PostgresStore(
         )
 
     async def balance(self, account_id: str) -> Balance:
-        """One statement, so one consistent snapshot of the account and all its buckets."""
-        row = await self._row(
-            f"SELECT {ACCOUNT_COLUMNS}, s.*, {ANNOUNCED_LEVELS} AS warned FROM accounts AS a, LATERAL (SELECT "
-            "coalesce(sum(available) FILTER (WHERE pool = 'allowance'), 0) AS allowance_remaining, "
-            "coalesce(sum(available) FILTER (WHERE pool = 'purchased'), 0) AS purchased_remaining, "
-            "coalesce(sum(held) FILTER (WHERE pool = 'allowance'), 0) AS allowance_held, "
-            "coalesce(sum(held) FILTER (WHERE pool = 'purchased'), 0) AS purchased_held, "
-            "coalesce(sum(used), 0) AS used FROM buckets AS b WHERE b.account_id = a.account_id) AS s "
-            "WHERE a.account_id = :account_id",
-            account_id=account_id,
-        )
+        """One statement (meter_balance), so one consistent snapshot of the account and its rows."""
+        row = await self._row("SELECT * FROM meter_balance(:account_id)", account_id=account_id)
         assert row is not None, "balance() is called on an existing account"
         return balance_from_row(account_id, row)

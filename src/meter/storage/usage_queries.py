@@ -6,40 +6,10 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
-from meter.domain.holds import Hold, Usage
 from meter.storage.queries import Queries
-
-# The level already announced in the account's current period (0 when it was in an earlier one).
-ANNOUNCED_LEVELS = "CASE WHEN a.warned_period_start = a.period_start THEN a.warned_levels ELSE 0 END"
 
 
 class UsageQueries(Queries):
-    async def add_usage(self, hold: Hold, usage: Usage, now: datetime) -> None:
-        """One more call on the commit's UTC day, on the totals row of the balance row the Commit
-        holds locked (the hold's bucket): no lock a concurrent Commit could wait on."""
-        await self._execute(
-            "INSERT INTO usage_daily AS u (account_id, day, model, pool, bucket, requests, input_tokens, "
-            "output_tokens, charged_tokens, cost_micros, unbilled_tokens) VALUES (:account_id, "
-            "CAST((CAST(:now AS timestamptz) AT TIME ZONE 'UTC') AS date), :model, :pool, :bucket, 1, :input, "
-            ":output, :charged, :cost, :unbilled) "
-            "ON CONFLICT (account_id, day, model, pool, bucket) DO UPDATE SET requests = u.requests + 1, "
-            "input_tokens = u.input_tokens + excluded.input_tokens, "
-            "output_tokens = u.output_tokens + excluded.output_tokens, "
-            "charged_tokens = u.charged_tokens + excluded.charged_tokens, "
-            "cost_micros = u.cost_micros + excluded.cost_micros, "
-            "unbilled_tokens = u.unbilled_tokens + excluded.unbilled_tokens",
-            account_id=hold.account_id,
-            now=now,
-            model=hold.params.model,
-            pool="allowance" if hold.allowance_held else "purchased",
-            bucket=hold.allowance_bucket if hold.allowance_held else hold.purchased_bucket,
-            input=usage.input_tokens,
-            output=usage.output_tokens,
-            charged=usage.charged_tokens,
-            cost=usage.cost_micros,
-            unbilled=usage.unbilled_tokens,
-        )
-
     async def usage_totals(self, account_id: str, first: date, last: date, by: str) -> list[Mapping[str, Any]]:
         """Sums per day (by="day") or per model (by="model") of the days first..last; a range
         read on the primary key (account_id, day, ...)."""

@@ -1,0 +1,208 @@
+"""The calls every model call waits on: one statement each, decided in the database.
+
+Reserve, Commit, Release, ExtendReservation and expiry are the PL/pgSQL functions of storage/sql
+(meter_reserve, meter_commit, meter_release, meter_extend, meter_expire): every rule of money they
+apply is written there once, and runs under the rows' locks in one round trip (no BEGIN/COMMIT).
+Here they are called, on the pool's asyncpg connection itself (run_statement), and their rows read
+into the domain's answers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meter.catalog import Catalog
+from meter.domain import ids
+from meter.domain.answers import Charged, Expiry, Extended, Outcome, RateRefusal, Released, Reserved
+from meter.domain.balance import Balance, WarningLevel
+from meter.domain.callers import acting_caller
+from meter.domain.holds import HoldStatus, Pricing, ReserveParams
+from meter.domain.periods import Period
+from meter.storage.clock import DatabaseClock
+from meter.storage.database import run_statement
+
+RESERVE = (
+    "SELECT * FROM meter_reserve($1, $2, CAST($3 AS uuid), $4, $5, $6, $7, CAST($8 AS jsonb), $9, $10, $11, "
+    "$12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+)
+COMMIT = "SELECT * FROM meter_commit($1, CAST($2 AS uuid), $3, $4, $5, $6, $7)"
+RELEASE = "SELECT * FROM meter_release($1, CAST($2 AS uuid), $3, $4, $5)"
+EXTEND = "SELECT * FROM meter_extend($1, CAST($2 AS uuid), $3, $4)"
+EXPIRE = "SELECT meter_expire($1, CAST($2 AS uuid), $3, $4, $5) AS outcome"
+
+
+@dataclass(frozen=True)
+class PlanLimits:
+    """Every plan's rate limits as the columns meter_reserve takes (0: none): the service's
+    catalog goes with each call, so the database needs no copy of it."""
+
+    plans: list[str]
+    requests_per_minute: list[int]
+    tokens_per_minute: list[int]
+    concurrent_holds: list[int]
+
+    @classmethod
+    def of(cls, catalog: Catalog) -> PlanLimits:
+        plans = list(catalog.plans.values())
+        return cls(
+            [p.id for p in plans],
+            [p.limits.requests_per_minute or 0 for p in plans],
+            [p.limits.tokens_per_minute or 0 for p in plans],
+            [p.limits.concurrent_holds or 0 for p in plans],
+        )
+
+
+class HotPath:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: DatabaseClock,
+        *,
+        plan_limits: PlanLimits | None = None,
+        reserve_wait_ms: int = 200,
+        sweep_seconds: float = 1.0,
+    ) -> None:
+        """`reserve_wait_ms`: how long a Reserve may wait for a locked row that has its tokens
+        before taking them from all rows (0: not at all). `sweep_seconds`: how often expired holds
+        are given back, part of a concurrent-holds refusal's retry delay."""
+        self._engine = engine
+        self._clock = clock
+        self._limits = plan_limits or PlanLimits([], [], [], [])
+        self._reserve_wait_ms = reserve_wait_ms
+        self._sweep_seconds = sweep_seconds
+
+    async def reserve(
+        self, account_id: str, request_id: str, params: ReserveParams, pricing: Pricing, start: int
+    ) -> Reserved:
+        row = await run_statement(
+            self._engine,
+            RESERVE,
+            account_id,
+            request_id,
+            ids.new_hold_id(),
+            params.model,
+            params.input_tokens,
+            params.max_output_tokens,
+            params.ttl_seconds,
+            json.dumps(params.labels, sort_keys=True),
+            pricing.catalog_version,
+            pricing.input_weight,
+            pricing.output_weight,
+            pricing.input_price,
+            pricing.output_price,
+            start,
+            self._clock.offset_seconds,
+            self._limits.plans,
+            self._limits.requests_per_minute,
+            self._limits.tokens_per_minute,
+            self._limits.concurrent_holds,
+            self._reserve_wait_ms,
+            self._sweep_seconds,
+        )
+        outcome = Outcome(row["outcome"])
+        refusal = None
+        if outcome is Outcome.RATE_LIMITED:
+            refusal = RateRefusal(row["limit_name"], row["limit_value"], row["retry_after"])
+        return Reserved(
+            outcome,
+            _balance(account_id, row),
+            reservation_id=ids.reservation_id(account_id, str(row["hold_id"])) if row["hold_id"] else "",
+            held_tokens=row["held"] or 0,
+            expires_at=row["expires_at"],
+            catalog_version=row["catalog_version"] or "",
+            status=HoldStatus(row["status"] or "open"),
+            reused_field=row["reused_field"] or "",
+            refusal=refusal,
+            required=row["required"],
+            across=row["across"],
+        )
+
+    async def commit(self, reservation_id: str, input_tokens: int, output_tokens: int) -> Charged:
+        account_id = ids.reservation_account(reservation_id)
+        row = await run_statement(
+            self._engine,
+            COMMIT,
+            account_id,
+            ids.hold_id(reservation_id),
+            reservation_id,
+            input_tokens,
+            output_tokens,
+            self._clock.offset_seconds,
+            acting_caller(),
+        )
+        return Charged(
+            Outcome(row["outcome"]),
+            _balance(account_id, row),
+            charged_tokens=row["charged"] or 0,
+            cost_micros=row["cost"] or 0,
+            unbilled_tokens=row["unbilled"] or 0,
+            late=bool(row["late"]),
+            reused_field=row["reused_field"] or "",
+        )
+
+    async def release(self, reservation_id: str) -> Released:
+        account_id = ids.reservation_account(reservation_id)
+        row = await run_statement(
+            self._engine,
+            RELEASE,
+            account_id,
+            ids.hold_id(reservation_id),
+            reservation_id,
+            self._clock.offset_seconds,
+            acting_caller(),
+        )
+        return Released(Outcome(row["outcome"]), _balance(account_id, row))
+
+    async def extend(self, reservation_id: str, ttl_seconds: int) -> Extended:
+        row = await run_statement(
+            self._engine,
+            EXTEND,
+            ids.reservation_account(reservation_id),
+            ids.hold_id(reservation_id),
+            ttl_seconds,
+            self._clock.offset_seconds,
+        )
+        return Extended(Outcome(row["outcome"]), row["expires_at"])
+
+    async def expire(self, account_id: str, hold_id: str) -> Expiry:
+        row = await run_statement(
+            self._engine,
+            EXPIRE,
+            account_id,
+            hold_id,
+            ids.reservation_id(account_id, hold_id),
+            self._clock.offset_seconds,
+            acting_caller(),
+        )
+        return Expiry(Outcome(row["outcome"]))
+
+
+def _balance(account_id: str, row: asyncpg.Record | Mapping[str, Any]) -> Balance | None:
+    """The balance every answer carries (None when the account does not exist)."""
+    if row["plan_id"] is None:
+        return None
+    return balance_from_row(account_id, row)
+
+
+def balance_from_row(account_id: str, row: asyncpg.Record | Mapping[str, Any]) -> Balance:
+    """A balance from a row of meter_balance's columns (GetBalance's query, and every answer of
+    the hot path)."""
+    return Balance(
+        account_id=account_id,
+        plan_id=row["plan_id"],
+        period=Period(row["period_start"], row["period_end"]),
+        allowance_total=row["allowance_total"],
+        allowance_remaining=int(row["allowance_remaining"]),
+        purchased_remaining=int(row["purchased_remaining"]),
+        allowance_held=int(row["allowance_held"]),
+        purchased_held=int(row["purchased_held"]),
+        debt=row["debt"],
+        used_this_period=int(row["used"]),
+        announced=WarningLevel.from_bits(row["warned"]),
+    )

@@ -1,0 +1,66 @@
+-- Commit: charge a hold for the usage of its call, exactly once. Outcomes: 'committed' (with the
+-- charge), 'replayed' (committed before with this usage: the same answer), 'usage_reused'
+-- (committed before with other usage; reused_field names it), 'released', 'not_found', and
+-- 'period_ended' (nothing changed: the service moves the account into its current period and
+-- calls again). Each outcome comes with the account's balance. Installed by migration 0014.
+CREATE OR REPLACE FUNCTION meter_commit(
+    p_account text, p_hold uuid, p_reservation text, p_input bigint, p_output bigint,
+    p_clock_offset double precision, p_caller text
+)
+RETURNS TABLE (
+    outcome text, reused_field text, charged bigint, cost bigint, unbilled bigint, late boolean,
+    plan_id text, period_start timestamptz, period_end timestamptz, allowance_total bigint, debt bigint,
+    warned smallint, allowance_remaining bigint, purchased_remaining bigint, allowance_held bigint,
+    purchased_held bigint, used bigint
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_now timestamptz := now() + make_interval(secs => p_clock_offset);
+    v_hold holds%ROWTYPE;
+    v_account accounts%ROWTYPE;
+BEGIN
+    SELECT * INTO v_hold FROM holds AS h WHERE h.account_id = p_account AND h.hold_id = p_hold FOR UPDATE;
+    IF NOT FOUND THEN
+        outcome := 'not_found';
+    ELSIF v_hold.status = 'committed' THEN
+        outcome := 'replayed';
+        IF v_hold.usage_input_tokens <> p_input THEN
+            outcome := 'usage_reused';
+            reused_field := 'input_tokens';
+        ELSIF v_hold.usage_output_tokens <> p_output THEN
+            outcome := 'usage_reused';
+            reused_field := 'output_tokens';
+        END IF;
+    ELSIF v_hold.status = 'released' THEN
+        outcome := 'released';
+    ELSE
+        SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
+        IF v_account.period_end <= v_now THEN
+            outcome := 'period_ended';
+        ELSE
+            outcome := 'committed';
+            v_hold.charged_tokens := meter_weighted_tokens(p_input, p_output, v_hold.input_weight,
+                v_hold.output_weight);
+            v_hold.cost_micros := meter_cost_micros(p_input, p_output, v_hold.input_price, v_hold.output_price);
+            v_hold.late := v_hold.status = 'expired' OR v_now >= v_hold.expires_at;
+            v_hold.usage_input_tokens := p_input;
+            v_hold.usage_output_tokens := p_output;
+            v_hold.unbilled_tokens := meter_settle(v_hold, v_hold.charged_tokens, 'committed',
+                v_account.period_start, p_reservation, v_now, p_caller);
+            PERFORM meter_count_usage(v_hold, v_now);
+        END IF;
+    END IF;
+    IF outcome IN ('committed', 'replayed') THEN
+        charged := v_hold.charged_tokens;
+        cost := v_hold.cost_micros;
+        unbilled := v_hold.unbilled_tokens;
+        late := v_hold.late;
+    END IF;
+    RETURN QUERY SELECT outcome, reused_field, charged, cost, unbilled, late, b.*
+        FROM meter_balance(p_account) AS b;
+    IF NOT FOUND THEN
+        RETURN NEXT;  -- no such account: no balance to show
+    END IF;
+END;
+$$;

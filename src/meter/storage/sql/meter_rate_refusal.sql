@@ -1,0 +1,44 @@
+-- Whether a Reserve of p_amount tokens would go over one of the account's rate limits (NULL: no
+-- such limit) and, if so, the limit that keeps it out longest, with the delay after which the same
+-- Reserve can pass: the end of the minute for the per-minute limits; for open holds, the soonest
+-- expiry plus one sweep (a Commit or Release may free one sooner). A Reserve larger than the
+-- tokens-per-minute limit itself can never pass: refused with no delay (retry_after NULL). No row
+-- when the Reserve is within its limits. Installed by migration 0014.
+CREATE OR REPLACE FUNCTION meter_rate_refusal(
+    p_account text, p_amount bigint, p_requests_per_minute bigint, p_tokens_per_minute bigint,
+    p_concurrent_holds bigint, p_now timestamptz, p_sweep_seconds double precision
+)
+RETURNS TABLE (limit_name text, limit_value bigint, retry_after double precision)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_window timestamptz := date_trunc('minute', p_now);
+    v_minute_left double precision := greatest(0, extract(epoch FROM v_window + interval '1 minute' - p_now));
+    v_requests bigint;
+    v_tokens bigint;
+    v_open bigint;
+    v_soonest timestamptz;
+BEGIN
+    IF p_tokens_per_minute < p_amount THEN
+        RETURN QUERY SELECT 'tokensPerMinute', p_tokens_per_minute, NULL::double precision;
+        RETURN;
+    END IF;
+    SELECT coalesce(sum(b.rate_requests) FILTER (WHERE b.rate_window = v_window), 0),
+        coalesce(sum(b.rate_tokens) FILTER (WHERE b.rate_window = v_window), 0),
+        coalesce(sum(b.open_holds), 0)
+    INTO v_requests, v_tokens, v_open
+    FROM buckets AS b WHERE b.account_id = p_account;
+    IF v_open + 1 > p_concurrent_holds THEN
+        SELECT min(h.expires_at) INTO v_soonest FROM holds AS h
+        WHERE h.status = 'open' AND h.account_id = p_account;
+    END IF;
+    -- In this order, so that of limits keeping the Reserve out as long the first is named.
+    RETURN QUERY SELECT r.name, r.value, r.wait FROM (VALUES
+        (1, 'requestsPerMinute', p_requests_per_minute, v_minute_left, v_requests + 1 > p_requests_per_minute),
+        (2, 'tokensPerMinute', p_tokens_per_minute, v_minute_left, v_tokens + p_amount > p_tokens_per_minute),
+        (3, 'concurrentHolds', p_concurrent_holds,
+            coalesce(greatest(0, extract(epoch FROM v_soonest - p_now)), 0) + p_sweep_seconds,
+            v_open + 1 > p_concurrent_holds)
+    ) AS r (n, name, value, wait, over)
+    WHERE r.over ORDER BY r.wait DESC, r.n LIMIT 1;
+END;
+$$;

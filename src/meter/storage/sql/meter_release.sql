@@ -1,0 +1,44 @@
+-- Release: the call did not happen, its hold goes back (meter_settle with no charge). A hold
+-- given back at expiry is recorded as released all the same, so that a Commit after it is
+-- refused as after any Release; releasing twice changes nothing. Outcomes: 'released',
+-- 'committed' (refused), 'not_found', 'period_ended' (nothing changed: the service moves the
+-- account into its current period and calls again), each with the balance. Installed by
+-- migration 0014.
+CREATE OR REPLACE FUNCTION meter_release(
+    p_account text, p_hold uuid, p_reservation text, p_clock_offset double precision, p_caller text
+)
+RETURNS TABLE (
+    outcome text, plan_id text, period_start timestamptz, period_end timestamptz, allowance_total bigint,
+    debt bigint, warned smallint, allowance_remaining bigint, purchased_remaining bigint, allowance_held bigint,
+    purchased_held bigint, used bigint
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_now timestamptz := now() + make_interval(secs => p_clock_offset);
+    v_hold holds%ROWTYPE;
+    v_account accounts%ROWTYPE;
+BEGIN
+    SELECT * INTO v_hold FROM holds AS h WHERE h.account_id = p_account AND h.hold_id = p_hold FOR UPDATE;
+    SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
+    IF v_hold.hold_id IS NULL THEN
+        outcome := 'not_found';
+    ELSIF v_hold.status = 'committed' THEN
+        outcome := 'committed';
+    ELSIF v_account.period_end <= v_now THEN
+        outcome := 'period_ended';
+    ELSE
+        outcome := 'released';
+        IF v_hold.status = 'open' THEN
+            PERFORM meter_settle(v_hold, 0, 'released', v_account.period_start, p_reservation, v_now, p_caller);
+        ELSIF v_hold.status = 'expired' THEN
+            UPDATE holds AS h SET status = 'released', settled_at = v_now
+            WHERE h.account_id = p_account AND h.hold_id = p_hold;
+        END IF;
+    END IF;
+    RETURN QUERY SELECT outcome, b.* FROM meter_balance(p_account) AS b;
+    IF NOT FOUND THEN
+        RETURN NEXT;
+    END IF;
+END;
+$$;

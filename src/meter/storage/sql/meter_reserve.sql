@@ -1,0 +1,132 @@
+-- Reserve: hold the worst case of a model call, ceil(input x input weight + max output x output
+-- weight) tokens and at least one, or refuse it. The hold goes on one row that has the tokens
+-- (allowance first; purchased only when no allowance is left at all), else it is taken from all
+-- rows (meter_hold_across_buckets; `across` says so). Outcomes, each with the account's balance:
+-- 'placed', 'replayed' (this request_id was placed before with the same parameters: its hold),
+-- 'request_reused' (before, with other parameters; reused_field names one), 'account_not_found',
+-- 'in_debt', 'rate_limited' (limit_name, limit_value, retry_after: meter_rate_refusal),
+-- 'insufficient' (the balance shows what is available), and 'period_ended' (nothing changed: the
+-- service moves the account into its current period and calls again). The plans' rate limits come
+-- with the call (p_plans and the arrays beside it; 0: none); an account's own limits come first.
+-- Installed by migration 0014.
+CREATE OR REPLACE FUNCTION meter_reserve(
+    p_account text, p_request text, p_hold uuid, p_model text, p_input bigint, p_max_output bigint,
+    p_ttl integer, p_labels jsonb, p_catalog_version text, p_input_weight bigint, p_output_weight bigint,
+    p_input_price bigint, p_output_price bigint, p_start integer, p_clock_offset double precision,
+    p_plans text[], p_requests_per_minute bigint[], p_tokens_per_minute bigint[],
+    p_concurrent_holds bigint[], p_wait_ms integer, p_sweep_seconds double precision
+)
+RETURNS TABLE (
+    outcome text, hold_id uuid, held bigint, expires_at timestamptz, catalog_version text, status text,
+    reused_field text, limit_name text, limit_value bigint, retry_after double precision, required bigint,
+    across boolean, plan_id text, period_start timestamptz, period_end timestamptz, allowance_total bigint,
+    debt bigint, warned smallint, allowance_remaining bigint, purchased_remaining bigint, allowance_held bigint,
+    purchased_held bigint, used bigint
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_now timestamptz := now() + make_interval(secs => p_clock_offset);
+    v_window timestamptz := date_trunc('minute', now() + make_interval(secs => p_clock_offset));
+    v_account accounts%ROWTYPE;
+    v_hold holds%ROWTYPE;
+    v_plan integer;
+    v_first smallint;
+    v_bucket smallint;
+    v_allowance bigint := 0;
+    v_purchased bigint := 0;
+    v_across record;
+BEGIN
+    required := greatest(1, meter_weighted_tokens(p_input, p_max_output, p_input_weight, p_output_weight));
+    SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
+    IF NOT FOUND THEN
+        outcome := 'account_not_found';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    SELECT * INTO v_hold FROM holds AS h WHERE h.account_id = p_account AND h.request_id = p_request;
+    IF FOUND THEN
+        outcome := 'replayed';
+        reused_field := CASE
+            WHEN v_hold.model <> p_model THEN 'model'
+            WHEN v_hold.input_tokens <> p_input THEN 'input_tokens'
+            WHEN v_hold.max_output_tokens <> p_max_output THEN 'max_output_tokens'
+            WHEN v_hold.ttl_seconds <> p_ttl THEN 'ttl_seconds'
+            WHEN v_hold.labels <> p_labels THEN 'labels'
+        END;
+        IF reused_field IS NOT NULL THEN
+            outcome := 'request_reused';
+        END IF;
+    ELSIF v_account.period_end <= v_now THEN
+        outcome := 'period_ended';
+    ELSIF v_account.debt > 0 THEN
+        outcome := 'in_debt';
+    ELSE
+        v_plan := array_position(p_plans, v_account.plan_id);
+        SELECT r.limit_name, r.limit_value, r.retry_after INTO limit_name, limit_value, retry_after
+        FROM meter_rate_refusal(p_account, required,
+            coalesce(v_account.requests_per_minute, nullif(p_requests_per_minute[v_plan], 0)),
+            coalesce(v_account.tokens_per_minute, nullif(p_tokens_per_minute[v_plan], 0)),
+            coalesce(v_account.concurrent_holds, nullif(p_concurrent_holds[v_plan], 0)),
+            v_now, p_sweep_seconds) AS r;
+        IF FOUND THEN
+            outcome := 'rate_limited';
+        END IF;
+    END IF;
+    IF outcome IS NULL THEN
+        v_first := p_start % v_account.bucket_count;
+        v_bucket := meter_hold_in_one_bucket(p_account, 'allowance', required, v_first, v_account.bucket_count,
+            v_window, p_wait_ms);
+        IF v_bucket IS NOT NULL THEN
+            v_allowance := required;
+        ELSE
+            PERFORM 1 FROM buckets AS b WHERE b.account_id = p_account AND b.pool = 'allowance' AND b.available > 0;
+            IF NOT FOUND THEN
+                v_bucket := meter_hold_in_one_bucket(p_account, 'purchased', required, v_first,
+                    v_account.bucket_count, v_window, p_wait_ms);
+                IF v_bucket IS NOT NULL THEN
+                    v_purchased := required;
+                END IF;
+            END IF;
+        END IF;
+        IF v_bucket IS NULL THEN
+            across := true;
+            v_across := meter_hold_across_buckets(p_account, required, v_first, v_window);
+            IF v_across.from_allowance IS NULL THEN
+                outcome := 'insufficient';
+            ELSE
+                v_allowance := v_across.from_allowance;
+                v_purchased := v_across.from_purchased;
+                v_bucket := v_first;
+            END IF;
+        END IF;
+    END IF;
+    IF outcome IS NULL THEN
+        outcome := 'placed';
+        INSERT INTO holds AS h (account_id, hold_id, request_id, model, input_tokens, max_output_tokens,
+            ttl_seconds, labels, catalog_version, input_weight, output_weight, input_price, output_price,
+            allowance_held, allowance_bucket, purchased_held, purchased_bucket, period_start, status, created_at,
+            expires_at)
+        VALUES (p_account, p_hold, p_request, p_model, p_input, p_max_output, p_ttl, p_labels, p_catalog_version,
+            p_input_weight, p_output_weight, p_input_price, p_output_price, v_allowance,
+            CASE WHEN v_allowance > 0 THEN v_bucket ELSE v_first END, v_purchased,
+            CASE WHEN v_allowance > 0 THEN v_first ELSE v_bucket END, v_account.period_start, 'open', v_now,
+            v_now + make_interval(secs => p_ttl))
+        ON CONFLICT ON CONSTRAINT holds_account_id_request_id_key DO NOTHING
+        RETURNING h.* INTO v_hold;
+        IF NOT FOUND THEN
+            -- Retried as a whole by the service: the retry finds the concurrent Reserve's hold.
+            RAISE EXCEPTION 'a concurrent Reserve used request_id %', p_request USING ERRCODE = '40001';
+        END IF;
+    END IF;
+    IF outcome IN ('placed', 'replayed') THEN
+        hold_id := v_hold.hold_id;
+        held := v_hold.allowance_held + v_hold.purchased_held;
+        expires_at := v_hold.expires_at;
+        catalog_version := v_hold.catalog_version;
+        status := v_hold.status;
+    END IF;
+    RETURN QUERY SELECT outcome, hold_id, held, expires_at, catalog_version, status, reused_field, limit_name,
+        limit_value, retry_after, required, coalesce(across, false), b.* FROM meter_balance(p_account) AS b;
+END;
+$$;
