@@ -162,7 +162,7 @@ async def test_reserve_wait_compares_two_servers_side_by_side(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`meter bench --reserve-wait` in miniature: both servers measured on both scenarios in
-    every round, with their general-path shares read from each server's /metrics."""
+    every round, with their shares of Reserves taken from all rows read from each server's /metrics."""
     monkeypatch.setenv("METER_DATABASE_URL", database_url)  # a fresh database on the tests' server
     options = Options(seconds=1.0, rounds=2, concurrency=4, processes=1, accounts=20, out=tmp_path)
     admin = await asyncpg.connect(dsn(database_url))
@@ -180,8 +180,8 @@ async def test_reserve_wait_compares_two_servers_side_by_side(
     for label in labels:
         result = comparison.report.scenarios[label]
         assert result.loops > 0 and result.errors == {}
-        assert len(comparison.general_path[label]) == 2
-        assert all(0.0 <= share <= 1.0 for share in comparison.general_path[label])
+        assert len(comparison.across_rows[label]) == 2
+        assert all(0.0 <= share <= 1.0 for share in comparison.across_rows[label])
     assert comparison.report.settings["mode"] == "reserve-wait"
     printed = reserve_wait.ratios(comparison)
     assert "hot account, wait / no wait" in printed and "no wait: hot / many accounts" in printed

@@ -1,4 +1,4 @@
-"""Periods, warning levels and credits paying debt."""
+"""Periods and warning levels."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from meter.domain.balance import Balance, WarningLevel
-from meter.domain.ledger import EntryKind, LedgerEntry, credit
 from meter.domain.periods import Period, absurd, add_months, calendar_month, following_period, moves_to
-from meter.domain.pools import PoolName
 
 
 def utc(*args: int) -> datetime:
@@ -146,22 +144,3 @@ class TestLevelsReached:
         assert WarningLevel.to_bits(levels) == 0b1010
         assert WarningLevel.from_bits(0b1010) == levels
         assert WarningLevel.to_bits([WarningLevel.NONE]) == 0
-
-
-class TestCreditsPayDebtFirst:
-    def test_credit_larger_than_the_debt(self) -> None:
-        split = credit(EntryKind.PURCHASE, PoolName.PURCHASED, 1000, 300, ref="cs_1", note="pack")
-        assert (split.debt_paid, split.to_pool) == (300, 700)
-        assert split.entries == [
-            LedgerEntry(EntryKind.PURCHASE, PoolName.PURCHASED, 1000, ref="cs_1", note="pack"),
-            LedgerEntry(EntryKind.DEBT_PAYMENT, PoolName.PURCHASED, -300, ref="cs_1"),
-            LedgerEntry(EntryKind.DEBT_PAYMENT, PoolName.DEBT, 300, ref="cs_1"),
-        ]
-
-    def test_credit_smaller_than_the_debt(self) -> None:
-        split = credit(EntryKind.ADJUSTMENT, PoolName.ALLOWANCE, 100, 300, ref="a", note=None)
-        assert (split.debt_paid, split.to_pool) == (100, 0)
-        assert sum(e.amount for e in split.entries if e.pool is PoolName.ALLOWANCE) == 0
-
-    def test_credit_without_debt_is_one_entry(self) -> None:
-        assert len(credit(EntryKind.PURCHASE, PoolName.PURCHASED, 5, 0, ref="r", note=None).entries) == 1

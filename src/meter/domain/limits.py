@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from meter.domain.errors import RateLimited
-
 # The names callers see, in ErrorInfo metadata and GetCatalog (lowerCamelCase, AIP-193).
 REQUESTS_PER_MINUTE = "requestsPerMinute"
 TOKENS_PER_MINUTE = "tokensPerMinute"
@@ -46,33 +44,9 @@ class RateUsage:
     requests: int
     tokens: int
     open_holds: int
-    soonest_expiry: datetime | None = None  # of its open holds, when it has any
 
 
 WINDOW = timedelta(minutes=1)
-
-
-def check(limits: RateLimits, usage: RateUsage, amount: int, now: datetime, sweep_seconds: float) -> None:
-    """Refuse a Reserve of `amount` tokens that would go over a limit, naming the limit that
-    keeps it out longest and the delay after which the same Reserve can pass: the end of the
-    minute for the per-minute limits; for open holds, the soonest expiry plus one sweep (a Commit
-    or Release may free one sooner). A Reserve bigger than the tokens-per-minute limit itself can
-    never pass, and is refused without a delay."""
-    refusals: list[RateLimited] = []
-    window_left = max(0.0, (usage.window_start + WINDOW - now).total_seconds())
-    rpm, tpm, holds = limits.requests_per_minute, limits.tokens_per_minute, limits.concurrent_holds
-    if rpm is not None and usage.requests + 1 > rpm:
-        refusals.append(RateLimited(REQUESTS_PER_MINUTE, rpm, window_left))
-    if tpm is not None and usage.tokens + amount > tpm:
-        if amount > tpm:
-            raise RateLimited(TOKENS_PER_MINUTE, tpm, None)
-        refusals.append(RateLimited(TOKENS_PER_MINUTE, tpm, window_left))
-    if holds is not None and usage.open_holds + 1 > holds:
-        soonest = usage.soonest_expiry
-        wait = max(0.0, (soonest - now).total_seconds()) if soonest else 0.0
-        refusals.append(RateLimited(CONCURRENT_HOLDS, holds, wait + sweep_seconds))
-    if refusals:
-        raise max(refusals, key=lambda refusal: refusal.retry_after or 0.0)
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from datetime import datetime
 
 from meter.catalog import DEFAULT_FREE_PLAN, Catalog
 from meter.domain.accounts import Account
-from meter.domain.ledger import EntryKind, credit
+from meter.domain.ledger import EntryKind
 from meter.domain.periods import calendar_month
-from meter.domain.pools import PoolName, pool_total, rebalance
+from meter.domain.pools import PoolName
 from meter.service.periods import begin_period, roll_over_if_ended
 from meter.service.ports import Conflict, Store
 
@@ -55,14 +55,7 @@ async def credit_pool(
     ref: str,
     note: str | None,
 ) -> Account:
-    """Credit a pool (paying the debt first), spreading it so every bucket can serve holds.
-    The caller holds the account's row lock."""
-    split = credit(kind, pool, amount, account.debt, ref=ref, note=note)
-    rows = await store.lock_buckets(account.account_id)
-    rebalance(rows, pool, pool_total(rows, pool) + split.to_pool)
-    await store.write_buckets(account.account_id, rows)
-    await store.append(account.account_id, split.entries, now)
-    if split.debt_paid:
-        account = replace(account, debt=account.debt - split.debt_paid)
-        await store.save_account(account, now)
-    return account
+    """Credit a pool: it pays the debt first, the rest is spread so every row can serve holds
+    (meter_credit, storage/sql). The caller holds the account's row lock."""
+    paid = await store.credit(account.account_id, kind, pool, amount, now, ref=ref, note=note)
+    return replace(account, debt=account.debt - paid)

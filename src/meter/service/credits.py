@@ -20,7 +20,7 @@ from meter.domain.errors import (
 )
 from meter.domain.events import EventStatus, WebhookEvent
 from meter.domain.ledger import EntryKind, LedgerEntry
-from meter.domain.pools import PoolName, pool_total, rebalance
+from meter.domain.pools import PoolName
 from meter.service import balance_warnings, events, waiting
 from meter.service.accounts import credit_pool, free_account, locked_current_account, open_account
 from meter.service.context import Meter
@@ -160,10 +160,8 @@ async def _debit(
     store: Store, account_id: str, pool: PoolName, amount: int, ref: str, note: str, now: datetime
 ) -> None:
     """A correction takes only what the pool has available: it never creates debt by itself."""
-    rows = await store.lock_buckets(account_id)
-    available = pool_total(rows, pool)
+    available = await store.locked_available(account_id, pool)
     if available < amount:
         raise InsufficientTokens(available=available, required=amount)
-    rebalance(rows, pool, available - amount)
-    await store.write_buckets(account_id, rows)
+    await store.spread(account_id, pool, available - amount)
     await store.append(account_id, [LedgerEntry(EntryKind.ADJUSTMENT, pool, -amount, ref=ref, note=note)], now)

@@ -9,9 +9,9 @@ from typing import Protocol, TypeVar
 
 from meter.domain.accounts import Account
 from meter.domain.answers import Outcome
-from meter.domain.ledger import EntryKind, LedgerEntry, credit
+from meter.domain.ledger import EntryKind, LedgerEntry
 from meter.domain.periods import following_period
-from meter.domain.pools import PoolName, pool_total, rebalance
+from meter.domain.pools import PoolName
 from meter.service.context import Meter
 from meter.service.ports import Store
 
@@ -76,29 +76,25 @@ async def begin_period(store: Store, account: Account, now: datetime, *, grant: 
     """Expire the allowance left from before and, with `grant`, grant `account.monthly_allowance`
     for `account.period` (already written). Allowance held by open holds stays held; it expires
     when those holds settle."""
-    rows = await store.lock_buckets(account.account_id)
     period_ref = f"period:{account.period.start.isoformat()}"
-    unused = pool_total(rows, PoolName.ALLOWANCE)
-    entries = [LedgerEntry(EntryKind.EXPIRY, PoolName.ALLOWANCE, -unused, ref=period_ref)]
+    unused = await store.locked_available(account.account_id, PoolName.ALLOWANCE)
+    await store.append(
+        account.account_id, [LedgerEntry(EntryKind.EXPIRY, PoolName.ALLOWANCE, -unused, ref=period_ref)], now
+    )
     # What the period left unused is what a later refund of its invoice takes back from nothing.
     await store.end_subscription_payments(account.account_id, account.period.start, unused)
-    debt_paid = granted = 0
+    await store.start_period_rows(account.account_id)
+    debt_paid = 0
     if grant and account.monthly_allowance:
-        allowance = credit(
+        debt_paid = await store.credit(
+            account.account_id,
             EntryKind.SUBSCRIPTION_GRANT,
             PoolName.ALLOWANCE,
             account.monthly_allowance,
-            account.debt,
+            now,
             ref=period_ref,
             note=account.plan_id,
         )
-        entries += allowance.entries
-        debt_paid, granted = allowance.debt_paid, allowance.to_pool
-    rebalance(rows, PoolName.ALLOWANCE, granted)
-    for row in rows:
-        row.used = 0
-    await store.write_buckets(account.account_id, rows)
-    await store.append(account.account_id, entries, now)
     account = replace(
         account,
         allowance_total=account.monthly_allowance if grant else 0,

@@ -16,11 +16,11 @@ from meter.domain.balance import Balance
 from meter.domain.caller_rates import Count
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
 from meter.domain.holds import Hold, Pricing, ReserveParams
-from meter.domain.ledger import LedgerEntry
+from meter.domain.ledger import EntryKind, LedgerEntry
 from meter.domain.limits import RateUsage
 from meter.domain.payments import Payment, PaymentKey
 from meter.domain.periods import Period
-from meter.domain.pools import BucketRow
+from meter.domain.pools import PoolName
 
 T = TypeVar("T")
 
@@ -31,8 +31,32 @@ class Store(Protocol):
     async def insert_account(self, account: Account, now: datetime) -> bool: ...
     async def save_account(self, account: Account, now: datetime) -> None: ...
     async def claim_period(self, account: Account, following: Period, now: datetime) -> Account | None: ...
-    async def lock_buckets(self, account_id: str) -> list[BucketRow]: ...
-    async def write_buckets(self, account_id: str, rows: Sequence[BucketRow]) -> None: ...
+    async def locked_available(self, account_id: str, pool: PoolName) -> int:
+        """Lock every row of the account (the one order) and read what the pool has available."""
+        ...
+
+    async def spread(self, account_id: str, pool: PoolName, available: int) -> None:
+        """Set the pool's available tokens, spread evenly over its rows (locked already)."""
+        ...
+
+    async def credit(
+        self,
+        account_id: str,
+        kind: EntryKind,
+        pool: PoolName,
+        amount: int,
+        now: datetime,
+        *,
+        ref: str,
+        note: str | None,
+    ) -> int:
+        """Credit a pool, paying the debt first (the account row locked already); the debt paid."""
+        ...
+
+    async def start_period_rows(self, account_id: str) -> None:
+        """Nothing used yet and no allowance on the rows: a period begins (rows locked already)."""
+        ...
+
     async def rate_usage(self, account_id: str, now: datetime) -> RateUsage: ...
     async def sync_caller_rates(self, replica: str, mine: Sequence[Count], since_second: int) -> list[Count]: ...
     async def forget_caller_rates(self, before_second: int) -> None: ...

@@ -27,7 +27,7 @@ from meter.domain.errors import InvalidField, PaymentNotFound
 from meter.domain.events import EventStatus, WebhookEvent
 from meter.domain.ledger import EntryKind, LedgerEntry
 from meter.domain.payments import Payment, PaymentKey, PaymentKind
-from meter.domain.pools import PoolName, pool_total, rebalance
+from meter.domain.pools import PoolName
 from meter.domain.reversals import DisputeStatus
 from meter.service import balance_warnings, events, waiting
 from meter.service.accounts import credit_pool, locked_current_account
@@ -200,11 +200,9 @@ async def _take(
     """Take `tokens` back: from the pool the payment filled while it holds them, else (an ended
     period) from the allowance that period left unused. What neither covers becomes debt."""
     if payment.bought_current_period(account.period.start):
-        rows = await store.lock_buckets(account.account_id)
-        available = pool_total(rows, payment.pool)
+        available = await store.locked_available(account.account_id, payment.pool)
         taken = min(tokens, available)
-        rebalance(rows, payment.pool, available - taken)
-        await store.write_buckets(account.account_id, rows)
+        await store.spread(account.account_id, payment.pool, available - taken)
         entries = [LedgerEntry(kind, payment.pool, -taken, ref=ref, note=payment.key.ref)]
     else:
         assert payment.period_start is not None
