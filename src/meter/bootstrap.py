@@ -27,14 +27,14 @@ from meter.grpc.drain import Drain
 from meter.grpc.handling import Gate, Readiness
 from meter.grpc.server import METHODS, GrpcServer
 from meter.service.caller_rate_sync import run_caller_rate_sync
-from meter.service.context import Limits, Meter
+from meter.service.context import Meter, Parameters
 from meter.service.sweeper import run_sweeper
 from meter.storage import migrate
 from meter.storage.clock import DatabaseClock
 from meter.storage.database import Timeouts, create_engine
 from meter.storage.embedded import EmbeddedPostgres
 from meter.storage.hot_path import HotPath, PlanLimits
-from meter.storage.postgres import PostgresStorage
+from meter.storage.postgres import PostgresDatabase
 from meter.webhooks.app import WebhookServer
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,8 @@ def build_meter(
     )
     return Meter(
         catalog=catalog,
-        storage=PostgresStorage(connections.engine, hot_path, clock),
-        limits=Limits(
+        storage=PostgresDatabase(connections.engine, hot_path, clock),
+        parameters=Parameters(
             buckets=settings.buckets,
             default_ttl_seconds=settings.default_ttl_seconds,
             max_ttl_seconds=settings.max_ttl_seconds,

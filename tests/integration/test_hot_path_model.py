@@ -290,7 +290,7 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
             open_holds = [h for h in self.holds.values() if h.account == account_id and h.status == "open"]
             if len(open_holds) + 1 > LIMITS["concurrent_holds"]:
                 soonest = min(h.expires for h in open_holds)
-                sweep = meter.service.meter.limits.sweep_seconds  # the server's sweep interval
+                sweep = meter.service.meter.parameters.sweep_seconds  # the server's sweep interval
                 waits.append((max(0, soonest - self.now) + sweep, "concurrentHolds"))
             if not waits:
                 return None

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 
 from meter.domain.pools import PoolName
+from meter.domain.usage import UsageRecord
 
 
 class EntryKind(enum.StrEnum):
@@ -32,3 +34,20 @@ class LedgerEntry:
     reservation_id: str | None = None
     ref: str | None = None
     note: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordedEntry:
+    """An entry as the ledger holds it (ListLedgerEntries): with its id, time and caller, and for
+    a usage entry the call it charged."""
+
+    entry_id: int
+    created_at: datetime
+    kind: EntryKind
+    pool: PoolName
+    amount: int
+    reservation_id: str
+    ref: str
+    note: str
+    caller: str
+    usage: UsageRecord | None = None

@@ -46,3 +46,20 @@ class Payment:
     def bought_current_period(self, period_start: datetime) -> bool:
         """A pack's tokens never expire; an invoice's allowance is there while its period is."""
         return self.key.kind is PaymentKind.PACK or self.period_start == period_start
+
+
+@dataclass(frozen=True)
+class SubscriptionPayment:
+    """A paid subscription invoice as recorded: the period it paid for (the current one, for an
+    invoice of prorations only) and the allowance tokens it bought."""
+
+    account_id: str
+    invoice_ref: str
+    subscription_ref: str
+    period_start: datetime
+    period_end: datetime
+    proration: bool
+    amount_minor: int
+    currency: str
+    tokens: int
+    payment_intent: str | None

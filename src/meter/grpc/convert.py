@@ -14,13 +14,12 @@ from meter.domain.errors import InvalidField
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
 from meter.domain.holds import HoldStatus
 from meter.domain.invoices import InvoiceLine
-from meter.domain.ledger import EntryKind
+from meter.domain.ledger import EntryKind, RecordedEntry
 from meter.domain.limits import RateLimits
 from meter.domain.periods import Period
 from meter.domain.pools import PoolName
 from meter.domain.usage import UsageGrouping, UsageRecord, UsageReport, UsageTotals
 from meter.service.balance import AccountBalance
-from meter.service.ledger import Entry
 from meter.service.reservations import OpenReservations
 from meter.service.reversals import ReversalKind
 from meter.v1 import meter_pb2 as pb
@@ -272,7 +271,7 @@ def entry_kind_filter(value: int) -> EntryKind | None:
         raise InvalidField("kind", "is not an EntryKind") from None
 
 
-def ledger_entry(value: Entry) -> pb.LedgerEntry:
+def ledger_entry(value: RecordedEntry) -> pb.LedgerEntry:
     return pb.LedgerEntry(
         entry_id=value.entry_id,
         created_at=timestamp(value.created_at),

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from meter import metrics
 from meter.domain import ids
 from meter.domain.amounts import require_tokens
 from meter.domain.balance import Balance
+from meter.domain.credits import Adjustment, Purchase
 from meter.domain.errors import (
     AccountNotFound,
     InsufficientTokens,
@@ -58,9 +57,10 @@ async def credit_purchase(
         for name, value in (("payment_intent", payment_intent), ("event_id", event_id)):
             if len(value) > MAX_REF_LENGTH:
                 raise InvalidField(name, f"at most {MAX_REF_LENGTH} characters")
-        record = _checked_purchase(meter, account_id, pack_id, tokens, amount_minor, currency)
-        record |= {"payment_ref": payment_ref, "payment_intent": payment_intent or None, "event_id": event_id or None}
-        credited = await meter.storage.transaction(lambda store: _credit(meter, store, record, source_event))
+        purchase = _checked_purchase(
+            meter, account_id, pack_id, tokens, amount_minor, currency, payment_ref, payment_intent, event_id
+        )
+        credited = await meter.storage.transaction(lambda store: _credit(meter, store, purchase, source_event))
         if credited.newly_credited:
             metrics.TOKENS_CREDITED.inc(credited.tokens)
         return credited
@@ -68,36 +68,45 @@ async def credit_purchase(
     return await events.rejecting(meter, events.event_account(account_id), source_event, run)
 
 
-async def _credit(meter: Meter, store: Store, record: dict[str, Any], source_event: WebhookEvent | None) -> Credited:
-    account_id, payment_ref, tokens = record["account_id"], record["payment_ref"], record["tokens"]
+async def _credit(meter: Meter, store: Store, purchase: Purchase, source_event: WebhookEvent | None) -> Credited:
+    account_id, payment_ref, tokens = purchase.account_id, purchase.payment_ref, purchase.tokens
     account, now = await store.account_state(account_id)
     if account is None:
-        account = await open_account(store, free_account(account_id, meter.catalog, now, meter.limits.buckets), now)
+        account = await open_account(store, free_account(account_id, meter.catalog, now, meter.parameters.buckets), now)
     claimed = await events.claim(store, account_id, source_event, now)
     status = events.status(source_event, claimed)
     existing = await store.purchase(account_id, payment_ref)
     if existing is not None:
-        _check_same_purchase(payment_ref, existing, record)
-        return Credited(await store.balance(account_id), existing["tokens"], newly_credited=False, event_status=status)
+        if (differing := existing.differing_field(purchase)) is not None:
+            raise RequestIdReused(payment_ref, differing)
+        return Credited(await store.balance(account_id), existing.tokens, newly_credited=False, event_status=status)
     if not claimed:
         return Credited(await store.balance(account_id), tokens, newly_credited=False, event_status=status)
-    if not await store.insert_purchase(record, now):
+    if not await store.insert_purchase(purchase, now):
         raise Conflict("the same payment was credited concurrently")
     account = await locked_current_account(store, account, now)
     await credit_pool(
-        store, account, EntryKind.PURCHASE, PoolName.PURCHASED, tokens, now, ref=payment_ref, note=record["pack_id"]
+        store, account, EntryKind.PURCHASE, PoolName.PURCHASED, tokens, now, ref=payment_ref, note=purchase.pack_id
     )
-    if record["payment_intent"]:  # a refund or dispute that arrived first is applied now
-        await waiting.release(meter, store, account_id, waiting.payment_intent_key(record["payment_intent"]), now)
+    if purchase.payment_intent:  # a refund or dispute that arrived first is applied now
+        await waiting.release(meter, store, account_id, waiting.payment_intent_key(purchase.payment_intent), now)
     return Credited(await store.balance(account_id), tokens, newly_credited=True, event_status=status)
 
 
 def _checked_purchase(
-    meter: Meter, account_id: str, pack_id: str, tokens: int, amount_minor: int, currency: str
-) -> dict[str, Any]:
+    meter: Meter,
+    account_id: str,
+    pack_id: str,
+    tokens: int,
+    amount_minor: int,
+    currency: str,
+    payment_ref: str,
+    payment_intent: str,
+    event_id: str,
+) -> Purchase:
     """A purchase is credited only as the catalog sells it: metadata is never trusted."""
     pack = meter.catalog.pack(pack_id)
-    require_tokens("tokens", tokens, minimum=1, maximum=meter.limits.max_credit_tokens)
+    require_tokens("tokens", tokens, minimum=1, maximum=meter.parameters.max_credit_tokens)
     require_tokens("amount_minor", amount_minor, minimum=0, maximum=2**62)
     if tokens != pack.tokens:
         raise PurchaseMismatch("tokens", pack.tokens, tokens)
@@ -105,19 +114,9 @@ def _checked_purchase(
         raise PurchaseMismatch("amount_minor", pack.price_minor, amount_minor)
     if currency.lower() != pack.currency:
         raise PurchaseMismatch("currency", pack.currency, currency[:16])
-    return {
-        "account_id": account_id,
-        "pack_id": pack_id,
-        "tokens": tokens,
-        "amount_minor": amount_minor,
-        "currency": pack.currency,
-    }
-
-
-def _check_same_purchase(payment_ref: str, existing: Mapping[str, Any], record: Mapping[str, Any]) -> None:
-    for name in ("pack_id", "tokens", "amount_minor", "currency"):
-        if existing[name] != record[name]:
-            raise RequestIdReused(payment_ref, name)
+    return Purchase(
+        account_id, payment_ref, pack_id, tokens, amount_minor, pack.currency, payment_intent or None, event_id or None
+    )
 
 
 async def adjust(meter: Meter, *, account_id: str, pool: PoolName, delta: int, reason: str, request_id: str) -> Balance:
@@ -125,12 +124,12 @@ async def adjust(meter: Meter, *, account_id: str, pool: PoolName, delta: int, r
     ids.idempotency_key(request_id, "request_id")
     if pool is PoolName.DEBT:
         raise InvalidField("pool", "must be POOL_ALLOWANCE or POOL_PURCHASED")
-    limit = meter.limits.max_credit_tokens
+    limit = meter.parameters.max_credit_tokens
     if delta == 0 or abs(delta) > limit:
         raise InvalidField("delta", f"must be non-zero and at most {limit} tokens either way")
     if not reason.strip() or len(reason) > MAX_REASON_LENGTH:
         raise InvalidField("reason", f"is required, at most {MAX_REASON_LENGTH} characters")
-    record = {"account_id": account_id, "request_id": request_id, "pool": pool.value, "delta": delta, "reason": reason}
+    adjustment = Adjustment(account_id, request_id, pool, delta, reason)
 
     async def work(store: Store) -> Balance:
         account, now = await store.account_state(account_id)
@@ -138,11 +137,10 @@ async def adjust(meter: Meter, *, account_id: str, pool: PoolName, delta: int, r
             raise AccountNotFound(account_id)
         existing = await store.adjustment(account_id, request_id)
         if existing is not None:
-            for name in ("pool", "delta", "reason"):
-                if existing[name] != record[name]:
-                    raise RequestIdReused(request_id, name)
+            if (differing := existing.differing_field(adjustment)) is not None:
+                raise RequestIdReused(request_id, differing)
             return await store.balance(account_id)
-        if not await store.insert_adjustment(record, now):
+        if not await store.insert_adjustment(adjustment, now):
             raise Conflict("the same adjustment was applied concurrently")
         account = await locked_current_account(store, account, now)
         if delta > 0:

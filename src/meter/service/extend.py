@@ -20,7 +20,7 @@ _REFUSALS = {
 
 async def extend(meter: Meter, *, reservation_id: str, ttl: int) -> datetime:
     ids.reservation_account(reservation_id)
-    answer = await meter.storage.hot_path.extend(reservation_id, ttl_seconds(ttl, meter.limits))
+    answer = await meter.storage.hot_path.extend(reservation_id, ttl_seconds(ttl, meter.parameters))
     refusal = _REFUSALS.get(answer.outcome)
     if refusal is not None:
         raise refusal(reservation_id)

@@ -29,6 +29,7 @@ from meter.domain.balance import Balance
 from meter.domain.errors import InvalidField, PaymentNotFound, SubscriptionNotFound
 from meter.domain.events import EventStatus, WebhookEvent
 from meter.domain.invoices import InvoiceLine, billing_line, period_tokens, proration_tokens
+from meter.domain.payments import SubscriptionPayment
 from meter.domain.periods import Period, absurd, moves_to
 from meter.service import events, waiting
 from meter.service.accounts import locked_current_account
@@ -158,7 +159,7 @@ async def record_invoice(meter: Meter, store: Store, account: Account, paid: Pai
     granted. Then whatever waited for this invoice (or its payment) is applied."""
     if account.subscription_ref != paid.subscription_ref or (paid.account_id and paid.account_id != account.account_id):
         raise SubscriptionNotFound(paid.subscription_ref)
-    if await store.subscription_payment(account.account_id, paid.invoice_ref) is not None:
+    if await store.invoice_recorded(account.account_id, paid.invoice_ref):
         return False  # recorded before, under another event
     account = await locked_current_account(store, account, now)
     line = billing_line(paid.lines, account.period, account.allowance_granted)
@@ -174,19 +175,19 @@ async def record_invoice(meter: Meter, store: Store, account: Account, paid: Pai
     else:
         tokens = proration_tokens(paid.lines, account.period, meter.catalog.allowance_sold_at)
     paid_for = period if period is not None else account.period
-    record = {
-        "account_id": account.account_id,
-        "invoice_ref": paid.invoice_ref,
-        "subscription_ref": paid.subscription_ref,
-        "period_start": paid_for.start,
-        "period_end": paid_for.end,
-        "proration": period is None,
-        "amount_minor": paid.amount_minor,
-        "currency": paid.currency.lower(),
-        "tokens": tokens,
-        "payment_intent": paid.payment_intent or None,
-    }
-    await store.insert_subscription_payment(record, now)
+    recorded = SubscriptionPayment(
+        account_id=account.account_id,
+        invoice_ref=paid.invoice_ref,
+        subscription_ref=paid.subscription_ref,
+        period_start=paid_for.start,
+        period_end=paid_for.end,
+        proration=period is None,
+        amount_minor=paid.amount_minor,
+        currency=paid.currency.lower(),
+        tokens=tokens,
+        payment_intent=paid.payment_intent or None,
+    )
+    await store.insert_subscription_payment(recorded, now)
     await waiting.release(meter, store, account.account_id, waiting.invoice_key(paid.invoice_ref), now)
     if paid.payment_intent:
         await waiting.release(meter, store, account.account_id, waiting.payment_intent_key(paid.payment_intent), now)

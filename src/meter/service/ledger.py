@@ -7,9 +7,7 @@ from datetime import datetime
 
 from meter.domain import ids, pages
 from meter.domain.errors import AccountNotFound, InvalidField
-from meter.domain.ledger import EntryKind
-from meter.domain.pools import PoolName
-from meter.domain.usage import UsageRecord
+from meter.domain.ledger import EntryKind, RecordedEntry
 from meter.service.context import Meter
 from meter.service.ports import Store
 
@@ -19,22 +17,8 @@ PAGE_TOKEN_KEY = "page_token_key"
 
 
 @dataclass(frozen=True)
-class Entry:
-    entry_id: int
-    created_at: datetime
-    kind: EntryKind
-    pool: PoolName
-    amount: int
-    reservation_id: str
-    ref: str
-    note: str
-    caller: str
-    usage: UsageRecord | None = None
-
-
-@dataclass(frozen=True)
 class Page:
-    entries: list[Entry]
+    entries: list[RecordedEntry]
     next_page_token: str
 
 
@@ -66,25 +50,11 @@ async def list_entries(
         account, _ = await store.account_state(account_id)
         if account is None:
             raise AccountNotFound(account_id)
-        rows = await store.ledger_page(
+        found = await store.ledger_page(
             account_id, before_entry=after, limit=size + 1, kind=kind.value if kind else None, start=start, end=end
         )
-        entries = [
-            Entry(
-                entry_id=row["entry_id"],
-                created_at=row["created_at"],
-                kind=EntryKind(row["kind"]),
-                pool=PoolName(row["pool"]),
-                amount=row["amount"],
-                reservation_id=row["reservation_id"] or "",
-                ref=row["ref"] or "",
-                note=row["note"] or "",
-                caller=row["caller"],
-                usage=row["usage"],
-            )
-            for row in rows[:size]
-        ]
-        more = len(rows) > size
+        entries = found[:size]
+        more = len(found) > size
         token = pages.encode(replace(listing, after=entries[-1].entry_id), key) if more else ""
         return Page(entries, token)
 

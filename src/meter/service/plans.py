@@ -105,7 +105,7 @@ async def _apply(meter: Meter, store: Store, request: PlanRequest, source_event:
         calendar_periods=request.period is None,
         allowance_total=0,
         debt=0,
-        bucket_count=meter.limits.buckets,
+        bucket_count=meter.parameters.buckets,
         subscription_ref=request.subscription_ref,
         plan_event_time=request.event_time,
         limits=_kept_limits(meter, request, account),
@@ -156,7 +156,7 @@ def _allowance(meter: Meter, plan_id: str, monthly_allowance_tokens: int) -> int
     plan = meter.catalog.plan(plan_id)
     if plan.per_account:
         return require_tokens(
-            "monthly_allowance_tokens", monthly_allowance_tokens, minimum=0, maximum=meter.limits.max_credit_tokens
+            "monthly_allowance_tokens", monthly_allowance_tokens, minimum=0, maximum=meter.parameters.max_credit_tokens
         )
     if monthly_allowance_tokens:
         raise InvalidField("monthly_allowance_tokens", f"plan {plan_id!r} has its allowance in the catalog; leave it 0")

@@ -24,7 +24,7 @@ from meter.domain.errors import (
 )
 from meter.domain.holds import HoldStatus, ReserveParams
 from meter.service import balance_warnings
-from meter.service.context import Limits, Meter
+from meter.service.context import Meter, Parameters
 from meter.service.periods import in_current_period
 
 MAX_LABELS = 32
@@ -42,11 +42,11 @@ class Reservation:
     new: bool = True  # False: the answer to a replayed request_id
 
 
-def ttl_seconds(value: int, limits: Limits, field: str = "ttl_seconds") -> int:
+def ttl_seconds(value: int, parameters: Parameters, field: str = "ttl_seconds") -> int:
     if value == 0:
-        return limits.default_ttl_seconds
-    if value < 0 or value > limits.max_ttl_seconds:
-        raise InvalidField(field, f"must be between 1 and {limits.max_ttl_seconds} seconds (0: default)")
+        return parameters.default_ttl_seconds
+    if value < 0 or value > parameters.max_ttl_seconds:
+        raise InvalidField(field, f"must be between 1 and {parameters.max_ttl_seconds} seconds (0: default)")
     return value
 
 
@@ -76,7 +76,7 @@ async def reserve(
         model=model,
         input_tokens=require_tokens("input_tokens", input_tokens, minimum=0, maximum=MAX_CALL_TOKENS),
         max_output_tokens=require_tokens("max_output_tokens", max_output_tokens, minimum=1, maximum=MAX_CALL_TOKENS),
-        ttl_seconds=ttl_seconds(ttl, meter.limits),
+        ttl_seconds=ttl_seconds(ttl, meter.parameters),
         labels=_labels(labels or {}),
     )
     pricing = meter.catalog.pricing(model)

@@ -6,7 +6,7 @@ from datetime import date
 
 from meter.domain import ids
 from meter.domain.errors import AccountNotFound
-from meter.domain.usage import UsageGrouping, UsageReport, UsageRow, UsageTotals, day_range
+from meter.domain.usage import UsageGrouping, UsageReport, day_range
 from meter.service.context import Meter
 from meter.service.ports import Store
 
@@ -21,23 +21,6 @@ async def get_usage(
         account, _ = await store.account_state(account_id)
         if account is None:
             raise AccountNotFound(account_id)
-        rows = await store.usage_totals(account_id, first, last, grouping.value)
-        return UsageReport(
-            [
-                UsageRow(
-                    day=row["day"] if grouping is UsageGrouping.DAY else None,
-                    model=row["model"] if grouping is UsageGrouping.MODEL else "",
-                    totals=UsageTotals(
-                        requests=int(row["requests"]),
-                        input_tokens=int(row["input_tokens"]),
-                        output_tokens=int(row["output_tokens"]),
-                        charged_tokens=int(row["charged_tokens"]),
-                        cost_micros=int(row["cost_micros"]),
-                        unbilled_tokens=int(row["unbilled_tokens"]),
-                    ),
-                )
-                for row in rows
-            ],
-        )
+        return UsageReport(await store.usage_totals(account_id, first, last, grouping))
 
     return await meter.storage.transaction(work)

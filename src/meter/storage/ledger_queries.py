@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from meter.domain.ledger import EntryKind, RecordedEntry
+from meter.domain.pools import PoolName
 from meter.domain.usage import UsageRecord
 from meter.storage.hold_queries import labels_from_row, usage_from_row
 from meter.storage.queries import Queries
@@ -23,7 +25,7 @@ class LedgerQueries(Queries):
         kind: str | None,
         start: datetime | None,
         end: datetime | None,
-    ) -> list[Mapping[str, Any]]:
+    ) -> list[RecordedEntry]:
         rows = await self._rows(
             "SELECT e.entry_id, e.created_at, e.kind, e.pool, e.amount, e.reservation_id, e.ref, e.note, e.caller, "
             "h.model, h.catalog_version, h.usage_input_tokens, h.usage_output_tokens, h.charged_tokens, "
@@ -43,7 +45,21 @@ class LedgerQueries(Queries):
             end=end,
             limit=limit,
         )
-        return [{**row, "usage": _usage_record(row)} for row in rows]
+        return [
+            RecordedEntry(
+                entry_id=row["entry_id"],
+                created_at=row["created_at"],
+                kind=EntryKind(row["kind"]),
+                pool=PoolName(row["pool"]),
+                amount=row["amount"],
+                reservation_id=row["reservation_id"] or "",
+                ref=row["ref"] or "",
+                note=row["note"] or "",
+                caller=row["caller"],
+                usage=_usage_record(row),
+            )
+            for row in rows
+        ]
 
     async def secret(self, name: str) -> bytes:
         row = await self._row("SELECT value FROM meter_secrets WHERE name = :name", name=name)

@@ -7,10 +7,11 @@ subscription_payments by invoice_ref) rather than assembled from a table name.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from meter.domain.payments import Payment, PaymentKey, PaymentKind
+from meter.domain.payments import Payment, PaymentKey, PaymentKind, SubscriptionPayment
 from meter.domain.reversals import DisputeStatus, PaymentState
 from meter.storage.queries import Queries
 
@@ -77,14 +78,15 @@ class PaymentQueries(Queries):
             cover_claimed=payment.cover_claimed,
         )
 
-    async def subscription_payment(self, account_id: str, invoice_ref: str) -> Mapping[str, Any] | None:
-        return await self._row(
-            "SELECT * FROM subscription_payments WHERE account_id = :account_id AND invoice_ref = :ref",
+    async def invoice_recorded(self, account_id: str, invoice_ref: str) -> bool:
+        row = await self._row(
+            "SELECT 1 FROM subscription_payments WHERE account_id = :account_id AND invoice_ref = :ref",
             account_id=account_id,
             ref=invoice_ref,
         )
+        return row is not None
 
-    async def insert_subscription_payment(self, record: Mapping[str, Any], now: datetime) -> bool:
+    async def insert_subscription_payment(self, paid: SubscriptionPayment, now: datetime) -> bool:
         return bool(
             await self._execute(
                 "INSERT INTO subscription_payments (account_id, invoice_ref, subscription_ref, period_start, "
@@ -92,7 +94,7 @@ class PaymentQueries(Queries):
                 "(:account_id, :invoice_ref, :subscription_ref, :period_start, :period_end, :proration, "
                 ":amount_minor, :currency, :tokens, :payment_intent, :now) "
                 "ON CONFLICT (account_id, invoice_ref) DO NOTHING",
-                **record,
+                **asdict(paid),
                 now=now,
             )
         )

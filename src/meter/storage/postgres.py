@@ -1,4 +1,4 @@
-"""The Storage port on Postgres: a transaction per unit of work, with a fresh store; the hot path's
+"""The Database port on Postgres: a transaction per unit of work, with a fresh store; the hot path's
 one-statement calls. Both on the one pool of the engine."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from meter.storage.store import PostgresStore
 T = TypeVar("T")
 
 
-class PostgresStorage:
+class PostgresDatabase:
     def __init__(self, engine: AsyncEngine, hot_path: HotPath, clock: DatabaseClock) -> None:
         self.engine = engine
         self._hot_path = hot_path

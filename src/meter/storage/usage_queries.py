@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import date, datetime
-from typing import Any
 
+from meter.domain.usage import UsageGrouping, UsageRow, UsageTotals
 from meter.storage.queries import Queries
 
 
 class UsageQueries(Queries):
-    async def usage_totals(self, account_id: str, first: date, last: date, by: str) -> list[Mapping[str, Any]]:
-        """Sums per day (by="day") or per model (by="model") of the days first..last; a range
-        read on the primary key (account_id, day, ...)."""
-        key = {"day": "day", "model": "model"}[by]
-        return await self._rows(
+    async def usage_totals(self, account_id: str, first: date, last: date, by: UsageGrouping) -> list[UsageRow]:
+        """Sums per day or per model of the days first..last; a range read on the primary key
+        (account_id, day, ...)."""
+        key = {UsageGrouping.DAY: "day", UsageGrouping.MODEL: "model"}[by]
+        rows = await self._rows(
             f"SELECT {key}, sum(requests) AS requests, sum(input_tokens) AS input_tokens, "
             "sum(output_tokens) AS output_tokens, sum(charged_tokens) AS charged_tokens, "
             "sum(cost_micros) AS cost_micros, sum(unbilled_tokens) AS unbilled_tokens FROM usage_daily "
@@ -24,6 +23,21 @@ class UsageQueries(Queries):
             first=first,
             last=last,
         )
+        return [
+            UsageRow(
+                day=row["day"] if by is UsageGrouping.DAY else None,
+                model=row["model"] if by is UsageGrouping.MODEL else "",
+                totals=UsageTotals(
+                    requests=int(row["requests"]),
+                    input_tokens=int(row["input_tokens"]),
+                    output_tokens=int(row["output_tokens"]),
+                    charged_tokens=int(row["charged_tokens"]),
+                    cost_micros=int(row["cost_micros"]),
+                    unbilled_tokens=int(row["unbilled_tokens"]),
+                ),
+            )
+            for row in rows
+        ]
 
     async def announce_warnings(self, account_id: str, period_start: datetime, levels: int) -> int | None:
         """Add `levels` (bits) to those announced in the period starting at `period_start`.

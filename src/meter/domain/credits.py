@@ -1,0 +1,40 @@
+"""Credits as recorded: a pack purchase (by its payment_ref) and an adjustment (by its
+request_id), each applied once. A retry with the same key must carry the same facts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meter.domain.pools import PoolName
+
+
+@dataclass(frozen=True)
+class Purchase:
+    account_id: str
+    payment_ref: str
+    pack_id: str
+    tokens: int
+    amount_minor: int
+    currency: str
+    payment_intent: str | None = None
+    event_id: str | None = None
+
+    def differing_field(self, other: Purchase) -> str | None:
+        """The first fact in which a retry differs from the recorded purchase (ids aside)."""
+        return _differing(self, other, ("pack_id", "tokens", "amount_minor", "currency"))
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    account_id: str
+    request_id: str
+    pool: PoolName
+    delta: int
+    reason: str
+
+    def differing_field(self, other: Adjustment) -> str | None:
+        return _differing(self, other, ("pool", "delta", "reason"))
+
+
+def _differing(recorded: object, retry: object, names: tuple[str, ...]) -> str | None:
+    return next((name for name in names if getattr(recorded, name) != getattr(retry, name)), None)
