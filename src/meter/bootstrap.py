@@ -33,7 +33,7 @@ from meter.storage import migrate
 from meter.storage.clock import DatabaseClock
 from meter.storage.database import Timeouts, create_engine
 from meter.storage.embedded import EmbeddedPostgres
-from meter.storage.hot_path import HotPath, PlanLimits
+from meter.storage.hot_path import HotPath
 from meter.storage.postgres import PostgresDatabase
 from meter.webhooks.app import WebhookServer
 
@@ -97,7 +97,7 @@ def build_meter(
     hot_path = HotPath(
         connections.engine,
         clock,
-        plan_limits=PlanLimits.of(catalog),
+        plan_limits=catalog.plan_limits(),
         reserve_wait_ms=settings.reserve_wait_ms,
         sweep_seconds=settings.sweep_interval_seconds,
     )

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from meter.domain.amounts import INT64_MAX, millionths
 from meter.domain.errors import PlanMismatch, UnknownModel, UnknownPack, UnknownPlan, UnknownPrice
 from meter.domain.holds import Pricing
-from meter.domain.limits import RateLimits
+from meter.domain.limits import PlanLimits, RateLimits
 
 DEFAULT_FREE_PLAN = "free"
 
@@ -84,10 +84,10 @@ class Catalog:
         plans = {plan_id: replace(plan, limits=RateLimits()) for plan_id, plan in self.plans.items()}
         return replace(self, plans=plans)
 
-    def plan_limits(self, plan_id: str) -> RateLimits:
-        """The plan's rate limits; none for a plan the catalog no longer has."""
-        plan = self.plans.get(plan_id)
-        return plan.limits if plan else RateLimits()
+    def plan_limits(self) -> PlanLimits:
+        """Every plan's rate limits, as the database takes them (a plan the catalog no longer has
+        has none)."""
+        return PlanLimits.of({plan.id: plan.limits for plan in self.plans.values()})
 
     def plan(self, plan_id: str) -> Plan:
         plan = self.plans.get(plan_id)

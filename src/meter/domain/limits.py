@@ -7,6 +7,7 @@ the catalog may set them; a limit left out is no limit.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,12 +28,25 @@ class RateLimits:
     def any(self) -> bool:
         return any(v is not None for v in (self.requests_per_minute, self.tokens_per_minute, self.concurrent_holds))
 
-    def over(self, base: RateLimits) -> RateLimits:
-        """These limits where set, `base`'s elsewhere (an account's own over its plan's)."""
-        return RateLimits(
-            self.requests_per_minute or base.requests_per_minute,
-            self.tokens_per_minute or base.tokens_per_minute,
-            self.concurrent_holds or base.concurrent_holds,
+
+@dataclass(frozen=True)
+class PlanLimits:
+    """Every plan's rate limits as columns (0: none), as the database takes them with each call
+    that needs them (meter_rate_limits, storage/sql), so that it keeps no copy of the catalog.
+    An account's own limits, where set, come before its plan's: the database decides that."""
+
+    plans: list[str]
+    requests_per_minute: list[int]
+    tokens_per_minute: list[int]
+    concurrent_holds: list[int]
+
+    @classmethod
+    def of(cls, plans: Mapping[str, RateLimits]) -> PlanLimits:
+        return cls(
+            list(plans),
+            [limits.requests_per_minute or 0 for limits in plans.values()],
+            [limits.tokens_per_minute or 0 for limits in plans.values()],
+            [limits.concurrent_holds or 0 for limits in plans.values()],
         )
 
 

@@ -28,7 +28,7 @@ async def get_balance(meter: Meter, *, account_id: str) -> AccountBalance:
         if account is None:
             raise AccountNotFound(account_id)
         account = await roll_over_if_ended(store, account, now)
-        limits = account.limits.over(meter.catalog.plan_limits(account.plan_id))
+        limits = await store.rate_limits(account_id, meter.catalog.plan_limits())
         # Only an account with limits pays for reading its counts.
         room = headroom(limits, await store.rate_usage(account_id, now)) if limits.any else None
         return AccountBalance(await store.balance(account_id), limits, room)

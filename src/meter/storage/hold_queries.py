@@ -9,7 +9,7 @@ from typing import Any
 
 from meter.domain import ids
 from meter.domain.holds import Hold, HoldStatus, Pricing, ReserveParams, Usage
-from meter.domain.limits import RateUsage
+from meter.domain.limits import PlanLimits, RateLimits, RateUsage
 from meter.domain.pools import PoolName
 from meter.storage.queries import NOW, Queries
 
@@ -17,18 +17,23 @@ from meter.storage.queries import NOW, Queries
 class HoldQueries(Queries):
     async def rate_usage(self, account_id: str, now: datetime) -> RateUsage:
         """The account's counts in the current minute and its open holds (a read of its rows)."""
+        row = await self._row("SELECT * FROM meter_rate_counts(:account_id, :now)", account_id=account_id, now=now)
+        assert row is not None
+        return RateUsage(row["window_start"], row["requests"], row["tokens"], row["open_holds"])
+
+    async def rate_limits(self, account_id: str, plans: PlanLimits) -> RateLimits:
+        """The account's limits: its own where set, its plan's elsewhere (meter_rate_limits)."""
         row = await self._row(
-            "SELECT w.start AS window_start, "
-            "coalesce(sum(b.rate_requests) FILTER (WHERE b.rate_window = w.start), 0) AS requests, "
-            "coalesce(sum(b.rate_tokens) FILTER (WHERE b.rate_window = w.start), 0) AS tokens, "
-            "coalesce(sum(b.open_holds), 0) AS open_holds "
-            "FROM (SELECT date_trunc('minute', CAST(:now AS timestamptz)) AS start) AS w "
-            "LEFT JOIN buckets AS b ON b.account_id = :account_id GROUP BY w.start",
+            "SELECT * FROM meter_rate_limits(:account_id, :plans, :requests_per_minute, :tokens_per_minute, "
+            ":concurrent_holds)",
             account_id=account_id,
-            now=now,
+            plans=plans.plans,
+            requests_per_minute=plans.requests_per_minute,
+            tokens_per_minute=plans.tokens_per_minute,
+            concurrent_holds=plans.concurrent_holds,
         )
         assert row is not None
-        return RateUsage(row["window_start"], int(row["requests"]), int(row["tokens"]), int(row["open_holds"]))
+        return RateLimits(row["requests_per_minute"], row["tokens_per_minute"], row["concurrent_holds"])
 
     async def open_holds(self, account_id: str, limit: int) -> tuple[list[tuple[Hold, datetime]], int]:
         """The account's open holds soonest to expire first (at most `limit`, with when each was

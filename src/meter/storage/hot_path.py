@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from meter.catalog import Catalog
 from meter.domain import ids
 from meter.domain.answers import Charged, Expiry, Extended, Outcome, RateRefusal, Released, Reserved
 from meter.domain.balance import Balance, WarningLevel
 from meter.domain.callers import acting_caller
 from meter.domain.holds import HoldStatus, Pricing, ReserveParams
+from meter.domain.limits import PlanLimits
 from meter.domain.periods import Period
 from meter.storage.clock import DatabaseClock
 from meter.storage.database import run_statement
@@ -35,27 +34,6 @@ COMMIT = "SELECT * FROM meter_commit($1, CAST($2 AS uuid), $3, $4, $5, $6, $7)"
 RELEASE = "SELECT * FROM meter_release($1, CAST($2 AS uuid), $3, $4, $5)"
 EXTEND = "SELECT * FROM meter_extend($1, CAST($2 AS uuid), $3, $4)"
 EXPIRE = "SELECT meter_expire($1, CAST($2 AS uuid), $3, $4, $5) AS outcome"
-
-
-@dataclass(frozen=True)
-class PlanLimits:
-    """Every plan's rate limits as the columns meter_reserve takes (0: none): the service's
-    catalog goes with each call, so the database needs no copy of it."""
-
-    plans: list[str]
-    requests_per_minute: list[int]
-    tokens_per_minute: list[int]
-    concurrent_holds: list[int]
-
-    @classmethod
-    def of(cls, catalog: Catalog) -> PlanLimits:
-        plans = list(catalog.plans.values())
-        return cls(
-            [p.id for p in plans],
-            [p.limits.requests_per_minute or 0 for p in plans],
-            [p.limits.tokens_per_minute or 0 for p in plans],
-            [p.limits.concurrent_holds or 0 for p in plans],
-        )
 
 
 class HotPath:

@@ -3,7 +3,8 @@
 -- Reserve can pass: the end of the minute for the per-minute limits; for open holds, the soonest
 -- expiry plus one sweep (a Commit or Release may free one sooner). A Reserve larger than the
 -- tokens-per-minute limit itself can never pass: refused with no delay (retry_after NULL). No row
--- when the Reserve is within its limits. Installed by migration 0014.
+-- when the Reserve is within its limits (counted by meter_rate_counts). Installed by migration
+-- 0016.
 CREATE OR REPLACE FUNCTION meter_rate_refusal(
     p_account text, p_amount bigint, p_requests_per_minute bigint, p_tokens_per_minute bigint,
     p_concurrent_holds bigint, p_now timestamptz, p_sweep_seconds double precision
@@ -11,22 +12,22 @@ CREATE OR REPLACE FUNCTION meter_rate_refusal(
 RETURNS TABLE (limit_name text, limit_value bigint, retry_after double precision)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_window timestamptz := date_trunc('minute', p_now);
-    v_minute_left double precision := greatest(0, extract(epoch FROM v_window + interval '1 minute' - p_now));
+    v_minute_left double precision :=
+        greatest(0, extract(epoch FROM date_trunc('minute', p_now) + interval '1 minute' - p_now));
     v_requests bigint;
     v_tokens bigint;
     v_open bigint;
     v_soonest timestamptz;
 BEGIN
+    IF p_requests_per_minute IS NULL AND p_tokens_per_minute IS NULL AND p_concurrent_holds IS NULL THEN
+        RETURN;  -- no limit: nothing to read
+    END IF;
     IF p_tokens_per_minute < p_amount THEN
         RETURN QUERY SELECT 'tokensPerMinute', p_tokens_per_minute, NULL::double precision;
         RETURN;
     END IF;
-    SELECT coalesce(sum(b.rate_requests) FILTER (WHERE b.rate_window = v_window), 0),
-        coalesce(sum(b.rate_tokens) FILTER (WHERE b.rate_window = v_window), 0),
-        coalesce(sum(b.open_holds), 0)
-    INTO v_requests, v_tokens, v_open
-    FROM buckets AS b WHERE b.account_id = p_account;
+    SELECT c.requests, c.tokens, c.open_holds INTO v_requests, v_tokens, v_open
+    FROM meter_rate_counts(p_account, p_now) AS c;
     IF v_open + 1 > p_concurrent_holds THEN
         SELECT min(h.expires_at) INTO v_soonest FROM holds AS h
         WHERE h.status = 'open' AND h.account_id = p_account;

@@ -7,8 +7,7 @@
 -- 'in_debt', 'rate_limited' (limit_name, limit_value, retry_after: meter_rate_refusal),
 -- 'insufficient' (the balance shows what is available), and 'period_ended' (nothing changed: the
 -- service moves the account into its current period and calls again). The plans' rate limits come
--- with the call (p_plans and the arrays beside it; 0: none); an account's own limits come first.
--- Installed by migration 0014.
+-- with the call (meter_rate_limits). Installed by migration 0016.
 CREATE OR REPLACE FUNCTION meter_reserve(
     p_account text, p_request text, p_hold uuid, p_model text, p_input bigint, p_max_output bigint,
     p_ttl integer, p_labels jsonb, p_catalog_version text, p_input_weight bigint, p_output_weight bigint,
@@ -30,7 +29,6 @@ DECLARE
     v_window timestamptz := date_trunc('minute', now() + make_interval(secs => p_clock_offset));
     v_account accounts%ROWTYPE;
     v_hold holds%ROWTYPE;
-    v_plan integer;
     v_first smallint;
     v_bucket smallint;
     v_allowance bigint := 0;
@@ -62,13 +60,11 @@ BEGIN
     ELSIF v_account.debt > 0 THEN
         outcome := 'in_debt';
     ELSE
-        v_plan := array_position(p_plans, v_account.plan_id);
         SELECT r.limit_name, r.limit_value, r.retry_after INTO limit_name, limit_value, retry_after
-        FROM meter_rate_refusal(p_account, required,
-            coalesce(v_account.requests_per_minute, nullif(p_requests_per_minute[v_plan], 0)),
-            coalesce(v_account.tokens_per_minute, nullif(p_tokens_per_minute[v_plan], 0)),
-            coalesce(v_account.concurrent_holds, nullif(p_concurrent_holds[v_plan], 0)),
-            v_now, p_sweep_seconds) AS r;
+        FROM meter_rate_limits(p_account, p_plans, p_requests_per_minute, p_tokens_per_minute, p_concurrent_holds)
+            AS l,
+            meter_rate_refusal(p_account, required, l.requests_per_minute, l.tokens_per_minute, l.concurrent_holds,
+                v_now, p_sweep_seconds) AS r;
         IF FOUND THEN
             outcome := 'rate_limited';
         END IF;

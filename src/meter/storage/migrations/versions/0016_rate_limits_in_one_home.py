@@ -1,0 +1,374 @@
+"""Rate limits in one home: meter_rate_limits (an account's own limits over its plan's) and
+meter_rate_counts (what it used in the minute and holds open) serve both the Reserve's refusal and
+GetBalance's headroom, which restated them in Python and in a query of their own. meter_rate_refusal
+reads nothing when the account has no limit at all.
+
+Frozen copies of src/meter/storage/sql/*.sql as they are at this revision.
+
+Revision ID: 0016
+Revises: 0015
+Create Date: 2026-11-28
+"""
+
+from alembic import op
+
+revision = "0016"
+down_revision = "0015"
+branch_labels = None
+depends_on = None
+
+METER_RATE_COUNTS = """CREATE OR REPLACE FUNCTION meter_rate_counts(p_account text, p_now timestamptz)
+RETURNS TABLE (window_start timestamptz, requests bigint, tokens bigint, open_holds bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT w.start,
+        coalesce(sum(b.rate_requests) FILTER (WHERE b.rate_window = w.start), 0)::bigint,
+        coalesce(sum(b.rate_tokens) FILTER (WHERE b.rate_window = w.start), 0)::bigint,
+        coalesce(sum(b.open_holds), 0)::bigint
+    FROM (SELECT date_trunc('minute', p_now) AS start) AS w
+    LEFT JOIN buckets AS b ON b.account_id = p_account
+    GROUP BY w.start
+$$"""
+
+METER_RATE_LIMITS = """CREATE OR REPLACE FUNCTION meter_rate_limits(
+    p_account text, p_plans text[], p_requests_per_minute bigint[], p_tokens_per_minute bigint[],
+    p_concurrent_holds bigint[]
+)
+RETURNS TABLE (requests_per_minute bigint, tokens_per_minute bigint, concurrent_holds bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(a.requests_per_minute, nullif(p_requests_per_minute[array_position(p_plans, a.plan_id)], 0)),
+        coalesce(a.tokens_per_minute, nullif(p_tokens_per_minute[array_position(p_plans, a.plan_id)], 0)),
+        coalesce(a.concurrent_holds, nullif(p_concurrent_holds[array_position(p_plans, a.plan_id)], 0))
+    FROM accounts AS a WHERE a.account_id = p_account
+$$"""
+
+METER_RATE_REFUSAL = """CREATE OR REPLACE FUNCTION meter_rate_refusal(
+    p_account text, p_amount bigint, p_requests_per_minute bigint, p_tokens_per_minute bigint,
+    p_concurrent_holds bigint, p_now timestamptz, p_sweep_seconds double precision
+)
+RETURNS TABLE (limit_name text, limit_value bigint, retry_after double precision)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_minute_left double precision :=
+        greatest(0, extract(epoch FROM date_trunc('minute', p_now) + interval '1 minute' - p_now));
+    v_requests bigint;
+    v_tokens bigint;
+    v_open bigint;
+    v_soonest timestamptz;
+BEGIN
+    IF p_requests_per_minute IS NULL AND p_tokens_per_minute IS NULL AND p_concurrent_holds IS NULL THEN
+        RETURN;  -- no limit: nothing to read
+    END IF;
+    IF p_tokens_per_minute < p_amount THEN
+        RETURN QUERY SELECT 'tokensPerMinute', p_tokens_per_minute, NULL::double precision;
+        RETURN;
+    END IF;
+    SELECT c.requests, c.tokens, c.open_holds INTO v_requests, v_tokens, v_open
+    FROM meter_rate_counts(p_account, p_now) AS c;
+    IF v_open + 1 > p_concurrent_holds THEN
+        SELECT min(h.expires_at) INTO v_soonest FROM holds AS h
+        WHERE h.status = 'open' AND h.account_id = p_account;
+    END IF;
+    -- In this order, so that of limits keeping the Reserve out as long the first is named.
+    RETURN QUERY SELECT r.name, r.value, r.wait FROM (VALUES
+        (1, 'requestsPerMinute', p_requests_per_minute, v_minute_left, v_requests + 1 > p_requests_per_minute),
+        (2, 'tokensPerMinute', p_tokens_per_minute, v_minute_left, v_tokens + p_amount > p_tokens_per_minute),
+        (3, 'concurrentHolds', p_concurrent_holds,
+            coalesce(greatest(0, extract(epoch FROM v_soonest - p_now)), 0) + p_sweep_seconds,
+            v_open + 1 > p_concurrent_holds)
+    ) AS r (n, name, value, wait, over)
+    WHERE r.over ORDER BY r.wait DESC, r.n LIMIT 1;
+END;
+$$"""
+
+METER_RESERVE = """CREATE OR REPLACE FUNCTION meter_reserve(
+    p_account text, p_request text, p_hold uuid, p_model text, p_input bigint, p_max_output bigint,
+    p_ttl integer, p_labels jsonb, p_catalog_version text, p_input_weight bigint, p_output_weight bigint,
+    p_input_price bigint, p_output_price bigint, p_start integer, p_clock_offset double precision,
+    p_plans text[], p_requests_per_minute bigint[], p_tokens_per_minute bigint[],
+    p_concurrent_holds bigint[], p_wait_ms integer, p_sweep_seconds double precision
+)
+RETURNS TABLE (
+    outcome text, hold_id uuid, held bigint, expires_at timestamptz, catalog_version text, status text,
+    reused_field text, limit_name text, limit_value bigint, retry_after double precision, required bigint,
+    across boolean, plan_id text, period_start timestamptz, period_end timestamptz, allowance_total bigint,
+    debt bigint, warned smallint, allowance_remaining bigint, purchased_remaining bigint, allowance_held bigint,
+    purchased_held bigint, used bigint
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_now timestamptz := now() + make_interval(secs => p_clock_offset);
+    v_window timestamptz := date_trunc('minute', now() + make_interval(secs => p_clock_offset));
+    v_account accounts%ROWTYPE;
+    v_hold holds%ROWTYPE;
+    v_first smallint;
+    v_bucket smallint;
+    v_allowance bigint := 0;
+    v_purchased bigint := 0;
+    v_across record;
+BEGIN
+    required := greatest(1, meter_weighted_tokens(p_input, p_max_output, p_input_weight, p_output_weight));
+    SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
+    IF NOT FOUND THEN
+        outcome := 'account_not_found';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    SELECT * INTO v_hold FROM holds AS h WHERE h.account_id = p_account AND h.request_id = p_request;
+    IF FOUND THEN
+        outcome := 'replayed';
+        reused_field := CASE
+            WHEN v_hold.model <> p_model THEN 'model'
+            WHEN v_hold.input_tokens <> p_input THEN 'input_tokens'
+            WHEN v_hold.max_output_tokens <> p_max_output THEN 'max_output_tokens'
+            WHEN v_hold.ttl_seconds <> p_ttl THEN 'ttl_seconds'
+            WHEN v_hold.labels <> p_labels THEN 'labels'
+        END;
+        IF reused_field IS NOT NULL THEN
+            outcome := 'request_reused';
+        END IF;
+    ELSIF v_account.period_end <= v_now THEN
+        outcome := 'period_ended';
+    ELSIF v_account.debt > 0 THEN
+        outcome := 'in_debt';
+    ELSE
+        SELECT r.limit_name, r.limit_value, r.retry_after INTO limit_name, limit_value, retry_after
+        FROM meter_rate_limits(p_account, p_plans, p_requests_per_minute, p_tokens_per_minute, p_concurrent_holds)
+            AS l,
+            meter_rate_refusal(p_account, required, l.requests_per_minute, l.tokens_per_minute, l.concurrent_holds,
+                v_now, p_sweep_seconds) AS r;
+        IF FOUND THEN
+            outcome := 'rate_limited';
+        END IF;
+    END IF;
+    IF outcome IS NULL THEN
+        v_first := p_start % v_account.bucket_count;
+        v_bucket := meter_hold_in_one_bucket(p_account, 'allowance', required, v_first, v_account.bucket_count,
+            v_window, p_wait_ms);
+        IF v_bucket IS NOT NULL THEN
+            v_allowance := required;
+        ELSE
+            PERFORM 1 FROM buckets AS b WHERE b.account_id = p_account AND b.pool = 'allowance' AND b.available > 0;
+            IF NOT FOUND THEN
+                v_bucket := meter_hold_in_one_bucket(p_account, 'purchased', required, v_first,
+                    v_account.bucket_count, v_window, p_wait_ms);
+                IF v_bucket IS NOT NULL THEN
+                    v_purchased := required;
+                END IF;
+            END IF;
+        END IF;
+        IF v_bucket IS NULL THEN
+            across := true;
+            v_across := meter_hold_across_buckets(p_account, required, v_first, v_window);
+            IF v_across.from_allowance IS NULL THEN
+                outcome := 'insufficient';
+            ELSE
+                v_allowance := v_across.from_allowance;
+                v_purchased := v_across.from_purchased;
+                v_bucket := v_first;
+            END IF;
+        END IF;
+    END IF;
+    IF outcome IS NULL THEN
+        outcome := 'placed';
+        INSERT INTO holds AS h (account_id, hold_id, request_id, model, input_tokens, max_output_tokens,
+            ttl_seconds, labels, catalog_version, input_weight, output_weight, input_price, output_price,
+            allowance_held, allowance_bucket, purchased_held, purchased_bucket, period_start, status, created_at,
+            expires_at)
+        VALUES (p_account, p_hold, p_request, p_model, p_input, p_max_output, p_ttl, p_labels, p_catalog_version,
+            p_input_weight, p_output_weight, p_input_price, p_output_price, v_allowance,
+            CASE WHEN v_allowance > 0 THEN v_bucket ELSE v_first END, v_purchased,
+            CASE WHEN v_allowance > 0 THEN v_first ELSE v_bucket END, v_account.period_start, 'open', v_now,
+            v_now + make_interval(secs => p_ttl))
+        ON CONFLICT ON CONSTRAINT holds_account_id_request_id_key DO NOTHING
+        RETURNING h.* INTO v_hold;
+        IF NOT FOUND THEN
+            -- Retried as a whole by the service: the retry finds the concurrent Reserve's hold.
+            RAISE EXCEPTION 'a concurrent Reserve used request_id %', p_request USING ERRCODE = '40001';
+        END IF;
+    END IF;
+    IF outcome IN ('placed', 'replayed') THEN
+        hold_id := v_hold.hold_id;
+        held := v_hold.allowance_held + v_hold.purchased_held;
+        expires_at := v_hold.expires_at;
+        catalog_version := v_hold.catalog_version;
+        status := v_hold.status;
+    END IF;
+    RETURN QUERY SELECT outcome, hold_id, held, expires_at, catalog_version, status, reused_field, limit_name,
+        limit_value, retry_after, required, coalesce(across, false), b.* FROM meter_balance(p_account) AS b;
+END;
+$$"""
+
+# Downgrade: the two functions as migration 0014 installed them.
+METER_RATE_REFUSAL_0014 = """CREATE OR REPLACE FUNCTION meter_rate_refusal(
+    p_account text, p_amount bigint, p_requests_per_minute bigint, p_tokens_per_minute bigint,
+    p_concurrent_holds bigint, p_now timestamptz, p_sweep_seconds double precision
+)
+RETURNS TABLE (limit_name text, limit_value bigint, retry_after double precision)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_window timestamptz := date_trunc('minute', p_now);
+    v_minute_left double precision := greatest(0, extract(epoch FROM v_window + interval '1 minute' - p_now));
+    v_requests bigint;
+    v_tokens bigint;
+    v_open bigint;
+    v_soonest timestamptz;
+BEGIN
+    IF p_tokens_per_minute < p_amount THEN
+        RETURN QUERY SELECT 'tokensPerMinute', p_tokens_per_minute, NULL::double precision;
+        RETURN;
+    END IF;
+    SELECT coalesce(sum(b.rate_requests) FILTER (WHERE b.rate_window = v_window), 0),
+        coalesce(sum(b.rate_tokens) FILTER (WHERE b.rate_window = v_window), 0),
+        coalesce(sum(b.open_holds), 0)
+    INTO v_requests, v_tokens, v_open
+    FROM buckets AS b WHERE b.account_id = p_account;
+    IF v_open + 1 > p_concurrent_holds THEN
+        SELECT min(h.expires_at) INTO v_soonest FROM holds AS h
+        WHERE h.status = 'open' AND h.account_id = p_account;
+    END IF;
+    -- In this order, so that of limits keeping the Reserve out as long the first is named.
+    RETURN QUERY SELECT r.name, r.value, r.wait FROM (VALUES
+        (1, 'requestsPerMinute', p_requests_per_minute, v_minute_left, v_requests + 1 > p_requests_per_minute),
+        (2, 'tokensPerMinute', p_tokens_per_minute, v_minute_left, v_tokens + p_amount > p_tokens_per_minute),
+        (3, 'concurrentHolds', p_concurrent_holds,
+            coalesce(greatest(0, extract(epoch FROM v_soonest - p_now)), 0) + p_sweep_seconds,
+            v_open + 1 > p_concurrent_holds)
+    ) AS r (n, name, value, wait, over)
+    WHERE r.over ORDER BY r.wait DESC, r.n LIMIT 1;
+END;
+$$"""
+
+METER_RESERVE_0014 = """CREATE OR REPLACE FUNCTION meter_reserve(
+    p_account text, p_request text, p_hold uuid, p_model text, p_input bigint, p_max_output bigint,
+    p_ttl integer, p_labels jsonb, p_catalog_version text, p_input_weight bigint, p_output_weight bigint,
+    p_input_price bigint, p_output_price bigint, p_start integer, p_clock_offset double precision,
+    p_plans text[], p_requests_per_minute bigint[], p_tokens_per_minute bigint[],
+    p_concurrent_holds bigint[], p_wait_ms integer, p_sweep_seconds double precision
+)
+RETURNS TABLE (
+    outcome text, hold_id uuid, held bigint, expires_at timestamptz, catalog_version text, status text,
+    reused_field text, limit_name text, limit_value bigint, retry_after double precision, required bigint,
+    across boolean, plan_id text, period_start timestamptz, period_end timestamptz, allowance_total bigint,
+    debt bigint, warned smallint, allowance_remaining bigint, purchased_remaining bigint, allowance_held bigint,
+    purchased_held bigint, used bigint
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_now timestamptz := now() + make_interval(secs => p_clock_offset);
+    v_window timestamptz := date_trunc('minute', now() + make_interval(secs => p_clock_offset));
+    v_account accounts%ROWTYPE;
+    v_hold holds%ROWTYPE;
+    v_plan integer;
+    v_first smallint;
+    v_bucket smallint;
+    v_allowance bigint := 0;
+    v_purchased bigint := 0;
+    v_across record;
+BEGIN
+    required := greatest(1, meter_weighted_tokens(p_input, p_max_output, p_input_weight, p_output_weight));
+    SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
+    IF NOT FOUND THEN
+        outcome := 'account_not_found';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    SELECT * INTO v_hold FROM holds AS h WHERE h.account_id = p_account AND h.request_id = p_request;
+    IF FOUND THEN
+        outcome := 'replayed';
+        reused_field := CASE
+            WHEN v_hold.model <> p_model THEN 'model'
+            WHEN v_hold.input_tokens <> p_input THEN 'input_tokens'
+            WHEN v_hold.max_output_tokens <> p_max_output THEN 'max_output_tokens'
+            WHEN v_hold.ttl_seconds <> p_ttl THEN 'ttl_seconds'
+            WHEN v_hold.labels <> p_labels THEN 'labels'
+        END;
+        IF reused_field IS NOT NULL THEN
+            outcome := 'request_reused';
+        END IF;
+    ELSIF v_account.period_end <= v_now THEN
+        outcome := 'period_ended';
+    ELSIF v_account.debt > 0 THEN
+        outcome := 'in_debt';
+    ELSE
+        v_plan := array_position(p_plans, v_account.plan_id);
+        SELECT r.limit_name, r.limit_value, r.retry_after INTO limit_name, limit_value, retry_after
+        FROM meter_rate_refusal(p_account, required,
+            coalesce(v_account.requests_per_minute, nullif(p_requests_per_minute[v_plan], 0)),
+            coalesce(v_account.tokens_per_minute, nullif(p_tokens_per_minute[v_plan], 0)),
+            coalesce(v_account.concurrent_holds, nullif(p_concurrent_holds[v_plan], 0)),
+            v_now, p_sweep_seconds) AS r;
+        IF FOUND THEN
+            outcome := 'rate_limited';
+        END IF;
+    END IF;
+    IF outcome IS NULL THEN
+        v_first := p_start % v_account.bucket_count;
+        v_bucket := meter_hold_in_one_bucket(p_account, 'allowance', required, v_first, v_account.bucket_count,
+            v_window, p_wait_ms);
+        IF v_bucket IS NOT NULL THEN
+            v_allowance := required;
+        ELSE
+            PERFORM 1 FROM buckets AS b WHERE b.account_id = p_account AND b.pool = 'allowance' AND b.available > 0;
+            IF NOT FOUND THEN
+                v_bucket := meter_hold_in_one_bucket(p_account, 'purchased', required, v_first,
+                    v_account.bucket_count, v_window, p_wait_ms);
+                IF v_bucket IS NOT NULL THEN
+                    v_purchased := required;
+                END IF;
+            END IF;
+        END IF;
+        IF v_bucket IS NULL THEN
+            across := true;
+            v_across := meter_hold_across_buckets(p_account, required, v_first, v_window);
+            IF v_across.from_allowance IS NULL THEN
+                outcome := 'insufficient';
+            ELSE
+                v_allowance := v_across.from_allowance;
+                v_purchased := v_across.from_purchased;
+                v_bucket := v_first;
+            END IF;
+        END IF;
+    END IF;
+    IF outcome IS NULL THEN
+        outcome := 'placed';
+        INSERT INTO holds AS h (account_id, hold_id, request_id, model, input_tokens, max_output_tokens,
+            ttl_seconds, labels, catalog_version, input_weight, output_weight, input_price, output_price,
+            allowance_held, allowance_bucket, purchased_held, purchased_bucket, period_start, status, created_at,
+            expires_at)
+        VALUES (p_account, p_hold, p_request, p_model, p_input, p_max_output, p_ttl, p_labels, p_catalog_version,
+            p_input_weight, p_output_weight, p_input_price, p_output_price, v_allowance,
+            CASE WHEN v_allowance > 0 THEN v_bucket ELSE v_first END, v_purchased,
+            CASE WHEN v_allowance > 0 THEN v_first ELSE v_bucket END, v_account.period_start, 'open', v_now,
+            v_now + make_interval(secs => p_ttl))
+        ON CONFLICT ON CONSTRAINT holds_account_id_request_id_key DO NOTHING
+        RETURNING h.* INTO v_hold;
+        IF NOT FOUND THEN
+            -- Retried as a whole by the service: the retry finds the concurrent Reserve's hold.
+            RAISE EXCEPTION 'a concurrent Reserve used request_id %', p_request USING ERRCODE = '40001';
+        END IF;
+    END IF;
+    IF outcome IN ('placed', 'replayed') THEN
+        hold_id := v_hold.hold_id;
+        held := v_hold.allowance_held + v_hold.purchased_held;
+        expires_at := v_hold.expires_at;
+        catalog_version := v_hold.catalog_version;
+        status := v_hold.status;
+    END IF;
+    RETURN QUERY SELECT outcome, hold_id, held, expires_at, catalog_version, status, reused_field, limit_name,
+        limit_value, retry_after, required, coalesce(across, false), b.* FROM meter_balance(p_account) AS b;
+END;
+$$"""
+
+
+def upgrade() -> None:
+    for function in (METER_RATE_COUNTS, METER_RATE_LIMITS, METER_RATE_REFUSAL, METER_RESERVE):
+        op.execute(function)
+
+
+def downgrade() -> None:
+    op.execute(METER_RESERVE_0014)
+    op.execute(METER_RATE_REFUSAL_0014)
+    op.execute("DROP FUNCTION meter_rate_limits")
+    op.execute("DROP FUNCTION meter_rate_counts")
