@@ -10,7 +10,6 @@ from typing import Any
 from meter.domain import ids
 from meter.domain.holds import Hold, HoldStatus, Pricing, ReserveParams, Usage
 from meter.domain.limits import PlanLimits, RateLimits, RateUsage
-from meter.domain.pools import PoolName
 from meter.storage.queries import NOW, Queries
 
 
@@ -76,14 +75,6 @@ class HoldQueries(Queries):
             limit=limit,
         )
         return [r["account_id"] for r in rows]
-
-
-def _first_part(hold: Hold) -> tuple[str, int]:
-    """The row a hold is counted on: its allowance bucket when it holds allowance, else its
-    purchased bucket (as migration 0008 and usage_daily count it)."""
-    if hold.allowance_held > 0:
-        return PoolName.ALLOWANCE.value, hold.allowance_bucket
-    return PoolName.PURCHASED.value, hold.purchased_bucket
 
 
 def usage_from_row(row: Mapping[str, Any]) -> Usage | None:
