@@ -57,9 +57,12 @@ async def test_incoming_tokens_pay_the_debt_first(meters: Any, engine: AsyncEngi
     async with engine.connect() as connection:
         await connection.execute(text("UPDATE accounts SET debt = 300 WHERE account_id = :a"), {"a": account})
         left = await call(connection, "SELECT * FROM meter_pay_debt(:a, 100, 500, 'r', NULL, now(), 'test')", a=account)
-        assert tuple(left) == (0, 300)  # allowance first: 100 of it, then 200 of the purchased
+        assert tuple(left) == (0, 300, 0)  # allowance first: 100 of it, then 200 of the purchased; none owed
         debt = await call(connection, "SELECT debt FROM accounts WHERE account_id = :a", a=account)
         assert debt[0] == 0
+        await connection.execute(text("UPDATE accounts SET debt = 250 WHERE account_id = :a"), {"a": account})
+        left = await call(connection, "SELECT * FROM meter_pay_debt(:a, 100, 50, 'r', NULL, now(), 'test')", a=account)
+        assert tuple(left) == (0, 0, 100)  # what comes in does not cover it: the debt left is returned
         await connection.execute(text("UPDATE accounts SET debt = 30 WHERE account_id = :a"), {"a": account})
         paid = await call(
             connection, "SELECT meter_credit(:a, 'adjustment', 'purchased', 100, 'r2', 'n', now(), 'test')", a=account

@@ -23,8 +23,8 @@ class HoldQueries(Queries):
     async def rate_limits(self, account_id: str, plans: PlanLimits) -> RateLimits:
         """The account's limits: its own where set, its plan's elsewhere (meter_rate_limits)."""
         row = await self._row(
-            "SELECT * FROM meter_rate_limits(:account_id, :plans, :requests_per_minute, :tokens_per_minute, "
-            ":concurrent_holds)",
+            "SELECT l.* FROM accounts AS a, meter_rate_limits(a, :plans, :requests_per_minute, :tokens_per_minute, "
+            ":concurrent_holds) AS l WHERE a.account_id = :account_id",
             account_id=account_id,
             plans=plans.plans,
             requests_per_minute=plans.requests_per_minute,

@@ -64,6 +64,9 @@ class PostgresStore(
 
     async def balance(self, account_id: str) -> Balance:
         """One statement (meter_balance), so one consistent snapshot of the account and its rows."""
-        row = await self._row("SELECT * FROM meter_balance(:account_id)", account_id=account_id)
+        row = await self._row(
+            "SELECT b.* FROM accounts AS a, meter_balance(a) AS b WHERE a.account_id = :account_id",
+            account_id=account_id,
+        )
         assert row is not None, "balance() is called on an existing account"
         return balance_from_row(account_id, row)

@@ -1,21 +1,22 @@
--- An account's balance in one consistent read: its plan and period, and the sums of its bucket
--- rows. What GetBalance shows and what every change of the hot path answers with. Installed by
--- migration 0014.
-CREATE OR REPLACE FUNCTION meter_balance(p_account text)
+-- An account's balance: its plan and period from its row (p_account, as the caller read it), and
+-- the sums of its bucket rows in one read. What GetBalance shows and what every change of the hot
+-- path answers with; taking the row it already holds spares each call a second read of it.
+-- Installed by migration 0017.
+CREATE OR REPLACE FUNCTION meter_balance(p_account accounts)
 RETURNS TABLE (
     plan_id text, period_start timestamptz, period_end timestamptz, allowance_total bigint,
     debt bigint, warned smallint, allowance_remaining bigint, purchased_remaining bigint,
     allowance_held bigint, purchased_held bigint, used bigint
 )
 LANGUAGE sql STABLE AS $$
-    SELECT a.plan_id, a.period_start, a.period_end, a.allowance_total, a.debt,
-        CASE WHEN a.warned_period_start = a.period_start THEN a.warned_levels ELSE 0 END::smallint,
+    SELECT p_account.plan_id, p_account.period_start, p_account.period_end, p_account.allowance_total,
+        p_account.debt,
+        CASE WHEN p_account.warned_period_start = p_account.period_start THEN p_account.warned_levels ELSE 0 END
+            ::smallint,
         coalesce(sum(b.available) FILTER (WHERE b.pool = 'allowance'), 0)::bigint,
         coalesce(sum(b.available) FILTER (WHERE b.pool = 'purchased'), 0)::bigint,
         coalesce(sum(b.held) FILTER (WHERE b.pool = 'allowance'), 0)::bigint,
         coalesce(sum(b.held) FILTER (WHERE b.pool = 'purchased'), 0)::bigint,
         coalesce(sum(b.used), 0)::bigint
-    FROM accounts AS a LEFT JOIN buckets AS b ON b.account_id = a.account_id
-    WHERE a.account_id = p_account
-    GROUP BY a.account_id
+    FROM buckets AS b WHERE b.account_id = p_account.account_id
 $$;

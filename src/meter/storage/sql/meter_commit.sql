@@ -2,7 +2,7 @@
 -- charge), 'replayed' (committed before with this usage: the same answer), 'usage_reused'
 -- (committed before with other usage; reused_field names it), 'released', 'not_found', and
 -- 'period_ended' (nothing changed: the service moves the account into its current period and
--- calls again). Each outcome comes with the account's balance. Installed by migration 0014.
+-- calls again). Each outcome comes with the account's balance. Installed by migration 0017.
 CREATE OR REPLACE FUNCTION meter_commit(
     p_account text, p_hold uuid, p_reservation text, p_input bigint, p_output bigint,
     p_clock_offset double precision, p_caller text
@@ -19,9 +19,11 @@ DECLARE
     v_now timestamptz := now() + make_interval(secs => p_clock_offset);
     v_hold holds%ROWTYPE;
     v_account accounts%ROWTYPE;
+    v_settled record;
 BEGIN
     SELECT * INTO v_hold FROM holds AS h WHERE h.account_id = p_account AND h.hold_id = p_hold FOR UPDATE;
-    IF NOT FOUND THEN
+    SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
+    IF v_hold.hold_id IS NULL THEN
         outcome := 'not_found';
     ELSIF v_hold.status = 'committed' THEN
         outcome := 'replayed';
@@ -34,22 +36,21 @@ BEGIN
         END IF;
     ELSIF v_hold.status = 'released' THEN
         outcome := 'released';
+    ELSIF v_account.period_end <= v_now THEN
+        outcome := 'period_ended';
     ELSE
-        SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
-        IF v_account.period_end <= v_now THEN
-            outcome := 'period_ended';
-        ELSE
-            outcome := 'committed';
-            v_hold.charged_tokens := meter_weighted_tokens(p_input, p_output, v_hold.input_weight,
-                v_hold.output_weight);
-            v_hold.cost_micros := meter_cost_micros(p_input, p_output, v_hold.input_price, v_hold.output_price);
-            v_hold.late := v_hold.status = 'expired' OR v_now >= v_hold.expires_at;
-            v_hold.usage_input_tokens := p_input;
-            v_hold.usage_output_tokens := p_output;
-            v_hold.unbilled_tokens := meter_settle(v_hold, v_hold.charged_tokens, 'committed',
-                v_account.period_start, p_reservation, v_now, p_caller);
-            PERFORM meter_count_usage(v_hold, v_now);
-        END IF;
+        outcome := 'committed';
+        v_hold.charged_tokens := meter_weighted_tokens(p_input, p_output, v_hold.input_weight,
+            v_hold.output_weight);
+        v_hold.cost_micros := meter_cost_micros(p_input, p_output, v_hold.input_price, v_hold.output_price);
+        v_hold.late := v_hold.status = 'expired' OR v_now >= v_hold.expires_at;
+        v_hold.usage_input_tokens := p_input;
+        v_hold.usage_output_tokens := p_output;
+        v_settled := meter_settle(v_hold, v_account, v_hold.charged_tokens, 'committed', p_reservation, v_now,
+            p_caller);
+        v_hold.unbilled_tokens := v_settled.shortfall;
+        v_account.debt := v_settled.debt;
+        PERFORM meter_count_usage(v_hold, v_now);
     END IF;
     IF outcome IN ('committed', 'replayed') THEN
         charged := v_hold.charged_tokens;
@@ -57,10 +58,8 @@ BEGIN
         unbilled := v_hold.unbilled_tokens;
         late := v_hold.late;
     END IF;
+    -- No such account: a balance of NULLs.
     RETURN QUERY SELECT outcome, reused_field, charged, cost, unbilled, late, b.*
-        FROM meter_balance(p_account) AS b;
-    IF NOT FOUND THEN
-        RETURN NEXT;  -- no such account: no balance to show
-    END IF;
+        FROM meter_balance(v_account) AS b;
 END;
 $$;

@@ -1,8 +1,10 @@
--- One more committed call in the account's usage totals for the day (UTC) and model, on the
--- totals row of the balance row its Commit holds locked (the hold's first part): no lock a
--- concurrent Commit could wait on. Installed by migration 0014.
+-- One more committed call in the account's usage totals for the day (UTC) and model, on the totals
+-- row of the balance row its Commit holds locked (the hold's first part): no lock a concurrent
+-- Commit could wait on. PL/pgSQL, not SQL, so that its plan is kept: a SQL function run by PERFORM
+-- is planned again at every call. Installed by migration 0017.
 CREATE OR REPLACE FUNCTION meter_count_usage(p_hold holds, p_now timestamptz)
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
     INSERT INTO usage_daily AS u (account_id, day, model, pool, bucket, requests, input_tokens, output_tokens,
         charged_tokens, cost_micros, unbilled_tokens)
     VALUES (p_hold.account_id, (p_now AT TIME ZONE 'UTC')::date, p_hold.model,
@@ -15,5 +17,6 @@ RETURNS void LANGUAGE sql AS $$
         output_tokens = u.output_tokens + excluded.output_tokens,
         charged_tokens = u.charged_tokens + excluded.charged_tokens,
         cost_micros = u.cost_micros + excluded.cost_micros,
-        unbilled_tokens = u.unbilled_tokens + excluded.unbilled_tokens
+        unbilled_tokens = u.unbilled_tokens + excluded.unbilled_tokens;
+END;
 $$;

@@ -2,7 +2,7 @@
 -- charge); a late Commit is then charged from what the account has available. Outcomes:
 -- 'expired', 'skipped' (settled meanwhile, or not yet due), 'period_ended' (nothing changed: the
 -- service moves the account into its current period and calls again). Installed by migration
--- 0014.
+-- 0017.
 CREATE OR REPLACE FUNCTION meter_expire(
     p_account text, p_hold uuid, p_reservation text, p_clock_offset double precision, p_caller text
 ) RETURNS text LANGUAGE plpgsql AS $$
@@ -19,7 +19,7 @@ BEGIN
     IF v_account.period_end <= v_now THEN
         RETURN 'period_ended';
     END IF;
-    PERFORM meter_settle(v_hold, 0, 'expired', v_account.period_start, p_reservation, v_now, p_caller);
+    PERFORM meter_settle(v_hold, v_account, 0, 'expired', p_reservation, v_now, p_caller);
     RETURN 'expired';
 END;
 $$;

@@ -1,5 +1,8 @@
--- Lock every bucket row of an account, in the one order all multi-row changes take them
--- (pool, bucket), which is what keeps them free of deadlocks. Installed by migration 0014.
-CREATE OR REPLACE FUNCTION meter_lock_buckets(p_account text) RETURNS void LANGUAGE sql AS $$
-    SELECT NULL FROM buckets AS b WHERE b.account_id = p_account ORDER BY b.pool, b.bucket FOR UPDATE
+-- Lock every bucket row of an account, in the one order all multi-row changes take them (pool,
+-- bucket), which is what keeps them free of deadlocks. PL/pgSQL, not SQL, so that its plan is kept:
+-- a SQL function run by PERFORM is planned again at every call. Installed by migration 0017.
+CREATE OR REPLACE FUNCTION meter_lock_buckets(p_account text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM FROM buckets AS b WHERE b.account_id = p_account ORDER BY b.pool, b.bucket FOR UPDATE;
+END;
 $$;

@@ -1,11 +1,11 @@
 -- Tokens coming in (a credit, or what a hold gives back) pay the account's debt first, allowance
 -- first: an account never shows tokens available while it owes some. Writes the payment to the
--- ledger and the account; returns what is left of each. The caller has locked the account row.
--- Installed by migration 0014.
+-- ledger and the account; returns what is left of each, and the debt left. The caller has locked the
+-- account row. Installed by migration 0017.
 CREATE OR REPLACE FUNCTION meter_pay_debt(
     p_account text, p_allowance bigint, p_purchased bigint, p_ref text, p_reservation text,
     p_now timestamptz, p_caller text,
-    OUT allowance_left bigint, OUT purchased_left bigint
+    OUT allowance_left bigint, OUT purchased_left bigint, OUT debt_left bigint
 ) LANGUAGE plpgsql AS $$
 DECLARE
     v_debt bigint;
@@ -17,6 +17,7 @@ BEGIN
     v_from_purchased := least(v_debt - v_from_allowance, p_purchased);
     allowance_left := p_allowance - v_from_allowance;
     purchased_left := p_purchased - v_from_purchased;
+    debt_left := v_debt - v_from_allowance - v_from_purchased;
     IF v_from_allowance + v_from_purchased = 0 THEN
         RETURN;
     END IF;

@@ -3,8 +3,8 @@
 -- Reserve can pass: the end of the minute for the per-minute limits; for open holds, the soonest
 -- expiry plus one sweep (a Commit or Release may free one sooner). A Reserve larger than the
 -- tokens-per-minute limit itself can never pass: refused with no delay (retry_after NULL). No row
--- when the Reserve is within its limits (counted by meter_rate_counts). Installed by migration
--- 0016.
+-- when the Reserve is within its limits (counted by meter_rate_counts). meter_reserve calls it only
+-- for an account with a limit. Installed by migration 0017.
 CREATE OR REPLACE FUNCTION meter_rate_refusal(
     p_account text, p_amount bigint, p_requests_per_minute bigint, p_tokens_per_minute bigint,
     p_concurrent_holds bigint, p_now timestamptz, p_sweep_seconds double precision
@@ -19,9 +19,6 @@ DECLARE
     v_open bigint;
     v_soonest timestamptz;
 BEGIN
-    IF p_requests_per_minute IS NULL AND p_tokens_per_minute IS NULL AND p_concurrent_holds IS NULL THEN
-        RETURN;  -- no limit: nothing to read
-    END IF;
     IF p_tokens_per_minute < p_amount THEN
         RETURN QUERY SELECT 'tokensPerMinute', p_tokens_per_minute, NULL::double precision;
         RETURN;

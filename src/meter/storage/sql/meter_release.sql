@@ -3,7 +3,7 @@
 -- refused as after any Release; releasing twice changes nothing. Outcomes: 'released',
 -- 'committed' (refused), 'not_found', 'period_ended' (nothing changed: the service moves the
 -- account into its current period and calls again), each with the balance. Installed by
--- migration 0014.
+-- migration 0017.
 CREATE OR REPLACE FUNCTION meter_release(
     p_account text, p_hold uuid, p_reservation text, p_clock_offset double precision, p_caller text
 )
@@ -18,6 +18,7 @@ DECLARE
     v_now timestamptz := now() + make_interval(secs => p_clock_offset);
     v_hold holds%ROWTYPE;
     v_account accounts%ROWTYPE;
+    v_settled record;
 BEGIN
     SELECT * INTO v_hold FROM holds AS h WHERE h.account_id = p_account AND h.hold_id = p_hold FOR UPDATE;
     SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
@@ -30,15 +31,13 @@ BEGIN
     ELSE
         outcome := 'released';
         IF v_hold.status = 'open' THEN
-            PERFORM meter_settle(v_hold, 0, 'released', v_account.period_start, p_reservation, v_now, p_caller);
+            v_settled := meter_settle(v_hold, v_account, 0, 'released', p_reservation, v_now, p_caller);
+            v_account.debt := v_settled.debt;
         ELSIF v_hold.status = 'expired' THEN
             UPDATE holds AS h SET status = 'released', settled_at = v_now
             WHERE h.account_id = p_account AND h.hold_id = p_hold;
         END IF;
     END IF;
-    RETURN QUERY SELECT outcome, b.* FROM meter_balance(p_account) AS b;
-    IF NOT FOUND THEN
-        RETURN NEXT;
-    END IF;
+    RETURN QUERY SELECT outcome, b.* FROM meter_balance(v_account) AS b;  -- no such account: NULLs
 END;
 $$;

@@ -7,7 +7,8 @@
 -- 'in_debt', 'rate_limited' (limit_name, limit_value, retry_after: meter_rate_refusal),
 -- 'insufficient' (the balance shows what is available), and 'period_ended' (nothing changed: the
 -- service moves the account into its current period and calls again). The plans' rate limits come
--- with the call (meter_rate_limits). Installed by migration 0016.
+-- with the call (meter_rate_limits); an account without any is not counted against them. Installed
+-- by migration 0017.
 CREATE OR REPLACE FUNCTION meter_reserve(
     p_account text, p_request text, p_hold uuid, p_model text, p_input bigint, p_max_output bigint,
     p_ttl integer, p_labels jsonb, p_catalog_version text, p_input_weight bigint, p_output_weight bigint,
@@ -34,6 +35,7 @@ DECLARE
     v_allowance bigint := 0;
     v_purchased bigint := 0;
     v_across record;
+    v_limits record;
 BEGIN
     required := greatest(1, meter_weighted_tokens(p_input, p_max_output, p_input_weight, p_output_weight));
     SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
@@ -60,13 +62,16 @@ BEGIN
     ELSIF v_account.debt > 0 THEN
         outcome := 'in_debt';
     ELSE
-        SELECT r.limit_name, r.limit_value, r.retry_after INTO limit_name, limit_value, retry_after
-        FROM meter_rate_limits(p_account, p_plans, p_requests_per_minute, p_tokens_per_minute, p_concurrent_holds)
-            AS l,
-            meter_rate_refusal(p_account, required, l.requests_per_minute, l.tokens_per_minute, l.concurrent_holds,
-                v_now, p_sweep_seconds) AS r;
-        IF FOUND THEN
-            outcome := 'rate_limited';
+        SELECT * INTO v_limits
+        FROM meter_rate_limits(v_account, p_plans, p_requests_per_minute, p_tokens_per_minute, p_concurrent_holds);
+        IF num_nonnulls(v_limits.requests_per_minute, v_limits.tokens_per_minute, v_limits.concurrent_holds) > 0
+        THEN
+            SELECT r.limit_name, r.limit_value, r.retry_after INTO limit_name, limit_value, retry_after
+            FROM meter_rate_refusal(p_account, required, v_limits.requests_per_minute, v_limits.tokens_per_minute,
+                v_limits.concurrent_holds, v_now, p_sweep_seconds) AS r;
+            IF FOUND THEN
+                outcome := 'rate_limited';
+            END IF;
         END IF;
     END IF;
     IF outcome IS NULL THEN
@@ -123,6 +128,6 @@ BEGIN
         status := v_hold.status;
     END IF;
     RETURN QUERY SELECT outcome, hold_id, held, expires_at, catalog_version, status, reused_field, limit_name,
-        limit_value, retry_after, required, coalesce(across, false), b.* FROM meter_balance(p_account) AS b;
+        limit_value, retry_after, required, coalesce(across, false), b.* FROM meter_balance(v_account) AS b;
 END;
 $$;

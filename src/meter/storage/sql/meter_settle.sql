@@ -1,15 +1,16 @@
 -- How a hold ends, exactly once: its status becomes p_status ('committed' with a charge and the
--- usage set on p_hold, 'released' or 'expired' with none). The charge comes from the hold, allowance part first; what
--- it does not cover comes from what the account has available, allowance first, and what nothing
--- pays for becomes debt (the shortfall, returned). What the hold does not use goes back to its
--- rows, paying debt first; the allowance of a hold taken in a period that has ended does not go
--- back: it expires. A hold already given back at expiry ('expired') is charged from what is
--- available. The caller has locked the hold row; this takes the account row and then the bucket
--- rows only when they are needed, in that order. Installed by migration 0014.
+-- usage set on p_hold, 'released' or 'expired' with none). The charge comes from the hold,
+-- allowance part first; what it does not cover comes from what the account has available,
+-- allowance first, and what nothing pays for becomes debt (the shortfall, returned with the debt
+-- after). What the hold does not use goes back to its rows, paying debt first; the allowance of a
+-- hold taken in a period that has ended does not go back: it expires. A hold already given back at
+-- expiry ('expired') is charged from what is available. The caller has locked the hold row and
+-- read the account's (p_account); this locks the account row and then the bucket rows only when
+-- they are needed, in that order. Installed by migration 0017.
 CREATE OR REPLACE FUNCTION meter_settle(
-    p_hold holds, p_charge bigint, p_status text, p_period_start timestamptz, p_reservation text,
-    p_now timestamptz, p_caller text
-) RETURNS bigint LANGUAGE plpgsql AS $$
+    p_hold holds, p_account accounts, p_charge bigint, p_status text, p_reservation text, p_now timestamptz,
+    p_caller text, OUT shortfall bigint, OUT debt bigint
+) LANGUAGE plpgsql AS $$
 DECLARE
     v_parked boolean := p_hold.status = 'open';  -- its tokens still sit on its rows as held
     v_held_allowance bigint := CASE WHEN v_parked THEN p_hold.allowance_held ELSE 0 END;
@@ -22,27 +23,27 @@ DECLARE
     v_back_purchased bigint := v_held_purchased - v_used_purchased;
     v_from_allowance bigint := 0;
     v_from_purchased bigint := 0;
-    v_shortfall bigint := 0;
-    v_debt bigint;
 BEGIN
-    IF p_hold.period_start <> p_period_start THEN
+    shortfall := 0;
+    debt := p_account.debt;
+    IF p_hold.period_start <> p_account.period_start THEN
         v_expired := v_back_allowance;  -- the period it was taken in has ended
         v_back_allowance := 0;
     END IF;
-    SELECT a.debt INTO v_debt FROM accounts AS a WHERE a.account_id = p_hold.account_id;
-    IF v_over > 0 OR (v_debt > 0 AND v_back_allowance + v_back_purchased > 0) THEN
+    IF v_over > 0 OR (debt > 0 AND v_back_allowance + v_back_purchased > 0) THEN
         PERFORM 1 FROM accounts AS a WHERE a.account_id = p_hold.account_id FOR UPDATE;  -- lock order
     END IF;
     IF v_over > 0 THEN
         PERFORM meter_lock_buckets(p_hold.account_id);
-        SELECT t.from_allowance, t.from_purchased, t.shortfall INTO v_from_allowance, v_from_purchased, v_shortfall
+        SELECT t.from_allowance, t.from_purchased, t.shortfall INTO v_from_allowance, v_from_purchased, shortfall
         FROM meter_take(p_hold.account_id, v_over) AS t;
-        IF v_shortfall > 0 THEN
-            UPDATE accounts AS a SET debt = a.debt + v_shortfall, updated_at = p_now
-            WHERE a.account_id = p_hold.account_id;
+        IF shortfall > 0 THEN
+            UPDATE accounts AS a SET debt = a.debt + shortfall, updated_at = p_now
+            WHERE a.account_id = p_hold.account_id
+            RETURNING a.debt INTO debt;
         END IF;
-    ELSIF v_debt > 0 THEN
-        SELECT d.allowance_left, d.purchased_left INTO v_back_allowance, v_back_purchased
+    ELSIF debt > 0 THEN
+        SELECT d.allowance_left, d.purchased_left, d.debt_left INTO v_back_allowance, v_back_purchased, debt
         FROM meter_pay_debt(p_hold.account_id, v_back_allowance, v_back_purchased, NULL, p_reservation, p_now,
             p_caller) AS d;
     END IF;
@@ -50,7 +51,7 @@ BEGIN
     SELECT p_hold.account_id, p_now, p_caller, v.kind, v.pool, v.amount, p_reservation
     FROM (VALUES (1, 'usage', 'allowance', -(v_used_allowance + v_from_allowance)),
         (2, 'usage', 'purchased', -(v_used_purchased + v_from_purchased)),
-        (3, 'usage', 'debt', -v_shortfall),
+        (3, 'usage', 'debt', -shortfall),
         (4, 'expiry', 'allowance', -v_expired)) AS v (n, kind, pool, amount)
     WHERE v.amount <> 0 ORDER BY v.n;
     -- The hold's own rows last: a Reserve of the account may be waiting for one.
@@ -68,9 +69,8 @@ BEGIN
     END IF;
     UPDATE holds AS h SET status = p_status, settled_at = p_now, usage_input_tokens = p_hold.usage_input_tokens,
         usage_output_tokens = p_hold.usage_output_tokens, charged_tokens = p_hold.charged_tokens,
-        cost_micros = p_hold.cost_micros, unbilled_tokens = CASE WHEN p_status = 'committed' THEN v_shortfall END,
+        cost_micros = p_hold.cost_micros, unbilled_tokens = CASE WHEN p_status = 'committed' THEN shortfall END,
         late = p_hold.late
     WHERE h.account_id = p_hold.account_id AND h.hold_id = p_hold.hold_id;
-    RETURN v_shortfall;
 END;
 $$;
