@@ -10,6 +10,7 @@ else propagates.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -59,6 +60,10 @@ def create_engine(url: str, *, pool_size: int = 10, timeouts: Timeouts | None = 
         # every burst (seen as ~2 % of the server's CPU in asyncpg.connect); callers beyond the
         # pool wait a moment for a connection instead.
         max_overflow=0,
+        # The connection used last is taken first, as asyncpg's own pool does: under a light load the
+        # same few backends serve every call, warm, instead of all of them in turn (about 0.1 ms of
+        # PostgreSQL's CPU less per Reserve and Commit in `meter bench`).
+        pool_use_lifo=True,
         pool_timeout=timeouts.statement_ms / 1000,
         # No pre-ping: it would cost a round trip on every checkout. A disconnect invalidates the
         # whole pool, so after a database restart one request fails UNAVAILABLE (and is retried
@@ -162,17 +167,22 @@ async def run_transaction(
 
 async def run_statement(engine: AsyncEngine, sql: str, *args: Any, attempts: int = 8) -> asyncpg.Record:
     """Run one statement (a hot-path function: its own transaction) on the pool's asyncpg
-    connection itself, with its prepared-statement cache and none of SQLAlchemy's per-statement
-    work; the same pool, retries and error mapping as run_transaction."""
+    connection itself (AsyncEngine.raw_connection), with its prepared-statement cache and none of
+    SQLAlchemy's per-statement work; the same pool, retries and error mapping as run_transaction."""
 
     async def once() -> asyncpg.Record:
-        async with engine.connect() as connection:
-            raw = await connection.get_raw_connection()
+        # The pool's connection itself, without a Connection around it: engine.connect() cost about
+        # 110 microseconds of CPU more per statement (two greenlet switches and its bookkeeping).
+        raw = await engine.raw_connection()
+        try:
             driver: asyncpg.Connection = raw.driver_connection
-            try:
-                return await driver.fetchrow(sql, *args)
-            except (asyncpg.InternalClientError, asyncpg.InterfaceError, OSError) as exc:
-                await connection.invalidate(exc)
-                raise
+            return await driver.fetchrow(sql, *args)
+        except (asyncpg.InternalClientError, asyncpg.InterfaceError, OSError, asyncio.CancelledError) as exc:
+            # Broken, or cancelled mid-statement (a caller's deadline): its state is unknown, so it is
+            # closed and never goes back to the pool.
+            raw.invalidate(exc if isinstance(exc, Exception) else None)
+            raise
+        finally:
+            raw.close()
 
     return await with_retries(once, attempts)
