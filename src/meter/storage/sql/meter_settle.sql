@@ -54,7 +54,13 @@ BEGIN
         (3, 'usage', 'debt', -shortfall),
         (4, 'expiry', 'allowance', -v_expired)) AS v (n, kind, pool, amount)
     WHERE v.amount <> 0 ORDER BY v.n;
-    -- The hold's own rows last: a Reserve of the account may be waiting for one.
+    UPDATE holds AS h SET status = p_status, settled_at = p_now, usage_input_tokens = p_hold.usage_input_tokens,
+        usage_output_tokens = p_hold.usage_output_tokens, charged_tokens = p_hold.charged_tokens,
+        cost_micros = p_hold.cost_micros, unbilled_tokens = CASE WHEN p_status = 'committed' THEN shortfall END,
+        late = p_hold.late
+    WHERE h.account_id = p_hold.account_id AND h.hold_id = p_hold.hold_id;
+    -- The hold's balance rows last, so that they stay locked for as short a time as possible: a
+    -- Reserve of the account may be waiting for one.
     IF v_held_allowance > 0 OR v_over > 0 THEN
         UPDATE buckets AS b SET available = b.available + v_back_allowance, held = b.held - v_held_allowance,
             used = b.used + v_used_allowance + v_over,
@@ -67,10 +73,5 @@ BEGIN
             open_holds = b.open_holds - CASE WHEN v_held_allowance > 0 THEN 0 ELSE 1 END
         WHERE b.account_id = p_hold.account_id AND b.pool = 'purchased' AND b.bucket = p_hold.purchased_bucket;
     END IF;
-    UPDATE holds AS h SET status = p_status, settled_at = p_now, usage_input_tokens = p_hold.usage_input_tokens,
-        usage_output_tokens = p_hold.usage_output_tokens, charged_tokens = p_hold.charged_tokens,
-        cost_micros = p_hold.cost_micros, unbilled_tokens = CASE WHEN p_status = 'committed' THEN shortfall END,
-        late = p_hold.late
-    WHERE h.account_id = p_hold.account_id AND h.hold_id = p_hold.hold_id;
 END;
 $$;

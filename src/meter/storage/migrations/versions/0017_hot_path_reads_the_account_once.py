@@ -2,8 +2,10 @@
 the account row their caller has already read (a second read of it cost each Reserve and Commit
 about 30 microseconds), meter_settle takes it too and returns the debt after (so Commit and Release
 no longer read it again), meter_reserve calls meter_rate_refusal only for an account with a limit,
-and meter_count_usage, meter_lock_buckets and meter_spread are PL/pgSQL, whose plans are kept (a
-SQL function run by PERFORM is planned again at every call: 130 microseconds per Commit).
+meter_count_usage, meter_lock_buckets and meter_spread are PL/pgSQL, whose plans are kept (a SQL
+function run by PERFORM is planned again at every call: 130 microseconds per Commit), and
+meter_settle updates the hold before its balance rows, which then stay locked for one statement
+less (a hot account's Reserves wait on them).
 
 Frozen copies of src/meter/storage/sql/*.sql as they are at this revision; the downgrade installs
 the copies of 0014 and 0016.
@@ -143,7 +145,13 @@ BEGIN
         (3, 'usage', 'debt', -shortfall),
         (4, 'expiry', 'allowance', -v_expired)) AS v (n, kind, pool, amount)
     WHERE v.amount <> 0 ORDER BY v.n;
-    -- The hold's own rows last: a Reserve of the account may be waiting for one.
+    UPDATE holds AS h SET status = p_status, settled_at = p_now, usage_input_tokens = p_hold.usage_input_tokens,
+        usage_output_tokens = p_hold.usage_output_tokens, charged_tokens = p_hold.charged_tokens,
+        cost_micros = p_hold.cost_micros, unbilled_tokens = CASE WHEN p_status = 'committed' THEN shortfall END,
+        late = p_hold.late
+    WHERE h.account_id = p_hold.account_id AND h.hold_id = p_hold.hold_id;
+    -- The hold's balance rows last, so that they stay locked for as short a time as possible: a
+    -- Reserve of the account may be waiting for one.
     IF v_held_allowance > 0 OR v_over > 0 THEN
         UPDATE buckets AS b SET available = b.available + v_back_allowance, held = b.held - v_held_allowance,
             used = b.used + v_used_allowance + v_over,
@@ -156,11 +164,6 @@ BEGIN
             open_holds = b.open_holds - CASE WHEN v_held_allowance > 0 THEN 0 ELSE 1 END
         WHERE b.account_id = p_hold.account_id AND b.pool = 'purchased' AND b.bucket = p_hold.purchased_bucket;
     END IF;
-    UPDATE holds AS h SET status = p_status, settled_at = p_now, usage_input_tokens = p_hold.usage_input_tokens,
-        usage_output_tokens = p_hold.usage_output_tokens, charged_tokens = p_hold.charged_tokens,
-        cost_micros = p_hold.cost_micros, unbilled_tokens = CASE WHEN p_status = 'committed' THEN shortfall END,
-        late = p_hold.late
-    WHERE h.account_id = p_hold.account_id AND h.hold_id = p_hold.hold_id;
 END;
 $$"""
 
