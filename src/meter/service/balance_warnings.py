@@ -14,7 +14,7 @@ from meter.domain.balance import Balance, WarningLevel
 from meter.domain.errors import StorageUnavailable
 from meter.metrics import BALANCE_WARNINGS
 from meter.service.context import Meter
-from meter.service.ports import Store
+from meter.service.ports import Accounts
 
 log = logging.getLogger("meter.warnings")
 
@@ -24,7 +24,7 @@ async def announce(meter: Meter, balance: Balance) -> None:
     if not new:
         return
 
-    async def work(store: Store) -> int | None:
+    async def work(store: Accounts) -> int | None:
         return await store.announce_warnings(balance.account_id, balance.period.start, WarningLevel.to_bits(new))
 
     try:

@@ -10,7 +10,7 @@ import uuid
 from meter.domain.caller_rates import CallerRates
 from meter.domain.errors import MeterError
 from meter.service.context import Meter
-from meter.service.ports import Store
+from meter.service.ports import CallerRateCounts
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ async def sync_once(meter: Meter, rates: CallerRates, replica: str, *, forget: b
     second = rates.second
     mine = rates.mine()
 
-    async def work(store: Store) -> None:
+    async def work(store: CallerRateCounts) -> None:
         rates.theirs(await store.sync_caller_rates(replica, mine, second - 1))
         if forget:
             await store.forget_caller_rates(second - KEEP_SECONDS)

@@ -16,7 +16,7 @@ from meter.domain import ids
 from meter.domain.errors import ErrorCategory, EventNotFound, InvalidField, MeterError
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
 from meter.service.context import Meter
-from meter.service.ports import Store
+from meter.service.ports import Store, WebhookEvents
 
 T = TypeVar("T")
 
@@ -36,7 +36,7 @@ def check_event(event: WebhookEvent | None) -> None:
         raise InvalidField("source_event.payload", f"at most {MAX_PAYLOAD_BYTES} bytes")
 
 
-async def claim(store: Store, account_id: str, event: WebhookEvent | None, now: datetime) -> bool:
+async def claim(store: WebhookEvents, account_id: str, event: WebhookEvent | None, now: datetime) -> bool:
     """True when the effect should be applied (no event, or its first delivery)."""
     return event is None or await store.claim_event(account_id, event, now)
 
@@ -88,7 +88,7 @@ async def record(
 async def get(meter: Meter, *, event_id: str) -> StoredEvent:
     ids.idempotency_key(event_id, "event_id")
 
-    async def work(store: Store) -> StoredEvent | None:
+    async def work(store: WebhookEvents) -> StoredEvent | None:
         return await store.stored_event(event_id)
 
     stored = await meter.storage.transaction(work)

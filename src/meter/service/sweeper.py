@@ -12,7 +12,7 @@ from meter import metrics
 from meter.domain.errors import MeterError
 from meter.service.context import Meter
 from meter.service.periods import roll_over
-from meter.service.ports import Store
+from meter.service.ports import Holds
 from meter.service.settle import expire
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class SweepCount:
 async def sweep_once(meter: Meter) -> SweepCount:
     count = SweepCount()
 
-    async def due(store: Store) -> tuple[list[tuple[str, str]], list[str], tuple[int, float]]:
+    async def due(store: Holds) -> tuple[list[tuple[str, str]], list[str], tuple[int, float]]:
         return await store.expired_holds(BATCH), await store.ended_periods(BATCH), await store.open_holds_summary()
 
     holds, accounts, (open_holds, lag) = await meter.storage.transaction(due)
