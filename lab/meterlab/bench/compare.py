@@ -20,8 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from meterlab.bench import seed
 from meterlab.bench.report import Report
-from meterlab.bench.runner import BenchDatabase, Options, _Measurement, _progress, _Runner, _summary
-from meterlab.testbed import ServerProcess
+from meterlab.bench.runner import Options, _Measurement, _progress, _Runner, _summary
+from meterlab.testbed import LabDatabase, ServerProcess
 
 SCENARIOS = ("many accounts", "hot account")
 
@@ -41,7 +41,7 @@ class Comparison:
 
 
 async def compare(options: Options, prefix: str, configurations: dict[str, Configuration], mode: str) -> Comparison:
-    database = await BenchDatabase.create(options, prefix)
+    database = await LabDatabase.create(prefix, options.data_dir)
     servers = {
         name: ServerProcess(database.url, config.env, log_path=config.log_path)
         for name, config in configurations.items()
@@ -55,7 +55,7 @@ async def compare(options: Options, prefix: str, configurations: dict[str, Confi
         }
         for server in servers.values():
             await server.ready()
-        runners = {name: _Runner(options, pool, server, database.postgres) for name, server in servers.items()}
+        runners = {name: _Runner(options, pool, server, database.postgres_process) for name, server in servers.items()}
         names = list(configurations)
         rounds: dict[str, list[_Measurement]] = {}
         for number in range(1, options.rounds + 1):

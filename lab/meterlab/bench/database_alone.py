@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.config import Settings
-from meter.storage.database import dsn
+from meterlab.testbed import libpq_url
 
 # One Reserve→Commit loop as meter sends it (no plan limits; a hold of 100 tokens, 60 used; the
 # default wait for a locked row).
@@ -75,7 +75,7 @@ async def _run(binary: str, url: str, account: str, seconds: float, clients: int
             f"--time={max(1, round(seconds))}",
             f"--define=account={account}",
             f"--file={script.name}",
-            dsn(url),
+            libpq_url(url),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )

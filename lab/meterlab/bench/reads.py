@@ -13,9 +13,7 @@ and again with it.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,13 +25,10 @@ from typing import Any
 import grpc
 from google.type import date_pb2
 
-from meter.storage.database import Timeouts, create_engine
-from meter.storage.embedded import EmbeddedPostgres
-from meter.storage.migrate import upgrade_async
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
 from meterlab.bench import seed
-from meterlab.testbed import ServerProcess, fresh_database
+from meterlab.testbed import LabDatabase, ServerProcess
 
 SMALL, BIG = 1_000, 1_000_000
 TARGET = 2.0
@@ -69,15 +64,9 @@ class ReadsReport:
 
 
 async def history_reads(data_dir: Path, *, small: int = SMALL, big: int = BIG, samples: int = 300) -> ReadsReport:
-    embedded = None
-    server_url = os.environ.get("METER_DATABASE_URL")
-    if not server_url:
-        embedded = await asyncio.to_thread(EmbeddedPostgres, data_dir)
-        server_url = embedded.url
-    url = await fresh_database(server_url, "meter_bench_reads")
-    await upgrade_async(url)
-    engine = create_engine(url, pool_size=2, timeouts=Timeouts(600_000, 60_000, 600_000))
-    server = ServerProcess(url)
+    database = await LabDatabase.create("meter_bench_reads", data_dir)
+    engine = database.engine
+    server = ServerProcess(database.url)
     try:
         accounts = {}
         for size, count in (("small", small), ("big", big)):
@@ -99,9 +88,7 @@ async def history_reads(data_dir: Path, *, small: int = SMALL, big: int = BIG, s
         return report
     finally:
         server.stop()
-        await engine.dispose()
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
+        await database.close()
 
 
 async def _timed(call: Awaitable[Any]) -> float:

@@ -8,7 +8,6 @@ which is what METER_BUCKETS=1 creates (the old one-row-per-account design).
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -17,16 +16,12 @@ from pathlib import Path
 from statistics import median
 
 import psutil
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.config import Settings
-from meter.storage.database import Timeouts, create_engine
-from meter.storage.embedded import EmbeddedPostgres
-from meter.storage.migrate import upgrade_async
 from meterlab.bench import database_alone, seed
 from meterlab.bench.load import Job, Samples, run
 from meterlab.bench.report import Report, ScenarioResult, merge, percentiles
-from meterlab.testbed import ServerProcess, fresh_database
+from meterlab.testbed import LabDatabase, ServerProcess
 
 
 @dataclass(frozen=True)
@@ -85,43 +80,11 @@ class _Meter:
         self.cpu = (self._cpu(self.server) - self.cpu_before[0], self._cpu(self.postgres) - self.cpu_before[1])
 
 
-@dataclass
-class BenchDatabase:
-    """A fresh, migrated database on METER_DATABASE_URL's server or an embedded one, an engine
-    for seeding it, and the embedded server's process (whose CPU the report counts)."""
-
-    url: str
-    engine: AsyncEngine
-    embedded: EmbeddedPostgres | None
-
-    @classmethod
-    async def create(cls, options: Options, prefix: str) -> BenchDatabase:
-        embedded = None
-        server_url = os.environ.get("METER_DATABASE_URL")
-        if not server_url:
-            embedded = await asyncio.to_thread(EmbeddedPostgres, options.data_dir)
-            server_url = embedded.url
-        url = await fresh_database(server_url, prefix)
-        await upgrade_async(url)
-        # Bulk seeding runs statements far longer than any request may: its own timeouts.
-        engine = create_engine(url, pool_size=2, timeouts=Timeouts(600_000, 60_000, 600_000))
-        return cls(url, engine, embedded)
-
-    @property
-    def postgres(self) -> psutil.Process | None:
-        return psutil.Process(self.embedded.pid) if self.embedded and self.embedded.pid else None
-
-    async def close(self) -> None:
-        await self.engine.dispose()
-        if self.embedded is not None:
-            await asyncio.to_thread(self.embedded.stop)
-
-
 async def bench(options: Options) -> Report:
-    database = await BenchDatabase.create(options, "meter_bench")
+    database = await LabDatabase.create("meter_bench", options.data_dir)
     engine, url = database.engine, database.url
     report = Report(settings={k: str(v) for k, v in options.__dict__.items()})
-    postgres = database.postgres
+    postgres = database.postgres_process
     server = ServerProcess(url)
     pool = ProcessPoolExecutor(max_workers=options.processes, mp_context=get_context("spawn"))
     try:
@@ -209,9 +172,7 @@ class _Runner:
         return _Measurement(merge(list(parts)), usage.cpu[0], usage.cpu[1], usage.peak_rss)
 
 
-async def _database_alone(
-    options: Options, database: BenchDatabase, accounts: dict[str, list[str]]
-) -> dict[str, float]:
+async def _database_alone(options: Options, database: LabDatabase, accounts: dict[str, list[str]]) -> dict[str, float]:
     """The two hot accounts driven by pgbench alone, interleaved round after round, order
     reversed every other round; medians. Empty (and said) when pgbench is not installed."""
     binary = database_alone.pgbench()

@@ -4,10 +4,10 @@ every balance has its ledger entry, so `meter audit` stays clean."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-
-from meter.domain.limits import RateLimits
 
 FUNDING_TOKENS = 10**15  # never runs out during a run: no refusal skews the figures
 # Accounts are on the enterprise plan, which has no catalog rate limits: the scenarios measure
@@ -47,6 +47,15 @@ SELECT :prefix || (1 + (n / 2) % :accounts), now() - make_interval(secs => n), '
     CASE WHEN n % 2 = 0 THEN -7 ELSE 7 END, 'bench-history'
 FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS n
 """
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """An account's own rate limits, as SetPlan sets them."""
+
+    requests_per_minute: int
+    tokens_per_minute: int
+    concurrent_holds: int
 
 
 # Limits so high that no scenario reaches them: Reserve checks them on every call, refuses none.

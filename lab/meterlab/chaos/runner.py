@@ -19,21 +19,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
-from sqlalchemy import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter import bootstrap
 from meter.config import Settings
 from meter.storage.clock import DatabaseClock
-from meter.storage.database import create_engine
-from meter.storage.embedded import EmbeddedPostgres
-from meter.storage.migrate import upgrade_async
 from meterlab.chaos import checker
 from meterlab.chaos.history import History, Outcome
 from meterlab.chaos.report import ChaosReport, ScenarioReport
 from meterlab.chaos.workload import Settings as WorkloadSettings
 from meterlab.chaos.workload import Workload
-from meterlab.testbed import ServerProcess, free_port, fresh_database
+from meterlab.testbed import LabDatabase, ServerProcess, free_port, libpq_url
 
 SECRET = "whsec_chaos"
 NO_FAULT = "no fault"
@@ -58,9 +53,7 @@ class Options:
 
 @dataclass
 class _Bed:
-    url: str
-    engine: AsyncEngine
-    postgres: EmbeddedPostgres | None
+    database: LabDatabase
     primary: ServerProcess
     adapter: subprocess.Popen[bytes]
     webhook_url: str
@@ -70,15 +63,8 @@ class _Bed:
 
 
 async def chaos(options: Options, progress: Callable[[str], None] = print) -> ChaosReport:
-    postgres = None
-    server_url = options.database_url
-    if not server_url:
-        postgres = await asyncio.to_thread(EmbeddedPostgres, options.data_dir)
-        server_url = postgres.url
-    url = await fresh_database(server_url, "meter_chaos")
-    await upgrade_async(url)
-    engine = create_engine(url, pool_size=2)
-    primary = ServerProcess(url, {"METER_STRIPE_WEBHOOK_SECRET": SECRET, "METER_SHUTDOWN_GRACE_SECONDS": "3"})
+    database = await LabDatabase.create("meter_chaos", options.data_dir, options.database_url)
+    primary = ServerProcess(database.url, {"METER_STRIPE_WEBHOOK_SECRET": SECRET, "METER_SHUTDOWN_GRACE_SECONDS": "3"})
     http = f"127.0.0.1:{free_port()}"
     adapter = subprocess.Popen(
         [sys.executable, "-m", "meter.cli", "webhooks", "--target", primary.address],
@@ -88,7 +74,7 @@ async def chaos(options: Options, progress: Callable[[str], None] = print) -> Ch
     history = History()
     webhook_url = f"http://{http}/webhooks/stripe"
     workload = Workload(history, [primary.address], webhook_url, SECRET, WorkloadSettings(), options.seed)
-    bed = _Bed(url, engine, postgres, primary, adapter, webhook_url, workload, history)
+    bed = _Bed(database, primary, adapter, webhook_url, workload, history)
     report = ChaosReport(seconds_per_scenario=options.seconds, clients=options.clients)
     started = time.monotonic()
     try:
@@ -123,23 +109,19 @@ async def _tear_down(bed: _Bed) -> None:
                 server.kill()
         bed.adapter.terminate()
         bed.adapter.wait(timeout=30)
-        try:
-            await bed.engine.dispose()
-        finally:
-            if bed.postgres is not None:
-                await asyncio.to_thread(bed.postgres.stop)
+        await bed.database.close()
 
 
 async def _scenario(bed: _Bed, name: str, options: Options) -> ScenarioReport:
     fault, after = _FAULTS[name]
     scenario = ScenarioReport(name, ops_before=len(bed.history.ops))
-    if name == POSTGRES_RESTARTED and bed.postgres is None:
+    if name == POSTGRES_RESTARTED and bed.database.postgres is None:
         scenario.skipped = "PostgreSQL is not ours to restart (METER_DATABASE_URL is set)"
         return scenario
     if name == CLOCK_JUMP:
         return await _clock_scenario(bed, scenario, options)
     if name == REPLICAS:
-        replica = ServerProcess(bed.url, {"METER_STRIPE_WEBHOOK_SECRET": SECRET})
+        replica = ServerProcess(bed.database.url, {"METER_STRIPE_WEBHOOK_SECRET": SECRET})
         bed.extra.append(replica)
         await replica.ready()
         bed.workload.retarget([bed.primary.address, replica.address])
@@ -167,8 +149,8 @@ async def _run_with_fault(
 
 
 async def _check(bed: _Bed, scenario: ScenarioReport) -> None:
-    await bed.engine.dispose()  # its connections may have been terminated by the fault
-    findings = await checker.check(bed.engine, bed.history)
+    await bed.database.engine.dispose()  # its connections may have been terminated by the fault
+    findings = await checker.check(bed.database.engine, bed.history)
     scenario.checks = findings.checks
     scenario.violations = [str(v) for v in findings.violations]
     scenario.ops = len(bed.history.ops) - scenario.ops_before
@@ -184,8 +166,7 @@ async def _kill_and_restart(bed: _Bed) -> None:
 
 
 async def _terminate_connections(bed: _Bed) -> None:
-    url = make_url(bed.url)
-    admin = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+    admin = await asyncpg.connect(libpq_url(bed.database.url))
     try:
         await admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -196,8 +177,8 @@ async def _terminate_connections(bed: _Bed) -> None:
 
 
 async def _restart_postgres(bed: _Bed) -> None:
-    assert bed.postgres is not None
-    await asyncio.to_thread(bed.postgres.restart)
+    assert bed.database.postgres is not None
+    await asyncio.to_thread(bed.database.postgres.restart)
 
 
 async def _meter_down(bed: _Bed) -> None:
@@ -233,7 +214,7 @@ async def _clock_scenario(bed: _Bed, scenario: ScenarioReport, options: Options)
     clock = DatabaseClock()
     settings = replace(
         Settings(),
-        database_url=bed.url,
+        database_url=bed.database.url,
         grpc_addr=bed.primary.address,
         http_addr=bed.primary.http_address,
         stripe_webhook_secrets=(SECRET,),
