@@ -1,14 +1,12 @@
 -- What an account has used of its rate limits: Reserves started and tokens they held in the UTC
 -- minute of p_now, and holds open now, as counted on its rows. What a Reserve is refused by
--- (meter_rate_refusal) and what GetBalance shows as headroom. Installed by migration 0016.
+-- (meter_rate_refusal) and what GetBalance shows as headroom. Installed by migration 0018.
 CREATE OR REPLACE FUNCTION meter_rate_counts(p_account text, p_now timestamptz)
 RETURNS TABLE (window_start timestamptz, requests bigint, tokens bigint, open_holds bigint)
 LANGUAGE sql STABLE AS $$
-    SELECT w.start,
-        coalesce(sum(b.rate_requests) FILTER (WHERE b.rate_window = w.start), 0)::bigint,
-        coalesce(sum(b.rate_tokens) FILTER (WHERE b.rate_window = w.start), 0)::bigint,
+    SELECT date_trunc('minute', p_now),
+        coalesce(sum(b.rate_requests) FILTER (WHERE b.rate_window = date_trunc('minute', p_now)), 0)::bigint,
+        coalesce(sum(b.rate_tokens) FILTER (WHERE b.rate_window = date_trunc('minute', p_now)), 0)::bigint,
         coalesce(sum(b.open_holds), 0)::bigint
-    FROM (SELECT date_trunc('minute', p_now) AS start) AS w
-    LEFT JOIN buckets AS b ON b.account_id = p_account
-    GROUP BY w.start
+    FROM buckets AS b WHERE b.account_id = p_account
 $$;

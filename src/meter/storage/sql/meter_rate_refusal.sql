@@ -4,7 +4,7 @@
 -- expiry plus one sweep (a Commit or Release may free one sooner). A Reserve larger than the
 -- tokens-per-minute limit itself can never pass: refused with no delay (retry_after NULL). No row
 -- when the Reserve is within its limits (counted by meter_rate_counts). meter_reserve calls it only
--- for an account with a limit. Installed by migration 0017.
+-- for an account with a limit. Installed by migration 0018.
 CREATE OR REPLACE FUNCTION meter_rate_refusal(
     p_account text, p_amount bigint, p_requests_per_minute bigint, p_tokens_per_minute bigint,
     p_concurrent_holds bigint, p_now timestamptz, p_sweep_seconds double precision
@@ -12,8 +12,7 @@ CREATE OR REPLACE FUNCTION meter_rate_refusal(
 RETURNS TABLE (limit_name text, limit_value bigint, retry_after double precision)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_minute_left double precision :=
-        greatest(0, extract(epoch FROM date_trunc('minute', p_now) + interval '1 minute' - p_now));
+    v_minute_left double precision;
     v_requests bigint;
     v_tokens bigint;
     v_open bigint;
@@ -25,6 +24,11 @@ BEGIN
     END IF;
     SELECT c.requests, c.tokens, c.open_holds INTO v_requests, v_tokens, v_open
     FROM meter_rate_counts(p_account, p_now) AS c;
+    IF NOT (v_requests + 1 > p_requests_per_minute OR v_tokens + p_amount > p_tokens_per_minute
+        OR v_open + 1 > p_concurrent_holds) THEN
+        RETURN;  -- most Reserves: no query picks among the limits
+    END IF;
+    v_minute_left := greatest(0, extract(epoch FROM date_trunc('minute', p_now) + interval '1 minute' - p_now));
     IF v_open + 1 > p_concurrent_holds THEN
         SELECT min(h.expires_at) INTO v_soonest FROM holds AS h
         WHERE h.status = 'open' AND h.account_id = p_account;
