@@ -48,6 +48,11 @@ class Bench:
             help="instead of the scenarios: METER_RESERVE_WAIT_MS=0 vs the default, hot and many accounts, ABBA",
         )
         parser.add_argument(
+            "--against",
+            metavar="REV",
+            help="instead of the scenarios: this checkout vs git revision REV, side by side, ABBA",
+        )
+        parser.add_argument(
             "--reads-calls", type=int, default=1_000_000, help="calls of the big account (history reads)"
         )
         parser.add_argument("--leak-rpcs", type=int, default=defaults.leak_rpcs, help="RPCs of the leak check")
@@ -100,6 +105,13 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> int:
         print(ops.table(targets=False))
         print(operations.ratios(ops))
         print(f"meter bench: {log_lines} RPC log lines written by the operated server")
+        return 0
+    if args.against:
+        from meterlab.bench import against
+
+        comparison = await against.against(side_by_side, args.against)
+        print(comparison.report.table(targets=False))
+        print(against.ratios(comparison, args.against))
         return 0
     if args.reserve_wait:
         from meterlab.bench import reserve_wait

@@ -45,20 +45,20 @@ def libpq_url(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def meter_command(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """`meter <args>` against the database at `url`, as an operator runs it."""
+def meter_command(url: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`meter <args>` against the database at `url`, as an operator runs it (`env` on top of ours)."""
     return subprocess.run(
         [sys.executable, "-m", "meter.cli", *args],
-        env={**os.environ, "METER_DATABASE_URL": url},
+        env={**os.environ, **(env or {}), "METER_DATABASE_URL": url},
         capture_output=True,
         text=True,
         timeout=600,
     )
 
 
-def migrate(url: str) -> None:
+def migrate(url: str, env: dict[str, str] | None = None) -> None:
     """`meter migrate`: the schema as a deployment gets it."""
-    done = meter_command(url, "migrate")
+    done = meter_command(url, "migrate", env=env)
     if done.returncode != 0:
         raise RuntimeError(f"meter migrate failed: {done.stderr}")
 
@@ -122,23 +122,26 @@ class LabPostgres:
 
 @dataclass
 class LabDatabase:
-    """A fresh database migrated by `meter migrate`, on `server_url`'s server (else
-    METER_DATABASE_URL's, else an embedded one in `data_dir`), and an engine of the lab's own for
-    seeding and checking it (no statement timeout: bulk seeding runs long statements)."""
+    """A fresh database migrated by `meter migrate` (run with `env` on top of ours), on
+    `server_url`'s server (else METER_DATABASE_URL's, else an embedded one in `data_dir`), and an
+    engine of the lab's own for seeding and checking it (no statement timeout: bulk seeding runs
+    long statements)."""
 
     url: str
     engine: AsyncEngine
     postgres: LabPostgres | None
 
     @classmethod
-    async def create(cls, prefix: str, data_dir: Path, server_url: str | None = None) -> LabDatabase:
+    async def create(
+        cls, prefix: str, data_dir: Path, server_url: str | None = None, env: dict[str, str] | None = None
+    ) -> LabDatabase:
         postgres = None
         server_url = server_url or os.environ.get("METER_DATABASE_URL")
         if not server_url:
             postgres = await asyncio.to_thread(LabPostgres, data_dir)
             server_url = postgres.url
         url = await fresh_database(server_url, prefix)
-        await asyncio.to_thread(migrate, url)
+        await asyncio.to_thread(migrate, url, env)
         engine = create_async_engine(make_url(url).set(drivername="postgresql+asyncpg"), pool_size=2)
         return cls(url, engine, postgres)
 

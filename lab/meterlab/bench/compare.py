@@ -3,8 +3,9 @@
 The same Reserve→Commit loops (many accounts, then one hot account) run against each server,
 round after round, the order of the servers reversed every other round, so this noisy machine's
 swings fall on all of them alike; the report gives each scenario's median round. Used by
-`meter bench --operations` (what production settings cost) and `meter bench --reserve-wait`
-(what waiting for a locked row changes).
+`meter bench --operations` (what production settings cost), `meter bench --reserve-wait` (what
+waiting for a locked row changes) and `meter bench --against` (this checkout against another
+revision: each server then runs its own code on a database its own migrations made).
 """
 
 from __future__ import annotations
@@ -23,7 +24,21 @@ from meterlab.bench.report import Report
 from meterlab.bench.runner import Options, _Measurement, _progress, _Runner, _summary
 from meterlab.testbed import LabDatabase, ServerProcess
 
-SCENARIOS = ("many accounts", "hot account")
+
+@dataclass(frozen=True)
+class Accounts:
+    """The funded accounts a scenario's loops run on (seed.funded_accounts)."""
+
+    prefix: str
+    many: bool  # Options.accounts of them, else one
+    buckets: int = 16
+    limits: seed.RateLimits | None = None
+
+
+SCENARIOS = {
+    "many accounts": Accounts("bench-many-", many=True),
+    "hot account": Accounts("bench-hot-", many=False),
+}
 
 
 @dataclass(frozen=True)
@@ -31,6 +46,9 @@ class Configuration:
     env: dict[str, str] = field(default_factory=dict)  # on top of the bench server's environment
     token: str = ""  # the bearer token the load presents
     log_path: Path | None = None  # the server's log, else discarded
+    # Another checkout's code (its src/ first on PYTHONPATH) serving on a database of its own,
+    # migrated by that code; else this checkout's, on the database the configurations share.
+    source: Path | None = None
 
 
 @dataclass
@@ -40,32 +58,51 @@ class Comparison:
     across_rows: dict[str, list[float]] = field(default_factory=dict)
 
 
-async def compare(options: Options, prefix: str, configurations: dict[str, Configuration], mode: str) -> Comparison:
-    database = await LabDatabase.create(prefix, options.data_dir)
+async def compare(
+    options: Options,
+    prefix: str,
+    configurations: dict[str, Configuration],
+    mode: str,
+    scenarios: dict[str, Accounts] = SCENARIOS,
+) -> Comparison:
+    shared = await LabDatabase.create(prefix, options.data_dir)
+    databases = {name: shared for name in configurations}
+    for name, config in configurations.items():
+        if config.source is not None:
+            databases[name] = await LabDatabase.create(prefix, options.data_dir, shared.url, _code(config))
     servers = {
-        name: ServerProcess(database.url, config.env, log_path=config.log_path)
+        name: ServerProcess(databases[name].url, config.env | _code(config), log_path=config.log_path)
         for name, config in configurations.items()
     }
     pool = ProcessPoolExecutor(max_workers=options.processes, mp_context=get_context("spawn"))
     comparison = Comparison(Report(settings={k: str(v) for k, v in options.__dict__.items()} | {"mode": mode}))
     try:
-        accounts = {
-            "many accounts": await seed.funded_accounts(database.engine, "bench-many-", options.accounts, buckets=16),
-            "hot account": await seed.funded_accounts(database.engine, "bench-hot-", 1, buckets=16),
-        }
+        accounts: dict[tuple[str, str], list[str]] = {}
+        for database in {id(d): d for d in databases.values()}.values():
+            for scenario, spec in scenarios.items():
+                funded = await seed.funded_accounts(
+                    database.engine, spec.prefix, options.accounts if spec.many else 1, spec.buckets, spec.limits
+                )
+                for name in configurations:
+                    if databases[name] is database:
+                        accounts[(scenario, name)] = funded
         for server in servers.values():
             await server.ready()
-        runners = {name: _Runner(options, pool, server, database.postgres_process) for name, server in servers.items()}
+        postgres = shared.postgres_process  # one server holds every configuration's database
+        runners = {name: _Runner(options, pool, server, postgres) for name, server in servers.items()}
         names = list(configurations)
         rounds: dict[str, list[_Measurement]] = {}
         for number in range(1, options.rounds + 1):
             order = names if number % 2 else names[::-1]
-            for scenario in SCENARIOS:
+            for scenario in scenarios:
                 for name in order:
                     label = f"{scenario}, {name}"
                     before = await _reserves_across_rows(servers[name])
                     measurement = await runners[name].measure(
-                        "loop", accounts[scenario], options.seconds / options.rounds, token=configurations[name].token
+                        "loop",
+                        accounts[(scenario, name)],
+                        options.seconds / options.rounds,
+                        token=configurations[name].token,
                     )
                     share = (await _reserves_across_rows(servers[name]) - before) / max(measurement.samples.loops, 1)
                     rounds.setdefault(label, []).append(measurement)
@@ -77,8 +114,16 @@ async def compare(options: Options, prefix: str, configurations: dict[str, Confi
         pool.shutdown()
         for server in servers.values():
             server.stop()
-        await database.close()
+        for database in databases.values():
+            if database is not shared:
+                await database.close()
+        await shared.close()  # last: it may own the embedded server the others live on
     return comparison
+
+
+def _code(config: Configuration) -> dict[str, str]:
+    """The environment that makes `meter` import the configuration's checkout, if it names one."""
+    return {} if config.source is None else {"PYTHONPATH": str(config.source / "src")}
 
 
 async def _reserves_across_rows(server: ServerProcess) -> float:
