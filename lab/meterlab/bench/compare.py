@@ -86,6 +86,9 @@ async def compare(
                 for name in configurations:
                     if databases[name] is database:
                         accounts[(scenario, name)] = funded
+            # Analysed before the first call: a server's connections keep the plans they make then, and a
+            # database still waiting for autovacuum's first pass was seen 10-15 % slower for a whole run.
+            await seed.settle_in(database.engine)
         for server in servers.values():
             await server.ready()
         postgres = shared.postgres_process  # one server holds every configuration's database

@@ -100,6 +100,7 @@ async def bench(options: Options) -> Report:
         many_limited = await seed.funded_accounts(engine, "bench-lim-", options.accounts, buckets=16, limits=limits)
         hot_limited = await seed.funded_accounts(engine, "bench-hotlim-", 1, buckets=16, limits=limits)
         mixed = await seed.funded_accounts(engine, "bench-mixed-", options.mixed_accounts, buckets=16)
+        await seed.settle_in(engine)  # analysed before the first call plans the hot path
         await server.ready()
         runner = _Runner(options, pool, server, postgres)
         # Interleaved rounds: noise on this shared machine falls on every scenario alike, and
