@@ -18,7 +18,7 @@ from meter.domain.callers import hash_token, new_token
 from meter.storage.audit import audit
 from meter.storage.database import dsn
 from meter.v1 import meter_pb2 as pb
-from meterlab.bench import database_alone, load, reserve_wait, seed
+from meterlab.bench import against, database_alone, load, reserve_wait, seed
 from meterlab.bench.load import Samples
 from meterlab.bench.reads import ReadsReport
 from meterlab.bench.report import Report, ScenarioResult, merge, percentiles
@@ -185,3 +185,35 @@ async def test_reserve_wait_compares_two_servers_side_by_side(
     assert comparison.report.settings["mode"] == "reserve-wait"
     printed = reserve_wait.ratios(comparison)
     assert "hot account, wait / no wait" in printed and "no wait: hot / many accounts" in printed
+
+
+@pytest.mark.skipif(not (Path(__file__).parents[1] / ".git").exists(), reason="not a git checkout")
+async def test_against_serves_another_revision_on_a_database_of_its_own(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`meter bench --against REV` in miniature, against this checkout's own commit: REV's tree is
+    extracted and served beside this one, each on its own database, every scenario measured on both."""
+    monkeypatch.setenv("METER_DATABASE_URL", database_url)
+    monkeypatch.chdir(Path(__file__).parents[1])  # git answers for the repository the command runs in
+    options = Options(seconds=1.0, rounds=2, concurrency=4, processes=1, accounts=20, out=tmp_path, data_dir=tmp_path)
+    admin = await asyncpg.connect(dsn(database_url))
+    databases = "SELECT datname FROM pg_database WHERE datname LIKE 'meter_bench_against_%'"
+    existing = {row[0] for row in await admin.fetch(databases)}
+    try:
+        comparison = await against.against(options, "HEAD")
+        created = {row[0] for row in await admin.fetch(databases)} - existing
+    finally:
+        for (name,) in await admin.fetch(databases):
+            if name not in existing:
+                await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+    assert len(created) == 2, "each revision on a database its own migrations made"
+    (tree,) = (tmp_path / "against").iterdir()
+    assert (tree / "src" / "meter" / "v1" / "meter_pb2.py").exists()  # its generated code where an install puts it
+    labels = [f"{scenario}, {name}" for scenario in against.SCENARIOS for name in ("HEAD", "this")]
+    assert sorted(comparison.report.scenarios) == sorted(labels)
+    for label in labels:
+        assert comparison.report.scenarios[label].loops > 0 and comparison.report.scenarios[label].errors == {}
+    assert comparison.report.settings["mode"] == "against HEAD"
+    printed = against.ratios(comparison, "HEAD")
+    assert printed.count("this/HEAD loops/s") == len(against.SCENARIOS)
