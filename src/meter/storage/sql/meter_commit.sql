@@ -2,7 +2,7 @@
 -- charge), 'replayed' (committed before with this usage: the same answer), 'usage_reused'
 -- (committed before with other usage; reused_field names it), 'released', 'not_found', and
 -- 'period_ended' (nothing changed: the service moves the account into its current period and
--- calls again). Each outcome comes with the account's balance. Installed by migration 0017.
+-- calls again). Each outcome comes with the account's balance. Installed by migration 0019.
 CREATE OR REPLACE FUNCTION meter_commit(
     p_account text, p_hold uuid, p_reservation text, p_input bigint, p_output bigint,
     p_clock_offset double precision, p_caller text
@@ -20,6 +20,7 @@ DECLARE
     v_hold holds%ROWTYPE;
     v_account accounts%ROWTYPE;
     v_settled record;
+    v_counted bigint;  -- the day's requests on the totals row (meter_count_usage)
 BEGIN
     SELECT * INTO v_hold FROM holds AS h WHERE h.account_id = p_account AND h.hold_id = p_hold FOR UPDATE;
     SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
@@ -50,7 +51,7 @@ BEGIN
             p_caller);
         v_hold.unbilled_tokens := v_settled.shortfall;
         v_account.debt := v_settled.debt;
-        PERFORM meter_count_usage(v_hold, v_now);
+        v_counted := meter_count_usage(v_hold, v_now);
     END IF;
     IF outcome IN ('committed', 'replayed') THEN
         charged := v_hold.charged_tokens;
