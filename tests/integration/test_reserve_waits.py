@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import pytest
 from conftest import StartMeter
 from prometheus_client import REGISTRY
@@ -13,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from meter.storage.audit import audit
-from support import balance, eventually, funded_account, reserve_request
+from support import balance, eventually, expect_error, funded_account, reserve_request
 
 
 def reserves_across_rows() -> float:
@@ -101,4 +102,31 @@ async def test_a_wait_past_its_bound_takes_from_all_the_rows(
             await connection.execute(text("SELECT count(*) FROM holds WHERE account_id = :a"), {"a": account})
         ).scalar_one()
     assert holds == 1
+    assert (await audit(engine, account)).clean
+
+
+async def test_a_reserve_the_account_cannot_cover_is_refused_without_waiting_for_its_rows(
+    meters: StartMeter, engine: AsyncEngine
+) -> None:
+    """Refused at once, with every row locked by someone else: it would otherwise queue for all of
+    them (a drained account's refusals one after the other), and here time out on the locks."""
+    meter = await meters()
+    account = await funded_account(meter.stub, 1_000)
+    before = await balance(meter.stub, account)
+    short = before.allowance_remaining + before.purchased_remaining + 1
+    async with engine.connect() as holder:
+        await _lock_every_row(holder, account)
+        await expect_error(
+            meter.stub.Reserve(reserve_request(account, input_tokens=short, max_output_tokens=1)),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "INSUFFICIENT_TOKENS",
+        )
+        assert holder.in_transaction(), "refused while the rows were still locked"
+        await holder.rollback()
+    after = await balance(meter.stub, account)
+    assert (after.allowance_remaining, after.purchased_remaining, after.held) == (
+        before.allowance_remaining,
+        before.purchased_remaining,
+        0,
+    )
     assert (await audit(engine, account)).clean
