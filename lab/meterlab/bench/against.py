@@ -20,15 +20,15 @@ import tarfile
 from pathlib import Path
 
 from meterlab.bench import seed
-from meterlab.bench.compare import Accounts, Comparison, Configuration, compare
+from meterlab.bench.compare import Comparison, Configuration, compare
 from meterlab.bench.runner import Options
 
 SCENARIOS = {
-    "many accounts": Accounts("bench-many-", many=True),
-    "hot account": Accounts("bench-hot-", many=False),
-    "hot account, single bucket": Accounts("bench-hot1-", many=False, buckets=1),
-    "many accounts, limits on": Accounts("bench-lim-", many=True, limits=seed.UNREACHED_LIMITS),
-    "hot account, limits on": Accounts("bench-hotlim-", many=False, limits=seed.UNREACHED_LIMITS),
+    "many accounts": seed.MANY,
+    "hot account": seed.HOT,
+    "hot account, single bucket": seed.SINGLE_BUCKET,
+    "many accounts, limits on": seed.MANY_LIMITED,
+    "hot account, limits on": seed.HOT_LIMITED,
 }
 
 

@@ -24,21 +24,7 @@ from meterlab.bench.report import Report
 from meterlab.bench.runner import Options, _Measurement, _progress, _Runner, _summary
 from meterlab.testbed import LabDatabase, ServerProcess
 
-
-@dataclass(frozen=True)
-class Accounts:
-    """The funded accounts a scenario's loops run on (seed.funded_accounts)."""
-
-    prefix: str
-    many: bool  # Options.accounts of them, else one
-    buckets: int = 16
-    limits: seed.RateLimits | None = None
-
-
-SCENARIOS = {
-    "many accounts": Accounts("bench-many-", many=True),
-    "hot account": Accounts("bench-hot-", many=False),
-}
+SCENARIOS = {"many accounts": seed.MANY, "hot account": seed.HOT}
 
 
 @dataclass(frozen=True)
@@ -63,7 +49,7 @@ async def compare(
     prefix: str,
     configurations: dict[str, Configuration],
     mode: str,
-    scenarios: dict[str, Accounts] = SCENARIOS,
+    scenarios: dict[str, seed.Accounts] = SCENARIOS,
 ) -> Comparison:
     shared = await LabDatabase.create(prefix, options.data_dir)
     databases = {name: shared for name in configurations}
@@ -77,15 +63,10 @@ async def compare(
     pool = ProcessPoolExecutor(max_workers=options.processes, mp_context=get_context("spawn"))
     comparison = Comparison(Report(settings={k: str(v) for k, v in options.__dict__.items()} | {"mode": mode}))
     try:
-        accounts: dict[tuple[str, str], list[str]] = {}
+        funded: dict[tuple[str, int], list[str]] = {}  # (scenario, id of the database)
         for database in {id(d): d for d in databases.values()}.values():
             for scenario, spec in scenarios.items():
-                funded = await seed.funded_accounts(
-                    database.engine, spec.prefix, options.accounts if spec.many else 1, spec.buckets, spec.limits
-                )
-                for name in configurations:
-                    if databases[name] is database:
-                        accounts[(scenario, name)] = funded
+                funded[(scenario, id(database))] = await spec.fund(database.engine, options.accounts)
             # Analysed before the first call: a server's connections keep the plans they make then, and a
             # database still waiting for autovacuum's first pass was seen 10-15 % slower for a whole run.
             await seed.settle_in(database.engine)
@@ -103,7 +84,7 @@ async def compare(
                     before = await _reserves_across_rows(servers[name])
                     measurement = await runners[name].measure(
                         "loop",
-                        accounts[(scenario, name)],
+                        funded[(scenario, id(databases[name]))],
                         options.seconds / options.rounds,
                         token=configurations[name].token,
                     )

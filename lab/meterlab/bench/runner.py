@@ -88,17 +88,15 @@ async def bench(options: Options) -> Report:
     server = ServerProcess(url)
     pool = ProcessPoolExecutor(max_workers=options.processes, mp_context=get_context("spawn"))
     try:
-        many = await seed.funded_accounts(engine, "bench-many-", options.accounts, buckets=16)
+        many = await seed.MANY.fund(engine, options.accounts)
         if options.leak_check:
             await server.ready()
             report.memory = await _leak_check(_Runner(options, pool, server, postgres), many)
             return report
-        hot = await seed.funded_accounts(engine, "bench-hot-", 1, buckets=16)
-        hot1 = await seed.funded_accounts(engine, "bench-hot1-", 1, buckets=1)
-        # The same loads on accounts whose rate limits every Reserve checks and none reaches.
-        limits = seed.UNREACHED_LIMITS
-        many_limited = await seed.funded_accounts(engine, "bench-lim-", options.accounts, buckets=16, limits=limits)
-        hot_limited = await seed.funded_accounts(engine, "bench-hotlim-", 1, buckets=16, limits=limits)
+        hot = await seed.HOT.fund(engine, options.accounts)
+        hot1 = await seed.SINGLE_BUCKET.fund(engine, options.accounts)
+        many_limited = await seed.MANY_LIMITED.fund(engine, options.accounts)
+        hot_limited = await seed.HOT_LIMITED.fund(engine, options.accounts)
         mixed = await seed.funded_accounts(engine, "bench-mixed-", options.mixed_accounts, buckets=16)
         await seed.settle_in(engine)  # analysed before the first call plans the hot path
         await server.ready()

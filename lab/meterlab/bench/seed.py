@@ -61,6 +61,28 @@ class RateLimits:
 # Limits so high that no scenario reaches them: Reserve checks them on every call, refuses none.
 UNREACHED_LIMITS = RateLimits(requests_per_minute=10**12, tokens_per_minute=10**15, concurrent_holds=10**9)
 
+
+@dataclass(frozen=True)
+class Accounts:
+    """The funded accounts a closed-loop scenario runs on."""
+
+    prefix: str
+    many: bool  # as many as the run's accounts option says, else one
+    buckets: int = 16
+    limits: RateLimits | None = None
+
+    async def fund(self, engine: AsyncEngine, many: int) -> list[str]:
+        return await funded_accounts(engine, self.prefix, many if self.many else 1, self.buckets, self.limits)
+
+
+# The closed-loop scenarios every side-by-side and default run names alike.
+MANY = Accounts("bench-many-", many=True)
+HOT = Accounts("bench-hot-", many=False)
+SINGLE_BUCKET = Accounts("bench-hot1-", many=False, buckets=1)  # what METER_BUCKETS=1 creates
+# The same loads on accounts whose rate limits every Reserve checks and none reaches.
+MANY_LIMITED = Accounts("bench-lim-", many=True, limits=UNREACHED_LIMITS)
+HOT_LIMITED = Accounts("bench-hotlim-", many=False, limits=UNREACHED_LIMITS)
+
 _LIMITS = """
 UPDATE accounts SET requests_per_minute = :rpm, tokens_per_minute = :tpm, concurrent_holds = :holds
 WHERE account_id LIKE :prefix || '%'
