@@ -16,14 +16,24 @@ from support import RunningMeter, balance, funded_account, reserve_request
 CALLERS = 200
 ROOM_FOR = 37  # holds of 100 tokens that fit
 HOLD = 100
+UNAVAILABLE_RETRIES = 3
 
 
 async def _race(meter: RunningMeter, account: str) -> list[pb.ReserveResponse | grpc.aio.AioRpcError]:
+    """Each caller does what the README tells a client to: on UNAVAILABLE, send the same request
+    again. When the last holds must be taken from all 16 rows, every Reserve still let through by
+    the unlocked check queues for all of them in turn; on a starved CI machine one can wait past
+    lock_timeout, which is an answer a client retries, not a wrong admission."""
+
     async def one(index: int) -> pb.ReserveResponse | grpc.aio.AioRpcError:
-        try:
-            return await meter.stub.Reserve(reserve_request(account, request_id=f"race-{index}"))
-        except grpc.aio.AioRpcError as error:
-            return error
+        request = reserve_request(account, request_id=f"race-{index}")
+        for _ in range(UNAVAILABLE_RETRIES):
+            try:
+                return await meter.stub.Reserve(request)
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    return error
+        return await meter.stub.Reserve(request)
 
     return await asyncio.gather(*(one(i) for i in range(CALLERS)))
 
