@@ -2,15 +2,15 @@
 -- such limit) and, if so, the limit that keeps it out longest, with the delay after which the same
 -- Reserve can pass: the end of the minute for the per-minute limits; for open holds, the soonest
 -- expiry plus one sweep (a Commit or Release may free one sooner). A Reserve larger than the
--- tokens-per-minute limit itself can never pass: refused with no delay (retry_after NULL). No row
--- when the Reserve is within its limits (counted by meter_rate_counts). meter_reserve calls it only
--- for an account with a limit. Installed by migration 0018.
+-- tokens-per-minute limit itself can never pass: refused with no delay (retry_after NULL). All NULL
+-- when the Reserve is within its limits (counted by meter_rate_counts). One record, not a set, so
+-- that meter_reserve assigns it (no executor started for the call); it calls it only for an
+-- account with a limit. Installed by migration 0021.
 CREATE OR REPLACE FUNCTION meter_rate_refusal(
     p_account text, p_amount bigint, p_requests_per_minute bigint, p_tokens_per_minute bigint,
-    p_concurrent_holds bigint, p_now timestamptz, p_sweep_seconds double precision
-)
-RETURNS TABLE (limit_name text, limit_value bigint, retry_after double precision)
-LANGUAGE plpgsql AS $$
+    p_concurrent_holds bigint, p_now timestamptz, p_sweep_seconds double precision,
+    OUT limit_name text, OUT limit_value bigint, OUT retry_after double precision
+) LANGUAGE plpgsql AS $$
 DECLARE
     v_minute_left double precision;
     v_requests bigint;
@@ -19,7 +19,8 @@ DECLARE
     v_soonest timestamptz;
 BEGIN
     IF p_tokens_per_minute < p_amount THEN
-        RETURN QUERY SELECT 'tokensPerMinute', p_tokens_per_minute, NULL::double precision;
+        limit_name := 'tokensPerMinute';
+        limit_value := p_tokens_per_minute;
         RETURN;
     END IF;
     SELECT c.requests, c.tokens, c.open_holds INTO v_requests, v_tokens, v_open
@@ -34,7 +35,7 @@ BEGIN
         WHERE h.status = 'open' AND h.account_id = p_account;
     END IF;
     -- In this order, so that of limits keeping the Reserve out as long the first is named.
-    RETURN QUERY SELECT r.name, r.value, r.wait FROM (VALUES
+    SELECT r.name, r.value, r.wait INTO limit_name, limit_value, retry_after FROM (VALUES
         (1, 'requestsPerMinute', p_requests_per_minute, v_minute_left, v_requests + 1 > p_requests_per_minute),
         (2, 'tokensPerMinute', p_tokens_per_minute, v_minute_left, v_tokens + p_amount > p_tokens_per_minute),
         (3, 'concurrentHolds', p_concurrent_holds,

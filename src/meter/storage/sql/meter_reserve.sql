@@ -8,7 +8,7 @@
 -- 'insufficient' (the balance shows what is available), and 'period_ended' (nothing changed: the
 -- service moves the account into its current period and calls again). The plans' rate limits come
 -- with the call (meter_rate_limits); an account without any is not counted against them. Installed
--- by migration 0017.
+-- by migration 0021.
 CREATE OR REPLACE FUNCTION meter_reserve(
     p_account text, p_request text, p_hold uuid, p_model text, p_input bigint, p_max_output bigint,
     p_ttl integer, p_labels jsonb, p_catalog_version text, p_input_weight bigint, p_output_weight bigint,
@@ -36,6 +36,7 @@ DECLARE
     v_purchased bigint := 0;
     v_across record;
     v_limits record;
+    v_refusal record;
 BEGIN
     required := greatest(1, meter_weighted_tokens(p_input, p_max_output, p_input_weight, p_output_weight));
     SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
@@ -66,29 +67,29 @@ BEGIN
         FROM meter_rate_limits(v_account, p_plans, p_requests_per_minute, p_tokens_per_minute, p_concurrent_holds);
         IF num_nonnulls(v_limits.requests_per_minute, v_limits.tokens_per_minute, v_limits.concurrent_holds) > 0
         THEN
-            SELECT r.limit_name, r.limit_value, r.retry_after INTO limit_name, limit_value, retry_after
-            FROM meter_rate_refusal(p_account, required, v_limits.requests_per_minute, v_limits.tokens_per_minute,
-                v_limits.concurrent_holds, v_now, p_sweep_seconds) AS r;
-            IF FOUND THEN
+            v_refusal := meter_rate_refusal(p_account, required, v_limits.requests_per_minute,
+                v_limits.tokens_per_minute, v_limits.concurrent_holds, v_now, p_sweep_seconds);
+            IF v_refusal.limit_name IS NOT NULL THEN
                 outcome := 'rate_limited';
+                limit_name := v_refusal.limit_name;
+                limit_value := v_refusal.limit_value;
+                retry_after := v_refusal.retry_after;
             END IF;
         END IF;
     END IF;
     IF outcome IS NULL THEN
         v_first := p_start % v_account.bucket_count;
-        v_bucket := meter_hold_in_one_bucket(p_account, 'allowance', required, v_first, v_account.bucket_count,
-            v_window, p_wait_ms);
-        IF v_bucket IS NOT NULL THEN
-            v_allowance := required;
+        -- Whether any allowance is left decides the pool: looked at first, since an account that
+        -- has used its allowance up (or has none) would otherwise look for a row of it in vain.
+        PERFORM 1 FROM buckets AS b WHERE b.account_id = p_account AND b.pool = 'allowance' AND b.available > 0;
+        IF FOUND THEN
+            v_bucket := meter_hold_in_one_bucket(p_account, 'allowance', required, v_first,
+                v_account.bucket_count, v_window, p_wait_ms);
+            v_allowance := CASE WHEN v_bucket IS NOT NULL THEN required ELSE 0 END;
         ELSE
-            PERFORM 1 FROM buckets AS b WHERE b.account_id = p_account AND b.pool = 'allowance' AND b.available > 0;
-            IF NOT FOUND THEN
-                v_bucket := meter_hold_in_one_bucket(p_account, 'purchased', required, v_first,
-                    v_account.bucket_count, v_window, p_wait_ms);
-                IF v_bucket IS NOT NULL THEN
-                    v_purchased := required;
-                END IF;
-            END IF;
+            v_bucket := meter_hold_in_one_bucket(p_account, 'purchased', required, v_first,
+                v_account.bucket_count, v_window, p_wait_ms);
+            v_purchased := CASE WHEN v_bucket IS NOT NULL THEN required ELSE 0 END;
         END IF;
         IF v_bucket IS NULL THEN
             across := true;
