@@ -16,16 +16,3 @@ async def test_a_protocol_error_after_a_lost_server_is_storage_unavailable() -> 
 
     with pytest.raises(StorageUnavailable):
         await with_retries(once, 8)
-
-
-async def test_a_serialization_failure_is_retried_and_then_succeeds() -> None:
-    calls = []
-
-    async def once() -> str:
-        calls.append(1)
-        if len(calls) < 3:
-            raise asyncpg.SerializationError("could not serialize access")
-        return "done"
-
-    assert await with_retries(once, 8) == "done"
-    assert len(calls) == 3

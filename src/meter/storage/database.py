@@ -129,8 +129,24 @@ def unavailable_sqlstate(state: str | None) -> bool:
 
 async def with_retries(once: Callable[[], Awaitable[T]], attempts: int) -> T:
     """Run `once` again on serialization failures, deadlocks and lost races (the same work can then
-    succeed); report what means "try later" as StorageUnavailable; let anything else through."""
+    succeed); report what means "try later" as StorageUnavailable; let anything else through.
+
+    The first attempt runs outside tenacity: setting up its retry loop cost about 85 microseconds of
+    CPU per call (two per model call), for the rare call that fails. A first failure worth a retry
+    enters the loop as its first attempt, so that tenacity still waits and counts as before."""
     try:
+        try:
+            return await once()
+        except Exception as exc:
+            if not _retryable(exc):
+                raise
+            first_failure: list[BaseException] = [exc]
+
+        async def again() -> T:
+            if first_failure:
+                raise first_failure.pop()
+            return await once()
+
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(_retryable),
             stop=stop_after_attempt(attempts),
@@ -138,7 +154,7 @@ async def with_retries(once: Callable[[], Awaitable[T]], attempts: int) -> T:
             reraise=True,
         ):
             with attempt:
-                return await once()
+                return await again()
     except Exception as exc:
         if _unavailable(exc):
             reason = "no database connection free in time" if isinstance(exc, (PoolTimeout, TimeoutError)) else None
