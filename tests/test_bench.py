@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
+import grpc
 import pytest
 from conftest import StartMeter
 from sqlalchemy import text
@@ -18,11 +19,13 @@ from meter.domain.callers import hash_token, new_token
 from meter.storage.audit import audit
 from meter.storage.database import dsn
 from meter.v1 import meter_pb2 as pb
-from meterlab.bench import against, database_alone, load, reserve_wait, seed
+from meter.v1 import meter_pb2_grpc
+from meterlab.bench import against, database_alone, floor, load, reserve_wait, seed
 from meterlab.bench.load import Samples
 from meterlab.bench.reads import ReadsReport
 from meterlab.bench.report import Report, ScenarioResult, merge, percentiles
 from meterlab.bench.runner import Options
+from meterlab.testbed import ServerProcess
 from support import RunningMeter
 
 
@@ -50,6 +53,7 @@ class TestFigures:
         report = Report(settings={"seconds": "1"})
         for scenario in (
             result("ceiling", 1000, 1000, "Health.Check"),
+            result("floor", 600, 1200),
             result("many accounts", 300, 600),
             result("hot account", 270, 540),
             result("hot account, single bucket", 90, 180),
@@ -66,6 +70,7 @@ class TestFigures:
         assert ratios["2b. the same, database alone (pgbench)"] == 2.5
         assert ratios["2. hot / hot single bucket (>= 3)"] == 3.0
         assert ratios["3. many-accounts RPCs/s / ceiling RPCs/s (>= 0.6)"] == 0.6
+        assert ratios["3b. many accounts / floor, loops/s (>= 0.9)"] == 0.5
         assert ratios["5. Reserve p99 / ceiling p99 at half load (<= 3)"] == 3.0
         assert ratios["7. many accounts, limits on / off (>= 0.9)"] == 0.95
         assert ratios["8. hot account, limits on / off (>= 0.9)"] == 1.0
@@ -145,6 +150,31 @@ async def test_a_load_process_stops_after_its_loops(meter: RunningMeter, engine:
     )
     assert (samples.loops, dict(samples.errors)) == (10, {})
     assert len(samples.latencies["Reserve"]) == len(samples.latencies["Commit"]) == 10
+
+
+async def test_the_floor_debits_and_gives_back_what_a_call_did_not_use(database_url: str, engine: AsyncEngine) -> None:
+    """The floor answers the load generator's loop with one guarded statement per RPC: what it
+    holds and gives back shows on its balance row, and a Reserve it cannot cover is refused."""
+    accounts = ["floor-a", "floor-b"]
+    await floor.fund(engine, accounts, 1_000)
+    server = ServerProcess(database_url, {"METER_DB_POOL_SIZE": "2"}, module="meterlab.bench.floor")
+    try:
+        await server.ready()
+        job = load.Job("loop", server.address, accounts[:1], callers=2, seconds=60, max_loops=4)
+        samples = await load.run_async(job)
+        assert (samples.loops, dict(samples.errors)) == (4, {})
+        async with engine.connect() as connection:
+            rows = (await connection.execute(text("SELECT account_id, balance FROM bench_floor"))).all()
+        balances: dict[str, int] = {row[0]: row[1] for row in rows}
+        # Each loop holds 100 + 100 and the Commit of 100 + 40 gives back 60: 140 used per loop.
+        assert {k: balances[k] for k in accounts} == {"floor-a": 1_000 - 4 * 140, "floor-b": 1_000}
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = meter_pb2_grpc.MeterServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Reserve(pb.ReserveRequest(account_id="floor-b", input_tokens=600, max_output_tokens=600))
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        server.stop()
 
 
 async def test_a_load_process_presents_its_token(meters: StartMeter, engine: AsyncEngine) -> None:

@@ -182,10 +182,17 @@ class ServerProcess:
     """`meter serve` in a subprocess on ports fixed at construction, restartable."""
 
     def __init__(
-        self, database_url: str, extra_env: dict[str, str] | None = None, log_path: Path | None = None
+        self,
+        database_url: str,
+        extra_env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+        module: str = "meter.cli",
     ) -> None:
-        """`log_path`: the server's stderr (its log) goes there, appended, instead of ours."""
+        """`log_path`: the server's stderr (its log) goes there, appended, instead of ours.
+        `module`: what `python -m` runs (`serve` is its argument); another server configured as
+        meter is, such as the bench's floor."""
         self.log_path = log_path
+        self.module = module
         self.address = f"127.0.0.1:{free_port()}"
         self.http_address = f"127.0.0.1:{free_port()}"
         self.env = {
@@ -212,7 +219,7 @@ class ServerProcess:
         log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 (the child keeps it)
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "meter.cli", "serve"], env=self.env, stdout=subprocess.DEVNULL, stderr=log
+                [sys.executable, "-m", self.module, "serve"], env=self.env, stdout=subprocess.DEVNULL, stderr=log
             )
         finally:
             if log is not None:

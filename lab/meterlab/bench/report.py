@@ -61,6 +61,7 @@ class Report:
             "3. many-accounts RPCs/s / ceiling RPCs/s (>= 0.6)": div(
                 many.rpcs_per_second if many else None, ceiling.rpcs_per_second if ceiling else None
             ),
+            "3b. many accounts / floor, loops/s (>= 0.9)": div(loops("many accounts"), loops("floor")),
             "4. large history / many accounts (>= 0.9)": div(loops("large history"), loops("many accounts")),
             "5. Reserve p99 / ceiling p99 at half load (<= 3)": div(
                 p99("half load", "Reserve"), p99("ceiling at half load", "Health.Check")

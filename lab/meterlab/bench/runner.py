@@ -18,7 +18,7 @@ from statistics import median
 import psutil
 
 from meter.config import Settings
-from meterlab.bench import database_alone, seed
+from meterlab.bench import database_alone, floor, seed
 from meterlab.bench.load import Job, Samples, run
 from meterlab.bench.report import Report, ScenarioResult, merge, percentiles
 from meterlab.testbed import LabDatabase, ServerProcess
@@ -86,6 +86,7 @@ async def bench(options: Options) -> Report:
     report = Report(settings={k: str(v) for k, v in options.__dict__.items()})
     postgres = database.postgres_process
     server = ServerProcess(url)
+    floor_server: ServerProcess | None = None
     pool = ProcessPoolExecutor(max_workers=options.processes, mp_context=get_context("spawn"))
     try:
         many = await seed.MANY.fund(engine, options.accounts)
@@ -98,26 +99,32 @@ async def bench(options: Options) -> Report:
         many_limited = await seed.MANY_LIMITED.fund(engine, options.accounts)
         hot_limited = await seed.HOT_LIMITED.fund(engine, options.accounts)
         mixed = await seed.funded_accounts(engine, "bench-mixed-", options.mixed_accounts, buckets=16)
+        await floor.fund(engine, many, seed.FUNDING_TOKENS)
         await seed.settle_in(engine)  # analysed before the first call plans the hot path
+        floor_server = ServerProcess(url, module="meterlab.bench.floor")
         await server.ready()
+        await floor_server.ready()
         runner = _Runner(options, pool, server, postgres)
         # Interleaved rounds: noise on this shared machine falls on every scenario alike, and
         # each scenario reports its median round.
-        plan = [
-            ("ceiling", "ceiling", []),
-            ("many accounts", "loop", many),
-            ("hot account", "loop", hot),
-            ("hot account, single bucket", "loop", hot1),
-            ("mixed", "mixed", mixed),
-            ("many accounts, limits on", "loop", many_limited),
-            ("hot account, limits on", "loop", hot_limited),
+        plan: list[tuple[str, str, list[str], ServerProcess]] = [
+            ("ceiling", "ceiling", [], server),
+            ("floor", "loop", many, floor_server),
+            ("many accounts", "loop", many, server),
+            ("hot account", "loop", hot, server),
+            ("hot account, single bucket", "loop", hot1, server),
+            ("mixed", "mixed", mixed, server),
+            ("many accounts, limits on", "loop", many_limited, server),
+            ("hot account, limits on", "loop", hot_limited, server),
         ]
-        rounds: dict[str, list[_Measurement]] = {name: [] for name, _, _ in plan}
+        rounds: dict[str, list[_Measurement]] = {name: [] for name, _, _, _ in plan}
         for number in range(1, options.rounds + 1):
-            for name, kind, accounts in plan:
-                rounds[name].append(await runner.measure(kind, accounts, options.seconds / options.rounds))
-                _progress(f"round {number}: {name}", rounds[name][-1])
-        for name, _, _ in plan:
+            for name, kind, accounts, target in plan:
+                measurement = await runner.measure(kind, accounts, options.seconds / options.rounds, server=target)
+                rounds[name].append(measurement)
+                _progress(f"round {number}: {name}", measurement)
+        floor_server.stop()
+        for name, _, _, _ in plan:
             report.scenarios[name] = _summary(name, rounds[name])
         report.database_alone = await _database_alone(
             options, database, {"hot account": hot, "hot account, single bucket": hot1}
@@ -137,6 +144,8 @@ async def bench(options: Options) -> Report:
     finally:
         pool.shutdown()
         server.stop()
+        if floor_server is not None:
+            floor_server.stop()
         await database.close()
     return report
 
@@ -156,17 +165,26 @@ class _Runner:
         self.options, self.pool, self.server, self.postgres = options, pool, server, postgres
 
     async def measure(
-        self, kind: str, accounts: list[str], seconds: float, rate: float = 0.0, loops: int = 0, token: str = ""
+        self,
+        kind: str,
+        accounts: list[str],
+        seconds: float,
+        rate: float = 0.0,
+        loops: int = 0,
+        token: str = "",
+        server: ServerProcess | None = None,
     ) -> _Measurement:
+        """`server`: the one to load and measure, when not meter's (the floor)."""
         options = self.options
+        server = server or self.server
         callers = max(1, options.concurrency // options.processes)
         share = -(-loops // options.processes)
         jobs = [
-            Job(kind, self.server.address, accounts, callers, seconds, rate / options.processes, i, share, token)
+            Job(kind, server.address, accounts, callers, seconds, rate / options.processes, i, share, token)
             for i in range(options.processes)
         ]
         loop = asyncio.get_running_loop()
-        with _Meter(self.server.stats, self.postgres) as usage:
+        with _Meter(server.stats, self.postgres) as usage:
             parts = await asyncio.gather(*(loop.run_in_executor(self.pool, run, job) for job in jobs))
         return _Measurement(merge(list(parts)), usage.cpu[0], usage.cpu[1], usage.peak_rss)
 
