@@ -180,6 +180,7 @@ class Service:
                         f"database at migration {revision or 'none'}, this code needs {head}; run `meter migrate`",
                     )
                     raise _NotYet()
+        await self._warm_up()
         readiness.ready = True
         readiness.detail = ""
         await self.grpc.serving()
@@ -193,6 +194,14 @@ class Service:
                 name="caller-rate-sync",
             )
         log.info("ready: database reachable and at migration %s", head)
+
+    async def _warm_up(self) -> None:
+        """The pool's connections opened and the hot path prepared on each before the first call
+        (HotPath.warm_up). Only speed depends on it: a failure is logged, and serving goes on."""
+        try:
+            await self.meter.storage.hot_path.warm_up(self.settings.db_pool_size)
+        except Exception as error:
+            log.warning("warming up the database connections failed: %s: %s", type(error).__name__, error)
 
 
 def _not_yet(readiness: Readiness, detail: str) -> None:

@@ -102,3 +102,35 @@ async def test_without_migrating_on_start_it_waits_for_meter_migrate(unborn_data
         await _serving(server)
     finally:
         assert await asyncio.to_thread(server.stop) == 0
+
+
+async def test_before_serving_it_opens_its_pool_and_prepares_the_hot_path_leaving_no_trace(
+    unborn_database: tuple[str, str],
+) -> None:
+    """The first calls after a start find every pool connection open and the hot path's functions
+    compiled on each (HotPath.warm_up): the warm-up's calls name no account, so nothing is written."""
+    url, admin = unborn_database
+    name = make_url(url).database
+    connection = await asyncpg.connect(admin)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+        server = ServerProcess(url, {"METER_DB_POOL_SIZE": "3"})
+        try:
+            await _serving(server)
+            opened = await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'meter'", name
+            )
+            assert opened == 3
+        finally:
+            assert await asyncio.to_thread(server.stop) == 0
+        database = await asyncpg.connect(url)
+        try:
+            written = await database.fetchval(
+                "SELECT (SELECT count(*) FROM accounts) + (SELECT count(*) FROM holds) "
+                "+ (SELECT count(*) FROM ledger_entries) + (SELECT count(*) FROM usage_daily)"
+            )
+        finally:
+            await database.close()
+        assert written == 0
+    finally:
+        await connection.close()

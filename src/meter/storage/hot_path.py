@@ -9,6 +9,7 @@ into the domain's answers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from meter.domain import ids
 from meter.domain.answers import Charged, Expiry, Extended, Outcome, RateRefusal, Released, Reserved
 from meter.domain.balance import Balance, WarningLevel
-from meter.domain.callers import acting_caller
+from meter.domain.callers import SYSTEM, acting_caller
 from meter.domain.holds import HoldStatus, Pricing, ReserveParams
 from meter.domain.limits import PlanLimits
 from meter.domain.periods import Period
@@ -54,6 +55,20 @@ class HotPath:
         self._limits = plan_limits or PlanLimits([], [], [], [])
         self._reserve_wait_ms = reserve_wait_ms
         self._sweep_seconds = sweep_seconds
+
+    async def warm_up(self, connections: int) -> None:
+        """Open `connections` of the pool and run each of the hot path's statements once on each,
+        for an account that cannot exist (the empty id: every function answers not found and
+        changes nothing). A new connection's first Reserve took 13-24 ms here and its first
+        Commit 5 ms (connecting, preparing the statement, compiling the PL/pgSQL functions and
+        planning their first statements), against 2 ms once warm: under load just after a start,
+        the first calls on each of the pool's connections made the tail. Called before serving."""
+        raws = [await self._engine.raw_connection() for _ in range(connections)]  # held: each a new one
+        try:
+            await asyncio.gather(*(_warm(raw.driver_connection) for raw in raws))
+        finally:
+            for raw in raws:
+                raw.close()
 
     async def reserve(
         self, account_id: str, request_id: str, params: ReserveParams, pricing: Pricing, start: int
@@ -159,6 +174,22 @@ class HotPath:
             acting_caller(),
         )
         return Expiry(Outcome(row["outcome"]))
+
+
+_NO_ACCOUNT = ""  # refused by ids.account_id, so no account has it
+_NO_HOLD = "00000000-0000-0000-0000-000000000000"
+
+
+async def _warm(connection: asyncpg.Connection) -> None:
+    """Each hot-path statement once, with the same text (so that it lands in the connection's
+    statement cache) and arguments of the same types as the calls it prepares for."""
+    await connection.fetchrow(
+        RESERVE, _NO_ACCOUNT, "warm-up", _NO_HOLD, "", 0, 1, 1, "{}", "", 0, 0, 0, 0, 0, 0.0, [], [], [], [], 0, 0.0
+    )
+    reservation = ids.reservation_id(_NO_ACCOUNT, _NO_HOLD)
+    await connection.fetchrow(COMMIT, _NO_ACCOUNT, _NO_HOLD, reservation, 0, 0, 0.0, SYSTEM)
+    await connection.fetchrow(RELEASE, _NO_ACCOUNT, _NO_HOLD, reservation, 0.0, SYSTEM)
+    await connection.fetchrow(EXTEND, _NO_ACCOUNT, _NO_HOLD, 1, 0.0)
 
 
 def _balance(account_id: str, row: asyncpg.Record | Mapping[str, Any]) -> Balance | None:
