@@ -60,6 +60,9 @@ async def start_meter(database_url: str, *, catalog: Catalog | None = None, **ov
         # Tests that exercise the background sweeper ask for a short interval.
         "sweep_interval_seconds": 3600.0,
         "shutdown_grace_seconds": 2.0,
+        # A server opens and warms its whole pool before it serves; the suite starts hundreds of
+        # them, and no test needs more connections than this.
+        "db_pool_size": 5,
     }
     settings = replace(Settings(), **(defaults | overrides))
     clock = DatabaseClock()
