@@ -63,8 +63,10 @@ class HotPath:
         Commit 5 ms (connecting, preparing the statement, compiling the PL/pgSQL functions and
         planning their first statements), against 2 ms once warm: under load just after a start,
         the first calls on each of the pool's connections made the tail. Called before serving."""
-        raws = [await self._engine.raw_connection() for _ in range(connections)]  # held: each a new one
+        raws = []
         try:
+            for _ in range(connections):
+                raws.append(await self._engine.raw_connection())  # held, so that each is another one
             await asyncio.gather(*(_warm(raw.driver_connection) for raw in raws))
         finally:
             for raw in raws:
