@@ -100,6 +100,8 @@ def build_meter(
         plan_limits=catalog.plan_limits(),
         reserve_wait_ms=settings.reserve_wait_ms,
         sweep_seconds=settings.sweep_interval_seconds,
+        coalesce=settings.coalesce,
+        coalesced=metrics.observe_coalesced,
     )
     return Meter(
         catalog=catalog,

@@ -17,6 +17,7 @@
 | METER_STATEMENT_TIMEOUT_MS | 5000 | per-statement limit |
 | METER_LOCK_TIMEOUT_MS | 3000 | longest wait for a row lock |
 | METER_RESERVE_WAIT_MS | 200 | longest wait of a Reserve for a locked row that has its tokens (0: none) |
+| METER_COALESCE | 1 | 0: a statement per Reserve and Commit; n: n of each in flight, later calls go together |
 | METER_IDLE_IN_TRANSACTION_TIMEOUT_MS | 10000 | a stuck transaction is ended after this |
 | METER_SHUTDOWN_GRACE_SECONDS | 10 | in-flight RPCs get this long to finish on SIGTERM |
 | METER_WEBHOOK_RPC_TIMEOUT_SECONDS | 5 | how long the webhook adapter waits for meter before answering 503 |
@@ -67,6 +68,7 @@ class Settings:
     statement_timeout_ms: int = 5_000
     lock_timeout_ms: int = 3_000
     reserve_wait_ms: int = 200
+    coalesce: int = 1
     idle_in_transaction_timeout_ms: int = 10_000
     shutdown_grace_seconds: float = 10.0
     webhook_rpc_timeout_seconds: float = 5.0
@@ -111,6 +113,7 @@ class Settings:
             statement_timeout_ms=_int(env, "METER_STATEMENT_TIMEOUT_MS", 5_000, 1, 3_600_000),
             lock_timeout_ms=_int(env, "METER_LOCK_TIMEOUT_MS", 3_000, 1, 3_600_000),
             reserve_wait_ms=_int(env, "METER_RESERVE_WAIT_MS", 200, 0, 60_000),
+            coalesce=_int(env, "METER_COALESCE", 1, 0, 1000),
             idle_in_transaction_timeout_ms=_int(env, "METER_IDLE_IN_TRANSACTION_TIMEOUT_MS", 10_000, 1, 3_600_000),
             shutdown_grace_seconds=_float(env, "METER_SHUTDOWN_GRACE_SECONDS", 10.0, 0, 3600),
             webhook_rpc_timeout_seconds=_float(env, "METER_WEBHOOK_RPC_TIMEOUT_SECONDS", 5.0, 0.1, 60),

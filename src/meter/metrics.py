@@ -61,6 +61,19 @@ RESERVES_ACROSS_ROWS = Counter(
     "a rising share means accounts spread too thin or contended.",
 )
 
+COALESCED = Histogram(
+    "meter_coalesced_calls",
+    "Calls per Reserve or Commit statement sent (METER_COALESCE): 1 for a call that went alone, more "
+    "for the calls that waited together while the database was busy; by call (reserve, commit).",
+    ["call"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+
+
+def observe_coalesced(call: str, size: int) -> None:
+    COALESCED.labels(call=call).observe(size)
+
+
 SWEEPS = Counter("meter_sweeps", "Sweeper passes, by outcome (ok, failed).", ["outcome"])
 
 WEBHOOK_EVENTS = Counter(

@@ -1,5 +1,6 @@
 """Admission under concurrency: with room for exactly K holds, exactly K of many concurrent
-Reserves are admitted, with the default buckets and with one bucket (the old one-row design)."""
+Reserves are admitted, with the default buckets and with one bucket (the old one-row design), with
+the calls coalesced (the default) and each its own statement."""
 
 from __future__ import annotations
 
@@ -38,9 +39,11 @@ async def _race(meter: RunningMeter, account: str) -> list[pb.ReserveResponse | 
     return await asyncio.gather(*(one(i) for i in range(CALLERS)))
 
 
-@pytest.mark.parametrize("buckets", [16, 1])
-async def test_exactly_k_of_200_concurrent_reserves_are_admitted(meters, engine: AsyncEngine, buckets: int) -> None:  # type: ignore[no-untyped-def]
-    meter = await meters(buckets=buckets)
+@pytest.mark.parametrize(("buckets", "coalesce"), [(16, 1), (1, 1), (16, 0)])
+async def test_exactly_k_of_200_concurrent_reserves_are_admitted(  # type: ignore[no-untyped-def]
+    meters, engine: AsyncEngine, buckets: int, coalesce: int
+) -> None:
+    meter = await meters(buckets=buckets, coalesce=coalesce)
     # Room for 37.5 holds: the last half hold must be refused, not squeezed in.
     account = await funded_account(meter.stub, ROOM_FOR * HOLD + HOLD // 2)
     results = await _race(meter, account)

@@ -185,14 +185,23 @@ async def run_statement(engine: AsyncEngine, sql: str, *args: Any, attempts: int
     """Run one statement (a hot-path function: its own transaction) on the pool's asyncpg
     connection itself (AsyncEngine.raw_connection), with its prepared-statement cache and none of
     SQLAlchemy's per-statement work; the same pool, retries and error mapping as run_transaction."""
+    return await _on_a_pooled_connection(engine, lambda driver: driver.fetchrow(sql, *args), attempts)
 
-    async def once() -> asyncpg.Record:
+
+async def run_statement_rows(engine: AsyncEngine, sql: str, *args: Any, attempts: int = 8) -> list[asyncpg.Record]:
+    """run_statement for a function that answers with several rows (a coalesced batch's)."""
+    return await _on_a_pooled_connection(engine, lambda driver: driver.fetch(sql, *args), attempts)
+
+
+async def _on_a_pooled_connection(
+    engine: AsyncEngine, call: Callable[[asyncpg.Connection], Awaitable[T]], attempts: int
+) -> T:
+    async def once() -> T:
         # The pool's connection itself, without a Connection around it: engine.connect() cost about
         # 110 microseconds of CPU more per statement (two greenlet switches and its bookkeeping).
         raw = await engine.raw_connection()
         try:
-            driver: asyncpg.Connection = raw.driver_connection
-            return await driver.fetchrow(sql, *args)
+            return await call(raw.driver_connection)
         except (asyncpg.InternalClientError, asyncpg.InterfaceError, OSError, asyncio.CancelledError) as exc:
             # Broken, or cancelled mid-statement (a caller's deadline): its state is unknown, so it is
             # closed and never goes back to the pool.

@@ -4,15 +4,17 @@ Reserve, Commit, Release, ExtendReservation and expiry are the PL/pgSQL function
 (meter_reserve, meter_commit, meter_release, meter_extend, meter_expire): every rule of money they
 apply is written there once, and runs under the rows' locks in one round trip (no BEGIN/COMMIT).
 Here they are called, on the pool's asyncpg connection itself (run_statement), and their rows read
-into the domain's answers.
+into the domain's answers. With coalescing on, the Reserves (and the Commits) that arrive while
+`coalesce` of them are in flight go together, as one call of meter_reserve_many (meter_commit_many),
+which runs meter_reserve (meter_commit) for each: see storage/coalescer.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, NamedTuple, TypeVar
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,7 +27,8 @@ from meter.domain.holds import HoldStatus, Pricing, ReserveParams
 from meter.domain.limits import PlanLimits
 from meter.domain.periods import Period
 from meter.storage.clock import DatabaseClock
-from meter.storage.database import run_statement
+from meter.storage.coalescer import Coalescer
+from meter.storage.database import run_statement, run_statement_rows
 
 RESERVE = (
     "SELECT * FROM meter_reserve($1, $2, CAST($3 AS uuid), $4, $5, $6, $7, CAST($8 AS jsonb), $9, $10, $11, "
@@ -34,7 +37,40 @@ RESERVE = (
 COMMIT = "SELECT * FROM meter_commit($1, CAST($2 AS uuid), $3, $4, $5, $6, $7)"
 RELEASE = "SELECT * FROM meter_release($1, CAST($2 AS uuid), $3, $4, $5)"
 EXTEND = "SELECT * FROM meter_extend($1, CAST($2 AS uuid), $3, $4)"
+RESERVE_MANY = (
+    "SELECT * FROM meter_reserve_many($1, $2, CAST($3 AS uuid[]), $4, $5, $6, $7, CAST($8 AS jsonb[]), $9, $10, "
+    "$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+)
+COMMIT_MANY = "SELECT * FROM meter_commit_many($1, CAST($2 AS uuid[]), $3, $4, $5, $6, $7)"
 EXPIRE = "SELECT meter_expire($1, CAST($2 AS uuid), $3, $4, $5) AS outcome"
+
+
+class _Reserve(NamedTuple):
+    """One Reserve's own arguments of meter_reserve, in its order (the shared ones follow them)."""
+
+    account_id: str
+    request_id: str
+    hold_id: str
+    model: str
+    input_tokens: int
+    max_output_tokens: int
+    ttl_seconds: int
+    labels: str
+    catalog_version: str
+    input_weight: int
+    output_weight: int
+    input_price: int
+    output_price: int
+    start: int
+
+
+class _Commit(NamedTuple):
+    account_id: str
+    hold_id: str
+    reservation_id: str
+    input_tokens: int
+    output_tokens: int
+    caller: str  # read where the call arrived: a batch carries the callers of all its calls
 
 
 class HotPath:
@@ -46,15 +82,36 @@ class HotPath:
         plan_limits: PlanLimits | None = None,
         reserve_wait_ms: int = 200,
         sweep_seconds: float = 1.0,
+        coalesce: int = 0,
+        coalesced: Callable[[str, int], None] = lambda call, size: None,
     ) -> None:
         """`reserve_wait_ms`: how long a Reserve may wait for a locked row that has its tokens
         before taking them from all rows (0: not at all). `sweep_seconds`: how often expired holds
-        are given back, part of a concurrent-holds refusal's retry delay."""
+        are given back, part of a concurrent-holds refusal's retry delay. `coalesce`: 0, every
+        Reserve and Commit is its own statement; n, at most n Reserve statements (and n Commit
+        statements) in flight, the calls arriving meanwhile going together in the next one.
+        `coalesced`: told each statement's size, by call ("reserve", "commit")."""
         self._engine = engine
         self._clock = clock
         self._limits = plan_limits or PlanLimits([], [], [], [])
         self._reserve_wait_ms = reserve_wait_ms
         self._sweep_seconds = sweep_seconds
+        self._reserve: Callable[[_Reserve], Awaitable[Reserved]] = self._reserve_alone
+        self._commit: Callable[[_Commit], Awaitable[Charged]] = self._commit_alone
+        self._coalescing = coalesce > 0
+        if coalesce:
+            self._reserve = Coalescer(
+                self._reserve_alone,
+                self._reserve_together,
+                in_flight=coalesce,
+                sent=lambda size: coalesced("reserve", size),
+            )
+            self._commit = Coalescer(
+                self._commit_alone,
+                self._commit_together,
+                in_flight=coalesce,
+                sent=lambda size: coalesced("commit", size),
+            )
 
     async def warm_up(self, connections: int) -> None:
         """Open `connections` of the pool and run each of the hot path's statements once on each,
@@ -67,7 +124,7 @@ class HotPath:
         try:
             for _ in range(connections):
                 raws.append(await self._engine.raw_connection())  # held, so that each is another one
-            await asyncio.gather(*(_warm(raw.driver_connection) for raw in raws))
+            await asyncio.gather(*(_warm(raw.driver_connection, self._coalescing) for raw in raws))
         finally:
             for raw in raws:
                 raw.close()
@@ -75,71 +132,81 @@ class HotPath:
     async def reserve(
         self, account_id: str, request_id: str, params: ReserveParams, pricing: Pricing, start: int
     ) -> Reserved:
-        row = await run_statement(
-            self._engine,
-            RESERVE,
-            account_id,
-            request_id,
-            ids.new_hold_id(),
-            params.model,
-            params.input_tokens,
-            params.max_output_tokens,
-            params.ttl_seconds,
-            json.dumps(params.labels, sort_keys=True),
-            pricing.catalog_version,
-            pricing.input_weight,
-            pricing.output_weight,
-            pricing.input_price,
-            pricing.output_price,
-            start,
+        return await self._reserve(
+            _Reserve(
+                account_id,
+                request_id,
+                ids.new_hold_id(),
+                params.model,
+                params.input_tokens,
+                params.max_output_tokens,
+                params.ttl_seconds,
+                json.dumps(params.labels, sort_keys=True),
+                pricing.catalog_version,
+                pricing.input_weight,
+                pricing.output_weight,
+                pricing.input_price,
+                pricing.output_price,
+                start,
+            )
+        )
+
+    def _reserve_shared(self) -> tuple[Any, ...]:
+        """meter_reserve's arguments that every Reserve shares, after its own."""
+        limits = self._limits
+        return (
             self._clock.offset_seconds,
-            self._limits.plans,
-            self._limits.requests_per_minute,
-            self._limits.tokens_per_minute,
-            self._limits.concurrent_holds,
+            limits.plans,
+            limits.requests_per_minute,
+            limits.tokens_per_minute,
+            limits.concurrent_holds,
             self._reserve_wait_ms,
             self._sweep_seconds,
         )
-        outcome = Outcome(row["outcome"])
-        refusal = None
-        if outcome is Outcome.RATE_LIMITED:
-            refusal = RateRefusal(row["limit_name"], row["limit_value"], row["retry_after"])
-        return Reserved(
-            outcome,
-            _balance(account_id, row),
-            reservation_id=ids.reservation_id(account_id, str(row["hold_id"])) if row["hold_id"] else "",
-            held_tokens=row["held"] or 0,
-            expires_at=row["expires_at"],
-            catalog_version=row["catalog_version"] or "",
-            status=HoldStatus(row["status"] or "open"),
-            reused_field=row["reused_field"] or "",
-            refusal=refusal,
-            required=row["required"],
-            across=row["across"],
-        )
+
+    async def _reserve_alone(self, call: _Reserve) -> Reserved:
+        return _reserved(call.account_id, await run_statement(self._engine, RESERVE, *call, *self._reserve_shared()))
+
+    async def _reserve_together(self, calls: list[_Reserve]) -> list[Reserved]:
+        columns = [list(column) for column in zip(*calls, strict=True)]
+        rows = await run_statement_rows(self._engine, RESERVE_MANY, *columns, *self._reserve_shared())
+        return _in_call_order(rows, [call.account_id for call in calls], _reserved)
 
     async def commit(self, reservation_id: str, input_tokens: int, output_tokens: int) -> Charged:
         account_id = ids.reservation_account(reservation_id)
+        return await self._commit(
+            _Commit(
+                account_id, ids.hold_id(reservation_id), reservation_id, input_tokens, output_tokens, acting_caller()
+            )
+        )
+
+    async def _commit_alone(self, call: _Commit) -> Charged:
         row = await run_statement(
             self._engine,
             COMMIT,
-            account_id,
-            ids.hold_id(reservation_id),
-            reservation_id,
-            input_tokens,
-            output_tokens,
+            call.account_id,
+            call.hold_id,
+            call.reservation_id,
+            call.input_tokens,
+            call.output_tokens,
             self._clock.offset_seconds,
-            acting_caller(),
+            call.caller,
         )
-        return Charged(
-            Outcome(row["outcome"]),
-            _balance(account_id, row),
-            charged_tokens=row["charged"] or 0,
-            cost_micros=row["cost"] or 0,
-            unbilled_tokens=row["unbilled"] or 0,
-            late=bool(row["late"]),
-            reused_field=row["reused_field"] or "",
+        return _charged(call.account_id, row)
+
+    async def _commit_together(self, calls: list[_Commit]) -> list[Charged]:
+        rows = await run_statement_rows(
+            self._engine,
+            COMMIT_MANY,
+            [call.account_id for call in calls],
+            [call.hold_id for call in calls],
+            [call.reservation_id for call in calls],
+            [call.input_tokens for call in calls],
+            [call.output_tokens for call in calls],
+            self._clock.offset_seconds,
+            [call.caller for call in calls],
         )
+        return _in_call_order(rows, [call.account_id for call in calls], _charged)
 
     async def release(self, reservation_id: str) -> Released:
         account_id = ids.reservation_account(reservation_id)
@@ -182,9 +249,10 @@ _NO_ACCOUNT = ""  # refused by ids.account_id, so no account has it
 _NO_HOLD = "00000000-0000-0000-0000-000000000000"
 
 
-async def _warm(connection: asyncpg.Connection) -> None:
+async def _warm(connection: asyncpg.Connection, coalescing: bool) -> None:
     """Each hot-path statement once, with the same text (so that it lands in the connection's
-    statement cache) and arguments of the same types as the calls it prepares for."""
+    statement cache) and arguments of the same types as the calls it prepares for; with
+    coalescing, the batches' statements too."""
     await connection.fetchrow(
         RESERVE, _NO_ACCOUNT, "warm-up", _NO_HOLD, "", 0, 1, 1, "{}", "", 0, 0, 0, 0, 0, 0.0, [], [], [], [], 0, 0.0
     )
@@ -192,6 +260,68 @@ async def _warm(connection: asyncpg.Connection) -> None:
     await connection.fetchrow(COMMIT, _NO_ACCOUNT, _NO_HOLD, reservation, 0, 0, 0.0, SYSTEM)
     await connection.fetchrow(RELEASE, _NO_ACCOUNT, _NO_HOLD, reservation, 0.0, SYSTEM)
     await connection.fetchrow(EXTEND, _NO_ACCOUNT, _NO_HOLD, 1, 0.0)
+    if coalescing:
+        await connection.fetch(
+            RESERVE_MANY,
+            *([value] for value in (_NO_ACCOUNT, "warm-up", _NO_HOLD, "", 0, 1, 1, "{}", "", 0, 0, 0, 0, 0)),
+            0.0,
+            [],
+            [],
+            [],
+            [],
+            0,
+            0.0,
+        )
+        await connection.fetch(COMMIT_MANY, [_NO_ACCOUNT], [_NO_HOLD], [reservation], [0], [0], 0.0, [SYSTEM])
+
+
+def _reserved(account_id: str, row: asyncpg.Record) -> Reserved:
+    outcome = Outcome(row["outcome"])
+    refusal = None
+    if outcome is Outcome.RATE_LIMITED:
+        refusal = RateRefusal(row["limit_name"], row["limit_value"], row["retry_after"])
+    return Reserved(
+        outcome,
+        _balance(account_id, row),
+        reservation_id=ids.reservation_id(account_id, str(row["hold_id"])) if row["hold_id"] else "",
+        held_tokens=row["held"] or 0,
+        expires_at=row["expires_at"],
+        catalog_version=row["catalog_version"] or "",
+        status=HoldStatus(row["status"] or "open"),
+        reused_field=row["reused_field"] or "",
+        refusal=refusal,
+        required=row["required"],
+        across=row["across"],
+    )
+
+
+def _charged(account_id: str, row: asyncpg.Record) -> Charged:
+    return Charged(
+        Outcome(row["outcome"]),
+        _balance(account_id, row),
+        charged_tokens=row["charged"] or 0,
+        cost_micros=row["cost"] or 0,
+        unbilled_tokens=row["unbilled"] or 0,
+        late=bool(row["late"]),
+        reused_field=row["reused_field"] or "",
+    )
+
+
+T = TypeVar("T")
+
+
+def _in_call_order(
+    rows: list[asyncpg.Record], accounts: list[str], read: Callable[[str, asyncpg.Record], T]
+) -> list[T]:
+    """A batch's rows come back in the order they ran (by account): each goes back to its call
+    (its column n, from 1), read with the account of that call."""
+    answers: list[T | None] = [None] * len(accounts)
+    for row in rows:
+        index = row["n"] - 1
+        answers[index] = read(accounts[index], row)
+    if any(answer is None for answer in answers):
+        raise AssertionError("a coalesced statement left a call without its answer")
+    return answers  # type: ignore[return-value]
 
 
 def _balance(account_id: str, row: asyncpg.Record | Mapping[str, Any]) -> Balance | None:
