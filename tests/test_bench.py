@@ -20,7 +20,8 @@ from meter.storage.audit import audit
 from meter.storage.database import dsn
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
-from meterlab.bench import against, database_alone, floor, load, reserve_wait, seed
+from meterlab.bench import against, coalesce, database_alone, floor, load, reserve_wait, seed
+from meterlab.bench.compare import Comparison
 from meterlab.bench.load import Samples
 from meterlab.bench.reads import ReadsReport
 from meterlab.bench.report import Report, ScenarioResult, merge, percentiles
@@ -29,9 +30,11 @@ from meterlab.testbed import ServerProcess
 from support import RunningMeter
 
 
-def result(name: str, loops: float, rpcs: float, rpc: str = "Reserve", p99: float = 2.0) -> ScenarioResult:
+def result(
+    name: str, loops: float, rpcs: float, rpc: str = "Reserve", p99: float = 2.0, meter_cpu: float = 1.0
+) -> ScenarioResult:
     return ScenarioResult(
-        name, loops, rpcs, {rpc: {"p50": 1.0, "p99": p99, "p99.9": 3.0}}, {}, 1.0, 0.5, 100.0, 10, 1.0
+        name, loops, rpcs, {rpc: {"p50": 1.0, "p99": p99, "p99.9": 3.0}}, {}, meter_cpu, 0.5, 100.0, 10, 1.0
     )
 
 
@@ -52,7 +55,7 @@ class TestFigures:
     def test_ratios_table_json_and_chart(self, tmp_path: Path) -> None:
         report = Report(settings={"seconds": "1"})
         for scenario in (
-            result("ceiling", 1000, 1000, "Health.Check"),
+            result("ceiling", 1000, 1000, "Health.Check", meter_cpu=0.25),
             result("floor", 600, 1200),
             result("many accounts", 300, 600),
             result("hot account", 270, 540),
@@ -64,23 +67,31 @@ class TestFigures:
             result("hot account, limits on", 270, 540),
         ):
             report.scenarios[scenario.name] = scenario
-        report.database_alone = {"hot account": 2000.0, "hot account, single bucket": 800.0}
+        report.database_alone = {"many accounts": 500.0, "hot account": 2000.0, "hot account, single bucket": 800.0}
+        report.calls_per_statement = 3.5
         ratios = report.ratios()
         assert ratios["1. hot / many accounts (>= 0.9)"] == 0.9
         assert ratios["2b. the same, database alone (pgbench)"] == 2.5
         assert ratios["2. hot / hot single bucket (>= 3)"] == 3.0
         assert ratios["3. many-accounts RPCs/s / ceiling RPCs/s (>= 0.6)"] == 0.6
         assert ratios["3b. many accounts / floor, loops/s (>= 0.9)"] == 0.5
+        assert ratios["3c. many accounts / database alone, loops/s (>= 0.6)"] == 0.6
+        assert ratios["3d. meter CPU per loop, many accounts / per ceiling RPC (<= 3)"] == 4.0
         assert ratios["5. Reserve p99 / ceiling p99 at half load (<= 3)"] == 3.0
         assert ratios["7. many accounts, limits on / off (>= 0.9)"] == 0.95
         assert ratios["8. hot account, limits on / off (>= 0.9)"] == 1.0
         assert ratios["9. hot account, limits on / many accounts, limits on (>= 0.9)"] == 0.947
         assert "hot account, single bucket" in report.table()
-        assert "database alone (pgbench, loops/s): hot account 2000, hot account, single bucket 800" in report.table()
+        assert (
+            "database alone (pgbench, loops/s): many accounts 500, hot account 2000, hot account, single bucket 800"
+            in report.table()
+        )
+        assert "calls per Reserve and Commit statement, many accounts (coalescing): 3.50" in report.table()
         json_path, chart = report.write(tmp_path)
         data = json.loads(json_path.read_text())
         assert data["scenarios"]["many accounts"]["rpcs_per_second"] == 600
         assert data["database_alone"]["hot account, single bucket"] == 800
+        assert data["calls_per_statement"] == 3.5
         assert chart.read_bytes().startswith(b"\x89PNG")
 
 
@@ -93,13 +104,15 @@ async def test_seeded_accounts_and_history_reconcile(engine: AsyncEngine) -> Non
 
 
 async def test_pgbench_drives_the_one_statement_functions(database_url: str, engine: AsyncEngine) -> None:
-    """The database-alone figures count only loops that placed and charged a hold: on a funded
-    single-bucket account every loop does; where the functions give up (an unknown account), the
-    run is refused rather than reported fast."""
+    """The database-alone figures count only loops that placed and charged a hold: on funded
+    accounts every loop does, on one account or spread over several; where the functions give up
+    (an unknown account), the run is refused rather than reported fast."""
     binary = database_alone.pgbench()
     assert binary is not None, "pgbench ships with the embedded PostgreSQL"
     [account] = await seed.funded_accounts(engine, "pgbenchtest-", 1, buckets=1)
-    rate = await database_alone.loops_per_second(binary, database_url, engine, account, 1, clients=2)
+    rate = await database_alone.loops_per_second(
+        binary, database_url, engine, database_alone.Accounts("pgbenchtest-", 1), 1, clients=2
+    )
     assert rate > 0
     async with engine.connect() as connection:
         row = (
@@ -109,8 +122,17 @@ async def test_pgbench_drives_the_one_statement_functions(database_url: str, eng
         ).one()
     assert row.held == 0 and row.used > 0 and row.used % 60 == 0  # every loop committed 60 of its 100
     assert (await audit(engine, account)).clean
+    several = await seed.funded_accounts(engine, "pgbenchmany-", 3, buckets=4)
+    rate = await database_alone.loops_per_second(
+        binary, database_url, engine, database_alone.Accounts("pgbenchmany-", 3), 1, clients=2
+    )
+    assert rate > 0
+    for one in several:
+        assert (await audit(engine, one)).clean
     with pytest.raises(RuntimeError, match="holds were committed"):  # no such account: nothing placed
-        await database_alone.loops_per_second(binary, database_url, engine, "pgbenchtest-missing", 1, clients=2)
+        await database_alone.loops_per_second(
+            binary, database_url, engine, database_alone.Accounts("pgbenchtest-missing-", 1), 1, clients=2
+        )
 
 
 async def test_seeded_calls_reconcile_with_their_totals_and_pages(engine: AsyncEngine, meter: RunningMeter) -> None:
@@ -212,6 +234,8 @@ async def test_reserve_wait_compares_two_servers_side_by_side(
         assert result.loops > 0 and result.errors == {}
         assert len(comparison.across_rows[label]) == 2
         assert all(0.0 <= share <= 1.0 for share in comparison.across_rows[label])
+        assert len(comparison.calls_per_statement[label]) == 2
+        assert all(size >= 1.0 for size in comparison.calls_per_statement[label])
     assert comparison.report.settings["mode"] == "reserve-wait"
     printed = reserve_wait.ratios(comparison)
     assert "hot account, wait / no wait" in printed and "no wait: hot / many accounts" in printed
@@ -247,3 +271,23 @@ async def test_against_serves_another_revision_on_a_database_of_its_own(
     assert comparison.report.settings["mode"] == "against HEAD"
     printed = against.ratios(comparison, "HEAD")
     assert printed.count("this/HEAD loops/s") == len(against.SCENARIOS)
+
+
+def test_coalesce_compares_each_in_flight_setting_with_one_statement_per_call() -> None:
+    """`meter bench --coalesce`'s servers differ only in METER_COALESCE, and its ratios are each
+    setting over one statement per call, with the calls per statement of every scenario."""
+    configurations = coalesce.configurations()
+    assert {name: config.env for name, config in configurations.items()} == {
+        "alone": {"METER_COALESCE": "0"},
+        "coalesce 1": {"METER_COALESCE": "1"},
+        "coalesce 4": {"METER_COALESCE": "4"},
+    }
+    comparison = Comparison(Report(settings={}))
+    for scenario in ("many accounts", "hot account"):
+        for name, loops in (("alone", 100), ("coalesce 1", 150), ("coalesce 4", 120)):
+            comparison.report.scenarios[f"{scenario}, {name}"] = result(f"{scenario}, {name}", loops, 2 * loops)
+            comparison.calls_per_statement[f"{scenario}, {name}"] = [1.0 if name == "alone" else 6.0, 5.0]
+    printed = coalesce.ratios(comparison)
+    assert "many accounts, coalesce 1 / alone: loops/s 1.500, meter CPU/loop 1.000" in printed
+    assert "hot account, coalesce 4 / alone: loops/s 1.200" in printed
+    assert "many accounts, coalesce 1: 5.50 calls per statement (median round)" in printed

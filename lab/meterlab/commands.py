@@ -48,6 +48,11 @@ class Bench:
             help="instead of the scenarios: METER_RESERVE_WAIT_MS=0 vs the default, hot and many accounts, ABBA",
         )
         parser.add_argument(
+            "--coalesce",
+            action="store_true",
+            help="instead of the scenarios: a statement per call vs coalesced statements (METER_COALESCE), ABBA",
+        )
+        parser.add_argument(
             "--against",
             metavar="REV",
             help="instead of the scenarios: this checkout vs git revision REV, side by side, ABBA",
@@ -112,6 +117,13 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> int:
         comparison = await against.against(side_by_side, args.against)
         print(comparison.report.table(targets=False))
         print(against.ratios(comparison, args.against))
+        return 0
+    if args.coalesce:
+        from meterlab.bench import coalesce
+
+        comparison = await coalesce.coalesce(side_by_side)
+        print(comparison.report.table(targets=False))
+        print(coalesce.ratios(comparison))
         return 0
     if args.reserve_wait:
         from meterlab.bench import reserve_wait

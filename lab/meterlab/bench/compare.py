@@ -10,16 +10,12 @@ revision: each server then runs its own code on a database its own migrations ma
 
 from __future__ import annotations
 
-import asyncio
-import urllib.request
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from meterlab.bench import seed
+from meterlab.bench import seed, server_metrics
 from meterlab.bench.report import Report
 from meterlab.bench.runner import Options, _Measurement, _progress, _Runner, _summary
 from meterlab.testbed import LabDatabase, ServerProcess
@@ -42,6 +38,8 @@ class Comparison:
     report: Report  # scenarios named "<scenario>, <configuration>"; medians over the rounds
     # Per scenario, each round's share of Reserves taken from all the account's rows at once.
     across_rows: dict[str, list[float]] = field(default_factory=dict)
+    # Per scenario, each round's calls per Reserve (and Commit) statement sent: 1.0 without coalescing.
+    calls_per_statement: dict[str, list[float]] = field(default_factory=dict)
 
 
 async def compare(
@@ -81,17 +79,24 @@ async def compare(
             for scenario in scenarios:
                 for name in order:
                     label = f"{scenario}, {name}"
-                    before = await _reserves_across_rows(servers[name])
+                    before = await server_metrics.scrape(servers[name])
                     measurement = await runners[name].measure(
                         "loop",
                         funded[(scenario, id(databases[name]))],
                         options.seconds / options.rounds,
                         token=configurations[name].token,
                     )
-                    share = (await _reserves_across_rows(servers[name]) - before) / max(measurement.samples.loops, 1)
+                    after = await server_metrics.scrape(servers[name])
+                    share = (after.across_rows - before.across_rows) / max(measurement.samples.loops, 1)
+                    batch = after.calls_per_statement_since(before)
                     rounds.setdefault(label, []).append(measurement)
                     comparison.across_rows.setdefault(label, []).append(share)
-                    _progress(f"round {number}: {label} ({share:.1%} of Reserves taken from all rows)", measurement)
+                    comparison.calls_per_statement.setdefault(label, []).append(batch)
+                    _progress(
+                        f"round {number}: {label} ({share:.1%} of Reserves taken from all rows, "
+                        f"{batch:.2f} calls per statement)",
+                        measurement,
+                    )
         for label, measurements in rounds.items():
             comparison.report.scenarios[label] = _summary(label, measurements)
     finally:
@@ -108,17 +113,3 @@ async def compare(
 def _code(config: Configuration) -> dict[str, str]:
     """The environment that makes `meter` import the configuration's checkout, if it names one."""
     return {} if config.source is None else {"PYTHONPATH": str(config.source / "src")}
-
-
-async def _reserves_across_rows(server: ServerProcess) -> float:
-    """The server's meter_reserves_across_rows_total, from its /metrics."""
-
-    def scrape() -> str:
-        with urllib.request.urlopen(f"http://{server.http_address}/metrics", timeout=10) as response:
-            return str(response.read().decode())
-
-    for family in text_string_to_metric_families(await asyncio.to_thread(scrape)):
-        for sample in family.samples:
-            if sample.name == "meter_reserves_across_rows_total":
-                return float(sample.value)
-    return 0.0

@@ -1,9 +1,9 @@
-"""The hot account against the single bucket with meter's server taken out of the loop.
+"""The scenarios with meter's server taken out of the loop: what the database alone does.
 
-End to end on this 2-core machine, meter's own CPU (gRPC, the event loop, Python) bounds both
-hot accounts well before one balance row does. What a single row costs shows where the row is the
-limit: pgbench, which ships with PostgreSQL, calls meter_reserve then meter_commit directly, from
-as many connections as a replica's pool, on the same two accounts, in interleaved rounds.
+pgbench, which ships with PostgreSQL, calls meter_reserve then meter_commit directly, from as many
+connections as a replica's pool, in interleaved rounds: on the many accounts (each loop on one of
+them at random), meter's share of the database's own rate; on the hot account and the single
+bucket, what one balance row costs where the row, not meter's CPU, is the limit.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import text
@@ -21,14 +22,15 @@ from meter.config import Settings
 from meterlab.testbed import libpq_url
 
 # One Reserve→Commit loop as meter sends it (no plan limits; a hold of 100 tokens, 60 used; the
-# default wait for a locked row).
+# default wait for a locked row), on account prefix<n> for a random n from 1 to count.
 SCRIPT = f"""\\set start random(0, 32767)
+\\set n random(1, :count)
 SELECT gen_random_uuid() AS hold, gen_random_uuid()::text AS request \\gset
-SELECT outcome FROM meter_reserve(:account, :request, :hold, 'bench', 50, 50, 60, '{{}}', 'bench', 1000000,
-    1000000, 0, 0, :start, 0, ARRAY[]::text[], ARRAY[]::bigint[], ARRAY[]::bigint[], ARRAY[]::bigint[],
-    {Settings().reserve_wait_ms}, 1);
-SELECT outcome FROM meter_commit(:account, :hold, :account || '/' || replace(:hold::text, '-', ''), 30, 30, 0,
-    'meter-bench');
+SELECT outcome FROM meter_reserve(CAST(:prefix AS text) || :n, :request, :hold, 'bench', 50, 50, 60, '{{}}',
+    'bench', 1000000, 1000000, 0, 0, :start, 0, ARRAY[]::text[], ARRAY[]::bigint[], ARRAY[]::bigint[],
+    ARRAY[]::bigint[], {Settings().reserve_wait_ms}, 1);
+SELECT outcome FROM meter_commit(CAST(:prefix AS text) || :n, :hold,
+    CAST(:prefix AS text) || :n || '/' || replace(:hold::text, '-', ''), 30, 30, 0, 'meter-bench');
 """
 
 
@@ -43,26 +45,35 @@ def pgbench() -> str | None:
 
 
 async def loops_per_second(
-    binary: str, url: str, engine: AsyncEngine, account: str, seconds: float, clients: int
+    binary: str, url: str, engine: AsyncEngine, accounts: Accounts, seconds: float, clients: int
 ) -> float:
-    """Reserve→Commit loops per second on `account`. Every loop must have placed and charged its
+    """Reserve→Commit loops per second on the accounts. Every loop must have placed and charged its
     hold (a function that refused would make an empty loop look fast):
     the committed holds must grow by exactly the loops pgbench counted."""
-    before = await _committed(engine, account)
-    loops, rate = await _run(binary, url, account, seconds, clients)
-    placed = await _committed(engine, account) - before
+    before = await _committed(engine, accounts)
+    loops, rate = await _run(binary, url, accounts, seconds, clients)
+    placed = await _committed(engine, accounts) - before
     if placed != loops:
-        raise RuntimeError(f"pgbench ran {loops} loops on {account} but {placed} holds were committed")
+        raise RuntimeError(f"pgbench ran {loops} loops on {accounts.prefix}* but {placed} holds were committed")
     return rate
 
 
-async def _committed(engine: AsyncEngine, account: str) -> int:
+@dataclass(frozen=True)
+class Accounts:
+    """Accounts named prefix1 … prefix<count>, as the bench's seed names them."""
+
+    prefix: str
+    count: int
+
+
+async def _committed(engine: AsyncEngine, accounts: Accounts) -> int:
+    names = [f"{accounts.prefix}{n}" for n in range(1, accounts.count + 1)]
     async with engine.connect() as connection:
-        query = text("SELECT count(*) FROM holds WHERE account_id = :a AND status = 'committed'")
-        return int((await connection.execute(query, {"a": account})).scalar_one())
+        query = text("SELECT count(*) FROM holds WHERE account_id = ANY(:names) AND status = 'committed'")
+        return int((await connection.execute(query, {"names": names})).scalar_one())
 
 
-async def _run(binary: str, url: str, account: str, seconds: float, clients: int) -> tuple[int, float]:
+async def _run(binary: str, url: str, accounts: Accounts, seconds: float, clients: int) -> tuple[int, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
         script.write(SCRIPT)
         script.flush()
@@ -73,7 +84,8 @@ async def _run(binary: str, url: str, account: str, seconds: float, clients: int
             f"--client={clients}",
             "--jobs=2",
             f"--time={max(1, round(seconds))}",
-            f"--define=account={account}",
+            f"--define=prefix={accounts.prefix}",
+            f"--define=count={accounts.count}",
             f"--file={script.name}",
             libpq_url(url),
             stdout=asyncio.subprocess.PIPE,

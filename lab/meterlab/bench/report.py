@@ -30,8 +30,11 @@ class Report:
     settings: dict[str, Any]
     scenarios: dict[str, ScenarioResult] = field(default_factory=dict)
     memory: dict[str, float] = field(default_factory=dict)  # the leak check's RSS figures, when run
-    # Loops/s of the hot account and the single bucket driven by pgbench, without meter's server.
+    # Loops/s of many accounts, the hot account and the single bucket driven by pgbench, without
+    # meter's server.
     database_alone: dict[str, float] = field(default_factory=dict)
+    # Calls per Reserve and Commit statement in the many-accounts rounds (coalescing), when read.
+    calls_per_statement: float | None = None
 
     def ratios(self) -> dict[str, float | None]:
         def loops(name: str) -> float | None:
@@ -62,6 +65,13 @@ class Report:
                 many.rpcs_per_second if many else None, ceiling.rpcs_per_second if ceiling else None
             ),
             "3b. many accounts / floor, loops/s (>= 0.9)": div(loops("many accounts"), loops("floor")),
+            "3c. many accounts / database alone, loops/s (>= 0.6)": div(
+                loops("many accounts"), self.database_alone.get("many accounts")
+            ),
+            "3d. meter CPU per loop, many accounts / per ceiling RPC (<= 3)": div(
+                many.meter_cpu_seconds_per_1000_loops if many else None,
+                ceiling.meter_cpu_seconds_per_1000_loops if ceiling else None,
+            ),
             "4. large history / many accounts (>= 0.9)": div(loops("large history"), loops("many accounts")),
             "5. Reserve p99 / ceiling p99 at half load (<= 3)": div(
                 p99("half load", "Reserve"), p99("ceiling at half load", "Health.Check")
@@ -98,6 +108,10 @@ class Report:
         if self.database_alone:
             figures = ", ".join(f"{name} {rate:.0f}" for name, rate in self.database_alone.items())
             lines.append(f"database alone (pgbench, loops/s): {figures}")
+        if self.calls_per_statement is not None:
+            lines.append(
+                f"calls per Reserve and Commit statement, many accounts (coalescing): {self.calls_per_statement:.2f}"
+            )
         if targets:
             lines.append("")
             for name, value in self.ratios().items():
@@ -111,6 +125,7 @@ class Report:
             "scenarios": {k: asdict(v) for k, v in self.scenarios.items()},
             "ratios": self.ratios(),
             "database_alone": self.database_alone,
+            "calls_per_statement": self.calls_per_statement,
         }
         if self.memory:
             data["memory"] = self.memory

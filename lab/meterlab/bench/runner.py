@@ -18,7 +18,7 @@ from statistics import median
 import psutil
 
 from meter.config import Settings
-from meterlab.bench import database_alone, floor, seed
+from meterlab.bench import database_alone, floor, seed, server_metrics
 from meterlab.bench.load import Job, Samples, run
 from meterlab.bench.report import Report, ScenarioResult, merge, percentiles
 from meterlab.testbed import LabDatabase, ServerProcess
@@ -118,16 +118,27 @@ async def bench(options: Options) -> Report:
             ("hot account, limits on", "loop", hot_limited, server),
         ]
         rounds: dict[str, list[_Measurement]] = {name: [] for name, _, _, _ in plan}
+        batches: list[float] = []  # calls per statement in each many-accounts round
         for number in range(1, options.rounds + 1):
             for name, kind, accounts, target in plan:
+                before = await server_metrics.scrape(server)
                 measurement = await runner.measure(kind, accounts, options.seconds / options.rounds, server=target)
+                if name == "many accounts":
+                    batches.append((await server_metrics.scrape(server)).calls_per_statement_since(before))
                 rounds[name].append(measurement)
                 _progress(f"round {number}: {name}", measurement)
+        report.calls_per_statement = round(median(batches), 2)
         floor_server.stop()
         for name, _, _, _ in plan:
             report.scenarios[name] = _summary(name, rounds[name])
         report.database_alone = await _database_alone(
-            options, database, {"hot account": hot, "hot account, single bucket": hot1}
+            options,
+            database,
+            {
+                "many accounts": database_alone.Accounts(seed.MANY.prefix, len(many)),
+                "hot account": database_alone.Accounts(seed.HOT.prefix, len(hot)),
+                "hot account, single bucket": database_alone.Accounts(seed.SINGLE_BUCKET.prefix, len(hot1)),
+            },
         )
         half = report.scenarios["many accounts"].loops_per_second / 2
         for name, kind, accounts in (("half load", "loop", many), ("ceiling at half load", "ceiling", [])):
@@ -189,8 +200,10 @@ class _Runner:
         return _Measurement(merge(list(parts)), usage.cpu[0], usage.cpu[1], usage.peak_rss)
 
 
-async def _database_alone(options: Options, database: LabDatabase, accounts: dict[str, list[str]]) -> dict[str, float]:
-    """The two hot accounts driven by pgbench alone, interleaved round after round, order
+async def _database_alone(
+    options: Options, database: LabDatabase, accounts: dict[str, database_alone.Accounts]
+) -> dict[str, float]:
+    """The scenarios' accounts driven by pgbench alone, interleaved round after round, order
     reversed every other round; medians. Empty (and said) when pgbench is not installed."""
     binary = database_alone.pgbench()
     if binary is None:
@@ -202,7 +215,7 @@ async def _database_alone(options: Options, database: LabDatabase, accounts: dic
         order = list(accounts) if number % 2 else list(accounts)[::-1]
         for name in order:
             rate = await database_alone.loops_per_second(
-                binary, database.url, database.engine, accounts[name][0], options.seconds / options.rounds, clients
+                binary, database.url, database.engine, accounts[name], options.seconds / options.rounds, clients
             )
             rates[name].append(rate)
             print(f"meter bench: round {number}: {name}, database alone: {rate:.0f} loops/s", flush=True)
