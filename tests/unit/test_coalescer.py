@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
 from meter.domain.errors import StorageUnavailable
@@ -22,7 +23,7 @@ class Statements:
         self.release = asyncio.Event()
         self.release.set()
         self.refuse: set[int] = set()  # calls whose statement fails, alone or in a batch
-        self.unavailable = False
+        self.unavailable: BaseException | None = None  # the driver's error behind StorageUnavailable
 
     async def alone(self, call: int) -> str:
         self.sent.append([call])
@@ -34,8 +35,8 @@ class Statements:
     async def together(self, calls: list[int]) -> list[str]:
         self.sent.append(list(calls))
         await self.release.wait()
-        if self.unavailable:
-            raise StorageUnavailable("database down")
+        if self.unavailable is not None:
+            raise StorageUnavailable(type(self.unavailable).__name__) from self.unavailable
         if self.refuse & set(calls):
             raise ValueError("one call of the batch is refused")
         return [f"answer {call}" for call in calls]
@@ -93,7 +94,7 @@ async def test_an_unavailable_database_fails_the_batch_it_met_and_the_next_one_r
     statements = Statements()
     coalescer = Coalescer(statements.alone, statements.together, in_flight=1)
     statements.release.clear()
-    statements.unavailable = True
+    statements.unavailable = asyncpg.CannotConnectNowError("the database system is starting up")
     first = asyncio.ensure_future(coalescer(0))
     await _until(lambda: statements.sent == [[0]])
     batch = [asyncio.ensure_future(coalescer(n)) for n in (1, 2)]
@@ -103,8 +104,25 @@ async def test_an_unavailable_database_fails_the_batch_it_met_and_the_next_one_r
     for outcome in await asyncio.gather(*batch, return_exceptions=True):
         assert isinstance(outcome, StorageUnavailable)
     assert statements.sent == [[0], [1, 2]]  # not sent again call by call: the database is down
-    statements.unavailable = False
+    statements.unavailable = None
     assert await coalescer(3) == "answer 3"  # the slot was freed
+
+
+async def test_a_batch_past_a_timeout_is_answered_call_by_call() -> None:
+    """lock_timeout or statement_timeout on a batch may be one call's wait: each call alone gets
+    its own verdict."""
+    statements = Statements()
+    coalescer = Coalescer(statements.alone, statements.together, in_flight=1)
+    statements.release.clear()
+    statements.unavailable = asyncpg.LockNotAvailableError("canceling statement due to lock timeout")
+    first = asyncio.ensure_future(coalescer(0))
+    await _until(lambda: statements.sent == [[0]])
+    batch = [asyncio.ensure_future(coalescer(n)) for n in (1, 2)]
+    await asyncio.sleep(0)
+    statements.release.set()
+    await first
+    assert await asyncio.gather(*batch) == ["answer 1", "answer 2"]
+    assert statements.sent == [[0], [1, 2], [1], [2]]
 
 
 async def test_a_caller_that_gave_up_before_its_batch_left_is_not_sent() -> None:

@@ -7,10 +7,11 @@ their number: batches grow with the load and shrink back to one by themselves (T
 clients batch the same way). One round trip, one transaction and one commit to disk then serve the
 whole batch.
 
-A batch that fails as a whole with an error that is not the database being unavailable (a bug, a
-value one call carries that the database refuses) is sent again call by call, so that one call's
-error is never its neighbours'; refusals are answers, not errors, and never need this. A call whose
-caller gave up (cancelled) before its batch left is not sent.
+A batch that fails as a whole with an error that one of its calls may have caused (a value the
+database refuses, a lock waited for past lock_timeout, the batch past statement_timeout) is sent
+again call by call, so that one call's error is never its neighbours'; refusals are answers, not
+errors, and never need this. A database that cannot be reached fails the batch that met it (each
+call would meet it too). A call whose caller gave up (cancelled) before its batch left is not sent.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from meter.domain.errors import StorageUnavailable
+from meter.storage.database import sqlstate
+
+# lock_not_available (lock_timeout), query_canceled (statement_timeout): one call's wait, perhaps.
+_ONE_CALLS_WAIT = frozenset({"55P03", "57014"})
 
 Call = TypeVar("Call")
 Answer = TypeVar("Answer")
@@ -88,17 +93,22 @@ class Coalescer(Generic[Call, Answer]):
             return
         try:
             answers = await self._together([call for call, _ in batch])
-        except StorageUnavailable as exc:
-            for _, answer in batch:
-                _settle(answer, exc)
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, StorageUnavailable) and not _one_calls_wait(exc):
+                for _, answer in batch:
+                    _settle(answer, exc)
+                return
             for call, answer in batch:
                 if not answer.done():
                     await _answer(answer, self._alone(call))
-        else:
-            for (_, answer), value in zip(batch, answers, strict=True):
-                if not answer.done():
-                    answer.set_result(value)
+            return
+        for (_, answer), value in zip(batch, answers, strict=True):
+            if not answer.done():
+                answer.set_result(value)
+
+
+def _one_calls_wait(exc: StorageUnavailable) -> bool:
+    return exc.__cause__ is not None and sqlstate(exc.__cause__) in _ONE_CALLS_WAIT
 
 
 async def _answer(answer: asyncio.Future[Answer], work: Awaitable[Answer]) -> None:
