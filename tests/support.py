@@ -169,6 +169,19 @@ async def ledger(engine: AsyncEngine, account: str) -> list[dict[str, Any]]:
         return [dict(row) for row in rows.mappings()]
 
 
+async def balance_events(engine: AsyncEngine, account: str) -> list[dict[str, Any]]:
+    """The account's balance events, in their order."""
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text(
+                "SELECT sequence, type, payload, occurred_at FROM balance_events "
+                "WHERE account_id = :a ORDER BY sequence"
+            ),
+            {"a": account},
+        )
+        return [dict(row) for row in rows.mappings()]
+
+
 async def database_now(engine: AsyncEngine) -> datetime:
     async with engine.connect() as connection:
         return (await connection.execute(text("SELECT now()"))).scalar_one()

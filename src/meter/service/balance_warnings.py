@@ -9,12 +9,14 @@ on the account row that exactly one transaction wins), at most four times per pe
 from __future__ import annotations
 
 import logging
+from collections.abc import Set as AbstractSet
 
 from meter.domain.balance import Balance, WarningLevel
+from meter.domain.balance_events import EventType
 from meter.domain.errors import StorageUnavailable
 from meter.metrics import BALANCE_WARNINGS
 from meter.service.context import Meter
-from meter.service.ports import Accounts
+from meter.service.ports import Store
 
 log = logging.getLogger("meter.warnings")
 
@@ -24,8 +26,18 @@ async def announce(meter: Meter, balance: Balance) -> None:
     if not new:
         return
 
-    async def work(store: Accounts) -> int | None:
-        return await store.announce_warnings(balance.account_id, balance.period.start, WarningLevel.to_bits(new))
+    async def work(store: Store) -> int | None:
+        before = await store.announce_warnings(balance.account_id, balance.period.start, WarningLevel.to_bits(new))
+        if before is not None:
+            now = await store.now()
+            for level in _in_order(new - WarningLevel.from_bits(before)):
+                await store.emit(
+                    balance.account_id,
+                    EventType.WARNING_CROSSED,
+                    {"level": level.value, "used": balance.used_this_period, "period_tokens": balance.period_tokens},
+                    now,
+                )
+        return before
 
     try:
         before = await meter.storage.transaction(work)
@@ -36,7 +48,7 @@ async def announce(meter: Meter, balance: Balance) -> None:
         return
     if before is None:
         return  # announced already, by a concurrent request or replica, or the period ended meanwhile
-    for level in sorted(new - WarningLevel.from_bits(before), key=lambda level: level.bit):
+    for level in _in_order(new - WarningLevel.from_bits(before)):
         BALANCE_WARNINGS.labels(level=level.value).inc()
         log.warning(
             "balance warning: account %s reached %s in the period from %s (used %d of %d tokens)",
@@ -46,3 +58,7 @@ async def announce(meter: Meter, balance: Balance) -> None:
             balance.used_this_period,
             balance.period_tokens,
         )
+
+
+def _in_order(levels: AbstractSet[WarningLevel]) -> list[WarningLevel]:
+    return sorted(levels, key=lambda level: level.bit)

@@ -9,6 +9,7 @@ from meter import metrics
 from meter.domain import ids
 from meter.domain.amounts import require_tokens
 from meter.domain.balance import Balance
+from meter.domain.balance_events import EventType
 from meter.domain.credits import Adjustment, Purchase
 from meter.domain.errors import (
     AccountNotFound,
@@ -88,6 +89,18 @@ async def _credit(meter: Meter, store: Store, purchase: Purchase, source_event: 
     await credit_pool(
         store, account, EntryKind.PURCHASE, PoolName.PURCHASED, tokens, now, ref=payment_ref, note=purchase.pack_id
     )
+    await store.emit(
+        account_id,
+        EventType.PURCHASE_CREDITED,
+        {
+            "payment_ref": payment_ref,
+            "pack_id": purchase.pack_id,
+            "tokens": tokens,
+            "amount_minor": purchase.amount_minor,
+            "currency": purchase.currency,
+        },
+        now,
+    )
     if purchase.payment_intent:  # a refund or dispute that arrived first is applied now
         await waiting.release(meter, store, account_id, waiting.payment_intent_key(purchase.payment_intent), now)
     return Credited(await store.balance(account_id), tokens, newly_credited=True, event_status=status)
@@ -147,6 +160,12 @@ async def adjust(meter: Meter, *, account_id: str, pool: PoolName, delta: int, r
             await credit_pool(store, account, EntryKind.ADJUSTMENT, pool, delta, now, ref=request_id, note=reason)
         else:
             await _debit(store, account_id, pool, -delta, request_id, reason, now)
+        await store.emit(
+            account_id,
+            EventType.ADJUSTED,
+            {"pool": pool.value, "delta": delta, "reason": reason, "request_id": request_id},
+            now,
+        )
         return await store.balance(account_id)
 
     balance = await meter.storage.transaction(work)

@@ -9,6 +9,7 @@ from typing import Protocol, TypeVar
 
 from meter.domain.accounts import Account
 from meter.domain.answers import Outcome
+from meter.domain.balance_events import EventType
 from meter.domain.ledger import EntryKind, LedgerEntry
 from meter.domain.periods import following_period
 from meter.domain.pools import PoolName
@@ -102,4 +103,13 @@ async def begin_period(store: Store, account: Account, now: datetime, *, grant: 
         granted_period_start=account.period.start if grant else account.granted_period_start,
     )
     await store.save_account(account, now)
+    if unused:
+        await store.emit(account.account_id, EventType.ALLOWANCE_EXPIRED, {"tokens": unused}, now)
+    if grant and account.monthly_allowance:
+        await store.emit(
+            account.account_id,
+            EventType.ALLOWANCE_GRANTED,
+            {"tokens": account.monthly_allowance, "debt_paid": debt_paid, "reason": "period"},
+            now,
+        )
     return account

@@ -19,6 +19,7 @@ from meter.domain import ids
 from meter.domain.accounts import Account
 from meter.domain.amounts import require_tokens
 from meter.domain.balance import Balance
+from meter.domain.balance_events import EventType
 from meter.domain.errors import InvalidField
 from meter.domain.events import EventStatus, WebhookEvent
 from meter.domain.ledger import EntryKind
@@ -112,14 +113,31 @@ async def _apply(meter: Meter, store: Store, request: PlanRequest, source_event:
     )
     if account is None:
         await open_account(store, wanted, now)
+        await _plan_event(store, request, None, now)
         await _release_invoices(meter, store, request, now)
         return PlanChange(await store.balance(request.account_id), applied=True, event_status=status)
     account = await locked_current_account(store, account, now)
     if request.event_time and account.plan_event_time and request.event_time < account.plan_event_time:
         return PlanChange(await store.balance(request.account_id), applied=False, event_status=status)
     await _change(store, account, wanted, request, now)
+    await _plan_event(store, request, account.plan_id, now)
     await _release_invoices(meter, store, request, now)
     return PlanChange(await store.balance(request.account_id), applied=True, event_status=status)
+
+
+async def _plan_event(store: Store, request: PlanRequest, previous_plan_id: str | None, now: datetime) -> None:
+    """plan.cancelled when the subscription ended (the allowance left expired with it), else
+    plan.changed, also for the same plan again (a renewed subscription, another period)."""
+    await store.emit(
+        request.account_id,
+        EventType.PLAN_CANCELLED if request.expire_allowance_now else EventType.PLAN_CHANGED,
+        {
+            "plan_id": request.plan_id,
+            "previous_plan_id": previous_plan_id,
+            "subscription_ref": request.subscription_ref,
+        },
+        now,
+    )
 
 
 async def _release_invoices(meter: Meter, store: Store, request: PlanRequest, now: datetime) -> None:
@@ -181,7 +199,8 @@ async def _change(store: Store, account: Account, wanted: Account, request: Plan
         await begin_period(store, replace(changed, period=request.period), now, grant=not changed.subscription_managed)
         return
     upgrade = changed.monthly_allowance - account.allowance_total
-    if upgrade > 0 and (account.allowance_granted or not changed.subscription_managed):
+    upgraded = upgrade > 0 and (account.allowance_granted or not changed.subscription_managed)
+    if upgraded:
         changed = await credit_pool(
             store,
             changed,
@@ -194,3 +213,10 @@ async def _change(store: Store, account: Account, wanted: Account, request: Plan
         )
         changed = replace(changed, allowance_total=changed.monthly_allowance, granted_period_start=account.period.start)
     await store.save_account(changed, now)
+    if upgraded:
+        await store.emit(
+            account.account_id,
+            EventType.ALLOWANCE_GRANTED,
+            {"tokens": upgrade, "debt_paid": None, "reason": "upgrade"},
+            now,
+        )

@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 from meter.domain.accounts import Account
 from meter.domain.answers import Charged, Expiry, Extended, Released, Reserved
 from meter.domain.balance import Balance
+from meter.domain.balance_events import EventType
 from meter.domain.caller_rates import Count
 from meter.domain.credits import Adjustment, Purchase
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
@@ -144,6 +145,12 @@ class WebhookEvents(Protocol):
     ) -> None: ...
 
 
+class BalanceEvents(Protocol):
+    """The facts the product is told about, each written with the change it describes."""
+
+    async def emit(self, account_id: str, type: EventType, data: Mapping[str, Any], now: datetime) -> int: ...
+
+
 class History(Protocol):
     """What happened to an account: its ledger a page at a time, and its usage totals."""
 
@@ -171,6 +178,7 @@ class Store(
     Payments,
     WaitingRequests,
     WebhookEvents,
+    BalanceEvents,
     History,
     Protocol,
 ):

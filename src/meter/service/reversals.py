@@ -23,6 +23,7 @@ from meter.domain import ids, reversals
 from meter.domain.accounts import Account
 from meter.domain.amounts import require_tokens
 from meter.domain.balance import Balance
+from meter.domain.balance_events import EventType
 from meter.domain.errors import InvalidField, PaymentNotFound
 from meter.domain.events import EventStatus, WebhookEvent
 from meter.domain.ledger import EntryKind, LedgerEntry
@@ -191,6 +192,20 @@ async def apply_reversal(
     elif outcome.take < 0:
         payment = await _give(store, account, payment, -outcome.take, ref, now)
     await store.save_payment(payment)
+    if outcome.take > 0:
+        await store.emit(
+            account.account_id,
+            EventType.CREDIT_REVERSED,
+            {"kind": request.kind.value, "tokens": outcome.take, "debt": unbilled, "payment_ref": key.ref, "ref": ref},
+            now,
+        )
+    elif outcome.take < 0:
+        await store.emit(
+            account.account_id,
+            EventType.DISPUTE_WON,
+            {"tokens": -outcome.take, "payment_ref": key.ref, "ref": ref},
+            now,
+        )
     return outcome.take, unbilled
 
 

@@ -17,6 +17,7 @@ from meter.domain.balance import Balance
 from meter.domain.callers import acting_caller
 from meter.domain.ledger import LedgerEntry
 from meter.storage.account_queries import AccountQueries
+from meter.storage.balance_event_queries import BalanceEventQueries
 from meter.storage.bucket_queries import BucketQueries
 from meter.storage.caller_rate_queries import CallerRateQueries
 from meter.storage.credit_queries import CreditQueries
@@ -40,6 +41,7 @@ class PostgresStore(
     LedgerQueries,
     UsageQueries,
     CallerRateQueries,
+    BalanceEventQueries,
 ):
     async def append(self, account_id: str, entries: Sequence[LedgerEntry], now: datetime) -> None:
         entries = [e for e in entries if e.amount]

@@ -1,0 +1,22 @@
+-- Record a fact about an account as a balance event, in the transaction that made the change it
+-- describes (a transactional outbox: the event exists if and only if its change was committed).
+-- Events are numbered per account 1, 2, 3 … without gaps, by a counting row taken after every
+-- other row of the change (it is the last lock any change takes, so it adds no order to wait in);
+-- the payload is p_data with the account's balance after the change under 'balance' (the columns
+-- of meter_balance). Returns the event's number. Installed by migration 0023.
+CREATE OR REPLACE FUNCTION meter_emit(p_account text, p_type text, p_data jsonb, p_now timestamptz)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    v_sequence bigint;
+    v_account accounts%ROWTYPE;
+BEGIN
+    INSERT INTO balance_event_sequences AS s (account_id, last_sequence) VALUES (p_account, 1)
+    ON CONFLICT (account_id) DO UPDATE SET last_sequence = s.last_sequence + 1
+    RETURNING s.last_sequence INTO v_sequence;
+    SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
+    INSERT INTO balance_events (account_id, sequence, type, occurred_at, payload)
+    SELECT p_account, v_sequence, p_type, p_now, p_data || jsonb_build_object('balance', to_jsonb(b))
+    FROM meter_balance(v_account) AS b;
+    RETURN v_sequence;
+END;
+$$;

@@ -1,0 +1,128 @@
+"""Balance events (the outbox): each fact is one event, written by the transaction that made its
+change, numbered 1, 2, 3 … per account, with the balance after the change; a change that fails
+writes none."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meter.v1 import meter_pb2 as pb
+from support import (
+    RunningMeter,
+    balance,
+    balance_events,
+    database_now,
+    expect_error,
+    new_id,
+    pack_purchase,
+    reserve_request,
+)
+
+
+def types(found: list[dict[str, Any]]) -> list[str]:
+    return [event["type"] for event in found]
+
+
+async def test_a_purchase_is_one_event_with_its_amounts_and_the_balance_after(
+    meter: RunningMeter, engine: AsyncEngine
+) -> None:
+    account, ref = new_id(), new_id("cs")
+    await meter.stub.CreditPurchase(pack_purchase(account, payment_ref=ref))
+    await meter.stub.CreditPurchase(pack_purchase(account, payment_ref=ref))  # a replay: no new fact
+    found = await balance_events(engine, account)
+    # The purchase opened the account on the free plan (no allowance): one event.
+    assert types(found) == ["purchase.credited"]
+    [purchased] = found
+    assert purchased["sequence"] == 1
+    assert purchased["payload"]["payment_ref"] == ref
+    assert purchased["payload"]["tokens"] == 1000 and purchased["payload"]["amount_minor"] == 100
+    after = purchased["payload"]["balance"]
+    now = await balance(meter.stub, account)
+    assert after["purchased_remaining"] == now.purchased_remaining == 1000
+    assert after["plan_id"] == "free" and after["debt"] == 0
+
+
+async def test_plan_adjustments_and_a_refused_correction(meter: RunningMeter, engine: AsyncEngine) -> None:
+    account = new_id()
+    await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="starter"))
+    await meter.stub.Adjust(
+        pb.AdjustRequest(
+            account_id=account, pool=pb.POOL_PURCHASED, delta=500, reason="goodwill", request_id=new_id("adj")
+        )
+    )
+    await expect_error(
+        meter.stub.Adjust(
+            pb.AdjustRequest(
+                account_id=account, pool=pb.POOL_PURCHASED, delta=-900, reason="too much", request_id=new_id("adj")
+            )
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "INSUFFICIENT_TOKENS",
+    )
+    await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="pro"))
+    found = await balance_events(engine, account)
+    assert types(found) == [
+        "allowance.granted",  # the starter plan's first period
+        "plan.changed",
+        "balance.adjusted",  # the refused correction wrote nothing
+        "allowance.granted",  # the upgrade's difference
+        "plan.changed",
+    ]
+    assert [event["sequence"] for event in found] == [1, 2, 3, 4, 5]
+    assert found[0]["payload"]["tokens"] == 50_000 and found[0]["payload"]["reason"] == "period"
+    assert found[1]["payload"] == found[1]["payload"] | {"plan_id": "starter", "previous_plan_id": None}
+    assert found[2]["payload"]["delta"] == 500 and found[2]["payload"]["balance"]["purchased_remaining"] == 500
+    assert found[3]["payload"]["tokens"] == 500_000 - 50_000 and found[3]["payload"]["reason"] == "upgrade"
+    assert found[4]["payload"]["previous_plan_id"] == "starter"
+    assert found[4]["payload"]["balance"]["allowance_total"] == 500_000
+
+
+async def test_a_new_period_expires_the_allowance_left_and_grants_the_next(
+    meter: RunningMeter, engine: AsyncEngine
+) -> None:
+    account = new_id()
+    await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="starter"))
+    hold = await meter.stub.Reserve(reserve_request(account, input_tokens=500, max_output_tokens=500))
+    await meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=500, output_tokens=500))
+    before = await balance(meter.stub, account)
+    now = await database_now(engine)
+    meter.clock.advance(before.period_end.ToDatetime().replace(tzinfo=now.tzinfo) - now + timedelta(seconds=1))
+    await balance(meter.stub, account)  # the first call after the boundary moves the account on
+    found = await balance_events(engine, account)
+    assert types(found)[-2:] == ["allowance.expired", "allowance.granted"]
+    assert found[-2]["payload"]["tokens"] == 50_000 - 1000
+    assert found[-1]["payload"]["tokens"] == 50_000
+    assert found[-1]["payload"]["balance"]["allowance_remaining"] == 50_000
+
+
+async def test_refunds_disputes_and_warnings(meter: RunningMeter, engine: AsyncEngine) -> None:
+    account, intent = new_id(), new_id("pi")
+    await meter.stub.CreditPurchase(pack_purchase(account, payment_intent=intent))
+    hold = await meter.stub.Reserve(reserve_request(account, input_tokens=450, max_output_tokens=450))
+    await meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=450, output_tokens=400))
+    await meter.stub.ReverseCredit(pb.ReverseCreditRequest(payment_intent=intent, kind=pb.REVERSAL_KIND_DISPUTE))
+    await meter.stub.ReverseCredit(pb.ReverseCreditRequest(payment_intent=intent, kind=pb.REVERSAL_KIND_DISPUTE))
+    await meter.stub.ReverseCredit(pb.ReverseCreditRequest(payment_intent=intent, kind=pb.REVERSAL_KIND_DISPUTE_WON))
+    found = await balance_events(engine, account)
+    # 850 of 1000 used: 80 % crossed, by the Commit. The dispute takes the 1000 back (150 from the
+    # pool, 850 as debt): the account is exhausted, and the levels it jumped past are each told
+    # once. The repeated dispute changed nothing; the won dispute gives the tokens back.
+    assert [(event["type"], event["payload"].get("level")) for event in found] == [
+        ("purchase.credited", None),
+        ("balance.warning", "80"),
+        ("credit.reversed", None),
+        ("balance.warning", "90"),
+        ("balance.warning", "95"),
+        ("balance.warning", "exhausted"),
+        ("dispute.won", None),
+    ]
+    assert found[1]["payload"]["used"] == 850
+    reversed_, won = found[2]["payload"], found[6]["payload"]
+    assert (reversed_["kind"], reversed_["tokens"], reversed_["debt"]) == ("dispute", 1000, 850)
+    assert reversed_["balance"]["debt"] == 850 and reversed_["balance"]["purchased_remaining"] == 0
+    assert won["tokens"] == 1000 and won["balance"]["debt"] == 0 and won["balance"]["purchased_remaining"] == 150
+    assert [event["sequence"] for event in found] == list(range(1, 8))
