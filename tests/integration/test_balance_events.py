@@ -115,14 +115,40 @@ async def test_refunds_disputes_and_warnings(meter: RunningMeter, engine: AsyncE
         ("purchase.credited", None),
         ("balance.warning", "80"),
         ("credit.reversed", None),
+        ("debt.created", None),
         ("balance.warning", "90"),
         ("balance.warning", "95"),
         ("balance.warning", "exhausted"),
+        ("debt.cleared", None),  # the tokens given back pay the debt first
         ("dispute.won", None),
     ]
     assert found[1]["payload"]["used"] == 850
-    reversed_, won = found[2]["payload"], found[6]["payload"]
+    assert found[3]["payload"]["debt"] == 850 and found[3]["payload"]["balance"]["debt"] == 850
+    assert found[7]["payload"]["balance"]["debt"] == 0
+    reversed_, won = found[2]["payload"], found[8]["payload"]
     assert (reversed_["kind"], reversed_["tokens"], reversed_["debt"]) == ("dispute", 1000, 850)
     assert reversed_["balance"]["debt"] == 850 and reversed_["balance"]["purchased_remaining"] == 0
     assert won["tokens"] == 1000 and won["balance"]["debt"] == 0 and won["balance"]["purchased_remaining"] == 150
-    assert [event["sequence"] for event in found] == list(range(1, 8))
+    assert [event["sequence"] for event in found] == list(range(1, 10))
+
+
+async def test_debt_is_told_when_it_is_created_and_when_it_is_cleared_once_each(
+    meter: RunningMeter, engine: AsyncEngine
+) -> None:
+    account = new_id()
+    await meter.stub.CreditPurchase(pack_purchase(account))
+    holds = [await meter.stub.Reserve(reserve_request(account)) for _ in range(2)]
+    for hold in holds:  # each uses 1000 where it held 100: the first makes debt, the second adds to it
+        await meter.stub.Commit(
+            pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=500, output_tokens=500)
+        )
+    assert (await balance(meter.stub, account)).debt == 1000
+    await meter.stub.CreditPurchase(pack_purchase(account))  # pays the 1000 of debt exactly
+    found = [event for event in await balance_events(engine, account) if event["type"] != "balance.warning"]
+    assert types(found) == ["purchase.credited", "debt.created", "debt.cleared", "purchase.credited"]
+    created, cleared = found[1]["payload"], found[2]["payload"]
+    # The first Commit: 1000 charged, its 100 held and the 800 available pay 900, 100 is debt.
+    assert created["ref"] == holds[0].reservation_id and created["debt"] == 100
+    assert created["balance"]["debt"] == created["debt"]
+    assert cleared["balance"]["debt"] == 0 and cleared["balance"]["purchased_remaining"] == 0
+    assert found[3]["payload"]["balance"]["debt"] == 0

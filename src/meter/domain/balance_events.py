@@ -20,3 +20,5 @@ class EventType(StrEnum):
     PLAN_CANCELLED = "plan.cancelled"  # the subscription ended: the account is on the free plan
     WARNING_CROSSED = "balance.warning"  # 80, 90, 95 % or exhausted, once per level and period
     ADJUSTED = "balance.adjusted"  # an operator's Adjust
+    DEBT_CREATED = "debt.created"  # the account owes tokens (usage nothing paid for, a refund of spent tokens)
+    DEBT_CLEARED = "debt.cleared"  # it owes nothing again

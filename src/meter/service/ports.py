@@ -149,6 +149,7 @@ class BalanceEvents(Protocol):
     """The facts the product is told about, each written with the change it describes."""
 
     async def emit(self, account_id: str, type: EventType, data: Mapping[str, Any], now: datetime) -> int: ...
+    async def debt_events(self, account_id: str, ref: str, now: datetime) -> None: ...
 
 
 class History(Protocol):

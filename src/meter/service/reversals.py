@@ -206,6 +206,8 @@ async def apply_reversal(
             {"tokens": -outcome.take, "payment_ref": key.ref, "ref": ref},
             now,
         )
+    if unbilled:
+        await store.debt_events(account.account_id, ref, now)
     return outcome.take, unbilled
 
 

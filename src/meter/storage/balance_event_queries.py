@@ -22,3 +22,7 @@ class BalanceEventQueries(Queries):
         )
         assert row is not None
         return int(row["sequence"])
+
+    async def debt_events(self, account_id: str, ref: str, now: datetime) -> None:
+        """The debt's facts after a change that may have moved it (meter_debt_events)."""
+        await self._row("SELECT meter_debt_events(:account_id, :ref, :now)", account_id=account_id, ref=ref, now=now)

@@ -1,7 +1,7 @@
 -- A credit into a pool (a purchase, an adjustment, a period's grant, a dispute won): it pays the
 -- account's debt first (meter_pay_debt), and the rest is spread over the pool's rows. Writes the
--- ledger; returns the debt paid. The caller has locked the account row. Installed by migration
--- 0015.
+-- ledger; returns the debt paid, and when it paid any, the debt's facts follow (meter_debt_events).
+-- The caller has locked the account row. Installed by migration 0024.
 CREATE OR REPLACE FUNCTION meter_credit(
     p_account text, p_kind text, p_pool text, p_amount bigint, p_ref text, p_note text, p_now timestamptz,
     p_caller text
@@ -19,6 +19,9 @@ BEGIN
         SELECT coalesce(sum(b.available), 0)::bigint FROM buckets AS b
         WHERE b.account_id = p_account AND b.pool = p_pool
     ));
+    IF v_left < p_amount THEN
+        PERFORM meter_debt_events(p_account, p_ref, p_now);
+    END IF;
     RETURN p_amount - v_left;
 END;
 $$;

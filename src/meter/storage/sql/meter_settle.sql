@@ -6,7 +6,8 @@
 -- hold taken in a period that has ended does not go back: it expires. A hold already given back at
 -- expiry ('expired') is charged from what is available. The caller has locked the hold row and
 -- read the account's (p_account); this locks the account row and then the bucket rows only when
--- they are needed, in that order. Installed by migration 0017.
+-- they are needed, in that order; when it changed the debt, the debt's facts follow
+-- (meter_debt_events). Installed by migration 0024.
 CREATE OR REPLACE FUNCTION meter_settle(
     p_hold holds, p_account accounts, p_charge bigint, p_status text, p_reservation text, p_now timestamptz,
     p_caller text, OUT shortfall bigint, OUT debt bigint
@@ -23,6 +24,7 @@ DECLARE
     v_back_purchased bigint := v_held_purchased - v_used_purchased;
     v_from_allowance bigint := 0;
     v_from_purchased bigint := 0;
+    v_account_locked boolean := false;
 BEGIN
     shortfall := 0;
     debt := p_account.debt;
@@ -32,6 +34,7 @@ BEGIN
     END IF;
     IF v_over > 0 OR (debt > 0 AND v_back_allowance + v_back_purchased > 0) THEN
         PERFORM 1 FROM accounts AS a WHERE a.account_id = p_hold.account_id FOR UPDATE;  -- lock order
+        v_account_locked := true;
     END IF;
     IF v_over > 0 THEN
         PERFORM meter_lock_buckets(p_hold.account_id);
@@ -72,6 +75,9 @@ BEGIN
             used = b.used + v_used_purchased,
             open_holds = b.open_holds - CASE WHEN v_held_allowance > 0 THEN 0 ELSE 1 END
         WHERE b.account_id = p_hold.account_id AND b.pool = 'purchased' AND b.bucket = p_hold.purchased_bucket;
+    END IF;
+    IF v_account_locked THEN
+        PERFORM meter_debt_events(p_hold.account_id, p_reservation, p_now);
     END IF;
 END;
 $$;
