@@ -152,3 +152,27 @@ async def test_debt_is_told_when_it_is_created_and_when_it_is_cleared_once_each(
     assert created["balance"]["debt"] == created["debt"]
     assert cleared["balance"]["debt"] == 0 and cleared["balance"]["purchased_remaining"] == 0
     assert found[3]["payload"]["balance"]["debt"] == 0
+
+
+async def test_a_grant_that_pays_the_debt_tells_both_with_the_new_period_in_the_balance(
+    meter: RunningMeter, engine: AsyncEngine
+) -> None:
+    account = new_id()
+    await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="starter"))
+    hold = await meter.stub.Reserve(reserve_request(account))
+    # 60 000 used where the period had 50 000: 10 000 of debt.
+    await meter.stub.Commit(
+        pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=30_000, output_tokens=30_000)
+    )
+    before = await balance(meter.stub, account)
+    assert before.debt == 10_000
+    now = await database_now(engine)
+    meter.clock.advance(before.period_end.ToDatetime().replace(tzinfo=now.tzinfo) - now + timedelta(seconds=1))
+    await balance(meter.stub, account)
+    found = [event for event in await balance_events(engine, account) if event["type"] != "balance.warning"]
+    assert types(found)[-3:] == ["debt.created", "debt.cleared", "allowance.granted"]
+    cleared, granted = found[-2]["payload"], found[-1]["payload"]
+    assert cleared["balance"]["debt"] == 0
+    assert cleared["balance"]["allowance_total"] == 50_000 and cleared["balance"]["allowance_remaining"] == 40_000
+    assert cleared["balance"]["period_start"] != found[-3]["payload"]["balance"]["period_start"]
+    assert granted["debt_paid"] == 10_000 and granted["balance"] == cleared["balance"]

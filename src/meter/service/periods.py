@@ -85,31 +85,31 @@ async def begin_period(store: Store, account: Account, now: datetime, *, grant: 
     # What the period left unused is what a later refund of its invoice takes back from nothing.
     await store.end_subscription_payments(account.account_id, account.period.start, unused)
     await store.start_period_rows(account.account_id)
-    debt_paid = 0
-    if grant and account.monthly_allowance:
-        debt_paid = await store.credit(
-            account.account_id,
-            EntryKind.SUBSCRIPTION_GRANT,
-            PoolName.ALLOWANCE,
-            account.monthly_allowance,
-            now,
-            ref=period_ref,
-            note=account.plan_id,
-        )
+    granted = grant and account.monthly_allowance > 0
     account = replace(
         account,
         allowance_total=account.monthly_allowance if grant else 0,
-        debt=account.debt - debt_paid,
         granted_period_start=account.period.start if grant else account.granted_period_start,
     )
+    # Saved before the grant, so that the events of this change carry this period's allowance.
     await store.save_account(account, now)
     if unused:
         await store.emit(account.account_id, EventType.ALLOWANCE_EXPIRED, {"tokens": unused}, now)
-    if grant and account.monthly_allowance:
-        await store.emit(
-            account.account_id,
-            EventType.ALLOWANCE_GRANTED,
-            {"tokens": account.monthly_allowance, "debt_paid": debt_paid, "reason": "period"},
-            now,
-        )
-    return account
+    if not granted:
+        return account
+    debt_paid = await store.credit(
+        account.account_id,
+        EntryKind.SUBSCRIPTION_GRANT,
+        PoolName.ALLOWANCE,
+        account.monthly_allowance,
+        now,
+        ref=period_ref,
+        note=account.plan_id,
+    )  # pays debt first (and tells debt.cleared when that clears it)
+    await store.emit(
+        account.account_id,
+        EventType.ALLOWANCE_GRANTED,
+        {"tokens": account.monthly_allowance, "debt_paid": debt_paid, "reason": "period"},
+        now,
+    )
+    return replace(account, debt=account.debt - debt_paid)
