@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.storage.audit import audit
 from meter.v1 import meter_pb2 as pb
-from support import RunningMeter, funded_account, reserve_request
+from support import RunningMeter, balance_events, funded_account, reserve_request
 
 
 def _meter_audit(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -86,3 +86,50 @@ async def test_ledger_is_append_only(meter: RunningMeter, engine: AsyncEngine) -
     async with engine.begin() as connection:
         with pytest.raises(DBAPIError, match="append-only"):
             await connection.execute(text("UPDATE ledger_entries SET amount = 1 WHERE account_id = :a"), {"a": account})
+
+
+async def test_audit_holds_events_to_the_ledger_and_to_their_numbering(
+    meter: RunningMeter, engine: AsyncEngine
+) -> None:
+    account = await funded_account(meter.stub, 1000)  # SetPlan free (no grant), then Adjust +1000: one event
+    ref = "cs_audit_events"
+    await meter.stub.CreditPurchase(
+        pb.CreditPurchaseRequest(
+            account_id=account,
+            pack_id="pack_1000_tokens",
+            tokens=1000,
+            amount_minor=100,
+            currency="usd",
+            payment_ref=ref,
+        )
+    )
+    assert (await audit(engine, account)).clean
+
+    async def corrupted(sql: str, undo: str) -> list[str]:
+        async with engine.begin() as connection:
+            await connection.execute(text(sql), {"a": account})
+        try:
+            return [str(d) for d in (await audit(engine, account)).discrepancies]
+        finally:
+            async with engine.begin() as connection:
+                await connection.execute(text(undo), {"a": account})
+
+    def shifted(field: str, by: int) -> str:
+        return f"jsonb_set(payload, '{{{field}}}', to_jsonb(CAST(payload ->> '{field}' AS bigint) + {by}))"
+
+    purchase = "WHERE account_id = :a AND type = 'purchase.credited'"
+    assert await corrupted(
+        f"UPDATE balance_events SET payload = {shifted('tokens', 1)} {purchase}",
+        f"UPDATE balance_events SET payload = {shifted('tokens', -1)} {purchase}",
+    ) == [f"{account} event 3 tells of 1001 tokens bought with {ref} but the ledger has no such purchase"]
+    adjusted = "WHERE account_id = :a AND type = 'balance.adjusted'"
+    [funding] = [e["payload"]["request_id"] for e in await balance_events(engine, account) if e["sequence"] == 2]
+    assert await corrupted(
+        f"UPDATE balance_events SET payload = {shifted('delta', 5)} {adjusted}",
+        f"UPDATE balance_events SET payload = {shifted('delta', -5)} {adjusted}",
+    ) == [f"{account} event 2 tells of an adjustment of 1005 but the ledger's entries of {funding} sum to 1000"]
+    assert await corrupted(
+        "UPDATE balance_events SET sequence = sequence + 10 WHERE account_id = :a AND sequence = 3",
+        "UPDATE balance_events SET sequence = sequence - 10 WHERE account_id = :a AND sequence = 13",
+    ) == [f"{account} its 3 events are numbered up to 13 and its counter is at 3"]
+    assert (await audit(engine, account)).clean

@@ -6,6 +6,9 @@ open holds say they took; and no bucket is negative. Per account, UTC day and mo
 usage totals equal the sums of the committed holds (the usage records), and per account the usage
 entries of the ledger sum to minus the tokens those records charged. Per balance row: the open
 holds it counts (for the concurrent-holds limit) are the open holds whose first part is there.
+Per account, its balance events are numbered 1 to n without gaps, as its counter says; each
+purchase and adjustment event has the ledger entries it tells of, with its amount; each debt
+event shows the debt it tells of.
 """
 
 from __future__ import annotations
@@ -112,6 +115,45 @@ WHERE coalesce(c.open_holds, 0) <> coalesce(o.n, 0)
 ORDER BY 1, 2
 """
 
+_EVENTS_AUDIT = """
+WITH events AS (
+    SELECT * FROM balance_events WHERE (CAST(:account_id AS text) IS NULL OR account_id = :account_id)
+),
+numbered AS (
+    SELECT e.account_id, count(*) AS n, max(e.sequence) AS last, s.last_sequence
+    FROM events AS e LEFT JOIN balance_event_sequences AS s USING (account_id)
+    GROUP BY e.account_id, s.last_sequence
+)
+SELECT account_id, 'its ' || n || ' events are numbered up to ' || last || ' and its counter is at '
+       || coalesce(last_sequence, 0) AS problem
+FROM numbered WHERE n <> last OR last <> coalesce(last_sequence, 0)
+UNION ALL
+SELECT e.account_id, 'event ' || e.sequence || ' tells of ' || (e.payload ->> 'tokens') || ' tokens bought with '
+       || (e.payload ->> 'payment_ref') || ' but the ledger has no such purchase'
+FROM events AS e
+WHERE e.type = 'purchase.credited' AND NOT EXISTS (
+    SELECT 1 FROM ledger_entries AS l
+    WHERE l.account_id = e.account_id AND l.kind = 'purchase' AND l.ref = e.payload ->> 'payment_ref'
+      AND l.amount = CAST(e.payload ->> 'tokens' AS bigint)
+)
+UNION ALL
+SELECT e.account_id, 'event ' || e.sequence || ' tells of an adjustment of ' || (e.payload ->> 'delta')
+       || ' but the ledger''s entries of ' || (e.payload ->> 'request_id') || ' sum to ' || coalesce(a.total, 0)
+FROM events AS e
+LEFT JOIN LATERAL (
+    SELECT sum(l.amount) AS total FROM ledger_entries AS l
+    WHERE l.account_id = e.account_id AND l.kind = 'adjustment' AND l.ref = e.payload ->> 'request_id'
+) AS a ON true
+WHERE e.type = 'balance.adjusted' AND coalesce(a.total, 0) <> CAST(e.payload ->> 'delta' AS bigint)
+UNION ALL
+SELECT account_id, 'event ' || sequence || ' (' || type || ') shows a debt of ' || (payload -> 'balance' ->> 'debt')
+FROM events
+WHERE (type = 'debt.created' AND (CAST(payload -> 'balance' ->> 'debt' AS bigint) <= 0
+        OR payload ->> 'debt' <> payload -> 'balance' ->> 'debt'))
+   OR (type = 'debt.cleared' AND CAST(payload -> 'balance' ->> 'debt' AS bigint) <> 0)
+ORDER BY 1, 2
+"""
+
 _COUNT = "SELECT count(*) FROM accounts WHERE (CAST(:account_id AS text) IS NULL OR account_id = :account_id)"
 
 
@@ -135,7 +177,9 @@ class Discrepancy:
 
 
 @dataclass(frozen=True)
-class UsageMismatch:
+class Mismatch:
+    """A check other than a pool's sums failed: usage totals, open-hold counts, events."""
+
     account_id: str
     problem: str
 
@@ -146,7 +190,7 @@ class UsageMismatch:
 @dataclass(frozen=True)
 class AuditReport:
     accounts: int
-    discrepancies: list[Discrepancy | UsageMismatch]
+    discrepancies: list[Discrepancy | Mismatch]
 
     @property
     def clean(self) -> bool:
@@ -161,6 +205,7 @@ async def audit(engine: AsyncEngine, account_id: str | None = None) -> AuditRepo
         usage = [
             *(await connection.execute(text(_USAGE_AUDIT), {"account_id": account_id})).mappings().all(),
             *(await connection.execute(text(_OPEN_HOLDS_AUDIT), {"account_id": account_id})).mappings().all(),
+            *(await connection.execute(text(_EVENTS_AUDIT), {"account_id": account_id})).mappings().all(),
         ]
         accounts = (await connection.execute(text(_COUNT), {"account_id": account_id})).scalar_one()
         await connection.rollback()
@@ -172,5 +217,5 @@ async def audit(engine: AsyncEngine, account_id: str | None = None) -> AuditRepo
             )
             for r in rows
         ]
-        + [UsageMismatch(r["account_id"], r["problem"]) for r in usage],
+        + [Mismatch(r["account_id"], r["problem"]) for r in usage],
     )
