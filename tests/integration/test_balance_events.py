@@ -176,3 +176,37 @@ async def test_a_grant_that_pays_the_debt_tells_both_with_the_new_period_in_the_
     assert cleared["balance"]["allowance_total"] == 50_000 and cleared["balance"]["allowance_remaining"] == 40_000
     assert cleared["balance"]["period_start"] != found[-3]["payload"]["balance"]["period_start"]
     assert granted["debt_paid"] == 10_000 and granted["balance"] == cleared["balance"]
+
+
+async def test_list_events_pages_by_sequence_with_the_balance_after_each(meter: RunningMeter) -> None:
+    account = new_id()
+    for _ in range(5):
+        await meter.stub.CreditPurchase(pack_purchase(account))
+    first = await meter.stub.ListEvents(pb.ListEventsRequest(account_id=account, page_size=2))
+    assert [e.sequence for e in first.events] == [1, 2] and first.last_sequence == 2 and first.more
+    event = first.events[1]
+    assert event.type == "purchase.credited" and event.account_id == account and event.event_id
+    assert event.data["tokens"] == 1000 and event.data["pack_id"] == "pack_1000_tokens"
+    assert event.balance.purchased_remaining == 2000 and event.balance.plan_id == "free"
+    assert event.occurred_at.seconds > 0
+    rest = await meter.stub.ListEvents(pb.ListEventsRequest(account_id=account, after_sequence=first.last_sequence))
+    assert [e.sequence for e in rest.events] == [3, 4, 5] and rest.last_sequence == 5 and not rest.more
+    assert rest.events[-1].balance.purchased_remaining == 5000
+    assert len({e.event_id for e in [*first.events, *rest.events]}) == 5
+    empty = await meter.stub.ListEvents(pb.ListEventsRequest(account_id=account, after_sequence=5))
+    assert (list(empty.events), empty.last_sequence, empty.more) == ([], 5, False)
+
+
+async def test_list_events_refuses_what_it_cannot_answer(meter: RunningMeter) -> None:
+    await expect_error(
+        meter.stub.ListEvents(pb.ListEventsRequest(account_id="acct-nobody-has")),
+        grpc.StatusCode.NOT_FOUND,
+        "ACCOUNT_NOT_FOUND",
+    )
+    account = new_id()
+    await meter.stub.CreditPurchase(pack_purchase(account))
+    for request in (
+        pb.ListEventsRequest(account_id=account, after_sequence=-1),
+        pb.ListEventsRequest(account_id=account, page_size=1001),
+    ):
+        await expect_error(meter.stub.ListEvents(request), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD")

@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.type import date_pb2 as _date_pb2
 from google.protobuf.internal import containers as _containers
@@ -730,3 +731,41 @@ class Reservation(_message.Message):
     catalog_version: str
     labels: _containers.ScalarMap[str, str]
     def __init__(self, reservation_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., held_tokens: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., catalog_version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class BalanceEvent(_message.Message):
+    __slots__ = ("event_id", "account_id", "sequence", "type", "occurred_at", "data", "balance")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    account_id: str
+    sequence: int
+    type: str
+    occurred_at: _timestamp_pb2.Timestamp
+    data: _struct_pb2.Struct
+    balance: Balance
+    def __init__(self, event_id: _Optional[str] = ..., account_id: _Optional[str] = ..., sequence: _Optional[int] = ..., type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ...) -> None: ...
+
+class ListEventsRequest(_message.Message):
+    __slots__ = ("account_id", "after_sequence", "page_size")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    after_sequence: int
+    page_size: int
+    def __init__(self, account_id: _Optional[str] = ..., after_sequence: _Optional[int] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class ListEventsResponse(_message.Message):
+    __slots__ = ("events", "last_sequence", "more")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[BalanceEvent]
+    last_sequence: int
+    more: bool
+    def __init__(self, events: _Optional[_Iterable[_Union[BalanceEvent, _Mapping]]] = ..., last_sequence: _Optional[int] = ..., more: _Optional[bool] = ...) -> None: ...

@@ -125,6 +125,11 @@ class MeterServiceStub:
                 request_serializer=meter_dot_v1_dot_meter__pb2.ListOpenReservationsRequest.SerializeToString,
                 response_deserializer=meter_dot_v1_dot_meter__pb2.ListOpenReservationsResponse.FromString,
                 _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/meter.v1.MeterService/ListEvents',
+                request_serializer=meter_dot_v1_dot_meter__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=meter_dot_v1_dot_meter__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
 
 
 class MeterServiceServicer:
@@ -290,6 +295,16 @@ class MeterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEvents(self, request, context):
+        """An account's balance events after `after_sequence`, oldest first, a page at a time: the
+        facts meter tells the product (a purchase credited, a warning level crossed, debt created, …),
+        each written by the transaction of its change and numbered 1, 2, 3 … per account without
+        gaps. To read on from where a page ended, send its `last_sequence` as `after_sequence`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -377,6 +392,11 @@ def add_MeterServiceServicer_to_server(servicer, server):
                     servicer.ListOpenReservations,
                     request_deserializer=meter_dot_v1_dot_meter__pb2.ListOpenReservationsRequest.FromString,
                     response_serializer=meter_dot_v1_dot_meter__pb2.ListOpenReservationsResponse.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=meter_dot_v1_dot_meter__pb2.ListEventsRequest.FromString,
+                    response_serializer=meter_dot_v1_dot_meter__pb2.ListEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -844,6 +864,33 @@ class MeterService:
             '/meter.v1.MeterService/ListOpenReservations',
             meter_dot_v1_dot_meter__pb2.ListOpenReservationsRequest.SerializeToString,
             meter_dot_v1_dot_meter__pb2.ListOpenReservationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.MeterService/ListEvents',
+            meter_dot_v1_dot_meter__pb2.ListEventsRequest.SerializeToString,
+            meter_dot_v1_dot_meter__pb2.ListEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

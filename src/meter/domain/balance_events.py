@@ -7,7 +7,12 @@ where the fact is decided.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
+
+from meter.domain.balance import Balance
 
 
 class EventType(StrEnum):
@@ -22,3 +27,21 @@ class EventType(StrEnum):
     ADJUSTED = "balance.adjusted"  # an operator's Adjust
     DEBT_CREATED = "debt.created"  # the account owes tokens (usage nothing paid for, a refund of spent tokens)
     DEBT_CLEARED = "debt.cleared"  # it owes nothing again
+
+
+@dataclass(frozen=True)
+class BalanceEvent:
+    account_id: str
+    sequence: int  # 1, 2, 3 … per account, without gaps
+    event_id: str
+    type: str
+    occurred_at: datetime
+    data: dict[str, Any]  # the fact's amounts and references
+    balance: Balance  # right after the change
+
+
+@dataclass(frozen=True)
+class EventPage:
+    events: list[BalanceEvent]
+    last_sequence: int  # the next page's after_sequence
+    more: bool

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 from google.type import date_pb2
 
 from meter.catalog import Catalog
 from meter.domain.amounts import format_millionths
 from meter.domain.balance import Balance, WarningLevel
+from meter.domain.balance_events import BalanceEvent
 from meter.domain.errors import InvalidField
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
 from meter.domain.holds import HoldStatus
@@ -364,4 +365,18 @@ def open_reservations(value: OpenReservations) -> pb.ListOpenReservationsRespons
             for r in value.reservations
         ],
         open_count=value.open_count,
+    )
+
+
+def balance_event(value: BalanceEvent) -> pb.BalanceEvent:
+    data = struct_pb2.Struct()
+    data.update(value.data)
+    return pb.BalanceEvent(
+        event_id=value.event_id,
+        account_id=value.account_id,
+        sequence=value.sequence,
+        type=value.type,
+        occurred_at=timestamp(value.occurred_at),
+        data=data,
+        balance=balance(value.balance),
     )

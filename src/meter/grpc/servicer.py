@@ -9,6 +9,7 @@ import grpc
 from meter.domain.errors import InvalidField
 from meter.service import balance as balance_case
 from meter.service import (
+    balance_events,
     credits,
     events,
     extend,
@@ -219,6 +220,17 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
         )
         return pb.ListLedgerEntriesResponse(
             entries=[convert.ledger_entry(e) for e in page.entries], next_page_token=page.next_page_token
+        )
+
+    async def ListEvents(self, request: pb.ListEventsRequest, context: Context) -> pb.ListEventsResponse:
+        page = await balance_events.list_events(
+            self._meter,
+            account_id=request.account_id,
+            after_sequence=request.after_sequence,
+            page_size=request.page_size,
+        )
+        return pb.ListEventsResponse(
+            events=[convert.balance_event(e) for e in page.events], last_sequence=page.last_sequence, more=page.more
         )
 
     async def GetUsage(self, request: pb.GetUsageRequest, context: Context) -> pb.GetUsageResponse:

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from meter.domain.balance_events import EventType
+from meter.domain.balance_events import BalanceEvent, EventType
+from meter.storage.hot_path import balance_from_row
 from meter.storage.queries import Queries
 
 
@@ -26,3 +27,29 @@ class BalanceEventQueries(Queries):
     async def debt_events(self, account_id: str, ref: str, now: datetime) -> None:
         """The debt's facts after a change that may have moved it (meter_debt_events)."""
         await self._row("SELECT meter_debt_events(:account_id, :ref, :now)", account_id=account_id, ref=ref, now=now)
+
+    async def events_after(self, account_id: str, after_sequence: int, limit: int) -> list[BalanceEvent]:
+        rows = await self._rows(
+            "SELECT sequence, event_id, type, occurred_at, payload FROM balance_events "
+            "WHERE account_id = :account_id AND sequence > :after ORDER BY sequence LIMIT :limit",
+            account_id=account_id,
+            after=after_sequence,
+            limit=limit,
+        )
+        return [_event(account_id, row) for row in rows]
+
+
+def _event(account_id: str, row: Mapping[str, Any]) -> BalanceEvent:
+    data = dict(row["payload"])
+    balance = data.pop("balance")
+    for field in ("period_start", "period_end"):
+        balance[field] = datetime.fromisoformat(balance[field])
+    return BalanceEvent(
+        account_id=account_id,
+        sequence=row["sequence"],
+        event_id=str(row["event_id"]),
+        type=row["type"],
+        occurred_at=row["occurred_at"],
+        data=data,
+        balance=balance_from_row(account_id, balance),
+    )
