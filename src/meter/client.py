@@ -219,6 +219,12 @@ class MeterClient:
     async def list_ledger_entries(self, request: pb.ListLedgerEntriesRequest) -> pb.ListLedgerEntriesResponse:
         return await self._call(self._stub.ListLedgerEntries, request, _READS_RETRY_ON)
 
+    async def list_events(
+        self, *, account_id: str, after_sequence: int = 0, page_size: int = 0
+    ) -> pb.ListEventsResponse:
+        request = pb.ListEventsRequest(account_id=account_id, after_sequence=after_sequence, page_size=page_size)
+        return await self._call(self._stub.ListEvents, request, _READS_RETRY_ON)
+
     async def get_usage(self, request: pb.GetUsageRequest) -> pb.GetUsageResponse:
         return await self._call(self._stub.GetUsage, request, _READS_RETRY_ON)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import socket
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -129,3 +132,33 @@ class TestCalls:
         assert failed.value.code == grpc.StatusCode.UNAVAILABLE
         assert failed.value.reason == ""
         assert attempts == 3
+
+
+async def test_the_readmes_event_reader_tells_each_fact_once_across_restarts(meter: RunningMeter) -> None:
+    """The README's `tell` (from its Events section, run as written): a purchase and a 90 %
+    warning become one message each, and reading on from the returned sequence sends nothing again."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    [source] = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "async def tell(" in block]
+    sent: list[tuple[str, str]] = []
+    namespace: dict[str, Any] = {"send_mail": lambda account, text: sent.append((account, text))}
+    exec(source, namespace)  # noqa: S102 (the README's own example)
+    tell = namespace["tell"]
+    account = new_id()
+    async with MeterClient(meter.address) as client:
+        await client.credit_purchase(
+            account_id=account,
+            pack_id="pack_1000_tokens",
+            tokens=1000,
+            amount_minor=100,
+            currency="usd",
+            payment_ref=new_id("cs"),
+        )
+        hold = await client.reserve(account_id=account, model="basic", input_tokens=500, max_output_tokens=450)
+        await client.commit(reservation_id=hold.reservation_id, input_tokens=500, output_tokens=450)
+        after = await tell(client, account, 0)
+        assert sent == [
+            (account, "You bought 1,000 tokens"),
+            (account, "You have used 90 % of your tokens this period"),
+        ]
+        assert await tell(client, account, after) == after  # nothing new: nothing sent twice
+        assert len(sent) == 2
