@@ -92,9 +92,21 @@ def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
     return infos[0]
 
 
-async def expect_error(call: Awaitable[Any], code: grpc.StatusCode, reason: str) -> error_details_pb2.ErrorInfo:
+async def first_answer(rpc: Any, within: float = 15.0) -> Any:
+    """A unary call's answer, or a server stream's first message (the stream then cancelled);
+    TimeoutError when a stream sends nothing within `within` seconds (it is waiting for events)."""
+    if isinstance(rpc, grpc.aio.UnaryStreamCall):
+        try:
+            return await asyncio.wait_for(rpc.read(), timeout=within)
+        finally:
+            rpc.cancel()
+    return await rpc
+
+
+async def expect_error(call: Any, code: grpc.StatusCode, reason: str) -> error_details_pb2.ErrorInfo:
+    """`call`: a unary call (or any awaitable), or a server stream, whose first message must fail."""
     try:
-        response = await call
+        response = await first_answer(call)
     except grpc.aio.AioRpcError as error:
         assert error.code() == code, f"{error.code()} {error.details()}"
         info = error_info(error)

@@ -144,6 +144,7 @@ class Service:
         await self.webhooks.stop()
         await self._webhook_client.close()
         await self.grpc.stop(self.settings.shutdown_grace_seconds)
+        await self.meter.storage.notices.close()
         self._stop_sweeper.set()
         for task in (self._sweeper, self._rate_sync):
             if task is not None:

@@ -4,13 +4,16 @@ writes none."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
 import grpc
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.v1 import meter_pb2 as pb
+from meter.v1 import meter_pb2_grpc
 from support import (
     RunningMeter,
     balance,
@@ -210,3 +213,55 @@ async def test_list_events_refuses_what_it_cannot_answer(meter: RunningMeter) ->
         pb.ListEventsRequest(account_id=account, page_size=1001),
     ):
         await expect_error(meter.stub.ListEvents(request), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD")
+
+
+async def _received(stream, count: int) -> list[pb.BalanceEvent]:  # type: ignore[no-untyped-def]
+    """The next `count` messages of a stream, with a deadline (a lost event must fail, not hang)."""
+
+    async def read() -> list[pb.BalanceEvent]:
+        return [(await stream.read()).event for _ in range(count)]
+
+    return await asyncio.wait_for(read(), timeout=15)
+
+
+async def test_watch_events_streams_what_happened_then_each_new_event_as_it_commits(meters) -> None:  # type: ignore[no-untyped-def]
+    watched, other_replica = await meters(), await meters()
+    account = new_id()
+    await watched.stub.CreditPurchase(pack_purchase(account))
+    stream = watched.stub.WatchEvents(pb.WatchEventsRequest(account_id=account))
+    [first] = await _received(stream, 1)
+    assert (first.sequence, first.type, first.balance.purchased_remaining) == (1, "purchase.credited", 1000)
+    # Written through the other server: the database's notice reaches this one's watcher.
+    await other_replica.stub.CreditPurchase(pack_purchase(account))
+    await other_replica.stub.Adjust(
+        pb.AdjustRequest(account_id=account, pool=pb.POOL_PURCHASED, delta=5, reason="bonus", request_id=new_id("a"))
+    )
+    second, third = await _received(stream, 2)
+    assert [(e.sequence, e.type) for e in (second, third)] == [(2, "purchase.credited"), (3, "balance.adjusted")]
+    assert third.balance.purchased_remaining == 2005
+    stream.cancel()
+
+
+async def test_a_watcher_resumes_after_a_restart_with_no_gap_and_no_duplicate(meters) -> None:  # type: ignore[no-untyped-def]
+    meter = await meters()
+    account = new_id()
+    await meter.stub.CreditPurchase(pack_purchase(account))
+    async with grpc.aio.insecure_channel(meter.address) as channel:  # not the one meter.stop() closes
+        stream = meter_pb2_grpc.MeterServiceStub(channel).WatchEvents(pb.WatchEventsRequest(account_id=account))
+        [seen] = await _received(stream, 1)
+        await meter.stop()  # the stream ends, OK, when the server starts to stop
+        assert await asyncio.wait_for(stream.read(), timeout=15) is grpc.aio.EOF
+        assert await stream.code() == grpc.StatusCode.OK
+    later = await meters()
+    for _ in range(2):
+        await later.stub.CreditPurchase(pack_purchase(account))
+    resumed = later.stub.WatchEvents(pb.WatchEventsRequest(account_id=account, after_sequence=seen.sequence))
+    assert [e.sequence for e in await _received(resumed, 2)] == [2, 3]
+    resumed.cancel()
+
+
+async def test_watch_events_refuses_an_unknown_account(meter: RunningMeter) -> None:
+    stream = meter.stub.WatchEvents(pb.WatchEventsRequest(account_id="acct-nobody-has"))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await asyncio.wait_for(stream.read(), timeout=15)
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND

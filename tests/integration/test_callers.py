@@ -24,6 +24,7 @@ from support import (
     error_info,
     expect_error,
     fingerprint,
+    first_answer,
     funded_account,
     new_id,
     pack_purchase,
@@ -61,7 +62,8 @@ async def start_with_callers(meters: StartMeter, **settings: Any) -> RunningMete
 
 
 async def call(meter: RunningMeter, method: str, request: Message, credential: Credential | None) -> Any:
-    return await getattr(meter.stub, method)(request, metadata=credential.metadata if credential else None)
+    rpc = getattr(meter.stub, method)(request, metadata=credential.metadata if credential else None)
+    return await first_answer(rpc)
 
 
 def requests(account: str, reservation: str) -> dict[str, Message]:
@@ -109,9 +111,8 @@ async def test_every_method_is_refused_without_a_valid_token_or_permission_and_n
             ((("authorization", f"Bearer {new_token()}"),), "INVALID_TOKEN"),
             ((("authorization", f"Bearer {PROXY.token}x"),), "INVALID_TOKEN"),
         ):
-            await expect_error(
-                getattr(meter.stub, method)(request, metadata=metadata), grpc.StatusCode.UNAUTHENTICATED, reason
-            )
+            rpc = getattr(meter.stub, method)(request, metadata=metadata)
+            await expect_error(first_answer(rpc), grpc.StatusCode.UNAUTHENTICATED, reason)
             refusals += 1
         for credential in CREDENTIALS:
             if not credential.may_call(method):

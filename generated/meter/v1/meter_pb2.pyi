@@ -769,3 +769,17 @@ class ListEventsResponse(_message.Message):
     last_sequence: int
     more: bool
     def __init__(self, events: _Optional[_Iterable[_Union[BalanceEvent, _Mapping]]] = ..., last_sequence: _Optional[int] = ..., more: _Optional[bool] = ...) -> None: ...
+
+class WatchEventsRequest(_message.Message):
+    __slots__ = ("account_id", "after_sequence")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    after_sequence: int
+    def __init__(self, account_id: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
+
+class WatchEventsResponse(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: BalanceEvent
+    def __init__(self, event: _Optional[_Union[BalanceEvent, _Mapping]] = ...) -> None: ...

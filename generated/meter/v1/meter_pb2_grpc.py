@@ -130,6 +130,11 @@ class MeterServiceStub:
                 request_serializer=meter_dot_v1_dot_meter__pb2.ListEventsRequest.SerializeToString,
                 response_deserializer=meter_dot_v1_dot_meter__pb2.ListEventsResponse.FromString,
                 _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/meter.v1.MeterService/WatchEvents',
+                request_serializer=meter_dot_v1_dot_meter__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=meter_dot_v1_dot_meter__pb2.WatchEventsResponse.FromString,
+                _registered_method=True)
 
 
 class MeterServiceServicer:
@@ -305,6 +310,16 @@ class MeterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchEvents(self, request, context):
+        """An account's balance events after `after_sequence`, then each new one as soon as its change
+        is committed, on whichever replica made it: what a product's backend holds open to show a
+        live balance. After a reconnect, send the last sequence received as `after_sequence`: the
+        stream resumes with no gap and no duplicate. It ends (OK) when the server starts to stop.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -397,6 +412,11 @@ def add_MeterServiceServicer_to_server(servicer, server):
                     servicer.ListEvents,
                     request_deserializer=meter_dot_v1_dot_meter__pb2.ListEventsRequest.FromString,
                     response_serializer=meter_dot_v1_dot_meter__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=meter_dot_v1_dot_meter__pb2.WatchEventsRequest.FromString,
+                    response_serializer=meter_dot_v1_dot_meter__pb2.WatchEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -891,6 +911,33 @@ class MeterService:
             '/meter.v1.MeterService/ListEvents',
             meter_dot_v1_dot_meter__pb2.ListEventsRequest.SerializeToString,
             meter_dot_v1_dot_meter__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/meter.v1.MeterService/WatchEvents',
+            meter_dot_v1_dot_meter__pb2.WatchEventsRequest.SerializeToString,
+            meter_dot_v1_dot_meter__pb2.WatchEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

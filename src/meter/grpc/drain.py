@@ -20,6 +20,9 @@ class Drain:
         self.draining = False
         self._idle = asyncio.Event()
         self._idle.set()
+        # Set when the drain starts: streams (WatchEvents) end then, rather than hold the stop;
+        # they are not counted in flight, their readers resume from their last sequence.
+        self.stopping = asyncio.Event()
 
     def __enter__(self) -> None:
         """Around one RPC's handler (`with drain:`); raises ShuttingDown when the server is
@@ -37,6 +40,7 @@ class Drain:
     async def start(self, grace_seconds: float) -> bool:
         """Refuse new calls and wait for the ones in flight; False if the grace ran out first."""
         self.draining = True
+        self.stopping.set()
         try:
             await asyncio.wait_for(self._idle.wait(), grace_seconds)
         except TimeoutError:

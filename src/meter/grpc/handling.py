@@ -19,11 +19,12 @@ handler on every call, which measured about 3 % of the server's CPU at load.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -31,7 +32,7 @@ import grpc
 
 from meter import metrics
 from meter.domain.caller_rates import CallerRates
-from meter.domain.callers import ANONYMOUS, Callers, acting_as
+from meter.domain.callers import ANONYMOUS, Caller, Callers, acting_as
 from meter.domain.errors import MeterError, NotReady, RateLimited
 from meter.grpc.drain import Drain
 from meter.grpc.errors import code_name, internal_status, to_status
@@ -71,7 +72,9 @@ def wrap_service(servicer: S, service: type, gate: Gate) -> S:
     """Wrap every RPC of `service` that `servicer` implements."""
     for name, member in vars(service).items():
         if callable(member) and not name.startswith("_"):
-            setattr(servicer, name, _handled(getattr(servicer, name), name, gate))
+            handler = getattr(servicer, name)
+            wrap = _handled_stream if inspect.isasyncgenfunction(handler) else _handled
+            setattr(servicer, name, wrap(handler, name, gate))
     return servicer
 
 
@@ -89,14 +92,9 @@ def _handled(inner: Handler, method: str, gate: Gate) -> Handler:
 
         try:
             with gate.drain:
-                if gate.callers is not None:
-                    admitted = gate.callers.admit(token, method)
-                    caller = admitted.name
-                    if gate.caller_rates is not None:
-                        gate.caller_rates.admit(admitted, method)
-                if not gate.readiness.ready:
-                    raise NotReady(gate.readiness.detail)
-                check_text_fields(request)
+                admitted = _authenticated(gate, token, method)
+                caller = admitted.name if admitted else caller
+                _admit(gate, admitted, method, request)
                 with acting_as(caller):
                     response = await inner(request, context)
         except MeterError as error:
@@ -114,6 +112,57 @@ def _handled(inner: Handler, method: str, gate: Gate) -> Handler:
         context.set_trailing_metadata(((REQUEST_ID, request_id),))
         done("OK")
         return response
+
+    return behavior
+
+
+def _authenticated(gate: Gate, token: str | None, method: str) -> Caller | None:
+    """The caller its token names, if it may call the method (None: no callers configured)."""
+    return None if gate.callers is None else gate.callers.admit(token, method)
+
+
+def _admit(gate: Gate, admitted: Caller | None, method: str, request: Any) -> None:
+    """The caller's rate, readiness, and the request's text fields."""
+    if admitted is not None and gate.caller_rates is not None:
+        gate.caller_rates.admit(admitted, method)
+    if not gate.readiness.ready:
+        raise NotReady(gate.readiness.detail)
+    check_text_fields(request)
+
+
+def _handled_stream(inner: Callable[[Any, Any], AsyncGenerator[Any, None]], method: str, gate: Gate) -> Any:
+    """The same steps for a server stream (WatchEvents): admitted like any call, then its messages
+    passed on until it ends (a stream ends itself when the drain's `stopping` is set: it is not
+    counted in flight, and would otherwise hold the stop for the whole grace). The log line and
+    metrics come at its end."""
+
+    async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        token, request_id = _read_metadata(context.invocation_metadata())
+        caller = ANONYMOUS if gate.callers is None else ""
+        code, reason = "OK", ""
+        try:
+            with gate.drain:  # refused when stopping; not counted in flight after this
+                admitted = _authenticated(gate, token, method)
+                caller = admitted.name if admitted else caller
+                _admit(gate, admitted, method, request)
+            with acting_as(caller):
+                async for item in inner(request, context):
+                    yield item
+        except MeterError as error:
+            code, reason = code_name(error), error.reason
+            await context.abort_with_status(to_status(error, ((REQUEST_ID, request_id),)))
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except Exception:
+            log.exception("unhandled error in %s (request %s)", method, request_id)
+            code, reason = "INTERNAL", "INTERNAL"
+            await context.abort_with_status(internal_status(((REQUEST_ID, request_id),)))
+        finally:
+            seconds = time.perf_counter() - started
+            _record(method, request, caller, code, reason, seconds, request_id, gate.log_ok or code != "OK")
+        context.set_trailing_metadata(((REQUEST_ID, request_id),))
 
     return behavior
 

@@ -43,7 +43,9 @@ class GrpcServer:
         self._server = grpc.aio.server()
         self.gate = gate or Gate(callers=None, readiness=Readiness(ready=True), drain=Drain())
         self.drain = self.gate.drain
-        servicer = wrap_service(MeterServicer(meter), meter_pb2_grpc.MeterServiceServicer, self.gate)
+        servicer = wrap_service(
+            MeterServicer(meter, self.gate.drain.stopping), meter_pb2_grpc.MeterServiceServicer, self.gate
+        )
         meter_pb2_grpc.add_MeterServiceServicer_to_server(servicer, self._server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
@@ -32,8 +34,11 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
-    def __init__(self, meter: Meter) -> None:
+    def __init__(self, meter: Meter, stopping: asyncio.Event) -> None:
+        """`stopping`: set when the server starts to stop; streams end then (their readers
+        resume elsewhere from their last sequence) rather than hold the stop."""
         self._meter = meter
+        self._stopping = stopping
 
     async def Reserve(self, request: pb.ReserveRequest, context: Context) -> pb.ReserveResponse:
         result = await reserve.reserve(
@@ -232,6 +237,14 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
         return pb.ListEventsResponse(
             events=[convert.balance_event(e) for e in page.events], last_sequence=page.last_sequence, more=page.more
         )
+
+    async def WatchEvents(
+        self, request: pb.WatchEventsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchEventsResponse]:
+        async for event in balance_events.watch_events(
+            self._meter, account_id=request.account_id, after_sequence=request.after_sequence, until=self._stopping
+        ):
+            yield pb.WatchEventsResponse(event=convert.balance_event(event))
 
     async def GetUsage(self, request: pb.GetUsageRequest, context: Context) -> pb.GetUsageResponse:
         report = await usage.get_usage(

@@ -1,15 +1,22 @@
-"""ListEvents: an account's balance events after a sequence number, oldest first."""
+"""ListEvents and WatchEvents: an account's balance events after a sequence number, oldest first,
+a page at a time or as they happen."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 from meter.domain import ids, pages
-from meter.domain.balance_events import EventPage
+from meter.domain.balance_events import BalanceEvent, EventPage
 from meter.domain.errors import AccountNotFound, InvalidField
 from meter.service.context import Meter
 from meter.service.ports import Store
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# A watcher reads again this often whatever it heard: notices are hints, and one lost with a
+# connection must delay an event, never lose it.
+POLL_SECONDS = 2.0
 
 
 async def list_events(meter: Meter, *, account_id: str, after_sequence: int = 0, page_size: int = 0) -> EventPage:
@@ -29,3 +36,36 @@ async def list_events(meter: Meter, *, account_id: str, after_sequence: int = 0,
         return EventPage(events, events[-1].sequence if events else after_sequence, more=len(found) > size)
 
     return await meter.storage.transaction(work)
+
+
+async def watch_events(
+    meter: Meter, *, account_id: str, after_sequence: int = 0, until: asyncio.Event
+) -> AsyncIterator[BalanceEvent]:
+    """The events after `after_sequence`, then each new one as its change commits (told by the
+    database's notices, on whichever replica made it), until `until` is set or the caller goes
+    away. Subscribed before each read, so an event committed during a read is heard of, not
+    missed."""
+    notices = meter.storage.notices
+    async with notices.subscription(account_id) as heard:
+        while not until.is_set():
+            heard.clear()
+            page = await list_events(
+                meter, account_id=account_id, after_sequence=after_sequence, page_size=MAX_PAGE_SIZE
+            )
+            for event in page.events:
+                yield event
+            after_sequence = page.last_sequence
+            if page.more:
+                continue
+            await notices.listen()  # again, after a lost connection
+            await _first(heard, until, within=POLL_SECONDS)
+
+
+async def _first(*signals: asyncio.Event, within: float) -> None:
+    """Return when one of `signals` is set, or after `within` seconds."""
+    waits = [asyncio.ensure_future(signal.wait()) for signal in signals]
+    try:
+        await asyncio.wait(waits, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

@@ -8,7 +8,9 @@ some of them says so in its types, so what it can touch is read in its signature
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -187,6 +189,14 @@ class Store(
     """Everything a transaction may touch; each use case names the parts it needs."""
 
 
+class EventNotices(Protocol):
+    """Hints that an account has new balance events (never the events themselves)."""
+
+    def subscription(self, account_id: str) -> AbstractAsyncContextManager[asyncio.Event]: ...
+    async def listen(self) -> None: ...
+    async def close(self) -> None: ...
+
+
 class Database(Protocol):
     async def transaction(self, work: Callable[[Store], Awaitable[T]]) -> T:
         """Run `work` in one transaction; commit if it returns, roll back if it raises."""
@@ -195,6 +205,11 @@ class Database(Protocol):
     @property
     def hot_path(self) -> HotPath:
         """The calls every model call waits on, each one statement decided in the database."""
+        ...
+
+    @property
+    def notices(self) -> EventNotices:
+        """When an account's balance events may have grown, for watchers."""
         ...
 
 

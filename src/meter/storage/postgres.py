@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from meter.service.ports import Store
 from meter.storage.clock import DatabaseClock
 from meter.storage.database import run_transaction
+from meter.storage.event_notices import EventNotices
 from meter.storage.hot_path import HotPath
 from meter.storage.store import PostgresStore
 
@@ -22,6 +23,11 @@ class PostgresDatabase:
         self.engine = engine
         self._hot_path = hot_path
         self.clock = clock
+        self._notices = EventNotices(engine.url.render_as_string(hide_password=False))
+
+    @property
+    def notices(self) -> EventNotices:
+        return self._notices
 
     @property
     def hot_path(self) -> HotPath:

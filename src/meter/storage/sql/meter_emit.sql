@@ -3,7 +3,9 @@
 -- Events are numbered per account 1, 2, 3 … without gaps, by a counting row taken after every
 -- other row of the change (it is the last lock any change takes, so it adds no order to wait in);
 -- the payload is p_data with the account's balance after the change under 'balance' (the columns
--- of meter_balance). Returns the event's number. Installed by migration 0023.
+-- of meter_balance). A notice on channel meter_balance_events, with the account id, tells the
+-- replicas' watchers (WatchEvents) when the change commits (PostgreSQL sends notices at commit,
+-- and none for a change rolled back). Returns the event's number. Installed by migration 0025.
 CREATE OR REPLACE FUNCTION meter_emit(p_account text, p_type text, p_data jsonb, p_now timestamptz)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
@@ -17,6 +19,7 @@ BEGIN
     INSERT INTO balance_events (account_id, sequence, type, occurred_at, payload)
     SELECT p_account, v_sequence, p_type, p_now, p_data || jsonb_build_object('balance', to_jsonb(b))
     FROM meter_balance(v_account) AS b;
+    PERFORM pg_notify('meter_balance_events', p_account);
     RETURN v_sequence;
 END;
 $$;
