@@ -3,7 +3,8 @@
 Every ledger entry must be explained by an operation a client sent, and applied at most once;
 every acknowledged operation must be in the database exactly as it was answered; per account the
 ledger must sum to what the model computes from the operations that were applied; `meter audit`
-must be clean; and no Reserve may have been admitted beyond what the account could have had.
+must be clean; no Reserve may have been admitted beyond what the account could have had; and each
+purchase and adjustment applied must be told exactly once as a balance event, on its account.
 Run only while no operation is in flight.
 """
 
@@ -56,6 +57,8 @@ class _Database:
     purchase_rows: int
     adjustments: dict[tuple[str, str], int]  # (account, request_id) -> delta
     invoices: dict[str, dict[str, Any]]  # invoice_ref -> subscription_payments row
+    # (type, payment_ref or request_id) -> the accounts of the balance events that tell of it
+    told: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -110,6 +113,14 @@ async def _read(engine: AsyncEngine, accounts: list[str] | None) -> _Database:
             await c.execute(text("SELECT account_id, request_id, delta FROM adjustments" + scope), params)
         ).all()
         invoices = (await c.execute(text("SELECT * FROM subscription_payments" + scope), params)).mappings().all()
+        told: dict[tuple[str, str], list[str]] = defaultdict(list)
+        told_query = (
+            "SELECT account_id, type, coalesce(payload ->> 'payment_ref', payload ->> 'request_id') "
+            "FROM balance_events WHERE type IN ('purchase.credited', 'balance.adjusted') "
+            "AND (CAST(:accounts AS text[]) IS NULL OR account_id = ANY(CAST(:accounts AS text[])))"
+        )
+        for account, kind, key in (await c.execute(text(told_query), params)).all():
+            told[(kind, key)].append(account)
         await c.rollback()
     return _Database(
         hold_rows,
@@ -118,6 +129,7 @@ async def _read(engine: AsyncEngine, accounts: list[str] | None) -> _Database:
         len(purchases),
         {(a, k): d for a, k, d in adjustments},
         {row["invoice_ref"]: dict(row) for row in invoices},
+        dict(told),
     )
 
 
@@ -147,6 +159,7 @@ async def check(engine: AsyncEngine, history: History, accounts: list[str] | Non
     _debt_payments(found, entries)
     _balances(found, history)
     _admission(found, db, history, by_key)
+    _told_once(found, db)
     subscriber_checks.check(found, db.ledger, db.invoices, history, subscribers)
 
     ledger_sum: dict[str, int] = defaultdict(int)
@@ -163,6 +176,17 @@ async def check(engine: AsyncEngine, history: History, accounts: list[str] | Non
             f"disputed {disputed[account]}, charged {charged[account]})",
         )
     return found
+
+
+def _told_once(found: Findings, db: _Database) -> None:
+    """Each purchase and adjustment in the database is one balance event on its account, and
+    every such event tells of one of them: once per fact, through redeliveries and restarts."""
+    facts = {("purchase.credited", ref): p["account_id"] for ref, p in db.purchases.items()}
+    facts |= {("balance.adjusted", key): account for (account, key) in db.adjustments}
+    for fact, account in facts.items():
+        found.expect(db.told.get(fact) == [account], "told once", account, f"{fact}: events on {db.told.get(fact)}")
+    for fact, accounts in db.told.items():
+        found.expect(fact in facts, "told once", accounts[0], f"{fact}: an event of nothing applied")
 
 
 def _holds(found: Findings, ev: _Evidence) -> dict[str, int]:
