@@ -121,9 +121,10 @@ async def bench(options: Options) -> Report:
         batches: list[float] = []  # calls per statement in each many-accounts round
         for number in range(1, options.rounds + 1):
             for name, kind, accounts, target in plan:
-                before = await server_metrics.scrape(server)
+                counted = name == "many accounts"
+                before = await server_metrics.scrape(server) if counted else None
                 measurement = await runner.measure(kind, accounts, options.seconds / options.rounds, server=target)
-                if name == "many accounts":
+                if before is not None:
                     batches.append((await server_metrics.scrape(server)).calls_per_statement_since(before))
                 rounds[name].append(measurement)
                 _progress(f"round {number}: {name}", measurement)

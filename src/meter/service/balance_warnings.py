@@ -9,7 +9,6 @@ on the account row that exactly one transaction wins), at most four times per pe
 from __future__ import annotations
 
 import logging
-from collections.abc import Set as AbstractSet
 
 from meter.domain.balance import Balance, WarningLevel
 from meter.domain.balance_events import EventType
@@ -26,29 +25,31 @@ async def announce(meter: Meter, balance: Balance) -> None:
     if not new:
         return
 
-    async def work(store: Store) -> int | None:
+    async def work(store: Store) -> list[WarningLevel]:
+        """The levels this transaction tells (none when another request or replica told them
+        first, or the period ended meanwhile), each as a balance event."""
         before = await store.announce_warnings(balance.account_id, balance.period.start, WarningLevel.to_bits(new))
-        if before is not None:
-            now = await store.now()
-            for level in _in_order(new - WarningLevel.from_bits(before)):
-                await store.emit(
-                    balance.account_id,
-                    EventType.WARNING_CROSSED,
-                    {"level": level.value, "used": balance.used_this_period, "period_tokens": balance.period_tokens},
-                    now,
-                )
-        return before
+        if before is None:
+            return []
+        told = sorted(new - WarningLevel.from_bits(before), key=lambda level: level.bit)
+        now = await store.now()
+        for level in told:
+            await store.emit(
+                balance.account_id,
+                EventType.WARNING_CROSSED,
+                {"level": level.value, "used": balance.used_this_period, "period_tokens": balance.period_tokens},
+                now,
+            )
+        return told
 
     try:
-        before = await meter.storage.transaction(work)
+        told = await meter.storage.transaction(work)
     except StorageUnavailable:
         # The caller's change is durable; failing its RPC now would only make it retry. The next
         # change that sees these levels announces them instead.
         log.info("balance warning of %s not recorded: database unavailable", balance.account_id)
         return
-    if before is None:
-        return  # announced already, by a concurrent request or replica, or the period ended meanwhile
-    for level in _in_order(new - WarningLevel.from_bits(before)):
+    for level in told:
         BALANCE_WARNINGS.labels(level=level.value).inc()
         log.warning(
             "balance warning: account %s reached %s in the period from %s (used %d of %d tokens)",
@@ -58,7 +59,3 @@ async def announce(meter: Meter, balance: Balance) -> None:
             balance.used_this_period,
             balance.period_tokens,
         )
-
-
-def _in_order(levels: AbstractSet[WarningLevel]) -> list[WarningLevel]:
-    return sorted(levels, key=lambda level: level.bit)

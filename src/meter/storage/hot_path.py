@@ -249,29 +249,22 @@ _NO_ACCOUNT = ""  # refused by ids.account_id, so no account has it
 _NO_HOLD = "00000000-0000-0000-0000-000000000000"
 
 
+# A Reserve for no account, with arguments of the types the real ones have, and the shared ones.
+_WARM_RESERVE = _Reserve(_NO_ACCOUNT, "warm-up", _NO_HOLD, "", 0, 1, 1, "{}", "", 0, 0, 0, 0, 0)
+_WARM_SHARED: tuple[Any, ...] = (0.0, [], [], [], [], 0, 0.0)
+
+
 async def _warm(connection: asyncpg.Connection, coalescing: bool) -> None:
     """Each hot-path statement once, with the same text (so that it lands in the connection's
     statement cache) and arguments of the same types as the calls it prepares for; with
     coalescing, the batches' statements too."""
-    await connection.fetchrow(
-        RESERVE, _NO_ACCOUNT, "warm-up", _NO_HOLD, "", 0, 1, 1, "{}", "", 0, 0, 0, 0, 0, 0.0, [], [], [], [], 0, 0.0
-    )
+    await connection.fetchrow(RESERVE, *_WARM_RESERVE, *_WARM_SHARED)
     reservation = ids.reservation_id(_NO_ACCOUNT, _NO_HOLD)
     await connection.fetchrow(COMMIT, _NO_ACCOUNT, _NO_HOLD, reservation, 0, 0, 0.0, SYSTEM)
     await connection.fetchrow(RELEASE, _NO_ACCOUNT, _NO_HOLD, reservation, 0.0, SYSTEM)
     await connection.fetchrow(EXTEND, _NO_ACCOUNT, _NO_HOLD, 1, 0.0)
     if coalescing:
-        await connection.fetch(
-            RESERVE_MANY,
-            *([value] for value in (_NO_ACCOUNT, "warm-up", _NO_HOLD, "", 0, 1, 1, "{}", "", 0, 0, 0, 0, 0)),
-            0.0,
-            [],
-            [],
-            [],
-            [],
-            0,
-            0.0,
-        )
+        await connection.fetch(RESERVE_MANY, *([value] for value in _WARM_RESERVE), *_WARM_SHARED)
         await connection.fetch(COMMIT_MANY, [_NO_ACCOUNT], [_NO_HOLD], [reservation], [0], [0], 0.0, [SYSTEM])
 
 
