@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
+from meter.storage.audit import audit
+from stripe_events import deliver, paid_checkout
 from support import (
     RunningMeter,
     balance,
@@ -47,6 +49,47 @@ async def test_a_purchase_is_one_event_with_its_amounts_and_the_balance_after(
     now = await balance(meter.stub, account)
     assert after["purchased_remaining"] == now.purchased_remaining == 1000
     assert after["plan_id"] == "free" and after["debt"] == 0
+
+
+async def test_a_paid_purchase_the_catalog_refuses_is_told_once_with_its_reason(
+    meter: RunningMeter, engine: AsyncEngine
+) -> None:
+    """The customer paid: the product must hear of it to refund and apologise, once per payment,
+    however often Stripe redelivers it and through whichever of its events."""
+    account, session = new_id(), new_id("cs")
+    completed = paid_checkout(account, tokens="5000", session=session)  # the pack sells 1000
+    for payload in (
+        completed,
+        completed,
+        paid_checkout(account, tokens="5000", session=session, event_type="checkout.session.async_payment_succeeded"),
+    ):
+        status, body = await deliver(meter.webhook_url, payload)
+        assert (status, body["status"]) == (200, "rejected"), body
+        assert body["reason"].startswith("PURCHASE_MISMATCH")
+    found = await balance_events(engine, account)
+    assert types(found) == ["purchase.refused"]  # the account was opened for it: the customer exists
+    refused = found[0]["payload"]
+    assert refused | {"balance": None} == {
+        "payment_ref": session,
+        "pack_id": "pack_1000_tokens",
+        "tokens": 5000,
+        "amount_minor": 100,
+        "currency": "usd",
+        "reason": "PURCHASE_MISMATCH",
+        "message": "tokens is 5000, the catalog says 1000",
+        "balance": None,
+    }
+    assert refused["balance"]["purchased_remaining"] == 0
+    # A purchase credited first is never refused later (a redelivery after a catalog change).
+    credited = new_id("cs")
+    await meter.stub.CreditPurchase(pack_purchase(account, payment_ref=credited))
+    await expect_error(
+        meter.stub.CreditPurchase(pack_purchase(account, payment_ref=credited, tokens=7)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "PURCHASE_MISMATCH",
+    )
+    assert types(await balance_events(engine, account)) == ["purchase.refused", "purchase.credited"]
+    assert (await audit(engine, account)).clean
 
 
 async def test_plan_adjustments_and_a_refused_correction(meter: RunningMeter, engine: AsyncEngine) -> None:

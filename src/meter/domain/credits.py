@@ -25,6 +25,15 @@ class Purchase:
 
 
 @dataclass(frozen=True)
+class RefusedPurchase:
+    """A payment Stripe took that meter would not credit, and why: support refunds it."""
+
+    purchase: Purchase
+    reason: str  # the ErrorInfo reason of the refusal (UNKNOWN_PACK, PURCHASE_MISMATCH, ...)
+    message: str
+
+
+@dataclass(frozen=True)
 class Adjustment:
     account_id: str
     request_id: str

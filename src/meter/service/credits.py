@@ -10,11 +10,12 @@ from meter.domain import ids
 from meter.domain.amounts import require_tokens
 from meter.domain.balance import Balance
 from meter.domain.balance_events import EventType
-from meter.domain.credits import Adjustment, Purchase
+from meter.domain.credits import Adjustment, Purchase, RefusedPurchase
 from meter.domain.errors import (
     AccountNotFound,
     InsufficientTokens,
     InvalidField,
+    MeterError,
     PurchaseMismatch,
     RequestIdReused,
 )
@@ -58,9 +59,16 @@ async def credit_purchase(
         for name, value in (("payment_intent", payment_intent), ("event_id", event_id)):
             if len(value) > MAX_REF_LENGTH:
                 raise InvalidField(name, f"at most {MAX_REF_LENGTH} characters")
-        purchase = _checked_purchase(
-            meter, account_id, pack_id, tokens, amount_minor, currency, payment_ref, payment_intent, event_id
-        )
+        try:
+            purchase = _checked_purchase(
+                meter, account_id, pack_id, tokens, amount_minor, currency, payment_ref, payment_intent, event_id
+            )
+        except MeterError as refusal:
+            sold = Purchase(
+                account_id, payment_ref, pack_id[:255], tokens, amount_minor, currency[:16], payment_intent or None
+            )
+            await _refuse(meter, RefusedPurchase(sold, refusal.reason, str(refusal)[:1000]))
+            raise
         credited = await meter.storage.transaction(lambda store: _credit(meter, store, purchase, source_event))
         if credited.newly_credited:
             metrics.TOKENS_CREDITED.inc(credited.tokens)
@@ -104,6 +112,39 @@ async def _credit(meter: Meter, store: Store, purchase: Purchase, source_event: 
     if purchase.payment_intent:  # a refund or dispute that arrived first is applied now
         await waiting.release(meter, store, account_id, waiting.payment_intent_key(purchase.payment_intent), now)
     return Credited(await store.balance(account_id), tokens, newly_credited=True, event_status=status)
+
+
+async def _refuse(meter: Meter, refused: RefusedPurchase) -> None:
+    """A payment the catalog refuses was still taken: it is kept once, for support to refund, and
+    told once as purchase.refused (on the account it was bought for, opened if it is new)."""
+    purchase = refused.purchase
+
+    async def work(store: Store) -> None:
+        account, now = await store.account_state(purchase.account_id)
+        if account is None:
+            await open_account(
+                store, free_account(purchase.account_id, meter.catalog, now, meter.parameters.buckets), now
+            )
+        elif await store.purchase(purchase.account_id, purchase.payment_ref) is not None:
+            return  # credited already, under the catalog it was sold with: nothing was refused
+        if not await store.insert_refused_purchase(refused, now):
+            return  # refused and told before (a redelivery)
+        await store.emit(
+            purchase.account_id,
+            EventType.PURCHASE_REFUSED,
+            {
+                "payment_ref": purchase.payment_ref,
+                "pack_id": purchase.pack_id,
+                "tokens": purchase.tokens,
+                "amount_minor": purchase.amount_minor,
+                "currency": purchase.currency,
+                "reason": refused.reason,
+                "message": refused.message,
+            },
+            now,
+        )
+
+    await meter.storage.transaction(work)
 
 
 def _checked_purchase(

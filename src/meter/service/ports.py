@@ -19,7 +19,7 @@ from meter.domain.answers import Charged, Expiry, Extended, Released, Reserved
 from meter.domain.balance import Balance
 from meter.domain.balance_events import BalanceEvent, EventType
 from meter.domain.caller_rates import Count
-from meter.domain.credits import Adjustment, Purchase
+from meter.domain.credits import Adjustment, Purchase, RefusedPurchase
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
 from meter.domain.holds import Hold, Pricing, ReserveParams
 from meter.domain.ledger import EntryKind, LedgerEntry, RecordedEntry
@@ -106,6 +106,7 @@ class Credits(Protocol):
 
     async def purchase(self, account_id: str, payment_ref: str) -> Purchase | None: ...
     async def insert_purchase(self, purchase: Purchase, now: datetime) -> bool: ...
+    async def insert_refused_purchase(self, refused: RefusedPurchase, now: datetime) -> bool: ...
     async def adjustment(self, account_id: str, request_id: str) -> Adjustment | None: ...
     async def insert_adjustment(self, adjustment: Adjustment, now: datetime) -> bool: ...
 

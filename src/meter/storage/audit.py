@@ -146,6 +146,15 @@ LEFT JOIN LATERAL (
 ) AS a ON true
 WHERE e.type = 'balance.adjusted' AND coalesce(a.total, 0) <> CAST(e.payload ->> 'delta' AS bigint)
 UNION ALL
+SELECT coalesce(r.account_id, e.account_id), 'payment ' || coalesce(r.payment_ref, e.payload ->> 'payment_ref')
+       || ' is refused ' || (r.payment_ref IS NOT NULL)::int || ' time(s) but told '
+       || count(e.sequence) || ' time(s)'
+FROM (SELECT * FROM refused_purchases WHERE (CAST(:account_id AS text) IS NULL OR account_id = :account_id)) AS r
+FULL JOIN (SELECT * FROM events WHERE type = 'purchase.refused') AS e
+    ON e.account_id = r.account_id AND e.payload ->> 'payment_ref' = r.payment_ref
+GROUP BY 1, r.payment_ref, e.payload ->> 'payment_ref'
+HAVING r.payment_ref IS NULL OR count(e.sequence) <> 1
+UNION ALL
 SELECT account_id, 'event ' || sequence || ' (' || type || ') shows a debt of ' || (payload -> 'balance' ->> 'debt')
 FROM events
 WHERE (type = 'debt.created' AND (CAST(payload -> 'balance' ->> 'debt' AS bigint) <= 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime
 
-from meter.domain.credits import Adjustment, Purchase
+from meter.domain.credits import Adjustment, Purchase, RefusedPurchase
 from meter.domain.pools import PoolName
 from meter.storage.queries import Queries
 
@@ -29,6 +29,20 @@ class CreditQueries(Queries):
                 ":amount_minor, :currency, :payment_intent, :event_id, :now) "
                 "ON CONFLICT (account_id, payment_ref) DO NOTHING",
                 **asdict(purchase),
+                now=now,
+            )
+        )
+
+    async def insert_refused_purchase(self, refused: RefusedPurchase, now: datetime) -> bool:
+        return bool(
+            await self._execute(
+                "INSERT INTO refused_purchases (account_id, payment_ref, pack_id, tokens, amount_minor, currency, "
+                "payment_intent, event_id, reason, message, refused_at) VALUES (:account_id, :payment_ref, "
+                ":pack_id, :tokens, :amount_minor, :currency, :payment_intent, :event_id, :reason, :message, :now) "
+                "ON CONFLICT (account_id, payment_ref) DO NOTHING",
+                **asdict(refused.purchase),
+                reason=refused.reason,
+                message=refused.message,
                 now=now,
             )
         )
