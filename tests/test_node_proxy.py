@@ -4,9 +4,7 @@ reason against the real server, under a caller with the proxy role."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from conftest import StartMeter
 
 from meter.domain.callers import hash_token, new_token
 from meter.v1 import meter_pb2 as pb
-from support import funded_account
+from support import funded_account, run_command
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "node-proxy"
 PROXY_TOKEN, OPS_TOKEN = new_token(), new_token()
@@ -25,25 +23,12 @@ CALLERS = (
 )
 
 
-async def _run(*command: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), timeout=timeout)
-    assert process.returncode is not None
-    return process.returncode, out.decode()
-
-
 @pytest.fixture(scope="module")
 async def node_modules() -> Path:
     """`npm ci` from the committed lock file, once (node_modules is not committed)."""
     assert shutil.which("node") and shutil.which("npm"), "Node.js and npm are needed for the example"
     if not (EXAMPLE / "node_modules" / "@grpc" / "grpc-js").is_dir():
-        code, out = await _run("npm", "ci", "--no-audit", "--no-fund", cwd=EXAMPLE, timeout=600)
+        code, out = await run_command("npm", "ci", "--no-audit", "--no-fund", cwd=EXAMPLE, timeout=600)
         assert code == 0, out
     return EXAMPLE / "node_modules"
 
@@ -58,7 +43,7 @@ async def test_the_node_proxy_reserves_commits_and_handles_insufficient_tokens(
     sizes = ("--input", "1200", "--max-output", "800", "--output", "350")
     as_proxy = {"METER_TOKEN": PROXY_TOKEN}
 
-    code, out = await _run(*step, *sizes, cwd=EXAMPLE, env=as_proxy)
+    code, out = await run_command(*step, *sizes, cwd=EXAMPLE, env=as_proxy)
     assert code == 0, out
     committed = json.loads(out)
     assert committed["step"] == "committed"
@@ -66,7 +51,7 @@ async def test_the_node_proxy_reserves_commits_and_handles_insufficient_tokens(
     assert (committed["held_tokens"], committed["charged_tokens"], committed["cost_micros"]) == ("4400", "2600", "6500")
     assert committed["available"] == "2400"
 
-    code, out = await _run(*step, *sizes, cwd=EXAMPLE, env=as_proxy)
+    code, out = await run_command(*step, *sizes, cwd=EXAMPLE, env=as_proxy)
     assert code == 0, out
     assert json.loads(out) == {
         "step": "refused",
@@ -75,7 +60,7 @@ async def test_the_node_proxy_reserves_commits_and_handles_insufficient_tokens(
         "available": "2400",
     }
 
-    code, out = await _run(*step, *sizes, cwd=EXAMPLE)  # no token
+    code, out = await run_command(*step, *sizes, cwd=EXAMPLE)  # no token
     assert code == 1
     assert json.loads(out)["code"] == "UNAUTHENTICATED" and json.loads(out)["reason"] == "MISSING_CREDENTIALS"
 

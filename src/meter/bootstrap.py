@@ -22,12 +22,14 @@ from meter.config import ConfigError, Settings
 from meter.domain.caller_rates import CallerRates
 from meter.domain.callers import ROLES, Callers
 from meter.domain.errors import MeterError
+from meter.domain.webhook_deliveries import RetrySchedule
 from meter.grpc import tls
 from meter.grpc.drain import Drain
 from meter.grpc.handling import Gate, Readiness
 from meter.grpc.server import METHODS, GrpcServer
 from meter.service.caller_rate_sync import run_caller_rate_sync
 from meter.service.context import Meter, Parameters
+from meter.service.deliverer import DeliveryPolicy, run_deliverer
 from meter.service.sweeper import run_sweeper
 from meter.storage import migrate
 from meter.storage.clock import DatabaseClock
@@ -36,6 +38,7 @@ from meter.storage.embedded import EmbeddedPostgres
 from meter.storage.hot_path import HotPath
 from meter.storage.postgres import PostgresDatabase
 from meter.webhooks.app import WebhookServer
+from meter.webhooks.outbound import SignedSender
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +132,8 @@ class Service:
     _stop_sweeper: asyncio.Event = field(default_factory=asyncio.Event)
     _sweeper: asyncio.Task[None] | None = None
     _rate_sync: asyncio.Task[None] | None = None
+    _deliverer: asyncio.Task[None] | None = None
+    _sender: SignedSender | None = None
 
     @property
     def ready(self) -> bool:
@@ -146,10 +151,12 @@ class Service:
         await self.grpc.stop(self.settings.shutdown_grace_seconds)
         await self.meter.storage.notices.close()
         self._stop_sweeper.set()
-        for task in (self._sweeper, self._rate_sync):
+        for task in (self._sweeper, self._rate_sync, self._deliverer):
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self._sender is not None:
+            await self._sender.close()
         metrics.DATABASE_POOLS.forget(self)
         await self.connections.close()
         if self.database.embedded is not None:
@@ -190,6 +197,7 @@ class Service:
         self._sweeper = asyncio.create_task(
             run_sweeper(self.meter, self.settings.sweep_interval_seconds, self._stop_sweeper), name="sweeper"
         )
+        self._start_deliverer()
         rates = self.grpc.gate.caller_rates
         if rates is not None:
             self._rate_sync = asyncio.create_task(
@@ -197,6 +205,18 @@ class Service:
                 name="caller-rate-sync",
             )
         log.info("ready: database reachable and at migration %s", head)
+
+    def _start_deliverer(self) -> None:
+        """Every replica sends webhooks; claims keep them from sending one delivery twice at once."""
+        policy = DeliveryPolicy(
+            schedule=RetrySchedule(self.settings.delivery_retry_seconds),
+            timeout_seconds=self.settings.delivery_timeout_seconds,
+            poll_seconds=self.settings.delivery_poll_seconds,
+        )
+        self._sender = SignedSender(policy.timeout_seconds)
+        self._deliverer = asyncio.create_task(
+            run_deliverer(self.meter, self._sender, policy, self._stop_sweeper), name="webhook-deliverer"
+        )
 
     async def _warm_up(self) -> None:
         """The pool's connections opened and the hot path prepared on each before the first call

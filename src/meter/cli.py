@@ -1,4 +1,5 @@
-"""`meter serve | migrate | audit | account | usage | webhooks | health | callers`: the operator's
+"""`meter serve | migrate | audit | account | usage | webhooks | endpoints | deliveries | health |
+callers`: the operator's
 commands (and `bench` and `chaos` when the lab is installed: see `Command`)."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 
 import uvloop
 
-from meter import bootstrap, console, logs
+from meter import bootstrap, console, delivery_commands, logs
 from meter.catalog import CatalogError
 from meter.client import MeterClient, MeterRpcError
 from meter.config import ConfigError, Settings
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     callers = commands.add_parser("callers", help="caller credentials")
     callers_commands = callers.add_subparsers(dest="callers_command", required=True)
     callers_commands.add_parser("new-token", help="print a new bearer token and the token_sha256 to configure")
+    delivery_commands.add(commands)
     plugins = _plugins(commands)
     args = parser.parse_args(argv)
     try:
@@ -98,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "migrate":
             return asyncio.run(_migrate(settings))
+        if args.command in ("endpoints", "deliveries"):
+            return delivery_commands.run(settings, args)
         if args.command in plugins:
             return plugins[args.command].run(settings, args)
         if args.command in ("account", "usage"):

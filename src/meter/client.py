@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -224,6 +224,30 @@ class MeterClient:
     ) -> pb.ListEventsResponse:
         request = pb.ListEventsRequest(account_id=account_id, after_sequence=after_sequence, page_size=page_size)
         return await self._call(self._stub.ListEvents, request, _READS_RETRY_ON)
+
+    async def watch_events(
+        self, *, account_id: str, after_sequence: int = 0, reconnect_seconds: float = 1.0
+    ) -> AsyncIterator[pb.BalanceEvent]:
+        """The account's events after `after_sequence`, then each new one as it commits, for as
+        long as the caller iterates. A stream that ends (a deploy stops the server) or breaks
+        (meter unreachable) is opened again from the last sequence yielded: no gap, no duplicate.
+        Refusals (unknown account, not allowed) are raised."""
+        while True:
+            call = self._stub.WatchEvents(
+                pb.WatchEventsRequest(account_id=account_id, after_sequence=after_sequence),
+                wait_for_ready=True,
+                metadata=self._metadata,
+            )
+            try:
+                async for answer in call:
+                    after_sequence = answer.event.sequence
+                    yield answer.event
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in _READS_RETRY_ON:
+                    raise MeterRpcError.from_rpc_error(error) from error
+            finally:
+                call.cancel()
+            await asyncio.sleep(reconnect_seconds)
 
     async def get_usage(self, request: pb.GetUsageRequest) -> pb.GetUsageResponse:
         return await self._call(self._stub.GetUsage, request, _READS_RETRY_ON)

@@ -36,6 +36,9 @@
 | METER_TLS_CLIENT_CERT_FILE | (none) | clients: certificate to present for mutual TLS |
 | METER_TLS_CLIENT_KEY_FILE | (none) | clients: its private key |
 | METER_CALLER_RATE_SYNC_MS | 100 | how often replicas share their per-caller counts |
+| METER_DELIVERY_RETRY_SECONDS | 5,300,1800,7200,18000,36000,36000 | waits between a webhook's attempts, then dead |
+| METER_DELIVERY_TIMEOUT_SECONDS | 10 | how long an endpoint has to answer a webhook |
+| METER_DELIVERY_POLL_SECONDS | 1 | how often each replica looks for webhooks to send |
 | METER_MIGRATE_ON_START | true | `meter serve` migrates the database; false: it waits for `meter migrate` |
 """
 
@@ -45,6 +48,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from meter.domain.webhook_deliveries import DEFAULT_RETRY_SECONDS
 
 
 class ConfigError(ValueError):
@@ -88,6 +93,9 @@ class Settings:
     tls_client_key_file: Path | None = None
     migrate_on_start: bool = True
     caller_rate_sync_seconds: float = 0.1
+    delivery_retry_seconds: tuple[float, ...] = DEFAULT_RETRY_SECONDS
+    delivery_timeout_seconds: float = 10.0
+    delivery_poll_seconds: float = 1.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -132,6 +140,9 @@ class Settings:
             tls_client_cert_file=_path(env, "METER_TLS_CLIENT_CERT_FILE"),
             tls_client_key_file=_path(env, "METER_TLS_CLIENT_KEY_FILE"),
             caller_rate_sync_seconds=_int(env, "METER_CALLER_RATE_SYNC_MS", 100, 10, 60_000) / 1000,
+            delivery_retry_seconds=_waits(env, "METER_DELIVERY_RETRY_SECONDS", DEFAULT_RETRY_SECONDS),
+            delivery_timeout_seconds=_float(env, "METER_DELIVERY_TIMEOUT_SECONDS", 10.0, 0.1, 300),
+            delivery_poll_seconds=_float(env, "METER_DELIVERY_POLL_SECONDS", 1.0, 0.01, 60),
             migrate_on_start=_choice(env, "METER_MIGRATE_ON_START", "true", ("true", "false")) == "true",
         )
         settings.check()
@@ -161,6 +172,19 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     if value not in choices:
         raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
     return value
+
+
+def _waits(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        waits = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a comma-separated list of seconds") from None
+    if not all(0 <= wait <= 7 * 86_400 for wait in waits) or len(waits) > 50:
+        raise ConfigError(f"{name}: at most 50 waits, each between 0 and 604800 seconds")
+    return waits
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -76,6 +76,13 @@ def observe_coalesced(call: str, size: int) -> None:
 
 SWEEPS = Counter("meter_sweeps", "Sweeper passes, by outcome (ok, failed).", ["outcome"])
 
+WEBHOOK_ATTEMPTS = Counter(
+    "meter_webhook_attempts",
+    "Balance events sent to webhook endpoints, by endpoint and outcome (delivered, failed: retried later, "
+    "dead: the retry schedule is spent).",
+    ["endpoint", "outcome"],
+)
+
 WEBHOOK_EVENTS = Counter(
     "meter_webhook_events",
     "Stripe webhook deliveries answered, by event type and outcome (applied, duplicate, ignored, pending, "

@@ -11,11 +11,11 @@ from typing import Any
 import grpc
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
+from stripe_events import deliver, paid_checkout
 
+from meter.storage.audit import audit
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
-from meter.storage.audit import audit
-from stripe_events import deliver, paid_checkout
 from support import (
     RunningMeter,
     balance,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from pathlib import Path
@@ -162,3 +163,48 @@ async def test_the_readmes_event_reader_tells_each_fact_once_across_restarts(met
         ]
         assert await tell(client, account, after) == after  # nothing new: nothing sent twice
         assert len(sent) == 2
+
+
+async def test_the_readmes_live_balance_follows_every_change_across_a_restart(meters: Any) -> None:
+    """The README's `show_live_balance` (run as written): the balance after each change reaches
+    the page once, in order, and the stream picks up after meter restarts on the same address."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    [source] = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "def show_live_balance(" in b]
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)  # noqa: S102 (the README's own example)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    first = await meters(grpc_addr=address)
+    account = await funded_account(first.stub, 100)  # history the page does not replay
+    pushed: list[dict[str, int]] = []
+    arrived = asyncio.Event()
+
+    def push(update: dict[str, int]) -> None:
+        pushed.append(update)
+        arrived.set()
+
+    async def next_push() -> dict[str, int]:
+        await asyncio.wait_for(arrived.wait(), timeout=30)
+        arrived.clear()
+        return pushed[-1]
+
+    async with MeterClient(address) as client:
+        showing = asyncio.create_task(namespace["show_live_balance"](client, account, push))
+        try:
+            assert await next_push() == {"available": 100, "used": 0}
+            await first.stub.Adjust(adjustment(account, 50))
+            assert await next_push() == {"available": 150, "used": 0}
+            await first.stop()
+            second = await meters(grpc_addr=address)
+            await second.stub.Adjust(adjustment(account, 25))
+            assert await next_push() == {"available": 175, "used": 0}
+            assert len(pushed) == 3  # nothing pushed twice across the restart
+        finally:
+            showing.cancel()
+
+
+def adjustment(account: str, delta: int) -> pb.AdjustRequest:
+    return pb.AdjustRequest(
+        account_id=account, pool=pb.POOL_PURCHASED, delta=delta, reason="live", request_id=new_id("adj")
+    )

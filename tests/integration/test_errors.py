@@ -220,14 +220,15 @@ class TestCreditRefusals:
         info = await expect_error(meter.stub.RecordWebhookEvent(request), INVALID, "INVALID_FIELD")
         assert info.metadata["field"] == "event.type"
 
-    async def test_refused_purchase_does_not_create_the_account(self, meter: RunningMeter) -> None:
+    async def test_refused_purchase_credits_nothing_and_opens_the_account_to_tell_it(
+        self, meter: RunningMeter
+    ) -> None:
+        """The customer paid: the account exists from then on, with nothing credited, so that the
+        purchase.refused event has somewhere to be told."""
         account = new_id()
         await expect_error(meter.stub.CreditPurchase(pack_purchase(account, tokens=5)), INVALID, "PURCHASE_MISMATCH")
-        await expect_error(
-            meter.stub.GetBalance(pb.GetBalanceRequest(account_id=account)),
-            grpc.StatusCode.NOT_FOUND,
-            "ACCOUNT_NOT_FOUND",
-        )
+        opened = await balance(meter.stub, account)
+        assert (opened.plan_id, opened.purchased_remaining, opened.available) == ("free", 0, 0)
 
     async def test_same_payment_ref_for_another_pack(self, meter: RunningMeter) -> None:
         account = await funded_account(meter.stub, 0)

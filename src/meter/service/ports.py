@@ -28,6 +28,7 @@ from meter.domain.payments import Payment, PaymentKey, SubscriptionPayment
 from meter.domain.periods import Period
 from meter.domain.pools import PoolName
 from meter.domain.usage import UsageGrouping, UsageRow
+from meter.domain.webhook_deliveries import Delivery, DeliveryState, DeliveryStatus, Endpoint
 
 T = TypeVar("T")
 
@@ -156,6 +157,26 @@ class BalanceEvents(Protocol):
     async def events_after(self, account_id: str, after_sequence: int, limit: int) -> list[BalanceEvent]: ...
 
 
+class WebhookDeliveries(Protocol):
+    """Webhook endpoints, and the delivery of each event an endpoint wants."""
+
+    async def insert_endpoint(self, endpoint: Endpoint, secret: str) -> bool: ...
+    async def endpoints(self) -> list[Endpoint]: ...
+    async def pause_endpoint(self, endpoint_id: str, paused: bool) -> bool: ...
+    async def remove_endpoint(self, endpoint_id: str) -> int | None: ...
+    async def claim_deliveries(self, now: datetime, lease_seconds: float, limit: int) -> list[Delivery]: ...
+    async def finish_delivery(
+        self, delivery: Delivery, now: datetime, *, error: str | None, retry_at: datetime | None
+    ) -> bool: ...
+    async def redeliver(self, endpoint_id: str, account_id: str, first: int, last: int, now: datetime) -> int: ...
+    async def redeliver_dead(self, endpoint_id: str, now: datetime) -> int: ...
+    async def event_position(self, event_id: str) -> tuple[str, int] | None: ...
+    async def delivery_states(
+        self, endpoint_id: str | None, status: DeliveryStatus | None, account_id: str | None, limit: int
+    ) -> list[DeliveryState]: ...
+    async def now(self) -> datetime: ...
+
+
 class History(Protocol):
     """What happened to an account: its ledger a page at a time, and its usage totals."""
 
@@ -184,6 +205,7 @@ class Store(
     WaitingRequests,
     WebhookEvents,
     BalanceEvents,
+    WebhookDeliveries,
     History,
     Protocol,
 ):

@@ -36,10 +36,10 @@ class BalanceEventQueries(Queries):
             after=after_sequence,
             limit=limit,
         )
-        return [_event(account_id, row) for row in rows]
+        return [event_from_row(account_id, row) for row in rows]
 
 
-def _event(account_id: str, row: Mapping[str, Any]) -> BalanceEvent:
+def event_from_row(account_id: str, row: Mapping[str, Any]) -> BalanceEvent:
     data = dict(row["payload"])
     balance = data.pop("balance")
     for field in ("period_start", "period_end"):

@@ -21,6 +21,7 @@ from meter.storage.balance_event_queries import BalanceEventQueries
 from meter.storage.bucket_queries import BucketQueries
 from meter.storage.caller_rate_queries import CallerRateQueries
 from meter.storage.credit_queries import CreditQueries
+from meter.storage.delivery_queries import DeliveryQueries
 from meter.storage.event_queries import EventQueries
 from meter.storage.hold_queries import HoldQueries
 from meter.storage.hot_path import balance_from_row
@@ -42,6 +43,7 @@ class PostgresStore(
     UsageQueries,
     CallerRateQueries,
     BalanceEventQueries,
+    DeliveryQueries,
 ):
     async def append(self, account_id: str, entries: Sequence[LedgerEntry], now: datetime) -> None:
         entries = [e for e in entries if e.amount]

@@ -5,7 +5,9 @@
 -- the payload is p_data with the account's balance after the change under 'balance' (the columns
 -- of meter_balance). A notice on channel meter_balance_events, with the account id, tells the
 -- replicas' watchers (WatchEvents) when the change commits (PostgreSQL sends notices at commit,
--- and none for a change rolled back). Returns the event's number. Installed by migration 0025.
+-- and none for a change rolled back). Each webhook endpoint that wants the type (paused or not) gets
+-- a pending delivery of it, in the same transaction (the deliverer sends it later, never the change's
+-- caller). Returns the event's number. Installed by migration 0027.
 CREATE OR REPLACE FUNCTION meter_emit(p_account text, p_type text, p_data jsonb, p_now timestamptz)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
@@ -19,6 +21,9 @@ BEGIN
     INSERT INTO balance_events (account_id, sequence, type, occurred_at, payload)
     SELECT p_account, v_sequence, p_type, p_now, p_data || jsonb_build_object('balance', to_jsonb(b))
     FROM meter_balance(v_account) AS b;
+    INSERT INTO webhook_deliveries (account_id, endpoint_id, sequence, next_attempt_at)
+    SELECT p_account, w.endpoint_id, v_sequence, p_now FROM webhook_endpoints AS w
+    WHERE cardinality(w.event_types) = 0 OR p_type = ANY(w.event_types);
     PERFORM pg_notify('meter_balance_events', p_account);
     RETURN v_sequence;
 END;

@@ -1,0 +1,138 @@
+"""`meter endpoints` and `meter deliveries`: where balance events are sent as webhooks, and what
+became of each sending (pending, delivered, dead), with redelivery of one event, a range or every
+dead one. They work on the database directly (METER_DATABASE_URL, or the embedded one), like
+`meter audit`: an operator's tool, not a caller's RPC."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+from meter import bootstrap
+from meter.config import Settings
+from meter.domain.balance_events import EventType
+from meter.domain.errors import MeterError
+from meter.domain.webhook_deliveries import DeliveryStatus
+from meter.service import webhook_endpoints
+from meter.service.context import Meter
+
+T = TypeVar("T")
+
+
+def add(commands: Any) -> None:
+    endpoints = commands.add_parser("endpoints", help="webhook endpoints that balance events are sent to")
+    endpoint_commands = endpoints.add_subparsers(dest="endpoints_command", required=True)
+    new = endpoint_commands.add_parser("add", help="send events to a URL; prints its signing secret once")
+    new.add_argument("name", help="the endpoint's id: letters, digits, '_', '.', '-'")
+    new.add_argument("url")
+    new.add_argument(
+        "--types",
+        default="",
+        help=f"comma-separated event types it wants (default: all): {', '.join(t.value for t in EventType)}",
+    )
+    endpoint_commands.add_parser("list", help="the endpoints, with the event types each wants")
+    for verb, what in (
+        ("pause", "send it nothing; its events wait, pending"),
+        ("resume", "send it what waited, in order, then the rest"),
+        ("remove", "forget it and every delivery to it"),
+    ):
+        named = endpoint_commands.add_parser(verb, help=what)
+        named.add_argument("name")
+    deliveries = commands.add_parser("deliveries", help="webhooks sent or to send: pending, delivered, dead")
+    delivery_commands = deliveries.add_subparsers(dest="deliveries_command", required=True)
+    listed = delivery_commands.add_parser("list", help="deliveries, soonest next attempt first")
+    listed.add_argument("--endpoint", help="one endpoint's")
+    listed.add_argument("--status", choices=[s.value for s in DeliveryStatus])
+    listed.add_argument("--account", help="one account's")
+    listed.add_argument("--limit", type=int, default=100)
+    listed.add_argument("--json", action="store_true", help="one JSON object per line")
+    again = delivery_commands.add_parser(
+        "redeliver", help="send again: an event, an account's range, or every dead one"
+    )
+    again.add_argument("endpoint")
+    which = again.add_mutually_exclusive_group(required=True)
+    which.add_argument("--event", help="a balance event's id (the webhook-id)")
+    which.add_argument("--account", help="an account's events, from --from to --to")
+    which.add_argument("--dead", action="store_true", help="every delivery the endpoint gave up on")
+    again.add_argument("--from", dest="first", type=int, default=1, help="first sequence (default 1)")
+    again.add_argument("--to", dest="last", type=int, help="last sequence (default: the latest)")
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_with_meter(settings, lambda meter: _run(meter, args)))
+    except MeterError as error:
+        print(f"meter: {error}", file=sys.stderr)
+        return 2
+
+
+async def _run(meter: Meter, args: argparse.Namespace) -> int:
+    if args.command == "endpoints":
+        return await _endpoints(meter, args)
+    if args.deliveries_command == "redeliver":
+        count = await webhook_endpoints.redeliver(
+            meter,
+            name=args.endpoint,
+            event_id=args.event,
+            account_id=args.account,
+            first=args.first,
+            last=args.last,
+            dead=args.dead,
+        )
+        print(f"meter: {count} deliveries to {args.endpoint} pending again")
+        return 0
+    states = await webhook_endpoints.list_deliveries(
+        meter,
+        name=args.endpoint,
+        status=DeliveryStatus(args.status) if args.status else None,
+        account_id=args.account,
+        limit=args.limit,
+    )
+    for state in states:
+        if args.json:
+            print(json.dumps(asdict(state), default=str))
+        else:
+            when = state.delivered_at if state.status is DeliveryStatus.DELIVERED else state.next_attempt_at
+            print(
+                f"{state.status.value:9} {state.endpoint_id} {state.account_id} #{state.sequence} {state.type} "
+                f"{state.event_id} attempts={state.attempts} {when:%Y-%m-%dT%H:%M:%SZ}"
+                + (f" last error: {state.last_error}" if state.last_error else "")
+            )
+    return 0
+
+
+async def _endpoints(meter: Meter, args: argparse.Namespace) -> int:
+    if args.endpoints_command == "add":
+        types = [t.strip() for t in args.types.split(",") if t.strip()]
+        added = await webhook_endpoints.add_endpoint(meter, name=args.name, url=args.url, types=types)
+        print(f"endpoint: {added.endpoint.endpoint_id}\nurl:      {added.endpoint.url}")
+        print(f"types:    {', '.join(added.endpoint.event_types) or 'all'}\nsecret:   {added.secret}")
+        return 0
+    if args.endpoints_command in ("pause", "resume"):
+        await webhook_endpoints.pause_endpoint(meter, name=args.name, paused=args.endpoints_command == "pause")
+        print(f"meter: endpoint {args.name} {args.endpoints_command}d")
+        return 0
+    if args.endpoints_command == "remove":
+        dropped = await webhook_endpoints.remove_endpoint(meter, name=args.name)
+        print(f"meter: endpoint {args.name} removed, with its {dropped} deliveries")
+        return 0
+    for endpoint in await webhook_endpoints.list_endpoints(meter):
+        state = "paused" if endpoint.paused else "active"
+        print(f"{endpoint.endpoint_id} {endpoint.url} {state} types={','.join(endpoint.event_types) or 'all'}")
+    return 0
+
+
+async def _with_meter(settings: Settings, work: Callable[[Meter], Awaitable[T]]) -> T:
+    database = await bootstrap.open_database(settings)
+    connections = await bootstrap.connect(settings, database.url)
+    try:
+        return await work(bootstrap.build_meter(settings, connections, clock=None, catalog=None))
+    finally:
+        await connections.close()
+        if database.embedded is not None:
+            await asyncio.to_thread(database.embedded.stop)

@@ -1,0 +1,71 @@
+"""Any language, received: examples/node-webhook-receiver (Node.js, the `standardwebhooks` npm
+package) verifies meter's signed webhooks and acts on them, against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from conftest import StartMeter
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meter.service import webhook_endpoints
+from meter.v1 import meter_pb2 as pb
+from support import new_id, pack_purchase, run_command
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "node-webhook-receiver"
+
+
+@pytest.fixture
+async def node_modules(engine: AsyncEngine) -> AsyncIterator[Path]:
+    """`npm ci` from the committed lock file (node_modules is not committed); afterwards the
+    endpoint the test adds is removed, so no later test's events go to it."""
+    if not (EXAMPLE / "node_modules" / "standardwebhooks").is_dir():
+        code, out = await run_command("npm", "ci", "--no-audit", "--no-fund", cwd=EXAMPLE, timeout=600)
+        assert code == 0, out
+    yield EXAMPLE / "node_modules"
+    async with engine.begin() as connection:
+        await connection.execute(text("DELETE FROM webhook_deliveries"))
+        await connection.execute(text("DELETE FROM webhook_endpoints"))
+
+
+async def test_the_node_receiver_verifies_and_tells_the_user(meters: StartMeter, node_modules: Path) -> None:
+    meter = await meters(delivery_poll_seconds=0.05)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    added = await webhook_endpoints.add_endpoint(
+        meter.service.meter,
+        name=new_id("node"),
+        url=f"http://127.0.0.1:{port}/meter-events",
+        types=["purchase.credited", "balance.warning"],
+    )
+    receiver = await asyncio.create_subprocess_exec(
+        "node", "receiver.js", "--port", str(port), cwd=EXAMPLE,
+        env={**os.environ, "METER_WEBHOOK_SECRET": added.secret}, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert receiver.stdout is not None
+    try:
+        assert json.loads(await asyncio.wait_for(receiver.stdout.readline(), timeout=30)) == {"listening": port}
+        account = new_id()
+        await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="starter"))
+        await meter.stub.CreditPurchase(pack_purchase(account, payment_ref=new_id("cs")))
+        told = json.loads(await asyncio.wait_for(receiver.stdout.readline(), timeout=30))
+        assert told == {"tell": account, "message": "You bought 1,000 tokens"}
+        accepted = json.loads(await asyncio.wait_for(receiver.stdout.readline(), timeout=30))
+        assert accepted | {"id": None} == {
+            "id": None,
+            "type": "purchase.credited",
+            "account_id": account,
+            "sequence": "3",
+            "available": "51000",
+        }
+    finally:
+        receiver.terminate()
+        await receiver.wait()
