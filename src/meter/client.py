@@ -226,21 +226,27 @@ class MeterClient:
         return await self._call(self._stub.ListEvents, request, _READS_RETRY_ON)
 
     async def watch_events(
-        self, *, account_id: str, after_sequence: int = 0, reconnect_seconds: float = 1.0
+        self, *, account_id: str = "", after_sequence: int = 0, after_position: str = "", reconnect_seconds: float = 1.0
     ) -> AsyncIterator[pb.BalanceEvent]:
-        """The account's events after `after_sequence`, then each new one as it commits, for as
-        long as the caller iterates. A stream that ends (a deploy stops the server) or breaks
-        (meter unreachable) is opened again from the last sequence yielded: no gap, no duplicate.
-        Refusals (unknown account, not allowed) are raised."""
+        """The account's events after `after_sequence` (no account: every account's, after
+        `after_position`), then each new one as it commits, for as long as the caller iterates. A
+        stream that ends (a deploy stops the server) or breaks (meter unreachable) is opened again
+        from the last event yielded: no gap, no duplicate. Refusals (unknown account, not
+        allowed) are raised."""
         while True:
             call = self._stub.WatchEvents(
-                pb.WatchEventsRequest(account_id=account_id, after_sequence=after_sequence),
+                pb.WatchEventsRequest(
+                    account_id=account_id, after_sequence=after_sequence, after_position=after_position
+                ),
                 wait_for_ready=True,
                 metadata=self._metadata,
             )
             try:
                 async for answer in call:
-                    after_sequence = answer.event.sequence
+                    if account_id:
+                        after_sequence = answer.event.sequence
+                    else:
+                        after_position = answer.event.position
                     yield answer.event
             except grpc.aio.AioRpcError as error:
                 if error.code() not in _READS_RETRY_ON:

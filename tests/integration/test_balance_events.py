@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from stripe_events import deliver, paid_checkout
 
@@ -22,6 +23,7 @@ from support import (
     balance_events,
     database_now,
     expect_error,
+    first_answer,
     new_id,
     pack_purchase,
     reserve_request,
@@ -308,3 +310,47 @@ async def test_watch_events_refuses_an_unknown_account(meter: RunningMeter) -> N
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await asyncio.wait_for(stream.read(), timeout=15)
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_watching_every_account_waits_for_a_slower_transaction_and_resumes_by_position(
+    meters, engine: AsyncEngine
+) -> None:  # type: ignore[no-untyped-def]
+    """Positions follow transaction ids, not commit order: an event of a transaction that began
+    earlier but commits later is still sent before the events that committed meanwhile, and
+    resuming after the last position sent after a restart misses nothing and repeats nothing."""
+    meter = await meters()
+    first = new_id()
+    await meter.stub.CreditPurchase(pack_purchase(first))
+    listed = await meter.stub.ListEvents(pb.ListEventsRequest(account_id=first))
+    start = listed.events[-1].position
+    async with engine.connect() as slow:  # a transaction that begins now and commits last
+        await slow.execute(text("BEGIN"))
+        await slow.execute(text("SELECT pg_current_xact_id()"))
+        second = new_id()
+        await meter.stub.CreditPurchase(pack_purchase(second))  # committed while `slow` runs
+        stream = meter.stub.WatchEvents(pb.WatchEventsRequest(after_position=start))
+        await slow.execute(
+            text("SELECT meter_emit(:a, 'plan.changed', CAST(:d AS jsonb), now())"),
+            {"a": first, "d": '{"plan_id": "free", "previous_plan_id": "free", "subscription_ref": null}'},
+        )
+        await slow.execute(text("COMMIT"))
+        early, late = await _received(stream, 2)
+    assert [(e.account_id, e.type) for e in (early, late)] == [(first, "plan.changed"), (second, "purchase.credited")]
+    await meter.stop()  # the stream ends; a watcher reconnects with the last position it was sent
+    later = await meters()
+    third = new_id()
+    await later.stub.CreditPurchase(pack_purchase(third))
+    resumed = later.stub.WatchEvents(pb.WatchEventsRequest(after_position=late.position))
+    [next_one] = await _received(resumed, 1)
+    assert (next_one.account_id, next_one.sequence) == (third, 1)
+    resumed.cancel()
+    await expect_error(
+        first_answer(later.stub.WatchEvents(pb.WatchEventsRequest(after_sequence=3))),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD",
+    )
+    await expect_error(
+        first_answer(later.stub.WatchEvents(pb.WatchEventsRequest(after_position="not one"))),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD",
+    )

@@ -102,7 +102,7 @@ async def test_an_endpoint_added_from_the_cli_gets_the_types_it_wants_signed_in_
     assert [r.webhook_id for r in got] == [ids[1], ids[2]]  # the wanted ones, in order, webhook-id = event_id
     changed, bought = (r.body for r in got)
     assert changed["type"] == "plan.changed" and changed["data"]["sequence"] == "2"
-    assert bought["data"] | {"balance": None, "occurred_at": None} == {
+    assert bought["data"] | {"balance": None, "occurred_at": None, "position": None} == {
         "event_id": ids[2],
         "account_id": account,
         "sequence": "3",
@@ -116,6 +116,7 @@ async def test_an_endpoint_added_from_the_cli_gets_the_types_it_wants_signed_in_
             "currency": "usd",
         },
         "balance": None,
+        "position": None,
     }
     assert bought["data"]["balance"]["purchased_remaining"] == "1000"
     assert bought["timestamp"] == bought["data"]["occurred_at"]

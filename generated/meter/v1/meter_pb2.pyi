@@ -733,7 +733,7 @@ class Reservation(_message.Message):
     def __init__(self, reservation_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., held_tokens: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., catalog_version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class BalanceEvent(_message.Message):
-    __slots__ = ("event_id", "account_id", "sequence", "type", "occurred_at", "data", "balance")
+    __slots__ = ("event_id", "account_id", "sequence", "type", "occurred_at", "data", "balance", "position")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -741,6 +741,7 @@ class BalanceEvent(_message.Message):
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     BALANCE_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     account_id: str
     sequence: int
@@ -748,7 +749,8 @@ class BalanceEvent(_message.Message):
     occurred_at: _timestamp_pb2.Timestamp
     data: _struct_pb2.Struct
     balance: Balance
-    def __init__(self, event_id: _Optional[str] = ..., account_id: _Optional[str] = ..., sequence: _Optional[int] = ..., type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ...) -> None: ...
+    position: str
+    def __init__(self, event_id: _Optional[str] = ..., account_id: _Optional[str] = ..., sequence: _Optional[int] = ..., type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ..., position: _Optional[str] = ...) -> None: ...
 
 class ListEventsRequest(_message.Message):
     __slots__ = ("account_id", "after_sequence", "page_size")
@@ -771,12 +773,14 @@ class ListEventsResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[BalanceEvent, _Mapping]]] = ..., last_sequence: _Optional[int] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class WatchEventsRequest(_message.Message):
-    __slots__ = ("account_id", "after_sequence")
+    __slots__ = ("account_id", "after_sequence", "after_position")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_POSITION_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     after_sequence: int
-    def __init__(self, account_id: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
+    after_position: str
+    def __init__(self, account_id: _Optional[str] = ..., after_sequence: _Optional[int] = ..., after_position: _Optional[str] = ...) -> None: ...
 
 class WatchEventsResponse(_message.Message):
     __slots__ = ("event",)

@@ -315,6 +315,8 @@ class MeterServiceServicer:
         is committed, on whichever replica made it: what a product's backend holds open to show a
         live balance. After a reconnect, send the last sequence received as `after_sequence`: the
         stream resumes with no gap and no duplicate. It ends (OK) when the server starts to stop.
+        With no account_id, every account's events, after `after_position` ("" : from the first
+        event), in position order; resume with the last event's `position`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

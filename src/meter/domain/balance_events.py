@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from meter.domain.balance import Balance
+from meter.domain.errors import InvalidField
 
 
 class EventType(StrEnum):
@@ -30,6 +31,27 @@ class EventType(StrEnum):
     DEBT_CLEARED = "debt.cleared"  # it owes nothing again
 
 
+@dataclass(frozen=True, order=True)
+class EventPosition:
+    """An event's place among every account's: the transaction that wrote it (PostgreSQL's
+    xid8), then the account and its sequence. Written as text, `transaction-sequence-account`."""
+
+    transaction: int
+    account_id: str
+    sequence: int
+
+    def __str__(self) -> str:
+        return f"{self.transaction}-{self.sequence}-{self.account_id}"
+
+    @staticmethod
+    def parse(value: str, field: str = "after_position") -> EventPosition:
+        transaction, _, rest = value.partition("-")
+        sequence, _, account_id = rest.partition("-")
+        if not (transaction.isdigit() and sequence.isdigit() and account_id) or len(value) > 200:
+            raise InvalidField(field, "must be an event's position as meter sent it")
+        return EventPosition(int(transaction), account_id, int(sequence))
+
+
 @dataclass(frozen=True)
 class BalanceEvent:
     account_id: str
@@ -39,6 +61,7 @@ class BalanceEvent:
     occurred_at: datetime
     data: dict[str, Any]  # the fact's amounts and references
     balance: Balance  # right after the change
+    position: EventPosition
 
 
 @dataclass(frozen=True)

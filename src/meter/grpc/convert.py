@@ -379,4 +379,5 @@ def balance_event(value: BalanceEvent) -> pb.BalanceEvent:
         occurred_at=timestamp(value.occurred_at),
         data=data,
         balance=balance(value.balance),
+        position=str(value.position),
     )

@@ -242,7 +242,11 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
         self, request: pb.WatchEventsRequest, context: Context
     ) -> AsyncIterator[pb.WatchEventsResponse]:
         async for event in balance_events.watch_events(
-            self._meter, account_id=request.account_id, after_sequence=request.after_sequence, until=self._stopping
+            self._meter,
+            account_id=request.account_id,
+            after_sequence=request.after_sequence,
+            after_position=request.after_position,
+            until=self._stopping,
         ):
             yield pb.WatchEventsResponse(event=convert.balance_event(event))
 

@@ -7,10 +7,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from meter.domain import ids, pages
-from meter.domain.balance_events import BalanceEvent, EventPage
+from meter.domain.balance_events import BalanceEvent, EventPage, EventPosition
 from meter.domain.errors import AccountNotFound, InvalidField
 from meter.service.context import Meter
-from meter.service.ports import Store
+from meter.service.ports import ALL_ACCOUNTS, Store
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -39,12 +39,20 @@ async def list_events(meter: Meter, *, account_id: str, after_sequence: int = 0,
 
 
 async def watch_events(
-    meter: Meter, *, account_id: str, after_sequence: int = 0, until: asyncio.Event
+    meter: Meter, *, account_id: str, after_sequence: int = 0, after_position: str = "", until: asyncio.Event
 ) -> AsyncIterator[BalanceEvent]:
     """The events after `after_sequence`, then each new one as its change commits (told by the
     database's notices, on whichever replica made it), until `until` is set or the caller goes
     away. Subscribed before each read, so an event committed during a read is heard of, not
-    missed."""
+    missed. Without an account: every account's, after `after_position`."""
+    if not account_id:
+        if after_sequence:
+            raise InvalidField("after_sequence", "counts one account's events: give account_id, or after_position")
+        async for event in _watch_all(meter, after_position, until):
+            yield event
+        return
+    if after_position:
+        raise InvalidField("after_position", "applies to every account's events: leave account_id empty")
     notices = meter.storage.notices
     async with notices.subscription(account_id) as heard:
         while not until.is_set():
@@ -58,6 +66,31 @@ async def watch_events(
             if page.more:
                 continue
             await notices.listen()  # again, after a lost connection
+            await _first(heard, until, within=POLL_SECONDS)
+
+
+async def _watch_all(meter: Meter, after_position: str, until: asyncio.Event) -> AsyncIterator[BalanceEvent]:
+    """Positions follow the writing transactions' ids, not commit order: an event is read only
+    once every older transaction has ended (storage's events_after_position), so a watcher that
+    resumes after the last position it was sent misses nothing. A notice may come before that
+    (an older transaction still running): the next read, at most POLL_SECONDS later, finds it."""
+    after = EventPosition.parse(after_position) if after_position else None
+    notices = meter.storage.notices
+
+    async def read(store: Store) -> list[BalanceEvent]:
+        return await store.events_after_position(after, MAX_PAGE_SIZE)
+
+    async with notices.subscription(ALL_ACCOUNTS) as heard:
+        while not until.is_set():
+            heard.clear()
+            found = await meter.storage.transaction(read)
+            for event in found:
+                yield event
+            if found:
+                after = found[-1].position
+            if len(found) == MAX_PAGE_SIZE:
+                continue
+            await notices.listen()
             await _first(heard, until, within=POLL_SECONDS)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 from meter.domain.accounts import Account
 from meter.domain.answers import Charged, Expiry, Extended, Released, Reserved
 from meter.domain.balance import Balance
-from meter.domain.balance_events import BalanceEvent, EventType
+from meter.domain.balance_events import BalanceEvent, EventPosition, EventType
 from meter.domain.caller_rates import Count
 from meter.domain.credits import Adjustment, Purchase, RefusedPurchase
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
@@ -155,6 +155,7 @@ class BalanceEvents(Protocol):
     async def emit(self, account_id: str, type: EventType, data: Mapping[str, Any], now: datetime) -> int: ...
     async def debt_events(self, account_id: str, ref: str, now: datetime) -> None: ...
     async def events_after(self, account_id: str, after_sequence: int, limit: int) -> list[BalanceEvent]: ...
+    async def events_after_position(self, after: EventPosition | None, limit: int) -> list[BalanceEvent]: ...
 
 
 class WebhookDeliveries(Protocol):
@@ -210,6 +211,9 @@ class Store(
     Protocol,
 ):
     """Everything a transaction may touch; each use case names the parts it needs."""
+
+
+ALL_ACCOUNTS = ""  # an EventNotices subscription to every account's notices
 
 
 class EventNotices(Protocol):

@@ -7,9 +7,19 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from meter.domain.balance_events import BalanceEvent, EventType
+from meter.domain.balance_events import BalanceEvent, EventPosition, EventType
 from meter.storage.hot_path import balance_from_row
 from meter.storage.queries import Queries
+
+_AFTER_POSITION = """
+SELECT account_id, sequence, event_id, type, occurred_at, payload, CAST(transaction_id AS text) AS transaction_id
+FROM balance_events
+WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+  AND (CAST(:xid AS xid8) IS NULL
+       OR (transaction_id, account_id, sequence) > (CAST(:xid AS xid8), CAST(:account_id AS text), :sequence))
+ORDER BY transaction_id, account_id, sequence
+LIMIT :limit
+"""
 
 
 class BalanceEventQueries(Queries):
@@ -30,13 +40,21 @@ class BalanceEventQueries(Queries):
 
     async def events_after(self, account_id: str, after_sequence: int, limit: int) -> list[BalanceEvent]:
         rows = await self._rows(
-            "SELECT sequence, event_id, type, occurred_at, payload FROM balance_events "
-            "WHERE account_id = :account_id AND sequence > :after ORDER BY sequence LIMIT :limit",
+            "SELECT sequence, event_id, type, occurred_at, payload, CAST(transaction_id AS text) AS transaction_id "
+            "FROM balance_events WHERE account_id = :account_id AND sequence > :after ORDER BY sequence LIMIT :limit",
             account_id=account_id,
             after=after_sequence,
             limit=limit,
         )
         return [event_from_row(account_id, row) for row in rows]
+
+    async def events_after_position(self, after: EventPosition | None, limit: int) -> list[BalanceEvent]:
+        """Every account's events after `after`, of transactions older than every one still
+        running: no event can commit later with a position below the last one read."""
+        rows = await self._rows(_AFTER_POSITION, xid=after.transaction if after else None,
+                                account_id=after.account_id if after else "", sequence=after.sequence if after else 0,
+                                limit=limit)  # fmt: skip
+        return [event_from_row(row["account_id"], row) for row in rows]
 
 
 def event_from_row(account_id: str, row: Mapping[str, Any]) -> BalanceEvent:
@@ -52,4 +70,5 @@ def event_from_row(account_id: str, row: Mapping[str, Any]) -> BalanceEvent:
         occurred_at=row["occurred_at"],
         data=data,
         balance=balance_from_row(account_id, balance),
+        position=EventPosition(int(row["transaction_id"]), account_id, row["sequence"]),
     )

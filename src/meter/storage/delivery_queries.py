@@ -33,7 +33,7 @@ FROM heads, balance_events AS e, webhook_endpoints AS w
 WHERE d.account_id = heads.account_id AND d.endpoint_id = heads.endpoint_id AND d.sequence = heads.sequence
   AND e.account_id = d.account_id AND e.sequence = d.sequence AND w.endpoint_id = d.endpoint_id
 RETURNING d.endpoint_id, d.attempts, w.url, w.secret, e.account_id, e.sequence, e.event_id, e.type, e.occurred_at,
-          e.payload
+          e.payload, CAST(e.transaction_id AS text) AS transaction_id
 """
 
 # Every event of the range that the endpoint wants, pending again from the first attempt.

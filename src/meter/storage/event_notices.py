@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
+from meter.service.ports import ALL_ACCOUNTS
 from meter.storage.database import dsn
 
 CHANNEL = "meter_balance_events"
@@ -33,8 +34,9 @@ class EventNotices:
 
     @contextlib.asynccontextmanager
     async def subscription(self, account_id: str) -> AsyncIterator[asyncio.Event]:
-        """An event set by every notice for `account_id` while the block runs (the watcher clears
-        it before each read, so that a notice arriving during the read is not lost)."""
+        """An event set by every notice for `account_id` (ALL_ACCOUNTS: for any) while the block
+        runs (the watcher clears it before each read, so that a notice arriving during the read is
+        not lost)."""
         heard = asyncio.Event()
         self._waiters.setdefault(account_id, set()).add(heard)
         try:
@@ -62,7 +64,7 @@ class EventNotices:
             self._connection = connection
 
     def _notice(self, connection: object, pid: int, channel: str, account_id: str) -> None:
-        for heard in self._waiters.get(account_id, ()):
+        for heard in (*self._waiters.get(account_id, ()), *self._waiters.get(ALL_ACCOUNTS, ())):
             heard.set()
 
     async def close(self) -> None:
