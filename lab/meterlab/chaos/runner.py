@@ -4,7 +4,9 @@ and the checker after each (while nothing is in flight).
 The servers are `meter serve` subprocesses (they can be SIGKILLed); Stripe's webhooks reach them
 through a separate `meter webhooks` adapter process, so the adapter stays up while meter is down.
 The clock scenario runs its server in this process, because only there can the clock be moved;
-it comes last, since the clock does not go back.
+it comes last, since the clock does not go back. Every balance event also goes out as a webhook to
+an endpoint in this process that fails a share of them (webhook_checks), checked after each
+scenario with the rest.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import asyncpg
 from meter import bootstrap
 from meter.config import Settings
 from meter.storage.clock import DatabaseClock
-from meterlab.chaos import checker
+from meterlab.chaos import checker, webhook_checks
 from meterlab.chaos.history import History, Outcome
 from meterlab.chaos.report import ChaosReport, ScenarioReport
+from meterlab.chaos.webhook_checks import WebhookSink
 from meterlab.chaos.workload import Settings as WorkloadSettings
 from meterlab.chaos.workload import Workload
 from meterlab.testbed import LabDatabase, ServerProcess, free_port, libpq_url
@@ -59,12 +62,18 @@ class _Bed:
     webhook_url: str
     workload: Workload
     history: History
+    sink: WebhookSink
     extra: list[ServerProcess] = field(default_factory=list)
 
 
 async def chaos(options: Options, progress: Callable[[str], None] = print) -> ChaosReport:
     database = await LabDatabase.create("meter_chaos", options.data_dir, options.database_url)
-    primary = ServerProcess(database.url, {"METER_STRIPE_WEBHOOK_SECRET": SECRET, "METER_SHUTDOWN_GRACE_SECONDS": "3"})
+    sink = WebhookSink(seed=options.seed)
+    await sink.start()
+    primary = ServerProcess(
+        database.url,
+        {"METER_STRIPE_WEBHOOK_SECRET": SECRET, "METER_SHUTDOWN_GRACE_SECONDS": "3", **webhook_checks.SERVER_ENV},
+    )
     http = f"127.0.0.1:{free_port()}"
     adapter = subprocess.Popen(
         [sys.executable, "-m", "meter.cli", "webhooks", "--target", primary.address],
@@ -74,11 +83,12 @@ async def chaos(options: Options, progress: Callable[[str], None] = print) -> Ch
     history = History()
     webhook_url = f"http://{http}/webhooks/stripe"
     workload = Workload(history, [primary.address], webhook_url, SECRET, WorkloadSettings(), options.seed)
-    bed = _Bed(database, primary, adapter, webhook_url, workload, history)
+    bed = _Bed(database, primary, adapter, webhook_url, workload, history, sink)
     report = ChaosReport(seconds_per_scenario=options.seconds, clients=options.clients)
     started = time.monotonic()
     try:
         await primary.ready()
+        await asyncio.to_thread(sink.register, primary.env)  # every event from here on is sent to it
         await workload.fund()
         for name in options.scenarios:
             scenario = await _scenario(bed, name, options)
@@ -109,6 +119,7 @@ async def _tear_down(bed: _Bed) -> None:
                 server.kill()
         bed.adapter.terminate()
         bed.adapter.wait(timeout=30)
+        await bed.sink.stop()
         await bed.database.close()
 
 
@@ -121,7 +132,7 @@ async def _scenario(bed: _Bed, name: str, options: Options) -> ScenarioReport:
     if name == CLOCK_JUMP:
         return await _clock_scenario(bed, scenario, options)
     if name == REPLICAS:
-        replica = ServerProcess(bed.database.url, {"METER_STRIPE_WEBHOOK_SECRET": SECRET})
+        replica = ServerProcess(bed.database.url, {"METER_STRIPE_WEBHOOK_SECRET": SECRET, **webhook_checks.SERVER_ENV})
         bed.extra.append(replica)
         await replica.ready()
         bed.workload.retarget([bed.primary.address, replica.address])
@@ -151,8 +162,9 @@ async def _run_with_fault(
 async def _check(bed: _Bed, scenario: ScenarioReport) -> None:
     await bed.database.engine.dispose()  # its connections may have been terminated by the fault
     findings = await checker.check(bed.database.engine, bed.history)
-    scenario.checks = findings.checks
-    scenario.violations = [str(v) for v in findings.violations]
+    webhook_count, webhook_violations = await webhook_checks.check(bed.database.engine, bed.sink)
+    scenario.checks = findings.checks + webhook_count
+    scenario.violations = [str(v) for v in findings.violations] + webhook_violations
     scenario.ops = len(bed.history.ops) - scenario.ops_before
     scenario.acked = sum(op.acked for op in bed.history.ops[scenario.ops_before :])
 
@@ -219,6 +231,7 @@ async def _clock_scenario(bed: _Bed, scenario: ScenarioReport, options: Options)
         http_addr=bed.primary.http_address,
         stripe_webhook_secrets=(SECRET,),
         shutdown_grace_seconds=3.0,
+        **webhook_checks.SERVER_SETTINGS,
     )
     service = await bootstrap.start(settings, clock=clock)
     try:

@@ -31,7 +31,7 @@ Send = Callable[[Delivery], Awaitable[str | None]]
 class DeliveryPolicy:
     schedule: RetrySchedule = field(default_factory=RetrySchedule)
     timeout_seconds: float = 10.0  # one send, connection to answer
-    poll_seconds: float = 1.0  # how often a replica looks for due deliveries when it found few
+    poll_seconds: float = 1.0  # how often a replica looks for due deliveries while it finds none
     batch: int = 50
 
     @property
@@ -83,7 +83,7 @@ async def run_deliverer(meter: Meter, send: Send, policy: DeliveryPolicy, stop: 
             sent = await deliver_once(meter, send, policy)
         except Exception as exc:
             log.warning("webhook delivery pass failed: %s: %s", type(exc).__name__, exc)
-        if sent < policy.batch:
+        if not sent:  # found work: look again at once (an account's next event is due now)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=policy.poll_seconds)
             except TimeoutError:
