@@ -220,9 +220,7 @@ class TestCreditRefusals:
         info = await expect_error(meter.stub.RecordWebhookEvent(request), INVALID, "INVALID_FIELD")
         assert info.metadata["field"] == "event.type"
 
-    async def test_refused_purchase_credits_nothing_and_opens_the_account_to_tell_it(
-        self, meter: RunningMeter
-    ) -> None:
+    async def test_refused_purchase_credits_nothing_and_opens_the_account_to_tell_it(self, meter: RunningMeter) -> None:
         """The customer paid: the account exists from then on, with nothing credited, so that the
         purchase.refused event has somewhere to be told."""
         account = new_id()

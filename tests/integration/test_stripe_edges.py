@@ -26,7 +26,7 @@ from stripe_events import (
 )
 
 from meter.v1 import meter_pb2 as pb
-from support import RunningMeter, balance, database_now, ledger, new_id
+from support import RunningMeter, balance, balance_events, database_now, ledger, new_id
 
 DAY = 86_400
 
@@ -261,6 +261,12 @@ class TestSubscriptionPaymentReversals:
         after = await balance(meter.stub, subscriber.account)
         assert (after.allowance_remaining, after.debt, after.available) == (500_000, 100_000, 0)
         assert await kinds(engine, subscriber.account, "refund") == [("refund", "debt", -100_000)]
+        # The event tells what the balance lost (the ledger's 100 000, all debt), and how many of
+        # the payment's tokens the refund reversed (400 000 of them had expired with the period).
+        [told] = [
+            e["payload"] for e in await balance_events(engine, subscriber.account) if e["type"] == "credit.reversed"
+        ]
+        assert (told["tokens"], told["debt"], told["payment_tokens"]) == (100_000, 100_000, 500_000)
 
     async def test_a_dispute_freezes_the_allowance_and_a_won_one_gives_it_back(
         self, meter: RunningMeter, engine: AsyncEngine

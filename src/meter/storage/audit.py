@@ -146,6 +146,26 @@ LEFT JOIN LATERAL (
 ) AS a ON true
 WHERE e.type = 'balance.adjusted' AND coalesce(a.total, 0) <> CAST(e.payload ->> 'delta' AS bigint)
 UNION ALL
+SELECT account_id, 'events tell of ' || coalesce(t.tokens, 0) || ' tokens of allowance granted but the ledger has '
+       || coalesce(l.tokens, 0)
+FROM (SELECT account_id, sum(CAST(payload ->> 'tokens' AS bigint)) AS tokens
+      FROM events WHERE type = 'allowance.granted' GROUP BY account_id) AS t
+FULL JOIN (SELECT account_id, sum(amount) AS tokens FROM ledger_entries
+           WHERE kind = 'subscription_grant' AND (CAST(:account_id AS text) IS NULL OR account_id = :account_id)
+           GROUP BY account_id) AS l USING (account_id)
+WHERE coalesce(t.tokens, 0) <> coalesce(l.tokens, 0)
+UNION ALL
+SELECT account_id, 'events tell of ' || coalesce(t.tokens, 0) || ' tokens taken back by refunds and disputes but the '
+       || 'ledger has ' || coalesce(l.tokens, 0)
+FROM (SELECT account_id, sum(CASE WHEN type = 'dispute.won' THEN -1 ELSE 1 END * CAST(payload ->> 'tokens' AS bigint))
+             AS tokens
+      FROM events WHERE type IN ('credit.reversed', 'dispute.won') GROUP BY account_id) AS t
+FULL JOIN (SELECT account_id, -sum(amount) AS tokens FROM ledger_entries
+           WHERE kind IN ('refund', 'dispute_freeze', 'dispute_release')
+             AND (CAST(:account_id AS text) IS NULL OR account_id = :account_id)
+           GROUP BY account_id) AS l USING (account_id)
+WHERE coalesce(t.tokens, 0) <> coalesce(l.tokens, 0)
+UNION ALL
 SELECT coalesce(r.account_id, e.account_id), 'payment ' || coalesce(r.payment_ref, e.payload ->> 'payment_ref')
        || ' is refused ' || (r.payment_ref IS NOT NULL)::int || ' time(s) but told '
        || count(e.sequence) || ' time(s)'
