@@ -79,7 +79,7 @@ async def test_a_refilled_allowance_and_a_frozen_won_dispute_are_found(
 ) -> None:
     """The Stripe flows' checks are not vacuous either: a second grant in a subscriber's period
     (what a proration invoice used to do) and tokens left frozen by a won dispute are reported,
-    though balances and ledger agree."""
+    though balances, ledger and events agree (`meter audit` finds nothing)."""
 
     async def subscribe_and_win_a_dispute(workload: Workload) -> None:
         await billing.subscribe(workload)
@@ -91,9 +91,9 @@ async def test_a_refilled_allowance_and_a_frozen_won_dispute_are_found(
     subscriber = workload.subscribers[-1]
     won = next(op for op in history.of("dispute") if op.args["status"] == "won" and op.acked)
     async with engine.begin() as connection:
-        for account, kind, pool, amount, ref in (
-            (subscriber, "subscription_grant", "allowance", 500_000, "period:again"),
-            (won.account, "dispute_freeze", "purchased", -1000, won.args["dispute"]),
+        for account, kind, pool, amount, ref, told in (
+            (subscriber, "subscription_grant", "allowance", 500_000, "period:again", "allowance.granted"),
+            (won.account, "dispute_freeze", "purchased", -1000, won.args["dispute"], "credit.reversed"),
         ):
             await connection.execute(
                 text(
@@ -108,6 +108,10 @@ async def test_a_refilled_allowance_and_a_frozen_won_dispute_are_found(
                     "WHERE account_id = :a AND pool = :pool AND bucket = 0"
                 ),
                 {"a": account, "pool": pool, "amount": amount},
+            )
+            await connection.execute(
+                text("SELECT meter_emit(:a, :type, jsonb_build_object('tokens', CAST(:tokens AS bigint)), now())"),
+                {"a": account, "type": told, "tokens": abs(amount)},
             )
 
     findings = await checker.check(engine, history, workload.accounts)
