@@ -8,6 +8,7 @@
 // per outcome and exits 0 when the step was committed or refused for lack of tokens.
 'use strict';
 
+const fs = require('node:fs');
 const path = require('node:path');
 const { randomUUID } = require('node:crypto');
 const { parseArgs } = require('node:util');
@@ -29,12 +30,18 @@ function meterClient(target, token) {
   const { MeterService } = grpc.loadPackageDefinition(definition).meter.v1;
   const metadata = new grpc.Metadata();
   if (token) metadata.set('authorization', `Bearer ${token}`);
-  const client = new MeterService(target, grpc.credentials.createInsecure());
+  // Deadlines and retries per method, as the contract ships them: Reserve fails fast (3 s, a user
+  // waits); Commit, Release and ExtendReservation wait for meter and retry for up to 30 s, so a
+  // restart of meter does not make the model call free.
+  const serviceConfig = fs.readFileSync(path.join(PROTOS, 'meter/v1/service_config.json'), 'utf8');
+  const client = new MeterService(target, grpc.credentials.createInsecure(), {
+    'grpc.service_config': serviceConfig,
+    'grpc.initial_reconnect_backoff_ms': 100,
+    'grpc.max_reconnect_backoff_ms': 1000,
+  });
   const call = (method, request) =>
     new Promise((resolve, reject) =>
-      client[method](request, metadata, { deadline: Date.now() + 10_000 }, (error, reply) =>
-        error ? reject(error) : resolve(reply),
-      ),
+      client[method](request, metadata, (error, reply) => (error ? reject(error) : resolve(reply))),
     );
   return { call, close: () => client.close() };
 }
@@ -57,7 +64,7 @@ function errorInfo(error) {
   return null;
 }
 
-async function step(meter, { account, model, input, maxOutput, output }) {
+async function step(meter, { account, model, input, maxOutput, output, modelSeconds }) {
   let hold;
   try {
     hold = await meter.call('Reserve', {
@@ -75,7 +82,9 @@ async function step(meter, { account, model, input, maxOutput, output }) {
     }
     throw error;
   }
+  console.log(JSON.stringify({ step: 'reserved', reservation_id: hold.reservation_id }));
   // ... call the model here; it reports `output` tokens ...
+  await new Promise((resolve) => setTimeout(resolve, modelSeconds * 1000));
   const charge = await meter.call('Commit', {
     reservation_id: hold.reservation_id,
     input_tokens: input,
@@ -100,6 +109,7 @@ async function main() {
       input: { type: 'string', default: '1200' },
       'max-output': { type: 'string', default: '800' },
       output: { type: 'string', default: '350' },
+      'model-seconds': { type: 'string', default: '0' }, // how long the pretend model call takes
     },
   });
   const meter = meterClient(values.target, process.env.METER_TOKEN);
@@ -110,6 +120,7 @@ async function main() {
       input: Number(values.input),
       maxOutput: Number(values['max-output']),
       output: Number(values.output),
+      modelSeconds: Number(values['model-seconds']),
     });
     console.log(JSON.stringify(outcome));
   } catch (error) {

@@ -10,6 +10,12 @@
 Every meter RPC is idempotent by its key (Reserve by request_id, Commit/Release/Extend by the
 reservation, CreditPurchase by payment_ref, Adjust by request_id), so a call that failed with
 UNAVAILABLE is retried with the same key; nothing else is retried: a refusal is an answer.
+
+Deadlines and retries per method come from the contract's gRPC service config
+(`protos/meter/v1/service_config.json`, loaded into every channel): Reserve fails fast (a user
+is waiting), while Commit, Release and ExtendReservation keep trying for `settle_budget_seconds`
+(30 s by default, longer than meter takes to restart): a call that is never delivered would make
+the model call free.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from datetime import datetime
+from importlib import resources
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -33,8 +40,16 @@ from meter.v1 import meter_pb2_grpc
 
 Response = TypeVar("Response")
 
-# Reconnect within a second of meter coming back (gRPC's default backoff grows to two minutes).
-_CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
+SERVICE_CONFIG = (resources.files("meter.v1") / "service_config.json").read_text()
+_CHANNEL_OPTIONS = [
+    # Reconnect within a second of meter coming back (gRPC's default backoff grows to two minutes).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.service_config", SERVICE_CONFIG),
+    ("grpc.enable_retries", 1),
+]
+_SETTLE_RETRY_ON = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+_SETTLE_MAX_BACKOFF_SECONDS = 1.0
 
 _WRITES_RETRY_ON = frozenset({grpc.StatusCode.UNAVAILABLE})
 # A read that timed out changed nothing, so it may also be retried.
@@ -84,11 +99,12 @@ class MeterClient:
         channel: grpc.aio.Channel | None = None,
         attempts: int = 3,
         backoff_seconds: float = 0.05,
-        timeout_seconds: float | None = 10.0,
+        timeout_seconds: float | None = None,
         wait_for_ready: bool = False,
         token: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         rate_limit_wait_seconds: float = 0.0,
+        settle_budget_seconds: float = 30.0,
     ) -> None:
         """`wait_for_ready`: while meter is unreachable, calls wait (up to their timeout) for it
         to come back instead of failing at once; for callers that would rather be late than fail.
@@ -96,7 +112,11 @@ class MeterClient:
         `grpc.ssl_channel_credentials(ca, key, chain)`); plaintext without.
         `rate_limit_wait_seconds`: a call refused RATE_LIMITED is tried again after the delay the
         server advised (RetryInfo), the same request with the same key, as long as the waits add
-        up to no more than this; 0 (the default): the refusal is raised at once."""
+        up to no more than this; 0 (the default): the refusal is raised at once.
+        `timeout_seconds`: each call's deadline (None: the service config's for its method: 3 s
+        for Reserve, 5 s for reads, 10 s for billing writes). `settle_budget_seconds`: how long
+        Commit, Release and ExtendReservation keep trying (waiting for meter to come back, and
+        again after UNAVAILABLE or a deadline) before they raise."""
         if (target is None) == (channel is None):
             raise ValueError("give either a target address or a channel")
         self._owns_channel = channel is None
@@ -113,6 +133,7 @@ class MeterClient:
         self._attempts = attempts
         self._backoff_seconds = backoff_seconds
         self._timeout_seconds = timeout_seconds
+        self._settle_budget_seconds = settle_budget_seconds
 
     async def __aenter__(self) -> MeterClient:
         return self
@@ -200,14 +221,36 @@ class MeterClient:
         request = pb.CommitRequest(
             reservation_id=reservation_id, input_tokens=input_tokens, output_tokens=output_tokens
         )
-        return await self._call(self._stub.Commit, request)
+        return await self._settle(self._stub.Commit, request)
 
     async def release(self, *, reservation_id: str) -> pb.ReleaseResponse:
-        return await self._call(self._stub.Release, pb.ReleaseRequest(reservation_id=reservation_id))
+        return await self._settle(self._stub.Release, pb.ReleaseRequest(reservation_id=reservation_id))
 
     async def extend_reservation(self, *, reservation_id: str, ttl_seconds: int = 0) -> pb.ExtendReservationResponse:
         request = pb.ExtendReservationRequest(reservation_id=reservation_id, ttl_seconds=ttl_seconds)
-        return await self._call(self._stub.ExtendReservation, request)
+        return await self._settle(self._stub.ExtendReservation, request)
+
+    async def _settle(self, method: Callable[..., Awaitable[Response]], request: Any) -> Response:
+        """A call that settles a hold: sent again (the same request: the reservation is its key)
+        until it is answered or the budget is spent, waiting for meter while it cannot be reached."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settle_budget_seconds
+        backoff = self._backoff_seconds
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                return await method(
+                    request,
+                    timeout=min(remaining, self._timeout_seconds or remaining),
+                    wait_for_ready=True,
+                    metadata=self._metadata,
+                )
+            except grpc.aio.AioRpcError as error:
+                failure = MeterRpcError.from_rpc_error(error)
+                if failure.code not in _SETTLE_RETRY_ON or loop.time() + backoff >= deadline:
+                    raise failure from error
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _SETTLE_MAX_BACKOFF_SECONDS)
 
     async def get_balance(self, *, account_id: str) -> pb.Balance:
         request = pb.GetBalanceRequest(account_id=account_id)

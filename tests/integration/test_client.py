@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 from pathlib import Path
@@ -208,3 +209,42 @@ def adjustment(account: str, delta: int) -> pb.AdjustRequest:
     return pb.AdjustRequest(
         account_id=account, pool=pb.POOL_PURCHASED, delta=delta, reason="live", request_id=new_id("adj")
     )
+
+
+async def test_a_commit_outlives_a_restart_while_a_reserve_fails_fast(meters: Any) -> None:
+    """Commit keeps trying through the settle budget (meter stopped, then back on its address),
+    so the model call is charged; a Reserve while meter is away is refused at once (a user waits)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    first = await meters(grpc_addr=address)
+    account = await funded_account(first.stub, 1000)
+    async with MeterClient(address, settle_budget_seconds=60) as client:
+        hold = await client.reserve(account_id=account, model="basic", input_tokens=100, max_output_tokens=100)
+        await first.stop()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(MeterRpcError) as refused:
+            await client.reserve(account_id=account, model="basic", input_tokens=1, max_output_tokens=1)
+        assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+        committing = asyncio.create_task(
+            client.commit(reservation_id=hold.reservation_id, input_tokens=100, output_tokens=30)
+        )
+        second = await meters(grpc_addr=address)
+        charged = await asyncio.wait_for(committing, timeout=60)
+        assert charged.charged_tokens == 130
+        assert loop.time() - started < 60  # the budget, not a timing goal
+    assert (await balance(second.stub, account)).purchased_remaining == 870
+
+
+def test_the_service_config_covers_every_method_of_the_contract() -> None:
+    """Each RPC has its deadline and retry policy in the shipped service config (and only RPCs
+    that exist): a method added without one would be sent without a deadline."""
+    from meter.client import SERVICE_CONFIG
+
+    configured = [name["method"] for entry in json.loads(SERVICE_CONFIG)["methodConfig"] for name in entry["name"]]
+    methods = pb.DESCRIPTOR.services_by_name["MeterService"].methods_by_name
+    assert sorted(configured) == sorted(methods)
+    for entry in json.loads(SERVICE_CONFIG)["methodConfig"]:
+        streaming = any(methods[name["method"]].server_streaming for name in entry["name"])
+        assert ("timeout" in entry) != streaming, entry  # every unary call has a deadline; a stream none
