@@ -21,10 +21,13 @@ the model call free.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from datetime import datetime
 from importlib import resources
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -33,6 +36,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from meter.client_spool import CommitSpool
 from meter.domain.events import EventStatus, WebhookEvent
 from meter.domain.invoices import InvoiceLine
 from meter.v1 import meter_pb2 as pb
@@ -50,6 +54,10 @@ _CHANNEL_OPTIONS = [
 ]
 _SETTLE_RETRY_ON = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 _SETTLE_MAX_BACKOFF_SECONDS = 1.0
+_SPOOL_MAX_WAIT_SECONDS = 5.0
+_SPOOLED_REQUESTS = {"Commit": pb.CommitRequest, "Release": pb.ReleaseRequest}
+
+log = logging.getLogger(__name__)
 
 _WRITES_RETRY_ON = frozenset({grpc.StatusCode.UNAVAILABLE})
 # A read that timed out changed nothing, so it may also be retried.
@@ -89,6 +97,14 @@ class MeterRpcError(Exception):
         return cls(error.code(), reason, metadata, error.details() or "", delay)
 
 
+class Spooled(MeterRpcError):
+    """A Commit or Release that meter could not be reached for: it is in the client's spool,
+    and will be sent again (the same request, so it is applied once) when meter answers."""
+
+    def __init__(self, failure: MeterRpcError) -> None:
+        super().__init__(grpc.StatusCode.UNAVAILABLE, "SPOOLED", {}, f"spooled until meter answers: {failure}")
+
+
 class MeterClient:
     """A connection to meter. Use as an async context manager, or call close()."""
 
@@ -105,6 +121,7 @@ class MeterClient:
         credentials: grpc.ChannelCredentials | None = None,
         rate_limit_wait_seconds: float = 0.0,
         settle_budget_seconds: float = 30.0,
+        spool: str | Path | None = None,
     ) -> None:
         """`wait_for_ready`: while meter is unreachable, calls wait (up to their timeout) for it
         to come back instead of failing at once; for callers that would rather be late than fail.
@@ -116,7 +133,11 @@ class MeterClient:
         `timeout_seconds`: each call's deadline (None: the service config's for its method: 3 s
         for Reserve, 5 s for reads, 10 s for billing writes). `settle_budget_seconds`: how long
         Commit, Release and ExtendReservation keep trying (waiting for meter to come back, and
-        again after UNAVAILABLE or a deadline) before they raise."""
+        again after UNAVAILABLE or a deadline) before they raise.
+        `spool`: a local file (sqlite3) that keeps every Commit and Release until meter has
+        answered it, across restarts of this process; one meter could not be reached for within
+        the budget raises `Spooled` and is sent again, oldest first, in the background (and by
+        `drain_spool`) once meter answers."""
         if (target is None) == (channel is None):
             raise ValueError("give either a target address or a channel")
         self._owns_channel = channel is None
@@ -134,16 +155,31 @@ class MeterClient:
         self._backoff_seconds = backoff_seconds
         self._timeout_seconds = timeout_seconds
         self._settle_budget_seconds = settle_budget_seconds
+        self._spool = CommitSpool(spool) if spool is not None else None
+        self._in_flight: set[int] = set()  # spooled calls being sent by their first attempt
+        self._draining: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> MeterClient:
+        self._ensure_draining()  # what a previous run of this process left undelivered
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def close(self) -> None:
+        if self._draining is not None:
+            self._draining.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._draining
+        if self._spool is not None:
+            self._spool.close()
         if self._owns_channel:
             await self._channel.close()
+
+    @property
+    def spool_depth(self) -> int:
+        """Commits and Releases in the spool: sent and not answered yet, or waiting for meter."""
+        return self._spool.depth if self._spool is not None else 0
 
     async def _call(
         self,
@@ -221,10 +257,68 @@ class MeterClient:
         request = pb.CommitRequest(
             reservation_id=reservation_id, input_tokens=input_tokens, output_tokens=output_tokens
         )
-        return await self._settle(self._stub.Commit, request)
+        return await self._spooled("Commit", request)
 
     async def release(self, *, reservation_id: str) -> pb.ReleaseResponse:
-        return await self._settle(self._stub.Release, pb.ReleaseRequest(reservation_id=reservation_id))
+        return await self._spooled("Release", pb.ReleaseRequest(reservation_id=reservation_id))
+
+    async def _spooled(self, method: str, request: Any) -> Any:
+        """Commit or Release, written to the spool (when there is one) before it is sent and
+        deleted once answered; left there, and `Spooled` raised, when meter could not be reached."""
+        send = getattr(self._stub, method)
+        if self._spool is None:
+            return await self._settle(send, request)
+        call_id = self._spool.add(method, request.SerializeToString())
+        self._in_flight.add(call_id)
+        try:
+            answer = await self._settle(send, request)
+        except MeterRpcError as failure:
+            if failure.code not in _SETTLE_RETRY_ON:
+                self._spool.answered(call_id)  # a refusal is an answer: nothing to send again
+                raise
+            self._spool.failed(call_id, str(failure))
+            self._ensure_draining()
+            raise Spooled(failure) from failure
+        finally:
+            self._in_flight.discard(call_id)
+        self._spool.answered(call_id)
+        return answer
+
+    async def drain_spool(self) -> int:
+        """Send the spooled calls again, oldest first, until the spool is empty (the number
+        answered) or meter cannot be reached (they stay: try again later)."""
+        if self._spool is None:
+            return 0
+        answered, after = 0, 0
+        while batch := self._spool.oldest(after_id=after):
+            for call in batch:
+                after = call.id
+                if call.id in self._in_flight:
+                    continue
+                request = _SPOOLED_REQUESTS[call.method].FromString(call.request)
+                try:
+                    await self._settle(getattr(self._stub, call.method), request)
+                except MeterRpcError as failure:
+                    if failure.code in _SETTLE_RETRY_ON:
+                        self._spool.failed(call.id, str(failure))
+                        return answered
+                    log.warning("spooled %s %s refused: %s", call.method, request.reservation_id, failure)
+                self._spool.answered(call.id)
+                answered += 1
+        return answered
+
+    def _ensure_draining(self) -> None:
+        if self._spool is not None and (self._draining is None or self._draining.done()) and self._spool.depth:
+            self._draining = asyncio.create_task(self._drain_until_empty(), name="meter-spool-drain")
+
+    async def _drain_until_empty(self) -> None:
+        wait = self._backoff_seconds
+        while self._spool is not None and self._spool.depth > len(self._in_flight):
+            if await self.drain_spool():
+                wait = self._backoff_seconds
+            else:
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, _SPOOL_MAX_WAIT_SECONDS)
 
     async def extend_reservation(self, *, reservation_id: str, ttl_seconds: int = 0) -> pb.ExtendReservationResponse:
         request = pb.ExtendReservationRequest(reservation_id=reservation_id, ttl_seconds=ttl_seconds)
@@ -477,6 +571,7 @@ class Hold:
         self.reservation = reservation
         self.usage: tuple[int, int] | None = None
         self.commit_response: pb.CommitResponse | None = None
+        self.spooled = False  # settled into the client's spool: meter will get it when it answers
 
     @property
     def reservation_id(self) -> str:
@@ -492,13 +587,17 @@ class Hold:
         self.usage = (input_tokens, output_tokens)
 
     async def _settle(self) -> None:
-        if self.usage is None:
-            await self._client.release(reservation_id=self.reservation_id)
-            return
-        input_tokens, output_tokens = self.usage
-        self.commit_response = await self._client.commit(
-            reservation_id=self.reservation_id, input_tokens=input_tokens, output_tokens=output_tokens
-        )
+        """A spooled Commit or Release is not an error here: it is on disk, and will be sent."""
+        try:
+            if self.usage is None:
+                await self._client.release(reservation_id=self.reservation_id)
+                return
+            input_tokens, output_tokens = self.usage
+            self.commit_response = await self._client.commit(
+                reservation_id=self.reservation_id, input_tokens=input_tokens, output_tokens=output_tokens
+            )
+        except Spooled:
+            self.spooled = True
 
 
 class PendingReservation:
