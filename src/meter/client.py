@@ -583,8 +583,33 @@ class Hold:
 
     def report(self, *, input_tokens: int, output_tokens: int) -> None:
         """Record what the model call used; committed when the block ends, even if it raises
-        afterwards (the tokens were used all the same)."""
+        afterwards (the tokens were used all the same). For a stream, report the running count
+        after each chunk: a stream cut short is charged what it produced."""
         self.usage = (input_tokens, output_tokens)
+
+    @contextlib.asynccontextmanager
+    async def kept_alive(self, *, ttl_seconds: int, every_seconds: float) -> AsyncIterator[Hold]:
+        """Extend the hold every `every_seconds` to expire `ttl_seconds` later, for as long as the
+        block runs (a streamed completion that may outlast the hold's TTL). A proxy that dies
+        mid-stream stops extending: the hold then expires, and what an expired hold does is the
+        plan's setting."""
+
+        async def extend() -> None:
+            while True:
+                await asyncio.sleep(every_seconds)
+                try:
+                    await self._client.extend_reservation(reservation_id=self.reservation_id, ttl_seconds=ttl_seconds)
+                except MeterRpcError as refused:  # expired or settled meanwhile: the Commit will say
+                    log.warning("extending %s stopped: %s", self.reservation_id, refused)
+                    return
+
+        extending = asyncio.create_task(extend(), name=f"extend {self.reservation_id}")
+        try:
+            yield self
+        finally:
+            extending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await extending
 
     async def _settle(self) -> None:
         """A spooled Commit or Release is not an error here: it is on disk, and will be sent."""

@@ -248,3 +248,40 @@ def test_the_service_config_covers_every_method_of_the_contract() -> None:
     for entry in json.loads(SERVICE_CONFIG)["methodConfig"]:
         streaming = any(methods[name["method"]].server_streaming for name in entry["name"])
         assert ("timeout" in entry) != streaming, entry  # every unary call has a deadline; a stream none
+
+
+async def test_the_readmes_streamed_completion_outlives_its_ttl_and_a_cut_stream_is_charged(
+    meters: Any, engine: AsyncEngine
+) -> None:
+    """The README's `stream_completion` (run as written), with a TTL shorter than the stream: the
+    hold is kept alive, the Commit is not late; a stream that breaks is charged what it produced."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    [source] = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "def stream_completion(" in b]
+    namespace: dict[str, Any] = {}
+    exec(source.replace("ttl_seconds=60", "ttl_seconds=1").replace("every_seconds=20", "every_seconds=0.2"), namespace)  # noqa: S102
+    meter = await meters(sweep_interval_seconds=0.1)
+    account = await funded_account(meter.stub, 10_000)
+    sent: list[str] = []
+
+    class Chunk:
+        def __init__(self, tokens: int) -> None:
+            self.tokens, self.text = tokens, "x" * tokens
+
+    async def model_stream(chunks: int, then_fail: bool = False) -> Any:
+        for _ in range(chunks):
+            await asyncio.sleep(0.25)  # the model's pace: 8 chunks take twice the hold's TTL
+            yield Chunk(10)
+        if then_fail:
+            raise ConnectionError("the model's stream broke")
+
+    async def send(text: str) -> None:
+        sent.append(text)
+
+    async with MeterClient(meter.address) as client:
+        done = await namespace["stream_completion"](client, account, 100, 500, model_stream(8), send)
+        assert (done.charged_tokens, done.late) == (100 + 80 * 4, False)  # gpt-4o weighs output 4x
+        with pytest.raises(ConnectionError):
+            await namespace["stream_completion"](client, account, 100, 500, model_stream(3, then_fail=True), send)
+    usage = [e["amount"] for e in await ledger(engine, account) if e["kind"] == "usage"]
+    assert usage == [-420, -220]  # 100 in + 80 out; 100 in + the 30 out it produced (output 4x)
+    assert len(sent) == 11
