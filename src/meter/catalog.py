@@ -14,9 +14,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+from meter.domain.accounts import Account
 from meter.domain.amounts import INT64_MAX, millionths
 from meter.domain.errors import PlanMismatch, UnknownModel, UnknownPack, UnknownPlan, UnknownPrice
-from meter.domain.holds import Pricing
+from meter.domain.holds import ExpiredHolds, Pricing
 from meter.domain.limits import PlanLimits, RateLimits
 
 DEFAULT_FREE_PLAN = "free"
@@ -56,6 +57,8 @@ class Plan:
     # The Stripe price ids a subscription to this plan is sold at: a subscription's plan is the
     # one its price maps to, whatever its metadata says.
     stripe_prices: tuple[str, ...] = ()
+    # What a hold still open at its expiry does on this plan (an account may have its own).
+    expired_holds: ExpiredHolds = ExpiredHolds.RELEASE
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,14 @@ class Catalog:
         if plan is None:
             raise UnknownPlan(plan_id[:200])
         return plan
+
+    def expired_holds(self, account: Account) -> ExpiredHolds:
+        """What the account's holds do at expiry: its own setting, else its plan's (release for a
+        plan no longer in the catalog)."""
+        if account.expired_holds is not None:
+            return account.expired_holds
+        plan = self.plans.get(account.plan_id)
+        return plan.expired_holds if plan is not None else ExpiredHolds.RELEASE
 
     def plan_sold_at(self, stripe_prices: Sequence[str], plan_id: str = "") -> Plan:
         """The plan a subscription sold at these Stripe prices is on. Prices the catalog does not
@@ -233,10 +244,14 @@ def _plan(source: str, entry: Mapping[str, Any]) -> Plan:
     prices = entry.get("stripe_prices", [])
     if not isinstance(prices, list) or not all(isinstance(p, str) and p.strip() == p and p for p in prices):
         raise CatalogError(f"{source}: {entry.get('id')!r}: `stripe_prices` must be a list of Stripe price ids")
+    expired_holds = entry.get("expired_holds", ExpiredHolds.RELEASE.value)
+    if expired_holds not in {policy.value for policy in ExpiredHolds}:
+        raise CatalogError(f'{source}: {entry.get("id")!r}: `expired_holds` must be "release" or "charge"')
     return Plan(
         id=_text(source, entry, "id"),
         monthly_allowance_tokens=allowance,
         per_account=per_account,
         limits=limits,
         stripe_prices=tuple(prices),
+        expired_holds=ExpiredHolds(expired_holds),
     )

@@ -17,6 +17,10 @@ states them, not from the service's code:
   period does not return, it expires. A hold given back at expiry is charged from what is
   available. A replay answers the same; other usage is refused;
 - Release gives a hold back (refused once committed); after expiry it only records the Release;
+- an account whose expired holds are charged (SetPlan) is charged a hold's worst case at expiry, as
+  a Commit of its input and max output; a late Commit then settles the difference once (more is
+  taken from what is available, less goes back purchased first, paying debt first, and allowance
+  of an ended period expires), and a late Release gives it all back;
 - ExtendReservation moves an open hold's expiry to now + ttl; refused once settled or expired;
 - Adjust credits (paying debt first) or takes back what the pool has;
 - at a period's end the allowance left expires and the next is granted, paying debt first.
@@ -80,6 +84,7 @@ class ModelHold:
     period: int
     expires: int  # model seconds
     status: str = "open"  # open, committed, released, expired
+    charged_at_expiry: bool = False  # committed by the sweeper with its worst case
     usage: tuple[int, int] | None = None
     answer: tuple[int, int] | None = None  # charged, unbilled
 
@@ -92,6 +97,7 @@ class ModelHold:
 class ModelAccount:
     limited: bool
     grant: int
+    charges_expired: bool = False
     allowance: int = 0
     purchased: int = 0
     debt: int = 0
@@ -166,22 +172,27 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
         @initialize(
             grants=st.tuples(st.sampled_from([0, 600, 3_000]), st.sampled_from([0, 600, 3_000])),
             funds=st.tuples(st.integers(0, 1_500), st.integers(0, 1_500)),
+            charging=st.tuples(st.booleans(), st.booleans()),
         )
-        def open_accounts(self, grants: tuple[int, int], funds: tuple[int, int]) -> None:
+        def open_accounts(self, grants: tuple[int, int], funds: tuple[int, int], charging: tuple[bool, bool]) -> None:
             self.run(self._start_of_a_minute())
-            for limited, grant, fund in zip((True, False), grants, funds, strict=True):
+            for limited, grant, fund, charges in zip((True, False), grants, funds, charging, strict=True):
                 account = new_id()
                 limits = pb.RateLimits(**LIMITS) if limited else None
+                expired_holds = pb.EXPIRED_HOLDS_CHARGE if charges else pb.EXPIRED_HOLDS_RELEASE
                 answer = self.run(
                     self.stub.SetPlan(
                         pb.SetPlanRequest(
-                            account_id=account, plan_id="enterprise", monthly_allowance_tokens=grant, limits=limits
+                            account_id=account, plan_id="enterprise", monthly_allowance_tokens=grant, limits=limits,
+                            expired_holds=expired_holds,
                         )
                     )
-                )
+                )  # fmt: skip
                 end = answer.balance.period_end.ToDatetime().timestamp()
                 self.period_end = round(end - self.origin)
-                self.accounts[account] = ModelAccount(limited=limited, grant=grant, allowance=grant)
+                self.accounts[account] = ModelAccount(
+                    limited=limited, grant=grant, charges_expired=charges, allowance=grant
+                )
                 if fund:
                     self._adjust(account, "purchased", fund, new_id("fund"))
 
@@ -323,6 +334,11 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
             assert (answer.charged_tokens, answer.unbilled_tokens) == expected, (answer, expected)
 
         def model_commit(self, hold: ModelHold, input_tokens: int, output_tokens: int) -> tuple[int, int] | Refused:
+            if hold.charged_at_expiry:
+                charge = weighted(input_tokens, output_tokens, hold.params[0])
+                shortfall = self.correct_expiry_charge(hold, charge)
+                hold.usage, hold.answer = (input_tokens, output_tokens), (charge, shortfall)
+                return hold.answer
             if hold.status == "committed":
                 if hold.usage != (input_tokens, output_tokens):
                     return Refused("IDEMPOTENCY_KEY_REUSED")
@@ -358,11 +374,36 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
                 self.call(self.stub.Release(pb.ReleaseRequest(reservation_id=reservation)))
             except Refused as refusal:
                 assert (refusal.reason, hold.status) == ("RESERVATION_COMMITTED", "committed")
+                assert not hold.charged_at_expiry
                 return
-            assert hold.status != "committed"
-            if hold.status == "open":
+            assert hold.status != "committed" or hold.charged_at_expiry
+            if hold.charged_at_expiry:
+                self.correct_expiry_charge(hold, 0)
+                hold.usage = hold.answer = None
+            elif hold.status == "open":
                 self.give_back(hold)
             hold.status = "released"
+
+        def correct_expiry_charge(self, hold: ModelHold, charge: int) -> int:
+            """A hold charged its worst case at expiry, settled at `charge`: the shortfall."""
+            account = self.accounts[hold.account]
+            hold.charged_at_expiry = False
+            delta = charge - hold.held
+            if delta >= 0:
+                shortfall = account.draw(delta)
+                account.debt += shortfall
+                account.used += delta
+                return shortfall
+            back_purchased = min(-delta, hold.purchased)
+            back_allowance = -delta - back_purchased
+            if hold.period == account.period:
+                account.used += delta
+            else:
+                back_allowance = 0  # the ended period's allowance: it expires
+            back_allowance, back_purchased = account.pay_debt(back_allowance, back_purchased)
+            account.allowance += back_allowance
+            account.purchased += back_purchased
+            return 0
 
         def give_back(self, hold: ModelHold) -> None:
             account = self.accounts[hold.account]
@@ -381,6 +422,8 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
                 self.call(self.stub.ExtendReservation(request))
             except Refused as refusal:
                 expected = {"committed": "COMMITTED", "released": "RELEASED"}.get(hold.status, "EXPIRED")
+                if hold.charged_at_expiry:
+                    expected = "EXPIRED"
                 assert hold.status != "open" or self.now >= hold.expires, refusal.reason
                 assert refusal.reason == f"RESERVATION_{expected}"
                 return
@@ -432,8 +475,34 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
             asyncio.run_coroutine_threadsafe(sweep_once(meter.service.meter), server_loop).result(timeout=60)
             for hold in self.holds.values():
                 if hold.status == "open" and self.now >= hold.expires:
+                    account = self.accounts[hold.account]
+                    if account.charges_expired:  # as a Commit of its worst case, which the hold covers
+                        _, input_tokens, max_output, _ = hold.params
+                        account.used += hold.held
+                        hold.status, hold.charged_at_expiry = "committed", True
+                        hold.usage, hold.answer = (input_tokens, max_output), (hold.held, 0)
+                        continue
                     self.give_back(hold)
                     hold.status = "expired"
+
+        @rule(reservation=reservations, data=st.data(), release=st.booleans())
+        def settle_after_expiry(self, reservation: str, data: st.DataObject, release: bool) -> None:
+            """A Commit or Release that comes after its hold expired and was swept: the path a
+            lost Commit takes, given back or charged as the account says. The usage is within
+            what was reserved, or (1 in 3) beyond it."""
+            hold = self.holds.get(reservation)
+            if hold is None or hold.status != "open":
+                return
+            _, reserved_input, max_output, _ = hold.params
+            beyond = data.draw(st.integers(0, 2), label="usage beyond the reservation") == 0
+            input_tokens = data.draw(st.integers(0, 1_200 if beyond else reserved_input))
+            output_tokens = data.draw(st.integers(0, 3_000 if beyond else max_output))
+            self.advance(max(0, math.ceil((hold.expires - self.now) / MINUTE)) * MINUTE)
+            self.sweep()
+            if release:
+                self.release(reservation)
+            else:
+                self.commit(reservation, input_tokens, output_tokens, replay=False)
 
         @rule(minutes=st.integers(1, 2))
         def minutes_pass(self, minutes: int) -> None:

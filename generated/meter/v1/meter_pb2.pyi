@@ -12,6 +12,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ExpiredHolds(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPIRED_HOLDS_UNSPECIFIED: _ClassVar[ExpiredHolds]
+    EXPIRED_HOLDS_PLAN: _ClassVar[ExpiredHolds]
+    EXPIRED_HOLDS_RELEASE: _ClassVar[ExpiredHolds]
+    EXPIRED_HOLDS_CHARGE: _ClassVar[ExpiredHolds]
+
 class Pool(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     POOL_UNSPECIFIED: _ClassVar[Pool]
@@ -71,6 +78,10 @@ class UsageGrouping(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     USAGE_GROUPING_UNSPECIFIED: _ClassVar[UsageGrouping]
     USAGE_GROUPING_DAY: _ClassVar[UsageGrouping]
     USAGE_GROUPING_MODEL: _ClassVar[UsageGrouping]
+EXPIRED_HOLDS_UNSPECIFIED: ExpiredHolds
+EXPIRED_HOLDS_PLAN: ExpiredHolds
+EXPIRED_HOLDS_RELEASE: ExpiredHolds
+EXPIRED_HOLDS_CHARGE: ExpiredHolds
 POOL_UNSPECIFIED: Pool
 POOL_ALLOWANCE: Pool
 POOL_PURCHASED: Pool
@@ -305,7 +316,7 @@ class CreditPurchaseResponse(_message.Message):
     def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ..., credited_tokens: _Optional[int] = ..., newly_credited: _Optional[bool] = ..., event_status: _Optional[_Union[EventStatus, str]] = ...) -> None: ...
 
 class SetPlanRequest(_message.Message):
-    __slots__ = ("account_id", "plan_id", "period_start", "period_end", "subscription_ref", "event_time", "monthly_allowance_tokens", "expire_allowance_now", "source_event", "limits", "stripe_prices")
+    __slots__ = ("account_id", "plan_id", "period_start", "period_end", "subscription_ref", "event_time", "monthly_allowance_tokens", "expire_allowance_now", "source_event", "limits", "stripe_prices", "expired_holds")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     PERIOD_START_FIELD_NUMBER: _ClassVar[int]
@@ -317,6 +328,7 @@ class SetPlanRequest(_message.Message):
     SOURCE_EVENT_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     STRIPE_PRICES_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_HOLDS_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     plan_id: str
     period_start: _timestamp_pb2.Timestamp
@@ -328,7 +340,8 @@ class SetPlanRequest(_message.Message):
     source_event: WebhookEvent
     limits: RateLimits
     stripe_prices: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, account_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subscription_ref: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., monthly_allowance_tokens: _Optional[int] = ..., expire_allowance_now: _Optional[bool] = ..., source_event: _Optional[_Union[WebhookEvent, _Mapping]] = ..., limits: _Optional[_Union[RateLimits, _Mapping]] = ..., stripe_prices: _Optional[_Iterable[str]] = ...) -> None: ...
+    expired_holds: ExpiredHolds
+    def __init__(self, account_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subscription_ref: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., monthly_allowance_tokens: _Optional[int] = ..., expire_allowance_now: _Optional[bool] = ..., source_event: _Optional[_Union[WebhookEvent, _Mapping]] = ..., limits: _Optional[_Union[RateLimits, _Mapping]] = ..., stripe_prices: _Optional[_Iterable[str]] = ..., expired_holds: _Optional[_Union[ExpiredHolds, str]] = ...) -> None: ...
 
 class SetPlanResponse(_message.Message):
     __slots__ = ("balance", "applied", "event_status")

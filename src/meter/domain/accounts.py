@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from meter.domain.holds import ExpiredHolds
 from meter.domain.limits import RateLimits
 from meter.domain.periods import Period
 
@@ -26,6 +27,8 @@ class Account:
     granted_period_start: datetime | None = None
     # The account's own rate limits (set through SetPlan); a limit left None is its plan's.
     limits: RateLimits = RateLimits()
+    # What its expired holds do, if the account has its own setting (SetPlan); None: its plan's.
+    expired_holds: ExpiredHolds | None = None
 
     @property
     def subscription_managed(self) -> bool:

@@ -30,6 +30,7 @@ class Outcome(enum.StrEnum):
     COMMITTED = "committed"
     RELEASED = "released"
     EXPIRED = "expired"
+    CHARGED = "charged"  # at expiry, its worst case (the account's expired holds are charged)
     EXTENDED = "extended"
     SKIPPED = "skipped"  # expiry of a hold settled meanwhile, or not yet due
 
@@ -86,4 +87,4 @@ class Extended:
 
 @dataclass(frozen=True)
 class Expiry:
-    outcome: Outcome  # EXPIRED, SKIPPED or PERIOD_ENDED
+    outcome: Outcome  # EXPIRED, CHARGED, SKIPPED or PERIOD_ENDED

@@ -13,6 +13,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 
+class ExpiredHolds(enum.StrEnum):
+    """What a hold still open at its expiry does: a plan's setting, which an account may override
+    (SetPlan). `release` gives it back (a Commit that never came made the call free); `charge`
+    charges its worst case (a lost Commit costs the customer the most the call could have cost),
+    and a late Commit or Release settles the difference."""
+
+    RELEASE = "release"
+    CHARGE = "charge"
+
+
 class HoldStatus(enum.StrEnum):
     OPEN = "open"
     COMMITTED = "committed"

@@ -13,7 +13,7 @@ from meter.domain.balance import Balance, WarningLevel
 from meter.domain.balance_events import BalanceEvent
 from meter.domain.errors import InvalidField
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
-from meter.domain.holds import HoldStatus
+from meter.domain.holds import ExpiredHolds, HoldStatus
 from meter.domain.invoices import InvoiceLine
 from meter.domain.ledger import EntryKind, RecordedEntry
 from meter.domain.limits import RateLimits
@@ -21,6 +21,7 @@ from meter.domain.periods import Period
 from meter.domain.pools import PoolName
 from meter.domain.usage import UsageGrouping, UsageRecord, UsageReport, UsageTotals
 from meter.service.balance import AccountBalance
+from meter.service.plans import ExpiredHoldsChoice
 from meter.service.reservations import OpenReservations
 from meter.service.reversals import ReversalKind
 from meter.v1 import meter_pb2 as pb
@@ -381,3 +382,17 @@ def balance_event(value: BalanceEvent) -> pb.BalanceEvent:
         balance=balance(value.balance),
         position=str(value.position),
     )
+
+
+_EXPIRED_HOLDS: dict[int, ExpiredHoldsChoice] = {
+    pb.EXPIRED_HOLDS_UNSPECIFIED: "keep",
+    pb.EXPIRED_HOLDS_PLAN: "plan",
+    pb.EXPIRED_HOLDS_RELEASE: ExpiredHolds.RELEASE,
+    pb.EXPIRED_HOLDS_CHARGE: ExpiredHolds.CHARGE,
+}
+
+
+def expired_holds(value: int) -> ExpiredHoldsChoice:
+    if value not in _EXPIRED_HOLDS:
+        raise InvalidField("expired_holds", "must be one of the ExpiredHolds values")
+    return _EXPIRED_HOLDS[value]

@@ -122,6 +122,7 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
             source_event=convert.source_event(request),
             limits=convert.optional_limits(request),
             stripe_prices=list(request.stripe_prices),
+            expired_holds=convert.expired_holds(request.expired_holds),
         )
         return pb.SetPlanResponse(
             balance=convert.balance(result.balance),

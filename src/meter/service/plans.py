@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Literal
 
 from meter.domain import ids
 from meter.domain.accounts import Account
@@ -22,6 +23,7 @@ from meter.domain.balance import Balance
 from meter.domain.balance_events import EventType
 from meter.domain.errors import InvalidField
 from meter.domain.events import EventStatus, WebhookEvent
+from meter.domain.holds import ExpiredHolds
 from meter.domain.ledger import EntryKind
 from meter.domain.limits import RateLimits
 from meter.domain.periods import Period, absurd, calendar_month, moves_to
@@ -40,6 +42,10 @@ class PlanChange:
     event_status: EventStatus | None = None
 
 
+# SetPlan's choice for the account's expired holds: its own setting, its plan's, or unchanged.
+ExpiredHoldsChoice = ExpiredHolds | Literal["plan", "keep"]
+
+
 @dataclass(frozen=True)
 class PlanRequest:
     account_id: str
@@ -50,6 +56,7 @@ class PlanRequest:
     monthly_allowance: int
     expire_allowance_now: bool
     limits: RateLimits | None = None  # the account's own (per-account plans); None: keep them
+    expired_holds: ExpiredHoldsChoice = "keep"
 
 
 async def set_plan(
@@ -65,6 +72,7 @@ async def set_plan(
     source_event: WebhookEvent | None = None,
     limits: RateLimits | None = None,
     stripe_prices: Sequence[str] = (),
+    expired_holds: ExpiredHoldsChoice = "keep",
 ) -> PlanChange:
     async def run() -> PlanChange:
         ids.account_id(account_id)
@@ -82,6 +90,7 @@ async def set_plan(
             monthly_allowance=_allowance(meter, plan, monthly_allowance_tokens),
             expire_allowance_now=expire_allowance_now,
             limits=_own_limits(meter, plan, limits),
+            expired_holds=expired_holds,
         )
         change = await meter.storage.transaction(lambda store: _apply(meter, store, request, source_event))
         await balance_warnings.announce(meter, change.balance)
@@ -110,6 +119,7 @@ async def _apply(meter: Meter, store: Store, request: PlanRequest, source_event:
         subscription_ref=request.subscription_ref,
         plan_event_time=request.event_time,
         limits=_kept_limits(meter, request, account),
+        expired_holds=_own_expired_holds(request, account),
     )
     if account is None:
         await open_account(store, wanted, now)
@@ -170,6 +180,13 @@ def _kept_limits(meter: Meter, request: PlanRequest, account: Account | None) ->
     return RateLimits()
 
 
+def _own_expired_holds(request: PlanRequest, account: Account | None) -> ExpiredHolds | None:
+    """The account's own setting after the change: as asked, or the one it had ("keep")."""
+    if request.expired_holds == "keep":
+        return account.expired_holds if account is not None else None
+    return None if request.expired_holds == "plan" else request.expired_holds
+
+
 def _allowance(meter: Meter, plan_id: str, monthly_allowance_tokens: int) -> int:
     plan = meter.catalog.plan(plan_id)
     if plan.per_account:
@@ -190,6 +207,7 @@ async def _change(store: Store, account: Account, wanted: Account, request: Plan
         subscription_ref=wanted.subscription_ref,
         plan_event_time=wanted.plan_event_time or account.plan_event_time,
         limits=wanted.limits,
+        expired_holds=wanted.expired_holds,
     )
     if request.expire_allowance_now:
         # Cancelled: what is left of the allowance expires now; calendar months from here on.

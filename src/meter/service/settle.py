@@ -11,14 +11,16 @@ from dataclasses import dataclass
 
 from meter import metrics
 from meter.domain import ids
+from meter.domain.accounts import Account
 from meter.domain.amounts import MAX_CALL_TOKENS, require_tokens
 from meter.domain.answers import Outcome
 from meter.domain.balance import Balance
 from meter.domain.errors import RequestIdReused, ReservationCommitted, ReservationNotFound, ReservationReleased
-from meter.domain.holds import Usage
+from meter.domain.holds import ExpiredHolds, Usage
 from meter.service import balance_warnings
 from meter.service.context import Meter
 from meter.service.periods import in_current_period
+from meter.service.ports import Accounts
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,17 @@ async def release(meter: Meter, *, reservation_id: str) -> Balance:
 
 
 async def expire(meter: Meter, *, account_id: str, hold_id: str) -> bool:
-    """Give back one hold past its expiry (the sweeper's job); False if it was settled meanwhile."""
-    answer = await in_current_period(meter, account_id, lambda: meter.storage.hot_path.expire(account_id, hold_id))
-    return answer.outcome is Outcome.EXPIRED
+    """Settle one hold past its expiry (the sweeper's job) as the account's expired holds are
+    settled: given back, or charged their worst case; False if it was settled meanwhile."""
+
+    async def account_of(store: Accounts) -> Account | None:
+        return (await store.account_state(account_id))[0]
+
+    account = await meter.storage.transaction(account_of)
+    if account is None:
+        return False
+    charge = meter.catalog.expired_holds(account) is ExpiredHolds.CHARGE
+    answer = await in_current_period(
+        meter, account_id, lambda: meter.storage.hot_path.expire(account_id, hold_id, charge=charge)
+    )
+    return answer.outcome in (Outcome.EXPIRED, Outcome.CHARGED)

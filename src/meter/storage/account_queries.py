@@ -7,13 +7,15 @@ from datetime import datetime
 from typing import Any
 
 from meter.domain.accounts import Account
+from meter.domain.holds import ExpiredHolds
 from meter.domain.limits import RateLimits
 from meter.domain.periods import Period
 from meter.storage.queries import NOW, Queries
 
 ACCOUNT_COLUMNS = """a.account_id, a.plan_id, a.monthly_allowance, a.period_start, a.period_end,
     a.calendar_periods, a.allowance_total, a.debt, a.bucket_count, a.subscription_ref,
-    a.plan_event_time, a.granted_period_start, a.requests_per_minute, a.tokens_per_minute, a.concurrent_holds"""
+    a.plan_event_time, a.granted_period_start, a.requests_per_minute, a.tokens_per_minute, a.concurrent_holds,
+    a.expired_holds"""
 
 
 class AccountQueries(Queries):
@@ -49,11 +51,11 @@ class AccountQueries(Queries):
         created = await self._execute(
             "INSERT INTO accounts (account_id, plan_id, monthly_allowance, period_start, period_end, "
             "calendar_periods, allowance_total, debt, bucket_count, subscription_ref, plan_event_time, "
-            "granted_period_start, requests_per_minute, tokens_per_minute, concurrent_holds, created_at, "
-            "updated_at) VALUES (:account_id, :plan_id, :monthly_allowance, "
+            "granted_period_start, requests_per_minute, tokens_per_minute, concurrent_holds, expired_holds, "
+            "created_at, updated_at) VALUES (:account_id, :plan_id, :monthly_allowance, "
             ":period_start, :period_end, :calendar_periods, 0, 0, :bucket_count, :subscription_ref, "
             ":plan_event_time, :granted_period_start, :requests_per_minute, :tokens_per_minute, "
-            ":concurrent_holds, :now, :now) ON CONFLICT (account_id) DO NOTHING",
+            ":concurrent_holds, :expired_holds, :now, :now) ON CONFLICT (account_id) DO NOTHING",
             **_account_params(account),
             now=now,
         )
@@ -76,7 +78,7 @@ class AccountQueries(Queries):
             "allowance_total = :allowance_total, debt = :debt, subscription_ref = :subscription_ref, "
             "plan_event_time = :plan_event_time, granted_period_start = :granted_period_start, "
             "requests_per_minute = :requests_per_minute, tokens_per_minute = :tokens_per_minute, "
-            "concurrent_holds = :concurrent_holds, updated_at = :now "
+            "concurrent_holds = :concurrent_holds, expired_holds = :expired_holds, updated_at = :now "
             "WHERE account_id = :account_id",
             **_account_params(account),
             allowance_total=account.allowance_total,
@@ -115,6 +117,7 @@ def _account_params(account: Account) -> dict[str, Any]:
         "requests_per_minute": account.limits.requests_per_minute,
         "tokens_per_minute": account.limits.tokens_per_minute,
         "concurrent_holds": account.limits.concurrent_holds,
+        "expired_holds": account.expired_holds.value if account.expired_holds else None,
     }
 
 
@@ -132,4 +135,5 @@ def account_from_row(row: Mapping[str, Any]) -> Account:
         plan_event_time=row["plan_event_time"],
         granted_period_start=row["granted_period_start"],
         limits=RateLimits(row["requests_per_minute"], row["tokens_per_minute"], row["concurrent_holds"]),
+        expired_holds=ExpiredHolds(row["expired_holds"]) if row["expired_holds"] else None,
     )

@@ -42,7 +42,7 @@ RESERVE_MANY = (
     "$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
 )
 COMMIT_MANY = "SELECT * FROM meter_commit_many($1, CAST($2 AS uuid[]), $3, $4, $5, $6, $7)"
-EXPIRE = "SELECT meter_expire($1, CAST($2 AS uuid), $3, $4, $5) AS outcome"
+EXPIRE = "SELECT meter_expire($1, CAST($2 AS uuid), $3, $4, $5, $6) AS outcome"
 
 
 class _Reserve(NamedTuple):
@@ -232,13 +232,14 @@ class HotPath:
         )
         return Extended(Outcome(row["outcome"]), row["expires_at"])
 
-    async def expire(self, account_id: str, hold_id: str) -> Expiry:
+    async def expire(self, account_id: str, hold_id: str, *, charge: bool) -> Expiry:
         row = await run_statement(
             self._engine,
             EXPIRE,
             account_id,
             hold_id,
             ids.reservation_id(account_id, hold_id),
+            charge,
             self._clock.offset_seconds,
             acting_caller(),
         )

@@ -2,7 +2,9 @@
 -- charge), 'replayed' (committed before with this usage: the same answer), 'usage_reused'
 -- (committed before with other usage; reused_field names it), 'released', 'not_found', and
 -- 'period_ended' (nothing changed: the service moves the account into its current period and
--- calls again). Each outcome comes with the account's balance. Installed by migration 0019.
+-- calls again). Each outcome comes with the account's balance. A hold charged its worst case at
+-- expiry is committed once more with the call's usage: meter_correct_expired settles the
+-- difference. Installed by migration 0029.
 CREATE OR REPLACE FUNCTION meter_commit(
     p_account text, p_hold uuid, p_reservation text, p_input bigint, p_output bigint,
     p_clock_offset double precision, p_caller text
@@ -26,6 +28,19 @@ BEGIN
     SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
     IF v_hold.hold_id IS NULL THEN
         outcome := 'not_found';
+    ELSIF v_hold.charged_at_expiry AND v_account.period_end > v_now THEN
+        outcome := 'committed';
+        v_hold.charged_tokens := meter_weighted_tokens(p_input, p_output, v_hold.input_weight,
+            v_hold.output_weight);
+        v_hold.cost_micros := meter_cost_micros(p_input, p_output, v_hold.input_price, v_hold.output_price);
+        v_hold.late := true;
+        v_hold.usage_input_tokens := p_input;
+        v_hold.usage_output_tokens := p_output;
+        v_settled := meter_correct_expired(v_hold, v_account, 'committed', p_reservation, v_now, p_caller);
+        v_hold.unbilled_tokens := v_hold.unbilled_tokens + v_settled.shortfall;
+        v_account.debt := v_settled.debt;
+    ELSIF v_hold.charged_at_expiry THEN
+        outcome := 'period_ended';
     ELSIF v_hold.status = 'committed' THEN
         outcome := 'replayed';
         IF v_hold.usage_input_tokens <> p_input THEN

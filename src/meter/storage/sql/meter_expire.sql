@@ -1,15 +1,20 @@
--- Expiry (the sweeper's): give back a hold still open past its expiry (meter_settle with no
--- charge); a late Commit is then charged from what the account has available. Outcomes:
--- 'expired', 'skipped' (settled meanwhile, or not yet due), 'period_ended' (nothing changed: the
--- service moves the account into its current period and calls again). Installed by migration
--- 0017.
+-- Expiry (the sweeper's): a hold still open past its expiry is given back (meter_settle with no
+-- charge; a late Commit is then charged from what the account has available), or, with p_charge
+-- (the account's expired holds are charged), charged its worst case as if committed with its
+-- input and max output, and counted in the day's usage (a late Commit or Release then settles the
+-- difference: meter_correct_expired). Outcomes: 'expired', 'charged', 'skipped' (settled
+-- meanwhile, or not yet due), 'period_ended' (nothing changed: the service moves the account into
+-- its current period and calls again). Installed by migration 0029.
 CREATE OR REPLACE FUNCTION meter_expire(
-    p_account text, p_hold uuid, p_reservation text, p_clock_offset double precision, p_caller text
+    p_account text, p_hold uuid, p_reservation text, p_charge boolean, p_clock_offset double precision,
+    p_caller text
 ) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := now() + make_interval(secs => p_clock_offset);
     v_hold holds%ROWTYPE;
     v_account accounts%ROWTYPE;
+    v_settled record;
+    v_counted bigint;
 BEGIN
     SELECT * INTO v_hold FROM holds AS h WHERE h.account_id = p_account AND h.hold_id = p_hold FOR UPDATE;
     IF NOT FOUND OR v_hold.status <> 'open' OR v_now < v_hold.expires_at THEN
@@ -19,7 +24,22 @@ BEGIN
     IF v_account.period_end <= v_now THEN
         RETURN 'period_ended';
     END IF;
-    PERFORM meter_settle(v_hold, v_account, 0, 'expired', p_reservation, v_now, p_caller);
-    RETURN 'expired';
+    IF NOT p_charge THEN
+        PERFORM meter_settle(v_hold, v_account, 0, 'expired', p_reservation, v_now, p_caller);
+        RETURN 'expired';
+    END IF;
+    v_hold.usage_input_tokens := v_hold.input_tokens;
+    v_hold.usage_output_tokens := v_hold.max_output_tokens;
+    v_hold.charged_tokens := meter_weighted_tokens(v_hold.input_tokens, v_hold.max_output_tokens,
+        v_hold.input_weight, v_hold.output_weight);
+    v_hold.cost_micros := meter_cost_micros(v_hold.input_tokens, v_hold.max_output_tokens, v_hold.input_price,
+        v_hold.output_price);
+    v_hold.late := false;
+    v_settled := meter_settle(v_hold, v_account, v_hold.charged_tokens, 'committed', p_reservation, v_now,
+        p_caller);
+    v_hold.unbilled_tokens := v_settled.shortfall;
+    UPDATE holds AS h SET charged_at_expiry = true WHERE h.account_id = p_account AND h.hold_id = p_hold;
+    v_counted := meter_count_usage(v_hold, v_now);
+    RETURN 'charged';
 END;
 $$;

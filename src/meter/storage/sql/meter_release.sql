@@ -2,8 +2,8 @@
 -- given back at expiry is recorded as released all the same, so that a Commit after it is
 -- refused as after any Release; releasing twice changes nothing. Outcomes: 'released',
 -- 'committed' (refused), 'not_found', 'period_ended' (nothing changed: the service moves the
--- account into its current period and calls again), each with the balance. Installed by
--- migration 0017.
+-- account into its current period and calls again), each with the balance. A hold charged its
+-- worst case at expiry is given it all back (meter_correct_expired). Installed by migration 0029.
 CREATE OR REPLACE FUNCTION meter_release(
     p_account text, p_hold uuid, p_reservation text, p_clock_offset double precision, p_caller text
 )
@@ -24,6 +24,12 @@ BEGIN
     SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
     IF v_hold.hold_id IS NULL THEN
         outcome := 'not_found';
+    ELSIF v_hold.charged_at_expiry AND v_account.period_end > v_now THEN
+        outcome := 'released';  -- charged its worst case at expiry: the call used nothing
+        v_settled := meter_correct_expired(v_hold, v_account, 'released', p_reservation, v_now, p_caller);
+        v_account.debt := v_settled.debt;
+    ELSIF v_hold.charged_at_expiry THEN
+        outcome := 'period_ended';
     ELSIF v_hold.status = 'committed' THEN
         outcome := 'committed';
     ELSIF v_account.period_end <= v_now THEN
