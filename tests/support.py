@@ -217,19 +217,25 @@ def time_until(instant: datetime, now: datetime) -> timedelta:
 
 
 _FINGERPRINT = """
-SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM holds),
+SELECT (SELECT count(*) FROM accounts AS a
+        WHERE NOT EXISTS (SELECT 1 FROM refused_purchases AS r
+                          WHERE r.account_id = a.account_id AND r.refused_at = a.created_at)),
+       (SELECT count(*) FROM holds),
        (SELECT count(*) FROM holds WHERE status = 'open'), (SELECT count(*) FROM ledger_entries),
        (SELECT coalesce(sum(available + held), 0) FROM buckets), (SELECT count(*) FROM purchases),
        (SELECT count(*) FROM adjustments), (SELECT count(*) FROM webhook_events WHERE status <> 'rejected'),
        (SELECT coalesce(sum(extract(epoch FROM expires_at)), 0) FROM holds WHERE status = 'open'),
-       (SELECT coalesce(string_agg(plan_id || debt, ','), '') FROM accounts)
+       (SELECT coalesce(string_agg(plan_id || debt, ','), '') FROM accounts AS a
+        WHERE NOT EXISTS (SELECT 1 FROM refused_purchases AS r
+                          WHERE r.account_id = a.account_id AND r.refused_at = a.created_at))
 """
 
 
 async def fingerprint(engine: AsyncEngine) -> tuple[Any, ...]:
-    """Everything a request could change. A refused request that carries its Stripe event records
-    that event as `rejected` (so it can be replayed once fixed): that record is the one change a
-    refusal makes on purpose, and is left out."""
+    """Everything a request could change. Two changes a refusal makes on purpose are left out: a
+    refused request that carries its Stripe event records that event as `rejected` (so it can be
+    replayed once fixed), and a paid purchase the catalog refuses is kept, on its account (opened
+    for it if new), for support to refund (purchase.refused)."""
     async with engine.connect() as connection:
         return tuple((await connection.execute(text(_FINGERPRINT))).one())
 

@@ -36,6 +36,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from meter.client_fail_open import RESERVATION_PREFIX, FailOpen, FailOpenBudget
 from meter.client_spool import CommitSpool
 from meter.domain.events import EventStatus, WebhookEvent
 from meter.domain.invoices import InvoiceLine
@@ -55,7 +56,10 @@ _CHANNEL_OPTIONS = [
 _SETTLE_RETRY_ON = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 _SETTLE_MAX_BACKOFF_SECONDS = 1.0
 _SPOOL_MAX_WAIT_SECONDS = 5.0
-_SPOOLED_REQUESTS = {"Commit": pb.CommitRequest, "Release": pb.ReleaseRequest}
+# Failures that leave a Reserve undecided (meter, or its database, could not be reached), as
+# opposed to refusals: only these may be let through by a fail-open budget.
+_UNDECIDED = frozenset({"", "STORAGE_UNAVAILABLE", "NOT_READY", "SHUTTING_DOWN"})
+_SPOOLED_REQUESTS = {"Commit": pb.CommitRequest, "Release": pb.ReleaseRequest, "ChargeUsage": pb.ChargeUsageRequest}
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +126,7 @@ class MeterClient:
         rate_limit_wait_seconds: float = 0.0,
         settle_budget_seconds: float = 30.0,
         spool: str | Path | None = None,
+        fail_open: FailOpen | None = None,
     ) -> None:
         """`wait_for_ready`: while meter is unreachable, calls wait (up to their timeout) for it
         to come back instead of failing at once; for callers that would rather be late than fail.
@@ -137,7 +142,10 @@ class MeterClient:
         `spool`: a local file (sqlite3) that keeps every Commit and Release until meter has
         answered it, across restarts of this process; one meter could not be reached for within
         the budget raises `Spooled` and is sent again, oldest first, in the background (and by
-        `drain_spool`) once meter answers."""
+        `drain_spool`) once meter answers.
+        `fail_open`: None (the default) fails closed: a Reserve meter cannot answer raises. With a
+        budget, such a Reserve is let through while the account's admissions this minute stay
+        within it; its Commit is charged through ChargeUsage once meter answers (spooled)."""
         if (target is None) == (channel is None):
             raise ValueError("give either a target address or a channel")
         self._owns_channel = channel is None
@@ -158,6 +166,8 @@ class MeterClient:
         self._spool = CommitSpool(spool) if spool is not None else None
         self._in_flight: set[int] = set()  # spooled calls being sent by their first attempt
         self._draining: asyncio.Task[None] | None = None
+        self._fail_open = FailOpenBudget(fail_open) if fail_open is not None else None
+        self._let_through: dict[str, pb.ReserveRequest] = {}  # fail-open reservation id: its Reserve
 
     async def __aenter__(self) -> MeterClient:
         self._ensure_draining()  # what a previous run of this process left undelivered
@@ -251,16 +261,65 @@ class MeterClient:
         return PendingReservation(self, request)
 
     async def _reserve(self, request: pb.ReserveRequest) -> pb.ReserveResponse:
-        return await self._call(self._stub.Reserve, request)
+        try:
+            return await self._call(self._stub.Reserve, request)
+        except MeterRpcError as failure:
+            worst = request.input_tokens + request.max_output_tokens
+            unreachable = failure.code in _SETTLE_RETRY_ON and failure.reason in _UNDECIDED
+            if not (unreachable and self._fail_open is not None and self._fail_open.admit(request.account_id, worst)):
+                raise
+        reservation_id = f"{RESERVATION_PREFIX}{request.account_id}/{request.request_id}"
+        self._let_through[reservation_id] = request
+        log.warning("meter unreachable: %s let through (fail open)", reservation_id)
+        return pb.ReserveResponse(reservation_id=reservation_id, held_tokens=worst, status=pb.RESERVATION_STATUS_OPEN)
 
     async def commit(self, *, reservation_id: str, input_tokens: int, output_tokens: int) -> pb.CommitResponse:
+        let_through = self._let_through.pop(reservation_id, None)
+        if let_through is not None:  # no hold: the call is charged as it was
+            charged = await self.charge_usage(
+                account_id=let_through.account_id,
+                request_id=let_through.request_id,
+                model=let_through.model,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                labels=dict(let_through.labels),
+            )
+            return pb.CommitResponse(
+                charged_tokens=charged.charged_tokens,
+                cost_micros=charged.cost_micros,
+                unbilled_tokens=charged.unbilled_tokens,
+                balance=charged.balance,
+            )
         request = pb.CommitRequest(
             reservation_id=reservation_id, input_tokens=input_tokens, output_tokens=output_tokens
         )
         return await self._spooled("Commit", request)
 
     async def release(self, *, reservation_id: str) -> pb.ReleaseResponse:
+        if self._let_through.pop(reservation_id, None) is not None:
+            return pb.ReleaseResponse()  # let through, and unused: nothing to charge
         return await self._spooled("Release", pb.ReleaseRequest(reservation_id=reservation_id))
+
+    async def charge_usage(
+        self,
+        *,
+        account_id: str,
+        request_id: str,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        labels: dict[str, str] | None = None,
+    ) -> pb.ChargeUsageResponse:
+        """A call that had no hold, charged once by its request_id (spooled like a Commit)."""
+        request = pb.ChargeUsageRequest(
+            account_id=account_id,
+            request_id=request_id,
+            model=model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            labels=labels or {},
+        )
+        return await self._spooled("ChargeUsage", request)
 
     async def _spooled(self, method: str, request: Any) -> Any:
         """Commit or Release, written to the spool (when there is one) before it is sent and
@@ -302,7 +361,8 @@ class MeterClient:
                     if failure.code in _SETTLE_RETRY_ON:
                         self._spool.failed(call.id, str(failure))
                         return answered
-                    log.warning("spooled %s %s refused: %s", call.method, request.reservation_id, failure)
+                    key = getattr(request, "reservation_id", "") or getattr(request, "request_id", "")
+                    log.warning("spooled %s %s refused: %s", call.method, key, failure)
                 self._spool.answered(call.id)
                 answered += 1
         return answered
@@ -321,6 +381,8 @@ class MeterClient:
                 wait = min(wait * 2, _SPOOL_MAX_WAIT_SECONDS)
 
     async def extend_reservation(self, *, reservation_id: str, ttl_seconds: int = 0) -> pb.ExtendReservationResponse:
+        if reservation_id in self._let_through:
+            return pb.ExtendReservationResponse()  # no hold to keep alive
         request = pb.ExtendReservationRequest(reservation_id=reservation_id, ttl_seconds=ttl_seconds)
         return await self._settle(self._stub.ExtendReservation, request)
 

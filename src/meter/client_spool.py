@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS spooled (
 @dataclass(frozen=True)
 class SpooledCall:
     id: int
-    method: str  # Commit | Release
+    method: str  # Commit | Release | ChargeUsage
     request: bytes  # the serialized request: sent again as it was
     spooled_at: float
     attempts: int

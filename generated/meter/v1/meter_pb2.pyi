@@ -215,6 +215,43 @@ class CommitResponse(_message.Message):
     late: bool
     def __init__(self, charged_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., unbilled_tokens: _Optional[int] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ..., late: _Optional[bool] = ...) -> None: ...
 
+class ChargeUsageRequest(_message.Message):
+    __slots__ = ("account_id", "request_id", "model", "input_tokens", "output_tokens", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    request_id: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ChargeUsageResponse(_message.Message):
+    __slots__ = ("reservation_id", "charged_tokens", "cost_micros", "unbilled_tokens", "balance")
+    RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CHARGED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_MICROS_FIELD_NUMBER: _ClassVar[int]
+    UNBILLED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    reservation_id: str
+    charged_tokens: int
+    cost_micros: int
+    unbilled_tokens: int
+    balance: Balance
+    def __init__(self, reservation_id: _Optional[str] = ..., charged_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., unbilled_tokens: _Optional[int] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ...) -> None: ...
+
 class ReleaseRequest(_message.Message):
     __slots__ = ("reservation_id",)
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]

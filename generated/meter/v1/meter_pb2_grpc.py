@@ -60,6 +60,11 @@ class MeterServiceStub:
                 request_serializer=meter_dot_v1_dot_meter__pb2.ExtendReservationRequest.SerializeToString,
                 response_deserializer=meter_dot_v1_dot_meter__pb2.ExtendReservationResponse.FromString,
                 _registered_method=True)
+        self.ChargeUsage = channel.unary_unary(
+                '/meter.v1.MeterService/ChargeUsage',
+                request_serializer=meter_dot_v1_dot_meter__pb2.ChargeUsageRequest.SerializeToString,
+                response_deserializer=meter_dot_v1_dot_meter__pb2.ChargeUsageResponse.FromString,
+                _registered_method=True)
         self.GetBalance = channel.unary_unary(
                 '/meter.v1.MeterService/GetBalance',
                 request_serializer=meter_dot_v1_dot_meter__pb2.GetBalanceRequest.SerializeToString,
@@ -177,6 +182,17 @@ class MeterServiceServicer:
 
     def ExtendReservation(self, request, context):
         """ExtendReservation keeps a long stream's hold alive: it expires `ttl_seconds` from now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChargeUsage(self, request, context):
+        """ChargeUsage charges a call that had no hold: one a proxy let through while meter could not be
+        reached (its fail-open budget), charged once meter answers again. Idempotent by request_id,
+        the Reserve keys: one request_id of an account is one call, and the same call again returns
+        the first result. The charge comes from what is available (allowance first); what nothing pays
+        for becomes debt: it is never refused for lack of tokens, and no rate limit applies.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -344,6 +360,11 @@ def add_MeterServiceServicer_to_server(servicer, server):
                     servicer.ExtendReservation,
                     request_deserializer=meter_dot_v1_dot_meter__pb2.ExtendReservationRequest.FromString,
                     response_serializer=meter_dot_v1_dot_meter__pb2.ExtendReservationResponse.SerializeToString,
+            ),
+            'ChargeUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChargeUsage,
+                    request_deserializer=meter_dot_v1_dot_meter__pb2.ChargeUsageRequest.FromString,
+                    response_serializer=meter_dot_v1_dot_meter__pb2.ChargeUsageResponse.SerializeToString,
             ),
             'GetBalance': grpc.unary_unary_rpc_method_handler(
                     servicer.GetBalance,
@@ -535,6 +556,33 @@ class MeterService:
             '/meter.v1.MeterService/ExtendReservation',
             meter_dot_v1_dot_meter__pb2.ExtendReservationRequest.SerializeToString,
             meter_dot_v1_dot_meter__pb2.ExtendReservationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChargeUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.MeterService/ChargeUsage',
+            meter_dot_v1_dot_meter__pb2.ChargeUsageRequest.SerializeToString,
+            meter_dot_v1_dot_meter__pb2.ChargeUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

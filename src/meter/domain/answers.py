@@ -71,6 +71,7 @@ class Charged:
     unbilled_tokens: int = 0
     late: bool = False
     reused_field: str = ""
+    reservation_id: str = ""  # ChargeUsage's: the call's (the first's, on a replay)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ UNRECORDED = "unrecorded"  # ledger entries written before callers were recorded
 
 # What each role's job needs. `operator` may call everything (None).
 ROLES: Mapping[str, frozenset[str] | None] = {
-    "proxy": frozenset({"Reserve", "Commit", "Release", "ExtendReservation", "GetBalance"}),
+    "proxy": frozenset({"Reserve", "Commit", "Release", "ExtendReservation", "ChargeUsage", "GetBalance"}),
     # The Stripe webhook adapter: credits, refunds and plan changes, plus what it needs to record
     # and replay the events it was sent.
     "billing": frozenset(

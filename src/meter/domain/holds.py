@@ -43,6 +43,16 @@ class Pricing:
 
 
 @dataclass(frozen=True)
+class CallUsage:
+    """A call charged without a hold (ChargeUsage): what it used, and its labels."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ReserveParams:
     """What a Reserve asked for; a replay of its request_id must ask for the same."""
 

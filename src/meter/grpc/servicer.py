@@ -75,6 +75,25 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
             late=result.usage.late,
         )
 
+    async def ChargeUsage(self, request: pb.ChargeUsageRequest, context: Context) -> pb.ChargeUsageResponse:
+        result = await settle.charge_usage(
+            self._meter,
+            account_id=request.account_id,
+            request_id=request.request_id,
+            model=request.model,
+            input_tokens=request.input_tokens,
+            output_tokens=request.output_tokens,
+            labels=dict(request.labels),
+        )
+        usage = result.charge.usage
+        return pb.ChargeUsageResponse(
+            reservation_id=result.reservation_id,
+            charged_tokens=usage.charged_tokens,
+            cost_micros=usage.cost_micros,
+            unbilled_tokens=usage.unbilled_tokens,
+            balance=convert.balance(result.charge.balance),
+        )
+
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
         result = await settle.release(self._meter, reservation_id=request.reservation_id)
         return pb.ReleaseResponse(balance=convert.balance(result))

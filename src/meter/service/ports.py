@@ -21,7 +21,7 @@ from meter.domain.balance_events import BalanceEvent, EventPosition, EventType
 from meter.domain.caller_rates import Count
 from meter.domain.credits import Adjustment, Purchase, RefusedPurchase
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
-from meter.domain.holds import Hold, Pricing, ReserveParams
+from meter.domain.holds import CallUsage, Hold, Pricing, ReserveParams
 from meter.domain.ledger import EntryKind, LedgerEntry, RecordedEntry
 from meter.domain.limits import PlanLimits, RateLimits, RateUsage
 from meter.domain.payments import Payment, PaymentKey, SubscriptionPayment
@@ -248,6 +248,7 @@ class HotPath(Protocol):
     async def release(self, reservation_id: str) -> Released: ...
     async def extend(self, reservation_id: str, ttl_seconds: int) -> Extended: ...
     async def expire(self, account_id: str, hold_id: str, *, charge: bool) -> Expiry: ...
+    async def charge_usage(self, account_id: str, request_id: str, usage: CallUsage, pricing: Pricing) -> Charged: ...
     async def warm_up(self, connections: int) -> None: ...
 
 

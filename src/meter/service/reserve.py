@@ -50,7 +50,8 @@ def ttl_seconds(value: int, parameters: Parameters, field: str = "ttl_seconds") 
     return value
 
 
-def _labels(labels: dict[str, str]) -> dict[str, str]:
+def call_labels(labels: dict[str, str]) -> dict[str, str]:
+    """A call's labels (Reserve's and ChargeUsage's): bounded in number and length."""
     if len(labels) > MAX_LABELS:
         raise InvalidField("labels", f"at most {MAX_LABELS} labels")
     for key, value in labels.items():
@@ -77,7 +78,7 @@ async def reserve(
         input_tokens=require_tokens("input_tokens", input_tokens, minimum=0, maximum=MAX_CALL_TOKENS),
         max_output_tokens=require_tokens("max_output_tokens", max_output_tokens, minimum=1, maximum=MAX_CALL_TOKENS),
         ttl_seconds=ttl_seconds(ttl, meter.parameters),
-        labels=_labels(labels or {}),
+        labels=call_labels(labels or {}),
     )
     pricing = meter.catalog.pricing(model)
     # Concurrent Reserves of one account start at different rows.

@@ -13,14 +13,21 @@ from meter import metrics
 from meter.domain import ids
 from meter.domain.accounts import Account
 from meter.domain.amounts import MAX_CALL_TOKENS, require_tokens
-from meter.domain.answers import Outcome
+from meter.domain.answers import Charged, Outcome
 from meter.domain.balance import Balance
-from meter.domain.errors import RequestIdReused, ReservationCommitted, ReservationNotFound, ReservationReleased
-from meter.domain.holds import ExpiredHolds, Usage
+from meter.domain.errors import (
+    AccountNotFound,
+    RequestIdReused,
+    ReservationCommitted,
+    ReservationNotFound,
+    ReservationReleased,
+)
+from meter.domain.holds import CallUsage, ExpiredHolds, Usage
 from meter.service import balance_warnings
 from meter.service.context import Meter
 from meter.service.periods import in_current_period
 from meter.service.ports import Accounts
+from meter.service.reserve import call_labels
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,13 @@ async def commit(meter: Meter, *, reservation_id: str, input_tokens: int, output
         raise RequestIdReused(reservation_id, answer.reused_field)
     if answer.outcome is Outcome.RELEASED:
         raise ReservationReleased(reservation_id)
+    return await _charged(meter, answer, input_tokens, output_tokens)
+
+
+async def _charged(meter: Meter, answer: Charged, input_tokens: int, output_tokens: int) -> Charge:
+    """A Commit's or ChargeUsage's answer, counted once and announced (its warning levels)."""
     assert answer.outcome in (Outcome.COMMITTED, Outcome.REPLAYED), answer.outcome
+    assert answer.balance is not None
     usage = Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
@@ -57,6 +70,43 @@ async def commit(meter: Meter, *, reservation_id: str, input_tokens: int, output
         metrics.TOKENS_CHARGED.inc(usage.charged_tokens)
     await balance_warnings.announce(meter, charge.balance)
     return charge
+
+
+@dataclass(frozen=True)
+class UnheldCharge:
+    reservation_id: str
+    charge: Charge
+
+
+async def charge_usage(
+    meter: Meter,
+    *,
+    account_id: str,
+    request_id: str,
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    labels: dict[str, str] | None = None,
+) -> UnheldCharge:
+    """A call that had no hold (let through while meter was unreachable), charged once: from what
+    is available, debt for the rest, never refused for lack of tokens."""
+    ids.account_id(account_id)
+    ids.idempotency_key(request_id, "request_id")
+    usage = CallUsage(
+        model=model,
+        input_tokens=require_tokens("input_tokens", input_tokens, minimum=0, maximum=MAX_CALL_TOKENS),
+        output_tokens=require_tokens("output_tokens", output_tokens, minimum=0, maximum=MAX_CALL_TOKENS),
+        labels=call_labels(labels or {}),
+    )
+    pricing = meter.catalog.pricing(model)
+    answer = await in_current_period(
+        meter, account_id, lambda: meter.storage.hot_path.charge_usage(account_id, request_id, usage, pricing)
+    )
+    if answer.outcome is Outcome.ACCOUNT_NOT_FOUND or answer.balance is None:
+        raise AccountNotFound(account_id)
+    if answer.outcome is Outcome.REQUEST_REUSED:
+        raise RequestIdReused(request_id, answer.reused_field)
+    return UnheldCharge(answer.reservation_id, await _charged(meter, answer, input_tokens, output_tokens))
 
 
 async def release(meter: Meter, *, reservation_id: str) -> Balance:

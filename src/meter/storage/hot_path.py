@@ -12,6 +12,7 @@ which runs meter_reserve (meter_commit) for each: see storage/coalescer.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple, TypeVar
@@ -23,7 +24,7 @@ from meter.domain import ids
 from meter.domain.answers import Charged, Expiry, Extended, Outcome, RateRefusal, Released, Reserved
 from meter.domain.balance import Balance, WarningLevel
 from meter.domain.callers import SYSTEM, acting_caller
-from meter.domain.holds import HoldStatus, Pricing, ReserveParams
+from meter.domain.holds import CallUsage, HoldStatus, Pricing, ReserveParams
 from meter.domain.limits import PlanLimits
 from meter.domain.periods import Period
 from meter.storage.clock import DatabaseClock
@@ -43,6 +44,10 @@ RESERVE_MANY = (
 )
 COMMIT_MANY = "SELECT * FROM meter_commit_many($1, CAST($2 AS uuid[]), $3, $4, $5, $6, $7)"
 EXPIRE = "SELECT meter_expire($1, CAST($2 AS uuid), $3, $4, $5, $6) AS outcome"
+CHARGE_USAGE = (
+    "SELECT * FROM meter_charge_usage($1, $2, CAST($3 AS uuid), $4, $5, $6, $7, CAST($8 AS jsonb), $9, $10, $11, "
+    "$12, $13, $14, $15)"
+)
 
 
 class _Reserve(NamedTuple):
@@ -232,6 +237,31 @@ class HotPath:
         )
         return Extended(Outcome(row["outcome"]), row["expires_at"])
 
+    async def charge_usage(self, account_id: str, request_id: str, usage: CallUsage, pricing: Pricing) -> Charged:
+        hold_id = ids.new_hold_id()
+        row = await run_statement(
+            self._engine,
+            CHARGE_USAGE,
+            account_id,
+            request_id,
+            hold_id,
+            ids.reservation_id(account_id, hold_id),
+            usage.model,
+            usage.input_tokens,
+            usage.output_tokens,
+            json.dumps(usage.labels, sort_keys=True),
+            pricing.catalog_version,
+            pricing.input_weight,
+            pricing.output_weight,
+            pricing.input_price,
+            pricing.output_price,
+            self._clock.offset_seconds,
+            acting_caller(),
+        )
+        recorded = row["hold_id"]
+        reservation_id = ids.reservation_id(account_id, str(recorded)) if recorded else ""
+        return dataclasses.replace(_charged(account_id, row), reservation_id=reservation_id)
+
     async def expire(self, account_id: str, hold_id: str, *, charge: bool) -> Expiry:
         row = await run_statement(
             self._engine,
@@ -296,7 +326,7 @@ def _charged(account_id: str, row: asyncpg.Record) -> Charged:
         charged_tokens=row["charged"] or 0,
         cost_micros=row["cost"] or 0,
         unbilled_tokens=row["unbilled"] or 0,
-        late=bool(row["late"]),
+        late=bool(row.get("late")),  # ChargeUsage's answer has none: never late
         reused_field=row["reused_field"] or "",
     )
 

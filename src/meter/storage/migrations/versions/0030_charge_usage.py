@@ -1,0 +1,95 @@
+"""ChargeUsage: a call's usage charged without a hold, once by its request_id (what a proxy's
+fail-open admissions are charged through once meter is back). meter_charge_usage records it as a
+hold of nothing held, committed at once.
+
+Frozen copy of src/meter/storage/sql/meter_charge_usage.sql as it is at this revision.
+
+Revision ID: 0030
+Revises: 0029
+Create Date: 2026-11-29
+"""
+
+from alembic import op
+
+revision = "0030"
+down_revision = "0029"
+branch_labels = None
+depends_on = None
+
+METER_CHARGE_USAGE = """CREATE OR REPLACE FUNCTION meter_charge_usage(
+    p_account text, p_request text, p_hold uuid, p_reservation text, p_model text, p_input bigint,
+    p_output bigint, p_labels jsonb, p_catalog_version text, p_input_weight bigint, p_output_weight bigint,
+    p_input_price bigint, p_output_price bigint, p_clock_offset double precision, p_caller text
+)
+RETURNS TABLE (
+    outcome text, hold_id uuid, reused_field text, charged bigint, cost bigint, unbilled bigint,
+    plan_id text, period_start timestamptz, period_end timestamptz, allowance_total bigint, debt bigint,
+    warned smallint, allowance_remaining bigint, purchased_remaining bigint, allowance_held bigint,
+    purchased_held bigint, used bigint
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_now timestamptz := now() + make_interval(secs => p_clock_offset);
+    v_hold holds%ROWTYPE;
+    v_account accounts%ROWTYPE;
+    v_settled record;
+    v_counted bigint;
+BEGIN
+    SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
+    IF NOT FOUND THEN
+        outcome := 'account_not_found';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    SELECT * INTO v_hold FROM holds AS h WHERE h.account_id = p_account AND h.request_id = p_request FOR UPDATE;
+    IF FOUND THEN
+        reused_field := CASE
+            WHEN v_hold.model <> p_model THEN 'model'
+            WHEN v_hold.usage_input_tokens IS DISTINCT FROM p_input OR v_hold.status <> 'committed'
+                THEN 'input_tokens'
+            WHEN v_hold.usage_output_tokens <> p_output THEN 'output_tokens'
+            WHEN v_hold.labels <> p_labels THEN 'labels'
+        END;
+        outcome := CASE WHEN reused_field IS NULL THEN 'replayed' ELSE 'request_reused' END;
+    ELSIF v_account.period_end <= v_now THEN
+        outcome := 'period_ended';
+    ELSE
+        outcome := 'committed';
+        INSERT INTO holds AS h (account_id, hold_id, request_id, model, input_tokens, max_output_tokens,
+            ttl_seconds, labels, catalog_version, input_weight, output_weight, input_price, output_price,
+            allowance_held, allowance_bucket, purchased_held, purchased_bucket, period_start, status, created_at,
+            expires_at)
+        VALUES (p_account, p_hold, p_request, p_model, p_input, p_output, 1, p_labels, p_catalog_version,
+            p_input_weight, p_output_weight, p_input_price, p_output_price, 0, 0, 0, 0, v_account.period_start,
+            'open', v_now, v_now)
+        RETURNING * INTO v_hold;
+        v_hold.charged_tokens := meter_weighted_tokens(p_input, p_output, p_input_weight, p_output_weight);
+        v_hold.cost_micros := meter_cost_micros(p_input, p_output, p_input_price, p_output_price);
+        v_hold.usage_input_tokens := p_input;
+        v_hold.usage_output_tokens := p_output;
+        v_hold.late := false;
+        v_settled := meter_settle(v_hold, v_account, v_hold.charged_tokens, 'committed', p_reservation, v_now,
+            p_caller);
+        v_hold.unbilled_tokens := v_settled.shortfall;
+        v_account.debt := v_settled.debt;
+        v_counted := meter_count_usage(v_hold, v_now);
+    END IF;
+    hold_id := v_hold.hold_id;
+    IF outcome IN ('committed', 'replayed') THEN
+        charged := v_hold.charged_tokens;
+        cost := v_hold.cost_micros;
+        unbilled := v_hold.unbilled_tokens;
+    END IF;
+    RETURN QUERY SELECT outcome, hold_id, reused_field, charged, cost, unbilled, b.*
+        FROM meter_balance(v_account) AS b;
+END;
+$$"""
+
+
+def upgrade() -> None:
+    op.execute(METER_CHARGE_USAGE)
+
+
+def downgrade() -> None:
+    op.execute("DROP FUNCTION meter_charge_usage")
