@@ -75,9 +75,14 @@ class Chaos:
         parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
         parser.add_argument("--seed", type=int, default=1, help="seed of the random workload")
         parser.add_argument("--out", type=Path, default=Path("chaos-results"), help="folder for chaos.json")
+        parser.add_argument(
+            "--shipped-client",
+            action="store_true",
+            help="instead: proxies on meter.client through SIGKILL, a database fault and 10 s of meter down",
+        )
 
     def run(self, settings: Settings, args: argparse.Namespace) -> int:
-        return asyncio.run(_chaos(settings, args))
+        return asyncio.run(_shipped_client(settings, args) if args.shipped_client else _chaos(settings, args))
 
 
 bench = Bench()
@@ -152,6 +157,16 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> int:
     print(report.table())
     print(f"meter bench: wrote {json_path}" + (f" and {chart}" if chart else ""))
     return 0
+
+
+async def _shipped_client(settings: Settings, args: argparse.Namespace) -> int:
+    from meterlab.chaos.shipped_client import Options, client_outages
+
+    options = Options(seed=args.seed, database_url=settings.database_url)
+    print("meter chaos --shipped-client: SIGKILL, a database fault, meter down 10 s", flush=True)
+    report = await client_outages(options)
+    print(report.render())
+    return 0 if not report.violations else 1
 
 
 async def _chaos(settings: Settings, args: argparse.Namespace) -> int:
