@@ -37,6 +37,15 @@ class Model:
     output_price: int  # micro-USD per million output tokens
     input_weight: int  # millionths of a balance token per input token
     output_weight: int  # millionths of a balance token per output token
+    # The token classes providers bill apart, each with its own price and weight: cache reads
+    # (cached input), cache writes and reasoning. Left out of the catalog, each is priced as the
+    # class it is billed as otherwise (input, input, output).
+    cached_input_price: int = 0
+    cache_write_price: int = 0
+    reasoning_price: int = 0
+    cached_input_weight: int = 0
+    cache_write_weight: int = 0
+    reasoning_weight: int = 0
 
 
 @dataclass(frozen=True)
@@ -199,17 +208,32 @@ def _decimal(source: str, entry: Mapping[str, Any], key: str, default: str | Non
 
 
 def _model(source: str, entry: Mapping[str, Any]) -> Model:
+    input_price = _decimal(source, entry, "input_usd_per_million")
+    output_price = _decimal(source, entry, "output_usd_per_million")
+    input_weight = _decimal(source, entry, "input_weight", "1")
+    output_weight = _decimal(source, entry, "output_weight", "1")
     model = Model(
         id=_text(source, entry, "id"),
         provider=_text(source, entry, "provider"),
-        input_price=_decimal(source, entry, "input_usd_per_million"),
-        output_price=_decimal(source, entry, "output_usd_per_million"),
-        input_weight=_decimal(source, entry, "input_weight", "1"),
-        output_weight=_decimal(source, entry, "output_weight", "1"),
+        input_price=input_price,
+        output_price=output_price,
+        input_weight=input_weight,
+        output_weight=output_weight,
+        cached_input_price=_decimal_or(source, entry, "cached_input_usd_per_million", input_price),
+        cache_write_price=_decimal_or(source, entry, "cache_write_usd_per_million", input_price),
+        reasoning_price=_decimal_or(source, entry, "reasoning_usd_per_million", output_price),
+        cached_input_weight=_decimal_or(source, entry, "cached_input_weight", input_weight),
+        cache_write_weight=_decimal_or(source, entry, "cache_write_weight", input_weight),
+        reasoning_weight=_decimal_or(source, entry, "reasoning_weight", output_weight),
     )
     if model.input_weight == 0 and model.output_weight == 0:
         raise CatalogError(f"{source}: {model.id!r}: a model cannot be free of both weights")
     return model
+
+
+def _decimal_or(source: str, entry: Mapping[str, Any], key: str, otherwise: int) -> int:
+    """An optional decimal (a token class's price or weight); absent: the class it defaults to."""
+    return _decimal(source, entry, key) if key in entry else otherwise
 
 
 def _pack(source: str, entry: Mapping[str, Any]) -> Pack:

@@ -21,7 +21,7 @@ class TestReserveCommit:
         # gpt-4o weights: input 1, output 4 -> 1000 + 2000
         assert response.held_tokens == 3000
         assert response.status == pb.RESERVATION_STATUS_OPEN
-        assert response.catalog_version == "2026-11-28.1"
+        assert response.catalog_version == "2026-11-29.1"
         assert response.reservation_id.startswith(f"{account}/")
         assert response.balance.held == 3000
         assert response.balance.allowance_remaining == 47_000
@@ -101,11 +101,19 @@ class TestBalanceAndCatalog:
 
     async def test_get_catalog_serves_the_catalog_file(self, meter: RunningMeter) -> None:
         catalog = await meter.stub.GetCatalog(pb.GetCatalogRequest())
-        assert catalog.version == "2026-11-28.1"
+        assert catalog.version == "2026-11-29.1"
         models = {m.id: m for m in catalog.models}
         assert models["gpt-4o"].input_price_micros_per_million == 2_500_000
         assert models["gpt-4o"].output_weight == "4"
         assert models["claude-haiku-4-5"].input_weight == "0.25"
+        # Two providers' shapes: Anthropic's cache reads at a tenth of input and writes above it,
+        # OpenAI's cache reads at half and writes at input's price; reasoning at output's.
+        sonnet, gpt = models["claude-sonnet-4-5"], models["gpt-4o"]
+        assert (sonnet.cached_input_weight, sonnet.cache_write_weight, sonnet.reasoning_weight) == ("0.1", "1.25", "5")
+        assert (gpt.cached_input_weight, gpt.cache_write_weight, gpt.reasoning_weight) == ("0.5", "1", "4")
+        assert (gpt.cached_input_price_micros_per_million, gpt.cache_write_price_micros_per_million) == (
+            1_250_000, 2_500_000,
+        )  # fmt: skip
         plans = {p.id: p for p in catalog.plans}
         assert plans["starter"].monthly_allowance_tokens == 50_000
         assert plans["business"].monthly_allowance_tokens == 5_000_000

@@ -45,6 +45,19 @@ class TestValidation:
         model = catalog.parse(VALID).models["m"]
         assert (model.input_weight, model.output_weight) == (1_000_000, 1_000_000)
 
+    def test_token_classes_left_out_are_priced_as_the_class_they_are_billed_as(self) -> None:
+        entry = {**VALID["models"][0], "input_weight": "2", "output_weight": "3"}
+        model = catalog.parse({**VALID, "models": [entry]}).models["m"]
+        assert (model.cached_input_weight, model.cache_write_weight, model.reasoning_weight) == (
+            2_000_000, 2_000_000, 3_000_000,
+        )  # fmt: skip
+        assert (model.cached_input_price, model.cache_write_price, model.reasoning_price) == (
+            model.input_price, model.input_price, model.output_price,
+        )  # fmt: skip
+        priced = {**entry, "cached_input_weight": "0.1", "cache_write_usd_per_million": "3.75"}
+        model = catalog.parse({**VALID, "models": [priced]}).models["m"]
+        assert (model.cached_input_weight, model.cache_write_price) == (100_000, 3_750_000)
+
     @pytest.mark.parametrize(
         "data",
         [
@@ -52,6 +65,8 @@ class TestValidation:
             broken(("models", 0, "input_usd_per_million"), "1.0000001"),
             broken(("models", 0, "output_usd_per_million"), "-1"),
             broken(("models", 0, "input_usd_per_million"), 3),
+            broken(("models", 0, "cached_input_weight"), "-0.1"),
+            broken(("models", 0, "reasoning_usd_per_million"), 2),
             {**VALID, "models": [*VALID["models"], VALID["models"][0]]},
             {**VALID, "models": [{**VALID["models"][0], "input_weight": "0", "output_weight": "0"}]},
             broken(("packs", 0, "currency"), "dollars"),

@@ -427,20 +427,32 @@ class GetCatalogResponse(_message.Message):
     def __init__(self, version: _Optional[str] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., packs: _Optional[_Iterable[_Union[Pack, _Mapping]]] = ..., plans: _Optional[_Iterable[_Union[Plan, _Mapping]]] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("id", "provider", "input_price_micros_per_million", "output_price_micros_per_million", "input_weight", "output_weight")
+    __slots__ = ("id", "provider", "input_price_micros_per_million", "output_price_micros_per_million", "input_weight", "output_weight", "cached_input_price_micros_per_million", "cache_write_price_micros_per_million", "reasoning_price_micros_per_million", "cached_input_weight", "cache_write_weight", "reasoning_weight")
     ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     INPUT_PRICE_MICROS_PER_MILLION_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_PRICE_MICROS_PER_MILLION_FIELD_NUMBER: _ClassVar[int]
     INPUT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_PRICE_MICROS_PER_MILLION_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_PRICE_MICROS_PER_MILLION_FIELD_NUMBER: _ClassVar[int]
+    REASONING_PRICE_MICROS_PER_MILLION_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    REASONING_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     id: str
     provider: str
     input_price_micros_per_million: int
     output_price_micros_per_million: int
     input_weight: str
     output_weight: str
-    def __init__(self, id: _Optional[str] = ..., provider: _Optional[str] = ..., input_price_micros_per_million: _Optional[int] = ..., output_price_micros_per_million: _Optional[int] = ..., input_weight: _Optional[str] = ..., output_weight: _Optional[str] = ...) -> None: ...
+    cached_input_price_micros_per_million: int
+    cache_write_price_micros_per_million: int
+    reasoning_price_micros_per_million: int
+    cached_input_weight: str
+    cache_write_weight: str
+    reasoning_weight: str
+    def __init__(self, id: _Optional[str] = ..., provider: _Optional[str] = ..., input_price_micros_per_million: _Optional[int] = ..., output_price_micros_per_million: _Optional[int] = ..., input_weight: _Optional[str] = ..., output_weight: _Optional[str] = ..., cached_input_price_micros_per_million: _Optional[int] = ..., cache_write_price_micros_per_million: _Optional[int] = ..., reasoning_price_micros_per_million: _Optional[int] = ..., cached_input_weight: _Optional[str] = ..., cache_write_weight: _Optional[str] = ..., reasoning_weight: _Optional[str] = ...) -> None: ...
 
 class Pack(_message.Message):
     __slots__ = ("id", "tokens", "price_minor", "currency", "active")

@@ -224,6 +224,12 @@ def catalog(value: Catalog) -> pb.GetCatalogResponse:
                 output_price_micros_per_million=m.output_price,
                 input_weight=format_millionths(m.input_weight),
                 output_weight=format_millionths(m.output_weight),
+                cached_input_price_micros_per_million=m.cached_input_price,
+                cache_write_price_micros_per_million=m.cache_write_price,
+                reasoning_price_micros_per_million=m.reasoning_price,
+                cached_input_weight=format_millionths(m.cached_input_weight),
+                cache_write_weight=format_millionths(m.cache_write_weight),
+                reasoning_weight=format_millionths(m.reasoning_weight),
             )
             for m in value.models.values()
         ],
