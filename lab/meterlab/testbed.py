@@ -149,6 +149,18 @@ class LabDatabase:
     def postgres_process(self) -> psutil.Process | None:
         return psutil.Process(self.postgres.pid) if self.postgres and self.postgres.pid else None
 
+    async def terminate_connections(self) -> None:
+        """Every connection to this database dropped at once (what a network cut or a proxy
+        restart in front of PostgreSQL looks like to meter)."""
+        admin = await asyncpg.connect(libpq_url(self.url))
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+
     async def close(self) -> None:
         await self.engine.dispose()
         if self.postgres is not None:

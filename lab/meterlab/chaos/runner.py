@@ -20,8 +20,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
-
 from meter import bootstrap
 from meter.config import Settings
 from meter.storage.clock import DatabaseClock
@@ -31,7 +29,7 @@ from meterlab.chaos.report import ChaosReport, ScenarioReport
 from meterlab.chaos.webhook_checks import WebhookSink
 from meterlab.chaos.workload import Settings as WorkloadSettings
 from meterlab.chaos.workload import Workload
-from meterlab.testbed import LabDatabase, ServerProcess, free_port, libpq_url
+from meterlab.testbed import LabDatabase, ServerProcess, free_port
 
 SECRET = "whsec_chaos"
 NO_FAULT = "no fault"
@@ -178,14 +176,7 @@ async def _kill_and_restart(bed: _Bed) -> None:
 
 
 async def _terminate_connections(bed: _Bed) -> None:
-    admin = await asyncpg.connect(libpq_url(bed.database.url))
-    try:
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-    finally:
-        await admin.close()
+    await bed.database.terminate_connections()
 
 
 async def _restart_postgres(bed: _Bed) -> None:

@@ -17,13 +17,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncpg
 from sqlalchemy import text
 
 from meter.client import MeterClient, MeterRpcError, Spooled
 from meter.client_fail_open import RESERVATION_PREFIX, FailOpen
 from meter.v1 import meter_pb2 as pb
-from meterlab.testbed import LabDatabase, ServerProcess, audit, libpq_url
+from meterlab.testbed import LabDatabase, ServerProcess, audit
 
 SETTLE_SECONDS = 60.0
 
@@ -203,14 +202,7 @@ async def _database_fault(database: LabDatabase, report: OutageReport) -> None:
         await asyncio.to_thread(database.postgres.restart)
         report.faults.append("PostgreSQL restarted")
         return
-    admin = await asyncpg.connect(libpq_url(database.url))
-    try:
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-    finally:
-        await admin.close()
+    await database.terminate_connections()
     report.faults.append("database connections terminated")
 
 
