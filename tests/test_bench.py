@@ -143,7 +143,8 @@ async def test_seeded_calls_reconcile_with_their_totals_and_pages(engine: AsyncE
     usage = await meter.stub.ListLedgerEntries(
         pb.ListLedgerEntriesRequest(account_id=account, kind=pb.ENTRY_KIND_USAGE, page_size=1000)
     )
-    assert len(usage.entries) == 50 and all(e.usage.charged_tokens == 7 for e in usage.entries)
+    assert len(usage.entries) == 50 and all(e.usage.charged_tokens == 8 for e in usage.entries)
+    assert all(dict(e.usage.labels)["team"].startswith("team-") for e in usage.entries)
 
 
 def test_history_reads_table_and_ratios(tmp_path: Path) -> None:

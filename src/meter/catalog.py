@@ -1,4 +1,5 @@
-"""The catalog: models (prices, weights), token packs and plans, from one versioned TOML file.
+"""The catalog: models (prices, weights), token packs, plans and the label keys usage is summed by,
+from one versioned TOML file.
 
 It is the single source of truth for prices: nothing else in the code names a price, a weight
 or an allowance. Loaded and validated once at start; a malformed file stops the service rather
@@ -76,12 +77,30 @@ class Catalog:
     models: Mapping[str, Model]
     packs: Mapping[str, Pack]
     plans: Mapping[str, Plan]
+    # The label keys whose values usage is summed by (GetUsage groups and filters by them): each
+    # distinct combination of their values is a row of each day's totals, so they are declared,
+    # and a key with many values (a session id) costs rows in proportion.
+    usage_label_keys: tuple[str, ...] = ()
 
-    def pricing(self, model_id: str) -> Pricing:
+    def pricing(self, model_id: str, labels: Mapping[str, str] | None = None) -> Pricing:
+        """What a call of this model with these labels is pinned to at Reserve."""
         model = self.models.get(model_id)
         if model is None:
             raise UnknownModel(model_id[:200])
-        return Pricing(self.version, model.input_weight, model.output_weight, model.input_price, model.output_price)
+        return Pricing(
+            self.version,
+            input_weight=model.input_weight,
+            output_weight=model.output_weight,
+            input_price=model.input_price,
+            output_price=model.output_price,
+            cached_input_weight=model.cached_input_weight,
+            cache_write_weight=model.cache_write_weight,
+            reasoning_weight=model.reasoning_weight,
+            cached_input_price=model.cached_input_price,
+            cache_write_price=model.cache_write_price,
+            reasoning_price=model.reasoning_price,
+            usage_labels={key: value for key, value in (labels or {}).items() if key in self.usage_label_keys},
+        )
 
     def pack(self, pack_id: str) -> Pack:
         pack = self.packs.get(pack_id)
@@ -164,7 +183,19 @@ def parse(data: Mapping[str, Any], source: str = "catalog") -> Catalog:
     prices = [price for plan in plans.values() for price in plan.stripe_prices]
     if len(prices) != len(set(prices)):
         raise CatalogError(f"{source}: a Stripe price is listed under two plans (or twice)")
-    return Catalog(version, models, packs, plans)
+    return Catalog(version, models, packs, plans, _usage_label_keys(source, data.get("usage", {})))
+
+
+MAX_USAGE_LABEL_KEYS = 8
+
+
+def _usage_label_keys(source: str, usage: Any) -> tuple[str, ...]:
+    keys = usage.get("label_keys", []) if isinstance(usage, dict) else None
+    if not isinstance(keys, list) or not all(isinstance(key, str) and key for key in keys):
+        raise CatalogError(f"{source}: `usage.label_keys` must be a list of label keys")
+    if len(set(keys)) != len(keys) or len(keys) > MAX_USAGE_LABEL_KEYS:
+        raise CatalogError(f"{source}: `usage.label_keys` lists at most {MAX_USAGE_LABEL_KEYS} keys, each once")
+    return tuple(keys)
 
 
 def _entries(data: Mapping[str, Any], key: str, source: str) -> list[Mapping[str, Any]]:

@@ -66,13 +66,31 @@ def main(argv: list[str] | None = None) -> int:
     show = account_commands.add_parser("show", help="balance, plan, period, open holds and recent entries")
     show.add_argument("account_id")
     show.add_argument("--target", help="meter's gRPC address (default: METER_GRPC_ADDR)")
-    usage = commands.add_parser("usage", help="an account's usage by UTC day or model (from a running meter)")
+    usage = commands.add_parser(
+        "usage", help="an account's usage by UTC day, model, provider or label (from a running meter)"
+    )
     usage.add_argument("account_id")
     usage.add_argument(
         "--from", dest="first", type=date.fromisoformat, help="first UTC day, YYYY-MM-DD (default: --to - 29 days)"
     )
     usage.add_argument("--to", dest="last", type=date.fromisoformat, help="last UTC day, included (default: today)")
-    usage.add_argument("--by", choices=("day", "model"), default="day")
+    usage.add_argument("--by", choices=console.USAGE_GROUPINGS, default="day")
+    usage.add_argument(
+        "--label",
+        dest="labels",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="also split rows by this label key's values (repeatable; keys the catalog sums usage by)",
+    )
+    usage.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        type=_label_value,
+        metavar="KEY=VALUE",
+        help="only calls with this label value (repeatable)",
+    )
     usage.add_argument("--target", help="meter's gRPC address (default: METER_GRPC_ADDR)")
     health = commands.add_parser("health", help="exit 0 if the meter on this machine serves (container health check)")
     health.add_argument("--url", help="its health URL (default: /healthz on METER_HTTP_ADDR)")
@@ -168,6 +186,13 @@ def _health(url: str) -> int:
     return 1
 
 
+def _label_value(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not key or not equals:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
 def _client(settings: Settings, target: str, token: str | None = None) -> MeterClient:
     """A client of the meter at `target` with the CLI's token (METER_TOKEN) and TLS files."""
     return MeterClient(target, token=token or settings.token, credentials=tls.channel_credentials(settings))
@@ -181,7 +206,13 @@ async def _console(settings: Settings, args: argparse.Namespace, target: str) ->
             else:
                 first, last = console.default_range(args.last)
                 report = await console.usage_report(
-                    client, args.account_id, args.first or first, args.last or last, args.by
+                    client,
+                    args.account_id,
+                    args.first or first,
+                    args.last or last,
+                    args.by,
+                    args.labels,
+                    dict(args.where),
                 )
                 print(report)
     except MeterRpcError as exc:

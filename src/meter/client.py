@@ -273,7 +273,22 @@ class MeterClient:
         log.warning("meter unreachable: %s let through (fail open)", reservation_id)
         return pb.ReserveResponse(reservation_id=reservation_id, held_tokens=worst, status=pb.RESERVATION_STATUS_OPEN)
 
-    async def commit(self, *, reservation_id: str, input_tokens: int, output_tokens: int) -> pb.CommitResponse:
+    async def commit(
+        self,
+        *,
+        reservation_id: str,
+        input_tokens: int,
+        output_tokens: int,
+        cached_input_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        reasoning_tokens: int = 0,
+    ) -> pb.CommitResponse:
+        """Charge a hold for what its call used; each token in one class (see CommitRequest)."""
+        classes = {
+            "cached_input_tokens": cached_input_tokens,
+            "cache_write_tokens": cache_write_tokens,
+            "reasoning_tokens": reasoning_tokens,
+        }
         let_through = self._let_through.pop(reservation_id, None)
         if let_through is not None:  # no hold: the call is charged as it was
             charged = await self.charge_usage(
@@ -283,6 +298,7 @@ class MeterClient:
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 labels=dict(let_through.labels),
+                **classes,
             )
             return pb.CommitResponse(
                 charged_tokens=charged.charged_tokens,
@@ -291,7 +307,7 @@ class MeterClient:
                 balance=charged.balance,
             )
         request = pb.CommitRequest(
-            reservation_id=reservation_id, input_tokens=input_tokens, output_tokens=output_tokens
+            reservation_id=reservation_id, input_tokens=input_tokens, output_tokens=output_tokens, **classes
         )
         return await self._spooled("Commit", request)
 
@@ -309,6 +325,9 @@ class MeterClient:
         input_tokens: int,
         output_tokens: int,
         labels: dict[str, str] | None = None,
+        cached_input_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        reasoning_tokens: int = 0,
     ) -> pb.ChargeUsageResponse:
         """A call that had no hold, charged once by its request_id (spooled like a Commit)."""
         request = pb.ChargeUsageRequest(
@@ -318,6 +337,9 @@ class MeterClient:
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             labels=labels or {},
+            cached_input_tokens=cached_input_tokens,
+            cache_write_tokens=cache_write_tokens,
+            reasoning_tokens=reasoning_tokens,
         )
         return await self._spooled("ChargeUsage", request)
 
@@ -631,7 +653,7 @@ class Hold:
     def __init__(self, client: MeterClient, reservation: pb.ReserveResponse) -> None:
         self._client = client
         self.reservation = reservation
-        self.usage: tuple[int, int] | None = None
+        self.usage: dict[str, int] | None = None  # Commit's token classes
         self.commit_response: pb.CommitResponse | None = None
         self.spooled = False  # settled into the client's spool: meter will get it when it answers
 
@@ -643,11 +665,26 @@ class Hold:
     def held_tokens(self) -> int:
         return self.reservation.held_tokens
 
-    def report(self, *, input_tokens: int, output_tokens: int) -> None:
-        """Record what the model call used; committed when the block ends, even if it raises
-        afterwards (the tokens were used all the same). For a stream, report the running count
-        after each chunk: a stream cut short is charged what it produced."""
-        self.usage = (input_tokens, output_tokens)
+    def report(
+        self,
+        *,
+        input_tokens: int,
+        output_tokens: int,
+        cached_input_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        reasoning_tokens: int = 0,
+    ) -> None:
+        """Record what the model call used (each token in one class: see CommitRequest); committed
+        when the block ends, even if it raises afterwards (the tokens were used all the same). For
+        a stream, report the running count after each chunk: a stream cut short is charged what it
+        produced."""
+        self.usage = {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cached_input_tokens": cached_input_tokens,
+            "cache_write_tokens": cache_write_tokens,
+            "reasoning_tokens": reasoning_tokens,
+        }
 
     @contextlib.asynccontextmanager
     async def kept_alive(self, *, ttl_seconds: int, every_seconds: float) -> AsyncIterator[Hold]:
@@ -679,10 +716,7 @@ class Hold:
             if self.usage is None:
                 await self._client.release(reservation_id=self.reservation_id)
                 return
-            input_tokens, output_tokens = self.usage
-            self.commit_response = await self._client.commit(
-                reservation_id=self.reservation_id, input_tokens=input_tokens, output_tokens=output_tokens
-            )
+            self.commit_response = await self._client.commit(reservation_id=self.reservation_id, **self.usage)
         except Spooled:
             self.spooled = True
 

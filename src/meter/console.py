@@ -6,7 +6,7 @@ engineer sees is what the product sees; nothing here reads the database.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 
 from google.protobuf import timestamp_pb2
@@ -125,29 +125,71 @@ async def account_show(client: MeterClient, account_id: str) -> str:
     return "\n".join(parts)
 
 
-async def usage_report(client: MeterClient, account_id: str, first: date, last: date, by: str) -> str:
-    grouping = {"day": pb.USAGE_GROUPING_DAY, "model": pb.USAGE_GROUPING_MODEL}[by]
-    request = pb.GetUsageRequest(account_id=account_id, group_by=grouping, to=_date(last), **{"from": _date(first)})
+_GROUPINGS = {
+    "day": pb.USAGE_GROUPING_DAY,
+    "model": pb.USAGE_GROUPING_MODEL,
+    "provider": pb.USAGE_GROUPING_PROVIDER,
+    "labels": pb.USAGE_GROUPING_LABELS,
+}
+USAGE_GROUPINGS = tuple(_GROUPINGS)
+
+
+async def usage_report(
+    client: MeterClient,
+    account_id: str,
+    first: date,
+    last: date,
+    by: str,
+    labels: Sequence[str] = (),
+    where: Mapping[str, str] | None = None,
+) -> str:
+    """`by` day, model, provider or only `labels`; one column per label key, rows of the calls
+    labelled with `where`'s values only."""
+    request = pb.GetUsageRequest(
+        account_id=account_id,
+        group_by=_GROUPINGS[by],
+        group_by_labels=labels,
+        label_filter=where or {},
+        to=_date(last),
+        **{"from": _date(first)},
+    )
     report = await client.get_usage(request)
 
-    def cells(label: str, t: pb.UsageTotals) -> list[str]:
+    def cells(group: list[str], t: pb.UsageTotals) -> list[str]:
         return [
-            label,
+            *group,
             tokens(t.requests),
             tokens(t.input_tokens),
+            tokens(t.cached_input_tokens),
+            tokens(t.cache_write_tokens),
             tokens(t.output_tokens),
+            tokens(t.reasoning_tokens),
             tokens(t.charged_tokens),
             usd(t.cost_micros),
             tokens(t.unbilled_tokens),
         ]
 
-    rows = [
-        cells(f"{r.day.year:04d}-{r.day.month:02d}-{r.day.day:02d}" if by == "day" else r.model, r.totals)
-        for r in report.rows
-    ]
+    def group_of(r: pb.UsageRow) -> list[str]:
+        by_labels = [r.labels.get(key, "-") for key in labels]
+        if by == "labels":
+            return by_labels
+        first_cell = {"day": f"{r.day.year:04d}-{r.day.month:02d}-{r.day.day:02d}", "model": r.model}
+        return [first_cell.get(by, r.provider), *by_labels]
+
+    group_headers = [by.upper()] * (by != "labels") + [key.upper() for key in labels]
+    rows = [cells(group_of(r), r.totals) for r in report.rows]
+    total = cells(["total"] + [""] * (len(group_headers) - 1), report.total)
     heading = f"usage of {account_id}, {first} to {last} (UTC days, both included), by {by}"
-    headers = [by.upper(), "REQUESTS", "INPUT", "OUTPUT", "CHARGED", "COST", "UNBILLED"]
-    return heading + "\n" + table(headers, [*rows, cells("total", report.total)], right=[1, 2, 3, 4, 5, 6])
+    if labels and by != "labels":
+        heading += " and " + ", ".join(labels)
+    elif labels:
+        heading = heading.removesuffix("labels") + ", ".join(labels)
+    if where:
+        heading += ", only " + ", ".join(f"{key}={value}" for key, value in where.items())
+    classes = ["INPUT", "CACHE-READ", "CACHE-WRITE", "OUTPUT", "REASONING"]
+    headers = [*group_headers, "REQUESTS", *classes, "CHARGED", "COST", "UNBILLED"]
+    numbers = range(len(group_headers), len(headers))
+    return heading + "\n" + table(headers, [*rows, total], right=numbers)
 
 
 def default_range(today: date | None = None) -> tuple[date, date]:

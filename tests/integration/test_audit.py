@@ -69,8 +69,9 @@ async def test_audit_finds_daily_usage_that_differs_from_the_calls(meter: Runnin
         assert len(problems) == 1
         assert problems[0].startswith(f"{account} usage of basic on ")
         assert problems[0].endswith(
-            "the calls sum to 1 requests, 10 in, 5 out, 15 charged, 0 micro-USD, 0 unbilled "
-            "but the daily totals to 3 requests, 10 in, 5 out, 15 charged, 2 micro-USD, 0 unbilled"
+            "the calls sum to 1 requests, 10 in, 0 cached in, 0 cache writes, 5 out, 0 reasoning, 15 charged, "
+            "0 micro-USD, 0 unbilled but the daily totals to 3 requests, 10 in, 0 cached in, 0 cache writes, 5 out, "
+            "0 reasoning, 15 charged, 2 micro-USD, 0 unbilled"
         )
     finally:
         async with engine.begin() as connection:

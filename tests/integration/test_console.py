@@ -87,10 +87,21 @@ async def test_account_show_and_usage_print_aligned_tables(meter: RunningMeter) 
     lines = out.splitlines()
     assert lines[0] == f"usage of {account}, {day} to {day} (UTC days, both included), by model"
     assert [line.split() for line in lines[1:]] == [
-        ["MODEL", "REQUESTS", "INPUT", "OUTPUT", "CHARGED", "COST", "UNBILLED"],
-        ["claude-haiku-4-5", "1", "1,001", "37", "297", "$0.001186", "0"],
-        ["claude-sonnet-4-5", "1", "1,000", "300", "2,500", "$0.007500", "0"],
-        ["total", "2", "2,001", "337", "2,797", "$0.008686", "0"],
+        [
+            "MODEL",
+            "REQUESTS",
+            "INPUT",
+            "CACHE-READ",
+            "CACHE-WRITE",
+            "OUTPUT",
+            "REASONING",
+            "CHARGED",
+            "COST",
+            "UNBILLED",
+        ],
+        ["claude-haiku-4-5", "1", "1,001", "0", "0", "37", "0", "297", "$0.001186", "0"],
+        ["claude-sonnet-4-5", "1", "1,000", "0", "0", "300", "0", "2,500", "$0.007500", "0"],
+        ["total", "2", "2,001", "0", "0", "337", "0", "2,797", "$0.008686", "0"],
     ]
     widths = {len(line) for line in lines[1:]}
     assert len(widths) == 1  # right-aligned numbers: every row ends at the same column
@@ -99,7 +110,7 @@ async def test_account_show_and_usage_print_aligned_tables(meter: RunningMeter) 
         "usage", account, "--from", day, "--to", day, "--by", "day", "--target", meter.address
     )
     assert code == 0, err
-    assert out.splitlines()[2].split() == [day, "2", "2,001", "337", "2,797", "$0.008686", "0"]
+    assert out.splitlines()[2].split() == [day, "2", "2,001", "0", "0", "337", "0", "2,797", "$0.008686", "0"]
 
     code, out, err = await run_cli("usage", new_id(), "--target", meter.address)
     assert code == 1 and "NOT_FOUND" in err

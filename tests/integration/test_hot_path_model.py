@@ -11,7 +11,9 @@ states them, not from the service's code:
   allowance first; it is refused, in this order, for an unknown account, a reused request_id with
   other parameters (the same parameters replay the first answer), debt, a rate limit (the limit that
   keeps it out longest is named), or too few tokens;
-- a Commit charges ceil(input x input weight + output x output weight): from the hold (allowance
+- a Commit's usage has five classes (input, output, cached input, cache writes, reasoning); it is
+  charged ceil(sum of each class x its weight) tokens and costs ceil(sum of each class x its price)
+  micro-USD, at the prices and weights of the hold's catalog version: from the hold (allowance
   part first), then from what is available (allowance first), and what nothing pays for is debt;
   what the hold does not use returns, paying debt first; the allowance of a hold taken in an earlier
   period does not return, it expires. A hold given back at expiry is charged from what is
@@ -69,9 +71,25 @@ LIMITS = {"requests_per_minute": 3, "tokens_per_minute": 2_500, "concurrent_hold
 MINUTE = 60
 
 
+Tokens = tuple[int, int, int, int, int]  # input, output, cached input, cache writes, reasoning
+
+
 def weighted(input_tokens: int, output_tokens: int, model: str) -> int:
+    """Reserve's worst case: the max output at the dearer of the output and reasoning weights."""
     pricing = load_catalog().pricing(model)
-    return math.ceil((input_tokens * pricing.input_weight + output_tokens * pricing.output_weight) / 1_000_000)
+    output_weight = max(pricing.output_weight, pricing.reasoning_weight)
+    return math.ceil((input_tokens * pricing.input_weight + output_tokens * output_weight) / 1_000_000)
+
+
+def priced(tokens: Tokens, model: str) -> tuple[int, int]:
+    """(charged tokens, cost in micro-USD) of a call's usage: each rounded up once."""
+    p = load_catalog().pricing(model)
+    weights = (p.input_weight, p.output_weight, p.cached_input_weight, p.cache_write_weight, p.reasoning_weight)
+    prices = (p.input_price, p.output_price, p.cached_input_price, p.cache_write_price, p.reasoning_price)
+    return (
+        math.ceil(sum(n * w for n, w in zip(tokens, weights, strict=True)) / 1_000_000),
+        math.ceil(sum(n * c for n, c in zip(tokens, prices, strict=True)) / 1_000_000),
+    )
 
 
 @dataclass
@@ -85,8 +103,8 @@ class ModelHold:
     expires: int  # model seconds
     status: str = "open"  # open, committed, released, expired
     charged_at_expiry: bool = False  # committed by the sweeper with its worst case
-    usage: tuple[int, int] | None = None
-    answer: tuple[int, int] | None = None  # charged, unbilled
+    usage: Tokens | None = None
+    answer: tuple[int, int, int] | None = None  # charged, unbilled, cost
 
     @property
     def held(self) -> int:
@@ -312,17 +330,28 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
             reservation=reservations,
             input_tokens=st.integers(0, 1_200),
             output_tokens=st.integers(0, 3_000),
+            classes=st.one_of(
+                st.just((0, 0, 0)), st.tuples(st.integers(0, 1_200), st.integers(0, 600), st.integers(0, 1_500))
+            ),
             replay=st.booleans(),
         )
-        def commit(self, reservation: str, input_tokens: int, output_tokens: int, replay: bool) -> None:
+        def commit(
+            self, reservation: str, input_tokens: int, output_tokens: int, classes: tuple[int, int, int], replay: bool
+        ) -> None:
             hold = self.holds.get(reservation)
             if hold is None:
                 return
+            tokens: Tokens = (input_tokens, output_tokens, *classes)
             if replay and hold.usage is not None:
-                input_tokens, output_tokens = hold.usage
-            expected = self.model_commit(hold, input_tokens, output_tokens)
+                tokens = hold.usage
+            expected = self.model_commit(hold, tokens)
             request = pb.CommitRequest(
-                reservation_id=reservation, input_tokens=input_tokens, output_tokens=output_tokens
+                reservation_id=reservation,
+                input_tokens=tokens[0],
+                output_tokens=tokens[1],
+                cached_input_tokens=tokens[2],
+                cache_write_tokens=tokens[3],
+                reasoning_tokens=tokens[4],
             )
             try:
                 answer = self.call(self.stub.Commit(request))
@@ -331,23 +360,22 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
                 assert refusal.reason == expected.reason
                 return
             assert not isinstance(expected, Refused), (expected.reason, answer)
-            assert (answer.charged_tokens, answer.unbilled_tokens) == expected, (answer, expected)
+            assert (answer.charged_tokens, answer.unbilled_tokens, answer.cost_micros) == expected, (answer, expected)
 
-        def model_commit(self, hold: ModelHold, input_tokens: int, output_tokens: int) -> tuple[int, int] | Refused:
+        def model_commit(self, hold: ModelHold, tokens: Tokens) -> tuple[int, int, int] | Refused:
+            charge, cost = priced(tokens, hold.params[0])
             if hold.charged_at_expiry:
-                charge = weighted(input_tokens, output_tokens, hold.params[0])
                 shortfall = self.correct_expiry_charge(hold, charge)
-                hold.usage, hold.answer = (input_tokens, output_tokens), (charge, shortfall)
+                hold.usage, hold.answer = tokens, (charge, shortfall, cost)
                 return hold.answer
             if hold.status == "committed":
-                if hold.usage != (input_tokens, output_tokens):
+                if hold.usage != tokens:
                     return Refused("IDEMPOTENCY_KEY_REUSED")
                 assert hold.answer is not None
                 return hold.answer
             if hold.status == "released":
                 return Refused("RESERVATION_RELEASED")
             account = self.accounts[hold.account]
-            charge = weighted(input_tokens, output_tokens, hold.params[0])
             if hold.status == "expired":
                 shortfall = account.draw(charge)  # its tokens came back at expiry
             else:
@@ -362,7 +390,7 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
                 account.purchased += back_purchased
             account.debt += shortfall
             account.used += charge
-            hold.status, hold.usage, hold.answer = "committed", (input_tokens, output_tokens), (charge, shortfall)
+            hold.status, hold.usage, hold.answer = "committed", tokens, (charge, shortfall, cost)
             return hold.answer
 
         @rule(reservation=reservations)
@@ -480,7 +508,8 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
                         _, input_tokens, max_output, _ = hold.params
                         account.used += hold.held
                         hold.status, hold.charged_at_expiry = "committed", True
-                        hold.usage, hold.answer = (input_tokens, max_output), (hold.held, 0)
+                        usage: Tokens = (input_tokens, max_output, 0, 0, 0)
+                        hold.usage, hold.answer = usage, (hold.held, 0, priced(usage, hold.params[0])[1])
                         continue
                     self.give_back(hold)
                     hold.status = "expired"
@@ -502,7 +531,7 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
             if release:
                 self.release(reservation)
             else:
-                self.commit(reservation, input_tokens, output_tokens, replay=False)
+                self.commit(reservation, input_tokens, output_tokens, (0, 0, 0), replay=False)
 
         @rule(minutes=st.integers(1, 2))
         def minutes_pass(self, minutes: int) -> None:

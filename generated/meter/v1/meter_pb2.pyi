@@ -78,6 +78,8 @@ class UsageGrouping(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     USAGE_GROUPING_UNSPECIFIED: _ClassVar[UsageGrouping]
     USAGE_GROUPING_DAY: _ClassVar[UsageGrouping]
     USAGE_GROUPING_MODEL: _ClassVar[UsageGrouping]
+    USAGE_GROUPING_PROVIDER: _ClassVar[UsageGrouping]
+    USAGE_GROUPING_LABELS: _ClassVar[UsageGrouping]
 EXPIRED_HOLDS_UNSPECIFIED: ExpiredHolds
 EXPIRED_HOLDS_PLAN: ExpiredHolds
 EXPIRED_HOLDS_RELEASE: ExpiredHolds
@@ -121,6 +123,8 @@ ENTRY_KIND_DISPUTE_RELEASE: EntryKind
 USAGE_GROUPING_UNSPECIFIED: UsageGrouping
 USAGE_GROUPING_DAY: UsageGrouping
 USAGE_GROUPING_MODEL: UsageGrouping
+USAGE_GROUPING_PROVIDER: UsageGrouping
+USAGE_GROUPING_LABELS: UsageGrouping
 
 class Balance(_message.Message):
     __slots__ = ("account_id", "allowance_remaining", "purchased_remaining", "held", "available", "debt", "plan_id", "period_start", "period_end", "allowance_total", "used_this_period", "warning_level")
@@ -192,14 +196,20 @@ class ReserveResponse(_message.Message):
     def __init__(self, reservation_id: _Optional[str] = ..., held_tokens: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ..., catalog_version: _Optional[str] = ..., status: _Optional[_Union[ReservationStatus, str]] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
-    __slots__ = ("reservation_id", "input_tokens", "output_tokens")
+    __slots__ = ("reservation_id", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     reservation_id: str
     input_tokens: int
     output_tokens: int
-    def __init__(self, reservation_id: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ...) -> None: ...
+    cached_input_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    def __init__(self, reservation_id: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ...) -> None: ...
 
 class CommitResponse(_message.Message):
     __slots__ = ("charged_tokens", "cost_micros", "unbilled_tokens", "balance", "late")
@@ -216,7 +226,7 @@ class CommitResponse(_message.Message):
     def __init__(self, charged_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., unbilled_tokens: _Optional[int] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ..., late: _Optional[bool] = ...) -> None: ...
 
 class ChargeUsageRequest(_message.Message):
-    __slots__ = ("account_id", "request_id", "model", "input_tokens", "output_tokens", "labels")
+    __slots__ = ("account_id", "request_id", "model", "input_tokens", "output_tokens", "labels", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -230,13 +240,19 @@ class ChargeUsageRequest(_message.Message):
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     request_id: str
     model: str
     input_tokens: int
     output_tokens: int
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    cached_input_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ...) -> None: ...
 
 class ChargeUsageResponse(_message.Message):
     __slots__ = ("reservation_id", "charged_tokens", "cost_micros", "unbilled_tokens", "balance")
@@ -415,16 +431,18 @@ class GetCatalogRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetCatalogResponse(_message.Message):
-    __slots__ = ("version", "models", "packs", "plans")
+    __slots__ = ("version", "models", "packs", "plans", "usage_label_keys")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     PACKS_FIELD_NUMBER: _ClassVar[int]
     PLANS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_LABEL_KEYS_FIELD_NUMBER: _ClassVar[int]
     version: str
     models: _containers.RepeatedCompositeFieldContainer[Model]
     packs: _containers.RepeatedCompositeFieldContainer[Pack]
     plans: _containers.RepeatedCompositeFieldContainer[Plan]
-    def __init__(self, version: _Optional[str] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., packs: _Optional[_Iterable[_Union[Pack, _Mapping]]] = ..., plans: _Optional[_Iterable[_Union[Plan, _Mapping]]] = ...) -> None: ...
+    usage_label_keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[str] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., packs: _Optional[_Iterable[_Union[Pack, _Mapping]]] = ..., plans: _Optional[_Iterable[_Union[Plan, _Mapping]]] = ..., usage_label_keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Model(_message.Message):
     __slots__ = ("id", "provider", "input_price_micros_per_million", "output_price_micros_per_million", "input_weight", "output_weight", "cached_input_price_micros_per_million", "cache_write_price_micros_per_million", "reasoning_price_micros_per_million", "cached_input_weight", "cache_write_weight", "reasoning_weight")
@@ -651,7 +669,7 @@ class LedgerEntry(_message.Message):
     def __init__(self, entry_id: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., pool: _Optional[_Union[Pool, str]] = ..., amount: _Optional[int] = ..., reservation_id: _Optional[str] = ..., ref: _Optional[str] = ..., note: _Optional[str] = ..., usage: _Optional[_Union[UsageRecord, _Mapping]] = ..., caller: _Optional[str] = ...) -> None: ...
 
 class UsageRecord(_message.Message):
-    __slots__ = ("model", "catalog_version", "input_tokens", "output_tokens", "charged_tokens", "cost_micros", "unbilled_tokens", "late", "labels")
+    __slots__ = ("model", "catalog_version", "input_tokens", "output_tokens", "charged_tokens", "cost_micros", "unbilled_tokens", "late", "labels", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -668,6 +686,9 @@ class UsageRecord(_message.Message):
     UNBILLED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     LATE_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     model: str
     catalog_version: str
     input_tokens: int
@@ -677,7 +698,10 @@ class UsageRecord(_message.Message):
     unbilled_tokens: int
     late: bool
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, model: _Optional[str] = ..., catalog_version: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., charged_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., unbilled_tokens: _Optional[int] = ..., late: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    cached_input_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    def __init__(self, model: _Optional[str] = ..., catalog_version: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., charged_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., unbilled_tokens: _Optional[int] = ..., late: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ...) -> None: ...
 
 class ListLedgerEntriesRequest(_message.Message):
     __slots__ = ("account_id", "page_size", "page_token", "kind", "to")
@@ -703,41 +727,69 @@ class ListLedgerEntriesResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[LedgerEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class UsageTotals(_message.Message):
-    __slots__ = ("requests", "input_tokens", "output_tokens", "charged_tokens", "cost_micros", "unbilled_tokens")
+    __slots__ = ("requests", "input_tokens", "output_tokens", "charged_tokens", "cost_micros", "unbilled_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CHARGED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COST_MICROS_FIELD_NUMBER: _ClassVar[int]
     UNBILLED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     requests: int
     input_tokens: int
     output_tokens: int
     charged_tokens: int
     cost_micros: int
     unbilled_tokens: int
-    def __init__(self, requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., charged_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., unbilled_tokens: _Optional[int] = ...) -> None: ...
+    cached_input_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    def __init__(self, requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., charged_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., unbilled_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ...) -> None: ...
 
 class UsageRow(_message.Message):
-    __slots__ = ("day", "model", "totals")
+    __slots__ = ("day", "model", "totals", "provider", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     DAY_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TOTALS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     day: _date_pb2.Date
     model: str
     totals: UsageTotals
-    def __init__(self, day: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., model: _Optional[str] = ..., totals: _Optional[_Union[UsageTotals, _Mapping]] = ...) -> None: ...
+    provider: str
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, day: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., model: _Optional[str] = ..., totals: _Optional[_Union[UsageTotals, _Mapping]] = ..., provider: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class GetUsageRequest(_message.Message):
-    __slots__ = ("account_id", "to", "group_by")
+    __slots__ = ("account_id", "to", "group_by", "group_by_labels", "label_filter")
+    class LabelFilterEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_FIELD_NUMBER: _ClassVar[int]
     TO_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_LABELS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FILTER_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     to: _date_pb2.Date
     group_by: UsageGrouping
-    def __init__(self, account_id: _Optional[str] = ..., to: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., group_by: _Optional[_Union[UsageGrouping, str]] = ..., **kwargs) -> None: ...
+    group_by_labels: _containers.RepeatedScalarFieldContainer[str]
+    label_filter: _containers.ScalarMap[str, str]
+    def __init__(self, account_id: _Optional[str] = ..., to: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., group_by: _Optional[_Union[UsageGrouping, str]] = ..., group_by_labels: _Optional[_Iterable[str]] = ..., label_filter: _Optional[_Mapping[str, str]] = ..., **kwargs) -> None: ...
 
 class GetUsageResponse(_message.Message):
     __slots__ = ("rows", "total")

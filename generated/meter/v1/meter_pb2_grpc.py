@@ -299,10 +299,11 @@ class MeterServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetUsage(self, request, context):
-        """An account's usage summed by UTC day or by model over a range of days (`from` and `to`
-        included, at most 366 days), read from daily totals that every Commit adds to in the same
-        transaction as its charge: its cost does not grow with the account's history. Days and
-        models without committed calls are not listed.
+        """An account's usage summed by UTC day, model, provider and the values of label keys the
+        catalog declares, over a range of days (`from` and `to` included, at most 366 days),
+        optionally only for calls with given label values. Read from daily totals that every Commit
+        adds to in the same transaction as its charge: its cost does not grow with the number of
+        calls. Rows without committed calls are not listed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -8,6 +8,7 @@ import asyncio
 import random
 import time
 import uuid
+import zlib
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from meter.v1 import meter_pb2_grpc
 
 @dataclass
 class Job:
-    scenario: str  # ceiling | loop | hot | mixed
+    scenario: str  # ceiling | loop | labelled | mixed
     target: str
     accounts: list[str]
     callers: int
@@ -66,6 +67,7 @@ class _Calls:
             request = pb.GetBalanceRequest(account_id=account)
             await self.timed("GetBalance", self.meter.GetBalance(request, metadata=self.metadata))
             return
+        labelled = scenario == "labelled"
         held = await self.timed(
             "Reserve",
             self.meter.Reserve(
@@ -75,6 +77,7 @@ class _Calls:
                     model="basic",
                     input_tokens=100,
                     max_output_tokens=100,
+                    labels=_labels(account, dice) if labelled else None,
                 ),
                 metadata=self.metadata,
             ),
@@ -85,7 +88,28 @@ class _Calls:
             await self.timed("Release", self.meter.Release(release, metadata=self.metadata))
         else:
             commit = pb.CommitRequest(reservation_id=reservation, input_tokens=100, output_tokens=40)
+            if labelled:  # every token class, and the labels above summed by team, agent and key
+                commit = pb.CommitRequest(
+                    reservation_id=reservation,
+                    input_tokens=40,
+                    cached_input_tokens=50,
+                    cache_write_tokens=10,
+                    output_tokens=30,
+                    reasoning_tokens=10,
+                )
             await self.timed("Commit", self.meter.Commit(commit, metadata=self.metadata))
+
+
+def _labels(account: str, dice: float) -> dict[str, str]:
+    """What a product's proxy labels a call with: the team and API key of the account (few
+    values), one of a handful of agents, and a session of its own (not summed)."""
+    number = zlib.crc32(account.encode())
+    return {
+        "team": f"team-{number % 4}",
+        "api_key": f"key-{number % 16}",
+        "agent": f"agent-{int(dice * 5)}",
+        "session": uuid.uuid4().hex,
+    }
 
 
 async def run_async(job: Job) -> Samples:

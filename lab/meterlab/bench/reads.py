@@ -104,14 +104,16 @@ async def _queries(
     first, last = _date(today - timedelta(days=89)), _date(today)
     tokens = {size: await _page_token(stub, account, page=100, size=10) for size, account in accounts.items()}
 
-    def usage(grouping: int) -> Callable[[str], Awaitable[Any]]:
+    def usage(grouping: int, **labels: Any) -> Callable[[str], Awaitable[Any]]:
         return lambda size: stub.GetUsage(
-            pb.GetUsageRequest(account_id=accounts[size], group_by=grouping, to=last, **{"from": first})
+            pb.GetUsageRequest(account_id=accounts[size], group_by=grouping, to=last, **{"from": first}, **labels)
         )
 
     return {
         "GetUsage by day, 90 days": usage(pb.USAGE_GROUPING_DAY),
         "GetUsage by model, 90 days": usage(pb.USAGE_GROUPING_MODEL),
+        "GetUsage by team, 90 days": usage(pb.USAGE_GROUPING_LABELS, group_by_labels=["team"]),
+        "GetUsage by day, team=team-1, 90 days": usage(pb.USAGE_GROUPING_DAY, label_filter={"team": "team-1"}),
         "ListLedgerEntries page 100 (size 10)": lambda size: stub.ListLedgerEntries(
             pb.ListLedgerEntriesRequest(account_id=accounts[size], page_size=10, page_token=tokens[size])
         ),

@@ -83,6 +83,9 @@ class Report:
             "9. hot account, limits on / many accounts, limits on (>= 0.9)": div(
                 loops("hot account, limits on"), loops("many accounts, limits on")
             ),
+            "10. many accounts, labelled and every token class / plain (>= 0.9)": div(
+                loops("many accounts, labelled"), loops("many accounts")
+            ),
         }
 
     def table(self, targets: bool = True) -> str:

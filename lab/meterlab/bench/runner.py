@@ -111,6 +111,7 @@ async def bench(options: Options) -> Report:
             ("ceiling", "ceiling", [], server),
             ("floor", "loop", many, floor_server),
             ("many accounts", "loop", many, server),
+            ("many accounts, labelled", "labelled", many, server),
             ("hot account", "loop", hot, server),
             ("hot account, single bucket", "loop", hot1, server),
             ("mixed", "mixed", mixed, server),

@@ -125,16 +125,22 @@ async def history(engine: AsyncEngine, prefix: str, accounts: int, entries: int)
 
 
 # Committed calls of one account spread evenly over the last `days` days (newest last), each a
-# hold, its usage entry and its share of the daily totals, as Commit writes them.
+# hold, its usage entry and its share of the daily totals, as Commit writes them: 4 input tokens,
+# 2 cached, 3 output (8 charged), labelled with one of five teams (summed by the packaged
+# catalog) and a session of its own (not summed).
 _CALL_HOLDS = """
 INSERT INTO holds (account_id, hold_id, request_id, model, input_tokens, max_output_tokens, ttl_seconds, labels,
-    catalog_version, input_weight, output_weight, input_price, output_price, allowance_held, allowance_bucket,
-    purchased_held, purchased_bucket, period_start, status, created_at, expires_at, settled_at,
-    usage_input_tokens, usage_output_tokens, charged_tokens, cost_micros, unbilled_tokens, late)
+    catalog_version, input_weight, output_weight, input_price, output_price, cached_input_weight, cache_write_weight,
+    reasoning_weight, cached_input_price, cache_write_price, reasoning_price, usage_labels, allowance_held,
+    allowance_bucket, purchased_held, purchased_bucket, period_start, status, created_at, expires_at, settled_at,
+    usage_input_tokens, usage_output_tokens, usage_cached_input_tokens, charged_tokens, cost_micros, unbilled_tokens,
+    late)
 SELECT :account, CAST(md5(:account || n) AS uuid), 'bench-call-' || n,
     (ARRAY['claude-sonnet-4-5', 'claude-haiku-4-5', 'gpt-4o', 'gpt-4o-mini'])[1 + n % 4],
-    4, 3, 600, '{"agent": "bench"}', 'bench', 1000000, 1000000, 0, 0, 0, n % :buckets, 7, n % :buckets,
-    date_trunc('month', now()), 'committed', t, t + interval '10 minutes', t, 4, 3, 7, 11, 0, false
+    4, 3, 600, jsonb_build_object('agent', 'bench', 'team', 'team-' || n % 5, 'session', 's-' || n), 'bench',
+    1000000, 1000000, 0, 0, 500000, 1000000, 1000000, 0, 0, 0,
+    jsonb_build_object('agent', 'bench', 'team', 'team-' || n % 5), 0, n % :buckets, 8, n % :buckets,
+    date_trunc('month', now()), 'committed', t, t + interval '10 minutes', t, 4, 3, 2, 8, 11, 0, false
 FROM generate_series(1, CAST(:calls AS bigint)) AS n,
     LATERAL (SELECT now() - make_interval(secs => :seconds * (:calls - n + 1) / :calls)) AS moment(t)
 """
@@ -154,12 +160,13 @@ WHERE b.account_id = :account AND b.pool = 'purchased' AND b.bucket = s.bucket
 """
 
 _CALL_TOTALS = """
-INSERT INTO usage_daily (account_id, day, model, pool, bucket, requests, input_tokens, output_tokens,
-    charged_tokens, cost_micros, unbilled_tokens)
-SELECT account_id, CAST((settled_at AT TIME ZONE 'UTC') AS date), model, 'purchased', purchased_bucket, count(*),
-    sum(usage_input_tokens), sum(usage_output_tokens), sum(charged_tokens), sum(cost_micros), sum(unbilled_tokens)
+INSERT INTO usage_daily (account_id, day, model, labels, pool, bucket, requests, input_tokens, output_tokens,
+    cached_input_tokens, charged_tokens, cost_micros, unbilled_tokens)
+SELECT account_id, CAST((settled_at AT TIME ZONE 'UTC') AS date), model, usage_labels, 'purchased', purchased_bucket,
+    count(*), sum(usage_input_tokens), sum(usage_output_tokens), sum(usage_cached_input_tokens), sum(charged_tokens),
+    sum(cost_micros), sum(unbilled_tokens)
 FROM holds WHERE account_id = :account AND status = 'committed'
-GROUP BY 1, 2, 3, 4, 5
+GROUP BY 1, 2, 3, 4, 5, 6
 """
 
 

@@ -33,13 +33,35 @@ class HoldStatus(enum.StrEnum):
 @dataclass(frozen=True)
 class Pricing:
     """A model's prices and weights from one catalog version (weights in millionths, prices in
-    micro-USD per million tokens)."""
+    micro-USD per million tokens), for each class of tokens, and the labels the call's usage is
+    aggregated by (those of the keys that catalog version aggregates): all pinned to a hold."""
 
     catalog_version: str
     input_weight: int
     output_weight: int
     input_price: int
     output_price: int
+    cached_input_weight: int
+    cache_write_weight: int
+    reasoning_weight: int
+    cached_input_price: int
+    cache_write_price: int
+    reasoning_price: int
+    usage_labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CallTokens:
+    """What a call used, by the classes providers bill apart; each token is in exactly one class.
+    input: input read neither from nor into a cache; cached_input: input read from a cache;
+    cache_write: input written to a cache; output: output other than reasoning; reasoning: the
+    model's reasoning (thinking) tokens, when the provider counts them apart."""
+
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -47,8 +69,7 @@ class CallUsage:
     """A call charged without a hold (ChargeUsage): what it used, and its labels."""
 
     model: str
-    input_tokens: int
-    output_tokens: int
+    tokens: CallTokens
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -67,8 +88,7 @@ class ReserveParams:
 class Usage:
     """The outcome of a committed hold."""
 
-    input_tokens: int
-    output_tokens: int
+    tokens: CallTokens
     charged_tokens: int
     cost_micros: int
     unbilled_tokens: int

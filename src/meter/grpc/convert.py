@@ -13,7 +13,7 @@ from meter.domain.balance import Balance, WarningLevel
 from meter.domain.balance_events import BalanceEvent
 from meter.domain.errors import InvalidField
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
-from meter.domain.holds import ExpiredHolds, HoldStatus
+from meter.domain.holds import CallTokens, ExpiredHolds, HoldStatus
 from meter.domain.invoices import InvoiceLine
 from meter.domain.ledger import EntryKind, RecordedEntry
 from meter.domain.limits import RateLimits
@@ -247,6 +247,7 @@ def catalog(value: Catalog) -> pb.GetCatalogResponse:
             )
             for p in value.plans.values()
         ],
+        usage_label_keys=value.usage_label_keys,
     )
 
 
@@ -298,8 +299,11 @@ def usage_record(value: UsageRecord) -> pb.UsageRecord:
     return pb.UsageRecord(
         model=value.model,
         catalog_version=value.catalog_version,
-        input_tokens=value.usage.input_tokens,
-        output_tokens=value.usage.output_tokens,
+        input_tokens=value.usage.tokens.input_tokens,
+        output_tokens=value.usage.tokens.output_tokens,
+        cached_input_tokens=value.usage.tokens.cached_input_tokens,
+        cache_write_tokens=value.usage.tokens.cache_write_tokens,
+        reasoning_tokens=value.usage.tokens.reasoning_tokens,
         charged_tokens=value.usage.charged_tokens,
         cost_micros=value.usage.cost_micros,
         unbilled_tokens=value.usage.unbilled_tokens,
@@ -308,14 +312,32 @@ def usage_record(value: UsageRecord) -> pb.UsageRecord:
     )
 
 
-_GROUPINGS = {pb.USAGE_GROUPING_DAY: UsageGrouping.DAY, pb.USAGE_GROUPING_MODEL: UsageGrouping.MODEL}
+def call_tokens(request: pb.CommitRequest | pb.ChargeUsageRequest) -> CallTokens:
+    return CallTokens(
+        input_tokens=request.input_tokens,
+        output_tokens=request.output_tokens,
+        cached_input_tokens=request.cached_input_tokens,
+        cache_write_tokens=request.cache_write_tokens,
+        reasoning_tokens=request.reasoning_tokens,
+    )
+
+
+_GROUPINGS = {
+    pb.USAGE_GROUPING_DAY: UsageGrouping.DAY,
+    pb.USAGE_GROUPING_MODEL: UsageGrouping.MODEL,
+    pb.USAGE_GROUPING_PROVIDER: UsageGrouping.PROVIDER,
+    pb.USAGE_GROUPING_LABELS: UsageGrouping.LABELS,
+}
 
 
 def usage_grouping(value: int) -> UsageGrouping:
     try:
         return _GROUPINGS[value]
     except KeyError:
-        raise InvalidField("group_by", "must be USAGE_GROUPING_DAY or USAGE_GROUPING_MODEL") from None
+        raise InvalidField(
+            "group_by",
+            "must be USAGE_GROUPING_DAY, USAGE_GROUPING_MODEL, USAGE_GROUPING_PROVIDER or USAGE_GROUPING_LABELS",
+        ) from None
 
 
 def optional_date(message: object, field: str) -> date | None:
@@ -335,6 +357,8 @@ def usage_report(value: UsageReport) -> pb.GetUsageResponse:
             pb.UsageRow(
                 day=date_pb2.Date(year=row.day.year, month=row.day.month, day=row.day.day) if row.day else None,
                 model=row.model,
+                provider=row.provider,
+                labels=row.labels,
                 totals=usage_totals(row.totals),
             )
             for row in value.rows
@@ -351,6 +375,9 @@ def usage_totals(value: UsageTotals) -> pb.UsageTotals:
         charged_tokens=value.charged_tokens,
         cost_micros=value.cost_micros,
         unbilled_tokens=value.unbilled_tokens,
+        cached_input_tokens=value.cached_input_tokens,
+        cache_write_tokens=value.cache_write_tokens,
+        reasoning_tokens=value.reasoning_tokens,
     )
 
 

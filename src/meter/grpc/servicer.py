@@ -62,10 +62,7 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
 
     async def Commit(self, request: pb.CommitRequest, context: Context) -> pb.CommitResponse:
         result = await settle.commit(
-            self._meter,
-            reservation_id=request.reservation_id,
-            input_tokens=request.input_tokens,
-            output_tokens=request.output_tokens,
+            self._meter, reservation_id=request.reservation_id, tokens=convert.call_tokens(request)
         )
         return pb.CommitResponse(
             charged_tokens=result.usage.charged_tokens,
@@ -81,8 +78,7 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
             account_id=request.account_id,
             request_id=request.request_id,
             model=request.model,
-            input_tokens=request.input_tokens,
-            output_tokens=request.output_tokens,
+            tokens=convert.call_tokens(request),
             labels=dict(request.labels),
         )
         usage = result.charge.usage
@@ -277,6 +273,8 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
             first_day=convert.optional_date(request, "from"),
             last_day=convert.optional_date(request, "to"),
             grouping=convert.usage_grouping(request.group_by),
+            label_keys=list(request.group_by_labels),
+            label_filter=dict(request.label_filter),
         )
         return convert.usage_report(report)
 

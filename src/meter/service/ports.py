@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from meter.domain.accounts import Account
@@ -21,13 +21,13 @@ from meter.domain.balance_events import BalanceEvent, EventPosition, EventType
 from meter.domain.caller_rates import Count
 from meter.domain.credits import Adjustment, Purchase, RefusedPurchase
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
-from meter.domain.holds import CallUsage, Hold, Pricing, ReserveParams
+from meter.domain.holds import CallTokens, CallUsage, Hold, Pricing, ReserveParams
 from meter.domain.ledger import EntryKind, LedgerEntry, RecordedEntry
 from meter.domain.limits import PlanLimits, RateLimits, RateUsage
 from meter.domain.payments import Payment, PaymentKey, SubscriptionPayment
 from meter.domain.periods import Period
 from meter.domain.pools import PoolName
-from meter.domain.usage import UsageGrouping, UsageRow
+from meter.domain.usage import UsageQuery, UsageRow
 from meter.domain.webhook_deliveries import Delivery, DeliveryState, DeliveryStatus, Endpoint
 
 T = TypeVar("T")
@@ -192,7 +192,7 @@ class History(Protocol):
         end: datetime | None,
     ) -> list[RecordedEntry]: ...
     async def secret(self, name: str) -> bytes: ...
-    async def usage_totals(self, account_id: str, first: date, last: date, by: UsageGrouping) -> list[UsageRow]: ...
+    async def usage_totals(self, account_id: str, query: UsageQuery) -> list[UsageRow]: ...
 
 
 class Store(
@@ -244,7 +244,7 @@ class HotPath(Protocol):
     async def reserve(
         self, account_id: str, request_id: str, params: ReserveParams, pricing: Pricing, start: int
     ) -> Reserved: ...
-    async def commit(self, reservation_id: str, input_tokens: int, output_tokens: int) -> Charged: ...
+    async def commit(self, reservation_id: str, tokens: CallTokens) -> Charged: ...
     async def release(self, reservation_id: str) -> Released: ...
     async def extend(self, reservation_id: str, ttl_seconds: int) -> Extended: ...
     async def expire(self, account_id: str, hold_id: str, *, charge: bool) -> Expiry: ...

@@ -80,7 +80,7 @@ async def reserve(
         ttl_seconds=ttl_seconds(ttl, meter.parameters),
         labels=call_labels(labels or {}),
     )
-    pricing = meter.catalog.pricing(model)
+    pricing = meter.catalog.pricing(model, params.labels)
     # Concurrent Reserves of one account start at different rows.
     start = meter.spread.randrange(1 << 15)
     answer = await in_current_period(

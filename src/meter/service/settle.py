@@ -22,7 +22,7 @@ from meter.domain.errors import (
     ReservationNotFound,
     ReservationReleased,
 )
-from meter.domain.holds import CallUsage, ExpiredHolds, Usage
+from meter.domain.holds import CallTokens, CallUsage, ExpiredHolds, Usage
 from meter.service import balance_warnings
 from meter.service.context import Meter
 from meter.service.periods import in_current_period
@@ -37,29 +37,32 @@ class Charge:
     new: bool = True  # False: the answer to a replayed Commit
 
 
-async def commit(meter: Meter, *, reservation_id: str, input_tokens: int, output_tokens: int) -> Charge:
+def call_tokens(tokens: CallTokens) -> CallTokens:
+    """A call's usage (Commit's and ChargeUsage's): each class a count of tokens one call can use."""
+    for name in ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens"):
+        require_tokens(name, getattr(tokens, name), minimum=0, maximum=MAX_CALL_TOKENS)
+    return tokens
+
+
+async def commit(meter: Meter, *, reservation_id: str, tokens: CallTokens) -> Charge:
     account_id = ids.reservation_account(reservation_id)
-    require_tokens("input_tokens", input_tokens, minimum=0, maximum=MAX_CALL_TOKENS)
-    require_tokens("output_tokens", output_tokens, minimum=0, maximum=MAX_CALL_TOKENS)
-    answer = await in_current_period(
-        meter, account_id, lambda: meter.storage.hot_path.commit(reservation_id, input_tokens, output_tokens)
-    )
+    call_tokens(tokens)
+    answer = await in_current_period(meter, account_id, lambda: meter.storage.hot_path.commit(reservation_id, tokens))
     if answer.outcome is Outcome.NOT_FOUND or answer.balance is None:
         raise ReservationNotFound(reservation_id)
     if answer.outcome is Outcome.USAGE_REUSED:
         raise RequestIdReused(reservation_id, answer.reused_field)
     if answer.outcome is Outcome.RELEASED:
         raise ReservationReleased(reservation_id)
-    return await _charged(meter, answer, input_tokens, output_tokens)
+    return await _charged(meter, answer, tokens)
 
 
-async def _charged(meter: Meter, answer: Charged, input_tokens: int, output_tokens: int) -> Charge:
+async def _charged(meter: Meter, answer: Charged, tokens: CallTokens) -> Charge:
     """A Commit's or ChargeUsage's answer, counted once and announced (its warning levels)."""
     assert answer.outcome in (Outcome.COMMITTED, Outcome.REPLAYED), answer.outcome
     assert answer.balance is not None
     usage = Usage(
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
+        tokens=tokens,
         charged_tokens=answer.charged_tokens,
         cost_micros=answer.cost_micros,
         unbilled_tokens=answer.unbilled_tokens,
@@ -84,21 +87,15 @@ async def charge_usage(
     account_id: str,
     request_id: str,
     model: str,
-    input_tokens: int,
-    output_tokens: int,
+    tokens: CallTokens,
     labels: dict[str, str] | None = None,
 ) -> UnheldCharge:
     """A call that had no hold (let through while meter was unreachable), charged once: from what
     is available, debt for the rest, never refused for lack of tokens."""
     ids.account_id(account_id)
     ids.idempotency_key(request_id, "request_id")
-    usage = CallUsage(
-        model=model,
-        input_tokens=require_tokens("input_tokens", input_tokens, minimum=0, maximum=MAX_CALL_TOKENS),
-        output_tokens=require_tokens("output_tokens", output_tokens, minimum=0, maximum=MAX_CALL_TOKENS),
-        labels=call_labels(labels or {}),
-    )
-    pricing = meter.catalog.pricing(model)
+    usage = CallUsage(model=model, tokens=call_tokens(tokens), labels=call_labels(labels or {}))
+    pricing = meter.catalog.pricing(model, usage.labels)
     answer = await in_current_period(
         meter, account_id, lambda: meter.storage.hot_path.charge_usage(account_id, request_id, usage, pricing)
     )
@@ -106,7 +103,7 @@ async def charge_usage(
         raise AccountNotFound(account_id)
     if answer.outcome is Outcome.REQUEST_REUSED:
         raise RequestIdReused(request_id, answer.reused_field)
-    return UnheldCharge(answer.reservation_id, await _charged(meter, answer, input_tokens, output_tokens))
+    return UnheldCharge(answer.reservation_id, await _charged(meter, answer, tokens))
 
 
 async def release(meter: Meter, *, reservation_id: str) -> Balance:

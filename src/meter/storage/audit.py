@@ -53,19 +53,22 @@ ORDER BY 1, 2
 
 _USAGE_AUDIT = """
 WITH calls AS (
-    SELECT account_id, CAST((settled_at AT TIME ZONE 'UTC') AS date) AS day, model, count(*) AS requests,
-           sum(usage_input_tokens) AS input_tokens, sum(usage_output_tokens) AS output_tokens,
-           sum(charged_tokens) AS charged_tokens, sum(cost_micros) AS cost_micros,
-           sum(unbilled_tokens) AS unbilled_tokens
+    SELECT account_id, CAST((settled_at AT TIME ZONE 'UTC') AS date) AS day, model, usage_labels AS labels,
+           count(*) AS requests, sum(usage_input_tokens) AS input_tokens, sum(usage_output_tokens) AS output_tokens,
+           sum(usage_cached_input_tokens) AS cached_input_tokens, sum(usage_cache_write_tokens) AS cache_write_tokens,
+           sum(usage_reasoning_tokens) AS reasoning_tokens, sum(charged_tokens) AS charged_tokens,
+           sum(cost_micros) AS cost_micros, sum(unbilled_tokens) AS unbilled_tokens
     FROM holds WHERE status = 'committed' AND (CAST(:account_id AS text) IS NULL OR account_id = :account_id)
-    GROUP BY 1, 2, 3
+    GROUP BY 1, 2, 3, 4
 ),
 totals AS (
-    SELECT account_id, day, model, sum(requests) AS requests, sum(input_tokens) AS input_tokens,
-           sum(output_tokens) AS output_tokens, sum(charged_tokens) AS charged_tokens,
-           sum(cost_micros) AS cost_micros, sum(unbilled_tokens) AS unbilled_tokens
+    SELECT account_id, day, model, labels, sum(requests) AS requests, sum(input_tokens) AS input_tokens,
+           sum(output_tokens) AS output_tokens, sum(cached_input_tokens) AS cached_input_tokens,
+           sum(cache_write_tokens) AS cache_write_tokens, sum(reasoning_tokens) AS reasoning_tokens,
+           sum(charged_tokens) AS charged_tokens, sum(cost_micros) AS cost_micros,
+           sum(unbilled_tokens) AS unbilled_tokens
     FROM usage_daily WHERE (CAST(:account_id AS text) IS NULL OR account_id = :account_id)
-    GROUP BY 1, 2, 3
+    GROUP BY 1, 2, 3, 4
 ),
 charged AS (
     SELECT account_id, sum(charged_tokens) AS tokens FROM calls GROUP BY 1
@@ -76,17 +79,24 @@ ledger AS (
     GROUP BY 1
 )
 SELECT coalesce(c.account_id, t.account_id) AS account_id,
-       'usage of ' || coalesce(c.model, t.model) || ' on ' || coalesce(c.day, t.day) || ': the calls sum to '
-       || coalesce(c.requests || ' requests, ' || c.input_tokens || ' in, ' || c.output_tokens || ' out, '
-                   || c.charged_tokens || ' charged, ' || c.cost_micros || ' micro-USD, '
-                   || c.unbilled_tokens || ' unbilled', 'nothing')
+       'usage of ' || coalesce(c.model, t.model)
+       || CASE WHEN coalesce(c.labels, t.labels) <> '{}' THEN ' labelled ' || CAST(coalesce(c.labels, t.labels) AS text)
+          ELSE '' END
+       || ' on ' || coalesce(c.day, t.day) || ': the calls sum to '
+       || coalesce(c.requests || ' requests, ' || c.input_tokens || ' in, ' || c.cached_input_tokens
+                   || ' cached in, ' || c.cache_write_tokens || ' cache writes, ' || c.output_tokens || ' out, '
+                   || c.reasoning_tokens || ' reasoning, ' || c.charged_tokens || ' charged, ' || c.cost_micros
+                   || ' micro-USD, ' || c.unbilled_tokens || ' unbilled', 'nothing')
        || ' but the daily totals to '
-       || coalesce(t.requests || ' requests, ' || t.input_tokens || ' in, ' || t.output_tokens || ' out, '
-                   || t.charged_tokens || ' charged, ' || t.cost_micros || ' micro-USD, '
-                   || t.unbilled_tokens || ' unbilled', 'nothing') AS problem
-FROM calls AS c FULL JOIN totals AS t USING (account_id, day, model)
-WHERE (c.requests, c.input_tokens, c.output_tokens, c.charged_tokens, c.cost_micros, c.unbilled_tokens)
-      IS DISTINCT FROM (t.requests, t.input_tokens, t.output_tokens, t.charged_tokens, t.cost_micros, t.unbilled_tokens)
+       || coalesce(t.requests || ' requests, ' || t.input_tokens || ' in, ' || t.cached_input_tokens
+                   || ' cached in, ' || t.cache_write_tokens || ' cache writes, ' || t.output_tokens || ' out, '
+                   || t.reasoning_tokens || ' reasoning, ' || t.charged_tokens || ' charged, ' || t.cost_micros
+                   || ' micro-USD, ' || t.unbilled_tokens || ' unbilled', 'nothing') AS problem
+FROM calls AS c FULL JOIN totals AS t USING (account_id, day, model, labels)
+WHERE (c.requests, c.input_tokens, c.cached_input_tokens, c.cache_write_tokens, c.output_tokens, c.reasoning_tokens,
+       c.charged_tokens, c.cost_micros, c.unbilled_tokens)
+      IS DISTINCT FROM (t.requests, t.input_tokens, t.cached_input_tokens, t.cache_write_tokens, t.output_tokens,
+                        t.reasoning_tokens, t.charged_tokens, t.cost_micros, t.unbilled_tokens)
 UNION ALL
 SELECT coalesce(c.account_id, l.account_id),
        'the committed calls charged ' || coalesce(c.tokens, 0) || ' tokens but the usage entries of the ledger sum to '

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from meter.domain import ids
-from meter.domain.holds import Hold, HoldStatus, Pricing, ReserveParams, Usage
+from meter.domain.holds import CallTokens, Hold, HoldStatus, Pricing, ReserveParams, Usage
 from meter.domain.limits import PlanLimits, RateLimits, RateUsage
 from meter.storage.queries import NOW, Queries
 
@@ -82,8 +82,13 @@ def usage_from_row(row: Mapping[str, Any]) -> Usage | None:
     if row["charged_tokens"] is None:
         return None
     return Usage(
-        input_tokens=row["usage_input_tokens"],
-        output_tokens=row["usage_output_tokens"],
+        tokens=CallTokens(
+            input_tokens=row["usage_input_tokens"],
+            output_tokens=row["usage_output_tokens"],
+            cached_input_tokens=row["usage_cached_input_tokens"],
+            cache_write_tokens=row["usage_cache_write_tokens"],
+            reasoning_tokens=row["usage_reasoning_tokens"],
+        ),
         charged_tokens=row["charged_tokens"],
         cost_micros=row["cost_micros"],
         unbilled_tokens=row["unbilled_tokens"],
@@ -91,8 +96,8 @@ def usage_from_row(row: Mapping[str, Any]) -> Usage | None:
     )
 
 
-def labels_from_row(row: Mapping[str, Any]) -> dict[str, str]:
-    labels = row["labels"]
+def labels_from_row(row: Mapping[str, Any], column: str = "labels") -> dict[str, str]:
+    labels = row[column]
     return json.loads(labels) if isinstance(labels, str) else dict(labels)
 
 
@@ -115,6 +120,13 @@ def _hold(row: Mapping[str, Any]) -> Hold:
             output_weight=row["output_weight"],
             input_price=row["input_price"],
             output_price=row["output_price"],
+            cached_input_weight=row["cached_input_weight"],
+            cache_write_weight=row["cache_write_weight"],
+            reasoning_weight=row["reasoning_weight"],
+            cached_input_price=row["cached_input_price"],
+            cache_write_price=row["cache_write_price"],
+            reasoning_price=row["reasoning_price"],
+            usage_labels=labels_from_row(row, "usage_labels"),
         ),
         allowance_held=row["allowance_held"],
         allowance_bucket=row["allowance_bucket"],

@@ -24,7 +24,7 @@ from meter.domain import ids
 from meter.domain.answers import Charged, Expiry, Extended, Outcome, RateRefusal, Released, Reserved
 from meter.domain.balance import Balance, WarningLevel
 from meter.domain.callers import SYSTEM, acting_caller
-from meter.domain.holds import CallUsage, HoldStatus, Pricing, ReserveParams
+from meter.domain.holds import CallTokens, CallUsage, HoldStatus, Pricing, ReserveParams
 from meter.domain.limits import PlanLimits
 from meter.domain.periods import Period
 from meter.storage.clock import DatabaseClock
@@ -33,20 +33,20 @@ from meter.storage.database import run_statement, run_statement_rows
 
 RESERVE = (
     "SELECT * FROM meter_reserve($1, $2, CAST($3 AS uuid), $4, $5, $6, $7, CAST($8 AS jsonb), $9, $10, $11, "
-    "$12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+    "$12, $13, $14, $15, $16, $17, $18, $19, CAST($20 AS jsonb), $21, $22, $23, $24, $25, $26, $27, $28)"
 )
-COMMIT = "SELECT * FROM meter_commit($1, CAST($2 AS uuid), $3, $4, $5, $6, $7)"
+COMMIT = "SELECT * FROM meter_commit($1, CAST($2 AS uuid), $3, $4, $5, $6, $7, $8, $9, $10)"
 RELEASE = "SELECT * FROM meter_release($1, CAST($2 AS uuid), $3, $4, $5)"
 EXTEND = "SELECT * FROM meter_extend($1, CAST($2 AS uuid), $3, $4)"
 RESERVE_MANY = (
     "SELECT * FROM meter_reserve_many($1, $2, CAST($3 AS uuid[]), $4, $5, $6, $7, CAST($8 AS jsonb[]), $9, $10, "
-    "$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+    "$11, $12, $13, $14, $15, $16, $17, $18, $19, CAST($20 AS jsonb[]), $21, $22, $23, $24, $25, $26, $27, $28)"
 )
-COMMIT_MANY = "SELECT * FROM meter_commit_many($1, CAST($2 AS uuid[]), $3, $4, $5, $6, $7)"
+COMMIT_MANY = "SELECT * FROM meter_commit_many($1, CAST($2 AS uuid[]), $3, $4, $5, $6, $7, $8, $9, $10)"
 EXPIRE = "SELECT meter_expire($1, CAST($2 AS uuid), $3, $4, $5, $6) AS outcome"
 CHARGE_USAGE = (
-    "SELECT * FROM meter_charge_usage($1, $2, CAST($3 AS uuid), $4, $5, $6, $7, CAST($8 AS jsonb), $9, $10, $11, "
-    "$12, $13, $14, $15)"
+    "SELECT * FROM meter_charge_usage($1, $2, CAST($3 AS uuid), $4, $5, $6, $7, $8, $9, $10, CAST($11 AS jsonb), "
+    "$12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, CAST($23 AS jsonb), $24, $25)"
 )
 
 
@@ -66,6 +66,13 @@ class _Reserve(NamedTuple):
     output_weight: int
     input_price: int
     output_price: int
+    cached_input_weight: int
+    cache_write_weight: int
+    reasoning_weight: int
+    cached_input_price: int
+    cache_write_price: int
+    reasoning_price: int
+    usage_labels: str
     start: int
 
 
@@ -75,6 +82,9 @@ class _Commit(NamedTuple):
     reservation_id: str
     input_tokens: int
     output_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
     caller: str  # read where the call arrived: a batch carries the callers of all its calls
 
 
@@ -152,6 +162,13 @@ class HotPath:
                 pricing.output_weight,
                 pricing.input_price,
                 pricing.output_price,
+                pricing.cached_input_weight,
+                pricing.cache_write_weight,
+                pricing.reasoning_weight,
+                pricing.cached_input_price,
+                pricing.cache_write_price,
+                pricing.reasoning_price,
+                json.dumps(pricing.usage_labels, sort_keys=True),
                 start,
             )
         )
@@ -177,40 +194,19 @@ class HotPath:
         rows = await run_statement_rows(self._engine, RESERVE_MANY, *columns, *self._reserve_shared())
         return _in_call_order(rows, [call.account_id for call in calls], _reserved)
 
-    async def commit(self, reservation_id: str, input_tokens: int, output_tokens: int) -> Charged:
+    async def commit(self, reservation_id: str, tokens: CallTokens) -> Charged:
         account_id = ids.reservation_account(reservation_id)
         return await self._commit(
-            _Commit(
-                account_id, ids.hold_id(reservation_id), reservation_id, input_tokens, output_tokens, acting_caller()
-            )
+            _Commit(account_id, ids.hold_id(reservation_id), reservation_id, *_classes(tokens), acting_caller())
         )
 
     async def _commit_alone(self, call: _Commit) -> Charged:
-        row = await run_statement(
-            self._engine,
-            COMMIT,
-            call.account_id,
-            call.hold_id,
-            call.reservation_id,
-            call.input_tokens,
-            call.output_tokens,
-            self._clock.offset_seconds,
-            call.caller,
-        )
+        row = await run_statement(self._engine, COMMIT, *call[:-1], self._clock.offset_seconds, call.caller)
         return _charged(call.account_id, row)
 
     async def _commit_together(self, calls: list[_Commit]) -> list[Charged]:
-        rows = await run_statement_rows(
-            self._engine,
-            COMMIT_MANY,
-            [call.account_id for call in calls],
-            [call.hold_id for call in calls],
-            [call.reservation_id for call in calls],
-            [call.input_tokens for call in calls],
-            [call.output_tokens for call in calls],
-            self._clock.offset_seconds,
-            [call.caller for call in calls],
-        )
+        *columns, callers = (list(column) for column in zip(*calls, strict=True))
+        rows = await run_statement_rows(self._engine, COMMIT_MANY, *columns, self._clock.offset_seconds, callers)
         return _in_call_order(rows, [call.account_id for call in calls], _charged)
 
     async def release(self, reservation_id: str) -> Released:
@@ -247,14 +243,9 @@ class HotPath:
             hold_id,
             ids.reservation_id(account_id, hold_id),
             usage.model,
-            usage.input_tokens,
-            usage.output_tokens,
+            *_classes(usage.tokens),
             json.dumps(usage.labels, sort_keys=True),
-            pricing.catalog_version,
-            pricing.input_weight,
-            pricing.output_weight,
-            pricing.input_price,
-            pricing.output_price,
+            *_pinned(pricing),
             self._clock.offset_seconds,
             acting_caller(),
         )
@@ -276,12 +267,41 @@ class HotPath:
         return Expiry(Outcome(row["outcome"]))
 
 
+def _classes(tokens: CallTokens) -> tuple[int, int, int, int, int]:
+    """A call's tokens in the order the functions take them."""
+    return (
+        tokens.input_tokens,
+        tokens.output_tokens,
+        tokens.cached_input_tokens,
+        tokens.cache_write_tokens,
+        tokens.reasoning_tokens,
+    )
+
+
+def _pinned(pricing: Pricing) -> tuple[str | int, ...]:
+    """What a hold pins, in the order meter_charge_usage takes it (and meter_reserve: _Reserve)."""
+    return (
+        pricing.catalog_version,
+        pricing.input_weight,
+        pricing.output_weight,
+        pricing.input_price,
+        pricing.output_price,
+        pricing.cached_input_weight,
+        pricing.cache_write_weight,
+        pricing.reasoning_weight,
+        pricing.cached_input_price,
+        pricing.cache_write_price,
+        pricing.reasoning_price,
+        json.dumps(pricing.usage_labels, sort_keys=True),
+    )
+
+
 _NO_ACCOUNT = ""  # refused by ids.account_id, so no account has it
 _NO_HOLD = "00000000-0000-0000-0000-000000000000"
 
 
 # A Reserve for no account, with arguments of the types the real ones have, and the shared ones.
-_WARM_RESERVE = _Reserve(_NO_ACCOUNT, "warm-up", _NO_HOLD, "", 0, 1, 1, "{}", "", 0, 0, 0, 0, 0)
+_WARM_RESERVE = _Reserve(_NO_ACCOUNT, "warm-up", _NO_HOLD, "", 0, 1, 1, "{}", "", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, "{}", 0)
 _WARM_SHARED: tuple[Any, ...] = (0.0, [], [], [], [], 0, 0.0)
 
 
@@ -291,12 +311,14 @@ async def _warm(connection: asyncpg.Connection, coalescing: bool) -> None:
     coalescing, the batches' statements too."""
     await connection.fetchrow(RESERVE, *_WARM_RESERVE, *_WARM_SHARED)
     reservation = ids.reservation_id(_NO_ACCOUNT, _NO_HOLD)
-    await connection.fetchrow(COMMIT, _NO_ACCOUNT, _NO_HOLD, reservation, 0, 0, 0.0, SYSTEM)
+    await connection.fetchrow(COMMIT, _NO_ACCOUNT, _NO_HOLD, reservation, 0, 0, 0, 0, 0, 0.0, SYSTEM)
     await connection.fetchrow(RELEASE, _NO_ACCOUNT, _NO_HOLD, reservation, 0.0, SYSTEM)
     await connection.fetchrow(EXTEND, _NO_ACCOUNT, _NO_HOLD, 1, 0.0)
     if coalescing:
         await connection.fetch(RESERVE_MANY, *([value] for value in _WARM_RESERVE), *_WARM_SHARED)
-        await connection.fetch(COMMIT_MANY, [_NO_ACCOUNT], [_NO_HOLD], [reservation], [0], [0], 0.0, [SYSTEM])
+        await connection.fetch(
+            COMMIT_MANY, [_NO_ACCOUNT], [_NO_HOLD], [reservation], [0], [0], [0], [0], [0], 0.0, [SYSTEM]
+        )
 
 
 def _reserved(account_id: str, row: asyncpg.Record) -> Reserved:

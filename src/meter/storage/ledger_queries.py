@@ -67,7 +67,8 @@ class LedgerQueries(Queries):
             return {}
         rows = await self._rows(
             "SELECT h.hold_id, h.model, h.catalog_version, "
-            "h.usage_input_tokens, h.usage_output_tokens, h.charged_tokens, h.cost_micros, h.unbilled_tokens, "
+            "h.usage_input_tokens, h.usage_output_tokens, h.usage_cached_input_tokens, h.usage_cache_write_tokens, "
+            "h.usage_reasoning_tokens, h.charged_tokens, h.cost_micros, h.unbilled_tokens, "
             "h.late, h.labels FROM holds AS h "
             "WHERE h.account_id = :account_id AND h.hold_id = ANY(CAST(:hold_ids AS uuid[]))",
             account_id=account_id,

@@ -1,40 +1,53 @@
-"""Usage totals by day and model (migration 0006's usage_daily) and announced balance warnings."""
+"""Usage totals by day, model and aggregated labels (usage_daily: migrations 0006, 0031) and
+announced balance warnings."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+import json
+from dataclasses import fields
+from datetime import datetime
 
-from meter.domain.usage import UsageGrouping, UsageRow, UsageTotals
+from meter.domain.usage import UsageGrouping, UsageQuery, UsageRow, UsageTotals
 from meter.storage.queries import Queries
+
+_TOTALS = [field.name for field in fields(UsageTotals)]
+
+# Each row's labels: its values of the keys asked for (a key it has no value for is left out).
+_USAGE_TOTALS = """
+SELECT CASE WHEN :by_day THEN u.day END AS day, CASE WHEN :by_model THEN u.model END AS model,
+       (SELECT coalesce(jsonb_object_agg(k.key, u.labels -> k.key), '{}')
+        FROM unnest(CAST(:keys AS text[])) AS k (key) WHERE u.labels ? k.key) AS labels,
+       sum(u.requests) AS requests, sum(u.input_tokens) AS input_tokens, sum(u.output_tokens) AS output_tokens,
+       sum(u.charged_tokens) AS charged_tokens, sum(u.cost_micros) AS cost_micros,
+       sum(u.unbilled_tokens) AS unbilled_tokens, sum(u.cached_input_tokens) AS cached_input_tokens,
+       sum(u.cache_write_tokens) AS cache_write_tokens, sum(u.reasoning_tokens) AS reasoning_tokens
+FROM usage_daily AS u
+WHERE u.account_id = :account_id AND u.day BETWEEN :first AND :last AND u.labels @> CAST(:filter AS jsonb)
+GROUP BY 1, 2, 3
+"""
 
 
 class UsageQueries(Queries):
-    async def usage_totals(self, account_id: str, first: date, last: date, by: UsageGrouping) -> list[UsageRow]:
-        """Sums per day or per model of the days first..last; a range read on the primary key
-        (account_id, day, ...)."""
-        key = {UsageGrouping.DAY: "day", UsageGrouping.MODEL: "model"}[by]
+    async def usage_totals(self, account_id: str, query: UsageQuery) -> list[UsageRow]:
+        """Sums of the days first..last, per day or per model (a provider's rows are its models'),
+        and per combination of the values of the query's label keys, of the totals whose labels
+        have the filter's values: a range read on the primary key (account_id, day, ...)."""
         rows = await self._rows(
-            f"SELECT {key}, sum(requests) AS requests, sum(input_tokens) AS input_tokens, "
-            "sum(output_tokens) AS output_tokens, sum(charged_tokens) AS charged_tokens, "
-            "sum(cost_micros) AS cost_micros, sum(unbilled_tokens) AS unbilled_tokens FROM usage_daily "
-            "WHERE account_id = :account_id AND day BETWEEN :first AND :last "
-            f"GROUP BY {key} ORDER BY {key}",
+            _USAGE_TOTALS,
             account_id=account_id,
-            first=first,
-            last=last,
+            first=query.first,
+            last=query.last,
+            by_day=query.grouping is UsageGrouping.DAY,
+            by_model=query.grouping in (UsageGrouping.MODEL, UsageGrouping.PROVIDER),
+            keys=list(query.label_keys),
+            filter=json.dumps(query.label_filter),
         )
         return [
             UsageRow(
-                day=row["day"] if by is UsageGrouping.DAY else None,
-                model=row["model"] if by is UsageGrouping.MODEL else "",
-                totals=UsageTotals(
-                    requests=int(row["requests"]),
-                    input_tokens=int(row["input_tokens"]),
-                    output_tokens=int(row["output_tokens"]),
-                    charged_tokens=int(row["charged_tokens"]),
-                    cost_micros=int(row["cost_micros"]),
-                    unbilled_tokens=int(row["unbilled_tokens"]),
-                ),
+                day=row["day"],
+                model=row["model"] or "",
+                labels=dict(row["labels"]),
+                totals=UsageTotals(**{name: int(row[name]) for name in _TOTALS}),
             )
             for row in rows
         ]

@@ -6,11 +6,14 @@
 -- day's usage like any Commit. No rate limit applies. Outcomes: 'committed', 'replayed' (the same
 -- call again: the first answer), 'request_reused' (the request_id of another call or usage:
 -- reused_field names it), 'account_not_found', 'period_ended' (nothing changed: the service moves
--- the account into its current period and calls again). Installed by migration 0030.
+-- the account into its current period and calls again). Installed by migration 0031.
 CREATE OR REPLACE FUNCTION meter_charge_usage(
     p_account text, p_request text, p_hold uuid, p_reservation text, p_model text, p_input bigint,
-    p_output bigint, p_labels jsonb, p_catalog_version text, p_input_weight bigint, p_output_weight bigint,
-    p_input_price bigint, p_output_price bigint, p_clock_offset double precision, p_caller text
+    p_output bigint, p_cached_input bigint, p_cache_write bigint, p_reasoning bigint, p_labels jsonb,
+    p_catalog_version text, p_input_weight bigint, p_output_weight bigint, p_input_price bigint,
+    p_output_price bigint, p_cached_input_weight bigint, p_cache_write_weight bigint, p_reasoning_weight bigint,
+    p_cached_input_price bigint, p_cache_write_price bigint, p_reasoning_price bigint, p_usage_labels jsonb,
+    p_clock_offset double precision, p_caller text
 )
 RETURNS TABLE (
     outcome text, hold_id uuid, reused_field text, charged bigint, cost bigint, unbilled bigint,
@@ -40,6 +43,9 @@ BEGIN
             WHEN v_hold.usage_input_tokens IS DISTINCT FROM p_input OR v_hold.status <> 'committed'
                 THEN 'input_tokens'
             WHEN v_hold.usage_output_tokens <> p_output THEN 'output_tokens'
+            WHEN v_hold.usage_cached_input_tokens <> p_cached_input THEN 'cached_input_tokens'
+            WHEN v_hold.usage_cache_write_tokens <> p_cache_write THEN 'cache_write_tokens'
+            WHEN v_hold.usage_reasoning_tokens <> p_reasoning THEN 'reasoning_tokens'
             WHEN v_hold.labels <> p_labels THEN 'labels'
         END;
         outcome := CASE WHEN reused_field IS NULL THEN 'replayed' ELSE 'request_reused' END;
@@ -49,16 +55,15 @@ BEGIN
         outcome := 'committed';
         INSERT INTO holds AS h (account_id, hold_id, request_id, model, input_tokens, max_output_tokens,
             ttl_seconds, labels, catalog_version, input_weight, output_weight, input_price, output_price,
-            allowance_held, allowance_bucket, purchased_held, purchased_bucket, period_start, status, created_at,
-            expires_at)
+            cached_input_weight, cache_write_weight, reasoning_weight, cached_input_price, cache_write_price,
+            reasoning_price, usage_labels, allowance_held, allowance_bucket, purchased_held, purchased_bucket,
+            period_start, status, created_at, expires_at)
         VALUES (p_account, p_hold, p_request, p_model, p_input, p_output, 1, p_labels, p_catalog_version,
-            p_input_weight, p_output_weight, p_input_price, p_output_price, 0, 0, 0, 0, v_account.period_start,
-            'open', v_now, v_now)
+            p_input_weight, p_output_weight, p_input_price, p_output_price, p_cached_input_weight,
+            p_cache_write_weight, p_reasoning_weight, p_cached_input_price, p_cache_write_price, p_reasoning_price,
+            p_usage_labels, 0, 0, 0, 0, v_account.period_start, 'open', v_now, v_now)
         RETURNING * INTO v_hold;
-        v_hold.charged_tokens := meter_weighted_tokens(p_input, p_output, p_input_weight, p_output_weight);
-        v_hold.cost_micros := meter_cost_micros(p_input, p_output, p_input_price, p_output_price);
-        v_hold.usage_input_tokens := p_input;
-        v_hold.usage_output_tokens := p_output;
+        v_hold := meter_priced_usage(v_hold, p_input, p_cached_input, p_cache_write, p_output, p_reasoning);
         v_hold.late := false;
         v_settled := meter_settle(v_hold, v_account, v_hold.charged_tokens, 'committed', p_reservation, v_now,
             p_caller);

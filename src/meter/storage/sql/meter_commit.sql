@@ -1,13 +1,14 @@
--- Commit: charge a hold for the usage of its call, exactly once. Outcomes: 'committed' (with the
+-- Commit: charge a hold for the usage of its call (five token classes, priced at the hold's
+-- pinned catalog: meter_priced_usage), exactly once. Outcomes: 'committed' (with the
 -- charge), 'replayed' (committed before with this usage: the same answer), 'usage_reused'
 -- (committed before with other usage; reused_field names it), 'released', 'not_found', and
 -- 'period_ended' (nothing changed: the service moves the account into its current period and
 -- calls again). Each outcome comes with the account's balance. A hold charged its worst case at
 -- expiry is committed once more with the call's usage: meter_correct_expired settles the
--- difference. Installed by migration 0029.
+-- difference. Installed by migration 0031.
 CREATE OR REPLACE FUNCTION meter_commit(
-    p_account text, p_hold uuid, p_reservation text, p_input bigint, p_output bigint,
-    p_clock_offset double precision, p_caller text
+    p_account text, p_hold uuid, p_reservation text, p_input bigint, p_output bigint, p_cached_input bigint,
+    p_cache_write bigint, p_reasoning bigint, p_clock_offset double precision, p_caller text
 )
 RETURNS TABLE (
     outcome text, reused_field text, charged bigint, cost bigint, unbilled bigint, late boolean,
@@ -30,12 +31,8 @@ BEGIN
         outcome := 'not_found';
     ELSIF v_hold.charged_at_expiry AND v_account.period_end > v_now THEN
         outcome := 'committed';
-        v_hold.charged_tokens := meter_weighted_tokens(p_input, p_output, v_hold.input_weight,
-            v_hold.output_weight);
-        v_hold.cost_micros := meter_cost_micros(p_input, p_output, v_hold.input_price, v_hold.output_price);
+        v_hold := meter_priced_usage(v_hold, p_input, p_cached_input, p_cache_write, p_output, p_reasoning);
         v_hold.late := true;
-        v_hold.usage_input_tokens := p_input;
-        v_hold.usage_output_tokens := p_output;
         v_settled := meter_correct_expired(v_hold, v_account, 'committed', p_reservation, v_now, p_caller);
         v_hold.unbilled_tokens := v_hold.unbilled_tokens + v_settled.shortfall;
         v_account.debt := v_settled.debt;
@@ -43,12 +40,15 @@ BEGIN
         outcome := 'period_ended';
     ELSIF v_hold.status = 'committed' THEN
         outcome := 'replayed';
-        IF v_hold.usage_input_tokens <> p_input THEN
+        reused_field := CASE
+            WHEN v_hold.usage_input_tokens <> p_input THEN 'input_tokens'
+            WHEN v_hold.usage_output_tokens <> p_output THEN 'output_tokens'
+            WHEN v_hold.usage_cached_input_tokens <> p_cached_input THEN 'cached_input_tokens'
+            WHEN v_hold.usage_cache_write_tokens <> p_cache_write THEN 'cache_write_tokens'
+            WHEN v_hold.usage_reasoning_tokens <> p_reasoning THEN 'reasoning_tokens'
+        END;
+        IF reused_field IS NOT NULL THEN
             outcome := 'usage_reused';
-            reused_field := 'input_tokens';
-        ELSIF v_hold.usage_output_tokens <> p_output THEN
-            outcome := 'usage_reused';
-            reused_field := 'output_tokens';
         END IF;
     ELSIF v_hold.status = 'released' THEN
         outcome := 'released';
@@ -56,12 +56,8 @@ BEGIN
         outcome := 'period_ended';
     ELSE
         outcome := 'committed';
-        v_hold.charged_tokens := meter_weighted_tokens(p_input, p_output, v_hold.input_weight,
-            v_hold.output_weight);
-        v_hold.cost_micros := meter_cost_micros(p_input, p_output, v_hold.input_price, v_hold.output_price);
+        v_hold := meter_priced_usage(v_hold, p_input, p_cached_input, p_cache_write, p_output, p_reasoning);
         v_hold.late := v_hold.status = 'expired' OR v_now >= v_hold.expires_at;
-        v_hold.usage_input_tokens := p_input;
-        v_hold.usage_output_tokens := p_output;
         v_settled := meter_settle(v_hold, v_account, v_hold.charged_tokens, 'committed', p_reservation, v_now,
             p_caller);
         v_hold.unbilled_tokens := v_settled.shortfall;

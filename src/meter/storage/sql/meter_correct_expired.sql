@@ -6,7 +6,7 @@
 -- does not come back (it expires). The expiry's line of the day's usage totals becomes the call's;
 -- the period's usage counter follows while the hold's period is the account's. The hold keeps its
 -- settled_at (the day its usage is counted on). The caller has locked the hold row; this locks
--- the account row, then its bucket rows. Installed by migration 0029.
+-- the account row, then its bucket rows. Installed by migration 0031.
 CREATE OR REPLACE FUNCTION meter_correct_expired(
     p_hold holds, p_account accounts, p_status text, p_reservation text, p_now timestamptz, p_caller text,
     OUT shortfall bigint, OUT debt bigint
@@ -74,23 +74,32 @@ BEGIN
     DELETE FROM usage_daily AS u
     WHERE v_released AND u.requests = 1 AND u.account_id = p_hold.account_id
       AND u.day = (v_old.settled_at AT TIME ZONE 'UTC')::date AND u.model = p_hold.model
-      AND u.pool = CASE WHEN p_hold.allowance_held > 0 THEN 'allowance' ELSE 'purchased' END
+      AND u.labels = p_hold.usage_labels AND u.pool = CASE WHEN p_hold.allowance_held > 0 THEN 'allowance' ELSE 'purchased' END
       AND u.bucket = CASE WHEN p_hold.allowance_held > 0 THEN p_hold.allowance_bucket ELSE p_hold.purchased_bucket END;
     UPDATE usage_daily AS u SET requests = u.requests - CASE WHEN v_released THEN 1 ELSE 0 END,
         input_tokens = u.input_tokens + CASE WHEN v_released THEN 0 ELSE p_hold.usage_input_tokens END
             - v_old.usage_input_tokens,
         output_tokens = u.output_tokens + CASE WHEN v_released THEN 0 ELSE p_hold.usage_output_tokens END
             - v_old.usage_output_tokens,
+        cached_input_tokens = u.cached_input_tokens
+            + CASE WHEN v_released THEN 0 ELSE p_hold.usage_cached_input_tokens END - v_old.usage_cached_input_tokens,
+        cache_write_tokens = u.cache_write_tokens
+            + CASE WHEN v_released THEN 0 ELSE p_hold.usage_cache_write_tokens END - v_old.usage_cache_write_tokens,
+        reasoning_tokens = u.reasoning_tokens
+            + CASE WHEN v_released THEN 0 ELSE p_hold.usage_reasoning_tokens END - v_old.usage_reasoning_tokens,
         charged_tokens = u.charged_tokens + v_delta,
         cost_micros = u.cost_micros + CASE WHEN v_released THEN 0 ELSE p_hold.cost_micros END - v_old.cost_micros,
         unbilled_tokens = u.unbilled_tokens + shortfall - v_old.unbilled_tokens
     WHERE u.account_id = p_hold.account_id AND u.day = (v_old.settled_at AT TIME ZONE 'UTC')::date
-      AND u.model = p_hold.model
+      AND u.model = p_hold.model AND u.labels = p_hold.usage_labels
       AND u.pool = CASE WHEN p_hold.allowance_held > 0 THEN 'allowance' ELSE 'purchased' END
       AND u.bucket = CASE WHEN p_hold.allowance_held > 0 THEN p_hold.allowance_bucket ELSE p_hold.purchased_bucket END;
     UPDATE holds AS h SET status = p_status, charged_at_expiry = false, late = NOT v_released,
         usage_input_tokens = CASE WHEN v_released THEN NULL ELSE p_hold.usage_input_tokens END,
         usage_output_tokens = CASE WHEN v_released THEN NULL ELSE p_hold.usage_output_tokens END,
+        usage_cached_input_tokens = CASE WHEN v_released THEN 0 ELSE p_hold.usage_cached_input_tokens END,
+        usage_cache_write_tokens = CASE WHEN v_released THEN 0 ELSE p_hold.usage_cache_write_tokens END,
+        usage_reasoning_tokens = CASE WHEN v_released THEN 0 ELSE p_hold.usage_reasoning_tokens END,
         charged_tokens = CASE WHEN v_released THEN NULL ELSE v_charge END,
         cost_micros = CASE WHEN v_released THEN NULL ELSE p_hold.cost_micros END,
         unbilled_tokens = CASE WHEN v_released THEN NULL ELSE v_old.unbilled_tokens + shortfall END

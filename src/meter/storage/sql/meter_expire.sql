@@ -4,7 +4,7 @@
 -- input and max output, and counted in the day's usage (a late Commit or Release then settles the
 -- difference: meter_correct_expired). Outcomes: 'expired', 'charged', 'skipped' (settled
 -- meanwhile, or not yet due), 'period_ended' (nothing changed: the service moves the account into
--- its current period and calls again). Installed by migration 0029.
+-- its current period and calls again). Installed by migration 0031.
 CREATE OR REPLACE FUNCTION meter_expire(
     p_account text, p_hold uuid, p_reservation text, p_charge boolean, p_clock_offset double precision,
     p_caller text
@@ -28,12 +28,10 @@ BEGIN
         PERFORM meter_settle(v_hold, v_account, 0, 'expired', p_reservation, v_now, p_caller);
         RETURN 'expired';
     END IF;
-    v_hold.usage_input_tokens := v_hold.input_tokens;
-    v_hold.usage_output_tokens := v_hold.max_output_tokens;
-    v_hold.charged_tokens := meter_weighted_tokens(v_hold.input_tokens, v_hold.max_output_tokens,
-        v_hold.input_weight, v_hold.output_weight);
-    v_hold.cost_micros := meter_cost_micros(v_hold.input_tokens, v_hold.max_output_tokens, v_hold.input_price,
-        v_hold.output_price);
+    -- The max output at the dearer of output and reasoning: the worst case Reserve held.
+    v_hold := meter_priced_usage(v_hold, v_hold.input_tokens, 0, 0,
+        CASE WHEN v_hold.reasoning_weight > v_hold.output_weight THEN 0 ELSE v_hold.max_output_tokens END,
+        CASE WHEN v_hold.reasoning_weight > v_hold.output_weight THEN v_hold.max_output_tokens ELSE 0 END);
     v_hold.late := false;
     v_settled := meter_settle(v_hold, v_account, v_hold.charged_tokens, 'committed', p_reservation, v_now,
         p_caller);

@@ -1,18 +1,23 @@
--- Reserve: hold the worst case of a model call, ceil(input x input weight + max output x output
--- weight) tokens and at least one, or refuse it. The hold goes on one row that has the tokens
--- (allowance first; purchased only when no allowance is left at all), else it is taken from all
--- rows (meter_hold_across_buckets; `across` says so). Outcomes, each with the account's balance:
--- 'placed', 'replayed' (this request_id was placed before with the same parameters: its hold),
--- 'request_reused' (before, with other parameters; reused_field names one), 'account_not_found',
--- 'in_debt', 'rate_limited' (limit_name, limit_value, retry_after: meter_rate_refusal),
--- 'insufficient' (the balance shows what is available), and 'period_ended' (nothing changed: the
--- service moves the account into its current period and calls again). The plans' rate limits come
--- with the call (meter_rate_limits); an account without any is not counted against them. Installed
--- by migration 0021.
+-- Reserve: hold the worst case of a model call, ceil(input x input weight + max output x the
+-- greater of the output and reasoning weights) tokens and at least one, or refuse it (reasoning
+-- tokens count against a call's max output; cached input is cheaper than input, and cache writes
+-- dearer than the hold are charged at Commit like any usage beyond it). The hold pins the model's
+-- prices and weights of every token class, and the labels its usage is summed by. The hold goes on
+-- one row that has the tokens (allowance first; purchased only when no allowance is left at all),
+-- else it is taken from all rows (meter_hold_across_buckets; `across` says so). Outcomes, each with
+-- the account's balance: 'placed', 'replayed' (this request_id was placed before with the same
+-- parameters: its hold), 'request_reused' (before, with other parameters; reused_field names one),
+-- 'account_not_found', 'in_debt', 'rate_limited' (limit_name, limit_value, retry_after:
+-- meter_rate_refusal), 'insufficient' (the balance shows what is available), and 'period_ended'
+-- (nothing changed: the service moves the account into its current period and calls again). The
+-- plans' rate limits come with the call (meter_rate_limits); an account without any is not counted
+-- against them. Installed by migration 0031.
 CREATE OR REPLACE FUNCTION meter_reserve(
     p_account text, p_request text, p_hold uuid, p_model text, p_input bigint, p_max_output bigint,
     p_ttl integer, p_labels jsonb, p_catalog_version text, p_input_weight bigint, p_output_weight bigint,
-    p_input_price bigint, p_output_price bigint, p_start integer, p_clock_offset double precision,
+    p_input_price bigint, p_output_price bigint, p_cached_input_weight bigint, p_cache_write_weight bigint,
+    p_reasoning_weight bigint, p_cached_input_price bigint, p_cache_write_price bigint, p_reasoning_price bigint,
+    p_usage_labels jsonb, p_start integer, p_clock_offset double precision,
     p_plans text[], p_requests_per_minute bigint[], p_tokens_per_minute bigint[],
     p_concurrent_holds bigint[], p_wait_ms integer, p_sweep_seconds double precision
 )
@@ -38,7 +43,8 @@ DECLARE
     v_limits record;
     v_refusal record;
 BEGIN
-    required := greatest(1, meter_weighted_tokens(p_input, p_max_output, p_input_weight, p_output_weight));
+    required := greatest(1, meter_weighted_tokens(p_input, 0, 0, p_max_output, 0, p_input_weight, 0, 0,
+        greatest(p_output_weight, p_reasoning_weight), 0));
     SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
     IF NOT FOUND THEN
         outcome := 'account_not_found';
@@ -107,10 +113,13 @@ BEGIN
         outcome := 'placed';
         INSERT INTO holds AS h (account_id, hold_id, request_id, model, input_tokens, max_output_tokens,
             ttl_seconds, labels, catalog_version, input_weight, output_weight, input_price, output_price,
-            allowance_held, allowance_bucket, purchased_held, purchased_bucket, period_start, status, created_at,
-            expires_at)
+            cached_input_weight, cache_write_weight, reasoning_weight, cached_input_price, cache_write_price,
+            reasoning_price, usage_labels, allowance_held, allowance_bucket, purchased_held, purchased_bucket,
+            period_start, status, created_at, expires_at)
         VALUES (p_account, p_hold, p_request, p_model, p_input, p_max_output, p_ttl, p_labels, p_catalog_version,
-            p_input_weight, p_output_weight, p_input_price, p_output_price, v_allowance,
+            p_input_weight, p_output_weight, p_input_price, p_output_price, p_cached_input_weight,
+            p_cache_write_weight, p_reasoning_weight, p_cached_input_price, p_cache_write_price, p_reasoning_price,
+            p_usage_labels, v_allowance,
             CASE WHEN v_allowance > 0 THEN v_bucket ELSE v_first END, v_purchased,
             CASE WHEN v_allowance > 0 THEN v_first ELSE v_bucket END, v_account.period_start, 'open', v_now,
             v_now + make_interval(secs => p_ttl))

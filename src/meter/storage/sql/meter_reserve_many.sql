@@ -4,13 +4,15 @@
 -- limits, the waits), after the batch's account locks (meter_lock_accounts), in arrival order
 -- within an account. A refusal is an outcome like any other and leaves its neighbours alone; a
 -- request id that comes twice finds the first one's hold (replayed). Rows come back in the order
--- they ran, each with n, its place in the arrays (from 1). Installed by migration 0022.
+-- they ran, each with n, its place in the arrays (from 1). Installed by migration 0031.
 CREATE OR REPLACE FUNCTION meter_reserve_many(
     p_accounts text[], p_requests text[], p_holds uuid[], p_models text[], p_inputs bigint[],
     p_max_outputs bigint[], p_ttls integer[], p_labels jsonb[], p_catalog_versions text[],
     p_input_weights bigint[], p_output_weights bigint[], p_input_prices bigint[], p_output_prices bigint[],
-    p_starts integer[], p_clock_offset double precision, p_plans text[], p_requests_per_minute bigint[],
-    p_tokens_per_minute bigint[], p_concurrent_holds bigint[], p_wait_ms integer,
+    p_cached_input_weights bigint[], p_cache_write_weights bigint[], p_reasoning_weights bigint[],
+    p_cached_input_prices bigint[], p_cache_write_prices bigint[], p_reasoning_prices bigint[],
+    p_usage_labels jsonb[], p_starts integer[], p_clock_offset double precision, p_plans text[],
+    p_requests_per_minute bigint[], p_tokens_per_minute bigint[], p_concurrent_holds bigint[], p_wait_ms integer,
     p_sweep_seconds double precision
 )
 RETURNS TABLE (
@@ -29,7 +31,9 @@ BEGIN
         RETURN QUERY SELECT v_n, r.* FROM meter_reserve(p_accounts[v_n], p_requests[v_n], p_holds[v_n],
             p_models[v_n], p_inputs[v_n], p_max_outputs[v_n], p_ttls[v_n], p_labels[v_n],
             p_catalog_versions[v_n], p_input_weights[v_n], p_output_weights[v_n], p_input_prices[v_n],
-            p_output_prices[v_n], p_starts[v_n], p_clock_offset, p_plans, p_requests_per_minute,
+            p_output_prices[v_n], p_cached_input_weights[v_n], p_cache_write_weights[v_n],
+            p_reasoning_weights[v_n], p_cached_input_prices[v_n], p_cache_write_prices[v_n], p_reasoning_prices[v_n],
+            p_usage_labels[v_n], p_starts[v_n], p_clock_offset, p_plans, p_requests_per_minute,
             p_tokens_per_minute, p_concurrent_holds, p_wait_ms, p_sweep_seconds) AS r;
     END LOOP;
 END;

@@ -7,7 +7,7 @@
 -- expiry ('expired') is charged from what is available. The caller has locked the hold row and
 -- read the account's (p_account); this locks the account row and then the bucket rows only when
 -- they are needed, in that order; when it changed the debt, the debt's facts follow
--- (meter_debt_events). Installed by migration 0024.
+-- (meter_debt_events). Installed by migration 0031.
 CREATE OR REPLACE FUNCTION meter_settle(
     p_hold holds, p_account accounts, p_charge bigint, p_status text, p_reservation text, p_now timestamptz,
     p_caller text, OUT shortfall bigint, OUT debt bigint
@@ -58,7 +58,9 @@ BEGIN
         (4, 'expiry', 'allowance', -v_expired)) AS v (n, kind, pool, amount)
     WHERE v.amount <> 0 ORDER BY v.n;
     UPDATE holds AS h SET status = p_status, settled_at = p_now, usage_input_tokens = p_hold.usage_input_tokens,
-        usage_output_tokens = p_hold.usage_output_tokens, charged_tokens = p_hold.charged_tokens,
+        usage_output_tokens = p_hold.usage_output_tokens, usage_cached_input_tokens = p_hold.usage_cached_input_tokens,
+        usage_cache_write_tokens = p_hold.usage_cache_write_tokens,
+        usage_reasoning_tokens = p_hold.usage_reasoning_tokens, charged_tokens = p_hold.charged_tokens,
         cost_micros = p_hold.cost_micros, unbilled_tokens = CASE WHEN p_status = 'committed' THEN shortfall END,
         late = p_hold.late
     WHERE h.account_id = p_hold.account_id AND h.hold_id = p_hold.hold_id;
