@@ -79,6 +79,31 @@ async def test_audit_finds_daily_usage_that_differs_from_the_calls(meter: Runnin
     assert (await audit(engine, account)).clean
 
 
+async def test_audit_finds_a_budget_that_differs_from_its_calls(meter: RunningMeter, engine: AsyncEngine) -> None:
+    account = await funded_account(meter.stub, 1000)
+    await meter.stub.SetBudget(
+        pb.SetBudgetRequest(account_id=account, label_key="team", label_value="a", unit=pb.BUDGET_UNIT_TOKENS, cap=500)
+    )
+    hold = await meter.stub.Reserve(reserve_request(account, labels={"team": "a"}))
+    await meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=10, output_tokens=5))
+    await meter.stub.Reserve(reserve_request(account, labels={"team": "a"}))
+    assert (await audit(engine, account)).clean
+
+    corrupt = text("UPDATE budget_buckets SET used = used + :delta WHERE account_id = :a AND used > 0")
+    async with engine.begin() as connection:
+        await connection.execute(corrupt, {"delta": 7, "a": account})
+    try:
+        problems = [str(d) for d in (await audit(engine, account)).discrepancies]
+        assert problems == [
+            f"{account} budget of team=a: its rows hold 100, use 22 and have 385 available of 500 but its calls "
+            "hold 100 and used 15"
+        ]
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(corrupt, {"delta": -7, "a": account})
+    assert (await audit(engine, account)).clean
+
+
 async def test_ledger_is_append_only(meter: RunningMeter, engine: AsyncEngine) -> None:
     import pytest
     from sqlalchemy.exc import DBAPIError

@@ -23,6 +23,11 @@ states them, not from the service's code:
   a Commit of its input and max output; a late Commit then settles the difference once (more is
   taken from what is available, less goes back purchased first, paying debt first, and allowance
   of an ended period expires), and a late Release gives it all back;
+- a budget (SetBudget, on the label team=t) admits a labelled Reserve only if its cap less what
+  its period used and holds has the Reserve's worst case (checked after the rate limits, before
+  the balance; a Reserve refused for tokens holds nothing of it); every way a hold ends counts
+  its charge against the budget's period the hold was taken in, and a budget starts again at the
+  first labelled Reserve of a new period;
 - ExtendReservation moves an open hold's expiry to now + ttl; refused once settled or expired;
 - Adjust credits (paying debt first) or takes back what the pool has;
 - at a period's end the allowance left expires and the next is granted, paying debt first.
@@ -43,7 +48,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 import grpc
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -68,6 +73,7 @@ T = TypeVar("T")
 MODELS = ("basic", "claude-haiku-4-5", "gpt-4o")
 TTLS = (30, 90)  # with time moved by whole minutes: expired after one minute, or after two
 LIMITS = {"requests_per_minute": 3, "tokens_per_minute": 2_500, "concurrent_holds": 2}
+BUDGET_LABELS = {"team": "t"}
 MINUTE = 60
 
 
@@ -105,6 +111,8 @@ class ModelHold:
     charged_at_expiry: bool = False  # committed by the sweeper with its worst case
     usage: Tokens | None = None
     answer: tuple[int, int, int] | None = None  # charged, unbilled, cost
+    labelled: bool = False  # with BUDGET_LABELS
+    budget_part: int = 0  # what it holds of its account's budget
 
     @property
     def held(self) -> int:
@@ -125,6 +133,17 @@ class ModelAccount:
     requests: int = 0
     window_tokens: int = 0
     adjustments: dict[str, tuple[str, int]] = field(default_factory=dict)  # request_id: pool, delta
+    budget: int | None = None  # the cap of its budget on BUDGET_LABELS (tokens), if it has one
+    budget_used: int = 0
+    budget_held: int = 0
+    budget_period: int = 0  # the period its counts are of
+
+    def budget_counts(self, hold: ModelHold, used: int, held: int) -> None:
+        """A hold's charge (`used`) and what it gives back of its part (`held`), counted against
+        the budget if it is still counting the hold's period."""
+        if hold.budget_part and hold.period == self.budget_period:
+            self.budget_used += used
+            self.budget_held -= held
 
     def pay_debt(self, allowance: int, purchased: int) -> tuple[int, int]:
         """Tokens coming in pay the debt first (allowance first); returns what is left of each."""
@@ -191,10 +210,19 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
             grants=st.tuples(st.sampled_from([0, 600, 3_000]), st.sampled_from([0, 600, 3_000])),
             funds=st.tuples(st.integers(0, 1_500), st.integers(0, 1_500)),
             charging=st.tuples(st.booleans(), st.booleans()),
+            budgets=st.tuples(*[st.sampled_from([None, 0, 700, 2_500])] * 2),
         )
-        def open_accounts(self, grants: tuple[int, int], funds: tuple[int, int], charging: tuple[bool, bool]) -> None:
+        def open_accounts(
+            self,
+            grants: tuple[int, int],
+            funds: tuple[int, int],
+            charging: tuple[bool, bool],
+            budgets: tuple[int | None, int | None],
+        ) -> None:
             self.run(self._start_of_a_minute())
-            for limited, grant, fund, charges in zip((True, False), grants, funds, charging, strict=True):
+            for limited, grant, fund, charges, budget in zip(
+                (True, False), grants, funds, charging, budgets, strict=True
+            ):
                 account = new_id()
                 limits = pb.RateLimits(**LIMITS) if limited else None
                 expired_holds = pb.EXPIRED_HOLDS_CHARGE if charges else pb.EXPIRED_HOLDS_RELEASE
@@ -213,6 +241,17 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
                 )
                 if fund:
                     self._adjust(account, "purchased", fund, new_id("fund"))
+                if budget is not None:
+                    [(key, value)] = BUDGET_LABELS.items()
+                    self.run(
+                        self.stub.SetBudget(
+                            pb.SetBudgetRequest(
+                                account_id=account, label_key=key, label_value=value, unit=pb.BUDGET_UNIT_TOKENS,
+                                cap=budget,
+                            )
+                        )
+                    )  # fmt: skip
+                    self.accounts[account].budget = budget
 
         async def _start_of_a_minute(self) -> None:
             """Move the server's clock to one second past the start of a coming minute: every
@@ -242,23 +281,26 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
             model, input_tokens, max_output, ttl = data.draw(
                 st.tuples(st.sampled_from(MODELS), st.integers(0, 900), st.integers(1, 900), st.sampled_from(TTLS))
             )
+            labelled = data.draw(st.booleans(), label="labelled for the budget")
             earlier = [h for h in self.holds.values() if h.account == account_id]
             request_id = new_id("req")
             if earlier and data.draw(st.integers(0, 3), label="reuse a request_id (1 in 4)") == 0:
                 request_id = data.draw(st.sampled_from(earlier)).request_id
                 if data.draw(st.booleans(), label="with the same parameters"):
-                    model, input_tokens, max_output, ttl = self.holds[self.by_request[account_id, request_id]].params
+                    first = self.holds[self.by_request[account_id, request_id]]
+                    (model, input_tokens, max_output, ttl), labelled = first.params, first.labelled
             params = (model, input_tokens, max_output, ttl)
             request = pb.ReserveRequest(
                 account_id=account_id, request_id=request_id, model=model, input_tokens=input_tokens,
-                max_output_tokens=max_output, ttl_seconds=ttl,
+                max_output_tokens=max_output, ttl_seconds=ttl, labels=BUDGET_LABELS if labelled else None,
             )  # fmt: skip
-            expected = self.model_reserve(account_id, account, request_id, params)
+            expected = self.model_reserve(account_id, account, request_id, params, labelled)
             try:
                 answer = self.call(self.stub.Reserve(request))
             except Refused as refusal:
                 assert isinstance(expected, Refused), (refusal.reason, refusal.detail, expected)
                 assert refusal.reason == expected.reason
+                event(f"Reserve refused: {refusal.reason}")
                 if refusal.reason == "RATE_LIMITED":
                     assert refusal.detail["limit"] in expected.detail["limit"].split(), refusal.detail
                 return None
@@ -275,12 +317,17 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
             return expected
 
         def model_reserve(
-            self, account_id: str, account: ModelAccount, request_id: str, params: tuple[str, int, int, int]
+            self,
+            account_id: str,
+            account: ModelAccount,
+            request_id: str,
+            params: tuple[str, int, int, int],
+            labelled: bool,
         ) -> str | Refused:
             model, input_tokens, max_output, ttl = params
             replayed = self.by_request.get((account_id, request_id))
             if replayed is not None:
-                if self.holds[replayed].params != params:
+                if (self.holds[replayed].params, self.holds[replayed].labelled) != (params, labelled):
                     return Refused("IDEMPOTENCY_KEY_REUSED")
                 return replayed
             if account.debt:
@@ -290,8 +337,17 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
                 refusal = self.over_a_limit(account_id, account, required)
                 if refusal is not None:
                     return refusal
+            budgeted = labelled and account.budget is not None
+            if budgeted:
+                assert account.budget is not None
+                if account.budget_period != account.period:  # its first call of a new period
+                    account.budget_period, account.budget_used, account.budget_held = account.period, 0, 0
+                if account.budget - account.budget_used - account.budget_held < required:
+                    return Refused("BUDGET_EXCEEDED")
             if account.allowance + account.purchased < required:
                 return Refused("INSUFFICIENT_TOKENS")
+            if budgeted:
+                account.budget_held += required
             from_allowance = min(required, account.allowance)
             account.allowance -= from_allowance
             account.purchased -= required - from_allowance
@@ -299,7 +355,7 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
             account.window_tokens += required
             self.placed = ModelHold(
                 account_id, request_id, params, from_allowance, required - from_allowance, account.period,
-                self.now + ttl,
+                self.now + ttl, labelled=labelled, budget_part=required if budgeted else 0,
             )  # fmt: skip
             return "placed"
 
@@ -365,6 +421,7 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
         def model_commit(self, hold: ModelHold, tokens: Tokens) -> tuple[int, int, int] | Refused:
             charge, cost = priced(tokens, hold.params[0])
             if hold.charged_at_expiry:
+                self.accounts[hold.account].budget_counts(hold, charge - hold.held, 0)
                 shortfall = self.correct_expiry_charge(hold, charge)
                 hold.usage, hold.answer = tokens, (charge, shortfall, cost)
                 return hold.answer
@@ -376,6 +433,7 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
             if hold.status == "released":
                 return Refused("RESERVATION_RELEASED")
             account = self.accounts[hold.account]
+            account.budget_counts(hold, charge, hold.budget_part if hold.status == "open" else 0)
             if hold.status == "expired":
                 shortfall = account.draw(charge)  # its tokens came back at expiry
             else:
@@ -405,10 +463,13 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
                 assert not hold.charged_at_expiry
                 return
             assert hold.status != "committed" or hold.charged_at_expiry
+            account = self.accounts[hold.account]
             if hold.charged_at_expiry:
+                account.budget_counts(hold, -hold.held, 0)
                 self.correct_expiry_charge(hold, 0)
                 hold.usage = hold.answer = None
             elif hold.status == "open":
+                account.budget_counts(hold, 0, hold.budget_part)
                 self.give_back(hold)
             hold.status = "released"
 
@@ -507,10 +568,12 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
                     if account.charges_expired:  # as a Commit of its worst case, which the hold covers
                         _, input_tokens, max_output, _ = hold.params
                         account.used += hold.held
+                        account.budget_counts(hold, hold.held, hold.budget_part)
                         hold.status, hold.charged_at_expiry = "committed", True
                         usage: Tokens = (input_tokens, max_output, 0, 0, 0)
                         hold.usage, hold.answer = usage, (hold.held, 0, priced(usage, hold.params[0])[1])
                         continue
+                    account.budget_counts(hold, 0, hold.budget_part)
                     self.give_back(hold)
                     hold.status = "expired"
 
@@ -572,6 +635,12 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
                 expected = (account.allowance, account.purchased, held, available, account.debt, account.used)
                 assert actual == expected, (account_id, actual, expected)
                 assert b.allowance_total == account.grant
+                if account.budget is not None:
+                    listed = self.run(self.stub.ListBudgets(pb.ListBudgetsRequest(account_id=account_id)))
+                    [budget] = listed.budgets
+                    current = account.budget_period == account.period
+                    expected_budget = (account.budget_used, account.budget_held) if current else (0, 0)
+                    assert (budget.used, budget.held) == expected_budget, (account_id, budget, expected_budget)
                 if account.limited:
                     room = answer.headroom
                     open_holds = sum(

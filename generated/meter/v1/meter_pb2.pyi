@@ -80,6 +80,12 @@ class UsageGrouping(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     USAGE_GROUPING_MODEL: _ClassVar[UsageGrouping]
     USAGE_GROUPING_PROVIDER: _ClassVar[UsageGrouping]
     USAGE_GROUPING_LABELS: _ClassVar[UsageGrouping]
+
+class BudgetUnit(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BUDGET_UNIT_UNSPECIFIED: _ClassVar[BudgetUnit]
+    BUDGET_UNIT_TOKENS: _ClassVar[BudgetUnit]
+    BUDGET_UNIT_COST_MICROS: _ClassVar[BudgetUnit]
 EXPIRED_HOLDS_UNSPECIFIED: ExpiredHolds
 EXPIRED_HOLDS_PLAN: ExpiredHolds
 EXPIRED_HOLDS_RELEASE: ExpiredHolds
@@ -125,6 +131,9 @@ USAGE_GROUPING_DAY: UsageGrouping
 USAGE_GROUPING_MODEL: UsageGrouping
 USAGE_GROUPING_PROVIDER: UsageGrouping
 USAGE_GROUPING_LABELS: UsageGrouping
+BUDGET_UNIT_UNSPECIFIED: BudgetUnit
+BUDGET_UNIT_TOKENS: BudgetUnit
+BUDGET_UNIT_COST_MICROS: BudgetUnit
 
 class Balance(_message.Message):
     __slots__ = ("account_id", "allowance_remaining", "purchased_remaining", "held", "available", "debt", "plan_id", "period_start", "period_end", "allowance_total", "used_this_period", "warning_level")
@@ -901,3 +910,75 @@ class WatchEventsResponse(_message.Message):
     EVENT_FIELD_NUMBER: _ClassVar[int]
     event: BalanceEvent
     def __init__(self, event: _Optional[_Union[BalanceEvent, _Mapping]] = ...) -> None: ...
+
+class Budget(_message.Message):
+    __slots__ = ("label_key", "label_value", "unit", "cap", "used", "held", "remaining", "period_start", "period_end")
+    LABEL_KEY_FIELD_NUMBER: _ClassVar[int]
+    LABEL_VALUE_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    CAP_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_START_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_END_FIELD_NUMBER: _ClassVar[int]
+    label_key: str
+    label_value: str
+    unit: BudgetUnit
+    cap: int
+    used: int
+    held: int
+    remaining: int
+    period_start: _timestamp_pb2.Timestamp
+    period_end: _timestamp_pb2.Timestamp
+    def __init__(self, label_key: _Optional[str] = ..., label_value: _Optional[str] = ..., unit: _Optional[_Union[BudgetUnit, str]] = ..., cap: _Optional[int] = ..., used: _Optional[int] = ..., held: _Optional[int] = ..., remaining: _Optional[int] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SetBudgetRequest(_message.Message):
+    __slots__ = ("account_id", "label_key", "label_value", "unit", "cap")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_KEY_FIELD_NUMBER: _ClassVar[int]
+    LABEL_VALUE_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    CAP_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    label_key: str
+    label_value: str
+    unit: BudgetUnit
+    cap: int
+    def __init__(self, account_id: _Optional[str] = ..., label_key: _Optional[str] = ..., label_value: _Optional[str] = ..., unit: _Optional[_Union[BudgetUnit, str]] = ..., cap: _Optional[int] = ...) -> None: ...
+
+class SetBudgetResponse(_message.Message):
+    __slots__ = ("budget", "created")
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    budget: Budget
+    created: bool
+    def __init__(self, budget: _Optional[_Union[Budget, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class DeleteBudgetRequest(_message.Message):
+    __slots__ = ("account_id", "label_key", "label_value")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_KEY_FIELD_NUMBER: _ClassVar[int]
+    LABEL_VALUE_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    label_key: str
+    label_value: str
+    def __init__(self, account_id: _Optional[str] = ..., label_key: _Optional[str] = ..., label_value: _Optional[str] = ...) -> None: ...
+
+class DeleteBudgetResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+
+class ListBudgetsRequest(_message.Message):
+    __slots__ = ("account_id",)
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    def __init__(self, account_id: _Optional[str] = ...) -> None: ...
+
+class ListBudgetsResponse(_message.Message):
+    __slots__ = ("budgets",)
+    BUDGETS_FIELD_NUMBER: _ClassVar[int]
+    budgets: _containers.RepeatedCompositeFieldContainer[Budget]
+    def __init__(self, budgets: _Optional[_Iterable[_Union[Budget, _Mapping]]] = ...) -> None: ...

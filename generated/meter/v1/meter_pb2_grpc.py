@@ -125,6 +125,21 @@ class MeterServiceStub:
                 request_serializer=meter_dot_v1_dot_meter__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=meter_dot_v1_dot_meter__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.SetBudget = channel.unary_unary(
+                '/meter.v1.MeterService/SetBudget',
+                request_serializer=meter_dot_v1_dot_meter__pb2.SetBudgetRequest.SerializeToString,
+                response_deserializer=meter_dot_v1_dot_meter__pb2.SetBudgetResponse.FromString,
+                _registered_method=True)
+        self.DeleteBudget = channel.unary_unary(
+                '/meter.v1.MeterService/DeleteBudget',
+                request_serializer=meter_dot_v1_dot_meter__pb2.DeleteBudgetRequest.SerializeToString,
+                response_deserializer=meter_dot_v1_dot_meter__pb2.DeleteBudgetResponse.FromString,
+                _registered_method=True)
+        self.ListBudgets = channel.unary_unary(
+                '/meter.v1.MeterService/ListBudgets',
+                request_serializer=meter_dot_v1_dot_meter__pb2.ListBudgetsRequest.SerializeToString,
+                response_deserializer=meter_dot_v1_dot_meter__pb2.ListBudgetsResponse.FromString,
+                _registered_method=True)
         self.ListOpenReservations = channel.unary_unary(
                 '/meter.v1.MeterService/ListOpenReservations',
                 request_serializer=meter_dot_v1_dot_meter__pb2.ListOpenReservationsRequest.SerializeToString,
@@ -309,6 +324,32 @@ class MeterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetBudget(self, request, context):
+        """SetBudget caps what the calls of an account labelled `label_key` = `label_value` may use in
+        each of the account's periods, in charged tokens or in provider cost. Reserve holds a call's
+        worst case against every budget its labels match and refuses it with BUDGET_EXCEEDED (nothing
+        held, the balance untouched) when one has not got it; Commit counts what the call used. Setting
+        a budget again changes its cap; what the period used and holds still counts. A budget starts
+        again with each new period of its account.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteBudget(self, request, context):
+        """DeleteBudget removes a budget: its calls are no longer capped by it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBudgets(self, request, context):
+        """ListBudgets lists an account's budgets, with what their current period used and holds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListOpenReservations(self, request, context):
         """An account's open reservations, soonest to expire first (at most `limit`), and how many are
         open in all: what its `held` tokens are waiting for.
@@ -426,6 +467,21 @@ def add_MeterServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=meter_dot_v1_dot_meter__pb2.GetUsageRequest.FromString,
                     response_serializer=meter_dot_v1_dot_meter__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'SetBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBudget,
+                    request_deserializer=meter_dot_v1_dot_meter__pb2.SetBudgetRequest.FromString,
+                    response_serializer=meter_dot_v1_dot_meter__pb2.SetBudgetResponse.SerializeToString,
+            ),
+            'DeleteBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteBudget,
+                    request_deserializer=meter_dot_v1_dot_meter__pb2.DeleteBudgetRequest.FromString,
+                    response_serializer=meter_dot_v1_dot_meter__pb2.DeleteBudgetResponse.SerializeToString,
+            ),
+            'ListBudgets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBudgets,
+                    request_deserializer=meter_dot_v1_dot_meter__pb2.ListBudgetsRequest.FromString,
+                    response_serializer=meter_dot_v1_dot_meter__pb2.ListBudgetsResponse.SerializeToString,
             ),
             'ListOpenReservations': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOpenReservations,
@@ -908,6 +964,87 @@ class MeterService:
             '/meter.v1.MeterService/GetUsage',
             meter_dot_v1_dot_meter__pb2.GetUsageRequest.SerializeToString,
             meter_dot_v1_dot_meter__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.MeterService/SetBudget',
+            meter_dot_v1_dot_meter__pb2.SetBudgetRequest.SerializeToString,
+            meter_dot_v1_dot_meter__pb2.SetBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.MeterService/DeleteBudget',
+            meter_dot_v1_dot_meter__pb2.DeleteBudgetRequest.SerializeToString,
+            meter_dot_v1_dot_meter__pb2.DeleteBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBudgets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.MeterService/ListBudgets',
+            meter_dot_v1_dot_meter__pb2.ListBudgetsRequest.SerializeToString,
+            meter_dot_v1_dot_meter__pb2.ListBudgetsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,7 +8,6 @@ import asyncio
 import random
 import time
 import uuid
-import zlib
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
+from meterlab.bench.seed import call_labels
 
 
 @dataclass
@@ -77,7 +77,7 @@ class _Calls:
                     model="basic",
                     input_tokens=100,
                     max_output_tokens=100,
-                    labels=_labels(account, dice) if labelled else None,
+                    labels=call_labels(account, dice) if labelled else None,
                 ),
                 metadata=self.metadata,
             ),
@@ -98,18 +98,6 @@ class _Calls:
                     reasoning_tokens=10,
                 )
             await self.timed("Commit", self.meter.Commit(commit, metadata=self.metadata))
-
-
-def _labels(account: str, dice: float) -> dict[str, str]:
-    """What a product's proxy labels a call with: the team and API key of the account (few
-    values), one of a handful of agents, and a session of its own (not summed)."""
-    number = zlib.crc32(account.encode())
-    return {
-        "team": f"team-{number % 4}",
-        "api_key": f"key-{number % 16}",
-        "agent": f"agent-{int(dice * 5)}",
-        "session": uuid.uuid4().hex,
-    }
 
 
 async def run_async(job: Job) -> Samples:

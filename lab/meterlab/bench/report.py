@@ -86,6 +86,9 @@ class Report:
             "10. many accounts, labelled and every token class / plain (>= 0.9)": div(
                 loops("many accounts, labelled"), loops("many accounts")
             ),
+            "11. many accounts, labelled, under two budgets / plain (>= 0.9)": div(
+                loops("many accounts, labelled, budgets"), loops("many accounts")
+            ),
         }
 
     def table(self, targets: bool = True) -> str:

@@ -98,6 +98,7 @@ async def bench(options: Options) -> Report:
         hot1 = await seed.SINGLE_BUCKET.fund(engine, options.accounts)
         many_limited = await seed.MANY_LIMITED.fund(engine, options.accounts)
         hot_limited = await seed.HOT_LIMITED.fund(engine, options.accounts)
+        budgeted = await seed.MANY_BUDGETED.fund(engine, options.accounts)
         mixed = await seed.funded_accounts(engine, "bench-mixed-", options.mixed_accounts, buckets=16)
         await floor.fund(engine, many, seed.FUNDING_TOKENS)
         await seed.settle_in(engine)  # analysed before the first call plans the hot path
@@ -112,6 +113,7 @@ async def bench(options: Options) -> Report:
             ("floor", "loop", many, floor_server),
             ("many accounts", "loop", many, server),
             ("many accounts, labelled", "labelled", many, server),
+            ("many accounts, labelled, budgets", "labelled", budgeted, server),
             ("hot account", "loop", hot, server),
             ("hot account, single bucket", "loop", hot1, server),
             ("mixed", "mixed", mixed, server),

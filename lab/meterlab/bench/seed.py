@@ -4,6 +4,8 @@ every balance has its ledger entry, so `meter audit` stays clean."""
 
 from __future__ import annotations
 
+import uuid
+import zlib
 from dataclasses import dataclass
 
 from sqlalchemy import text
@@ -70,9 +72,13 @@ class Accounts:
     many: bool  # as many as the run's accounts option says, else one
     buckets: int = 16
     limits: RateLimits | None = None
+    budgeted: bool = False  # budgets on its calls' team (tokens) and API key (cost) that none reaches
 
     async def fund(self, engine: AsyncEngine, many: int) -> list[str]:
-        return await funded_accounts(engine, self.prefix, many if self.many else 1, self.buckets, self.limits)
+        accounts = await funded_accounts(engine, self.prefix, many if self.many else 1, self.buckets, self.limits)
+        if self.budgeted:
+            await unreached_budgets(engine, accounts)
+        return accounts
 
 
 # The closed-loop scenarios every side-by-side and default run names alike.
@@ -82,6 +88,33 @@ SINGLE_BUCKET = Accounts("bench-hot1-", many=False, buckets=1)  # what METER_BUC
 # The same loads on accounts whose rate limits every Reserve checks and none reaches.
 MANY_LIMITED = Accounts("bench-lim-", many=True, limits=UNREACHED_LIMITS)
 HOT_LIMITED = Accounts("bench-hotlim-", many=False, limits=UNREACHED_LIMITS)
+# Labelled calls on accounts whose budgets every Reserve and Commit counts and none reaches.
+MANY_BUDGETED = Accounts("bench-budget-", many=True, budgeted=True)
+
+
+def call_labels(account: str, dice: float) -> dict[str, str]:
+    """What a product's proxy labels a call with: the team and API key of the account (few
+    values), one of a handful of agents, and a session of its own (not summed)."""
+    number = zlib.crc32(account.encode())
+    return {
+        "team": f"team-{number % 4}",
+        "api_key": f"key-{number % 16}",
+        "agent": f"agent-{int(dice * 5)}",
+        "session": uuid.uuid4().hex,
+    }
+
+
+async def unreached_budgets(engine: AsyncEngine, accounts: list[str]) -> None:
+    """A tokens budget on each account's team and a cost budget on its API key, too large to reach."""
+    async with engine.begin() as connection:
+        for account in accounts:
+            labels = call_labels(account, 0.0)
+            for key, unit in (("team", "tokens"), ("api_key", "cost_micros")):
+                await connection.execute(
+                    text("SELECT meter_set_budget(:account, :key, :value, :unit, :cap)"),
+                    {"account": account, "key": key, "value": labels[key], "unit": unit, "cap": 10**15},
+                )
+
 
 _LIMITS = """
 UPDATE accounts SET requests_per_minute = :rpm, tokens_per_minute = :tpm, concurrent_holds = :holds

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from meter.domain.balance import Balance
+from meter.domain.budgets import BudgetRefusal
 from meter.domain.holds import HoldStatus
 
 
@@ -25,6 +26,7 @@ class Outcome(enum.StrEnum):
     NOT_FOUND = "not_found"  # no such reservation
     IN_DEBT = "in_debt"
     RATE_LIMITED = "rate_limited"
+    BUDGET_EXCEEDED = "budget_exceeded"  # a budget the call's labels count against has not got its worst case
     INSUFFICIENT = "insufficient"
     PERIOD_ENDED = "period_ended"  # nothing changed: the account must first enter its current period
     COMMITTED = "committed"
@@ -45,7 +47,8 @@ class RateRefusal:
 @dataclass(frozen=True)
 class Reserved:
     """A Reserve's answer. With PLACED or REPLAYED, the hold's facts; with REQUEST_REUSED, the
-    parameter that differs; with RATE_LIMITED, the refusal; with INSUFFICIENT, `required`."""
+    parameter that differs; with RATE_LIMITED, the refusal; with BUDGET_EXCEEDED, the budget's;
+    with INSUFFICIENT, `required`."""
 
     outcome: Outcome
     balance: Balance | None
@@ -58,6 +61,7 @@ class Reserved:
     refusal: RateRefusal | None = None
     required: int = 0
     across: bool = False  # no single row had the tokens: taken from all the account's rows
+    budget_refusal: BudgetRefusal | None = None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ category a failure belongs to.
     +-- EventNotFound               NOT_FOUND  no stored webhook event has this id
     +-- InsufficientTokens          FAILED_PRECONDITION  hold does not fit; available, required
     +-- AccountInDebt               FAILED_PRECONDITION  cannot reserve until the debt is paid
+    +-- BudgetExceeded              FAILED_PRECONDITION  a budget of the call's labels has not got its worst case
     +-- ReservationReleased         FAILED_PRECONDITION
     +-- ReservationCommitted        FAILED_PRECONDITION
     +-- ReservationExpired          FAILED_PRECONDITION
@@ -186,6 +187,23 @@ class AccountInDebt(MeterError):
 
     def __init__(self, debt: int) -> None:
         super().__init__(f"the account owes {debt} tokens; a credit must pay them first", debt=debt)
+
+
+class BudgetExceeded(MeterError):
+    reason = "BUDGET_EXCEEDED"
+    category = ErrorCategory.PRECONDITION
+
+    def __init__(self, label_key: str, label_value: str, unit: str, cap: int, remaining: int, required: int) -> None:
+        super().__init__(
+            f"the budget of {label_key}={label_value} has {remaining} {unit} left of {cap} this period; "
+            f"the call may use {required}",
+            labelKey=label_key,
+            labelValue=label_value,
+            unit=unit,
+            cap=cap,
+            remaining=remaining,
+            required=required,
+        )
 
 
 class ReservationReleased(MeterError):

@@ -11,6 +11,7 @@ from meter.catalog import Catalog
 from meter.domain.amounts import format_millionths
 from meter.domain.balance import Balance, WarningLevel
 from meter.domain.balance_events import BalanceEvent
+from meter.domain.budgets import Budget, BudgetUnit
 from meter.domain.errors import InvalidField
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
 from meter.domain.holds import CallTokens, ExpiredHolds, HoldStatus
@@ -429,3 +430,25 @@ def expired_holds(value: int) -> ExpiredHoldsChoice:
     if value not in _EXPIRED_HOLDS:
         raise InvalidField("expired_holds", "must be one of the ExpiredHolds values")
     return _EXPIRED_HOLDS[value]
+
+
+_BUDGET_UNITS = {pb.BUDGET_UNIT_TOKENS: BudgetUnit.TOKENS, pb.BUDGET_UNIT_COST_MICROS: BudgetUnit.COST_MICROS}
+_BUDGET_UNIT_VALUES = {unit: value for value, unit in _BUDGET_UNITS.items()}
+
+
+def budget_unit(value: int) -> BudgetUnit | None:
+    return _BUDGET_UNITS.get(value)
+
+
+def budget(value: Budget) -> pb.Budget:
+    return pb.Budget(
+        label_key=value.key.label_key,
+        label_value=value.key.label_value,
+        unit=_BUDGET_UNIT_VALUES[value.unit],
+        cap=value.cap,
+        used=value.used,
+        held=value.held,
+        remaining=value.remaining,
+        period_start=timestamp(value.period_start),
+        period_end=timestamp(value.period_end),
+    )

@@ -8,10 +8,12 @@ from typing import Any, TypeAlias
 
 import grpc
 
+from meter.domain.budgets import BudgetKey
 from meter.domain.errors import InvalidField
 from meter.service import balance as balance_case
 from meter.service import (
     balance_events,
+    budgets,
     credits,
     events,
     extend,
@@ -277,6 +279,26 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
             label_filter=dict(request.label_filter),
         )
         return convert.usage_report(report)
+
+    async def SetBudget(self, request: pb.SetBudgetRequest, context: Context) -> pb.SetBudgetResponse:
+        result = await budgets.set_budget(
+            self._meter,
+            account_id=request.account_id,
+            key=BudgetKey(request.label_key, request.label_value),
+            unit=convert.budget_unit(request.unit),
+            cap=request.cap,
+        )
+        return pb.SetBudgetResponse(budget=convert.budget(result.budget), created=result.created)
+
+    async def DeleteBudget(self, request: pb.DeleteBudgetRequest, context: Context) -> pb.DeleteBudgetResponse:
+        deleted = await budgets.delete_budget(
+            self._meter, account_id=request.account_id, key=BudgetKey(request.label_key, request.label_value)
+        )
+        return pb.DeleteBudgetResponse(deleted=deleted)
+
+    async def ListBudgets(self, request: pb.ListBudgetsRequest, context: Context) -> pb.ListBudgetsResponse:
+        found = await budgets.list_budgets(self._meter, account_id=request.account_id)
+        return pb.ListBudgetsResponse(budgets=[convert.budget(b) for b in found])
 
     async def ListOpenReservations(
         self, request: pb.ListOpenReservationsRequest, context: Context

@@ -18,6 +18,7 @@ from meter.domain.accounts import Account
 from meter.domain.answers import Charged, Expiry, Extended, Released, Reserved
 from meter.domain.balance import Balance
 from meter.domain.balance_events import BalanceEvent, EventPosition, EventType
+from meter.domain.budgets import Budget, BudgetKey, BudgetUnit
 from meter.domain.caller_rates import Count
 from meter.domain.credits import Adjustment, Purchase, RefusedPurchase
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
@@ -195,6 +196,14 @@ class History(Protocol):
     async def usage_totals(self, account_id: str, query: UsageQuery) -> list[UsageRow]: ...
 
 
+class Budgets(Protocol):
+    """Caps on what one label value's calls may use each period (counted by the hot path)."""
+
+    async def set_budget(self, account_id: str, key: BudgetKey, unit: BudgetUnit, cap: int) -> str: ...
+    async def delete_budget(self, account_id: str, key: BudgetKey) -> bool: ...
+    async def budgets(self, account_id: str, key: BudgetKey | None = None) -> list[Budget]: ...
+
+
 class Store(
     Accounts,
     Balances,
@@ -208,6 +217,7 @@ class Store(
     BalanceEvents,
     WebhookDeliveries,
     History,
+    Budgets,
     Protocol,
 ):
     """Everything a transaction may touch; each use case names the parts it needs."""

@@ -17,6 +17,7 @@ from meter.domain.balance import Balance
 from meter.domain.errors import (
     AccountInDebt,
     AccountNotFound,
+    BudgetExceeded,
     InsufficientTokens,
     InvalidField,
     RateLimited,
@@ -106,6 +107,11 @@ def _reservation(account_id: str, request_id: str, answer: Reserved) -> Reservat
     if answer.outcome is Outcome.RATE_LIMITED:
         assert answer.refusal is not None
         raise RateLimited(answer.refusal.limit, answer.refusal.value, answer.refusal.retry_after)
+    if answer.outcome is Outcome.BUDGET_EXCEEDED:
+        assert answer.budget_refusal is not None
+        refused = answer.budget_refusal
+        raise BudgetExceeded(refused.key.label_key, refused.key.label_value, refused.unit, refused.cap,
+                             refused.remaining, refused.required)  # fmt: skip
     if answer.outcome is Outcome.INSUFFICIENT:
         raise InsufficientTokens(available=balance.allowance_remaining + balance.purchased_remaining,
                                  required=answer.required)  # fmt: skip

@@ -6,6 +6,8 @@ open holds say they took; and no bucket is negative. Per account, UTC day and mo
 usage totals equal the sums of the committed holds (the usage records), and per account the usage
 entries of the ledger sum to minus the tokens those records charged. Per balance row: the open
 holds it counts (for the concurrent-holds limit) are the open holds whose first part is there.
+Per budget: its rows hold what its open calls' parts hold, use what its committed calls of its
+period were charged (or cost), and have the rest of its cap available.
 Per account, its balance events are numbered 1 to n without gaps, as its counter says; each
 purchase and adjustment event has the ledger entries it tells of, with its amount; each debt
 event shows the debt it tells of.
@@ -103,6 +105,40 @@ SELECT coalesce(c.account_id, l.account_id),
        || -coalesce(l.tokens, 0)
 FROM charged AS c FULL JOIN ledger AS l USING (account_id)
 WHERE coalesce(c.tokens, 0) <> coalesce(l.tokens, 0)
+ORDER BY 1, 2
+"""
+
+# Each budget counts, in its period, what its committed calls were charged (or cost) and holds
+# what its open calls' parts hold: every call a hold with its budget among its parts.
+_BUDGETS_AUDIT = """
+WITH parts AS (
+    SELECT h.account_id, p.budget_id, h.period_start,
+           CASE WHEN h.status = 'open' THEN p.held ELSE 0 END AS held,
+           CASE WHEN h.status <> 'committed' THEN 0 WHEN g.unit = 'tokens' THEN h.charged_tokens
+                ELSE h.cost_micros END AS used
+    FROM holds AS h
+    CROSS JOIN LATERAL unnest(h.budget_ids, h.budget_held) AS p (budget_id, held)
+    JOIN budgets AS g ON g.account_id = h.account_id AND g.budget_id = p.budget_id
+    WHERE h.budget_ids IS NOT NULL AND h.period_start = g.period_start
+      AND (CAST(:account_id AS text) IS NULL OR h.account_id = :account_id)
+),
+calls AS (
+    SELECT account_id, budget_id, sum(held) AS held, sum(used) AS used FROM parts GROUP BY 1, 2
+),
+rows AS (
+    SELECT account_id, budget_id, sum(held) AS held, sum(used) AS used, sum(available) AS available
+    FROM budget_buckets WHERE (CAST(:account_id AS text) IS NULL OR account_id = :account_id)
+    GROUP BY 1, 2
+)
+SELECT g.account_id,
+       'budget of ' || g.label_key || '=' || g.label_value || ': its rows hold ' || r.held || ', use ' || r.used
+       || ' and have ' || r.available || ' available of ' || g.cap || ' but its calls hold '
+       || coalesce(c.held, 0) || ' and used ' || coalesce(c.used, 0) AS problem
+FROM budgets AS g
+JOIN rows AS r ON r.account_id = g.account_id AND r.budget_id = g.budget_id
+LEFT JOIN calls AS c ON c.account_id = g.account_id AND c.budget_id = g.budget_id
+WHERE (CAST(:account_id AS text) IS NULL OR g.account_id = :account_id)
+  AND (r.held <> coalesce(c.held, 0) OR r.used <> coalesce(c.used, 0) OR r.available + r.held + r.used <> g.cap)
 ORDER BY 1, 2
 """
 
@@ -244,6 +280,7 @@ async def audit(engine: AsyncEngine, account_id: str | None = None) -> AuditRepo
         usage = [
             *(await connection.execute(text(_USAGE_AUDIT), {"account_id": account_id})).mappings().all(),
             *(await connection.execute(text(_OPEN_HOLDS_AUDIT), {"account_id": account_id})).mappings().all(),
+            *(await connection.execute(text(_BUDGETS_AUDIT), {"account_id": account_id})).mappings().all(),
             *(await connection.execute(text(_EVENTS_AUDIT), {"account_id": account_id})).mappings().all(),
         ]
         accounts = (await connection.execute(text(_COUNT), {"account_id": account_id})).scalar_one()

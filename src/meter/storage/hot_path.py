@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from meter.domain import ids
 from meter.domain.answers import Charged, Expiry, Extended, Outcome, RateRefusal, Released, Reserved
 from meter.domain.balance import Balance, WarningLevel
+from meter.domain.budgets import BudgetKey, BudgetRefusal, BudgetUnit
 from meter.domain.callers import SYSTEM, acting_caller
 from meter.domain.holds import CallTokens, CallUsage, HoldStatus, Pricing, ReserveParams
 from meter.domain.limits import PlanLimits
@@ -326,6 +327,15 @@ def _reserved(account_id: str, row: asyncpg.Record) -> Reserved:
     refusal = None
     if outcome is Outcome.RATE_LIMITED:
         refusal = RateRefusal(row["limit_name"], row["limit_value"], row["retry_after"])
+    budget_refusal = None
+    if outcome is Outcome.BUDGET_EXCEEDED:
+        budget_refusal = BudgetRefusal(
+            BudgetKey(row["budget_key"], row["budget_value"]),
+            BudgetUnit(row["budget_unit"]),
+            row["budget_cap"],
+            row["budget_remaining"],
+            row["budget_required"],
+        )
     return Reserved(
         outcome,
         _balance(account_id, row),
@@ -338,6 +348,7 @@ def _reserved(account_id: str, row: asyncpg.Record) -> Reserved:
         refusal=refusal,
         required=row["required"],
         across=row["across"],
+        budget_refusal=budget_refusal,
     )
 
 

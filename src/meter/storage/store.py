@@ -19,6 +19,7 @@ from meter.domain.ledger import LedgerEntry
 from meter.storage.account_queries import AccountQueries
 from meter.storage.balance_event_queries import BalanceEventQueries
 from meter.storage.bucket_queries import BucketQueries
+from meter.storage.budget_queries import BudgetQueries
 from meter.storage.caller_rate_queries import CallerRateQueries
 from meter.storage.credit_queries import CreditQueries
 from meter.storage.delivery_queries import DeliveryQueries
@@ -44,6 +45,7 @@ class PostgresStore(
     CallerRateQueries,
     BalanceEventQueries,
     DeliveryQueries,
+    BudgetQueries,
 ):
     async def append(self, account_id: str, entries: Sequence[LedgerEntry], now: datetime) -> None:
         entries = [e for e in entries if e.amount]

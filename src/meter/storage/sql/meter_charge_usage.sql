@@ -6,7 +6,8 @@
 -- day's usage like any Commit. No rate limit applies. Outcomes: 'committed', 'replayed' (the same
 -- call again: the first answer), 'request_reused' (the request_id of another call or usage:
 -- reused_field names it), 'account_not_found', 'period_ended' (nothing changed: the service moves
--- the account into its current period and calls again). Installed by migration 0031.
+-- the account into its current period and calls again). The call counts against the budgets its
+-- labels match (never refused by them either). Installed by migration 0032.
 CREATE OR REPLACE FUNCTION meter_charge_usage(
     p_account text, p_request text, p_hold uuid, p_reservation text, p_model text, p_input bigint,
     p_output bigint, p_cached_input bigint, p_cache_write bigint, p_reasoning bigint, p_labels jsonb,
@@ -29,6 +30,9 @@ DECLARE
     v_account accounts%ROWTYPE;
     v_settled record;
     v_counted bigint;
+    v_budget_ids bigint[];  -- the budgets it counts against, with nothing held on their rows
+    v_budget_buckets smallint[];
+    v_budget_held bigint[];
 BEGIN
     SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
     IF NOT FOUND THEN
@@ -53,15 +57,22 @@ BEGIN
         outcome := 'period_ended';
     ELSE
         outcome := 'committed';
+        IF p_labels <> '{}' AND EXISTS (SELECT FROM budgets AS g WHERE g.account_id = p_account) THEN
+            SELECT array_agg(g.budget_id ORDER BY g.budget_id), array_agg(CAST(0 AS smallint)),
+                array_agg(CAST(0 AS bigint))
+            INTO v_budget_ids, v_budget_buckets, v_budget_held
+            FROM meter_current_budgets(p_account, p_labels, v_account.period_start) AS g;
+        END IF;
         INSERT INTO holds AS h (account_id, hold_id, request_id, model, input_tokens, max_output_tokens,
             ttl_seconds, labels, catalog_version, input_weight, output_weight, input_price, output_price,
             cached_input_weight, cache_write_weight, reasoning_weight, cached_input_price, cache_write_price,
-            reasoning_price, usage_labels, allowance_held, allowance_bucket, purchased_held, purchased_bucket,
-            period_start, status, created_at, expires_at)
+            reasoning_price, usage_labels, budget_ids, budget_buckets, budget_held, allowance_held, allowance_bucket,
+            purchased_held, purchased_bucket, period_start, status, created_at, expires_at)
         VALUES (p_account, p_hold, p_request, p_model, p_input, p_output, 1, p_labels, p_catalog_version,
             p_input_weight, p_output_weight, p_input_price, p_output_price, p_cached_input_weight,
             p_cache_write_weight, p_reasoning_weight, p_cached_input_price, p_cache_write_price, p_reasoning_price,
-            p_usage_labels, 0, 0, 0, 0, v_account.period_start, 'open', v_now, v_now)
+            p_usage_labels, v_budget_ids, v_budget_buckets, v_budget_held, 0, 0, 0, 0, v_account.period_start, 'open',
+            v_now, v_now)
         RETURNING * INTO v_hold;
         v_hold := meter_priced_usage(v_hold, p_input, p_cached_input, p_cache_write, p_output, p_reasoning);
         v_hold.late := false;

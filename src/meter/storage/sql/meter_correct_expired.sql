@@ -6,7 +6,8 @@
 -- does not come back (it expires). The expiry's line of the day's usage totals becomes the call's;
 -- the period's usage counter follows while the hold's period is the account's. The hold keeps its
 -- settled_at (the day its usage is counted on). The caller has locked the hold row; this locks
--- the account row, then its bucket rows. Installed by migration 0031.
+-- the budgets' rows (the difference counted against them), then the account row, then its bucket
+-- rows. Installed by migration 0032.
 CREATE OR REPLACE FUNCTION meter_correct_expired(
     p_hold holds, p_account accounts, p_status text, p_reservation text, p_now timestamptz, p_caller text,
     OUT shortfall bigint, OUT debt bigint
@@ -28,6 +29,11 @@ BEGIN
     SELECT * INTO v_old FROM holds AS h WHERE h.account_id = p_hold.account_id AND h.hold_id = p_hold.hold_id;
     v_delta := v_charge - v_old.charged_tokens;
     shortfall := 0;
+    IF p_hold.budget_ids IS NOT NULL THEN
+        PERFORM meter_settle_budgets(p_hold.account_id, p_hold.period_start, p_hold.budget_ids, p_hold.budget_buckets,
+            p_hold.budget_held, false, v_delta,
+            CASE WHEN v_released THEN 0 ELSE p_hold.cost_micros END - v_old.cost_micros);
+    END IF;
     SELECT a.debt INTO debt FROM accounts AS a WHERE a.account_id = p_hold.account_id FOR UPDATE;
     PERFORM meter_lock_buckets(p_hold.account_id);
     IF v_delta > 0 THEN

@@ -8,10 +8,12 @@
 -- the account's balance: 'placed', 'replayed' (this request_id was placed before with the same
 -- parameters: its hold), 'request_reused' (before, with other parameters; reused_field names one),
 -- 'account_not_found', 'in_debt', 'rate_limited' (limit_name, limit_value, retry_after:
--- meter_rate_refusal), 'insufficient' (the balance shows what is available), and 'period_ended'
+-- meter_rate_refusal), 'budget_exceeded' (a budget its labels count against has not got its worst
+-- case, in tokens or micro-USD: budget_* name it; meter_hold_budgets), 'insufficient' (the balance
+-- shows what is available; what budgets held is given back), and 'period_ended'
 -- (nothing changed: the service moves the account into its current period and calls again). The
 -- plans' rate limits come with the call (meter_rate_limits); an account without any is not counted
--- against them. Installed by migration 0031.
+-- against them. Installed by migration 0032.
 CREATE OR REPLACE FUNCTION meter_reserve(
     p_account text, p_request text, p_hold uuid, p_model text, p_input bigint, p_max_output bigint,
     p_ttl integer, p_labels jsonb, p_catalog_version text, p_input_weight bigint, p_output_weight bigint,
@@ -26,7 +28,8 @@ RETURNS TABLE (
     reused_field text, limit_name text, limit_value bigint, retry_after double precision, required bigint,
     across boolean, plan_id text, period_start timestamptz, period_end timestamptz, allowance_total bigint,
     debt bigint, warned smallint, allowance_remaining bigint, purchased_remaining bigint, allowance_held bigint,
-    purchased_held bigint, used bigint
+    purchased_held bigint, used bigint, budget_key text, budget_value text, budget_unit text, budget_cap bigint,
+    budget_remaining bigint, budget_required bigint
 )
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -42,6 +45,9 @@ DECLARE
     v_across record;
     v_limits record;
     v_refusal record;
+    v_budget_ids bigint[];  -- the hold's parts of its budgets (meter_hold_budgets)
+    v_budget_buckets smallint[];
+    v_budget_held bigint[];
 BEGIN
     required := greatest(1, meter_weighted_tokens(p_input, 0, 0, p_max_output, 0, p_input_weight, 0, 0,
         greatest(p_output_weight, p_reasoning_weight), 0));
@@ -83,6 +89,18 @@ BEGIN
             END IF;
         END IF;
     END IF;
+    IF outcome IS NULL AND p_labels <> '{}' AND EXISTS (SELECT FROM budgets AS g WHERE g.account_id = p_account) THEN
+        SELECT h.budget_ids, h.budget_buckets, h.budget_held, h.refused_key, h.refused_value, h.refused_unit,
+            h.refused_cap, h.refused_remaining, h.refused_required
+        INTO v_budget_ids, v_budget_buckets, v_budget_held, budget_key, budget_value, budget_unit, budget_cap,
+            budget_remaining, budget_required
+        FROM meter_hold_budgets(p_account, p_labels, v_account.period_start, required,
+            meter_cost_micros(p_input, 0, 0, p_max_output, 0, p_input_price, 0, 0,
+                greatest(p_output_price, p_reasoning_price), 0), p_start) AS h;
+        IF budget_key IS NOT NULL THEN
+            outcome := 'budget_exceeded';
+        END IF;
+    END IF;
     IF outcome IS NULL THEN
         v_first := p_start % v_account.bucket_count;
         -- Whether any allowance is left decides the pool: looked at first, since an account that
@@ -102,6 +120,10 @@ BEGIN
             v_across := meter_hold_across_buckets(p_account, required, v_first, v_window);
             IF v_across.from_allowance IS NULL THEN
                 outcome := 'insufficient';
+                IF v_budget_ids IS NOT NULL THEN  -- what the budgets held goes back
+                    PERFORM meter_settle_budgets(p_account, v_account.period_start, v_budget_ids, v_budget_buckets,
+                        v_budget_held, true, 0, 0);
+                END IF;
             ELSE
                 v_allowance := v_across.from_allowance;
                 v_purchased := v_across.from_purchased;
@@ -114,12 +136,12 @@ BEGIN
         INSERT INTO holds AS h (account_id, hold_id, request_id, model, input_tokens, max_output_tokens,
             ttl_seconds, labels, catalog_version, input_weight, output_weight, input_price, output_price,
             cached_input_weight, cache_write_weight, reasoning_weight, cached_input_price, cache_write_price,
-            reasoning_price, usage_labels, allowance_held, allowance_bucket, purchased_held, purchased_bucket,
-            period_start, status, created_at, expires_at)
+            reasoning_price, usage_labels, budget_ids, budget_buckets, budget_held, allowance_held, allowance_bucket,
+            purchased_held, purchased_bucket, period_start, status, created_at, expires_at)
         VALUES (p_account, p_hold, p_request, p_model, p_input, p_max_output, p_ttl, p_labels, p_catalog_version,
             p_input_weight, p_output_weight, p_input_price, p_output_price, p_cached_input_weight,
             p_cache_write_weight, p_reasoning_weight, p_cached_input_price, p_cache_write_price, p_reasoning_price,
-            p_usage_labels, v_allowance,
+            p_usage_labels, v_budget_ids, v_budget_buckets, v_budget_held, v_allowance,
             CASE WHEN v_allowance > 0 THEN v_bucket ELSE v_first END, v_purchased,
             CASE WHEN v_allowance > 0 THEN v_first ELSE v_bucket END, v_account.period_start, 'open', v_now,
             v_now + make_interval(secs => p_ttl))
@@ -138,6 +160,7 @@ BEGIN
         status := v_hold.status;
     END IF;
     RETURN QUERY SELECT outcome, hold_id, held, expires_at, catalog_version, status, reused_field, limit_name,
-        limit_value, retry_after, required, coalesce(across, false), b.* FROM meter_balance(v_account) AS b;
+        limit_value, retry_after, required, coalesce(across, false), b.*, budget_key, budget_value, budget_unit,
+        budget_cap, budget_remaining, budget_required FROM meter_balance(v_account) AS b;
 END;
 $$;

@@ -7,7 +7,8 @@
 -- expiry ('expired') is charged from what is available. The caller has locked the hold row and
 -- read the account's (p_account); this locks the account row and then the bucket rows only when
 -- they are needed, in that order; when it changed the debt, the debt's facts follow
--- (meter_debt_events). Installed by migration 0031.
+-- (meter_debt_events). The call's budgets count it first (meter_settle_budgets: their rows come
+-- before the account's in every transaction). Installed by migration 0032.
 CREATE OR REPLACE FUNCTION meter_settle(
     p_hold holds, p_account accounts, p_charge bigint, p_status text, p_reservation text, p_now timestamptz,
     p_caller text, OUT shortfall bigint, OUT debt bigint
@@ -28,6 +29,10 @@ DECLARE
 BEGIN
     shortfall := 0;
     debt := p_account.debt;
+    IF p_hold.budget_ids IS NOT NULL THEN
+        PERFORM meter_settle_budgets(p_hold.account_id, p_hold.period_start, p_hold.budget_ids, p_hold.budget_buckets,
+            p_hold.budget_held, v_parked, p_charge, CASE WHEN p_status = 'committed' THEN p_hold.cost_micros ELSE 0 END);
+    END IF;
     IF p_hold.period_start <> p_account.period_start THEN
         v_expired := v_back_allowance;  -- the period it was taken in has ended
         v_back_allowance := 0;

@@ -1,0 +1,75 @@
+"""Budgets under an account: a cap on what the calls labelled with one label value (team=search,
+api_key=k1) may use each period of the account, in charged tokens or in provider cost.
+
+Reserve holds a call's worst case against every budget its labels match, with the balance, and
+refuses it (BUDGET_EXCEEDED, the account's balance untouched) when one has not got it; Commit
+counts what the call used. Like a balance, a budget's count is spread over rows, so that busy
+calls do not queue on one (meter_hold_budgets, meter_settle_budgets). A budget starts again when
+its account enters a new period.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from meter.domain.amounts import INT64_MAX
+from meter.domain.errors import InvalidField
+
+MAX_LABEL_LENGTH = 256  # as a call's labels
+
+
+class BudgetUnit(enum.StrEnum):
+    TOKENS = "tokens"  # charged (balance) tokens, as Commit charges them
+    COST_MICROS = "cost_micros"  # provider cost in micro-USD, at the catalog prices pinned to each call
+
+
+@dataclass(frozen=True)
+class BudgetKey:
+    """Which calls a budget counts: those with this value of this label."""
+
+    label_key: str
+    label_value: str
+
+    def checked(self) -> BudgetKey:
+        if not self.label_key or len(self.label_key) > MAX_LABEL_LENGTH:
+            raise InvalidField("label_key", f"is required, at most {MAX_LABEL_LENGTH} characters")
+        if not self.label_value or len(self.label_value) > MAX_LABEL_LENGTH:
+            raise InvalidField("label_value", f"is required, at most {MAX_LABEL_LENGTH} characters")
+        return self
+
+
+def budget_cap(cap: int) -> int:
+    if not 0 <= cap <= INT64_MAX:
+        raise InvalidField("cap", "must be between 0 and 2^63 - 1")
+    return cap
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A budget and what its period has used and holds (`remaining` is below zero when usage
+    beyond its holds took it past its cap)."""
+
+    key: BudgetKey
+    unit: BudgetUnit
+    cap: int
+    used: int
+    held: int
+    period_start: datetime
+    period_end: datetime
+
+    @property
+    def remaining(self) -> int:
+        return self.cap - self.used - self.held
+
+
+@dataclass(frozen=True)
+class BudgetRefusal:
+    """The budget a Reserve did not fit, and by how much."""
+
+    key: BudgetKey
+    unit: BudgetUnit
+    cap: int
+    remaining: int
+    required: int

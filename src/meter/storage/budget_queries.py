@@ -1,0 +1,72 @@
+"""Budgets under an account (migration 0032's budgets and budget_buckets): set through
+meter_set_budget, counted by the hot path's functions, read back summed over their rows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from meter.domain.budgets import Budget, BudgetKey, BudgetUnit
+from meter.storage.queries import Queries
+
+# A budget counting an earlier period than its account's starts again at its next call: until
+# then it is shown as it will be (nothing used, nothing held).
+_BUDGETS = """
+SELECT g.label_key, g.label_value, g.unit, g.cap, a.period_start, a.period_end,
+       CASE WHEN g.period_start = a.period_start THEN sum(b.used) ELSE 0 END AS used,
+       CASE WHEN g.period_start = a.period_start THEN sum(b.held) ELSE 0 END AS held
+FROM budgets AS g
+JOIN accounts AS a ON a.account_id = g.account_id
+JOIN budget_buckets AS b ON b.account_id = g.account_id AND b.budget_id = g.budget_id
+WHERE g.account_id = :account_id AND (CAST(:label_key AS text) IS NULL OR
+      (g.label_key = :label_key AND g.label_value = :label_value))
+GROUP BY g.budget_id, g.label_key, g.label_value, g.unit, g.cap, g.period_start, a.period_start, a.period_end
+ORDER BY g.label_key, g.label_value
+"""
+
+
+class BudgetQueries(Queries):
+    async def set_budget(self, account_id: str, key: BudgetKey, unit: BudgetUnit, cap: int) -> str:
+        """meter_set_budget's outcome: created, changed, unit_changed or account_not_found."""
+        row = await self._row(
+            "SELECT outcome FROM meter_set_budget(:account_id, :label_key, :label_value, :unit, :cap)",
+            account_id=account_id,
+            label_key=key.label_key,
+            label_value=key.label_value,
+            unit=unit.value,
+            cap=cap,
+        )
+        assert row is not None
+        return str(row["outcome"])
+
+    async def delete_budget(self, account_id: str, key: BudgetKey) -> bool:
+        deleted = await self._execute(
+            "DELETE FROM budgets WHERE account_id = :account_id AND label_key = :label_key "
+            "AND label_value = :label_value",
+            account_id=account_id,
+            label_key=key.label_key,
+            label_value=key.label_value,
+        )
+        return deleted > 0
+
+    async def budgets(self, account_id: str, key: BudgetKey | None = None) -> list[Budget]:
+        """The account's budgets (or the one of `key`), with what the current period used and holds."""
+        rows = await self._rows(
+            _BUDGETS,
+            account_id=account_id,
+            label_key=key.label_key if key else None,
+            label_value=key.label_value if key else None,
+        )
+        return [_budget(row) for row in rows]
+
+
+def _budget(row: Mapping[str, Any]) -> Budget:
+    return Budget(
+        key=BudgetKey(row["label_key"], row["label_value"]),
+        unit=BudgetUnit(row["unit"]),
+        cap=row["cap"],
+        used=int(row["used"]),
+        held=int(row["held"]),
+        period_start=row["period_start"],
+        period_end=row["period_end"],
+    )
