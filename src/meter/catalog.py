@@ -11,6 +11,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -84,23 +85,31 @@ class Catalog:
 
     def pricing(self, model_id: str, labels: Mapping[str, str] | None = None) -> Pricing:
         """What a call of this model with these labels is pinned to at Reserve."""
-        model = self.models.get(model_id)
-        if model is None:
+        pricing = self._pricing_by_model.get(model_id)
+        if pricing is None:
             raise UnknownModel(model_id[:200])
-        return Pricing(
-            self.version,
-            input_weight=model.input_weight,
-            output_weight=model.output_weight,
-            input_price=model.input_price,
-            output_price=model.output_price,
-            cached_input_weight=model.cached_input_weight,
-            cache_write_weight=model.cache_write_weight,
-            reasoning_weight=model.reasoning_weight,
-            cached_input_price=model.cached_input_price,
-            cache_write_price=model.cache_write_price,
-            reasoning_price=model.reasoning_price,
-            usage_labels={key: value for key, value in (labels or {}).items() if key in self.usage_label_keys},
-        )
+        summed = {key: value for key, value in (labels or {}).items() if key in self.usage_label_keys}
+        return replace(pricing, usage_labels=summed) if summed else pricing
+
+    @cached_property
+    def _pricing_by_model(self) -> Mapping[str, Pricing]:
+        """Each model's pricing with no labels summed: built once, not at every Reserve."""
+        return {
+            model.id: Pricing(
+                self.version,
+                input_weight=model.input_weight,
+                output_weight=model.output_weight,
+                input_price=model.input_price,
+                output_price=model.output_price,
+                cached_input_weight=model.cached_input_weight,
+                cache_write_weight=model.cache_write_weight,
+                reasoning_weight=model.reasoning_weight,
+                cached_input_price=model.cached_input_price,
+                cache_write_price=model.cache_write_price,
+                reasoning_price=model.reasoning_price,
+            )
+            for model in self.models.values()
+        }
 
     def pack(self, pack_id: str) -> Pack:
         pack = self.packs.get(pack_id)

@@ -479,6 +479,23 @@ class MeterClient:
     async def get_usage(self, request: pb.GetUsageRequest) -> pb.GetUsageResponse:
         return await self._call(self._stub.GetUsage, request, _READS_RETRY_ON)
 
+    async def set_budget(
+        self, *, account_id: str, label_key: str, label_value: str, unit: int, cap: int
+    ) -> pb.SetBudgetResponse:
+        """`unit`: pb.BUDGET_UNIT_TOKENS or pb.BUDGET_UNIT_COST_MICROS (see Budgets in the README)."""
+        request = pb.SetBudgetRequest(
+            account_id=account_id, label_key=label_key, label_value=label_value, unit=unit, cap=cap
+        )
+        return await self._call(self._stub.SetBudget, request)
+
+    async def delete_budget(self, *, account_id: str, label_key: str, label_value: str) -> pb.DeleteBudgetResponse:
+        request = pb.DeleteBudgetRequest(account_id=account_id, label_key=label_key, label_value=label_value)
+        return await self._call(self._stub.DeleteBudget, request)
+
+    async def list_budgets(self, *, account_id: str) -> pb.ListBudgetsResponse:
+        request = pb.ListBudgetsRequest(account_id=account_id)
+        return await self._call(self._stub.ListBudgets, request, _READS_RETRY_ON)
+
     async def list_open_reservations(self, *, account_id: str, limit: int = 0) -> pb.ListOpenReservationsResponse:
         request = pb.ListOpenReservationsRequest(account_id=account_id, limit=limit)
         return await self._call(self._stub.ListOpenReservations, request, _READS_RETRY_ON)

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from google.protobuf import timestamp_pb2
 from google.type import date_pb2
 
-from meter.client import MeterClient
+from meter.client import MeterClient, MeterRpcError
 from meter.v1 import meter_pb2 as pb
 
 RECENT_ENTRIES = 10
@@ -53,7 +53,8 @@ def tokens(value: int) -> str:
 
 def usd(micros: int) -> str:
     """Micro-USD as dollars, exact to the micro-dollar."""
-    return f"${micros // 1_000_000:,}.{micros % 1_000_000:06d}"
+    sign, micros = ("-" if micros < 0 else ""), abs(micros)
+    return f"{sign}${micros // 1_000_000:,}.{micros % 1_000_000:06d}"
 
 
 def when(stamp: timestamp_pb2.Timestamp) -> str:
@@ -101,6 +102,16 @@ async def account_show(client: MeterClient, account_id: str) -> str:
                 right=[2],
             )
         )
+    budgets = await _budgets(client, account_id)
+    if budgets:
+        parts.append("\nbudgets (this period)")
+        parts.append(
+            table(
+                ["LABEL", "UNIT", "CAP", "USED", "HELD", "REMAINING"],
+                [[f"{g.label_key}={g.label_value}", *_budget_amounts(g)] for g in budgets],
+                right=[2, 3, 4, 5],
+            )
+        )
     parts.append(f"\nrecent entries (newest {len(entries.entries)})")
     parts.append(
         table(
@@ -123,6 +134,22 @@ async def account_show(client: MeterClient, account_id: str) -> str:
         )
     )
     return "\n".join(parts)
+
+
+async def _budgets(client: MeterClient, account_id: str) -> list[pb.Budget]:
+    """The account's budgets; none shown to a caller that may not list them."""
+    try:
+        return list((await client.list_budgets(account_id=account_id)).budgets)
+    except MeterRpcError as refused:
+        if refused.reason == "METHOD_NOT_ALLOWED":
+            return []
+        raise
+
+
+def _budget_amounts(budget: pb.Budget) -> list[str]:
+    amount = usd if budget.unit == pb.BUDGET_UNIT_COST_MICROS else tokens
+    unit = "cost" if budget.unit == pb.BUDGET_UNIT_COST_MICROS else "tokens"
+    return [unit, *(amount(value) for value in (budget.cap, budget.used, budget.held, budget.remaining))]
 
 
 _GROUPINGS = {

@@ -12,7 +12,7 @@ import grpc
 
 from meter.service.sweeper import sweep_once
 from meter.v1 import meter_pb2 as pb
-from support import RunningMeter, balance, error_info, expect_error, funded_account, new_id, reserve_request
+from support import RunningMeter, balance, error_info, expect_error, funded_account, new_id, reserve_request, run_cli
 
 SEARCH = {"team": "search"}
 
@@ -233,3 +233,19 @@ async def test_budgets_are_set_listed_and_deleted_with_clear_refusals(meter: Run
     )
     assert not again.deleted
     await meter.stub.Reserve(reserve_request(account, labels={"agent": "blocked"}))
+
+
+async def test_meter_account_show_lists_the_budgets(meter: RunningMeter) -> None:
+    account = await funded_account(meter.stub, 100_000)
+    await _set(meter, account, 1_000)
+    await _set(meter, account, 2_500_000, pb.BUDGET_UNIT_COST_MICROS, api_key="k1")
+    await meter.stub.Reserve(reserve_request(account, labels=SEARCH))
+    code, out, err = await run_cli("account", "show", account, "--target", meter.address)
+    assert code == 0, err
+    lines = out.splitlines()
+    start = lines.index("budgets (this period)")
+    assert [line.split() for line in lines[start + 1 : start + 4]] == [
+        ["LABEL", "UNIT", "CAP", "USED", "HELD", "REMAINING"],
+        ["api_key=k1", "cost", "$2.500000", "$0.000000", "$0.000000", "$2.500000"],
+        ["team=search", "tokens", "1,000", "0", "100", "900"],
+    ]

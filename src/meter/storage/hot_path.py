@@ -157,7 +157,7 @@ class HotPath:
                 params.input_tokens,
                 params.max_output_tokens,
                 params.ttl_seconds,
-                json.dumps(params.labels, sort_keys=True),
+                _labels(params.labels),
                 pricing.catalog_version,
                 pricing.input_weight,
                 pricing.output_weight,
@@ -169,7 +169,7 @@ class HotPath:
                 pricing.cached_input_price,
                 pricing.cache_write_price,
                 pricing.reasoning_price,
-                json.dumps(pricing.usage_labels, sort_keys=True),
+                _labels(pricing.usage_labels),
                 start,
             )
         )
@@ -245,7 +245,7 @@ class HotPath:
             ids.reservation_id(account_id, hold_id),
             usage.model,
             *_classes(usage.tokens),
-            json.dumps(usage.labels, sort_keys=True),
+            _labels(usage.labels),
             *_pinned(pricing),
             self._clock.offset_seconds,
             acting_caller(),
@@ -266,6 +266,11 @@ class HotPath:
             acting_caller(),
         )
         return Expiry(Outcome(row["outcome"]))
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    """Labels as the functions take them (jsonb text); most calls have none."""
+    return json.dumps(labels, sort_keys=True) if labels else "{}"
 
 
 def _classes(tokens: CallTokens) -> tuple[int, int, int, int, int]:
@@ -293,7 +298,7 @@ def _pinned(pricing: Pricing) -> tuple[str | int, ...]:
         pricing.cached_input_price,
         pricing.cache_write_price,
         pricing.reasoning_price,
-        json.dumps(pricing.usage_labels, sort_keys=True),
+        _labels(pricing.usage_labels),
     )
 
 

@@ -2,15 +2,17 @@
 -- the budget's value), in budget order, each counting the period starting at p_period_start: a
 -- budget still counting an earlier period starts again (nothing used, nothing held, its cap
 -- available), once, under its row's lock. Holds of the earlier period no longer count against it
--- (meter_settle_budgets). Installed by migration 0032.
+-- (meter_settle_budgets). Found by label through the budgets' unique key: an account may have many.
+-- Installed by migration 0032.
 CREATE OR REPLACE FUNCTION meter_current_budgets(p_account text, p_labels jsonb, p_period_start timestamptz)
 RETURNS SETOF budgets LANGUAGE plpgsql AS $$
 DECLARE
     v_budget budgets%ROWTYPE;
 BEGIN
     FOR v_budget IN
-        SELECT * FROM budgets AS g
-        WHERE g.account_id = p_account AND p_labels ->> g.label_key = g.label_value ORDER BY g.budget_id
+        SELECT g.* FROM jsonb_each_text(p_labels) AS l (key, value)
+        JOIN budgets AS g ON g.account_id = p_account AND g.label_key = l.key AND g.label_value = l.value
+        ORDER BY g.budget_id
     LOOP
         IF v_budget.period_start <> p_period_start THEN
             SELECT * INTO v_budget FROM budgets AS g
