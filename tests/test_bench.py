@@ -20,7 +20,7 @@ from meter.storage.audit import audit
 from meter.storage.database import dsn
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
-from meterlab.bench import against, coalesce, database_alone, floor, load, reserve_wait, seed
+from meterlab.bench import against, coalesce, database_alone, floor, labels, load, reserve_wait, seed
 from meterlab.bench.compare import Comparison
 from meterlab.bench.load import Samples
 from meterlab.bench.reads import ReadsReport
@@ -292,3 +292,55 @@ def test_coalesce_compares_each_in_flight_setting_with_one_statement_per_call() 
     assert "many accounts, coalesce 1 / alone: loops/s 1.500, meter CPU/loop 1.000" in printed
     assert "hot account, coalesce 4 / alone: loops/s 1.200" in printed
     assert "many accounts, coalesce 1: 5.50 calls per statement (median round)" in printed
+
+
+async def test_labelled_loops_carry_labels_and_every_token_class_and_count_against_budgets(
+    meter: RunningMeter, engine: AsyncEngine
+) -> None:
+    """The labelled scenario's calls, on budgeted accounts: each Commit lands in its team's and
+    API key's budget, and its usage in the day's totals by its summed labels."""
+    accounts = await seed.MANY_BUDGETED.fund(engine, 2)
+    samples = await load.run_async(
+        load.Job("labelled", meter.address, accounts, callers=2, seconds=float("inf"), max_loops=6)
+    )
+    assert (samples.loops, dict(samples.errors)) == (6, {})
+    async with engine.connect() as connection:
+        budgets = (
+            await connection.execute(
+                text(
+                    "SELECT g.unit, sum(b.used) AS used FROM budgets AS g JOIN budget_buckets AS b USING "
+                    "(account_id, budget_id) WHERE g.account_id = ANY(:accounts) GROUP BY 1 ORDER BY 1"
+                ),
+                {"accounts": accounts},
+            )
+        ).all()
+        summed = (
+            (
+                await connection.execute(
+                    text(
+                        "SELECT DISTINCT labels ? 'team' AND labels ? 'api_key' FROM usage_daily "
+                        "WHERE account_id = ANY(:a)"
+                    ),
+                    {"a": accounts},
+                )
+            )
+            .scalars()
+            .all()
+        )
+    # basic: 40 input + 50 cached + 10 cache writes + 30 output + 10 reasoning, all weighing 1.
+    assert [(unit, int(used)) for unit, used in budgets] == [("cost_micros", 0), ("tokens", 6 * 140)]
+    assert summed == [True]
+
+
+def test_labels_ratios_compare_each_scenario_with_plain() -> None:
+    report = Report(
+        settings={},
+        scenarios={
+            "plain": result("plain", 100.0, 200.0),
+            "labelled": result("labelled", 95.0, 190.0, meter_cpu=1.1),
+            "labelled, budgets": result("labelled, budgets", 90.0, 180.0),
+        },
+    )
+    printed = labels.ratios(report)
+    assert "labelled / plain: loops/s 0.950 (>= 0.9), meter CPU/loop 1.100, PostgreSQL CPU/loop 1.000" in printed
+    assert "labelled, budgets / plain: loops/s 0.900" in printed

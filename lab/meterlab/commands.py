@@ -53,6 +53,11 @@ class Bench:
             help="instead of the scenarios: a statement per call vs coalesced statements (METER_COALESCE), ABBA",
         )
         parser.add_argument(
+            "--labels",
+            action="store_true",
+            help="instead of the scenarios: plain vs labelled calls (every token class) vs labelled under budgets",
+        )
+        parser.add_argument(
             "--against",
             metavar="REV",
             help="instead of the scenarios: this checkout vs git revision REV, side by side, ABBA",
@@ -129,6 +134,13 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> int:
         comparison = await coalesce.coalesce(side_by_side)
         print(comparison.report.table(targets=False))
         print(coalesce.ratios(comparison))
+        return 0
+    if args.labels:
+        from meterlab.bench import labels
+
+        labelled = await labels.labels(side_by_side)
+        print(labelled.table(targets=False))
+        print(labels.ratios(labelled))
         return 0
     if args.reserve_wait:
         from meterlab.bench import reserve_wait

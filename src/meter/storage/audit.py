@@ -7,7 +7,8 @@ usage totals equal the sums of the committed holds (the usage records), and per 
 entries of the ledger sum to minus the tokens those records charged. Per balance row: the open
 holds it counts (for the concurrent-holds limit) are the open holds whose first part is there.
 Per budget: its rows hold what its open calls' parts hold, use what its committed calls of its
-period were charged (or cost), and have the rest of its cap available.
+period were charged (or cost), and have the rest of its cap available; per account, it counts
+its budgets.
 Per account, its balance events are numbered 1 to n without gaps, as its counter says; each
 purchase and adjustment event has the ledger entries it tells of, with its amount; each debt
 event shows the debt it tells of.
@@ -126,19 +127,28 @@ calls AS (
     SELECT account_id, budget_id, sum(held) AS held, sum(used) AS used FROM parts GROUP BY 1, 2
 ),
 rows AS (
-    SELECT account_id, budget_id, sum(held) AS held, sum(used) AS used, sum(available) AS available
-    FROM budget_buckets WHERE (CAST(:account_id AS text) IS NULL OR account_id = :account_id)
+    SELECT b.account_id, b.budget_id, sum(b.held) AS held, sum(b.used) AS used, sum(b.available) AS available,
+           bool_and(b.unit = g.unit AND b.period_start = g.period_start) AS agree
+    FROM budget_buckets AS b JOIN budgets AS g ON g.account_id = b.account_id AND g.budget_id = b.budget_id
+    WHERE (CAST(:account_id AS text) IS NULL OR b.account_id = :account_id)
     GROUP BY 1, 2
 )
 SELECT g.account_id,
        'budget of ' || g.label_key || '=' || g.label_value || ': its rows hold ' || r.held || ', use ' || r.used
        || ' and have ' || r.available || ' available of ' || g.cap || ' but its calls hold '
-       || coalesce(c.held, 0) || ' and used ' || coalesce(c.used, 0) AS problem
+       || coalesce(c.held, 0) || ' and used ' || coalesce(c.used, 0)
+       || CASE WHEN r.agree THEN '' ELSE ' (a row counts another unit or period than the budget)' END AS problem
 FROM budgets AS g
 JOIN rows AS r ON r.account_id = g.account_id AND r.budget_id = g.budget_id
 LEFT JOIN calls AS c ON c.account_id = g.account_id AND c.budget_id = g.budget_id
 WHERE (CAST(:account_id AS text) IS NULL OR g.account_id = :account_id)
-  AND (r.held <> coalesce(c.held, 0) OR r.used <> coalesce(c.used, 0) OR r.available + r.held + r.used <> g.cap)
+  AND (r.held <> coalesce(c.held, 0) OR r.used <> coalesce(c.used, 0) OR r.available + r.held + r.used <> g.cap
+       OR NOT r.agree)
+UNION ALL
+SELECT a.account_id, 'counts ' || a.budget_count || ' budgets but has ' || count(g.budget_id)
+FROM accounts AS a LEFT JOIN budgets AS g ON g.account_id = a.account_id
+WHERE (CAST(:account_id AS text) IS NULL OR a.account_id = :account_id)
+GROUP BY a.account_id, a.budget_count HAVING a.budget_count <> count(g.budget_id)
 ORDER BY 1, 2
 """
 

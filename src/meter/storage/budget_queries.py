@@ -1,5 +1,6 @@
 """Budgets under an account (migration 0032's budgets and budget_buckets): set through
-meter_set_budget, counted by the hot path's functions, read back summed over their rows."""
+meter_set_budget, deleted through meter_delete_budget, counted by the hot path's functions, read
+back summed over their rows."""
 
 from __future__ import annotations
 
@@ -40,14 +41,14 @@ class BudgetQueries(Queries):
         return str(row["outcome"])
 
     async def delete_budget(self, account_id: str, key: BudgetKey) -> bool:
-        deleted = await self._execute(
-            "DELETE FROM budgets WHERE account_id = :account_id AND label_key = :label_key "
-            "AND label_value = :label_value",
+        row = await self._row(
+            "SELECT meter_delete_budget(:account_id, :label_key, :label_value) AS deleted",
             account_id=account_id,
             label_key=key.label_key,
             label_value=key.label_value,
         )
-        return deleted > 0
+        assert row is not None
+        return bool(row["deleted"])
 
     async def budgets(self, account_id: str, key: BudgetKey | None = None) -> list[Budget]:
         """The account's budgets (or the one of `key`), with what the current period used and holds."""

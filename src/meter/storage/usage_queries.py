@@ -12,17 +12,31 @@ from meter.storage.queries import Queries
 
 _TOTALS = [field.name for field in fields(UsageTotals)]
 
-# Each row's labels: its values of the keys asked for (a key it has no value for is left out).
+# The rows of the days asked for are first summed per day or model and labels (folding the
+# balance rows a day's totals are spread over), then each group's labels narrowed to the keys asked
+# for (a key it has no value for is left out) and summed again: the narrowing runs once a group,
+# not once a row.
 _USAGE_TOTALS = """
-SELECT CASE WHEN :by_day THEN u.day END AS day, CASE WHEN :by_model THEN u.model END AS model,
-       (SELECT coalesce(jsonb_object_agg(k.key, u.labels -> k.key), '{}')
-        FROM unnest(CAST(:keys AS text[])) AS k (key) WHERE u.labels ? k.key) AS labels,
-       sum(u.requests) AS requests, sum(u.input_tokens) AS input_tokens, sum(u.output_tokens) AS output_tokens,
-       sum(u.charged_tokens) AS charged_tokens, sum(u.cost_micros) AS cost_micros,
-       sum(u.unbilled_tokens) AS unbilled_tokens, sum(u.cached_input_tokens) AS cached_input_tokens,
-       sum(u.cache_write_tokens) AS cache_write_tokens, sum(u.reasoning_tokens) AS reasoning_tokens
-FROM usage_daily AS u
-WHERE u.account_id = :account_id AND u.day BETWEEN :first AND :last AND u.labels @> CAST(:filter AS jsonb)
+SELECT g.day, g.model, n.labels, sum(g.requests) AS requests, sum(g.input_tokens) AS input_tokens,
+       sum(g.output_tokens) AS output_tokens, sum(g.charged_tokens) AS charged_tokens,
+       sum(g.cost_micros) AS cost_micros, sum(g.unbilled_tokens) AS unbilled_tokens,
+       sum(g.cached_input_tokens) AS cached_input_tokens, sum(g.cache_write_tokens) AS cache_write_tokens,
+       sum(g.reasoning_tokens) AS reasoning_tokens
+FROM (
+    SELECT CASE WHEN :by_day THEN u.day END AS day, CASE WHEN :by_model THEN u.model END AS model,
+           u.labels, sum(u.requests) AS requests, sum(u.input_tokens) AS input_tokens,
+           sum(u.output_tokens) AS output_tokens, sum(u.charged_tokens) AS charged_tokens,
+           sum(u.cost_micros) AS cost_micros, sum(u.unbilled_tokens) AS unbilled_tokens,
+           sum(u.cached_input_tokens) AS cached_input_tokens, sum(u.cache_write_tokens) AS cache_write_tokens,
+           sum(u.reasoning_tokens) AS reasoning_tokens
+    FROM usage_daily AS u
+    WHERE u.account_id = :account_id AND u.day BETWEEN :first AND :last AND u.labels @> CAST(:filter AS jsonb)
+    GROUP BY 1, 2, 3
+) AS g
+CROSS JOIN LATERAL (
+    SELECT coalesce(jsonb_object_agg(k.key, g.labels -> k.key), '{}') AS labels
+    FROM unnest(CAST(:keys AS text[])) AS k (key) WHERE g.labels ? k.key
+) AS n
 GROUP BY 1, 2, 3
 """
 

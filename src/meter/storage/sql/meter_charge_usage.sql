@@ -3,11 +3,13 @@
 -- request_id of an account names one call). The call becomes a hold of nothing held, committed at
 -- once with its usage: meter_settle takes the charge from what is available, allowance first, and
 -- what nothing pays for becomes debt (no refusal: the tokens were used); it is counted in the
--- day's usage like any Commit. No rate limit applies. Outcomes: 'committed', 'replayed' (the same
--- call again: the first answer), 'request_reused' (the request_id of another call or usage:
--- reused_field names it), 'account_not_found', 'period_ended' (nothing changed: the service moves
--- the account into its current period and calls again). The call counts against the budgets its
--- labels match (never refused by them either). Installed by migration 0032.
+-- day's usage like any Commit. No rate limit applies. When the call's Reserve did land after all
+-- (its caller never had the answer), its hold, open or expired, is committed with the usage
+-- instead (meter_commit). Outcomes: 'committed', 'replayed' (the same call again: the first
+-- answer), 'request_reused' (the request_id of another call or usage: reused_field names it),
+-- 'account_not_found', 'period_ended' (nothing changed: the service moves the account into its
+-- current period and calls again). The call counts against the budgets its labels match (never
+-- refused by them either). Installed by migration 0032.
 CREATE OR REPLACE FUNCTION meter_charge_usage(
     p_account text, p_request text, p_hold uuid, p_reservation text, p_model text, p_input bigint,
     p_output bigint, p_cached_input bigint, p_cache_write bigint, p_reasoning bigint, p_labels jsonb,
@@ -41,7 +43,17 @@ BEGIN
         RETURN;
     END IF;
     SELECT * INTO v_hold FROM holds AS h WHERE h.account_id = p_account AND h.request_id = p_request FOR UPDATE;
-    IF FOUND THEN
+    IF FOUND AND v_hold.model = p_model AND v_hold.labels = p_labels
+        AND (v_hold.status IN ('open', 'expired') OR v_hold.charged_at_expiry) THEN
+        -- The Reserve of this call did land, though its caller never had the answer (meter could
+        -- not be reached, and the call was let through): the call is that hold's Commit.
+        RETURN QUERY SELECT c.outcome, v_hold.hold_id, c.reused_field, c.charged, c.cost, c.unbilled, c.plan_id,
+            c.period_start, c.period_end, c.allowance_total, c.debt, c.warned, c.allowance_remaining,
+            c.purchased_remaining, c.allowance_held, c.purchased_held, c.used
+        FROM meter_commit(p_account, v_hold.hold_id, p_account || '/' || replace(CAST(v_hold.hold_id AS text), '-', ''),
+            p_input, p_output, p_cached_input, p_cache_write, p_reasoning, p_clock_offset, p_caller) AS c;
+        RETURN;
+    ELSIF FOUND THEN
         reused_field := CASE
             WHEN v_hold.model <> p_model THEN 'model'
             WHEN v_hold.usage_input_tokens IS DISTINCT FROM p_input OR v_hold.status <> 'committed'
@@ -57,7 +69,7 @@ BEGIN
         outcome := 'period_ended';
     ELSE
         outcome := 'committed';
-        IF p_labels <> '{}' AND EXISTS (SELECT FROM budgets AS g WHERE g.account_id = p_account) THEN
+        IF p_labels <> '{}' AND v_account.budget_count > 0 THEN
             SELECT array_agg(g.budget_id ORDER BY g.budget_id), array_agg(CAST(0 AS smallint)),
                 array_agg(CAST(0 AS bigint))
             INTO v_budget_ids, v_budget_buckets, v_budget_held

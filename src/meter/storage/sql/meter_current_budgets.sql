@@ -19,7 +19,7 @@ BEGIN
             WHERE g.account_id = p_account AND g.budget_id = v_budget.budget_id FOR UPDATE;
             IF v_budget.period_start <> p_period_start THEN
                 PERFORM meter_lock_budget_rows(p_account, v_budget.budget_id);
-                UPDATE budget_buckets AS b SET held = 0, used = 0
+                UPDATE budget_buckets AS b SET held = 0, used = 0, period_start = p_period_start
                 WHERE b.account_id = p_account AND b.budget_id = v_budget.budget_id;
                 PERFORM meter_spread_budget(p_account, v_budget.budget_id, v_budget.cap);
                 UPDATE budgets AS g SET period_start = p_period_start, updated_at = now()

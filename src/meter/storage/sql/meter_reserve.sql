@@ -89,20 +89,18 @@ BEGIN
             END IF;
         END IF;
     END IF;
-    -- Nested, so that a call without labels runs no query: a condition with a subquery is run as
-    -- a statement, not evaluated as PL/pgSQL's simple expression.
-    IF outcome IS NULL AND p_labels <> '{}' THEN
-        IF EXISTS (SELECT FROM budgets AS g WHERE g.account_id = p_account) THEN
-            SELECT h.budget_ids, h.budget_buckets, h.budget_held, h.refused_key, h.refused_value, h.refused_unit,
-                h.refused_cap, h.refused_remaining, h.refused_required
-            INTO v_budget_ids, v_budget_buckets, v_budget_held, budget_key, budget_value, budget_unit, budget_cap,
-                budget_remaining, budget_required
-            FROM meter_hold_budgets(p_account, p_labels, v_account.period_start, required,
-                meter_cost_micros(p_input, 0, 0, p_max_output, 0, p_input_price, 0, 0,
-                    greatest(p_output_price, p_reasoning_price), 0), p_start) AS h;
-            IF budget_key IS NOT NULL THEN
-                outcome := 'budget_exceeded';
-            END IF;
+    -- The account's count of budgets, read with it, spares the calls of accounts without any a
+    -- query (a condition with a subquery is run as a statement, not as a simple expression).
+    IF outcome IS NULL AND p_labels <> '{}' AND v_account.budget_count > 0 THEN
+        SELECT h.budget_ids, h.budget_buckets, h.budget_held, h.refused_key, h.refused_value, h.refused_unit,
+            h.refused_cap, h.refused_remaining, h.refused_required
+        INTO v_budget_ids, v_budget_buckets, v_budget_held, budget_key, budget_value, budget_unit, budget_cap,
+            budget_remaining, budget_required
+        FROM meter_hold_budgets(p_account, p_labels, v_account.period_start, required,
+            meter_cost_micros(p_input, 0, 0, p_max_output, 0, p_input_price, 0, 0,
+                greatest(p_output_price, p_reasoning_price), 0), p_start) AS h;
+        IF budget_key IS NOT NULL THEN
+            outcome := 'budget_exceeded';
         END IF;
     END IF;
     IF outcome IS NULL THEN

@@ -4,7 +4,8 @@
 -- the change (under every row's lock), so what is used and held this period still counts; a
 -- budget still counting an earlier period starts again. Outcomes: 'created', 'changed',
 -- 'unit_changed' (nothing changed: a budget counts in one unit), 'account_not_found'. Returns the
--- budget. Installed by migration 0032.
+-- budget. The account counts its budgets (accounts.budget_count: Reserve looks for them only
+-- when it has some). Installed by migration 0032.
 CREATE OR REPLACE FUNCTION meter_set_budget(
     p_account text, p_key text, p_value text, p_unit text, p_cap bigint, OUT outcome text, OUT budget budgets
 ) LANGUAGE plpgsql AS $$
@@ -23,9 +24,11 @@ BEGIN
     ON CONFLICT (account_id, label_key, label_value) DO NOTHING
     RETURNING * INTO budget;
     IF FOUND THEN
-        INSERT INTO budget_buckets (account_id, budget_id, bucket, available, held, used)
-        SELECT p_account, budget.budget_id, n, 0, 0, 0 FROM generate_series(0, v_account.bucket_count - 1) AS n;
+        INSERT INTO budget_buckets (account_id, budget_id, bucket, unit, period_start, available, held, used)
+        SELECT p_account, budget.budget_id, n, p_unit, v_account.period_start, 0, 0, 0
+        FROM generate_series(0, v_account.bucket_count - 1) AS n;
         PERFORM meter_spread_budget(p_account, budget.budget_id, p_cap);
+        UPDATE accounts AS a SET budget_count = a.budget_count + 1 WHERE a.account_id = p_account;
         outcome := 'created';
         RETURN;
     END IF;
@@ -37,7 +40,7 @@ BEGIN
     END IF;
     v_total := meter_lock_budget_rows(p_account, budget.budget_id);
     IF budget.period_start <> v_account.period_start THEN
-        UPDATE budget_buckets AS b SET held = 0, used = 0
+        UPDATE budget_buckets AS b SET held = 0, used = 0, period_start = v_account.period_start
         WHERE b.account_id = p_account AND b.budget_id = budget.budget_id;
         v_total := p_cap;
     ELSE

@@ -1,36 +1,43 @@
 -- Count a call against its budgets (the hold's parts: p_ids, on rows p_buckets, holding p_held):
 -- p_tokens charged tokens, or p_cost micro-USD, by each budget's unit (negative: a correction
 -- giving back what was counted). With p_parked the parts' holds are still on their rows and come
--- off them; what fits the part's hold is counted on its row alone, and beyond it every row of the
--- budget is locked and what is left evened out over them (meter_spread_budget), so that no row
--- admits a hold the budget as a whole cannot pay for. A budget deleted since, or counting another
--- period than p_period_start (the hold's), is left alone. Installed by migration 0032.
+-- off them. What fits a part's hold is counted on its row alone, in one statement; beyond it every
+-- row of the budget is locked and what is left evened out over them (meter_spread_budget), so that
+-- no row admits a hold the budget as a whole cannot pay for. A budget deleted since, or whose rows
+-- count another period than p_period_start (the hold's), is left alone. Installed by migration
+-- 0032.
 CREATE OR REPLACE FUNCTION meter_settle_budgets(
     p_account text, p_period_start timestamptz, p_ids bigint[], p_buckets smallint[], p_held bigint[],
     p_parked boolean, p_tokens bigint, p_cost bigint
 ) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     v_i integer;
-    v_budget budgets%ROWTYPE;
     v_held bigint;
+    v_unit text;
     v_used bigint;
     v_total bigint;
 BEGIN
     FOR v_i IN 1 .. coalesce(array_length(p_ids, 1), 0) LOOP
-        SELECT * INTO v_budget FROM budgets AS g WHERE g.account_id = p_account AND g.budget_id = p_ids[v_i];
-        CONTINUE WHEN NOT FOUND OR v_budget.period_start <> p_period_start;
         v_held := CASE WHEN p_parked THEN p_held[v_i] ELSE 0 END;
-        v_used := CASE WHEN v_budget.unit = 'tokens' THEN p_tokens ELSE p_cost END;
-        IF v_used > v_held THEN
-            v_total := meter_lock_budget_rows(p_account, v_budget.budget_id);
-            PERFORM meter_spread_budget(p_account, v_budget.budget_id, v_total + v_held - v_used);
-            UPDATE budget_buckets AS b SET held = b.held - v_held, used = b.used + v_used
-            WHERE b.account_id = p_account AND b.budget_id = v_budget.budget_id AND b.bucket = p_buckets[v_i];
-        ELSE
-            UPDATE budget_buckets AS b SET held = b.held - v_held, used = b.used + v_used,
-                available = b.available + v_held - v_used
-            WHERE b.account_id = p_account AND b.budget_id = v_budget.budget_id AND b.bucket = p_buckets[v_i];
-        END IF;
+        UPDATE budget_buckets AS b SET held = b.held - v_held,
+            used = b.used + CASE WHEN b.unit = 'tokens' THEN p_tokens ELSE p_cost END,
+            available = b.available + v_held - CASE WHEN b.unit = 'tokens' THEN p_tokens ELSE p_cost END
+        WHERE b.account_id = p_account AND b.budget_id = p_ids[v_i] AND b.bucket = p_buckets[v_i]
+          AND b.period_start = p_period_start AND CASE WHEN b.unit = 'tokens' THEN p_tokens ELSE p_cost END <= v_held;
+        CONTINUE WHEN FOUND;
+        SELECT b.unit INTO v_unit FROM budget_buckets AS b
+        WHERE b.account_id = p_account AND b.budget_id = p_ids[v_i] AND b.bucket = p_buckets[v_i]
+          AND b.period_start = p_period_start;
+        CONTINUE WHEN NOT FOUND;  -- deleted, or counting another period
+        v_used := CASE WHEN v_unit = 'tokens' THEN p_tokens ELSE p_cost END;
+        v_total := meter_lock_budget_rows(p_account, p_ids[v_i]);
+        PERFORM FROM budget_buckets AS b
+        WHERE b.account_id = p_account AND b.budget_id = p_ids[v_i] AND b.bucket = p_buckets[v_i]
+          AND b.period_start = p_period_start;
+        CONTINUE WHEN NOT FOUND;  -- it started a new period while this waited for its rows
+        PERFORM meter_spread_budget(p_account, p_ids[v_i], v_total + v_held - v_used);
+        UPDATE budget_buckets AS b SET held = b.held - v_held, used = b.used + v_used
+        WHERE b.account_id = p_account AND b.budget_id = p_ids[v_i] AND b.bucket = p_buckets[v_i];
     END LOOP;
 END;
 $$;

@@ -4,12 +4,13 @@ rows (budget_buckets) so that busy calls do not queue on one. Reserve holds a ca
 against each budget its labels match (meter_hold_budgets) and refuses it, the balance untouched,
 when one has not got it; every way a hold ends counts it (meter_settle_budgets, from meter_settle
 and meter_correct_expired); ChargeUsage counts its call. holds.budget_ids, budget_buckets and
-budget_held are a hold's parts. A budget starts again when its account enters a new period
+budget_held are a hold's parts; accounts.budget_count spares the calls of accounts without budgets
+a query. A budget starts again when its account enters a new period
 (meter_current_budgets).
 
 Frozen copies of src/meter/storage/sql/meter_lock_budget_rows.sql, meter_spread_budget.sql,
 meter_current_budgets.sql, meter_settle_budgets.sql, meter_hold_budgets.sql, meter_set_budget.sql,
-meter_settle.sql, meter_correct_expired.sql, meter_reserve.sql, meter_reserve_many.sql and
+meter_delete_budget.sql, meter_settle.sql, meter_correct_expired.sql, meter_reserve.sql, meter_reserve_many.sql and
 meter_charge_usage.sql as they are at this revision; the downgrade installs the copies of 0031.
 
 Revision ID: 0032
@@ -67,7 +68,7 @@ BEGIN
             WHERE g.account_id = p_account AND g.budget_id = v_budget.budget_id FOR UPDATE;
             IF v_budget.period_start <> p_period_start THEN
                 PERFORM meter_lock_budget_rows(p_account, v_budget.budget_id);
-                UPDATE budget_buckets AS b SET held = 0, used = 0
+                UPDATE budget_buckets AS b SET held = 0, used = 0, period_start = p_period_start
                 WHERE b.account_id = p_account AND b.budget_id = v_budget.budget_id;
                 PERFORM meter_spread_budget(p_account, v_budget.budget_id, v_budget.cap);
                 UPDATE budgets AS g SET period_start = p_period_start, updated_at = now()
@@ -86,26 +87,32 @@ METER_SETTLE_BUDGETS = """CREATE OR REPLACE FUNCTION meter_settle_budgets(
 ) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     v_i integer;
-    v_budget budgets%ROWTYPE;
     v_held bigint;
+    v_unit text;
     v_used bigint;
     v_total bigint;
 BEGIN
     FOR v_i IN 1 .. coalesce(array_length(p_ids, 1), 0) LOOP
-        SELECT * INTO v_budget FROM budgets AS g WHERE g.account_id = p_account AND g.budget_id = p_ids[v_i];
-        CONTINUE WHEN NOT FOUND OR v_budget.period_start <> p_period_start;
         v_held := CASE WHEN p_parked THEN p_held[v_i] ELSE 0 END;
-        v_used := CASE WHEN v_budget.unit = 'tokens' THEN p_tokens ELSE p_cost END;
-        IF v_used > v_held THEN
-            v_total := meter_lock_budget_rows(p_account, v_budget.budget_id);
-            PERFORM meter_spread_budget(p_account, v_budget.budget_id, v_total + v_held - v_used);
-            UPDATE budget_buckets AS b SET held = b.held - v_held, used = b.used + v_used
-            WHERE b.account_id = p_account AND b.budget_id = v_budget.budget_id AND b.bucket = p_buckets[v_i];
-        ELSE
-            UPDATE budget_buckets AS b SET held = b.held - v_held, used = b.used + v_used,
-                available = b.available + v_held - v_used
-            WHERE b.account_id = p_account AND b.budget_id = v_budget.budget_id AND b.bucket = p_buckets[v_i];
-        END IF;
+        UPDATE budget_buckets AS b SET held = b.held - v_held,
+            used = b.used + CASE WHEN b.unit = 'tokens' THEN p_tokens ELSE p_cost END,
+            available = b.available + v_held - CASE WHEN b.unit = 'tokens' THEN p_tokens ELSE p_cost END
+        WHERE b.account_id = p_account AND b.budget_id = p_ids[v_i] AND b.bucket = p_buckets[v_i]
+          AND b.period_start = p_period_start AND CASE WHEN b.unit = 'tokens' THEN p_tokens ELSE p_cost END <= v_held;
+        CONTINUE WHEN FOUND;
+        SELECT b.unit INTO v_unit FROM budget_buckets AS b
+        WHERE b.account_id = p_account AND b.budget_id = p_ids[v_i] AND b.bucket = p_buckets[v_i]
+          AND b.period_start = p_period_start;
+        CONTINUE WHEN NOT FOUND;  -- deleted, or counting another period
+        v_used := CASE WHEN v_unit = 'tokens' THEN p_tokens ELSE p_cost END;
+        v_total := meter_lock_budget_rows(p_account, p_ids[v_i]);
+        PERFORM FROM budget_buckets AS b
+        WHERE b.account_id = p_account AND b.budget_id = p_ids[v_i] AND b.bucket = p_buckets[v_i]
+          AND b.period_start = p_period_start;
+        CONTINUE WHEN NOT FOUND;  -- it started a new period while this waited for its rows
+        PERFORM meter_spread_budget(p_account, p_ids[v_i], v_total + v_held - v_used);
+        UPDATE budget_buckets AS b SET held = b.held - v_held, used = b.used + v_used
+        WHERE b.account_id = p_account AND b.budget_id = p_ids[v_i] AND b.bucket = p_buckets[v_i];
     END LOOP;
 END;
 $$"""
@@ -181,9 +188,11 @@ BEGIN
     ON CONFLICT (account_id, label_key, label_value) DO NOTHING
     RETURNING * INTO budget;
     IF FOUND THEN
-        INSERT INTO budget_buckets (account_id, budget_id, bucket, available, held, used)
-        SELECT p_account, budget.budget_id, n, 0, 0, 0 FROM generate_series(0, v_account.bucket_count - 1) AS n;
+        INSERT INTO budget_buckets (account_id, budget_id, bucket, unit, period_start, available, held, used)
+        SELECT p_account, budget.budget_id, n, p_unit, v_account.period_start, 0, 0, 0
+        FROM generate_series(0, v_account.bucket_count - 1) AS n;
         PERFORM meter_spread_budget(p_account, budget.budget_id, p_cap);
+        UPDATE accounts AS a SET budget_count = a.budget_count + 1 WHERE a.account_id = p_account;
         outcome := 'created';
         RETURN;
     END IF;
@@ -195,7 +204,7 @@ BEGIN
     END IF;
     v_total := meter_lock_budget_rows(p_account, budget.budget_id);
     IF budget.period_start <> v_account.period_start THEN
-        UPDATE budget_buckets AS b SET held = 0, used = 0
+        UPDATE budget_buckets AS b SET held = 0, used = 0, period_start = v_account.period_start
         WHERE b.account_id = p_account AND b.budget_id = budget.budget_id;
         v_total := p_cap;
     ELSE
@@ -206,6 +215,18 @@ BEGIN
     WHERE g.account_id = p_account AND g.budget_id = budget.budget_id
     RETURNING * INTO budget;
     outcome := 'changed';
+END;
+$$"""
+
+METER_DELETE_BUDGET = """CREATE OR REPLACE FUNCTION meter_delete_budget(p_account text, p_key text, p_value text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM budgets AS g WHERE g.account_id = p_account AND g.label_key = p_key AND g.label_value = p_value;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    UPDATE accounts AS a SET budget_count = a.budget_count - 1 WHERE a.account_id = p_account;
+    RETURN true;
 END;
 $$"""
 
@@ -470,20 +491,18 @@ BEGIN
             END IF;
         END IF;
     END IF;
-    -- Nested, so that a call without labels runs no query: a condition with a subquery is run as
-    -- a statement, not evaluated as PL/pgSQL's simple expression.
-    IF outcome IS NULL AND p_labels <> '{}' THEN
-        IF EXISTS (SELECT FROM budgets AS g WHERE g.account_id = p_account) THEN
-            SELECT h.budget_ids, h.budget_buckets, h.budget_held, h.refused_key, h.refused_value, h.refused_unit,
-                h.refused_cap, h.refused_remaining, h.refused_required
-            INTO v_budget_ids, v_budget_buckets, v_budget_held, budget_key, budget_value, budget_unit, budget_cap,
-                budget_remaining, budget_required
-            FROM meter_hold_budgets(p_account, p_labels, v_account.period_start, required,
-                meter_cost_micros(p_input, 0, 0, p_max_output, 0, p_input_price, 0, 0,
-                    greatest(p_output_price, p_reasoning_price), 0), p_start) AS h;
-            IF budget_key IS NOT NULL THEN
-                outcome := 'budget_exceeded';
-            END IF;
+    -- The account's count of budgets, read with it, spares the calls of accounts without any a
+    -- query (a condition with a subquery is run as a statement, not as a simple expression).
+    IF outcome IS NULL AND p_labels <> '{}' AND v_account.budget_count > 0 THEN
+        SELECT h.budget_ids, h.budget_buckets, h.budget_held, h.refused_key, h.refused_value, h.refused_unit,
+            h.refused_cap, h.refused_remaining, h.refused_required
+        INTO v_budget_ids, v_budget_buckets, v_budget_held, budget_key, budget_value, budget_unit, budget_cap,
+            budget_remaining, budget_required
+        FROM meter_hold_budgets(p_account, p_labels, v_account.period_start, required,
+            meter_cost_micros(p_input, 0, 0, p_max_output, 0, p_input_price, 0, 0,
+                greatest(p_output_price, p_reasoning_price), 0), p_start) AS h;
+        IF budget_key IS NOT NULL THEN
+            outcome := 'budget_exceeded';
         END IF;
     END IF;
     IF outcome IS NULL THEN
@@ -618,7 +637,17 @@ BEGIN
         RETURN;
     END IF;
     SELECT * INTO v_hold FROM holds AS h WHERE h.account_id = p_account AND h.request_id = p_request FOR UPDATE;
-    IF FOUND THEN
+    IF FOUND AND v_hold.model = p_model AND v_hold.labels = p_labels
+        AND (v_hold.status IN ('open', 'expired') OR v_hold.charged_at_expiry) THEN
+        -- The Reserve of this call did land, though its caller never had the answer (meter could
+        -- not be reached, and the call was let through): the call is that hold's Commit.
+        RETURN QUERY SELECT c.outcome, v_hold.hold_id, c.reused_field, c.charged, c.cost, c.unbilled, c.plan_id,
+            c.period_start, c.period_end, c.allowance_total, c.debt, c.warned, c.allowance_remaining,
+            c.purchased_remaining, c.allowance_held, c.purchased_held, c.used
+        FROM meter_commit(p_account, v_hold.hold_id, p_account || '/' || replace(CAST(v_hold.hold_id AS text), '-', ''),
+            p_input, p_output, p_cached_input, p_cache_write, p_reasoning, p_clock_offset, p_caller) AS c;
+        RETURN;
+    ELSIF FOUND THEN
         reused_field := CASE
             WHEN v_hold.model <> p_model THEN 'model'
             WHEN v_hold.usage_input_tokens IS DISTINCT FROM p_input OR v_hold.status <> 'committed'
@@ -634,7 +663,7 @@ BEGIN
         outcome := 'period_ended';
     ELSE
         outcome := 'committed';
-        IF p_labels <> '{}' AND EXISTS (SELECT FROM budgets AS g WHERE g.account_id = p_account) THEN
+        IF p_labels <> '{}' AND v_account.budget_count > 0 THEN
             SELECT array_agg(g.budget_id ORDER BY g.budget_id), array_agg(CAST(0 AS smallint)),
                 array_agg(CAST(0 AS bigint))
             INTO v_budget_ids, v_budget_buckets, v_budget_held
@@ -1102,11 +1131,15 @@ _BUDGETS = """CREATE TABLE budgets (
     UNIQUE (account_id, label_key, label_value)
 )"""
 
-# A budget's rows: what is available may go below zero on row 0 (usage beyond the holds).
+# A budget's rows: what is available may go below zero on row 0 (usage beyond the holds). Each
+# row also carries its budget's unit and the period it counts, so that settling a call is one
+# statement on the row.
 _BUDGET_BUCKETS = """CREATE TABLE budget_buckets (
     account_id text NOT NULL,
     budget_id bigint NOT NULL,
     bucket smallint NOT NULL,
+    unit text NOT NULL CHECK (unit IN ('tokens', 'cost_micros')),
+    period_start timestamptz NOT NULL,
     available bigint NOT NULL,
     held bigint NOT NULL CHECK (held >= 0),
     used bigint NOT NULL CHECK (used >= 0),
@@ -1128,6 +1161,7 @@ _OLD_SIGNATURES = (
 def upgrade() -> None:
     op.execute(_BUDGETS)
     op.execute(_BUDGET_BUCKETS)
+    op.execute("ALTER TABLE accounts ADD COLUMN budget_count integer NOT NULL DEFAULT 0 CHECK (budget_count >= 0)")
     op.execute(
         "ALTER TABLE holds ADD COLUMN budget_ids bigint[], ADD COLUMN budget_buckets smallint[], "
         "ADD COLUMN budget_held bigint[]"
@@ -1141,6 +1175,7 @@ def upgrade() -> None:
         METER_SETTLE_BUDGETS,
         METER_HOLD_BUDGETS,
         METER_SET_BUDGET,
+        METER_DELETE_BUDGET,
         METER_SETTLE,
         METER_CORRECT_EXPIRED,
         METER_RESERVE,
@@ -1154,6 +1189,7 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION meter_reserve_many")
     op.execute("DROP FUNCTION meter_reserve")
     for name in (
+        "meter_delete_budget",
         "meter_set_budget",
         "meter_hold_budgets",
         "meter_settle_budgets",
@@ -1165,6 +1201,7 @@ def downgrade() -> None:
     op.execute("ALTER TABLE holds DROP COLUMN budget_ids, DROP COLUMN budget_buckets, DROP COLUMN budget_held")
     op.execute("DROP TABLE budget_buckets")
     op.execute("DROP TABLE budgets")
+    op.execute("ALTER TABLE accounts DROP COLUMN budget_count")
     for function in (
         METER_SETTLE_0031,
         METER_CORRECT_EXPIRED_0031,
