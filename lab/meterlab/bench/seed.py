@@ -211,6 +211,17 @@ async def calls(engine: AsyncEngine, account: str, count: int, *, days: int = 90
             await connection.execute(text(statement), params)
 
 
+async def folded(engine: AsyncEngine) -> None:
+    """Past days' usage totals folded, as the sweeper of a running meter would have folded them."""
+    while True:
+        async with engine.begin() as connection:
+            day = (
+                await connection.execute(text("SELECT meter_fold_usage_days(CAST(now() AS date), 10000)"))
+            ).scalar_one()
+        if day is None:
+            return
+
+
 async def settle_in(engine: AsyncEngine) -> None:
     """What a database that has lived with this data looks like: vacuumed (otherwise autovacuum's
     pass over millions of fresh rows runs during the measurement), analysed, checkpointed."""

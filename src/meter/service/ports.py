@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol, TypeVar
 
 from meter.domain.accounts import Account
@@ -194,6 +194,7 @@ class History(Protocol):
     ) -> list[RecordedEntry]: ...
     async def secret(self, name: str) -> bytes: ...
     async def usage_totals(self, account_id: str, query: UsageQuery) -> list[UsageRow]: ...
+    async def fold_usage(self, accounts: int) -> date | None: ...
 
 
 class Budgets(Protocol):

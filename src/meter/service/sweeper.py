@@ -1,5 +1,5 @@
-"""The background sweeper: gives back expired holds and crosses period boundaries of idle
-accounts. Safe with several replicas sweeping at once: each item is settled in its own
+"""The background sweeper: gives back expired holds, crosses period boundaries of idle
+accounts and folds past days' usage totals. Safe with several replicas sweeping at once: each item is settled in its own
 transaction under its row lock, and an item already handled is skipped."""
 
 from __future__ import annotations
@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import date
 
 from meter import metrics
 from meter.domain.errors import MeterError
 from meter.service.context import Meter
 from meter.service.periods import roll_over
-from meter.service.ports import Holds
+from meter.service.ports import History, Holds
 from meter.service.settle import expire
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ BATCH = 500
 class SweepCount:
     holds_expired: int = 0
     periods_rolled: int = 0
+    usage_day_folded: date | None = None  # the past day whose usage totals this sweep folded
 
 
 async def sweep_once(meter: Meter) -> SweepCount:
@@ -41,6 +43,11 @@ async def sweep_once(meter: Meter) -> SweepCount:
     for account_id in accounts:
         if await roll_over(meter, account_id):
             count.periods_rolled += 1
+
+    async def fold(store: History) -> date | None:
+        return await store.fold_usage(BATCH)
+
+    count.usage_day_folded = await meter.storage.transaction(fold)
     return count
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
-from datetime import datetime
+from datetime import date, datetime
 
 from meter.domain.usage import UsageGrouping, UsageQuery, UsageRow, UsageTotals
-from meter.storage.queries import Queries
+from meter.storage.queries import NOW, Queries
 
 _TOTALS = [field.name for field in fields(UsageTotals)]
 
@@ -65,6 +65,17 @@ class UsageQueries(Queries):
             )
             for row in rows
         ]
+
+    async def fold_usage(self, accounts: int) -> date | None:
+        """Fold the oldest past day's totals not yet folded, at most `accounts` accounts' rows
+        (meter_fold_usage_days); the day worked on, None when every day before yesterday is."""
+        row = await self._row(
+            f"SELECT meter_fold_usage_days(CAST(({NOW}) AT TIME ZONE 'UTC' AS date), :accounts) AS day",
+            accounts=accounts,
+        )
+        assert row is not None
+        folded: date | None = row["day"]
+        return folded
 
     async def announce_warnings(self, account_id: str, period_start: datetime, levels: int) -> int | None:
         """Add `levels` (bits) to those announced in the period starting at `period_start`.

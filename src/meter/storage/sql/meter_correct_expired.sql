@@ -7,7 +7,7 @@
 -- the period's usage counter follows while the hold's period is the account's. The hold keeps its
 -- settled_at (the day its usage is counted on). The caller has locked the hold row; this locks
 -- the budgets' rows (the difference counted against them), then the account row, then its bucket
--- rows. Installed by migration 0032.
+-- rows, then the totals row. Installed by migration 0033.
 CREATE OR REPLACE FUNCTION meter_correct_expired(
     p_hold holds, p_account accounts, p_status text, p_reservation text, p_now timestamptz, p_caller text,
     OUT shortfall bigint, OUT debt bigint
@@ -25,6 +25,8 @@ DECLARE
     v_expired bigint := 0;
     v_left_allowance bigint := 0;
     v_left_purchased bigint := 0;
+    v_pool text;  -- the totals row of the expiry's count
+    v_bucket smallint;
 BEGIN
     SELECT * INTO v_old FROM holds AS h WHERE h.account_id = p_hold.account_id AND h.hold_id = p_hold.hold_id;
     v_delta := v_charge - v_old.charged_tokens;
@@ -76,12 +78,22 @@ BEGIN
     UPDATE buckets AS b SET available = b.available + v_left_purchased,
         used = b.used + v_from_purchased - v_back_purchased
     WHERE b.account_id = p_hold.account_id AND b.pool = 'purchased' AND b.bucket = p_hold.purchased_bucket;
-    -- The expiry's line of the day's usage totals becomes the call's (or goes, for a Release).
+    -- The expiry's line of the day's usage totals becomes the call's (or goes, for a Release): on the
+    -- row of its balance row, or the one its day was folded into (meter_fold_usage).
+    SELECT u.pool, u.bucket INTO v_pool, v_bucket FROM usage_daily AS u
+    WHERE u.account_id = p_hold.account_id AND u.day = (v_old.settled_at AT TIME ZONE 'UTC')::date
+      AND u.model = p_hold.model AND u.labels = p_hold.usage_labels
+    ORDER BY u.pool = CASE WHEN p_hold.allowance_held > 0 THEN 'allowance' ELSE 'purchased' END
+        AND u.bucket = CASE WHEN p_hold.allowance_held > 0 THEN p_hold.allowance_bucket ELSE p_hold.purchased_bucket END
+        DESC
+    LIMIT 1 FOR UPDATE;
+    IF NOT FOUND THEN  -- folded while this waited for its row: retried as a whole by the service
+        RAISE EXCEPTION 'the usage totals of % were being folded', p_hold.account_id USING ERRCODE = '40001';
+    END IF;
     DELETE FROM usage_daily AS u
     WHERE v_released AND u.requests = 1 AND u.account_id = p_hold.account_id
       AND u.day = (v_old.settled_at AT TIME ZONE 'UTC')::date AND u.model = p_hold.model
-      AND u.labels = p_hold.usage_labels AND u.pool = CASE WHEN p_hold.allowance_held > 0 THEN 'allowance' ELSE 'purchased' END
-      AND u.bucket = CASE WHEN p_hold.allowance_held > 0 THEN p_hold.allowance_bucket ELSE p_hold.purchased_bucket END;
+      AND u.labels = p_hold.usage_labels AND u.pool = v_pool AND u.bucket = v_bucket;
     UPDATE usage_daily AS u SET requests = u.requests - CASE WHEN v_released THEN 1 ELSE 0 END,
         input_tokens = u.input_tokens + CASE WHEN v_released THEN 0 ELSE p_hold.usage_input_tokens END
             - v_old.usage_input_tokens,
@@ -97,9 +109,7 @@ BEGIN
         cost_micros = u.cost_micros + CASE WHEN v_released THEN 0 ELSE p_hold.cost_micros END - v_old.cost_micros,
         unbilled_tokens = u.unbilled_tokens + shortfall - v_old.unbilled_tokens
     WHERE u.account_id = p_hold.account_id AND u.day = (v_old.settled_at AT TIME ZONE 'UTC')::date
-      AND u.model = p_hold.model AND u.labels = p_hold.usage_labels
-      AND u.pool = CASE WHEN p_hold.allowance_held > 0 THEN 'allowance' ELSE 'purchased' END
-      AND u.bucket = CASE WHEN p_hold.allowance_held > 0 THEN p_hold.allowance_bucket ELSE p_hold.purchased_bucket END;
+      AND u.model = p_hold.model AND u.labels = p_hold.usage_labels AND u.pool = v_pool AND u.bucket = v_bucket;
     UPDATE holds AS h SET status = p_status, charged_at_expiry = false, late = NOT v_released,
         usage_input_tokens = CASE WHEN v_released THEN NULL ELSE p_hold.usage_input_tokens END,
         usage_output_tokens = CASE WHEN v_released THEN NULL ELSE p_hold.usage_output_tokens END,
