@@ -17,7 +17,7 @@ from datetime import datetime
 from meter.domain.amounts import INT64_MAX
 from meter.domain.errors import InvalidField
 
-MAX_LABEL_LENGTH = 256  # as a call's labels
+MAX_LABEL_LENGTH = 256  # a label's key or value: a call's (Reserve, ChargeUsage) and a budget's
 
 
 class BudgetUnit(enum.StrEnum):

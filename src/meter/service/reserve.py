@@ -14,6 +14,7 @@ from meter.domain import ids
 from meter.domain.amounts import MAX_CALL_TOKENS, require_tokens
 from meter.domain.answers import Outcome, Reserved
 from meter.domain.balance import Balance
+from meter.domain.budgets import MAX_LABEL_LENGTH
 from meter.domain.errors import (
     AccountInDebt,
     AccountNotFound,
@@ -29,7 +30,6 @@ from meter.service.context import Meter, Parameters
 from meter.service.periods import in_current_period
 
 MAX_LABELS = 32
-MAX_LABEL_LENGTH = 256
 
 
 @dataclass(frozen=True)
