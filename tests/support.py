@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter import bootstrap
-from meter.catalog import Catalog
+from meter.catalog import Catalog, Plan
 from meter.catalog import load as load_catalog
 from meter.config import Settings
 from meter.storage.clock import DatabaseClock
@@ -52,6 +52,21 @@ class RunningMeter:
         await self.service.stop()
 
 
+def suite_catalog() -> Catalog:
+    """The packaged catalog as most of the suite's servers use it, changed where its pricing would
+    only get in the way of a test about metering: no rate limits (the rate-limit tests pass the
+    limits they test); accounts open on a plan "free" with no allowance, so that a test's balance
+    is exactly what it put in; and starter also sold at a Stripe price, a cheap plan for the
+    subscription tests to upgrade from. The packaged plans as the product sells them (the free
+    tier's 50 000 a month, what a cancellation leaves) are tested on the packaged catalog itself
+    (test_checkout.py, test_catalog_and_config.py)."""
+    packaged = load_catalog().without_limits()
+    plans = dict(packaged.plans)
+    plans["free"] = Plan("free", monthly_allowance_tokens=0, per_account=False)
+    plans["starter"] = replace(plans["starter"], stripe_prices=("price_starter_monthly",))
+    return replace(packaged, plans=plans, default_plan="free")
+
+
 async def start_meter(database_url: str, *, catalog: Catalog | None = None, **overrides: Any) -> RunningMeter:
     defaults: dict[str, Any] = {
         "database_url": database_url,
@@ -67,9 +82,7 @@ async def start_meter(database_url: str, *, catalog: Catalog | None = None, **ov
     }
     settings = replace(Settings(), **(defaults | overrides))
     clock = DatabaseClock()
-    # Rate limits would get in the way of tests about metering; the rate-limit tests pass a
-    # catalog with the limits they test.
-    catalog = catalog or load_catalog().without_limits()
+    catalog = catalog or suite_catalog()
     service = await bootstrap.start(settings, clock=clock, catalog=catalog)
     channel = grpc.aio.insecure_channel(service.grpc.address)
     return RunningMeter(service, channel, meter_pb2_grpc.MeterServiceStub(channel), clock)

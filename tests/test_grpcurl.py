@@ -21,6 +21,7 @@ import pytest
 from conftest import StartMeter
 from sqlalchemy import make_url
 
+from meter.catalog import load as load_catalog
 from meter.domain.callers import hash_token, new_token
 from meterlab.testbed import fresh_database
 from support import RunningMeter, start_meter
@@ -80,7 +81,9 @@ async def readme_meter(database_url: str) -> AsyncIterator[RunningMeter]:
         except OSError:
             pytest.fail("127.0.0.1:50051 is taken (a `make run`?): the README's examples name that address")
     server = make_url(database_url).set(database="postgres").render_as_string(hide_password=False)
-    meter = await start_meter(await fresh_database(server, "meter_readme"), grpc_addr=README_ADDRESS)
+    # As `make run` serves it: the packaged catalog, rate limits and all.
+    database = await fresh_database(server, "meter_readme")
+    meter = await start_meter(database, grpc_addr=README_ADDRESS, catalog=load_catalog())
     yield meter
     await meter.stop()
 

@@ -21,6 +21,7 @@ from meter.client import MeterClient
 from meter.config import ConfigError, Settings
 from meter.domain.caller_rates import CallerRates
 from meter.domain.callers import ROLES, Callers
+from meter.domain.checkout import CheckoutLimits
 from meter.domain.errors import MeterError
 from meter.domain.webhook_deliveries import RetrySchedule
 from meter.grpc import tls
@@ -37,6 +38,7 @@ from meter.storage.database import Timeouts, create_engine
 from meter.storage.embedded import EmbeddedPostgres
 from meter.storage.hot_path import HotPath
 from meter.storage.postgres import PostgresDatabase
+from meter.stripe_checkout import StripeCheckout
 from meter.webhooks.app import WebhookServer
 from meter.webhooks.outbound import SignedSender
 
@@ -115,7 +117,13 @@ def build_meter(
             max_ttl_seconds=settings.max_ttl_seconds,
             max_credit_tokens=settings.max_credit_tokens,
             sweep_seconds=settings.sweep_interval_seconds,
+            checkout=CheckoutLimits(
+                open_sessions=settings.checkout_open_sessions,
+                sessions_per_hour=settings.checkout_sessions_per_hour,
+                session_minutes=settings.checkout_session_minutes,
+            ),
         ),
+        checkout=StripeCheckout(settings.stripe_api_key, settings.stripe_api_base) if settings.stripe_api_key else None,
     )
 
 
@@ -157,6 +165,8 @@ class Service:
                     await task
         if self._sender is not None:
             await self._sender.close()
+        if self.meter.checkout is not None:
+            await self.meter.checkout.close()
         metrics.DATABASE_POOLS.forget(self)
         await self.connections.close()
         if self.database.embedded is not None:

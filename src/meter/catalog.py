@@ -21,8 +21,11 @@ from meter.domain.amounts import INT64_MAX, millionths
 from meter.domain.errors import PlanMismatch, UnknownModel, UnknownPack, UnknownPlan, UnknownPrice
 from meter.domain.holds import ExpiredHolds, Pricing
 from meter.domain.limits import PlanLimits, RateLimits
+from meter.domain.plans import CancelledAllowance
 
-DEFAULT_FREE_PLAN = "free"
+# The plan of an account without a subscription (and of one whose subscription ended), when the
+# catalog names none: catalogs written before `default_plan` existed had a plan "free".
+DEFAULT_PLAN = "free"
 
 T = TypeVar("T", "Model", "Pack", "Plan")
 
@@ -57,6 +60,7 @@ class Pack:
     price_minor: int
     currency: str
     active: bool
+    name: str = ""  # what the customer sees on Stripe's Checkout page
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ class Plan:
     stripe_prices: tuple[str, ...] = ()
     # What a hold still open at its expiry does on this plan (an account may have its own).
     expired_holds: ExpiredHolds = ExpiredHolds.RELEASE
+    # What a cancelled subscription to this plan does to the allowance left of its paid period.
+    cancelled_allowance: CancelledAllowance = CancelledAllowance.ENDS_NOW
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,8 @@ class Catalog:
     # distinct combination of their values is a row of each day's totals, so they are declared,
     # and a key with many values (a session id) costs rows in proportion.
     usage_label_keys: tuple[str, ...] = ()
+    # The plan of every account without a subscription, and of one whose subscription ended.
+    default_plan: str = DEFAULT_PLAN
 
     def pricing(self, model_id: str, labels: Mapping[str, str] | None = None) -> Pricing:
         """What a call of this model with these labels is pinned to at Reserve."""
@@ -187,12 +195,18 @@ def parse(data: Mapping[str, Any], source: str = "catalog") -> Catalog:
     models = _unique(source, "models", [_model(source, m) for m in _entries(data, "models", source)])
     packs = _unique(source, "packs", [_pack(source, p) for p in _entries(data, "packs", source)])
     plans = _unique(source, "plans", [_plan(source, p) for p in _entries(data, "plans", source)])
-    if DEFAULT_FREE_PLAN not in plans:
-        raise CatalogError(f"{source}: a plan {DEFAULT_FREE_PLAN!r} is required (accounts without a plan are on it)")
+    default_plan = data.get("default_plan", DEFAULT_PLAN)
+    if not isinstance(default_plan, str) or default_plan not in plans:
+        raise CatalogError(
+            f"{source}: `default_plan` must name a plan of the catalog (accounts without a subscription are on it;"
+            f" left out, it is {DEFAULT_PLAN!r})"
+        )
+    if plans[default_plan].per_account or plans[default_plan].stripe_prices:
+        raise CatalogError(f"{source}: the default plan {default_plan!r} is free: no Stripe prices, not per account")
     prices = [price for plan in plans.values() for price in plan.stripe_prices]
     if len(prices) != len(set(prices)):
         raise CatalogError(f"{source}: a Stripe price is listed under two plans (or twice)")
-    return Catalog(version, models, packs, plans, _usage_label_keys(source, data.get("usage", {})))
+    return Catalog(version, models, packs, plans, _usage_label_keys(source, data.get("usage", {})), default_plan)
 
 
 MAX_USAGE_LABEL_KEYS = 8
@@ -283,12 +297,14 @@ def _pack(source: str, entry: Mapping[str, Any]) -> Pack:
     active = entry.get("active", True)
     if not isinstance(active, bool):
         raise CatalogError(f"{source}: {entry.get('id')!r}: `active` must be true or false")
+    tokens = _count(source, entry, "tokens", minimum=1)
     return Pack(
         id=_text(source, entry, "id"),
-        tokens=_count(source, entry, "tokens", minimum=1),
+        tokens=tokens,
         price_minor=_count(source, entry, "price_minor", minimum=0),
         currency=currency.lower(),
         active=active,
+        name=_text(source, entry, "name") if "name" in entry else f"{tokens:,} tokens",
     )
 
 
@@ -311,6 +327,10 @@ def _plan(source: str, entry: Mapping[str, Any]) -> Plan:
     expired_holds = entry.get("expired_holds", ExpiredHolds.RELEASE.value)
     if expired_holds not in {policy.value for policy in ExpiredHolds}:
         raise CatalogError(f'{source}: {entry.get("id")!r}: `expired_holds` must be "release" or "charge"')
+    cancelled = entry.get("cancelled_allowance", CancelledAllowance.ENDS_NOW.value)
+    if cancelled not in {choice.value for choice in CancelledAllowance}:
+        choices = " or ".join(f'"{choice.value}"' for choice in CancelledAllowance)
+        raise CatalogError(f"{source}: {entry.get('id')!r}: `cancelled_allowance` must be {choices}")
     return Plan(
         id=_text(source, entry, "id"),
         monthly_allowance_tokens=allowance,
@@ -318,4 +338,5 @@ def _plan(source: str, entry: Mapping[str, Any]) -> Plan:
         limits=limits,
         stripe_prices=tuple(prices),
         expired_holds=ExpiredHolds(expired_holds),
+        cancelled_allowance=CancelledAllowance(cancelled),
     )

@@ -92,6 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         help="only calls with this label value (repeatable)",
     )
     usage.add_argument("--target", help="meter's gRPC address (default: METER_GRPC_ADDR)")
+    purchases = commands.add_parser("purchases", help="purchases (from a running meter)")
+    purchases_commands = purchases.add_subparsers(dest="purchases_command", required=True)
+    refused = purchases_commands.add_parser(
+        "refused", help="payments Stripe took that meter refused to credit, newest first, with why: to refund"
+    )
+    refused.add_argument("--account", dest="account_id", default="", help="only this account's")
+    refused.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    refused.add_argument("--target", help="meter's gRPC address (default: METER_GRPC_ADDR)")
     health = commands.add_parser("health", help="exit 0 if the meter on this machine serves (container health check)")
     health.add_argument("--url", help="its health URL (default: /healthz on METER_HTTP_ADDR)")
     callers = commands.add_parser("callers", help="caller credentials")
@@ -122,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             return delivery_commands.run(settings, args)
         if args.command in plugins:
             return plugins[args.command].run(settings, args)
-        if args.command in ("account", "usage"):
+        if args.command in ("account", "usage", "purchases"):
             return asyncio.run(_console(settings, args, args.target or settings.grpc_addr))
         if args.command == "webhooks":
             target = getattr(args, "replay_target", None) or args.target or settings.grpc_addr
@@ -203,6 +211,8 @@ async def _console(settings: Settings, args: argparse.Namespace, target: str) ->
         async with _client(settings, target) as client:
             if args.command == "account":
                 print(await console.account_show(client, args.account_id))
+            elif args.command == "purchases":
+                print(await console.refused_purchases(client, args.account_id, args.limit))
             else:
                 first, last = console.default_range(args.last)
                 report = await console.usage_report(

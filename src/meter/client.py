@@ -496,6 +496,25 @@ class MeterClient:
         request = pb.ListBudgetsRequest(account_id=account_id)
         return await self._call(self._stub.ListBudgets, request, _READS_RETRY_ON)
 
+    async def create_checkout_session(
+        self, *, account_id: str, pack_id: str, success_url: str, cancel_url: str, request_id: str
+    ) -> pb.CreateCheckoutSessionResponse:
+        """A Stripe Checkout Session selling the pack; the same request_id gives the same session."""
+        request = pb.CreateCheckoutSessionRequest(
+            account_id=account_id,
+            pack_id=pack_id,
+            success_url=success_url,
+            cancel_url=cancel_url,
+            request_id=request_id,
+        )
+        return await self._call(self._stub.CreateCheckoutSession, request)
+
+    async def list_refused_purchases(
+        self, *, account_id: str = "", page_size: int = 0, page_token: str = ""
+    ) -> pb.ListRefusedPurchasesResponse:
+        request = pb.ListRefusedPurchasesRequest(account_id=account_id, page_size=page_size, page_token=page_token)
+        return await self._call(self._stub.ListRefusedPurchases, request, _READS_RETRY_ON)
+
     async def list_open_reservations(self, *, account_id: str, limit: int = 0) -> pb.ListOpenReservationsResponse:
         request = pb.ListOpenReservationsRequest(account_id=account_id, limit=limit)
         return await self._call(self._stub.ListOpenReservations, request, _READS_RETRY_ON)
@@ -539,6 +558,7 @@ class MeterClient:
         expire_allowance_now: bool = False,
         source_event: WebhookEvent | None = None,
         stripe_prices: Sequence[str] = (),
+        subscription_cancelled: bool = False,
     ) -> pb.SetPlanResponse:
         request = pb.SetPlanRequest(
             account_id=account_id,
@@ -548,6 +568,7 @@ class MeterClient:
             expire_allowance_now=expire_allowance_now,
             source_event=_event(source_event),
             stripe_prices=stripe_prices,
+            subscription_cancelled=subscription_cancelled,
         )
         _set_times(request, period_start=period_start, period_end=period_end, event_time=event_time)
         return await self._call(self._stub.SetPlan, request)

@@ -40,6 +40,11 @@
 | METER_DELIVERY_TIMEOUT_SECONDS | 10 | how long an endpoint has to answer a webhook |
 | METER_DELIVERY_POLL_SECONDS | 1 | how often each replica looks for webhooks to send |
 | METER_MIGRATE_ON_START | true | `meter serve` migrates the database; false: it waits for `meter migrate` |
+| METER_STRIPE_API_KEY | (none) | Stripe secret key (sk_...) CreateCheckoutSession opens sessions with |
+| METER_STRIPE_API_BASE | (Stripe's) | another Stripe API address (an emulator, in tests) |
+| METER_CHECKOUT_OPEN_SESSIONS | 5 | Checkout Sessions an account may have open (unpaid, unexpired) at once |
+| METER_CHECKOUT_SESSIONS_PER_HOUR | 20 | Checkout Sessions an account may open in any hour |
+| METER_CHECKOUT_SESSION_MINUTES | 30 | how long a Checkout Session takes payment (Stripe allows 30 to 1440) |
 """
 
 from __future__ import annotations
@@ -96,6 +101,11 @@ class Settings:
     delivery_retry_seconds: tuple[float, ...] = DEFAULT_RETRY_SECONDS
     delivery_timeout_seconds: float = 10.0
     delivery_poll_seconds: float = 1.0
+    stripe_api_key: str | None = None
+    stripe_api_base: str | None = None
+    checkout_open_sessions: int = 5
+    checkout_sessions_per_hour: int = 20
+    checkout_session_minutes: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -144,6 +154,11 @@ class Settings:
             delivery_timeout_seconds=_float(env, "METER_DELIVERY_TIMEOUT_SECONDS", 10.0, 0.1, 300),
             delivery_poll_seconds=_float(env, "METER_DELIVERY_POLL_SECONDS", 1.0, 0.01, 60),
             migrate_on_start=_choice(env, "METER_MIGRATE_ON_START", "true", ("true", "false")) == "true",
+            stripe_api_key=env.get("METER_STRIPE_API_KEY") or None,
+            stripe_api_base=env.get("METER_STRIPE_API_BASE") or None,
+            checkout_open_sessions=_int(env, "METER_CHECKOUT_OPEN_SESSIONS", 5, 1, 1000),
+            checkout_sessions_per_hour=_int(env, "METER_CHECKOUT_SESSIONS_PER_HOUR", 20, 1, 10_000),
+            checkout_session_minutes=_int(env, "METER_CHECKOUT_SESSION_MINUTES", 30, 30, 1440),
         )
         settings.check()
         return settings
@@ -160,6 +175,10 @@ class Settings:
             raise ConfigError("METER_TLS_CLIENT_CA_FILE (mutual TLS) needs METER_TLS_CERT_FILE and METER_TLS_KEY_FILE")
         if bool(self.tls_client_cert_file) != bool(self.tls_client_key_file):
             raise ConfigError("METER_TLS_CLIENT_CERT_FILE and METER_TLS_CLIENT_KEY_FILE go together")
+        if self.checkout_sessions_per_hour < self.checkout_open_sessions:
+            raise ConfigError("METER_CHECKOUT_SESSIONS_PER_HOUR must be at least METER_CHECKOUT_OPEN_SESSIONS")
+        if self.stripe_api_base and not self.stripe_api_base.startswith(("http://", "https://")):
+            raise ConfigError("METER_STRIPE_API_BASE must be an http(s) address")
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:

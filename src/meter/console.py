@@ -1,4 +1,5 @@
-"""`meter account show` and `meter usage`: an account as a human reads it, over gRPC.
+"""`meter account show`, `meter usage` and `meter purchases refused`: an account (and what support
+acts on) as a human reads it, over gRPC.
 
 They call a running meter (any replica) with the same RPCs a billing page uses, so what an
 engineer sees is what the product sees; nothing here reads the database.
@@ -227,3 +228,35 @@ def default_range(today: date | None = None) -> tuple[date, date]:
 
 def _date(value: date) -> date_pb2.Date:
     return date_pb2.Date(year=value.year, month=value.month, day=value.day)
+
+
+async def refused_purchases(client: MeterClient, account_id: str, limit: int) -> str:
+    """Newest first, as many pages as `limit` takes: what was paid, for what, why it was refused,
+    and the PaymentIntent to refund."""
+    found: list[pb.RefusedPurchase] = []
+    token = ""
+    while len(found) < limit:
+        page = await client.list_refused_purchases(
+            account_id=account_id, page_size=min(limit - len(found), 1000), page_token=token
+        )
+        found.extend(page.purchases)
+        token = page.next_page_token
+        if not token:
+            break
+    if not found:
+        return "no refused purchases" + (f" for {account_id}" if account_id else "")
+    rows = [
+        [
+            when(p.refused_time),
+            p.account_id,
+            p.pack_id,
+            f"{p.amount_minor:,} {p.currency}",
+            p.payment_intent or "-",
+            p.reason,
+        ]
+        for p in found
+    ]
+    headers = ["refused", "account", "pack", "paid (minor unit)", "payment_intent", "reason"]
+    listing = table(headers, rows, right=[3])
+    reasons = "\n".join(f"{p.payment_ref}: {p.message}" for p in found)
+    return f"{listing}\n\n{reasons}"

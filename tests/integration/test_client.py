@@ -98,7 +98,7 @@ class TestCalls:
         account = new_id()
         async with MeterClient(meter.address) as client:
             catalog = await client.get_catalog()
-            assert catalog.version == "2026-11-29.2"
+            assert catalog.version == "2026-11-30.1"
             plan = await client.set_plan(account_id=account, plan_id="starter")
             assert plan.balance.allowance_total == 50_000
             await client.adjust(account_id=account, pool=pb.POOL_PURCHASED, delta=5, reason="r", request_id=new_id())

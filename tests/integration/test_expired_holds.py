@@ -12,11 +12,19 @@ import grpc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from meter.catalog import load as load_catalog
 from meter.domain.holds import ExpiredHolds
 from meter.service.sweeper import sweep_once
 from meter.v1 import meter_pb2 as pb
-from support import RunningMeter, balance, expect_error, funded_account, ledger, new_id, reserve_request
+from support import (
+    RunningMeter,
+    balance,
+    expect_error,
+    funded_account,
+    ledger,
+    new_id,
+    reserve_request,
+    suite_catalog,
+)
 
 
 async def charging_account(meter: RunningMeter, tokens: int) -> str:
@@ -139,10 +147,10 @@ async def test_the_allowance_given_back_after_its_period_ended_expires(
 
 async def test_release_stays_the_default_and_the_plan_or_the_account_decides(meters: Any) -> None:
     charging_plans = replace(
-        load_catalog().without_limits(),
+        suite_catalog(),
         plans={
             plan_id: replace(plan, expired_holds=ExpiredHolds.CHARGE) if plan_id == "pro" else plan
-            for plan_id, plan in load_catalog().plans.items()
+            for plan_id, plan in suite_catalog().plans.items()
         },
     )
     meter = await meters(catalog=charging_plans)

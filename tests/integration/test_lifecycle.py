@@ -21,7 +21,7 @@ class TestReserveCommit:
         # gpt-4o weights: input 1, output 4 -> 1000 + 2000
         assert response.held_tokens == 3000
         assert response.status == pb.RESERVATION_STATUS_OPEN
-        assert response.catalog_version == "2026-11-29.2"
+        assert response.catalog_version == "2026-11-30.1"
         assert response.reservation_id.startswith(f"{account}/")
         assert response.balance.held == 3000
         assert response.balance.allowance_remaining == 47_000
@@ -101,7 +101,7 @@ class TestBalanceAndCatalog:
 
     async def test_get_catalog_serves_the_catalog_file(self, meter: RunningMeter) -> None:
         catalog = await meter.stub.GetCatalog(pb.GetCatalogRequest())
-        assert catalog.version == "2026-11-29.2"
+        assert catalog.version == "2026-11-30.1"
         models = {m.id: m for m in catalog.models}
         assert models["gpt-4o"].input_price_micros_per_million == 2_500_000
         assert models["gpt-4o"].output_weight == "4"

@@ -27,17 +27,18 @@ from support import (
     fingerprint,
     funded_account,
     reserve_request,
+    suite_catalog,
 )
 
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def limited(**limits: int) -> Catalog:
-    """The packaged catalog with the free plan's limits set to `limits` (others none)."""
-    packaged = catalog_file.load()
-    plans = dict(packaged.without_limits().plans)
+    """The suite's catalog with the free plan's limits set to `limits` (others none)."""
+    suite = suite_catalog()
+    plans = dict(suite.plans)
     plans["free"] = replace(plans["free"], limits=RateLimits(**limits))
-    return replace(packaged, plans=plans)
+    return replace(suite, plans=plans)
 
 
 async def at_minute_start(engine: AsyncEngine, *meters: RunningMeter) -> None:
@@ -167,7 +168,8 @@ async def test_a_replayed_reserve_is_answered_not_counted(meters: StartMeter, en
 async def test_the_packaged_catalog_serves_each_plans_limits(meters: StartMeter) -> None:
     meter = await meters(catalog=catalog_file.load())
     plans = {p.id: p.limits for p in (await meter.stub.GetCatalog(pb.GetCatalogRequest())).plans}
-    assert (plans["free"].requests_per_minute, plans["free"].tokens_per_minute, plans["free"].concurrent_holds) == (
+    starter = plans["starter"]  # the free tier
+    assert (starter.requests_per_minute, starter.tokens_per_minute, starter.concurrent_holds) == (
         60,
         200_000,
         10,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from meter import catalog
 from meter.client import MeterClient
 from meter.v1 import meter_pb2 as pb
 from meter.webhooks.app import replay
-from support import RunningMeter, balance, ledger, new_id
+from support import RunningMeter, balance, ledger, new_id, suite_catalog
 
 
 async def stored(engine: AsyncEngine, evt: str) -> list[dict[str, Any]]:
@@ -99,9 +100,9 @@ class TestCheckout:
         payload = paid_checkout(account, pack="pack_launch_offer", tokens="5000", amount=300)
         assert (await deliver(before.webhook_url, payload))[1]["status"] == "rejected"
 
-        fixed = catalog.load()
+        fixed = suite_catalog()
         packs = dict(fixed.packs) | {"pack_launch_offer": catalog.Pack("pack_launch_offer", 5000, 300, "usd", True)}
-        after = await meters(catalog=catalog.Catalog("fixed", fixed.models, packs, fixed.plans))
+        after = await meters(catalog=replace(fixed, version="fixed", packs=packs))
         async with MeterClient(after.address) as client:
             first = await replay(client, event_id(payload))
             second = await replay(client, event_id(payload))

@@ -148,9 +148,44 @@ def test_plans_carry_their_rate_limits() -> None:
     from meter.domain.limits import RateLimits
 
     packaged = catalog.load()
-    assert packaged.plan("free").limits == RateLimits(60, 200_000, 10)
+    assert packaged.plan("starter").limits == RateLimits(60, 200_000, 10)
     assert packaged.plan("enterprise").limits == RateLimits()  # per account, through SetPlan
     assert not packaged.plan("enterprise").limits.any
+
+
+def test_the_packaged_plans_follow_the_pricing_page() -> None:
+    """Starter is the free tier: 50 000 tokens a month, no Stripe price, the plan of every account
+    without a subscription; then Pro 500 000, Business 5 000 000, Enterprise set per account."""
+    from meter.domain.plans import CancelledAllowance
+
+    packaged = catalog.load()
+    assert packaged.default_plan == "starter"
+    allowances = {plan.id: plan.monthly_allowance_tokens for plan in packaged.plans.values()}
+    assert allowances == {"starter": 50_000, "pro": 500_000, "business": 5_000_000, "enterprise": 0}
+    assert packaged.plan("starter").stripe_prices == () and packaged.plan("enterprise").per_account
+    assert packaged.plan("pro").cancelled_allowance is CancelledAllowance.ENDS_WITH_PERIOD
+    assert packaged.plan("starter").cancelled_allowance is CancelledAllowance.ENDS_NOW
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"default_plan": "gold"}, "default_plan"),
+        ({"default_plan": "ent"}, "free"),  # per account
+        (
+            {"plans": [{"id": "free", "monthly_allowance_tokens": 0, "cancelled_allowance": "later"}]},
+            "cancelled_allowance",
+        ),
+        ({"plans": [{"id": "starter", "monthly_allowance_tokens": 5}]}, "default_plan"),  # no default named, no "free"
+    ],
+)
+def test_the_default_plan_and_cancelled_allowance_are_checked(change: dict[str, object], problem: str) -> None:
+    with pytest.raises(catalog.CatalogError, match=problem):
+        catalog.parse({**VALID, **change})
+
+
+def test_a_catalog_without_default_plan_keeps_accounts_on_free() -> None:
+    assert catalog.parse(VALID).default_plan == "free"  # catalogs written before default_plan existed
 
 
 @pytest.mark.parametrize("value", [0, -1, "60", 1.5, True])

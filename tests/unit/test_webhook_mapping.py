@@ -104,11 +104,11 @@ class TestSubscriptionsAndInvoices:
     def test_a_subscription_without_an_account_is_not_ours(self) -> None:
         assert isinstance(action_for(fixture("customer.subscription.created")), Ignore)
 
-    def test_deleted_subscription_ends_the_allowance_now(self) -> None:
+    def test_deleted_subscription_returns_to_the_default_plan(self) -> None:
         event = fixture("customer.subscription.deleted")
         obj(event)["metadata"] = {"account_id": "acme", "plan_id": "pro"}
         action = action_for(event)
-        assert isinstance(action, Plan) and action.plan_id == "free" and action.expire_allowance_now
+        assert isinstance(action, Plan) and action.plan_id == "" and action.subscription_cancelled
 
     def test_the_shipped_invoice_has_no_subscription(self) -> None:
         assert isinstance(action_for(fixture("invoice.paid")), Ignore)

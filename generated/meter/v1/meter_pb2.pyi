@@ -60,6 +60,19 @@ class ReservationStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESERVATION_STATUS_RELEASED: _ClassVar[ReservationStatus]
     RESERVATION_STATUS_EXPIRED: _ClassVar[ReservationStatus]
 
+class CancelledAllowance(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CANCELLED_ALLOWANCE_UNSPECIFIED: _ClassVar[CancelledAllowance]
+    CANCELLED_ALLOWANCE_ENDS_NOW: _ClassVar[CancelledAllowance]
+    CANCELLED_ALLOWANCE_ENDS_WITH_PERIOD: _ClassVar[CancelledAllowance]
+
+class CheckoutStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHECKOUT_STATUS_UNSPECIFIED: _ClassVar[CheckoutStatus]
+    CHECKOUT_STATUS_OPEN: _ClassVar[CheckoutStatus]
+    CHECKOUT_STATUS_PAID: _ClassVar[CheckoutStatus]
+    CHECKOUT_STATUS_EXPIRED: _ClassVar[CheckoutStatus]
+
 class EntryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ENTRY_KIND_UNSPECIFIED: _ClassVar[EntryKind]
@@ -116,6 +129,13 @@ RESERVATION_STATUS_OPEN: ReservationStatus
 RESERVATION_STATUS_COMMITTED: ReservationStatus
 RESERVATION_STATUS_RELEASED: ReservationStatus
 RESERVATION_STATUS_EXPIRED: ReservationStatus
+CANCELLED_ALLOWANCE_UNSPECIFIED: CancelledAllowance
+CANCELLED_ALLOWANCE_ENDS_NOW: CancelledAllowance
+CANCELLED_ALLOWANCE_ENDS_WITH_PERIOD: CancelledAllowance
+CHECKOUT_STATUS_UNSPECIFIED: CheckoutStatus
+CHECKOUT_STATUS_OPEN: CheckoutStatus
+CHECKOUT_STATUS_PAID: CheckoutStatus
+CHECKOUT_STATUS_EXPIRED: CheckoutStatus
 ENTRY_KIND_UNSPECIFIED: EntryKind
 ENTRY_KIND_SUBSCRIPTION_GRANT: EntryKind
 ENTRY_KIND_EXPIRY: EntryKind
@@ -378,7 +398,7 @@ class CreditPurchaseResponse(_message.Message):
     def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ..., credited_tokens: _Optional[int] = ..., newly_credited: _Optional[bool] = ..., event_status: _Optional[_Union[EventStatus, str]] = ...) -> None: ...
 
 class SetPlanRequest(_message.Message):
-    __slots__ = ("account_id", "plan_id", "period_start", "period_end", "subscription_ref", "event_time", "monthly_allowance_tokens", "expire_allowance_now", "source_event", "limits", "stripe_prices", "expired_holds")
+    __slots__ = ("account_id", "plan_id", "period_start", "period_end", "subscription_ref", "event_time", "monthly_allowance_tokens", "expire_allowance_now", "source_event", "limits", "stripe_prices", "expired_holds", "subscription_cancelled")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     PERIOD_START_FIELD_NUMBER: _ClassVar[int]
@@ -391,6 +411,7 @@ class SetPlanRequest(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     STRIPE_PRICES_FIELD_NUMBER: _ClassVar[int]
     EXPIRED_HOLDS_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_CANCELLED_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     plan_id: str
     period_start: _timestamp_pb2.Timestamp
@@ -403,7 +424,8 @@ class SetPlanRequest(_message.Message):
     limits: RateLimits
     stripe_prices: _containers.RepeatedScalarFieldContainer[str]
     expired_holds: ExpiredHolds
-    def __init__(self, account_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subscription_ref: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., monthly_allowance_tokens: _Optional[int] = ..., expire_allowance_now: _Optional[bool] = ..., source_event: _Optional[_Union[WebhookEvent, _Mapping]] = ..., limits: _Optional[_Union[RateLimits, _Mapping]] = ..., stripe_prices: _Optional[_Iterable[str]] = ..., expired_holds: _Optional[_Union[ExpiredHolds, str]] = ...) -> None: ...
+    subscription_cancelled: bool
+    def __init__(self, account_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subscription_ref: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., monthly_allowance_tokens: _Optional[int] = ..., expire_allowance_now: _Optional[bool] = ..., source_event: _Optional[_Union[WebhookEvent, _Mapping]] = ..., limits: _Optional[_Union[RateLimits, _Mapping]] = ..., stripe_prices: _Optional[_Iterable[str]] = ..., expired_holds: _Optional[_Union[ExpiredHolds, str]] = ..., subscription_cancelled: _Optional[bool] = ...) -> None: ...
 
 class SetPlanResponse(_message.Message):
     __slots__ = ("balance", "applied", "event_status")
@@ -440,18 +462,20 @@ class GetCatalogRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetCatalogResponse(_message.Message):
-    __slots__ = ("version", "models", "packs", "plans", "usage_label_keys")
+    __slots__ = ("version", "models", "packs", "plans", "usage_label_keys", "default_plan")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     PACKS_FIELD_NUMBER: _ClassVar[int]
     PLANS_FIELD_NUMBER: _ClassVar[int]
     USAGE_LABEL_KEYS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_PLAN_FIELD_NUMBER: _ClassVar[int]
     version: str
     models: _containers.RepeatedCompositeFieldContainer[Model]
     packs: _containers.RepeatedCompositeFieldContainer[Pack]
     plans: _containers.RepeatedCompositeFieldContainer[Plan]
     usage_label_keys: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, version: _Optional[str] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., packs: _Optional[_Iterable[_Union[Pack, _Mapping]]] = ..., plans: _Optional[_Iterable[_Union[Plan, _Mapping]]] = ..., usage_label_keys: _Optional[_Iterable[str]] = ...) -> None: ...
+    default_plan: str
+    def __init__(self, version: _Optional[str] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., packs: _Optional[_Iterable[_Union[Pack, _Mapping]]] = ..., plans: _Optional[_Iterable[_Union[Plan, _Mapping]]] = ..., usage_label_keys: _Optional[_Iterable[str]] = ..., default_plan: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
     __slots__ = ("id", "provider", "input_price_micros_per_million", "output_price_micros_per_million", "input_weight", "output_weight", "cached_input_price_micros_per_million", "cache_write_price_micros_per_million", "reasoning_price_micros_per_million", "cached_input_weight", "cache_write_weight", "reasoning_weight")
@@ -482,32 +506,130 @@ class Model(_message.Message):
     def __init__(self, id: _Optional[str] = ..., provider: _Optional[str] = ..., input_price_micros_per_million: _Optional[int] = ..., output_price_micros_per_million: _Optional[int] = ..., input_weight: _Optional[str] = ..., output_weight: _Optional[str] = ..., cached_input_price_micros_per_million: _Optional[int] = ..., cache_write_price_micros_per_million: _Optional[int] = ..., reasoning_price_micros_per_million: _Optional[int] = ..., cached_input_weight: _Optional[str] = ..., cache_write_weight: _Optional[str] = ..., reasoning_weight: _Optional[str] = ...) -> None: ...
 
 class Pack(_message.Message):
-    __slots__ = ("id", "tokens", "price_minor", "currency", "active")
+    __slots__ = ("id", "tokens", "price_minor", "currency", "active", "name")
     ID_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     PRICE_MINOR_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     id: str
     tokens: int
     price_minor: int
     currency: str
     active: bool
-    def __init__(self, id: _Optional[str] = ..., tokens: _Optional[int] = ..., price_minor: _Optional[int] = ..., currency: _Optional[str] = ..., active: _Optional[bool] = ...) -> None: ...
+    name: str
+    def __init__(self, id: _Optional[str] = ..., tokens: _Optional[int] = ..., price_minor: _Optional[int] = ..., currency: _Optional[str] = ..., active: _Optional[bool] = ..., name: _Optional[str] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("id", "monthly_allowance_tokens", "per_account", "limits", "stripe_prices")
+    __slots__ = ("id", "monthly_allowance_tokens", "per_account", "limits", "stripe_prices", "cancelled_allowance")
     ID_FIELD_NUMBER: _ClassVar[int]
     MONTHLY_ALLOWANCE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     PER_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     STRIPE_PRICES_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_ALLOWANCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     monthly_allowance_tokens: int
     per_account: bool
     limits: RateLimits
     stripe_prices: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., monthly_allowance_tokens: _Optional[int] = ..., per_account: _Optional[bool] = ..., limits: _Optional[_Union[RateLimits, _Mapping]] = ..., stripe_prices: _Optional[_Iterable[str]] = ...) -> None: ...
+    cancelled_allowance: CancelledAllowance
+    def __init__(self, id: _Optional[str] = ..., monthly_allowance_tokens: _Optional[int] = ..., per_account: _Optional[bool] = ..., limits: _Optional[_Union[RateLimits, _Mapping]] = ..., stripe_prices: _Optional[_Iterable[str]] = ..., cancelled_allowance: _Optional[_Union[CancelledAllowance, str]] = ...) -> None: ...
+
+class CreateCheckoutSessionRequest(_message.Message):
+    __slots__ = ("account_id", "pack_id", "success_url", "cancel_url", "request_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PACK_ID_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_URL_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_URL_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    pack_id: str
+    success_url: str
+    cancel_url: str
+    request_id: str
+    def __init__(self, account_id: _Optional[str] = ..., pack_id: _Optional[str] = ..., success_url: _Optional[str] = ..., cancel_url: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class CreateCheckoutSessionResponse(_message.Message):
+    __slots__ = ("session", "created")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    session: CheckoutSession
+    created: bool
+    def __init__(self, session: _Optional[_Union[CheckoutSession, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class CheckoutSession(_message.Message):
+    __slots__ = ("session_id", "url", "account_id", "pack_id", "tokens", "price_minor", "currency", "catalog_version", "expires_time", "created_time", "request_id", "status")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PACK_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PRICE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_TIME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_TIME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    url: str
+    account_id: str
+    pack_id: str
+    tokens: int
+    price_minor: int
+    currency: str
+    catalog_version: str
+    expires_time: _timestamp_pb2.Timestamp
+    created_time: _timestamp_pb2.Timestamp
+    request_id: str
+    status: CheckoutStatus
+    def __init__(self, session_id: _Optional[str] = ..., url: _Optional[str] = ..., account_id: _Optional[str] = ..., pack_id: _Optional[str] = ..., tokens: _Optional[int] = ..., price_minor: _Optional[int] = ..., currency: _Optional[str] = ..., catalog_version: _Optional[str] = ..., expires_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., status: _Optional[_Union[CheckoutStatus, str]] = ...) -> None: ...
+
+class ListRefusedPurchasesRequest(_message.Message):
+    __slots__ = ("account_id", "page_size", "page_token")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, account_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListRefusedPurchasesResponse(_message.Message):
+    __slots__ = ("purchases", "next_page_token")
+    PURCHASES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    purchases: _containers.RepeatedCompositeFieldContainer[RefusedPurchase]
+    next_page_token: str
+    def __init__(self, purchases: _Optional[_Iterable[_Union[RefusedPurchase, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RefusedPurchase(_message.Message):
+    __slots__ = ("account_id", "payment_ref", "pack_id", "tokens", "amount_minor", "currency", "payment_intent", "reason", "message", "refused_time", "event_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_REF_FIELD_NUMBER: _ClassVar[int]
+    PACK_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_INTENT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_TIME_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    payment_ref: str
+    pack_id: str
+    tokens: int
+    amount_minor: int
+    currency: str
+    payment_intent: str
+    reason: str
+    message: str
+    refused_time: _timestamp_pb2.Timestamp
+    event_id: str
+    def __init__(self, account_id: _Optional[str] = ..., payment_ref: _Optional[str] = ..., pack_id: _Optional[str] = ..., tokens: _Optional[int] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., payment_intent: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., refused_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event_id: _Optional[str] = ...) -> None: ...
 
 class RateLimits(_message.Message):
     __slots__ = ("requests_per_minute", "tokens_per_minute", "concurrent_holds")

@@ -155,6 +155,16 @@ class MeterServiceStub:
                 request_serializer=meter_dot_v1_dot_meter__pb2.WatchEventsRequest.SerializeToString,
                 response_deserializer=meter_dot_v1_dot_meter__pb2.WatchEventsResponse.FromString,
                 _registered_method=True)
+        self.CreateCheckoutSession = channel.unary_unary(
+                '/meter.v1.MeterService/CreateCheckoutSession',
+                request_serializer=meter_dot_v1_dot_meter__pb2.CreateCheckoutSessionRequest.SerializeToString,
+                response_deserializer=meter_dot_v1_dot_meter__pb2.CreateCheckoutSessionResponse.FromString,
+                _registered_method=True)
+        self.ListRefusedPurchases = channel.unary_unary(
+                '/meter.v1.MeterService/ListRefusedPurchases',
+                request_serializer=meter_dot_v1_dot_meter__pb2.ListRefusedPurchasesRequest.SerializeToString,
+                response_deserializer=meter_dot_v1_dot_meter__pb2.ListRefusedPurchasesResponse.FromString,
+                _registered_method=True)
 
 
 class MeterServiceServicer:
@@ -380,6 +390,32 @@ class MeterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateCheckoutSession(self, request, context):
+        """CreateCheckoutSession opens a Stripe Checkout Session selling a token pack as the catalog
+        sells it now: its price and currency on the session's line item, and the pack, its tokens and
+        the catalog version in the session's metadata. meter keeps what it sold, and the paid
+        session's webhook is credited as sold, whatever the catalog says by then. Idempotent on
+        (account_id, request_id), which is also Stripe's idempotency key: a replay returns the same
+        session (a different pack or URLs under the same request_id: REQUEST_ID_REUSED). Each account
+        may have a few sessions open and open a few per hour (settings); over either, it is refused
+        RESOURCE_EXHAUSTED RATE_LIMITED with RetryInfo. A new account is opened on the default plan,
+        as its first credit would open it. Stripe unreachable: UNAVAILABLE (retry with the same
+        request_id); Stripe not configured (METER_STRIPE_API_KEY): FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRefusedPurchases(self, request, context):
+        """ListRefusedPurchases lists payments Stripe took that meter refused to credit (the pack is
+        not sold, or the session's tokens, price or currency differ from what was sold), newest
+        first, with the reason: what support refunds. Each is also told once as a purchase.refused
+        event on its account.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -497,6 +533,16 @@ def add_MeterServiceServicer_to_server(servicer, server):
                     servicer.WatchEvents,
                     request_deserializer=meter_dot_v1_dot_meter__pb2.WatchEventsRequest.FromString,
                     response_serializer=meter_dot_v1_dot_meter__pb2.WatchEventsResponse.SerializeToString,
+            ),
+            'CreateCheckoutSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCheckoutSession,
+                    request_deserializer=meter_dot_v1_dot_meter__pb2.CreateCheckoutSessionRequest.FromString,
+                    response_serializer=meter_dot_v1_dot_meter__pb2.CreateCheckoutSessionResponse.SerializeToString,
+            ),
+            'ListRefusedPurchases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRefusedPurchases,
+                    request_deserializer=meter_dot_v1_dot_meter__pb2.ListRefusedPurchasesRequest.FromString,
+                    response_serializer=meter_dot_v1_dot_meter__pb2.ListRefusedPurchasesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1126,6 +1172,60 @@ class MeterService:
             '/meter.v1.MeterService/WatchEvents',
             meter_dot_v1_dot_meter__pb2.WatchEventsRequest.SerializeToString,
             meter_dot_v1_dot_meter__pb2.WatchEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCheckoutSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.MeterService/CreateCheckoutSession',
+            meter_dot_v1_dot_meter__pb2.CreateCheckoutSessionRequest.SerializeToString,
+            meter_dot_v1_dot_meter__pb2.CreateCheckoutSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRefusedPurchases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.MeterService/ListRefusedPurchases',
+            meter_dot_v1_dot_meter__pb2.ListRefusedPurchasesRequest.SerializeToString,
+            meter_dot_v1_dot_meter__pb2.ListRefusedPurchasesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,12 +25,12 @@ _CATALOG = catalog_file.load()
 # The pack clients buy, as the servers (on the packaged catalog) sell it.
 PACK = _CATALOG.pack("pack_1000_tokens")
 _PLANS = _CATALOG.plans
-STARTER, PRO = _PLANS["starter"], _PLANS["pro"]
-STARTER_PRICE, PRO_PRICE = STARTER.stripe_prices[0], PRO.stripe_prices[0]
-# What each invoice of a subscriber bought: the period at starter, the upgrade to pro.
+PRO, BUSINESS = _PLANS["pro"], _PLANS["business"]
+PRO_PRICE, BUSINESS_PRICE = PRO.stripe_prices[0], BUSINESS.stripe_prices[0]
+# What each invoice of a subscriber bought: the period at pro, the upgrade to business.
 PERIOD_AMOUNT, PRORATION_AMOUNT = 1000, 900
-PERIOD_TOKENS = STARTER.monthly_allowance_tokens
-PRORATION_TOKENS = PRO.monthly_allowance_tokens - STARTER.monthly_allowance_tokens
+PERIOD_TOKENS = PRO.monthly_allowance_tokens
+PRORATION_TOKENS = BUSINESS.monthly_allowance_tokens - PRO.monthly_allowance_tokens
 DAY = 86_400
 
 
@@ -68,7 +68,7 @@ async def dispute(workload: Workload) -> None:
 
 
 async def subscribe(workload: Workload) -> None:
-    """One subscriber's month: on starter, paid, upgraded to pro with the proration invoiced at
+    """One subscriber's month: on pro, paid, upgraded to business with the proration invoiced at
     once, both payments partly or wholly refunded; every event shuffled, some twice."""
     now = int(time.time() + workload.clock_offset_seconds)
     subscriber = Subscriber(f"sub-{uuid.uuid4().hex[:10]}", f"sub_chaos_{uuid.uuid4().hex[:14]}")
@@ -77,15 +77,15 @@ async def subscribe(workload: Workload) -> None:
     period_invoice, proration_invoice = f"in_chaos_{uuid.uuid4().hex[:14]}", f"in_chaos_{uuid.uuid4().hex[:14]}"
     upgraded = now - 20
     events: list[tuple[str, bytes, dict[str, Any]]] = [
-        ("subscription", _subscription(subscriber, "created", STARTER_PRICE, now - 30, start, end), {}),
-        ("subscription", _subscription(subscriber, "updated", PRO_PRICE, upgraded, start, end), {}),
-        ("invoice", _invoice(subscriber, period_invoice, [_line(start, end, STARTER_PRICE, 1000)], PERIOD_AMOUNT), {}),
+        ("subscription", _subscription(subscriber, "created", PRO_PRICE, now - 30, start, end), {}),
+        ("subscription", _subscription(subscriber, "updated", BUSINESS_PRICE, upgraded, start, end), {}),
+        ("invoice", _invoice(subscriber, period_invoice, [_line(start, end, PRO_PRICE, 1000)], PERIOD_AMOUNT), {}),
         (
             "invoice",
             _invoice(
                 subscriber,
                 proration_invoice,
-                [_line(upgraded, end, STARTER_PRICE, -100, True), _line(upgraded, end, PRO_PRICE, 1000, True)],
+                [_line(upgraded, end, PRO_PRICE, -100, True), _line(upgraded, end, BUSINESS_PRICE, 1000, True)],
                 PRORATION_AMOUNT,
             ),
             {},

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from meterlab.chaos.billing import PERIOD_TOKENS, PRO, PRORATION_TOKENS
+from meterlab.chaos.billing import BUSINESS, PERIOD_TOKENS, PRORATION_TOKENS
 from meterlab.chaos.history import History, Op, Outcome
 
 if TYPE_CHECKING:
@@ -43,9 +43,9 @@ def _grants(found: Findings, account: str, entries: list[dict[str, Any]], ops: l
     granted = sum(e["amount"] for e in entries if e["kind"] == "subscription_grant")
     everything_landed = all(op.acked for op in ops if op.kind in ("subscription", "invoice"))
     if everything_landed:
-        found.expect(granted == PRO.monthly_allowance_tokens, "allowance", account, f"{granted} granted, not once")
+        found.expect(granted == BUSINESS.monthly_allowance_tokens, "allowance", account, f"{granted} granted, not once")
     else:
-        found.expect(granted <= PRO.monthly_allowance_tokens, "allowance", account, f"{granted} granted")
+        found.expect(granted <= BUSINESS.monthly_allowance_tokens, "allowance", account, f"{granted} granted")
 
 
 def _refunds(

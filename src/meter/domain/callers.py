@@ -41,6 +41,8 @@ ROLES: Mapping[str, frozenset[str] | None] = {
             "GetWebhookEvent",
         }
     ),
+    # The product's backend selling packs: Checkout Sessions, and what a pricing page shows.
+    "storefront": frozenset({"CreateCheckoutSession", "GetCatalog", "GetBalance"}),
     "operator": None,
 }
 

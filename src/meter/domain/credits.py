@@ -4,6 +4,7 @@ request_id), each applied once. A retry with the same key must carry the same fa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from meter.domain.pools import PoolName
 
@@ -31,6 +32,8 @@ class RefusedPurchase:
     purchase: Purchase
     reason: str  # the ErrorInfo reason of the refusal (UNKNOWN_PACK, PURCHASE_MISMATCH, ...)
     message: str
+    refused_at: datetime | None = None  # as recorded
+    number: int = 0  # its place in the order refusals were recorded (a listing's page cursor)
 
 
 @dataclass(frozen=True)

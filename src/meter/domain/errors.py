@@ -22,10 +22,13 @@ category a failure belongs to.
     +-- ReservationReleased         FAILED_PRECONDITION
     +-- ReservationCommitted        FAILED_PRECONDITION
     +-- ReservationExpired          FAILED_PRECONDITION
+    +-- StripeNotConfigured         FAILED_PRECONDITION  no Stripe API key: meter cannot sell
+    +-- StripeRefused               FAILED_PRECONDITION  Stripe refused the request it was sent
     +-- RequestIdReused             ALREADY_EXISTS  same idempotency key, other parameters
     +-- StorageUnavailable          UNAVAILABLE  retry with the same key
     +-- ShuttingDown                UNAVAILABLE  this server is draining; retry elsewhere
     +-- NotReady                    UNAVAILABLE  the database is not reachable or not migrated yet
+    +-- StripeUnavailable           UNAVAILABLE  Stripe could not be reached; retry with the same key
     +-- MissingCredentials          UNAUTHENTICATED  no bearer token
     +-- InvalidToken                UNAUTHENTICATED  not a configured caller's token
     +-- MethodNotAllowed            PERMISSION_DENIED  the caller may not call this method
@@ -231,6 +234,31 @@ class ReservationExpired(MeterError):
             f"reservation {reservation_id!r} expired and its hold was given back",
             reservationId=reservation_id,
         )
+
+
+class StripeNotConfigured(MeterError):
+    reason = "STRIPE_NOT_CONFIGURED"
+    category = ErrorCategory.PRECONDITION
+
+    def __init__(self) -> None:
+        super().__init__("meter has no Stripe API key: set METER_STRIPE_API_KEY to sell through Checkout")
+
+
+class StripeRefused(MeterError):
+    reason = "STRIPE_REFUSED"
+    category = ErrorCategory.PRECONDITION
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"Stripe refused the request: {detail}"[:1000], stripeCode=code)
+
+
+class StripeUnavailable(MeterError):
+    reason = "STRIPE_UNAVAILABLE"
+    category = ErrorCategory.UNAVAILABLE
+    retry_after = 1.0
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"Stripe could not be reached: {detail}; retry with the same request_id"[:1000])
 
 
 class RequestIdReused(MeterError):

@@ -12,6 +12,8 @@ from meter.domain.amounts import format_millionths
 from meter.domain.balance import Balance, WarningLevel
 from meter.domain.balance_events import BalanceEvent
 from meter.domain.budgets import Budget, BudgetUnit
+from meter.domain.checkout import CheckoutSession, CheckoutStatus
+from meter.domain.credits import RefusedPurchase
 from meter.domain.errors import InvalidField
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
 from meter.domain.holds import CallTokens, ExpiredHolds, HoldStatus
@@ -19,6 +21,7 @@ from meter.domain.invoices import InvoiceLine
 from meter.domain.ledger import EntryKind, RecordedEntry
 from meter.domain.limits import RateLimits
 from meter.domain.periods import Period
+from meter.domain.plans import CancelledAllowance
 from meter.domain.pools import PoolName
 from meter.domain.usage import UsageGrouping, UsageRecord, UsageReport, UsageTotals
 from meter.service.balance import AccountBalance
@@ -235,7 +238,9 @@ def catalog(value: Catalog) -> pb.GetCatalogResponse:
             for m in value.models.values()
         ],
         packs=[
-            pb.Pack(id=p.id, tokens=p.tokens, price_minor=p.price_minor, currency=p.currency, active=p.active)
+            pb.Pack(
+                id=p.id, tokens=p.tokens, price_minor=p.price_minor, currency=p.currency, active=p.active, name=p.name
+            )
             for p in value.packs.values()
         ],
         plans=[
@@ -245,10 +250,57 @@ def catalog(value: Catalog) -> pb.GetCatalogResponse:
                 per_account=p.per_account,
                 limits=rate_limits(p.limits),
                 stripe_prices=p.stripe_prices,
+                cancelled_allowance=_CANCELLED_ALLOWANCE[p.cancelled_allowance],
             )
             for p in value.plans.values()
         ],
         usage_label_keys=value.usage_label_keys,
+        default_plan=value.default_plan,
+    )
+
+
+_CANCELLED_ALLOWANCE = {
+    CancelledAllowance.ENDS_NOW: pb.CANCELLED_ALLOWANCE_ENDS_NOW,
+    CancelledAllowance.ENDS_WITH_PERIOD: pb.CANCELLED_ALLOWANCE_ENDS_WITH_PERIOD,
+}
+_CHECKOUT_STATUS = {
+    CheckoutStatus.OPEN: pb.CHECKOUT_STATUS_OPEN,
+    CheckoutStatus.PAID: pb.CHECKOUT_STATUS_PAID,
+    CheckoutStatus.EXPIRED: pb.CHECKOUT_STATUS_EXPIRED,
+}
+
+
+def checkout_session(value: CheckoutSession, now: datetime) -> pb.CheckoutSession:
+    return pb.CheckoutSession(
+        session_id=value.session_id,
+        url=value.url,
+        account_id=value.account_id,
+        pack_id=value.sold.pack_id,
+        tokens=value.sold.tokens,
+        price_minor=value.sold.price_minor,
+        currency=value.sold.currency,
+        catalog_version=value.sold.catalog_version,
+        expires_time=timestamp(value.expires_at),
+        created_time=timestamp(value.created_at),
+        request_id=value.request_id,
+        status=_CHECKOUT_STATUS[value.status(now)],
+    )
+
+
+def refused_purchase(value: RefusedPurchase) -> pb.RefusedPurchase:
+    purchase = value.purchase
+    return pb.RefusedPurchase(
+        account_id=purchase.account_id,
+        payment_ref=purchase.payment_ref,
+        pack_id=purchase.pack_id,
+        tokens=purchase.tokens,
+        amount_minor=purchase.amount_minor,
+        currency=purchase.currency,
+        payment_intent=purchase.payment_intent or "",
+        reason=value.reason,
+        message=value.message,
+        refused_time=timestamp(value.refused_at) if value.refused_at else None,
+        event_id=purchase.event_id or "",
     )
 
 

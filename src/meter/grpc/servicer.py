@@ -14,6 +14,7 @@ from meter.service import balance as balance_case
 from meter.service import (
     balance_events,
     budgets,
+    checkout,
     credits,
     events,
     extend,
@@ -140,6 +141,7 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
             limits=convert.optional_limits(request),
             stripe_prices=list(request.stripe_prices),
             expired_holds=convert.expired_holds(request.expired_holds),
+            subscription_cancelled=request.subscription_cancelled,
         )
         return pb.SetPlanResponse(
             balance=convert.balance(result.balance),
@@ -299,6 +301,31 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
     async def ListBudgets(self, request: pb.ListBudgetsRequest, context: Context) -> pb.ListBudgetsResponse:
         found = await budgets.list_budgets(self._meter, account_id=request.account_id)
         return pb.ListBudgetsResponse(budgets=[convert.budget(b) for b in found])
+
+    async def CreateCheckoutSession(
+        self, request: pb.CreateCheckoutSessionRequest, context: Context
+    ) -> pb.CreateCheckoutSessionResponse:
+        opened = await checkout.create_checkout_session(
+            self._meter,
+            account_id=request.account_id,
+            pack_id=request.pack_id,
+            success_url=request.success_url,
+            cancel_url=request.cancel_url,
+            request_id=request.request_id,
+        )
+        return pb.CreateCheckoutSessionResponse(
+            session=convert.checkout_session(opened.session, opened.now), created=opened.created
+        )
+
+    async def ListRefusedPurchases(
+        self, request: pb.ListRefusedPurchasesRequest, context: Context
+    ) -> pb.ListRefusedPurchasesResponse:
+        page = await checkout.refused_purchases(
+            self._meter, account_id=request.account_id, page_size_=request.page_size, page_token=request.page_token
+        )
+        return pb.ListRefusedPurchasesResponse(
+            purchases=[convert.refused_purchase(p) for p in page.purchases], next_page_token=page.next_page_token
+        )
 
     async def ListOpenReservations(
         self, request: pb.ListOpenReservationsRequest, context: Context

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from meter.catalog import DEFAULT_FREE_PLAN, Catalog
+from meter.catalog import Catalog
 from meter.domain.accounts import Account
 from meter.domain.ledger import EntryKind
 from meter.domain.periods import calendar_month
@@ -22,11 +22,11 @@ async def open_account(store: Store, account: Account, now: datetime) -> Account
 
 
 def free_account(account_id: str, catalog: Catalog, now: datetime, buckets: int) -> Account:
-    """An account created by its first credit: free plan, calendar months."""
+    """An account created by its first credit or checkout: the default plan, calendar months."""
     return Account(
         account_id=account_id,
-        plan_id=DEFAULT_FREE_PLAN,
-        monthly_allowance=catalog.plan(DEFAULT_FREE_PLAN).monthly_allowance_tokens,
+        plan_id=catalog.default_plan,
+        monthly_allowance=catalog.plan(catalog.default_plan).monthly_allowance_tokens,
         period=calendar_month(now),
         calendar_periods=True,
         allowance_total=0,

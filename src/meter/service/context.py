@@ -1,6 +1,6 @@
 """What every use case is given: the catalog, the storage, the service's parameters (bounds on requests,
-buckets per account, the sweep interval; rate limits are something else: domain.limits) and a
-source of spread."""
+buckets per account, the sweep interval, the limits on Checkout Sessions; rate limits are something
+else: domain.limits), a source of spread, and Stripe's Checkout when meter sells through it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import random
 from dataclasses import dataclass, field
 
 from meter.catalog import Catalog
-from meter.service.ports import Database
+from meter.domain.checkout import CheckoutLimits
+from meter.service.ports import CheckoutProvider, Database
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class Parameters:
     max_ttl_seconds: int = 3600
     max_credit_tokens: int = 1_000_000_000  # one purchase or adjustment never exceeds this
     sweep_seconds: float = 1.0  # how often expired holds are given back (a rate limit's retry delay)
+    checkout: CheckoutLimits = CheckoutLimits()
 
 
 @dataclass
@@ -29,3 +31,5 @@ class Meter:
     parameters: Parameters = field(default_factory=Parameters)
     # Picks the bucket a hold starts looking at, so concurrent holds spread over the rows.
     spread: random.Random = field(default_factory=random.Random)
+    # Stripe's Checkout (None without METER_STRIPE_API_KEY: CreateCheckoutSession is refused).
+    checkout: CheckoutProvider | None = None

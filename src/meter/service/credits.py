@@ -10,6 +10,7 @@ from meter.domain import ids
 from meter.domain.amounts import require_tokens
 from meter.domain.balance import Balance
 from meter.domain.balance_events import EventType
+from meter.domain.checkout import SoldPack
 from meter.domain.credits import Adjustment, Purchase, RefusedPurchase
 from meter.domain.errors import (
     AccountNotFound,
@@ -59,15 +60,32 @@ async def credit_purchase(
         for name, value in (("payment_intent", payment_intent), ("event_id", event_id)):
             if len(value) > MAX_REF_LENGTH:
                 raise InvalidField(name, f"at most {MAX_REF_LENGTH} characters")
+        session = await meter.storage.transaction(lambda store: store.sold_session(account_id, payment_ref))
         try:
             purchase = _checked_purchase(
-                meter, account_id, pack_id, tokens, amount_minor, currency, payment_ref, payment_intent, event_id
+                meter,
+                session.sold if session else None,
+                account_id,
+                pack_id,
+                tokens,
+                amount_minor,
+                currency,
+                payment_ref,
+                payment_intent,
+                event_id,
             )
         except MeterError as refusal:
-            sold = Purchase(
-                account_id, payment_ref, pack_id[:255], tokens, amount_minor, currency[:16], payment_intent or None
+            paid = Purchase(
+                account_id,
+                payment_ref,
+                pack_id[:255],
+                tokens,
+                amount_minor,
+                currency[:16],
+                payment_intent or None,
+                event_id or None,
             )
-            await _refuse(meter, RefusedPurchase(sold, refusal.reason, str(refusal)[:1000]))
+            await _refuse(meter, RefusedPurchase(paid, refusal.reason, str(refusal)[:1000]))
             raise
         credited = await meter.storage.transaction(lambda store: _credit(meter, store, purchase, source_event))
         if credited.newly_credited:
@@ -93,6 +111,7 @@ async def _credit(meter: Meter, store: Store, purchase: Purchase, source_event: 
         return Credited(await store.balance(account_id), tokens, newly_credited=False, event_status=status)
     if not await store.insert_purchase(purchase, now):
         raise Conflict("the same payment was credited concurrently")
+    await store.mark_session_paid(account_id, payment_ref, now)
     account = await locked_current_account(store, account, now)
     await credit_pool(
         store, account, EntryKind.PURCHASE, PoolName.PURCHASED, tokens, now, ref=payment_ref, note=purchase.pack_id
@@ -129,6 +148,7 @@ async def _refuse(meter: Meter, refused: RefusedPurchase) -> None:
             return  # credited already, under the catalog it was sold with: nothing was refused
         if not await store.insert_refused_purchase(refused, now):
             return  # refused and told before (a redelivery)
+        await store.mark_session_paid(purchase.account_id, purchase.payment_ref, now)
         await store.emit(
             purchase.account_id,
             EventType.PURCHASE_REFUSED,
@@ -149,6 +169,7 @@ async def _refuse(meter: Meter, refused: RefusedPurchase) -> None:
 
 def _checked_purchase(
     meter: Meter,
+    sold: SoldPack | None,
     account_id: str,
     pack_id: str,
     tokens: int,
@@ -158,8 +179,12 @@ def _checked_purchase(
     payment_intent: str,
     event_id: str,
 ) -> Purchase:
-    """A purchase is credited only as the catalog sells it: metadata is never trusted."""
-    pack = meter.catalog.pack(pack_id)
+    """A purchase is credited only as it was sold: a session meter created, as that session sold it
+    (under the catalog version of its sale, whatever the catalog says now); any other, as the
+    catalog sells its pack now. Metadata is never trusted."""
+    if sold is not None and pack_id != sold.pack_id:
+        raise PurchaseMismatch("pack_id", sold.pack_id, pack_id[:255])
+    pack = sold or _sold_now(meter, pack_id)
     require_tokens("tokens", tokens, minimum=1, maximum=meter.parameters.max_credit_tokens)
     require_tokens("amount_minor", amount_minor, minimum=0, maximum=2**62)
     if tokens != pack.tokens:
@@ -171,6 +196,11 @@ def _checked_purchase(
     return Purchase(
         account_id, payment_ref, pack_id, tokens, amount_minor, pack.currency, payment_intent or None, event_id or None
     )
+
+
+def _sold_now(meter: Meter, pack_id: str) -> SoldPack:
+    pack = meter.catalog.pack(pack_id)
+    return SoldPack(pack.id, pack.tokens, pack.price_minor, pack.currency, meter.catalog.version)
 
 
 async def adjust(meter: Meter, *, account_id: str, pool: PoolName, delta: int, reason: str, request_id: str) -> Balance:

@@ -6,7 +6,9 @@ of a period is granted when its invoice is paid (GrantPeriodAllowance); SetPlan 
 account to the subscription's plan and period. On an existing account an upgrade grants the
 difference at once (if the period's allowance was granted), a downgrade applies from the next
 period, and a new billing period is a boundary: the allowance left expires. A cancelled
-subscription ends the allowance at once. An event older than the one applied changes nothing.
+subscription returns the account to the catalog's default plan (the free tier); the allowance left
+of its paid period ends at once or with that period, as the cancelled plan's `cancelled_allowance`
+says. An event older than the one applied changes nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from meter.domain.holds import ExpiredHolds
 from meter.domain.ledger import EntryKind
 from meter.domain.limits import RateLimits
 from meter.domain.periods import Period, absurd, calendar_month, moves_to
+from meter.domain.plans import CancelledAllowance
 from meter.domain.pools import PoolName
 from meter.service import balance_warnings, events, waiting
 from meter.service.accounts import credit_pool, locked_current_account, open_account
@@ -57,6 +60,7 @@ class PlanRequest:
     expire_allowance_now: bool
     limits: RateLimits | None = None  # the account's own (per-account plans); None: keep them
     expired_holds: ExpiredHoldsChoice = "keep"
+    subscription_cancelled: bool = False  # to the default plan; the allowance left ends as the plan says
 
 
 async def set_plan(
@@ -73,12 +77,12 @@ async def set_plan(
     limits: RateLimits | None = None,
     stripe_prices: Sequence[str] = (),
     expired_holds: ExpiredHoldsChoice = "keep",
+    subscription_cancelled: bool = False,
 ) -> PlanChange:
     async def run() -> PlanChange:
         ids.account_id(account_id)
         events.check_event(source_event)
-        # A subscription is on the plan its price is sold as, not the one its metadata names.
-        plan = meter.catalog.plan_sold_at(stripe_prices, plan_id).id if stripe_prices else plan_id
+        plan = _plan_named(meter, plan_id, stripe_prices, subscription_cancelled)
         if len(subscription_ref) > 255:
             raise InvalidField("subscription_ref", "at most 255 characters")
         request = PlanRequest(
@@ -91,12 +95,38 @@ async def set_plan(
             expire_allowance_now=expire_allowance_now,
             limits=_own_limits(meter, plan, limits),
             expired_holds=expired_holds,
+            subscription_cancelled=subscription_cancelled,
         )
         change = await meter.storage.transaction(lambda store: _apply(meter, store, request, source_event))
         await balance_warnings.announce(meter, change.balance)
         return change
 
     return await events.rejecting(meter, events.event_account(account_id), source_event, run)
+
+
+def _plan_named(meter: Meter, plan_id: str, stripe_prices: Sequence[str], subscription_cancelled: bool) -> str:
+    """A subscription is on the plan its price is sold as, not the one its metadata names; a
+    cancelled one leaves the account on the default plan."""
+    if subscription_cancelled:
+        if plan_id not in ("", meter.catalog.default_plan) or stripe_prices:
+            default = meter.catalog.default_plan
+            raise InvalidField("plan_id", f"a cancelled subscription returns to {default!r}: leave it out")
+        return meter.catalog.default_plan
+    return meter.catalog.plan_sold_at(stripe_prices, plan_id).id if stripe_prices else plan_id
+
+
+def _cancellation(meter: Meter, request: PlanRequest, account: Account | None) -> PlanRequest:
+    """A cancelled subscription's allowance left ends now, or with its paid period when the
+    cancelled plan's catalog entry says so (and that period's allowance was paid and granted)."""
+    if not request.subscription_cancelled or account is None:
+        return request
+    cancelled = meter.catalog.plans.get(account.plan_id)
+    lasts = (
+        cancelled is not None
+        and cancelled.cancelled_allowance is CancelledAllowance.ENDS_WITH_PERIOD
+        and account.allowance_granted
+    )
+    return replace(request, subscription_ref=None, expire_allowance_now=not lasts)
 
 
 async def _apply(meter: Meter, store: Store, request: PlanRequest, source_event: WebhookEvent | None) -> PlanChange:
@@ -129,6 +159,8 @@ async def _apply(meter: Meter, store: Store, request: PlanRequest, source_event:
     account = await locked_current_account(store, account, now)
     if request.event_time and account.plan_event_time and request.event_time < account.plan_event_time:
         return PlanChange(await store.balance(request.account_id), applied=False, event_status=status)
+    request = _cancellation(meter, request, account)
+    wanted = replace(wanted, subscription_ref=request.subscription_ref)
     await _change(store, account, wanted, request, now)
     await _plan_event(store, request, account.plan_id, now)
     await _release_invoices(meter, store, request, now)
@@ -136,11 +168,12 @@ async def _apply(meter: Meter, store: Store, request: PlanRequest, source_event:
 
 
 async def _plan_event(store: Store, request: PlanRequest, previous_plan_id: str | None, now: datetime) -> None:
-    """plan.cancelled when the subscription ended (the allowance left expired with it), else
+    """plan.cancelled when the subscription ended (or the allowance was ended by hand), else
     plan.changed, also for the same plan again (a renewed subscription, another period)."""
+    ended = request.expire_allowance_now or request.subscription_cancelled
     await store.emit(
         request.account_id,
-        EventType.PLAN_CANCELLED if request.expire_allowance_now else EventType.PLAN_CHANGED,
+        EventType.PLAN_CANCELLED if ended else EventType.PLAN_CHANGED,
         {
             "plan_id": request.plan_id,
             "previous_plan_id": previous_plan_id,
@@ -212,6 +245,11 @@ async def _change(store: Store, account: Account, wanted: Account, request: Plan
     if request.expire_allowance_now:
         # Cancelled: what is left of the allowance expires now; calendar months from here on.
         await begin_period(store, replace(changed, period=calendar_month(now)), now, grant=True)
+        return
+    if request.subscription_cancelled:
+        # Cancelled, the allowance left lasting its paid period: the default plan's calendar
+        # months follow when it ends.
+        await store.save_account(replace(changed, calendar_periods=True), now)
         return
     if request.period is not None and moves_to(account.period, request.period, now):
         await begin_period(store, replace(changed, period=request.period), now, grant=not changed.subscription_managed)

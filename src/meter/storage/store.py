@@ -21,6 +21,7 @@ from meter.storage.balance_event_queries import BalanceEventQueries
 from meter.storage.bucket_queries import BucketQueries
 from meter.storage.budget_queries import BudgetQueries
 from meter.storage.caller_rate_queries import CallerRateQueries
+from meter.storage.checkout_queries import CheckoutQueries
 from meter.storage.credit_queries import CreditQueries
 from meter.storage.delivery_queries import DeliveryQueries
 from meter.storage.event_queries import EventQueries
@@ -37,6 +38,7 @@ class PostgresStore(
     BucketQueries,
     HoldQueries,
     CreditQueries,
+    CheckoutQueries,
     PaymentQueries,
     WaitingQueries,
     EventQueries,

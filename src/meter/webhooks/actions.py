@@ -41,7 +41,7 @@ class Plan:
     period: tuple[datetime, datetime] | None
     subscription_ref: str
     event_time: datetime
-    expire_allowance_now: bool = False
+    subscription_cancelled: bool = False  # back to the default plan; plan_id is then ""
     stripe_prices: tuple[str, ...] = ()  # what the subscription is sold at: its plan
 
 

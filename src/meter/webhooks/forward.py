@@ -74,7 +74,7 @@ async def _call(client: MeterClient, action: Action, event: WebhookEvent) -> Out
             period_end=end,
             subscription_ref=action.subscription_ref,
             event_time=action.event_time,
-            expire_allowance_now=action.expire_allowance_now,
+            subscription_cancelled=action.subscription_cancelled,
             source_event=event,
             stripe_prices=action.stripe_prices,
         )

@@ -9,7 +9,7 @@ on the fixtures alone.
 | charge.refunded | Reverse refund (of a pack or an invoice), by cumulative amount_refunded |
 | charge.dispute.created / updated / closed | Reverse dispute / dispute_won / dispute_lost, by status |
 | customer.subscription.created / updated | Plan (the plan its price is sold as, its period) |
-| customer.subscription.deleted | Plan free, allowance ends now |
+| customer.subscription.deleted | Plan: back to the default plan (allowance left ends as the catalog says) |
 | invoice.paid of a subscription | InvoicePaid (its lines: a new period's allowance, or prorations) |
 | invoice_payment.paid | PaymentLink (the PaymentIntent a refund of the invoice will name) |
 | anything else | Ignore |
@@ -20,13 +20,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from meter.domain.checkout import TOKEN_PACK_PURCHASE
 from meter.webhooks import reading
 from meter.webhooks.actions import Action, Credit, Ignore, Plan, Reject, Reverse
 from meter.webhooks.invoice_events import invoice_paid, invoice_payment_paid
 from meter.webhooks.reading import Malformed
 
-TOKEN_PACK_PURCHASE = "token_pack_purchase"
-FREE_PLAN = "free"
 # A dispute's Stripe status, as meter keeps it: open freezes, won gives back, lost keeps taken.
 DISPUTE_KINDS = {
     "warning_needs_response": "dispute",
@@ -134,7 +133,7 @@ def _subscription(kind: str, subscription: dict[str, Any], created: datetime) ->
         return Ignore("subscription has no metadata.account_id")
     ended = kind == "customer.subscription.deleted" or subscription.get("status") in ("canceled", "incomplete_expired")
     if ended:
-        return Plan(account, FREE_PLAN, None, "", created, expire_allowance_now=True)
+        return Plan(account, "", None, "", created, subscription_cancelled=True)
     items = reading.listed(subscription, "items")
     if not items:
         raise Malformed("subscription has no items")

@@ -1,0 +1,14 @@
+"""What a plan's catalog entry says beyond its allowance and limits."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class CancelledAllowance(Enum):
+    """What a cancelled subscription does to the allowance left of its paid period. Either way the
+    account is on the catalog's default plan from the cancellation on; the default plan's own
+    allowance starts with the next period."""
+
+    ENDS_NOW = "ends_now"  # what is left expires at once; a calendar month on the default plan starts now
+    ENDS_WITH_PERIOD = "ends_with_period"  # what is left lasts until the paid period ends

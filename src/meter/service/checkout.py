@@ -1,0 +1,123 @@
+"""CreateCheckoutSession: sell a pack through Stripe Checkout, as the catalog prices it now, and
+remember what was sold; and the refused purchases support lists.
+
+The session is claimed in the database before Stripe is asked (so the account's limits count it
+while it is being made, and a concurrent replay finds it), then Stripe creates it under an
+idempotency key of the account and request_id, then its id is recorded. A replay of an unfinished
+claim asks Stripe again with the same key and the same terms, and gets the same session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from meter.domain import ids
+from meter.domain.checkout import CheckoutOrder, CheckoutSession, SoldPack, refusal
+from meter.domain.credits import RefusedPurchase
+from meter.domain.errors import InvalidField, RequestIdReused, StripeNotConfigured, StripeRefused
+from meter.domain.pages import Cursor, decode, encode, page_size
+from meter.service.accounts import free_account, open_account
+from meter.service.context import Meter
+from meter.service.ledger import PAGE_TOKEN_KEY
+from meter.service.ports import Store
+
+MAX_URL_LENGTH = 2048
+REFUSED_PAGE = 100
+REFUSED_PAGE_MAX = 1000
+
+
+@dataclass(frozen=True)
+class Opened:
+    session: CheckoutSession
+    created: bool  # False: a replay of the request_id
+    now: datetime  # the database's time of the answer (whether the session is still open)
+
+
+async def create_checkout_session(
+    meter: Meter, *, account_id: str, pack_id: str, success_url: str, cancel_url: str, request_id: str
+) -> Opened:
+    ids.account_id(account_id)
+    ids.idempotency_key(request_id, "request_id")
+    _check_url("success_url", success_url)
+    _check_url("cancel_url", cancel_url)
+    provider = meter.checkout
+    if provider is None:
+        raise StripeNotConfigured()
+    pack = meter.catalog.pack(pack_id)
+    sold = SoldPack(pack.id, pack.tokens, pack.price_minor, pack.currency, meter.catalog.version)
+    order = CheckoutOrder(account_id, request_id, sold, pack.name, success_url, cancel_url)
+    session, claimed, now = await meter.storage.transaction(lambda store: _claim(meter, store, order))
+    if session.session_id:
+        return Opened(session, created=False, now=now)
+    # Sold as the claim recorded it: a replay after a price change asks Stripe for the same terms.
+    order = replace(order, sold=session.sold)
+    try:
+        made = await provider.create_session(order, session.expires_at)
+    except StripeRefused:
+        await meter.storage.transaction(lambda store: store.forget_session(account_id, request_id))
+        raise
+    await meter.storage.transaction(
+        lambda store: store.record_created_session(account_id, request_id, made.session_id, made.url)
+    )
+    return Opened(replace(session, session_id=made.session_id, url=made.url), created=claimed, now=now)
+
+
+async def _claim(meter: Meter, store: Store, order: CheckoutOrder) -> tuple[CheckoutSession, bool, datetime]:
+    """The session this request_id claimed before, or a new claim if the limits allow one."""
+    account, now = await store.account_state(order.account_id)
+    if account is None:
+        await open_account(store, free_account(order.account_id, meter.catalog, now, meter.parameters.buckets), now)
+    await store.lock_checkouts(order.account_id)
+    existing = await store.checkout_session(order.account_id, order.request_id)
+    if existing is not None:
+        if (differing := order.differing_field(existing)) is not None:
+            raise RequestIdReused(order.request_id, differing)
+        return existing, False, now
+    limits = meter.parameters.checkout
+    refused = refusal(limits, await store.recent_sessions(order.account_id, now), now)
+    if refused is not None:
+        raise refused
+    session = CheckoutSession(
+        account_id=order.account_id,
+        request_id=order.request_id,
+        sold=order.sold,
+        success_url=order.success_url,
+        cancel_url=order.cancel_url,
+        created_at=now,
+        expires_at=now + limits.lifetime,
+    )
+    await store.insert_checkout_session(session)
+    return session, True, now
+
+
+def _check_url(field: str, url: str) -> None:
+    parts = urlsplit(url)
+    if len(url) > MAX_URL_LENGTH or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidField(field, f"must be an http(s) URL of at most {MAX_URL_LENGTH} characters")
+
+
+@dataclass(frozen=True)
+class RefusedPage:
+    purchases: list[RefusedPurchase]
+    next_page_token: str
+
+
+async def refused_purchases(meter: Meter, *, account_id: str, page_size_: int, page_token: str) -> RefusedPage:
+    """Newest first. A page token is signed (as the ledger's are) for the listing it continues."""
+    if account_id:
+        ids.account_id(account_id)
+    size = page_size("page_size", page_size_, default=REFUSED_PAGE, maximum=REFUSED_PAGE_MAX)
+
+    async def work(store: Store) -> RefusedPage:
+        key = await store.secret(PAGE_TOKEN_KEY)
+        listing = Cursor(account_id, "refused_purchases", "", "", 0)
+        before = decode(page_token, key, listing) if page_token else 0
+        rows = list(await store.refused_purchases(account_id, before, size + 1))
+        more = len(rows) > size
+        rows = rows[:size]
+        token = encode(replace(listing, after=rows[-1].number), key) if more else ""
+        return RefusedPage(rows, token)
+
+    return await meter.storage.transaction(work)

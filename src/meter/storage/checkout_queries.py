@@ -1,0 +1,160 @@
+"""Queries on checkout_sessions (what each Checkout Session sold, and how many an account has
+opened) and on refused_purchases as support lists them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from meter.domain.checkout import CREATING, HOUR, CheckoutSession, RecentSessions, SoldPack
+from meter.domain.credits import Purchase, RefusedPurchase
+from meter.storage.queries import Queries
+
+_SESSION_COLUMNS = (
+    "account_id, request_id, pack_id, tokens, price_minor, currency, catalog_version, success_url, cancel_url, "
+    "created_at, expires_at, session_id, url, paid_at"
+)
+
+
+def _session(row: Mapping[str, Any]) -> CheckoutSession:
+    return CheckoutSession(
+        account_id=row["account_id"],
+        request_id=row["request_id"],
+        sold=SoldPack(row["pack_id"], row["tokens"], row["price_minor"], row["currency"], row["catalog_version"]),
+        success_url=row["success_url"],
+        cancel_url=row["cancel_url"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        session_id=row["session_id"] or "",
+        url=row["url"] or "",
+        paid_at=row["paid_at"],
+    )
+
+
+class CheckoutQueries(Queries):
+    async def lock_checkouts(self, account_id: str) -> None:
+        """Serialise the account's session creations (not its Reserves: no row of theirs is
+        locked), so that two concurrent creates cannot both pass a limit."""
+        await self._execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('meter.checkout:' || :account_id, 0))",
+            account_id=account_id,
+        )
+
+    async def checkout_session(self, account_id: str, request_id: str) -> CheckoutSession | None:
+        row = await self._row(
+            f"SELECT {_SESSION_COLUMNS} FROM checkout_sessions "
+            "WHERE account_id = :account_id AND request_id = :request_id",
+            account_id=account_id,
+            request_id=request_id,
+        )
+        return _session(row) if row else None
+
+    async def sold_session(self, account_id: str, session_id: str) -> CheckoutSession | None:
+        """The session meter created with this Stripe id, if it created it."""
+        row = await self._row(
+            f"SELECT {_SESSION_COLUMNS} FROM checkout_sessions "
+            "WHERE account_id = :account_id AND session_id = :session_id",
+            account_id=account_id,
+            session_id=session_id,
+        )
+        return _session(row) if row else None
+
+    async def recent_sessions(self, account_id: str, now: datetime) -> RecentSessions:
+        """Open sessions (one Stripe has not answered for yet counts for a while) and those
+        created in the last hour."""
+        rows = await self._rows(
+            "SELECT CASE WHEN paid_at IS NOT NULL THEN NULL "
+            "WHEN session_id IS NULL THEN least(expires_at, created_at + :creating) "
+            "ELSE expires_at END AS open_until, created_at "
+            "FROM checkout_sessions WHERE account_id = :account_id AND (created_at > :hour_ago OR "
+            "(paid_at IS NULL AND expires_at > :now))",
+            account_id=account_id,
+            now=now,
+            hour_ago=now - HOUR,
+            creating=CREATING,
+        )
+        return RecentSessions(
+            open_until=[row["open_until"] for row in rows if row["open_until"] and row["open_until"] > now],
+            created_at=[row["created_at"] for row in rows if row["created_at"] > now - HOUR],
+        )
+
+    async def insert_checkout_session(self, session: CheckoutSession) -> bool:
+        return bool(
+            await self._execute(
+                "INSERT INTO checkout_sessions (account_id, request_id, pack_id, tokens, price_minor, currency, "
+                "catalog_version, success_url, cancel_url, created_at, expires_at) VALUES (:account_id, "
+                ":request_id, :pack_id, :tokens, :price_minor, :currency, :catalog_version, :success_url, "
+                ":cancel_url, :created_at, :expires_at) ON CONFLICT (account_id, request_id) DO NOTHING",
+                account_id=session.account_id,
+                request_id=session.request_id,
+                pack_id=session.sold.pack_id,
+                tokens=session.sold.tokens,
+                price_minor=session.sold.price_minor,
+                currency=session.sold.currency,
+                catalog_version=session.sold.catalog_version,
+                success_url=session.success_url,
+                cancel_url=session.cancel_url,
+                created_at=session.created_at,
+                expires_at=session.expires_at,
+            )
+        )
+
+    async def record_created_session(self, account_id: str, request_id: str, session_id: str, url: str) -> None:
+        await self._execute(
+            "UPDATE checkout_sessions SET session_id = :session_id, url = :url "
+            "WHERE account_id = :account_id AND request_id = :request_id",
+            account_id=account_id,
+            request_id=request_id,
+            session_id=session_id,
+            url=url,
+        )
+
+    async def forget_session(self, account_id: str, request_id: str) -> None:
+        """A session Stripe refused to create: it sold nothing and counts against nothing."""
+        await self._execute(
+            "DELETE FROM checkout_sessions WHERE account_id = :account_id AND request_id = :request_id "
+            "AND session_id IS NULL",
+            account_id=account_id,
+            request_id=request_id,
+        )
+
+    async def mark_session_paid(self, account_id: str, session_id: str, now: datetime) -> None:
+        await self._execute(
+            "UPDATE checkout_sessions SET paid_at = :now "
+            "WHERE account_id = :account_id AND session_id = :session_id AND paid_at IS NULL",
+            account_id=account_id,
+            session_id=session_id,
+            now=now,
+        )
+
+    async def refused_purchases(self, account_id: str, before: int, limit: int) -> Sequence[RefusedPurchase]:
+        """Newest first, from the one numbered below `before` (0: the newest)."""
+        rows = await self._rows(
+            "SELECT account_id, payment_ref, pack_id, tokens, amount_minor, currency, payment_intent, event_id, "
+            "reason, message, refused_at, number FROM refused_purchases "
+            "WHERE (:account_id = '' OR account_id = :account_id) AND (:before = 0 OR number < :before) "
+            "ORDER BY number DESC LIMIT :limit",
+            account_id=account_id,
+            before=before,
+            limit=limit,
+        )
+        return [
+            RefusedPurchase(
+                Purchase(
+                    row["account_id"],
+                    row["payment_ref"],
+                    row["pack_id"],
+                    row["tokens"],
+                    row["amount_minor"],
+                    row["currency"],
+                    row["payment_intent"],
+                    row["event_id"],
+                ),
+                row["reason"],
+                row["message"],
+                row["refused_at"],
+                row["number"],
+            )
+            for row in rows
+        ]

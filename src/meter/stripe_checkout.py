@@ -1,0 +1,94 @@
+"""Stripe Checkout Sessions, created with stripe-python: the one place meter calls Stripe's API.
+
+A session sells one pack as the catalog priced it: the price and currency on its line item (so
+the customer pays exactly what meter will credit), and the pack, its tokens, the catalog version
+and the request in the metadata of both the session and its PaymentIntent (what the webhook and a
+later refund read). Stripe's idempotency key is derived from the account and the caller's
+request_id: a retry after a lost answer gets the session Stripe already made, not a second one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+import stripe
+
+from meter.domain.checkout import TOKEN_PACK_PURCHASE, CheckoutOrder, CreatedSession
+from meter.domain.errors import StripeRefused, StripeUnavailable
+
+# stripe-python retries connection failures and 5xx (safe: every create carries an idempotency key).
+NETWORK_RETRIES = 2
+TIMEOUT_SECONDS = 20.0
+
+
+def idempotency_key(account_id: str, request_id: str) -> str:
+    """Stripe keys are at most 255 characters; an account id and a request id can be longer."""
+    digest = hashlib.sha256(f"{account_id}\x00{request_id}".encode()).hexdigest()
+    return f"meter-checkout-{digest}"
+
+
+def session_params(order: CheckoutOrder, expires_at: datetime) -> dict[str, Any]:
+    sold = order.sold
+    metadata = {
+        "type": TOKEN_PACK_PURCHASE,
+        "account_id": order.account_id,
+        "pack_id": sold.pack_id,
+        "tokens": str(sold.tokens),
+        "catalog_version": sold.catalog_version,
+        "request_id": order.request_id,
+    }
+    return {
+        "mode": "payment",
+        "client_reference_id": order.account_id,
+        "success_url": order.success_url,
+        "cancel_url": order.cancel_url,
+        "expires_at": int(expires_at.timestamp()),
+        "line_items": [
+            {
+                "quantity": 1,
+                "price_data": {
+                    "currency": sold.currency,
+                    "unit_amount": sold.price_minor,
+                    "product_data": {"name": order.name},
+                },
+            }
+        ],
+        "metadata": metadata,
+        "payment_intent_data": {"metadata": metadata},
+    }
+
+
+class StripeCheckout:
+    """meter's CheckoutProvider on Stripe's API (or an emulator at `api_base`)."""
+
+    def __init__(self, api_key: str, api_base: str | None = None) -> None:
+        self._http = stripe.AIOHTTPClient(timeout=TIMEOUT_SECONDS)
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base} if api_base else {},
+            http_client=self._http,
+            max_network_retries=NETWORK_RETRIES,
+        )
+
+    async def create_session(self, order: CheckoutOrder, expires_at: datetime) -> CreatedSession:
+        try:
+            session = await self._client.v1.checkout.sessions.create_async(
+                params=session_params(order, expires_at),  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key(order.account_id, order.request_id)},
+            )
+        except (stripe.APIConnectionError, stripe.RateLimitError) as error:
+            raise StripeUnavailable(_detail(error)) from error
+        except stripe.APIError as error:  # Stripe's own failure (5xx): a retry can pass
+            raise StripeUnavailable(_detail(error)) from error
+        except stripe.StripeError as error:  # the request, the key or the account: retrying will not help
+            raise StripeRefused(error.code or type(error).__name__, _detail(error)) from error
+        return CreatedSession(session.id, session.url or "")
+
+    async def close(self) -> None:
+        await self._http.close_async()
+
+
+def _detail(error: stripe.StripeError) -> str:
+    return (error.user_message or str(error) or type(error).__name__)[:500]

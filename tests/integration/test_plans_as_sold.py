@@ -1,0 +1,85 @@
+"""The packaged catalog's plans as the pricing page sells them: Starter is the free tier, 50 000
+tokens a month, the plan of every account without a subscription; a cancelled subscription falls
+back to it, and what is left of the paid period's allowance ends as the cancelled plan says."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from stripe_events import PRICES, deliver, invoice_line, invoice_paid, paid_checkout, subscription_event
+
+from meter import catalog as catalog_file
+from meter.catalog import Catalog
+from meter.domain.plans import CancelledAllowance
+from meter.v1 import meter_pb2 as pb
+from support import RunningMeter, balance, balance_events, database_now, new_id
+
+StartMeter = Any
+DAY = 86_400
+
+
+def packaged() -> Catalog:
+    return catalog_file.load().without_limits()
+
+
+async def subscribed_to_pro(meter: RunningMeter, engine: AsyncEngine) -> tuple[str, int, int]:
+    """A Pro subscriber whose period's invoice is paid: 500 000 tokens until `end`."""
+    account, sub = new_id(), new_id("sub_")
+    now = int((await database_now(engine)).timestamp())
+    start, end = now - 10 * DAY, now + 20 * DAY
+    created = subscription_event("created", account, "pro", created=now - 60, start=start, end=end, sub=sub)
+    assert (await deliver(meter.webhook_url, created))[1]["status"] == "applied"
+    invoice = invoice_paid(sub, [invoice_line(start, end, PRICES["pro"], 2000, sub=sub)], account=account, amount=2000)
+    assert (await deliver(meter.webhook_url, invoice))[1]["status"] == "applied"
+    paid = await balance(meter.stub, account)
+    assert (paid.plan_id, paid.allowance_remaining) == ("pro", 500_000)
+    return account, now, end
+
+
+async def cancel(meter: RunningMeter, account: str, now: int, end: int) -> pb.Balance:
+    deleted = subscription_event("deleted", account, "pro", created=now, start=now - 10 * DAY, end=end)
+    assert (await deliver(meter.webhook_url, deleted))[1]["status"] == "applied"
+    return await balance(meter.stub, account)
+
+
+async def test_an_account_without_a_subscription_is_on_the_free_tier(meters: StartMeter) -> None:
+    meter = await meters(catalog=packaged())
+    account = new_id()
+    await deliver(meter.webhook_url, paid_checkout(account))  # opened by its first purchase
+    opened = await balance(meter.stub, account)
+    assert (opened.plan_id, opened.allowance_remaining, opened.purchased_remaining) == ("starter", 50_000, 1000)
+    catalog = await meter.stub.GetCatalog(pb.GetCatalogRequest())
+    assert catalog.default_plan == "starter"
+    cancelled = {plan.id: plan.cancelled_allowance for plan in catalog.plans}
+    assert cancelled["pro"] == pb.CANCELLED_ALLOWANCE_ENDS_WITH_PERIOD
+    assert cancelled["starter"] == pb.CANCELLED_ALLOWANCE_ENDS_NOW
+
+
+async def test_a_cancelled_pro_subscription_keeps_its_paid_period_then_gets_the_free_tier(
+    meters: StartMeter, engine: AsyncEngine
+) -> None:
+    meter = await meters(catalog=packaged())
+    account, now, end = await subscribed_to_pro(meter, engine)
+    cancelled = await cancel(meter, account, now, end)
+    assert (cancelled.plan_id, cancelled.allowance_remaining) == ("starter", 500_000)  # paid for, until `end`
+    assert int(cancelled.period_end.ToSeconds()) == end
+
+    meter.clock.advance(timedelta(seconds=end - now + 60))
+    after = await balance(meter.stub, account)
+    assert (after.plan_id, after.allowance_total, after.allowance_remaining) == ("starter", 50_000, 50_000)
+    told = [e["payload"] for e in await balance_events(engine, account) if e["type"] == "plan.cancelled"]
+    assert [(p["plan_id"], p["previous_plan_id"], p["subscription_ref"]) for p in told] == [("starter", "pro", None)]
+
+
+async def test_a_plan_whose_allowance_ends_now_falls_to_the_free_tier_at_once(
+    meters: StartMeter, engine: AsyncEngine
+) -> None:
+    catalog = packaged()
+    plans = {**catalog.plans, "pro": replace(catalog.plans["pro"], cancelled_allowance=CancelledAllowance.ENDS_NOW)}
+    meter = await meters(catalog=replace(catalog, plans=plans))
+    account, now, end = await subscribed_to_pro(meter, engine)
+    cancelled = await cancel(meter, account, now, end)
+    assert (cancelled.plan_id, cancelled.allowance_total, cancelled.allowance_remaining) == ("starter", 50_000, 50_000)
