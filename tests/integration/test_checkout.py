@@ -6,6 +6,7 @@ the emulator, and the checkout.session.completed the emulator signs and sends is
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
@@ -20,7 +21,17 @@ from stripe_events import WEBHOOK_SECRET, deliver, paid_checkout
 
 from meter.client import MeterClient, MeterRpcError
 from meter.v1 import meter_pb2 as pb
-from support import RunningMeter, balance, eventually, expect_error, ledger, new_id, run_cli, suite_catalog
+from support import (
+    RunningMeter,
+    balance,
+    error_info,
+    eventually,
+    expect_error,
+    ledger,
+    new_id,
+    run_cli,
+    suite_catalog,
+)
 
 StartMeter = Any
 OK, CANCEL = "https://shop.example/bought", "https://shop.example/pricing"
@@ -46,8 +57,20 @@ def checkout(account: str, request_id: str, pack: str = "pack_1000_tokens") -> p
 
 
 async def purchased(meter: RunningMeter, account: str, tokens: int) -> pb.Balance:
-    """The account's balance once the webhook (sent about a second after payment) has credited."""
-    return await eventually(lambda: balance(meter.stub, account), lambda b: b.purchased_remaining == tokens)
+    """The account's balance once the webhook (sent about a second after payment) has credited
+    (until then the account may not exist: its first credit opens it)."""
+
+    async def current() -> pb.Balance | None:
+        try:
+            return await balance(meter.stub, account)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            return None
+
+    found = await eventually(current, lambda b: b is not None and b.purchased_remaining == tokens)
+    assert found is not None
+    return found
 
 
 async def test_a_session_sold_through_the_rpc_is_paid_at_stripe_and_credited_once(
@@ -85,7 +108,7 @@ async def test_a_session_sold_through_the_rpc_is_paid_at_stripe_and_credited_onc
 
     paid = await emulator.pay(session.session_id)
     credited = await purchased(meter, account, 1000)
-    assert credited.plan_id == "free"  # opened by the checkout, on the (suite's) default plan
+    assert credited.plan_id == "free"  # opened by its first credit, on the (suite's) default plan
     purchases = [e for e in await ledger(engine, account) if e["kind"] == "purchase"]
     assert [(e["amount"], e["ref"]) for e in purchases] == [(1000, session.session_id)]
 
@@ -171,6 +194,18 @@ async def test_open_sessions_and_sessions_per_hour_are_limited_with_a_retry_dela
     meter.clock.advance(timedelta(hours=1))  # every session expired and out of the hour
     opened = await meter.stub.CreateCheckoutSession(checkout(account, "buy-4"))
     assert opened.created
+
+
+async def test_concurrent_requests_cannot_pass_a_limit_together(meters: StartMeter, emulator: StripeEmulator) -> None:
+    meter = await selling(meters, emulator, checkout_open_sessions=2)
+    account = new_id()
+    answers = await asyncio.gather(
+        *(meter.stub.CreateCheckoutSession(checkout(account, f"buy-{n}")) for n in range(6)), return_exceptions=True
+    )
+    opened = [a for a in answers if isinstance(a, pb.CreateCheckoutSessionResponse)]
+    refused = [a for a in answers if isinstance(a, grpc.aio.AioRpcError)]
+    assert len(opened) == 2 and len({a.session.session_id for a in opened}) == 2
+    assert len(refused) == 4 and {error_info(e).reason for e in refused} == {"RATE_LIMITED"}
 
 
 async def test_a_price_change_between_sale_and_payment_does_not_reject_the_paid_session(
@@ -282,6 +317,11 @@ async def test_stripe_refusing_the_key_is_a_clear_error_and_sells_nothing(
         "STRIPE_REFUSED",
     )
     assert info.metadata["stripeCode"]
+    await expect_error(
+        meter.stub.GetBalance(pb.GetBalanceRequest(account_id=account)),
+        grpc.StatusCode.NOT_FOUND,
+        "ACCOUNT_NOT_FOUND",
+    )  # the refused call changed nothing
     fixed = await selling(meters, emulator)
     opened = await fixed.stub.CreateCheckoutSession(checkout(account, request_id))  # the same request_id, now sold
     assert opened.created and opened.session.session_id

@@ -398,9 +398,9 @@ class MeterServiceServicer:
         (account_id, request_id), which is also Stripe's idempotency key: a replay returns the same
         session (a different pack or URLs under the same request_id: REQUEST_ID_REUSED). Each account
         may have a few sessions open and open a few per hour (settings); over either, it is refused
-        RESOURCE_EXHAUSTED RATE_LIMITED with RetryInfo. A new account is opened on the default plan,
-        as its first credit would open it. Stripe unreachable: UNAVAILABLE (retry with the same
-        request_id); Stripe not configured (METER_STRIPE_API_KEY): FAILED_PRECONDITION.
+        RESOURCE_EXHAUSTED RATE_LIMITED with RetryInfo. The account need not exist yet: the paid
+        session's credit opens it. Stripe unreachable: UNAVAILABLE (retry with the same request_id);
+        Stripe not configured (METER_STRIPE_API_KEY): FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -18,7 +18,6 @@ from meter.domain.checkout import CheckoutOrder, CheckoutSession, SoldPack, refu
 from meter.domain.credits import RefusedPurchase
 from meter.domain.errors import InvalidField, RequestIdReused, StripeNotConfigured, StripeRefused
 from meter.domain.pages import Cursor, decode, encode, page_size
-from meter.service.accounts import free_account, open_account
 from meter.service.context import Meter
 from meter.service.ledger import PAGE_TOKEN_KEY
 from meter.service.ports import Store
@@ -66,9 +65,7 @@ async def create_checkout_session(
 
 async def _claim(meter: Meter, store: Store, order: CheckoutOrder) -> tuple[CheckoutSession, bool, datetime]:
     """The session this request_id claimed before, or a new claim if the limits allow one."""
-    account, now = await store.account_state(order.account_id)
-    if account is None:
-        await open_account(store, free_account(order.account_id, meter.catalog, now, meter.parameters.buckets), now)
+    now = await store.now()
     await store.lock_checkouts(order.account_id)
     existing = await store.checkout_session(order.account_id, order.request_id)
     if existing is not None:

@@ -16,8 +16,9 @@ down_revision = "0033"
 branch_labels = None
 depends_on = None
 
+# No reference to accounts: a session may be sold to an account its payment will open.
 CHECKOUT_SESSIONS = """CREATE TABLE checkout_sessions (
-    account_id text NOT NULL REFERENCES accounts (account_id),
+    account_id text NOT NULL,
     request_id text NOT NULL,
     pack_id text NOT NULL,
     tokens bigint NOT NULL CHECK (tokens > 0),
