@@ -32,7 +32,7 @@ REJECTIONS = Counter(
 RATE_LIMITED = Counter(
     "meter_rate_limited",
     "Calls refused RATE_LIMITED, by the limit that refused them (requestsPerMinute, tokensPerMinute, "
-    "concurrentHolds, callerRate).",
+    "concurrentHolds, callerRate, openCheckoutSessions, checkoutSessionsPerHour).",
     ["limit"],
 )
 
