@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -265,6 +266,8 @@ async def start(
     check_exposure(settings, callers)
     check_webhook_token(settings, callers)
     credentials = tls.server_credentials(settings)
+    check_free(settings.grpc_addr, "METER_GRPC_ADDR")
+    check_free(settings.http_addr, "METER_HTTP_ADDR")
     database = await open_database(settings)
     connections = await connect(settings, database.url)
     clock = clock or DatabaseClock()
@@ -273,7 +276,13 @@ async def start(
     if callers is not None and any(caller.rates for caller in callers):
         rates = CallerRates(lambda: time.time() + clock.offset_seconds)
     gate = Gate(callers, Readiness(), Drain(), log_ok=settings.rpc_log == "all", caller_rates=rates)
-    server = GrpcServer(meter, settings.grpc_addr, gate, credentials=credentials, local_socket=True)
+    try:
+        server = GrpcServer(meter, settings.grpc_addr, gate, credentials=credentials, local_socket=True)
+    except (OSError, RuntimeError) as error:
+        await connections.close()
+        if database.embedded is not None:
+            await asyncio.to_thread(database.embedded.stop)
+        raise CannotListen("METER_GRPC_ADDR", settings.grpc_addr, str(error)) from error
     await server.start()
     webhook_client, webhooks = await start_webhooks(
         settings,
@@ -324,8 +333,42 @@ async def start_webhooks(
         serving,
         body_timeout_seconds=settings.webhook_body_timeout_seconds,
     )
-    await server.start()
+    try:
+        await server.start()
+    except OSError as error:
+        await client.close()
+        raise CannotListen("METER_HTTP_ADDR", settings.http_addr, error.strerror or str(error)) from error
     return client, server
+
+
+class CannotListen(ConfigError):
+    """An address meter is to listen on is taken, or not this machine's: the message names the
+    setting that moves it, where a traceback would name neither."""
+
+    def __init__(self, setting: str, address: str, detail: str) -> None:
+        super().__init__(
+            f"cannot listen on {address} ({setting}): {detail}. Another meter (a `make run`?) or another "
+            f"program may be listening there: stop it, or set {setting} to a free address "
+            f"(e.g. {setting}={address.rpartition(':')[0] or '127.0.0.1'}:0 for any free port)"
+        )
+
+
+def check_free(address: str, setting: str) -> None:
+    """Refuse an address something already listens on, before anything starts. gRPC binds with
+    SO_REUSEPORT, so a second meter on the same port would otherwise share it silently with the
+    first (and a test of the first would talk to the second)."""
+    host, _, port = address.rpartition(":")
+    if address.startswith("unix:") or not port.isdigit() or int(port) == 0:
+        return
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(where)
+    except OSError as error:
+        raise CannotListen(setting, address, error.strerror or str(error)) from error
 
 
 def load_callers(settings: Settings) -> Callers | None:

@@ -1,5 +1,5 @@
 """`meter account show`, `meter usage` and `meter purchases refused`: an account (and what support
-acts on) as a human reads it, over gRPC.
+acts on) as a human reads it, or as JSON (`--json`, the RPCs' own proto3 JSON), over gRPC.
 
 They call a running meter (any replica) with the same RPCs a billing page uses, so what an
 engineer sees is what the product sees; nothing here reads the database.
@@ -7,13 +7,18 @@ engineer sees is what the product sees; nothing here reads the database.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import json_format, timestamp_pb2
+from google.protobuf.message import Message
 from google.type import date_pb2
 
 from meter.client import MeterClient, MeterRpcError
+from meter.domain.usage import UsageGrouping
 from meter.v1 import meter_pb2 as pb
 
 RECENT_ENTRIES = 10
@@ -62,12 +67,56 @@ def when(stamp: timestamp_pb2.Timestamp) -> str:
     return stamp.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-async def account_show(client: MeterClient, account_id: str) -> str:
-    b = await client.get_balance(account_id=account_id)
+def as_json(value: Message | Sequence[Message] | Mapping[str, Any]) -> str:
+    """Messages as proto3 JSON with the .proto field names (what grpcurl prints), indented."""
+
+    def plain(item: Any) -> Any:
+        if isinstance(item, Message):
+            return json_format.MessageToDict(item, preserving_proto_field_name=True)
+        if isinstance(item, Mapping):
+            return {key: plain(inner) for key, inner in item.items()}
+        if isinstance(item, list | tuple):
+            return [plain(inner) for inner in item]
+        return item
+
+    return json.dumps(plain(value), indent=2)
+
+
+@dataclass(frozen=True)
+class AccountView:
+    """What `meter account show` reads: the balance, open holds, budgets and newest entries."""
+
+    balance: pb.Balance
+    holds: pb.ListOpenReservationsResponse
+    budgets: list[pb.Budget]
+    entries: pb.ListLedgerEntriesResponse
+
+    def as_json(self) -> str:
+        return as_json(
+            {
+                "balance": self.balance,
+                "open_reservations": self.holds,
+                "budgets": self.budgets,
+                "recent_entries": list(self.entries.entries),
+            }
+        )
+
+
+async def account_view(client: MeterClient, account_id: str) -> AccountView:
+    balance = await client.get_balance(account_id=account_id)
     holds = await client.list_open_reservations(account_id=account_id, limit=OPEN_HOLDS_SHOWN)
     entries = await client.list_ledger_entries(
         pb.ListLedgerEntriesRequest(account_id=account_id, page_size=RECENT_ENTRIES)
     )
+    return AccountView(balance, holds, await _budgets(client, account_id), entries)
+
+
+async def account_show(client: MeterClient, account_id: str) -> str:
+    return account_text(await account_view(client, account_id))
+
+
+def account_text(view: AccountView) -> str:
+    b, holds, entries = view.balance, view.holds, view.entries
     period_tokens = b.used_this_period + b.held + b.allowance_remaining + b.purchased_remaining
     share = f"{b.used_this_period * 100 // period_tokens} %" if period_tokens else "-"
     summary = fields(
@@ -103,7 +152,7 @@ async def account_show(client: MeterClient, account_id: str) -> str:
                 right=[2],
             )
         )
-    budgets = await _budgets(client, account_id)
+    budgets = view.budgets
     if budgets:
         parts.append("\nbudgets (this period)")
         parts.append(
@@ -154,12 +203,36 @@ def _budget_amounts(budget: pb.Budget) -> list[str]:
 
 
 _GROUPINGS = {
-    "day": pb.USAGE_GROUPING_DAY,
-    "model": pb.USAGE_GROUPING_MODEL,
-    "provider": pb.USAGE_GROUPING_PROVIDER,
-    "labels": pb.USAGE_GROUPING_LABELS,
+    UsageGrouping.DAY.value: pb.USAGE_GROUPING_DAY,
+    UsageGrouping.MODEL.value: pb.USAGE_GROUPING_MODEL,
+    UsageGrouping.PROVIDER.value: pb.USAGE_GROUPING_PROVIDER,
+    UsageGrouping.LABELS.value: pb.USAGE_GROUPING_LABELS,
 }
-USAGE_GROUPINGS = tuple(_GROUPINGS)
+
+
+@dataclass(frozen=True)
+class UsageQuery:
+    """`by` day, model, provider or only `labels`; one column per label key, rows of the calls
+    labelled with `where`'s values only."""
+
+    account_id: str
+    first: date
+    last: date
+    by: str
+    labels: Sequence[str] = ()
+    where: Mapping[str, str] | None = None
+
+
+async def usage(client: MeterClient, query: UsageQuery) -> pb.GetUsageResponse:
+    request = pb.GetUsageRequest(
+        account_id=query.account_id,
+        group_by=_GROUPINGS[query.by],
+        group_by_labels=query.labels,
+        label_filter=query.where or {},
+        to=_date(query.last),
+        **{"from": _date(query.first)},
+    )
+    return await client.get_usage(request)
 
 
 async def usage_report(
@@ -171,17 +244,19 @@ async def usage_report(
     labels: Sequence[str] = (),
     where: Mapping[str, str] | None = None,
 ) -> str:
-    """`by` day, model, provider or only `labels`; one column per label key, rows of the calls
-    labelled with `where`'s values only."""
-    request = pb.GetUsageRequest(
-        account_id=account_id,
-        group_by=_GROUPINGS[by],
-        group_by_labels=labels,
-        label_filter=where or {},
-        to=_date(last),
-        **{"from": _date(first)},
+    query = UsageQuery(account_id, first, last, by, labels, where)
+    return usage_text(query, await usage(client, query))
+
+
+def usage_text(query: UsageQuery, report: pb.GetUsageResponse) -> str:
+    account_id, first, last, by, labels, where = (
+        query.account_id,
+        query.first,
+        query.last,
+        query.by,
+        query.labels,
+        query.where,
     )
-    report = await client.get_usage(request)
 
     def cells(group: list[str], t: pb.UsageTotals) -> list[str]:
         return [
@@ -230,9 +305,8 @@ def _date(value: date) -> date_pb2.Date:
     return date_pb2.Date(year=value.year, month=value.month, day=value.day)
 
 
-async def refused_purchases(client: MeterClient, account_id: str, limit: int) -> str:
-    """Newest first, as many pages as `limit` takes: what was paid, for what, why it was refused,
-    and the PaymentIntent to refund."""
+async def refused_purchases(client: MeterClient, account_id: str, limit: int) -> list[pb.RefusedPurchase]:
+    """Newest first, as many pages as `limit` takes."""
     found: list[pb.RefusedPurchase] = []
     token = ""
     while len(found) < limit:
@@ -243,6 +317,11 @@ async def refused_purchases(client: MeterClient, account_id: str, limit: int) ->
         token = page.next_page_token
         if not token:
             break
+    return found
+
+
+def refused_text(found: Sequence[pb.RefusedPurchase], account_id: str) -> str:
+    """What was paid, for what, why it was refused, and the PaymentIntent to refund."""
     if not found:
         return "no refused purchases" + (f" for {account_id}" if account_id else "")
     rows = [

@@ -11,15 +11,15 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from meter import bootstrap
 from meter.config import Settings
 from meter.domain.balance_events import EventType
 from meter.domain.errors import MeterError
 from meter.domain.webhook_deliveries import DeliveryStatus
-from meter.service import webhook_endpoints
-from meter.service.context import Meter
+
+if TYPE_CHECKING:  # the server stack is imported when a command runs, not to parse arguments
+    from meter.service.context import Meter
 
 T = TypeVar("T")
 
@@ -35,7 +35,8 @@ def add(commands: Any) -> None:
         default="",
         help=f"comma-separated event types it wants (default: all): {', '.join(t.value for t in EventType)}",
     )
-    endpoint_commands.add_parser("list", help="the endpoints, with the event types each wants")
+    listed_endpoints = endpoint_commands.add_parser("list", help="the endpoints, with the event types each wants")
+    listed_endpoints.add_argument("--json", action="store_true", help="one JSON object per line")
     for verb, what in (
         ("pause", "send it nothing; its events wait, pending"),
         ("resume", "send it what waited, in order, then the rest"),
@@ -72,6 +73,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _run(meter: Meter, args: argparse.Namespace) -> int:
+    from meter.service import webhook_endpoints
+
     if args.command == "endpoints":
         return await _endpoints(meter, args)
     if args.deliveries_command == "redeliver":
@@ -107,6 +110,8 @@ async def _run(meter: Meter, args: argparse.Namespace) -> int:
 
 
 async def _endpoints(meter: Meter, args: argparse.Namespace) -> int:
+    from meter.service import webhook_endpoints
+
     if args.endpoints_command == "add":
         types = [t.strip() for t in args.types.split(",") if t.strip()]
         added = await webhook_endpoints.add_endpoint(meter, name=args.name, url=args.url, types=types)
@@ -122,12 +127,17 @@ async def _endpoints(meter: Meter, args: argparse.Namespace) -> int:
         print(f"meter: endpoint {args.name} removed, with its {dropped} deliveries")
         return 0
     for endpoint in await webhook_endpoints.list_endpoints(meter):
+        if args.json:
+            print(json.dumps(asdict(endpoint), default=str))
+            continue
         state = "paused" if endpoint.paused else "active"
         print(f"{endpoint.endpoint_id} {endpoint.url} {state} types={','.join(endpoint.event_types) or 'all'}")
     return 0
 
 
 async def _with_meter(settings: Settings, work: Callable[[Meter], Awaitable[T]]) -> T:
+    from meter import bootstrap
+
     database = await bootstrap.open_database(settings)
     connections = await bootstrap.connect(settings, database.url)
     try:

@@ -48,3 +48,6 @@ def configure(level: str, format: str = "text") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(json_formatter() if format == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # alembic announces each of its plugins at INFO when it is first imported (now after this
+    # setup, since the CLI imports the server stack only when a command needs it): noise.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from meter import metrics
+from meter import health_probe, metrics
 from meter.client import MeterClient, MeterRpcError
 from meter.domain.events import WebhookEvent
 from meter.webhooks.forward import Outcome, forward
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 PATH = "/webhooks/stripe"
 METRICS_PATH = "/metrics"
-HEALTH_PATH = "/healthz"
+HEALTH_PATH = health_probe.HEALTH_PATH
 REQUEST_ID = "X-Request-Id"
 MAX_BODY_BYTES = 1_000_000  # Stripe events are a few kB; aiohttp answers 413 above this
 BODY_TIMEOUT_SECONDS = 10.0  # a client that sends its body slower than this is answered 408
