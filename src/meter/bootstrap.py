@@ -123,6 +123,7 @@ def build_meter(
                 sessions_per_hour=settings.checkout_sessions_per_hour,
                 session_minutes=settings.checkout_session_minutes,
             ),
+            webhook_payload_retention_days=settings.webhook_payload_retention_days,
         ),
         checkout=StripeCheckout(settings.stripe_api_key, settings.stripe_api_base) if settings.stripe_api_key else None,
     )

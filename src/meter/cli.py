@@ -1,5 +1,5 @@
 """`meter serve | migrate | audit | account | usage | purchases | webhooks | endpoints | deliveries |
-health | callers | completion`: the operator's commands (and `bench` and `chaos` when the lab is
+retention | health | callers | completion`: the operator's commands (and `bench` and `chaos` when the lab is
 installed: see `Command`).
 
 Only the argument definitions are imported here: each command imports what it runs when it runs,
@@ -15,7 +15,7 @@ from datetime import date
 from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Any, Protocol
 
-from meter import delivery_commands
+from meter import delivery_commands, retention_command
 from meter.config import ConfigError, Settings
 from meter.domain.usage import UsageGrouping
 
@@ -136,6 +136,7 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict[str, Co
     )
     completion.add_argument("shell", choices=SHELLS)
     delivery_commands.add(commands)
+    retention_command.add(commands)
     return parser, _plugins(commands, argv)
 
 
@@ -170,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("endpoints", "deliveries"):
             return delivery_commands.run(settings, args)
+        if args.command == "retention":
+            return retention_command.run(settings, args)
         if args.command in plugins:
             return plugins[args.command].run(settings, args)
         if args.command in CLIENT_COMMANDS or (args.command == "webhooks" and args.webhooks_command == "replay"):

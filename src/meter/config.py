@@ -45,6 +45,7 @@
 | METER_CHECKOUT_OPEN_SESSIONS | 5 | Checkout Sessions an account may have open (unpaid, unexpired) at once |
 | METER_CHECKOUT_SESSIONS_PER_HOUR | 20 | Checkout Sessions an account may open in any hour |
 | METER_CHECKOUT_SESSION_MINUTES | 30 | how long a Checkout Session takes payment (Stripe allows 30 to 1440) |
+| METER_WEBHOOK_PAYLOAD_RETENTION_DAYS | 30 | days a Stripe payload is kept after its event last changed (0: forever) |
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ class Settings:
     checkout_open_sessions: int = 5
     checkout_sessions_per_hour: int = 20
     checkout_session_minutes: int = 30
+    webhook_payload_retention_days: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -159,6 +161,7 @@ class Settings:
             checkout_open_sessions=_int(env, "METER_CHECKOUT_OPEN_SESSIONS", 5, 1, 1000),
             checkout_sessions_per_hour=_int(env, "METER_CHECKOUT_SESSIONS_PER_HOUR", 20, 1, 10_000),
             checkout_session_minutes=_int(env, "METER_CHECKOUT_SESSION_MINUTES", 30, 30, 1440),
+            webhook_payload_retention_days=_int(env, "METER_WEBHOOK_PAYLOAD_RETENTION_DAYS", 30, 0, 36_500),
         )
         settings.check()
         return settings

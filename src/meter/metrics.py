@@ -90,6 +90,12 @@ WEBHOOK_EVENTS = Counter(
     ["type", "status"],
 )
 
+WEBHOOK_PAYLOADS_PRUNED = Counter(
+    "meter_webhook_payloads_pruned",
+    "Stored Stripe payloads this process's sweeper deleted past their retention "
+    "(METER_WEBHOOK_PAYLOAD_RETENTION_DAYS); the events' rows stay. `meter retention` tells the bytes.",
+)
+
 
 PoolReading = Callable[[], tuple[int, int]]  # () -> (connections in use, pool size limit)
 

@@ -22,6 +22,7 @@ class Parameters:
     max_credit_tokens: int = 1_000_000_000  # one purchase or adjustment never exceeds this
     sweep_seconds: float = 1.0  # how often expired holds are given back (a rate limit's retry delay)
     checkout: CheckoutLimits = CheckoutLimits()
+    webhook_payload_retention_days: int = 30  # a Stripe payload is deleted this long after its event last changed
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -170,6 +171,37 @@ class WebhookEvents(Protocol):
     async def adopt_event(
         self, account_id: str, event_id: str, status: EventStatus, reason: str | None, now: datetime
     ) -> None: ...
+
+    async def prune_payloads(self, cutoff: datetime, now: datetime, limit: int) -> Payloads:
+        """Delete the payloads of at most `limit` events unchanged since before `cutoff`, skipping
+        rows another transaction holds; each pruned row records `now` and the bytes it held."""
+        ...
+
+    async def payload_retention(self, cutoff: datetime | None, passes: int) -> PayloadRetention:
+        """The payloads kept, due (unchanged since before `cutoff`; None: none is ever due) and
+        pruned, with the `passes` latest pruning passes."""
+        ...
+
+
+@dataclass(frozen=True)
+class Payloads:
+    """A number of stored webhook payloads and the bytes they hold (or held, once pruned)."""
+
+    count: int = 0
+    size: int = 0
+
+    def __add__(self, other: Payloads) -> Payloads:
+        return Payloads(self.count + other.count, self.size + other.size)
+
+
+@dataclass(frozen=True)
+class PayloadRetention:
+    """What the retention of webhook payloads kept, has due and pruned (`meter retention`)."""
+
+    kept: Payloads
+    due: Payloads
+    pruned: Payloads
+    passes: list[tuple[datetime, Payloads]]  # the latest pruning passes, newest first
 
 
 class BalanceEvents(Protocol):

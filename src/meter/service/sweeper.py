@@ -1,6 +1,8 @@
 """The background sweeper: gives back expired holds, crosses period boundaries of idle
-accounts and folds past days' usage totals. Safe with several replicas sweeping at once: each item is settled in its own
-transaction under its row lock, and an item already handled is skipped."""
+accounts, folds past days' usage totals and prunes Stripe payloads past their retention
+(meter.service.retention). Safe with several replicas sweeping at once: each item is settled in its own
+transaction under its row lock, and an item already handled is skipped (payloads another replica is
+pruning are left to it)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from meter import metrics
 from meter.domain.errors import MeterError
 from meter.service.context import Meter
 from meter.service.periods import roll_over
-from meter.service.ports import History, Holds
+from meter.service.ports import History, Holds, Payloads
+from meter.service.retention import prune
 from meter.service.settle import expire
 
 log = logging.getLogger(__name__)
@@ -26,6 +29,7 @@ class SweepCount:
     holds_expired: int = 0
     periods_rolled: int = 0
     usage_day_folded: date | None = None  # the past day whose usage totals this sweep folded
+    payloads_pruned: Payloads = Payloads()  # Stripe payloads deleted past their retention (logged by prune)
 
 
 async def sweep_once(meter: Meter) -> SweepCount:
@@ -48,6 +52,7 @@ async def sweep_once(meter: Meter) -> SweepCount:
         return await store.fold_usage(BATCH)
 
     count.usage_day_folded = await meter.storage.transaction(fold)
+    count.payloads_pruned = await prune(meter)
     return count
 
 

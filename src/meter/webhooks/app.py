@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from meter import health_probe, metrics
-from meter.client import MeterClient, MeterRpcError
+from meter.client import MeterClient, MeterRpcError, event_status
 from meter.domain.events import WebhookEvent
 from meter.webhooks.forward import Outcome, forward
 from meter.webhooks.mapping import action_for
@@ -136,12 +136,22 @@ class WebhookServer:
 
 async def replay(client: MeterClient, event_id: str) -> Outcome:
     """Run a stored event through the adapter again (after fixing what made it rejected). An
-    event that was applied or ignored is not applied again."""
+    event that was applied or ignored is not applied again. An event whose payload the retention
+    deleted cannot be: there is nothing left to map (status "pruned")."""
     try:
         stored = await client.get_webhook_event(event_id=event_id)
     except MeterRpcError as error:
         return Outcome(404 if error.reason == "EVENT_NOT_FOUND" else 503, "retry", error.message)
     payload = stored.event.payload
+    if not payload:
+        # Every event the adapter stores has its verified body (JSON, never empty): empty is pruned.
+        was = event_status(stored.status)
+        return Outcome(
+            410,
+            "pruned",
+            "(its payload was deleted after the retention window, METER_WEBHOOK_PAYLOAD_RETENTION_DAYS; "
+            f"the event was {was.value if was else 'stored'} and cannot be replayed)",
+        )
     event = json.loads(payload)
     source = WebhookEvent(stored.event.event_id, stored.event.type, payload, stored.event.received_time.ToDatetime(UTC))
     return await forward(client, action_for(event), source)

@@ -21,7 +21,7 @@ _FINAL_REFUSALS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.A
 @dataclass(frozen=True)
 class Outcome:
     http_status: int
-    status: str  # applied | duplicate | ignored | rejected | pending | retry
+    status: str  # applied | duplicate | ignored | rejected | pending | retry (| pruned: a replay with no payload left)
     reason: str = ""
 
 
