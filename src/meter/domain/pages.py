@@ -42,7 +42,7 @@ def encode(cursor: Cursor, key: bytes) -> str:
 def decode(token: str, key: bytes, expected: Cursor) -> int:
     """The entry to continue after, if `token` was issued for the listing `expected` describes
     (its `after` is ignored)."""
-    if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 1:
+    if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 1 or not token.isascii():
         raise InvalidField("page_token", "is not a token this service issued")
     body, mac = token.split(".")
     if not hmac.compare_digest(mac, _mac(body, key)):
