@@ -1,113 +1,175 @@
-"""Settings from METER_* environment variables, read in one place and validated at start.
+"""Settings from METER_* environment variables, each declared once, below, with its default, its
+bounds and what it means; read in one place and validated at start.
 
-| variable | default | meaning |
-|---|---|---|
-| METER_DATABASE_URL | (none: embedded PostgreSQL) | postgresql://user:pass@host:port/db |
-| METER_DATA_DIR | ./.meter | embedded PostgreSQL and local state |
-| METER_GRPC_ADDR | 127.0.0.1:50051 | gRPC listen address |
-| METER_HTTP_ADDR | 127.0.0.1:8080 | webhooks and metrics listen address |
-| METER_STRIPE_WEBHOOK_SECRET | (none) | comma-separated during rotation |
-| METER_BUCKETS | 16 | bucket rows per pool for new accounts (1 = one row per pool) |
-| METER_CATALOG | (the packaged catalog.toml) | catalog file |
-| METER_DEFAULT_TTL_SECONDS | 600 | hold lifetime when Reserve gives none |
-| METER_MAX_TTL_SECONDS | 3600 | longest hold lifetime a call may ask for |
-| METER_MAX_CREDIT_TOKENS | 1000000000 | largest single purchase or adjustment |
-| METER_SWEEP_INTERVAL_SECONDS | 1 | how often expired holds and ended periods are swept |
-| METER_DB_POOL_SIZE | 20 | database connections per process (the one pool) |
-| METER_STATEMENT_TIMEOUT_MS | 5000 | per-statement limit |
-| METER_LOCK_TIMEOUT_MS | 3000 | longest wait for a row lock |
-| METER_RESERVE_WAIT_MS | 200 | longest wait of a Reserve for a locked row that has its tokens (0: none) |
-| METER_COALESCE | 1 | 0: a statement per Reserve and Commit; n: n of each in flight, later calls go together |
-| METER_IDLE_IN_TRANSACTION_TIMEOUT_MS | 10000 | a stuck transaction is ended after this |
-| METER_SHUTDOWN_GRACE_SECONDS | 10 | in-flight RPCs get this long to finish on SIGTERM |
-| METER_WEBHOOK_RPC_TIMEOUT_SECONDS | 5 | how long the webhook adapter waits for meter before answering 503 |
-| METER_WEBHOOK_BODY_TIMEOUT_SECONDS | 10 | how long a webhook's body may take to arrive before it is answered 408 |
-| METER_LOG_LEVEL | INFO | logging level |
-| METER_LOG_FORMAT | json | json (one JSON object per line) or text |
-| METER_RPC_LOG | all | all: a log line per RPC; failures: only for calls that did not end OK |
-| METER_CALLERS_FILE | (none) | TOML file of callers: name, role or methods, token_sha256 |
-| METER_CALLERS | (none) | the same TOML, in the variable itself |
-| METER_WEBHOOK_TOKEN | (none) | the bearer token the webhook adapter presents (a billing caller's) |
-| METER_TOKEN | (none) | the bearer token the CLI's client commands present |
-| METER_TLS_CERT_FILE | (none) | server certificate chain (PEM); with the key, gRPC listens with TLS |
-| METER_TLS_KEY_FILE | (none) | server private key (PEM) |
-| METER_TLS_CLIENT_CA_FILE | (none) | CA (PEM) of client certificates: set, clients must present one (mTLS) |
-| METER_TLS_CA_FILE | (none) | clients (CLI, webhook adapter alone): CA (PEM) to verify meter; set: TLS |
-| METER_TLS_CLIENT_CERT_FILE | (none) | clients: certificate to present for mutual TLS |
-| METER_TLS_CLIENT_KEY_FILE | (none) | clients: its private key |
-| METER_CALLER_RATE_SYNC_MS | 100 | how often replicas share their per-caller counts |
-| METER_DELIVERY_RETRY_SECONDS | 5,300,1800,7200,18000,36000,36000 | waits between a webhook's attempts, then dead |
-| METER_DELIVERY_TIMEOUT_SECONDS | 10 | how long an endpoint has to answer a webhook |
-| METER_DELIVERY_POLL_SECONDS | 1 | how often each replica looks for webhooks to send |
-| METER_MIGRATE_ON_START | true | `meter serve` migrates the database; false: it waits for `meter migrate` |
-| METER_STRIPE_API_KEY | (none) | Stripe secret key (sk_...) CreateCheckoutSession opens sessions with |
-| METER_STRIPE_API_BASE | (Stripe's) | another Stripe API address (an emulator, in tests) |
-| METER_CHECKOUT_OPEN_SESSIONS | 5 | Checkout Sessions an account may have open (unpaid, unexpired) at once |
-| METER_CHECKOUT_SESSIONS_PER_HOUR | 20 | Checkout Sessions an account may open in any hour |
-| METER_CHECKOUT_SESSION_MINUTES | 30 | how long a Checkout Session takes payment (Stripe allows 30 to 1440) |
-| METER_WEBHOOK_PAYLOAD_RETENTION_DAYS | 30 | days a Stripe payload is kept after its event last changed (0: forever) |
+Each field is one setting: the variable is METER_ and the field's name in capitals unless the
+field names another (`env`); pydantic turns the variable's text into the field's type and checks
+its bounds; a malformed value stops the start with a message naming the variable. The settings
+reference (docs/reference/settings.md) is written from these declarations by
+scripts/generate_reference.py, and a test fails when it is stale.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import fields
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass
 
 from meter.domain.webhook_deliveries import DEFAULT_RETRY_SECONDS
+
+MAX_RETRY_WAITS = 50
+WEEK = 7 * 86_400
 
 
 class ConfigError(ValueError):
     """A METER_* variable is malformed; the message names it."""
 
 
-@dataclass(frozen=True)
+def _listed(value: Any) -> Any:
+    """A variable's comma-separated list, as a tuple (a tuple given in code passes as it is)."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def setting(default: Any, meaning: str, *, env: str = "", unset: str = "", **bounds: Any) -> Any:
+    """A setting's declaration: its default, what it means, its bounds (ge, le, ...) and, when it
+    is not METER_ + the field's name, its variable; `unset` says what no value means."""
+    return Field(default, description=meaning, json_schema_extra={"env": env, "unset": unset}, **bounds)
+
+
+Secrets = Annotated[tuple[str, ...], BeforeValidator(_listed)]
+Waits = Annotated[tuple[Annotated[float, Field(ge=0, le=WEEK)], ...], BeforeValidator(_listed)]
+Choice = BeforeValidator(_lower)
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class Settings:
-    database_url: str | None = None
-    data_dir: Path = Path(".meter")
-    grpc_addr: str = "127.0.0.1:50051"
-    http_addr: str = "127.0.0.1:8080"
-    stripe_webhook_secrets: tuple[str, ...] = ()
-    buckets: int = 16
-    catalog_path: Path | None = None
-    default_ttl_seconds: int = 600
-    max_ttl_seconds: int = 3600
-    max_credit_tokens: int = 1_000_000_000
-    sweep_interval_seconds: float = 1.0
-    db_pool_size: int = 20
-    statement_timeout_ms: int = 5_000
-    lock_timeout_ms: int = 3_000
-    reserve_wait_ms: int = 200
-    coalesce: int = 1
-    idle_in_transaction_timeout_ms: int = 10_000
-    shutdown_grace_seconds: float = 10.0
-    webhook_rpc_timeout_seconds: float = 5.0
-    webhook_body_timeout_seconds: float = 10.0
-    log_level: str = "INFO"
-    log_format: str = "json"
-    rpc_log: str = "all"
-    callers_file: Path | None = None
-    callers_toml: str | None = None
-    webhook_token: str | None = None
-    token: str | None = None
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
-    tls_client_ca_file: Path | None = None
-    tls_ca_file: Path | None = None
-    tls_client_cert_file: Path | None = None
-    tls_client_key_file: Path | None = None
-    migrate_on_start: bool = True
-    caller_rate_sync_seconds: float = 0.1
-    delivery_retry_seconds: tuple[float, ...] = DEFAULT_RETRY_SECONDS
-    delivery_timeout_seconds: float = 10.0
-    delivery_poll_seconds: float = 1.0
-    stripe_api_key: str | None = None
-    stripe_api_base: str | None = None
-    checkout_open_sessions: int = 5
-    checkout_sessions_per_hour: int = 20
-    checkout_session_minutes: int = 30
-    webhook_payload_retention_days: int = 30
+    database_url: str | None = setting(
+        None, "PostgreSQL to use, postgresql://user:pass@host:5432/db", unset="an embedded PostgreSQL"
+    )
+    data_dir: Path = setting(Path(".meter"), "the embedded PostgreSQL's data and local state")
+    grpc_addr: str = setting("127.0.0.1:50051", "gRPC listen address")
+    connect_addr: str = setting(
+        "127.0.0.1:8081", "HTTP/JSON (Connect) listen address: the contract for runtimes without gRPC; off: none"
+    )
+    http_addr: str = setting("127.0.0.1:8080", "listen address of the Stripe webhook endpoint, /metrics and /healthz")
+    stripe_webhook_secrets: Secrets = setting(
+        (),
+        "the webhook signing secret(s) (whsec_...), comma-separated during a rotation",
+        env="METER_STRIPE_WEBHOOK_SECRET",
+        unset="webhooks are answered 503",
+    )
+    buckets: int = setting(16, "bucket rows per pool for new accounts (1: one row per pool)", ge=1, le=1024)
+    catalog_path: Path | None = setting(
+        None, "the catalog file", env="METER_CATALOG", unset="the packaged catalog.toml"
+    )
+    default_ttl_seconds: int = setting(600, "hold lifetime when Reserve gives none", ge=1, le=86_400)
+    max_ttl_seconds: int = setting(3600, "longest lifetime a Reserve or ExtendReservation may ask for", ge=1, le=86_400)
+    max_credit_tokens: int = setting(1_000_000_000, "largest single purchase or adjustment", ge=1, le=2**62)
+    sweep_interval_seconds: float = setting(
+        1.0, "how often expired holds, ended periods and due payloads are swept", ge=0.01, le=3600
+    )
+    db_pool_size: int = setting(20, "database connections per process (the one pool)", ge=1, le=1000)
+    statement_timeout_ms: int = setting(5_000, "statement_timeout of every connection", ge=1, le=3_600_000)
+    lock_timeout_ms: int = setting(3_000, "lock_timeout of every connection", ge=1, le=3_600_000)
+    reserve_wait_ms: int = setting(
+        200,
+        "how long a Reserve waits for a locked balance row that has its tokens before it takes them from all the "
+        "account's rows (0: no wait)",
+        ge=0,
+        le=60_000,
+    )
+    coalesce: int = setting(
+        1,
+        "Reserve (and Commit) statements one process keeps in flight; calls that arrive meanwhile go together in "
+        "the next (0: a statement per call)",
+        ge=0,
+        le=1000,
+    )
+    idle_in_transaction_timeout_ms: int = setting(
+        10_000, "idle_in_transaction_session_timeout of every connection", ge=1, le=3_600_000
+    )
+    shutdown_grace_seconds: float = setting(10.0, "in-flight RPCs get this long to finish on SIGTERM", ge=0, le=3600)
+    webhook_rpc_timeout_seconds: float = setting(
+        5.0, "how long the webhook adapter waits for meter before answering 503", ge=0.1, le=60
+    )
+    webhook_body_timeout_seconds: float = setting(
+        10.0, "how long a webhook's body may take to arrive; slower is answered 408", ge=0.1, le=300
+    )
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(str.upper)] = (
+        setting("INFO", "logging level")
+    )
+    log_format: Annotated[Literal["json", "text"], Choice] = setting(
+        "json", "json (one object per line) or text; serve and webhooks only, other commands log text"
+    )
+    rpc_log: Annotated[Literal["all", "failures"], Choice] = setting(
+        "all", "all: a log line per RPC; failures: only for calls that did not end OK"
+    )
+    callers_file: Path | None = setting(
+        None, "TOML file of callers: name, role or methods, token_sha256", unset="no callers: loopback only"
+    )
+    callers_toml: str | None = setting(None, "the same TOML, in the variable itself", env="METER_CALLERS")
+    webhook_token: str | None = setting(None, "the bearer token the webhook adapter presents (a billing caller's)")
+    token: str | None = setting(
+        None, "the bearer token of the CLI's client commands (account, usage, purchases, replay)"
+    )
+    tls_cert_file: Path | None = setting(None, "server certificate chain (PEM); with the key, gRPC listens with TLS")
+    tls_key_file: Path | None = setting(None, "server private key (PEM)")
+    tls_client_ca_file: Path | None = setting(
+        None, "CA (PEM) of client certificates: set, every client must present one (mutual TLS)"
+    )
+    tls_ca_file: Path | None = setting(
+        None, "for meter's own clients (CLI, webhook adapter alone): CA (PEM) of meter's certificate; set: TLS"
+    )
+    tls_client_cert_file: Path | None = setting(
+        None, "for meter's own clients: the certificate they present (mutual TLS)"
+    )
+    tls_client_key_file: Path | None = setting(None, "for meter's own clients: its private key")
+    migrate_on_start: bool = setting(True, "`meter serve` migrates the database; false: it waits for `meter migrate`")
+    caller_rate_sync_ms: int = setting(100, "how often replicas share their per-caller counts", ge=10, le=60_000)
+    delivery_retry_seconds: Waits = setting(
+        DEFAULT_RETRY_SECONDS,
+        "the waits between a webhook's attempts (comma-separated seconds); once spent, the delivery is dead",
+        min_length=0,
+        max_length=MAX_RETRY_WAITS,
+    )
+    delivery_timeout_seconds: float = setting(10.0, "how long an endpoint has to answer a webhook", ge=0.1, le=300)
+    delivery_poll_seconds: float = setting(1.0, "how often each replica looks for webhooks to send", ge=0.01, le=60)
+    stripe_api_key: str | None = setting(
+        None, "the Stripe secret key CreateCheckoutSession creates sessions with", unset="meter does not sell"
+    )
+    stripe_api_base: str | None = setting(
+        None, "another address for Stripe's API (an emulator, in tests)", unset="Stripe's"
+    )
+    checkout_open_sessions: int = setting(
+        5, "Checkout Sessions an account may have open (unpaid, unexpired) at once", ge=1, le=1000
+    )
+    checkout_sessions_per_hour: int = setting(
+        20, "Checkout Sessions an account may open in any hour (at least METER_CHECKOUT_OPEN_SESSIONS)", ge=1, le=10_000
+    )
+    checkout_session_minutes: int = setting(
+        30, "how long a Checkout Session takes payment (Stripe's bounds)", ge=30, le=1440
+    )
+    webhook_payload_retention_days: int = setting(
+        30,
+        "days a Stripe event's raw payload is kept after the event last changed; then the sweeper deletes it and "
+        "keeps the event's id, type, status and reason (0: keep forever)",
+        ge=0,
+        le=36_500,
+    )
+
+    @property
+    def caller_rate_sync_seconds(self) -> float:
+        return self.caller_rate_sync_ms / 1000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -115,54 +177,11 @@ class Settings:
         if "METER_DB_FAST_POOL_SIZE" in env:
             # Refused rather than ignored: an operator who sized two pools should size the one.
             raise ConfigError("METER_DB_FAST_POOL_SIZE was removed: meter has one pool, sized by METER_DB_POOL_SIZE")
-        settings = cls(
-            database_url=env.get("METER_DATABASE_URL") or None,
-            data_dir=Path(env.get("METER_DATA_DIR") or ".meter"),
-            grpc_addr=env.get("METER_GRPC_ADDR") or "127.0.0.1:50051",
-            http_addr=env.get("METER_HTTP_ADDR") or "127.0.0.1:8080",
-            stripe_webhook_secrets=tuple(
-                s.strip() for s in (env.get("METER_STRIPE_WEBHOOK_SECRET") or "").split(",") if s.strip()
-            ),
-            buckets=_int(env, "METER_BUCKETS", 16, 1, 1024),
-            catalog_path=Path(env["METER_CATALOG"]) if env.get("METER_CATALOG") else None,
-            default_ttl_seconds=_int(env, "METER_DEFAULT_TTL_SECONDS", 600, 1, 86_400),
-            max_ttl_seconds=_int(env, "METER_MAX_TTL_SECONDS", 3600, 1, 86_400),
-            max_credit_tokens=_int(env, "METER_MAX_CREDIT_TOKENS", 1_000_000_000, 1, 2**62),
-            sweep_interval_seconds=_float(env, "METER_SWEEP_INTERVAL_SECONDS", 1.0, 0.01, 3600),
-            db_pool_size=_int(env, "METER_DB_POOL_SIZE", 20, 1, 1000),
-            statement_timeout_ms=_int(env, "METER_STATEMENT_TIMEOUT_MS", 5_000, 1, 3_600_000),
-            lock_timeout_ms=_int(env, "METER_LOCK_TIMEOUT_MS", 3_000, 1, 3_600_000),
-            reserve_wait_ms=_int(env, "METER_RESERVE_WAIT_MS", 200, 0, 60_000),
-            coalesce=_int(env, "METER_COALESCE", 1, 0, 1000),
-            idle_in_transaction_timeout_ms=_int(env, "METER_IDLE_IN_TRANSACTION_TIMEOUT_MS", 10_000, 1, 3_600_000),
-            shutdown_grace_seconds=_float(env, "METER_SHUTDOWN_GRACE_SECONDS", 10.0, 0, 3600),
-            webhook_rpc_timeout_seconds=_float(env, "METER_WEBHOOK_RPC_TIMEOUT_SECONDS", 5.0, 0.1, 60),
-            webhook_body_timeout_seconds=_float(env, "METER_WEBHOOK_BODY_TIMEOUT_SECONDS", 10.0, 0.1, 300),
-            log_level=(env.get("METER_LOG_LEVEL") or "INFO").upper(),
-            log_format=_choice(env, "METER_LOG_FORMAT", "json", ("json", "text")),
-            rpc_log=_choice(env, "METER_RPC_LOG", "all", ("all", "failures")),
-            callers_file=_path(env, "METER_CALLERS_FILE"),
-            callers_toml=env.get("METER_CALLERS") or None,
-            webhook_token=env.get("METER_WEBHOOK_TOKEN") or None,
-            token=env.get("METER_TOKEN") or None,
-            tls_cert_file=_path(env, "METER_TLS_CERT_FILE"),
-            tls_key_file=_path(env, "METER_TLS_KEY_FILE"),
-            tls_client_ca_file=_path(env, "METER_TLS_CLIENT_CA_FILE"),
-            tls_ca_file=_path(env, "METER_TLS_CA_FILE"),
-            tls_client_cert_file=_path(env, "METER_TLS_CLIENT_CERT_FILE"),
-            tls_client_key_file=_path(env, "METER_TLS_CLIENT_KEY_FILE"),
-            caller_rate_sync_seconds=_int(env, "METER_CALLER_RATE_SYNC_MS", 100, 10, 60_000) / 1000,
-            delivery_retry_seconds=_waits(env, "METER_DELIVERY_RETRY_SECONDS", DEFAULT_RETRY_SECONDS),
-            delivery_timeout_seconds=_float(env, "METER_DELIVERY_TIMEOUT_SECONDS", 10.0, 0.1, 300),
-            delivery_poll_seconds=_float(env, "METER_DELIVERY_POLL_SECONDS", 1.0, 0.01, 60),
-            migrate_on_start=_choice(env, "METER_MIGRATE_ON_START", "true", ("true", "false")) == "true",
-            stripe_api_key=env.get("METER_STRIPE_API_KEY") or None,
-            stripe_api_base=env.get("METER_STRIPE_API_BASE") or None,
-            checkout_open_sessions=_int(env, "METER_CHECKOUT_OPEN_SESSIONS", 5, 1, 1000),
-            checkout_sessions_per_hour=_int(env, "METER_CHECKOUT_SESSIONS_PER_HOUR", 20, 1, 10_000),
-            checkout_session_minutes=_int(env, "METER_CHECKOUT_SESSION_MINUTES", 30, 30, 1440),
-            webhook_payload_retention_days=_int(env, "METER_WEBHOOK_PAYLOAD_RETENTION_DAYS", 30, 0, 36_500),
-        )
+        given: dict[str, Any] = {name: env[variable] for name, variable in VARIABLES.items() if env.get(variable)}
+        try:
+            settings = cls(**given)
+        except ValidationError as invalid:
+            raise ConfigError("; ".join(_problem(error, given) for error in invalid.errors())) from None
         settings.check()
         return settings
 
@@ -184,47 +203,20 @@ class Settings:
             raise ConfigError("METER_STRIPE_API_BASE must be an http(s) address")
 
 
-def _path(env: Mapping[str, str], name: str) -> Path | None:
-    raw = env.get(name)
-    return Path(raw) if raw else None
+def _variable(name: str, extra: Any) -> str:
+    named = extra.get("env") if isinstance(extra, dict) else ""
+    return named or f"METER_{name.upper()}"
 
 
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = (env.get(name) or default).lower()
-    if value not in choices:
-        raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
-    return value
+# Each setting's variable, by field name.
+VARIABLES: dict[str, str] = {
+    field.name: _variable(field.name, field.default.json_schema_extra)  # type: ignore[union-attr]
+    for field in fields(Settings)
+}
 
 
-def _waits(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        waits = tuple(float(part) for part in raw.split(","))
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a comma-separated list of seconds") from None
-    if not all(0 <= wait <= 7 * 86_400 for wait in waits) or len(waits) > 50:
-        raise ConfigError(f"{name}: at most 50 waits, each between 0 and 604800 seconds")
-    return waits
-
-
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    return int(_number(env, name, default, low, high, whole=True))
-
-
-def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    return _number(env, name, default, low, high, whole=False)
-
-
-def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float, *, whole: bool) -> float:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw) if whole else float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a {'whole number' if whole else 'number'}") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name}={value} must be between {low} and {high}")
-    return value
+def _problem(error: Any, given: Mapping[str, str]) -> str:
+    """One validation error, as the operator wrote it: the variable, its value, what is wrong."""
+    name = str(error["loc"][0]) if error["loc"] else ""
+    variable = VARIABLES.get(name, name)
+    return f"{variable}={given.get(name, '')!r}: {error['msg']}"

@@ -75,8 +75,8 @@ async def test_n_calls_a_second_allowed_the_next_refused_until_the_next_second(m
 
 
 async def test_two_replicas_enforce_one_rate_once_synced(meters: StartMeter) -> None:
-    first = await start(meters, caller_rate_sync_seconds=0.01)
-    second = await start(meters, caller_rate_sync_seconds=0.01)
+    first = await start(meters, caller_rate_sync_ms=10)
+    second = await start(meters, caller_rate_sync_ms=10)
     at_second_start(first, second)
     await catalog(first)
     await catalog(first)
