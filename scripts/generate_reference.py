@@ -1,6 +1,7 @@
 """Write docs/reference/{settings,errors,metrics}.md from the code that declares them: the settings
 from meter.config.Settings, the errors from protos/meter/v1/error_reason.proto, the metrics from
-the prometheus_client registry meter's modules fill. Nothing in those tables is copied by hand.
+the prometheus_client registry meter's modules fill; and schemas/callers.schema.json (for
+editors) from meter.callers_config. Nothing in them is copied by hand.
 
     python scripts/generate_reference.py           # write the files
     python scripts/generate_reference.py --check   # exit 1, naming them, when one is stale
@@ -11,6 +12,7 @@ tests/test_reference_docs.py runs the check.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 from meter import client_fail_open, client_spool, metrics
+from meter.callers_config import CallersFile
 from meter.config import VARIABLES, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,11 +159,17 @@ def metrics_table() -> str:
     return GENERATED.format(source="the prometheus_client registry of meter.metrics") + "\n".join(lines) + "\n"
 
 
+def callers_schema() -> str:
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **CallersFile.model_json_schema()}
+    return json.dumps(schema, indent=2) + "\n"
+
+
 def pages() -> dict[Path, str]:
     return {
         REFERENCE / "settings.md": settings(),
         REFERENCE / "errors.md": errors(),
         REFERENCE / "metrics.md": metrics_table(),
+        ROOT / "schemas" / "callers.schema.json": callers_schema(),
     }
 
 
@@ -173,8 +182,8 @@ def main() -> int:
         for path in stale:
             print(f"{path.relative_to(ROOT)} is stale: run python scripts/generate_reference.py", file=sys.stderr)
         return 1 if stale else 0
-    REFERENCE.mkdir(parents=True, exist_ok=True)
     for path, text in pages().items():
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return 0
 

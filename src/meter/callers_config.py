@@ -2,7 +2,7 @@
 
     [[caller]]
     name = "proxy-eu"                # recorded on every ledger entry its calls write
-    role = "proxy"                   # proxy | billing | operator
+    role = "proxy"                   # proxy | billing | storefront | operator
     token_sha256 = "9c1e...64 hex"   # `meter callers new-token` prints a token and this hash
 
     [[caller]]
@@ -12,21 +12,62 @@
     requests_per_second = 20          # to each method; or a table: { Reserve = 500, Commit = 500 }
 
 Read once at start; a mistake stops the start with a message naming the caller and the field.
+The fields are declared once, in `CallerEntry`; schemas/callers.schema.json is written from it
+(scripts/generate_reference.py) for editors: a callers file that starts with
+`#:schema ./schemas/callers.schema.json` is checked and completed as it is typed (Taplo).
 """
 
 from __future__ import annotations
 
-import re
 import tomllib
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from meter.config import ConfigError
 from meter.domain.callers import ANY_METHOD, ROLES, Caller, Callers
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+Role = Literal["proxy", "billing", "storefront", "operator"]
+Rate = Annotated[StrictInt, Field(ge=1)]
+
+
+class CallerEntry(BaseModel):
+    """One [[caller]]: what the file may say of it (the JSON Schema editors read is written from
+    this; the checks across callers and against the service's methods are in `load`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="recorded on every ledger entry its calls write",
+    )
+    token_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="the SHA-256 of its bearer token: `meter callers new-token` prints both"
+    )
+    role: Role | None = Field(None, description="what its job needs: proxy, billing, storefront or operator (all)")
+    methods: list[str] | None = Field(None, description="methods it may call, instead of or besides a role")
+    requests_per_second: Rate | dict[str, Rate] | None = Field(
+        None, description="requests per second to each method, or a table of method = rate"
+    )
+
+
+class CallersFile(BaseModel):
+    """The callers file: an array of [[caller]] tables."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="meter callers file")
+
+    caller: list[CallerEntry] = Field(default_factory=list)
+
+
+# What each field's mistake is called, as an operator reads it.
+_COMPLAINTS = {
+    "name": "name must be 1-64 letters, digits, '.', '_' or '-'",
+    "token_sha256": "token_sha256 must be 64 lowercase hex digits (the token's SHA-256)",
+    "methods": "methods must be a list of method names",
+    "requests_per_second": "requests_per_second must be whole numbers of at least 1",
+}
 
 
 def load(text: str, source: str, methods: Collection[str]) -> Callers:
@@ -38,21 +79,24 @@ def load(text: str, source: str, methods: Collection[str]) -> Callers:
     unknown_keys = set(document) - {"caller"}
     if unknown_keys:
         raise ConfigError(f"{source}: unknown table(s) {sorted(unknown_keys)}; expected [[caller]] entries")
-    entries = document.get("caller", [])
-    if not isinstance(entries, list):
+    if not isinstance(document.get("caller", []), list):
         raise ConfigError(f"{source}: 'caller' must be an array of tables ([[caller]])")
+    try:
+        parsed = CallersFile.model_validate(document)
+    except ValidationError as invalid:
+        raise ConfigError(_complaint(source, document, invalid)) from None
     callers: list[tuple[str, Caller]] = []
     names: set[str] = set()
     hashes: set[str] = set()
-    for index, entry in enumerate(entries):
-        digest, caller = _caller(entry, f"{source}: caller #{index + 1}", methods)
+    for index, entry in enumerate(parsed.caller):
+        caller = _caller(entry, f"{source}: caller #{index + 1} ({entry.name})", methods)
         if caller.name in names:
             raise ConfigError(f"{source}: caller {caller.name!r} is configured twice")
-        if digest in hashes:
+        if entry.token_sha256 in hashes:
             raise ConfigError(f"{source}: caller {caller.name!r} has the same token as another caller")
         names.add(caller.name)
-        hashes.add(digest)
-        callers.append((digest, caller))
+        hashes.add(entry.token_sha256)
+        callers.append((entry.token_sha256, caller))
     return Callers(callers)
 
 
@@ -64,49 +108,50 @@ def load_file(path: Path, methods: Collection[str]) -> Callers:
     return load(text, str(path), methods)
 
 
-def _caller(entry: Any, where: str, methods: Collection[str]) -> tuple[str, Caller]:
+def _complaint(source: str, document: Mapping[str, Any], invalid: ValidationError) -> str:
+    """The first mistake, named as the file names it: which caller, which key, what is wrong."""
+    error = invalid.errors()[0]
+    location = error["loc"]
+    if len(location) < 2 or location[0] != "caller":
+        return f"{source}: {error['msg']}"
+    index = int(location[1])
+    entry = document["caller"][index]
     if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: must be a table")
-    extra = set(entry) - {"name", "role", "methods", "token_sha256", "requests_per_second"}
-    if extra:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(extra)}")
+        return f"{source}: caller #{index + 1}: must be a table"
     name = entry.get("name")
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ConfigError(f"{where}: name must be 1-64 letters, digits, '.', '_' or '-'")
-    where = f"{where} ({name})"
-    digest = entry.get("token_sha256")
-    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
-        raise ConfigError(f"{where}: token_sha256 must be 64 lowercase hex digits (the token's SHA-256)")
-    role = entry.get("role")
-    listed = entry.get("methods")
-    if role is None and listed is None:
+    where = f"{source}: caller #{index + 1}" + (f" ({name})" if isinstance(name, str) else "")
+    if error["type"] == "extra_forbidden":
+        extra = sorted(set(entry) - set(CallerEntry.model_fields))
+        return f"{where}: unknown key(s) {extra}"
+    field = str(location[2]) if len(location) > 2 else ""
+    if field == "role":
+        return f"{where}: role {entry.get('role')!r} is not one of {', '.join(ROLES)}"
+    return f"{where}: {_COMPLAINTS.get(field, error['msg'])}"
+
+
+def _caller(entry: CallerEntry, where: str, methods: Collection[str]) -> Caller:
+    if entry.role is None and entry.methods is None:
         raise ConfigError(f"{where}: give a role ({', '.join(ROLES)}) or methods")
     allowed: set[str] | None = set()
-    if role is not None:
-        if role not in ROLES:
-            raise ConfigError(f"{where}: role {role!r} is not one of {', '.join(ROLES)}")
-        of_role = ROLES[role]
+    if entry.role is not None:
+        of_role = ROLES[entry.role]
         allowed = None if of_role is None else set(of_role)
-    if listed is not None:
-        if not isinstance(listed, list) or not all(isinstance(m, str) for m in listed):
-            raise ConfigError(f"{where}: methods must be a list of method names")
-        unknown = sorted(set(listed) - set(methods))
+    if entry.methods is not None:
+        unknown = sorted(set(entry.methods) - set(methods))
         if unknown:
             raise ConfigError(f"{where}: no such method(s) {unknown}; MeterService has {sorted(methods)}")
         if allowed is not None:
-            allowed |= set(listed)
-    rates = _rates(entry.get("requests_per_second"), where, methods)
-    return digest, Caller(name, None if allowed is None else frozenset(allowed), rates)
+            allowed |= set(entry.methods)
+    rates = _rates(entry.requests_per_second, where, methods)
+    return Caller(entry.name, None if allowed is None else frozenset(allowed), rates)
 
 
-def _rates(value: Any, where: str, methods: Collection[str]) -> dict[str, int]:
+def _rates(value: int | dict[str, int] | None, where: str, methods: Collection[str]) -> dict[str, int]:
     """`requests_per_second`: one number for each method, or a table of method = number."""
     if value is None:
         return {}
-    table = {ANY_METHOD: value} if not isinstance(value, dict) else value
-    for method, rate in table.items():
+    table = {ANY_METHOD: value} if isinstance(value, int) else value
+    for method in table:
         if method != ANY_METHOD and method not in methods:
             raise ConfigError(f"{where}: requests_per_second names no such method {method!r}")
-        if not isinstance(rate, int) or isinstance(rate, bool) or rate < 1:
-            raise ConfigError(f"{where}: requests_per_second must be whole numbers of at least 1")
     return dict(table)

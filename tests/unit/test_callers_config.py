@@ -12,7 +12,7 @@ import pytest
 
 from meter import bootstrap, callers_config
 from meter.config import ConfigError, Settings
-from meter.domain.callers import hash_token, new_token
+from meter.domain.callers import ROLES, hash_token, new_token
 from meter.domain.errors import InvalidToken, MethodNotAllowed, MissingCredentials
 from meter.grpc.server import METHODS
 
@@ -141,3 +141,11 @@ def test_a_new_token_prints_its_hash() -> None:
     token, digest = lines["token"].strip(), lines["token_sha256"].strip()
     assert token.startswith("meter_") and len(token) > 40
     assert digest == hash_token(token)
+
+
+def test_the_roles_a_file_may_name_are_the_roles_there_are() -> None:
+    from typing import get_args
+
+    from meter.callers_config import Role
+
+    assert set(get_args(Role)) == set(ROLES)
