@@ -1,7 +1,7 @@
 """Write docs/reference/{settings,errors,metrics}.md from the code that declares them: the settings
 from meter.config.Settings, the errors from protos/meter/v1/error_reason.proto, the metrics from
-the prometheus_client registry meter's modules fill; and schemas/callers.schema.json (for
-editors) from meter.callers_config. Nothing in them is copied by hand.
+the prometheus_client registry meter's modules fill; and schemas/{callers,catalog}.schema.json
+(for editors) from meter.callers_config and meter.catalog. Nothing in them is copied by hand.
 
     python scripts/generate_reference.py           # write the files
     python scripts/generate_reference.py --check   # exit 1, naming them, when one is stale
@@ -25,6 +25,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from meter import client_fail_open, client_spool, metrics
 from meter.callers_config import CallersFile
+from meter.catalog import CatalogFile
 from meter.config import VARIABLES, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,9 +160,11 @@ def metrics_table() -> str:
     return GENERATED.format(source="the prometheus_client registry of meter.metrics") + "\n".join(lines) + "\n"
 
 
-def callers_schema() -> str:
-    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **CallersFile.model_json_schema()}
-    return json.dumps(schema, indent=2) + "\n"
+def schema(model: Any) -> str:
+    return (
+        json.dumps({"$schema": "https://json-schema.org/draft/2020-12/schema", **model.model_json_schema()}, indent=2)
+        + "\n"
+    )
 
 
 def pages() -> dict[Path, str]:
@@ -169,7 +172,8 @@ def pages() -> dict[Path, str]:
         REFERENCE / "settings.md": settings(),
         REFERENCE / "errors.md": errors(),
         REFERENCE / "metrics.md": metrics_table(),
-        ROOT / "schemas" / "callers.schema.json": callers_schema(),
+        ROOT / "schemas" / "callers.schema.json": schema(CallersFile),
+        ROOT / "schemas" / "catalog.schema.json": schema(CatalogFile),
     }
 
 

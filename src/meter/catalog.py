@@ -14,7 +14,9 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from meter.domain.accounts import Account
 from meter.domain.amounts import INT64_MAX, millionths
@@ -189,14 +191,15 @@ def load(path: Path | None = None) -> Catalog:
 
 
 def parse(data: Mapping[str, Any], source: str = "catalog") -> Catalog:
-    version = data.get("version")
-    if not isinstance(version, str) or not version.strip():
-        raise CatalogError(f"{source}: `version` must be a non-empty string")
-    models = _unique(source, "models", [_model(source, m) for m in _entries(data, "models", source)])
-    packs = _unique(source, "packs", [_pack(source, p) for p in _entries(data, "packs", source)])
-    plans = _unique(source, "plans", [_plan(source, p) for p in _entries(data, "plans", source)])
-    default_plan = data.get("default_plan", DEFAULT_PLAN)
-    if not isinstance(default_plan, str) or default_plan not in plans:
+    try:
+        file = CatalogFile.model_validate(data)
+    except ValidationError as invalid:
+        raise CatalogError(_complaint(source, data, invalid)) from None
+    models = _unique(source, "models", [_model(source, m) for m in file.models])
+    packs = _unique(source, "packs", [_pack(m) for m in file.packs])
+    plans = _unique(source, "plans", [_plan(source, p) for p in file.plans])
+    default_plan = file.default_plan
+    if default_plan not in plans:
         raise CatalogError(
             f"{source}: `default_plan` must name a plan of the catalog (accounts without a subscription are on it;"
             f" left out, it is {DEFAULT_PLAN!r})"
@@ -206,26 +209,103 @@ def parse(data: Mapping[str, Any], source: str = "catalog") -> Catalog:
     prices = [price for plan in plans.values() for price in plan.stripe_prices]
     if len(prices) != len(set(prices)):
         raise CatalogError(f"{source}: a Stripe price is listed under two plans (or twice)")
-    return Catalog(version, models, packs, plans, _usage_label_keys(source, data.get("usage", {})), default_plan)
+    return Catalog(file.version, models, packs, plans, tuple(file.usage.label_keys), default_plan)
 
 
 MAX_USAGE_LABEL_KEYS = 8
 
+# The file's shape, declared once: parse() reads it, and schemas/catalog.schema.json (for editors;
+# scripts/generate_reference.py) is written from it. Amounts that are decimals are strings, as the
+# file writes them ("1.50"), turned into exact millionths below.
+Text = Annotated[str, Field(min_length=1)]
+Decimal = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]{1,6})?$", examples=["3.00", "0.25"])]
+Whole = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
+Positive = Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]
+_STRICT = ConfigDict(extra="forbid", strict=True)
 
-def _usage_label_keys(source: str, usage: Any) -> tuple[str, ...]:
-    keys = usage.get("label_keys", []) if isinstance(usage, dict) else None
-    if not isinstance(keys, list) or not all(isinstance(key, str) and key for key in keys):
-        raise CatalogError(f"{source}: `usage.label_keys` must be a list of label keys")
-    if len(set(keys)) != len(keys) or len(keys) > MAX_USAGE_LABEL_KEYS:
-        raise CatalogError(f"{source}: `usage.label_keys` lists at most {MAX_USAGE_LABEL_KEYS} keys, each once")
-    return tuple(keys)
+
+class ModelEntry(BaseModel):
+    """A model calls can be metered for: USD per million tokens and balance tokens per token, by
+    class (cache reads, cache writes and reasoning default to the class they are billed as)."""
+
+    model_config = _STRICT
+    id: Text
+    provider: Text
+    input_usd_per_million: Decimal
+    output_usd_per_million: Decimal
+    input_weight: Decimal = "1"
+    output_weight: Decimal = "1"
+    cached_input_usd_per_million: Decimal | None = None
+    cache_write_usd_per_million: Decimal | None = None
+    reasoning_usd_per_million: Decimal | None = None
+    cached_input_weight: Decimal | None = None
+    cache_write_weight: Decimal | None = None
+    reasoning_weight: Decimal | None = None
 
 
-def _entries(data: Mapping[str, Any], key: str, source: str) -> list[Mapping[str, Any]]:
-    entries = data.get(key, [])
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise CatalogError(f"{source}: `{key}` must be an array of tables")
-    return entries
+class PackEntry(BaseModel):
+    """A token pack: its tokens, its price in the currency's minor unit (cents), and the name
+    customers see on Stripe's Checkout page."""
+
+    model_config = _STRICT
+    id: Text
+    tokens: Positive
+    price_minor: Whole
+    currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$", description="ISO 4217")]
+    active: bool = True
+    name: Text | None = None
+
+
+class PlanEntry(BaseModel):
+    """A plan: its monthly allowance (or per_account), rate limits, Stripe prices and what its
+    holds and its cancellation do."""
+
+    model_config = _STRICT
+    id: Text
+    monthly_allowance_tokens: Whole | None = None
+    per_account: bool = False
+    requests_per_minute: Positive | None = None
+    tokens_per_minute: Positive | None = None
+    concurrent_holds: Positive | None = None
+    stripe_prices: list[Annotated[str, Field(pattern=r"^\S+$")]] = Field(default_factory=list)
+    expired_holds: Literal["release", "charge"] = "release"
+    cancelled_allowance: Literal["ends_now", "ends_with_period"] = "ends_now"
+
+
+class UsageSection(BaseModel):
+    model_config = _STRICT
+    label_keys: list[Text] = Field(default_factory=list, max_length=MAX_USAGE_LABEL_KEYS)
+
+
+class CatalogFile(BaseModel):
+    """meter's catalog (catalog.toml): models, token packs, plans."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="meter catalog")
+    version: Annotated[str, Field(pattern=r"\S")]
+    default_plan: Text = DEFAULT_PLAN
+    usage: UsageSection = Field(default_factory=UsageSection)
+    models: list[ModelEntry] = Field(default_factory=list)
+    packs: list[PackEntry] = Field(default_factory=list)
+    plans: list[PlanEntry] = Field(default_factory=list)
+
+
+def _complaint(source: str, data: Mapping[str, Any], invalid: ValidationError) -> str:
+    """The first mistake, named as the file names it: the section, the entry's id, the key."""
+    error = invalid.errors()[0]
+    location = list(error["loc"])
+    where = source
+    if len(location) >= 2 and isinstance(location[1], int):
+        section, index = location[0], location[1]
+        entries = data.get(str(section))
+        entry = entries[index] if isinstance(entries, list) and index < len(entries) else None
+        ident = entry.get("id", "?") if isinstance(entry, dict) else "?"
+        where += f": {section} {ident!r}"
+        location = location[2:]
+    key = ".".join(str(part) for part in location)
+    message = error["msg"]
+    if key.endswith(("_usd_per_million", "_weight")):
+        message = 'must be a decimal string like "1.50", at most six decimal places'
+    return f"{where}: `{key}`: {message}" if key else f"{where}: {message}"
 
 
 def _unique(source: str, key: str, items: list[T]) -> dict[str, T]:
@@ -237,106 +317,62 @@ def _unique(source: str, key: str, items: list[T]) -> dict[str, T]:
     return by_id
 
 
-def _text(source: str, entry: Mapping[str, Any], key: str) -> str:
-    value = entry.get(key)
-    if not isinstance(value, str) or not value:
-        raise CatalogError(f"{source}: {entry.get('id', '?')!r}: `{key}` must be a non-empty string")
-    return value
-
-
-def _count(source: str, entry: Mapping[str, Any], key: str, *, minimum: int, default: int | None = None) -> int:
-    value = entry.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= INT64_MAX:
-        raise CatalogError(f"{source}: {entry.get('id', '?')!r}: `{key}` must be a whole number >= {minimum}")
-    return value
-
-
-def _decimal(source: str, entry: Mapping[str, Any], key: str, default: str | None = None) -> int:
-    value = entry.get(key, default)
-    if not isinstance(value, str):
-        raise CatalogError(f'{source}: {entry.get("id", "?")!r}: `{key}` must be a decimal string like "1.50"')
+def _decimal(source: str, entry: ModelEntry, key: str, value: str) -> int:
     try:
         return millionths(value, key)
     except ValueError as exc:
-        raise CatalogError(f"{source}: {entry.get('id', '?')!r}: {exc}") from exc
+        raise CatalogError(f"{source}: {entry.id!r}: {exc}") from exc
 
 
-def _model(source: str, entry: Mapping[str, Any]) -> Model:
-    input_price = _decimal(source, entry, "input_usd_per_million")
-    output_price = _decimal(source, entry, "output_usd_per_million")
-    input_weight = _decimal(source, entry, "input_weight", "1")
-    output_weight = _decimal(source, entry, "output_weight", "1")
+def _model(source: str, entry: ModelEntry) -> Model:
+    def amount(key: str, otherwise: int | None = None) -> int:
+        value = getattr(entry, key)
+        return otherwise if value is None and otherwise is not None else _decimal(source, entry, key, value)
+
+    input_price, output_price = amount("input_usd_per_million"), amount("output_usd_per_million")
+    input_weight, output_weight = amount("input_weight"), amount("output_weight")
     model = Model(
-        id=_text(source, entry, "id"),
-        provider=_text(source, entry, "provider"),
+        id=entry.id,
+        provider=entry.provider,
         input_price=input_price,
         output_price=output_price,
         input_weight=input_weight,
         output_weight=output_weight,
-        cached_input_price=_decimal_or(source, entry, "cached_input_usd_per_million", input_price),
-        cache_write_price=_decimal_or(source, entry, "cache_write_usd_per_million", input_price),
-        reasoning_price=_decimal_or(source, entry, "reasoning_usd_per_million", output_price),
-        cached_input_weight=_decimal_or(source, entry, "cached_input_weight", input_weight),
-        cache_write_weight=_decimal_or(source, entry, "cache_write_weight", input_weight),
-        reasoning_weight=_decimal_or(source, entry, "reasoning_weight", output_weight),
+        cached_input_price=amount("cached_input_usd_per_million", input_price),
+        cache_write_price=amount("cache_write_usd_per_million", input_price),
+        reasoning_price=amount("reasoning_usd_per_million", output_price),
+        cached_input_weight=amount("cached_input_weight", input_weight),
+        cache_write_weight=amount("cache_write_weight", input_weight),
+        reasoning_weight=amount("reasoning_weight", output_weight),
     )
     if model.input_weight == 0 and model.output_weight == 0:
         raise CatalogError(f"{source}: {model.id!r}: a model cannot be free of both weights")
     return model
 
 
-def _decimal_or(source: str, entry: Mapping[str, Any], key: str, otherwise: int) -> int:
-    """An optional decimal (a token class's price or weight); absent: the class it defaults to."""
-    return _decimal(source, entry, key) if key in entry else otherwise
-
-
-def _pack(source: str, entry: Mapping[str, Any]) -> Pack:
-    currency = _text(source, entry, "currency")
-    if len(currency) != 3 or not currency.isalpha():
-        raise CatalogError(f"{source}: {entry.get('id')!r}: `currency` must be an ISO 4217 code")
-    active = entry.get("active", True)
-    if not isinstance(active, bool):
-        raise CatalogError(f"{source}: {entry.get('id')!r}: `active` must be true or false")
-    tokens = _count(source, entry, "tokens", minimum=1)
+def _pack(entry: PackEntry) -> Pack:
     return Pack(
-        id=_text(source, entry, "id"),
-        tokens=tokens,
-        price_minor=_count(source, entry, "price_minor", minimum=0),
-        currency=currency.lower(),
-        active=active,
-        name=_text(source, entry, "name") if "name" in entry else f"{tokens:,} tokens",
+        id=entry.id,
+        tokens=entry.tokens,
+        price_minor=entry.price_minor,
+        currency=entry.currency.lower(),
+        active=entry.active,
+        name=entry.name or f"{entry.tokens:,} tokens",
     )
 
 
-def _plan(source: str, entry: Mapping[str, Any]) -> Plan:
-    per_account = entry.get("per_account", False)
-    if not isinstance(per_account, bool):
-        raise CatalogError(f"{source}: {entry.get('id')!r}: `per_account` must be true or false")
-    if per_account and "monthly_allowance_tokens" in entry:
-        raise CatalogError(f"{source}: {entry.get('id')!r}: a per-account plan has no catalog allowance")
-    allowance = 0 if per_account else _count(source, entry, "monthly_allowance_tokens", minimum=0)
-    limits = RateLimits(
-        **{
-            key: _count(source, entry, key, minimum=1) if key in entry else None
-            for key in ("requests_per_minute", "tokens_per_minute", "concurrent_holds")
-        }
-    )
-    prices = entry.get("stripe_prices", [])
-    if not isinstance(prices, list) or not all(isinstance(p, str) and p.strip() == p and p for p in prices):
-        raise CatalogError(f"{source}: {entry.get('id')!r}: `stripe_prices` must be a list of Stripe price ids")
-    expired_holds = entry.get("expired_holds", ExpiredHolds.RELEASE.value)
-    if expired_holds not in {policy.value for policy in ExpiredHolds}:
-        raise CatalogError(f'{source}: {entry.get("id")!r}: `expired_holds` must be "release" or "charge"')
-    cancelled = entry.get("cancelled_allowance", CancelledAllowance.ENDS_NOW.value)
-    if cancelled not in {choice.value for choice in CancelledAllowance}:
-        choices = " or ".join(f'"{choice.value}"' for choice in CancelledAllowance)
-        raise CatalogError(f"{source}: {entry.get('id')!r}: `cancelled_allowance` must be {choices}")
+def _plan(source: str, entry: PlanEntry) -> Plan:
+    if entry.per_account and entry.monthly_allowance_tokens is not None:
+        raise CatalogError(f"{source}: {entry.id!r}: a per-account plan has no catalog allowance")
+    if not entry.per_account and entry.monthly_allowance_tokens is None:
+        raise CatalogError(f"{source}: {entry.id!r}: `monthly_allowance_tokens` is required (or per_account = true)")
+    limits = RateLimits(entry.requests_per_minute, entry.tokens_per_minute, entry.concurrent_holds)
     return Plan(
-        id=_text(source, entry, "id"),
-        monthly_allowance_tokens=allowance,
-        per_account=per_account,
+        id=entry.id,
+        monthly_allowance_tokens=entry.monthly_allowance_tokens or 0,
+        per_account=entry.per_account,
         limits=limits,
-        stripe_prices=tuple(prices),
-        expired_holds=ExpiredHolds(expired_holds),
-        cancelled_allowance=CancelledAllowance(cancelled),
+        stripe_prices=tuple(entry.stripe_prices),
+        expired_holds=ExpiredHolds(entry.expired_holds),
+        cancelled_allowance=CancelledAllowance(entry.cancelled_allowance),
     )
