@@ -20,6 +20,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass
 
 from meter.domain.webhook_deliveries import DEFAULT_RETRY_SECONDS
+from meter.health_probe import DEFAULT_HTTP_ADDR
 
 MAX_RETRY_WAITS = 50
 WEEK = 7 * 86_400
@@ -61,7 +62,7 @@ class Settings:
     connect_addr: str = setting(
         "127.0.0.1:8081", "HTTP/JSON (Connect) listen address: the contract for runtimes without gRPC; off: none"
     )
-    http_addr: str = setting("127.0.0.1:8080", "listen address of the Stripe webhook endpoint, /metrics and /healthz")
+    http_addr: str = setting(DEFAULT_HTTP_ADDR, "listen address of the Stripe webhook endpoint, /metrics and /healthz")
     stripe_webhook_secrets: Secrets = setting(
         (),
         "the webhook signing secret(s) (whsec_...), comma-separated during a rotation",

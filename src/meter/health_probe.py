@@ -4,11 +4,15 @@ seconds beside the server, so it must start in milliseconds, not load the server
 from __future__ import annotations
 
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
 
 HEALTH_PATH = "/healthz"  # served by the webhook adapter's HTTP server (meter.webhooks.app)
+# METER_HTTP_ADDR's default (meter.config declares the setting with it): here, so that the probe
+# reads its address without loading the settings' validation (pydantic) every few seconds.
+DEFAULT_HTTP_ADDR = "127.0.0.1:8080"
 
 
 def health_url(http_addr: str) -> str:
@@ -33,9 +37,7 @@ def probe(url: str) -> int:
 
 def main() -> int:
     """`python -m meter.health_probe`: the image's HEALTHCHECK, on METER_HTTP_ADDR."""
-    from meter.config import Settings
-
-    return probe(health_url(Settings.from_env().http_addr))
+    return probe(health_url(os.environ.get("METER_HTTP_ADDR") or DEFAULT_HTTP_ADDR))
 
 
 if __name__ == "__main__":
