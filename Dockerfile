@@ -4,7 +4,7 @@
 #   docker run -p 50051:50051 -p 8080:8080 -e METER_DATABASE_URL=postgresql://... \
 #       -e METER_CALLERS_FILE=/etc/meter/callers.toml -v ./callers.toml:/etc/meter/callers.toml:ro meter
 #
-# Two stages: the first installs meter into a virtual environment (the README's "Installing
+# Two stages: the first installs meter into a virtual environment (docs/operate.md's "Installing
 # without a container" runs these same RUN lines, and tests/test_container.py runs them and
 # checks they are identical); the second copies only that environment onto a clean Python image:
 # no pip cache, no sources, no compilers, no embedded PostgreSQL.

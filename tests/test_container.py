@@ -1,5 +1,5 @@
 """The Dockerfile, checked without a Docker engine (none runs on these machines): its install steps
-are the README's, word for word; running them here gives a working `meter` without the embedded
+are docs/operate.md's, word for word; running them here gives a working `meter` without the embedded
 PostgreSQL; the image's settings and health check start and probe a real `meter serve`; the final
 stage runs as a non-root user and installs no compilers."""
 
@@ -64,9 +64,9 @@ def health_check(stage: Stage) -> list[str]:
 
 
 def readme_install_steps() -> list[str]:
-    """The sh block under "### Installing without a container"."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### Installing without a container", 1)[1]
+    """The sh block under "### Installing without a container" in docs/operate.md."""
+    docs = (ROOT / "docs" / "operate.md").read_text()
+    section = docs.split("### Installing without a container", 1)[1]
     block = section.split("```sh\n", 1)[1].split("```", 1)[0]
     return [line.strip() for line in block.splitlines() if line.strip() and not line.startswith("#")]
 

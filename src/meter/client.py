@@ -482,7 +482,7 @@ class MeterClient:
     async def set_budget(
         self, *, account_id: str, label_key: str, label_value: str, unit: int, cap: int
     ) -> pb.SetBudgetResponse:
-        """`unit`: pb.BUDGET_UNIT_TOKENS or pb.BUDGET_UNIT_COST_MICROS (see Budgets in the README)."""
+        """`unit`: pb.BUDGET_UNIT_TOKENS or pb.BUDGET_UNIT_COST_MICROS (see docs/integrate.md, Budgets)."""
         request = pb.SetBudgetRequest(
             account_id=account_id, label_key=label_key, label_value=label_value, unit=unit, cap=cap
         )

@@ -1,6 +1,6 @@
 """The service's Prometheus metrics, in prometheus_client's default registry, served at /metrics
 on the HTTP server (METER_HTTP_ADDR). Each process counts what it did; Prometheus sums the
-replicas. The README's "Operating meter" lists them with what each means."""
+replicas. docs/reference/metrics.md lists them (scripts/generate_reference.py writes it from here)."""
 
 from __future__ import annotations
 

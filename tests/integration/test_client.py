@@ -17,6 +17,8 @@ from meter.client import MeterClient, MeterRpcError
 from meter.v1 import meter_pb2 as pb
 from support import RunningMeter, balance, funded_account, ledger, new_id
 
+INTEGRATE = Path(__file__).parents[2] / "docs" / "integrate.md"  # the docs' Python examples, run as written
+
 
 class ModelCallFailed(Exception):
     pass
@@ -136,14 +138,15 @@ class TestCalls:
         assert attempts == 3
 
 
-async def test_the_readmes_event_reader_tells_each_fact_once_across_restarts(meter: RunningMeter) -> None:
-    """The README's `tell` (from its Events section, run as written): a purchase and a 90 %
+async def test_the_docs_event_reader_tells_each_fact_once_across_restarts(meter: RunningMeter) -> None:
+    """docs/integrate.md's `tell` (from its Events section, run as written): a purchase and a 90 %
     warning become one message each, and reading on from the returned sequence sends nothing again."""
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    [source] = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "async def tell(" in block]
+    [source] = [
+        block for block in re.findall(r"```python\n(.*?)```", INTEGRATE.read_text(), re.S) if "async def tell(" in block
+    ]
     sent: list[tuple[str, str]] = []
     namespace: dict[str, Any] = {"send_mail": lambda account, text: sent.append((account, text))}
-    exec(source, namespace)  # noqa: S102 (the README's own example)
+    exec(source, namespace)  # noqa: S102 (the docs' own example)
     tell = namespace["tell"]
     account = new_id()
     async with MeterClient(meter.address) as client:
@@ -166,13 +169,14 @@ async def test_the_readmes_event_reader_tells_each_fact_once_across_restarts(met
         assert len(sent) == 2
 
 
-async def test_the_readmes_live_balance_follows_every_change_across_a_restart(meters: Any) -> None:
-    """The README's `show_live_balance` (run as written): the balance after each change reaches
-    the page once, in order, and the stream picks up after meter restarts on the same address."""
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    [source] = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "def show_live_balance(" in b]
+async def test_the_docs_live_balance_follows_every_change_across_a_restart(meters: Any) -> None:
+    """docs/integrate.md's `show_live_balance` (run as written): the balance after each change
+    reaches the page once, in order, and the stream picks up after meter restarts on the same address."""
+    [source] = [
+        b for b in re.findall(r"```python\n(.*?)```", INTEGRATE.read_text(), re.S) if "def show_live_balance(" in b
+    ]
     namespace: dict[str, Any] = {}
-    exec(source, namespace)  # noqa: S102 (the README's own example)
+    exec(source, namespace)  # noqa: S102 (the docs' own example)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{probe.getsockname()[1]}"
@@ -250,13 +254,14 @@ def test_the_service_config_covers_every_method_of_the_contract() -> None:
         assert ("timeout" in entry) != streaming, entry  # every unary call has a deadline; a stream none
 
 
-async def test_the_readmes_streamed_completion_outlives_its_ttl_and_a_cut_stream_is_charged(
+async def test_the_docs_streamed_completion_outlives_its_ttl_and_a_cut_stream_is_charged(
     meters: Any, engine: AsyncEngine
 ) -> None:
-    """The README's `stream_completion` (run as written), with a TTL shorter than the stream: the
-    hold is kept alive, the Commit is not late; a stream that breaks is charged what it produced."""
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    [source] = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "def stream_completion(" in b]
+    """docs/integrate.md's `stream_completion` (run as written), with a TTL shorter than the stream:
+    the hold is kept alive, the Commit is not late; a stream that breaks is charged what it produced."""
+    [source] = [
+        b for b in re.findall(r"```python\n(.*?)```", INTEGRATE.read_text(), re.S) if "def stream_completion(" in b
+    ]
     namespace: dict[str, Any] = {}
     exec(source.replace("ttl_seconds=60", "ttl_seconds=1").replace("every_seconds=20", "every_seconds=0.2"), namespace)  # noqa: S102
     meter = await meters(sweep_interval_seconds=0.1)

@@ -218,6 +218,7 @@ async def test_a_meter_killed_mid_delivery_leaves_it_to_another_under_the_same_w
         "METER_DATABASE_URL": database_url,
         "METER_GRPC_ADDR": f"127.0.0.1:{free_port()}",
         "METER_HTTP_ADDR": f"127.0.0.1:{free_port()}",
+        "METER_CONNECT_ADDR": "off",
         "METER_DELIVERY_POLL_SECONDS": "0.05",
         "METER_DELIVERY_TIMEOUT_SECONDS": "1",
         "METER_LOG_LEVEL": "WARNING",
@@ -246,13 +247,13 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def test_the_readmes_python_receiver_tells_each_fact_once(
+async def test_the_docs_python_receiver_tells_each_fact_once(
     meters: Any, receiver: Receiver, engine: AsyncEngine
 ) -> None:
-    """The README's `on_meter_event` (its Webhooks out section, run as written) behind a real
-    HTTP route: a refused payment, a purchase and a 90 % warning become one message each."""
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    [source] = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "def on_meter_event(" in b]
+    """docs/integrate.md's `on_meter_event` (its webhooks out section, run as written) behind a
+    real HTTP route: a refused payment, a purchase and a 90 % warning become one message each."""
+    docs = (Path(__file__).parents[2] / "docs" / "integrate.md").read_text()
+    [source] = [b for b in re.findall(r"```python\n(.*?)```", docs, re.S) if "def on_meter_event(" in b]
     handled: set[str] = set()
     told: list[tuple[str, str]] = []
     meter = await meters(**FAST)
@@ -276,7 +277,7 @@ async def test_the_readmes_python_receiver_tells_each_fact_once(
         name, url = new_id("ep"), f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
         added = await webhook_endpoints.add_endpoint(meter.service.meter, name=name, url=url, types=[])
         namespace["METER_WEBHOOK_SECRET"] = added.secret
-        exec(source, namespace)  # noqa: S102 (the README's own example)
+        exec(source, namespace)  # noqa: S102 (the docs' own example)
         account = new_id()
         refused_ref, bought_ref = new_id("cs"), new_id("cs")
         await meter.stub.CreditPurchase(pack_purchase(account, payment_ref=bought_ref))

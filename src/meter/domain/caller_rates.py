@@ -4,7 +4,7 @@ Each replica counts the calls it admits per (caller, method, second) in memory, 
 interval writes its own counts to PostgreSQL (its own rows) and reads the other replicas'. A call
 is admitted while this replica's count plus the others' last-read counts stay within the
 caller's rate. Nothing is written per call; the error is the others' calls since their last sync
-(see the README).
+(see docs/operate.md, Callers and permissions).
 """
 
 from __future__ import annotations
