@@ -34,9 +34,10 @@ ENV PATH=/opt/meter/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     METER_GRPC_ADDR=0.0.0.0:50051 \
     METER_HTTP_ADDR=0.0.0.0:8080 \
+    METER_CONNECT_ADDR=0.0.0.0:8081 \
     METER_LOG_FORMAT=json
 USER meter
-EXPOSE 50051 8080
+EXPOSE 50051 8080 8081
 # 200 from /healthz once the database is reachable and migrated; 503 before and while draining.
 # The probe is a few lines of the standard library (meter.health_probe), not the server stack:
 # about 40 ms of CPU per check.

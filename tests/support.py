@@ -72,6 +72,9 @@ async def start_meter(database_url: str, *, catalog: Catalog | None = None, **ov
         "database_url": database_url,
         "grpc_addr": "127.0.0.1:0",
         "http_addr": "127.0.0.1:0",
+        # No HTTP/JSON listener unless a test asks for one (tests/integration/test_http_json.py):
+        # its default address is one fixed port, which the suite's concurrent servers would share.
+        "connect_addr": "off",
         "stripe_webhook_secrets": (WEBHOOK_SECRET,),
         # Tests that exercise the background sweeper ask for a short interval.
         "sweep_interval_seconds": 3600.0,

@@ -121,12 +121,13 @@ async def test_the_image_settings_serve_and_pass_the_health_check(installed: Pat
     """`meter serve` as the image starts it (its ENV, with free ports), then its HEALTHCHECK."""
     _, final = dockerfile_stages()
     token = new_token()
-    grpc_port, http_port = free_port(), free_port()
+    grpc_port, http_port, connect_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("METER_")}
     env.update({k: v for k, v in final.env.items() if k.startswith("METER_")})
     env.update(
         METER_GRPC_ADDR=final.env["METER_GRPC_ADDR"].replace(":50051", f":{grpc_port}"),
         METER_HTTP_ADDR=final.env["METER_HTTP_ADDR"].replace(":8080", f":{http_port}"),
+        METER_CONNECT_ADDR=final.env["METER_CONNECT_ADDR"].replace(":8081", f":{connect_port}"),
         METER_DATABASE_URL=database_url,
         METER_CALLERS=f'[[caller]]\nname = "ops"\nrole = "operator"\ntoken_sha256 = "{hash_token(token)}"\n',
     )

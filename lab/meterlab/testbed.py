@@ -212,6 +212,7 @@ class ServerProcess:
             "METER_DATABASE_URL": database_url,
             "METER_GRPC_ADDR": self.address,
             "METER_HTTP_ADDR": self.http_address,
+            "METER_CONNECT_ADDR": "off",  # its default is one fixed port; extra_env may set one
             "METER_LOG_LEVEL": "WARNING",
             **(extra_env or {}),
         }

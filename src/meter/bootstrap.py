@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from meter import callers_config, metrics
+from meter import callers_config, http_json, metrics
 from meter import catalog as catalog_file
 from meter.catalog import Catalog
 from meter.client import MeterClient
@@ -29,6 +29,7 @@ from meter.grpc import tls
 from meter.grpc.drain import Drain
 from meter.grpc.handling import Gate, Readiness
 from meter.grpc.server import METHODS, GrpcServer
+from meter.http_json import HttpJsonServer
 from meter.service.caller_rate_sync import run_caller_rate_sync
 from meter.service.context import Meter, Parameters
 from meter.service.deliverer import DeliveryPolicy, run_deliverer
@@ -138,6 +139,7 @@ class Service:
     grpc: GrpcServer
     webhooks: WebhookServer
     _webhook_client: MeterClient
+    http_json: HttpJsonServer | None = None  # METER_CONNECT_ADDR (None: off)
     _readying: asyncio.Task[None] | None = None
     _stop_sweeper: asyncio.Event = field(default_factory=asyncio.Event)
     _sweeper: asyncio.Task[None] | None = None
@@ -159,6 +161,8 @@ class Service:
         await self.webhooks.stop()
         await self._webhook_client.close()
         await self.grpc.stop(self.settings.shutdown_grace_seconds)
+        if self.http_json is not None:
+            await self.http_json.stop()  # after the drain, which covered its calls too
         await self.meter.storage.notices.close()
         self._stop_sweeper.set()
         for task in (self._sweeper, self._rate_sync, self._deliverer):
@@ -265,10 +269,14 @@ async def start(
     catalog = catalog or catalog_file.load(settings.catalog_path)
     callers = load_callers(settings)
     check_exposure(settings, callers)
+    connect_addr = http_json.listen_address(settings)
+    http_json.check_exposure(connect_addr, callers)
     check_webhook_token(settings, callers)
     credentials = tls.server_credentials(settings)
     check_free(settings.grpc_addr, "METER_GRPC_ADDR")
     check_free(settings.http_addr, "METER_HTTP_ADDR")
+    if connect_addr is not None:
+        check_free(connect_addr, http_json.SETTING)
     database = await open_database(settings)
     connections = await connect(settings, database.url)
     clock = clock or DatabaseClock()
@@ -284,14 +292,25 @@ async def start(
         if database.embedded is not None:
             await asyncio.to_thread(database.embedded.stop)
         raise CannotListen("METER_GRPC_ADDR", settings.grpc_addr, str(error)) from error
+    json_server = None
+    if connect_addr is not None:
+        try:
+            json_server = HttpJsonServer(meter, connect_addr, gate, settings)  # the same gate: one drain for both
+        except OSError as error:
+            await connections.close()
+            if database.embedded is not None:
+                await asyncio.to_thread(database.embedded.stop)
+            raise CannotListen(http_json.SETTING, connect_addr, error.strerror or str(error)) from error
     await server.start()
+    if json_server is not None:
+        await json_server.start()
     webhook_client, webhooks = await start_webhooks(
         settings,
         target=server.local_address,
         token=settings.webhook_token,
         serving=lambda: gate.readiness.ready and not gate.drain.draining,
     )
-    service = Service(settings, database, connections, meter, server, webhooks, webhook_client)
+    service = Service(settings, database, connections, meter, server, webhooks, webhook_client, json_server)
     service._watch_pools()
     service._readying = asyncio.create_task(service._become_ready(), name="readiness")
     log.info(
@@ -303,6 +322,12 @@ async def start(
         settings.buckets,
     )
     log.info("Stripe webhooks and /metrics on http://%s", webhooks.address)
+    if json_server is not None:
+        log.info(
+            "MeterService over HTTP/JSON (Connect) on %s://%s",
+            "https" if json_server.tls else "http",
+            json_server.address,
+        )
     if ready_within is not None:
         done, _ = await asyncio.wait({service._readying}, timeout=ready_within)
         if done:

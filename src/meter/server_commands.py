@@ -42,6 +42,8 @@ async def _serve(settings: Settings) -> int:
     service = await bootstrap.start(settings, ready_within=None)
     print(f"meter: serving gRPC on {service.grpc.address}", flush=True)
     print(f"meter: Stripe webhooks on http://{service.webhooks.address}{WEBHOOK_PATH}", flush=True)
+    if service.http_json is not None:
+        print(f"meter: HTTP/JSON (Connect) on http://{service.http_json.address}", flush=True)
     await stopping.wait()
     logging.getLogger("meter").info("stopping: draining in-flight RPCs (grace %.1f s)", settings.shutdown_grace_seconds)
     await service.stop()

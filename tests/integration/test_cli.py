@@ -90,7 +90,7 @@ async def test_an_address_in_use_names_the_setting_that_moves_it(setting: str, d
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
-        others = {"METER_GRPC_ADDR": "127.0.0.1:0", "METER_HTTP_ADDR": "127.0.0.1:0"}
+        others = {"METER_GRPC_ADDR": "127.0.0.1:0", "METER_HTTP_ADDR": "127.0.0.1:0", "METER_CONNECT_ADDR": "off"}
         code, out, err = await run_cli("serve", env={**others, setting: address, "METER_DATABASE_URL": database_url})
     assert code == 2, out + err
     assert f"cannot listen on {address} ({setting})" in err and f"set {setting} to a free address" in err

@@ -1,0 +1,313 @@
+"""MeterService over HTTP/JSON, for runtimes that cannot speak gRPC (edge and serverless
+functions): the Connect protocol (connectrpc.com) on METER_CONNECT_ADDR, so a call is one POST
+of a JSON body to /meter.v1.MeterService/<Method>, as curl or fetch() sends it.
+
+Not a second implementation: every endpoint calls the gRPC servicer's method, wrapped by the same
+gate as the gRPC server's (`wrap_service` with the server's own Gate: callers and bearer tokens,
+method permissions, per-caller rates, readiness, the drain, the RPC log line and metrics). The
+gate speaks to a grpc.aio.ServicerContext; `_Context` gives it the three things it uses of one
+(the request's metadata, the abort with a status, the trailing metadata) over a Connect request,
+so a refusal is the same google.rpc.Status, turned into a Connect error with the same code and
+the same ErrorInfo and RetryInfo among its details.
+
+The endpoints are built from the contract's descriptor (every method of MeterService, its
+request and response classes), not from generated Connect stubs: the stubs would be 2 400
+checked-in lines, mostly clients meter does not use, for the same table of endpoints.
+
+The ASGI server is uvicorn (with httptools), started and drained with the gRPC server: the gate's
+drain refuses new calls on both and waits for those in flight on both, then this server stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import socket
+import ssl
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from functools import cache
+from typing import Any, NoReturn
+
+import grpc
+import uvicorn
+from connectrpc.code import Code
+from connectrpc.compat import google_protobuf_binary_codec
+from connectrpc.errors import ConnectError, ErrorDetail
+from connectrpc.method import IdempotencyLevel, MethodInfo, StreamType
+from connectrpc.request import RequestContext
+from connectrpc.server import ConnectASGIApplication, Endpoint
+from google.protobuf import descriptor_pb2, duration_pb2, json_format, message_factory
+from google.protobuf.descriptor import Descriptor, FileDescriptor, MethodDescriptor
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from protobuf import Registry
+from protobuf import wkt as protobuf_py
+
+from meter.config import ConfigError, Settings
+from meter.domain.callers import Callers
+from meter.grpc.handling import Gate, wrap_service
+from meter.grpc.servicer import MeterServicer
+from meter.service.context import Meter
+from meter.v1 import meter_pb2, meter_pb2_grpc
+
+SETTING = "METER_CONNECT_ADDR"
+SERVICE = meter_pb2.DESCRIPTOR.services_by_name["MeterService"]
+
+# What the gate reads of a call's metadata (handling._read_metadata): the rest is not passed on.
+_METADATA = ("authorization", "x-request-id")
+_STATUS_DETAILS = "grpc-status-details-bin"
+_CODES = {
+    status: Code.CANCELED if status is grpc.StatusCode.CANCELLED else Code[status.name]
+    for status in grpc.StatusCode
+    if status is not grpc.StatusCode.OK
+}
+_IDEMPOTENCY = {
+    descriptor_pb2.MethodOptions.IDEMPOTENCY_UNKNOWN: IdempotencyLevel.UNKNOWN,
+    descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS: IdempotencyLevel.NO_SIDE_EFFECTS,
+    descriptor_pb2.MethodOptions.IDEMPOTENT: IdempotencyLevel.IDEMPOTENT,
+}
+
+
+def listen_address(settings: Settings) -> str | None:
+    """METER_CONNECT_ADDR, host:port, or None when it is "off"."""
+    address = settings.connect_addr.strip()
+    if address.lower() == "off":
+        return None
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{SETTING}={address!r} must be host:port (port 0: any free port) or off")
+    return address
+
+
+def check_exposure(address: str | None, callers: Callers | None) -> None:
+    """The gRPC server's rule (bootstrap.check_exposure), for this listener too: with no callers,
+    anyone who can connect may do anything, so only loopback is allowed then."""
+    if address is None or callers is not None:
+        return
+    host = address.rpartition(":")[0].strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(
+            f"no callers are configured (METER_CALLERS_FILE or METER_CALLERS), so meter refuses to serve HTTP/JSON on "
+            f"{address} ({SETTING}): anyone reaching it could move money. Configure callers, listen on 127.0.0.1, "
+            f"or set {SETTING}=off."
+        )
+
+
+class _Context:
+    """What the gate uses of a grpc.aio.ServicerContext, over a Connect request's context."""
+
+    __slots__ = ("_connect", "_streaming")
+
+    def __init__(self, connect: RequestContext[Any, Any], streaming: bool) -> None:
+        self._connect = connect
+        self._streaming = streaming
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        headers = self._connect.request_headers
+        return tuple((key, headers[key]) for key in _METADATA if key in headers)
+
+    def set_trailing_metadata(self, metadata: Sequence[tuple[str, str]]) -> None:
+        """A unary call's x-request-id as a response header (what an HTTP client reads); a
+        stream's in its end message (its headers are gone by then)."""
+        target = self._connect.response_trailers if self._streaming else self._connect.response_headers
+        for key, value in metadata:
+            target[key] = value
+
+    async def abort_with_status(self, status: grpc.Status) -> NoReturn:
+        """The gate's refusal (to_status: the code, the message, the google.rpc.Status with the
+        ErrorInfo and RetryInfo in the trailing metadata), as a Connect error."""
+        details: list[ErrorDetail] = []
+        metadata = []
+        for key, value in status.trailing_metadata:
+            if key == _STATUS_DETAILS and isinstance(value, bytes):
+                rich = status_pb2.Status.FromString(value)
+                details = [_detail(detail.type_url, detail.value) for detail in rich.details]
+            else:
+                metadata.append((key, value))
+        self.set_trailing_metadata(metadata)
+        raise ConnectError(_CODES.get(status.code, Code.UNKNOWN), status.details, details)
+
+
+def _detail(type_url: str, value: bytes) -> ErrorDetail:
+    """An error detail as Connect writes it: its type and its bytes, and its JSON under "debug"
+    (for a caller with no protobuf runtime: `details[0].debug.reason`). connectrpc writes that
+    JSON from a protobuf-py message only; meter's are google.protobuf ones, so the detail is
+    read again as a protobuf-py message of the same descriptor."""
+    packed = protobuf_py.Any(type_url=type_url, value=value)
+    descriptor = _detail_types().message(type_url.rpartition("/")[2])
+    message = packed.unpack(descriptor) if descriptor is not None else None
+    return ErrorDetail(message if message is not None else packed)
+
+
+@cache
+def _detail_types() -> Registry:
+    """google.rpc's error details as protobuf-py descriptors, from the google.protobuf ones."""
+    files = descriptor_pb2.FileDescriptorSet(
+        file=[_with_json_names(f) for f in (duration_pb2.DESCRIPTOR, error_details_pb2.DESCRIPTOR)]
+    )
+    return protobuf_py.FileDescriptorSet.from_binary(files.SerializeToString()).to_registry()
+
+
+def _with_json_names(file: FileDescriptor) -> descriptor_pb2.FileDescriptorProto:
+    """The file's descriptor proto with each field's JSON name, which CopyToProto leaves out."""
+    proto = descriptor_pb2.FileDescriptorProto()
+    file.CopyToProto(proto)
+
+    def name(messages: Iterator[descriptor_pb2.DescriptorProto], descriptors: Mapping[str, Descriptor]) -> None:
+        for message in messages:
+            descriptor = descriptors[message.name]
+            for field in message.field:
+                field.json_name = descriptor.fields_by_name[field.name].json_name
+            name(iter(message.nested_type), descriptor.nested_types_by_name)
+
+    name(iter(proto.message_type), file.message_types_by_name)
+    return proto
+
+
+def _endpoint(method: MethodDescriptor, handler: Callable[..., Any]) -> Any:
+    """One method's endpoint: the gate-wrapped servicer method, called with a `_Context`."""
+    info = MethodInfo(
+        name=method.name,
+        service_name=SERVICE.full_name,
+        input=message_factory.GetMessageClass(method.input_type),
+        output=message_factory.GetMessageClass(method.output_type),
+        idempotency_level=_IDEMPOTENCY[method.GetOptions().idempotency_level],
+        stream_type=StreamType.SERVER_STREAM if method.server_streaming else StreamType.UNARY,
+    )
+    if method.server_streaming:
+
+        def stream(request: Any, connect: RequestContext[Any, Any]) -> AsyncIterator[Any]:
+            return handler(request, _Context(connect, streaming=True))
+
+        return Endpoint.server_stream(info, stream)
+
+    async def unary(request: Any, connect: RequestContext[Any, Any]) -> Any:
+        return await handler(request, _Context(connect, streaming=False))
+
+    return Endpoint.unary(info, unary)
+
+
+def endpoints(servicer: meter_pb2_grpc.MeterServiceServicer) -> dict[str, Any]:
+    """/meter.v1.MeterService/<Method> for every method of the contract (client and bidi streams
+    would need their own adapter: the contract has none)."""
+    return {
+        f"/{SERVICE.full_name}/{method.name}": _endpoint(method, getattr(servicer, method.name))
+        for method in SERVICE.methods
+        if not method.client_streaming
+    }
+
+
+class JsonCodec:
+    """Connect's JSON (application/json), with two choices made for callers that read and write
+    it by hand: every field is answered, zeros included (proto3 JSON leaves them out, and
+    `balance.available` would be undefined rather than 0 in JavaScript); and a field the request
+    type does not have is refused INVALID_ARGUMENT, naming it, rather than ignored (a misspelt
+    `max_output_token` would otherwise hold less than the call may use). Field names are accepted
+    as in the .proto (max_output_tokens) or in JSON form (maxOutputTokens); int64 values are
+    answered as strings, and accepted as numbers or strings."""
+
+    def name(self) -> str:
+        return "json"
+
+    def encode(self, message: Message) -> bytes:
+        fields = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+        return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def decode(self, data: bytes | bytearray, message_class: type[Message]) -> Message:
+        message = message_class()
+        json_format.Parse(bytes(data), message)
+        return message
+
+
+class MeterApplication(ConnectASGIApplication[meter_pb2_grpc.MeterServiceServicer]):
+    """MeterService as an ASGI application (Connect protocol, JSON and binary protobuf)."""
+
+    def __init__(self, meter: Meter, gate: Gate) -> None:
+        servicer = wrap_service(MeterServicer(meter, gate.drain.stopping), meter_pb2_grpc.MeterServiceServicer, gate)
+        super().__init__(service=servicer, endpoints=endpoints, codecs=(JsonCodec(), google_protobuf_binary_codec()))
+
+    @property
+    def path(self) -> str:
+        return f"/{SERVICE.full_name}"
+
+
+class _Uvicorn(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """None: `meter serve` handles SIGTERM itself, and stops this server in its own order
+        (uvicorn's handlers would replace meter's and stop it alone)."""
+        yield
+
+
+class HttpJsonServer:
+    """Listens on `address` (bound here, so a taken address fails before anything starts, and
+    port 0 gets a free port), with TLS from the same METER_TLS_* files as gRPC."""
+
+    def __init__(self, meter: Meter, address: str, gate: Gate, settings: Settings) -> None:
+        host, _, port = address.rpartition(":")
+        family, kind, proto, _, where = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        self._socket = socket.socket(family, kind, proto)
+        try:
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._socket.bind(where)
+        except OSError:
+            self._socket.close()
+            raise
+        bound = self._socket.getsockname()
+        self.address = f"[{bound[0]}]:{bound[1]}" if family == socket.AF_INET6 else f"{bound[0]}:{bound[1]}"
+        self.tls = settings.tls_cert_file is not None
+        config = uvicorn.Config(
+            MeterApplication(meter, gate),
+            lifespan="off",
+            http="httptools",
+            ws="none",
+            log_config=None,  # meter's logging, as configured
+            access_log=False,  # the gate logs every call (meter.rpc)
+            server_header=False,
+            proxy_headers=False,
+            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 1,
+            **_tls(settings),
+        )
+        config.load()  # here, so that an unreadable certificate fails the start
+        # uvicorn's own INFO lines ("Started server process", "Waiting for connections to close")
+        # tell what meter logs itself; its warnings and errors still come through.
+        uvicorn_log = logging.getLogger("uvicorn.error")
+        if uvicorn_log.level == logging.NOTSET:
+            uvicorn_log.setLevel(logging.WARNING)
+        self._server = _Uvicorn(config)
+        self._serving: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._serving = asyncio.create_task(self._server.serve(sockets=[self._socket]), name="http-json")
+        while not self._server.started:
+            if self._serving.done():
+                self._serving.result()
+                raise OSError(f"HTTP/JSON server on {self.address} stopped at start")
+            await asyncio.sleep(0.005)
+
+    async def stop(self) -> None:
+        """After the gate's drain (GrpcServer.stop): no call is in flight; stop listening, close
+        the idle connections and let the others finish their response."""
+        if self._serving is None:
+            self._socket.close()
+            return
+        self._server.should_exit = True
+        await self._serving
+
+
+def _tls(settings: Settings) -> dict[str, Any]:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return {}
+    files: dict[str, Any] = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
+    if settings.tls_client_ca_file is not None:
+        files |= {"ssl_ca_certs": str(settings.tls_client_ca_file), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return files
