@@ -184,7 +184,8 @@ RECORDED = {
     ("docs/design.md", "protos/meter/v1/     the contract"): "not output: the layout of the code",
     ("docs/operate.md", '{"time": '): "log lines; tests/integration/test_observability.py checks their fields",
     ("docs/stripe.md", "$ meter purchases refused"): (
-        "needs a refused Stripe payment; tests/integration/test_checkout.py checks the listing"
+        "needs a refused Stripe payment: tests/integration/test_checkout.py makes one and compares "
+        "the listing line by line (test_the_docs_listing_of_refused_purchases_is_what_the_cli_prints)"
     ),
     ("examples/node-proxy/README.md", "$ METER_TOKEN=meter_... node proxy.js"): (
         "under a caller's token; tests/test_node_proxy.py checks every field it prints but the ids"

@@ -7,9 +7,11 @@ the emulator, and the checkout.session.completed the emulator signs and sends is
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -325,3 +327,23 @@ async def test_stripe_refusing_the_key_is_a_clear_error_and_sells_nothing(
     fixed = await selling(meters, emulator)
     opened = await fixed.stub.CreateCheckoutSession(checkout(account, request_id))  # the same request_id, now sold
     assert opened.created and opened.session.session_id
+
+
+def _masked(text: str) -> list[str]:
+    """Lines as the docs show them, times and Stripe ids masked, runs of spaces as one."""
+    text = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "<time>", text)
+    text = re.sub(r"\b(pi|cs)_\w+", r"<\1>", text)
+    return [" ".join(line.split()) for line in text.strip().splitlines()]
+
+
+async def test_the_docs_listing_of_refused_purchases_is_what_the_cli_prints(meter: RunningMeter) -> None:
+    """docs/stripe.md shows `meter purchases refused` for a pack meter does not sell; this makes
+    that purchase (account acme, as shown) and compares the listing line by line."""
+    docs = (Path(__file__).parents[2] / "docs" / "stripe.md").read_text()
+    block = docs.split("$ meter purchases refused", 1)[1].split("```", 1)[0]
+    shown = block.split("\n", 1)[1]  # the lines after the command
+    refused = paid_checkout("acme", pack="pack_launch_offer", tokens="5000", amount=300)
+    assert (await deliver(meter.webhook_url, refused))[1]["status"] == "rejected"
+    code, out, err = await run_cli("purchases", "refused", "--account", "acme", "--target", meter.address)
+    assert code == 0, err
+    assert _masked(out) == _masked(shown)
