@@ -179,19 +179,25 @@ RECORDED = {
     ("docs/performance.md", "query                                         1,000 calls"): "benchmark figures",
     ("docs/guarantees.md", "scenario                                         ops"): "a 10-minute chaos run's figures",
     ("docs/design.md", "WARNING meter.warnings: balance warning"): (
-        "a log line; tests/integration/test_balance_warnings.py checks what is logged"
+        "a log line: tests/integration/test_balance_warnings.py logs it and compares it with this one, "
+        "its time and the month aside (test_the_warning_line_the_docs_show_is_what_meter_logs)"
     ),
     ("docs/design.md", "protos/meter/v1/     the contract"): "not output: the layout of the code",
-    ("docs/operate.md", '{"time": '): "log lines; tests/integration/test_observability.py checks their fields",
+    ("docs/operate.md", '{"time": '): (
+        "log lines: tests/integration/test_observability.py writes them and compares them field by field, "
+        "in order, times, latencies and request ids aside (test_the_log_lines_the_docs_show_are_what_meter_writes)"
+    ),
     ("docs/stripe.md", "$ meter purchases refused"): (
         "needs a refused Stripe payment: tests/integration/test_checkout.py makes one and compares "
         "the listing line by line (test_the_docs_listing_of_refused_purchases_is_what_the_cli_prints)"
     ),
     ("examples/node-proxy/README.md", "$ METER_TOKEN=meter_... node proxy.js"): (
-        "under a caller's token; tests/test_node_proxy.py checks every field it prints but the ids"
+        "under a caller's token: tests/test_node_proxy.py runs the two steps and compares what they print "
+        "with this transcript, line by line, reservation ids aside"
     ),
     ("examples/node-webhook-receiver/README.md", "$ METER_WEBHOOK_SECRET=whsec_... node receiver.js"): (
-        "needs a purchase delivered as a webhook; tests/test_node_webhook_receiver.py checks what it prints"
+        "needs a purchase delivered as a webhook: tests/test_node_webhook_receiver.py makes it and compares "
+        "what the receiver prints with this transcript, line by line, the event id, port and account aside"
     ),
 }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -48,6 +49,7 @@ async def test_the_node_proxy_reserves_commits_and_handles_insufficient_tokens(
 
     code, out = await run_command(*step, *sizes, cwd=EXAMPLE, env=as_proxy)
     assert code == 0, out
+    first = out
     reserved, committed = map(json.loads, out.splitlines())
     assert reserved == {"step": "reserved", "reservation_id": committed["reservation_id"]}
     assert committed["step"] == "committed"
@@ -63,6 +65,8 @@ async def test_the_node_proxy_reserves_commits_and_handles_insufficient_tokens(
         "required": "4400",
         "available": "2400",
     }
+    # The example's README shows these two runs: what they printed, ids aside, line by line.
+    assert _masked(first + out, account) == _readme_transcript()
 
     code, out = await run_command(*step, *sizes, cwd=EXAMPLE)  # no token
     assert code == 1
@@ -98,3 +102,19 @@ async def test_the_node_proxy_commits_through_a_restart_of_meter(meters: StartMe
     assert (committed["step"], committed["charged_tokens"]) == ("committed", "2600")
     balance = (await second.stub.GetBalance(pb.GetBalanceRequest(account_id=account), metadata=ops)).balance
     assert (balance.used_this_period, balance.held, balance.available) == (2600, 0, 2400)
+
+
+def _readme_transcript() -> list[str]:
+    """The lines examples/node-proxy/README.md shows the two runs printing (its commands left out)."""
+    readme = (EXAMPLE / "README.md").read_text()
+    block = readme.split("$ METER_TOKEN=meter_... node proxy.js", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines()[1:] if line.strip() and not line.startswith("$ ")]
+    return _masked("\n".join(lines), "acme")
+
+
+def _masked(output: str, account: str) -> list[str]:
+    """Reservation ids as the README writes them (`acme/...`)."""
+    return [
+        re.sub(r'"reservation_id":"[^"]*"', '"reservation_id":"acme/..."', line).replace(account, "acme")
+        for line in output.strip().splitlines()
+    ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -52,20 +53,44 @@ async def test_the_node_receiver_verifies_and_tells_the_user(meters: StartMeter,
     )  # fmt: skip
     assert receiver.stdout is not None
     try:
-        assert json.loads(await asyncio.wait_for(receiver.stdout.readline(), timeout=30)) == {"listening": port}
+        listening = await asyncio.wait_for(receiver.stdout.readline(), timeout=30)
+        assert json.loads(listening) == {"listening": port}
         account = new_id()
         await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="starter"))
-        await meter.stub.CreditPurchase(pack_purchase(account, payment_ref=new_id("cs")))
-        told = json.loads(await asyncio.wait_for(receiver.stdout.readline(), timeout=30))
-        assert told == {"tell": account, "message": "You bought 1,000 tokens"}
-        accepted = json.loads(await asyncio.wait_for(receiver.stdout.readline(), timeout=30))
-        assert accepted | {"id": None} == {
+        bought = pack_purchase(
+            account, payment_ref=new_id("cs"), pack_id="pack_1m_tokens", tokens=1_000_000, amount_minor=7900
+        )
+        await meter.stub.CreditPurchase(bought)
+        told = await asyncio.wait_for(receiver.stdout.readline(), timeout=30)
+        assert json.loads(told) == {"tell": account, "message": "You bought 1,000,000 tokens"}
+        accepted = await asyncio.wait_for(receiver.stdout.readline(), timeout=30)
+        assert json.loads(accepted) | {"id": None} == {
             "id": None,
             "type": "purchase.credited",
             "account_id": account,
             "sequence": "3",
-            "available": "51000",
+            "available": "1050000",
         }
+        # What the example's README shows it printing: these lines, the event's id, the port and
+        # the account aside.
+        printed = (listening + told + accepted).decode()
+        assert _masked(printed, account, port) == _readme_transcript()
     finally:
         receiver.terminate()
         await receiver.wait()
+
+
+def _readme_transcript() -> list[str]:
+    readme = (EXAMPLE / "README.md").read_text()
+    block = readme.split("$ METER_WEBHOOK_SECRET=whsec_... node receiver.js", 1)[1].split("```", 1)[0]
+    return _masked("\n".join(block.splitlines()[1:]), "acme", 8787)
+
+
+def _masked(output: str, account: str, port: int) -> list[str]:
+    lines = output.strip().splitlines()
+    return [
+        re.sub(r'"id":"[^"]*"', '"id":"…"', line)
+        .replace(f'"listening":{port}', '"listening":PORT')
+        .replace(account, "acme")
+        for line in lines
+    ]

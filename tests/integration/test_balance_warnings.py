@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from datetime import timedelta
+from pathlib import Path
 
 import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 
+from meter import logs
 from meter.v1 import meter_pb2 as pb
 from support import RunningMeter, funded_account, new_id, reserve_request
 
@@ -115,3 +118,20 @@ async def test_replicas_racing_over_a_threshold_announce_it_once(meters, caplog:
 
     await asyncio.gather(*(burst(r) for r in replicas for _ in range(4)))  # 8 000 + 1 200 used: past 90 %
     assert _announced(caplog, account) == ["80", "90"]
+
+
+async def test_the_warning_line_the_docs_show_is_what_meter_logs(
+    meter: RunningMeter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """docs/design.md shows the line for a starter account (50 000 a month) with 10 000 purchased
+    that used 48 000: 80 %, as logged (without its time; the period's start is this month's)."""
+    design = (Path(__file__).parents[2] / "docs" / "design.md").read_text()
+    shown = next(line for line in design.splitlines() if line.startswith("WARNING meter.warnings: "))
+    caplog.set_level(logging.WARNING, logger="meter.warnings")
+    account = await funded_account(meter.stub, 10_000, plan="starter")
+    balance = await _use(meter, account, 48_000)
+    assert balance.warning_level == pb.WARNING_LEVEL_PERCENT_80
+    formatter = logging.Formatter(logs.TEXT_FORMAT.removeprefix("%(asctime)s "))
+    logged = [formatter.format(r) for r in caplog.records if r.name == "meter.warnings"]
+    month = re.compile(r"\d{4}-\d\d-01T00:00:00\+00:00")
+    assert [month.sub("<month>", line.replace(account, "acme")) for line in logged] == [month.sub("<month>", shown)]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import timedelta
+from pathlib import Path
 
 import aiohttp
 import grpc
@@ -17,9 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from stripe_events import deliver, paid_checkout
 
 from meter import logs
+from meter.domain.callers import hash_token, new_token
 from meter.service.sweeper import sweep_once
 from meter.v1 import meter_pb2 as pb
-from support import RunningMeter, expect_error, funded_account, pack_purchase, reserve_request
+from support import RunningMeter, expect_error, funded_account, new_id, pack_purchase, reserve_request
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -180,3 +183,45 @@ async def test_rpc_log_failures_only_leaves_out_the_calls_that_succeeded(
     )
     logged = [r.fields for r in caplog.records if r.name == "meter.rpc"]  # type: ignore[attr-defined]
     assert [(f["method"], f["code"], f["account"]) for f in logged] == [("Reserve", "FAILED_PRECONDITION", account)]
+
+
+def _shown_log_lines() -> list[dict[str, object]]:
+    """The log lines docs/operate.md shows, as JSON."""
+    operate = (Path(__file__).parents[2] / "docs" / "operate.md").read_text()
+    block = operate.split("## Logs", 1)[1].split("```\n", 1)[1].split("```", 1)[0]
+    return [json.loads(line) for line in block.splitlines() if line.startswith("{")]
+
+
+def _masked(line: dict[str, object], account: str) -> list[tuple[str, object]]:
+    """The line's fields in order, the time, the latency, the request id and the account masked."""
+    masked = {
+        **line,
+        "time": "<time>",
+        "latency_ms": "<ms>",
+        "request_id": "<id>",
+        "message": re.sub(r"[0-9.]+ ms$", "<ms> ms", str(line["message"])),
+    }
+    return [(key, "acme" if value == account else value) for key, value in masked.items()]
+
+
+async def test_the_log_lines_the_docs_show_are_what_meter_writes(
+    meters: StartMeter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """docs/operate.md shows an operator's SetPlan and a GetBalance without a token, as logged."""
+    token = new_token()
+    callers = f'[[caller]]\nname = "ops"\nrole = "operator"\ntoken_sha256 = "{hash_token(token)}"\n'
+    meter = await meters(callers_toml=callers, webhook_token=token)
+    account = new_id()
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    ops = (("authorization", f"Bearer {token}"),)
+    await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="starter"), metadata=ops)
+    await expect_error(
+        meter.stub.GetBalance(pb.GetBalanceRequest(account_id=account)),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "MISSING_CREDENTIALS",
+    )
+    formatter = logs.json_formatter()
+    written = [json.loads(formatter.format(r)) for r in caplog.records if r.name == "meter.rpc"]
+    ours = [line for line in written if line.get("account") == account]
+    assert [_masked(line, account) for line in ours] == [_masked(line, "acme") for line in _shown_log_lines()]
