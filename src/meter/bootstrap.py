@@ -270,7 +270,6 @@ async def start(
     callers = load_callers(settings)
     check_exposure(settings, callers)
     connect_addr = http_json.listen_address(settings)
-    http_json.check_exposure(connect_addr, callers)
     check_webhook_token(settings, callers)
     credentials = tls.server_credentials(settings)
     check_free(settings.grpc_addr, "METER_GRPC_ADDR")
@@ -412,14 +411,18 @@ def load_callers(settings: Settings) -> Callers | None:
 
 
 def check_exposure(settings: Settings, callers: Callers | None) -> None:
-    """With no callers, anyone who can connect may do anything: only loopback is allowed then."""
-    host = settings.grpc_addr.rpartition(":")[0].strip("[]")
-    if callers is None and not _loopback(host):
-        raise ConfigError(
-            f"no callers are configured (METER_CALLERS_FILE or METER_CALLERS), so meter refuses to listen on "
-            f"{settings.grpc_addr}: anyone reaching it could move money. Configure callers, or listen on "
-            "127.0.0.1 for local use."
-        )
+    """With no callers, anyone who can connect may do anything: only loopback is allowed then, on
+    every listener that takes calls (gRPC, and HTTP/JSON unless it is off)."""
+    if callers is not None:
+        return
+    listeners = [("METER_GRPC_ADDR", settings.grpc_addr), (http_json.SETTING, http_json.listen_address(settings))]
+    for setting, address in listeners:
+        if address is not None and not _loopback(address.rpartition(":")[0].strip("[]")):
+            raise ConfigError(
+                f"no callers are configured (METER_CALLERS_FILE or METER_CALLERS), so meter refuses to listen on "
+                f"{address} ({setting}): anyone reaching it could move money. Configure callers, listen on "
+                f"127.0.0.1 for local use{', or set it to off' if setting == http_json.SETTING else ''}."
+            )
 
 
 def check_webhook_token(settings: Settings, callers: Callers | None) -> None:

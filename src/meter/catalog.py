@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from meter.domain.accounts import Account
 from meter.domain.amounts import INT64_MAX, millionths
+from meter.domain.checkout import SoldPack
 from meter.domain.errors import PlanMismatch, UnknownModel, UnknownPack, UnknownPlan, UnknownPrice
 from meter.domain.holds import ExpiredHolds, Pricing
 from meter.domain.limits import PlanLimits, RateLimits
@@ -126,6 +127,11 @@ class Catalog:
         if pack is None or not pack.active:
             raise UnknownPack(pack_id[:200])
         return pack
+
+    def sold_now(self, pack_id: str) -> SoldPack:
+        """The terms a pack is sold on today, under this catalog's version."""
+        pack = self.pack(pack_id)
+        return SoldPack(pack.id, pack.tokens, pack.price_minor, pack.currency, self.version)
 
     def without_limits(self) -> Catalog:
         """This catalog with no plan rate-limited: for runs that measure or check metering

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import socket
@@ -47,7 +46,6 @@ from protobuf import Registry
 from protobuf import wkt as protobuf_py
 
 from meter.config import ConfigError, Settings
-from meter.domain.callers import Callers
 from meter.grpc.handling import Gate, wrap_service
 from meter.grpc.servicer import MeterServicer
 from meter.service.context import Meter
@@ -80,24 +78,6 @@ def listen_address(settings: Settings) -> str | None:
     if not host or not port.isdigit() or int(port) > 65535:
         raise ConfigError(f"{SETTING}={address!r} must be host:port (port 0: any free port) or off")
     return address
-
-
-def check_exposure(address: str | None, callers: Callers | None) -> None:
-    """The gRPC server's rule (bootstrap.check_exposure), for this listener too: with no callers,
-    anyone who can connect may do anything, so only loopback is allowed then."""
-    if address is None or callers is not None:
-        return
-    host = address.rpartition(":")[0].strip("[]")
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ConfigError(
-            f"no callers are configured (METER_CALLERS_FILE or METER_CALLERS), so meter refuses to serve HTTP/JSON on "
-            f"{address} ({SETTING}): anyone reaching it could move money. Configure callers, listen on 127.0.0.1, "
-            f"or set {SETTING}=off."
-        )
 
 
 class _Context:

@@ -14,7 +14,7 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from meter.domain import ids
-from meter.domain.checkout import CheckoutOrder, CheckoutSession, SoldPack, refusal
+from meter.domain.checkout import CheckoutOrder, CheckoutSession, refusal
 from meter.domain.credits import RefusedPurchase
 from meter.domain.errors import InvalidField, RequestIdReused, StripeNotConfigured, StripeRefused
 from meter.domain.pages import Cursor, decode, encode, page_size
@@ -44,9 +44,8 @@ async def create_checkout_session(
     provider = meter.checkout
     if provider is None:
         raise StripeNotConfigured()
-    pack = meter.catalog.pack(pack_id)
-    sold = SoldPack(pack.id, pack.tokens, pack.price_minor, pack.currency, meter.catalog.version)
-    order = CheckoutOrder(account_id, request_id, sold, pack.name, success_url, cancel_url)
+    sold = meter.catalog.sold_now(pack_id)
+    order = CheckoutOrder(account_id, request_id, sold, meter.catalog.pack(pack_id).name, success_url, cancel_url)
     session, claimed, now = await meter.storage.transaction(lambda store: _claim(meter, store, order))
     if session.session_id:
         return Opened(session, created=False, now=now)

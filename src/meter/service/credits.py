@@ -184,7 +184,7 @@ def _checked_purchase(
     catalog sells its pack now. Metadata is never trusted."""
     if sold is not None and pack_id != sold.pack_id:
         raise PurchaseMismatch("pack_id", sold.pack_id, pack_id[:255])
-    pack = sold or _sold_now(meter, pack_id)
+    pack = sold or meter.catalog.sold_now(pack_id)
     require_tokens("tokens", tokens, minimum=1, maximum=meter.parameters.max_credit_tokens)
     require_tokens("amount_minor", amount_minor, minimum=0, maximum=2**62)
     if tokens != pack.tokens:
@@ -196,11 +196,6 @@ def _checked_purchase(
     return Purchase(
         account_id, payment_ref, pack_id, tokens, amount_minor, pack.currency, payment_intent or None, event_id or None
     )
-
-
-def _sold_now(meter: Meter, pack_id: str) -> SoldPack:
-    pack = meter.catalog.pack(pack_id)
-    return SoldPack(pack.id, pack.tokens, pack.price_minor, pack.currency, meter.catalog.version)
 
 
 async def adjust(meter: Meter, *, account_id: str, pool: PoolName, delta: int, reason: str, request_id: str) -> Balance:
