@@ -413,16 +413,21 @@ def load_callers(settings: Settings) -> Callers | None:
 def check_exposure(settings: Settings, callers: Callers | None) -> None:
     """With no callers, anyone who can connect may do anything: only loopback is allowed then, on
     every listener that takes calls (gRPC, and HTTP/JSON unless it is off)."""
-    if callers is not None:
-        return
-    listeners = [("METER_GRPC_ADDR", settings.grpc_addr), (http_json.SETTING, http_json.listen_address(settings))]
-    for setting, address in listeners:
-        if address is not None and not _loopback(address.rpartition(":")[0].strip("[]")):
-            raise ConfigError(
-                f"no callers are configured (METER_CALLERS_FILE or METER_CALLERS), so meter refuses to listen on "
-                f"{address} ({setting}): anyone reaching it could move money. Configure callers, listen on "
-                f"127.0.0.1 for local use{', or set it to off' if setting == http_json.SETTING else ''}."
-            )
+    if callers is None:
+        _loopback_only(settings.grpc_addr, "listen on {address}", "or listen on 127.0.0.1 for local use")
+        _loopback_only(
+            http_json.listen_address(settings),
+            f"serve HTTP/JSON on {{address}} ({http_json.SETTING})",
+            f"listen on 127.0.0.1, or set {http_json.SETTING}=off",
+        )
+
+
+def _loopback_only(address: str | None, serving: str, instead: str) -> None:
+    if address is not None and not _loopback(address.rpartition(":")[0].strip("[]")):
+        raise ConfigError(
+            f"no callers are configured (METER_CALLERS_FILE or METER_CALLERS), so meter refuses to "
+            f"{serving.format(address=address)}: anyone reaching it could move money. Configure callers, {instead}."
+        )
 
 
 def check_webhook_token(settings: Settings, callers: Callers | None) -> None:
