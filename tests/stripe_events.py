@@ -53,8 +53,9 @@ def paid_checkout(
         obj["metadata"] = {"type": "token_pack_purchase", "account_id": account, "pack_id": pack, "tokens": tokens}
         obj["payment_status"], obj["status"] = payment_status, "complete"
         obj["amount_total"], obj["currency"] = amount, "usd"
-        obj["id"] = session or obj["id"]
-        obj["payment_intent"] = intent or obj["payment_intent"]
+        # Each call is a payment of its own unless told which: a payment is credited once.
+        obj["id"] = session or f"cs_test_{uuid.uuid4().hex}"
+        obj["payment_intent"] = intent or f"pi_test_{uuid.uuid4().hex[:24]}"
 
     return event(event_type, set_fields)
 

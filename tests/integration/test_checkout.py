@@ -26,6 +26,7 @@ from meter.v1 import meter_pb2 as pb
 from support import (
     RunningMeter,
     balance,
+    balance_events,
     error_info,
     eventually,
     expect_error,
@@ -347,3 +348,63 @@ async def test_the_docs_listing_of_refused_purchases_is_what_the_cli_prints(mete
     code, out, err = await run_cli("purchases", "refused", "--account", "acme", "--target", meter.address)
     assert code == 0, err
     assert _masked(out) == _masked(shown)
+
+
+async def test_a_sold_session_is_credited_once_to_the_account_it_was_sold_to(
+    meters: StartMeter, emulator: StripeEmulator, engine: AsyncEngine
+) -> None:
+    """The attack: one payment, two correctly signed events, the first with its metadata's account
+    edited. The edited one is refused (filed under the buyer, listed), the buyer's credits the
+    payment once and resolves that refusal; the edited one again changes nothing."""
+    meter = await meters(stripe_api_key=emulator.api_key, stripe_api_base=emulator.url)
+    buyer, other = new_id(), new_id()
+    sold = (await meter.stub.CreateCheckoutSession(checkout(buyer, new_id("buy"), pack="pack_100k_tokens"))).session
+    intent = f"pi_{new_id('x')}"
+
+    def paid(account: str, event_type: str) -> bytes:
+        return paid_checkout(
+            account,
+            pack="pack_100k_tokens",
+            tokens="100000",
+            amount=900,
+            session=sold.session_id,
+            intent=intent,
+            event_type=event_type,
+        )
+
+    edited = await deliver(meter.webhook_url, paid(other, "checkout.session.completed"))
+    assert edited[1]["status"] == "rejected" and "meter sold the session to" in edited[1]["reason"]
+    listed = (await meter.stub.ListRefusedPurchases(pb.ListRefusedPurchasesRequest(account_id=buyer))).purchases
+    assert [(p.account_id, p.payment_ref, p.payment_intent, p.reason) for p in listed] == [
+        (buyer, sold.session_id, intent, "PURCHASE_MISMATCH")
+    ]
+    await expect_error(
+        meter.stub.GetBalance(pb.GetBalanceRequest(account_id=other)), grpc.StatusCode.NOT_FOUND, "ACCOUNT_NOT_FOUND"
+    )
+
+    assert (await deliver(meter.webhook_url, paid(buyer, "checkout.session.async_payment_succeeded")))[1][
+        "status"
+    ] == "applied"
+    assert (await balance(meter.stub, buyer)).purchased_remaining == 100_000
+    listed = (await meter.stub.ListRefusedPurchases(pb.ListRefusedPurchasesRequest(page_size=1000))).purchases
+    assert sold.session_id not in {p.payment_ref for p in listed}  # credited: nothing to refund
+    told = [(e["type"], e["payload"]["payment_ref"]) for e in await balance_events(engine, buyer)]
+    assert told[-3:] == [
+        ("purchase.refused", sold.session_id),
+        ("purchase.credited", sold.session_id),
+        ("purchase.refusal_resolved", sold.session_id),
+    ]
+
+    again = await deliver(meter.webhook_url, paid(other, "checkout.session.completed"))  # a new event id
+    assert again[1]["status"] == "rejected"
+    listed = (await meter.stub.ListRefusedPurchases(pb.ListRefusedPurchasesRequest(page_size=1000))).purchases
+    assert sold.session_id not in {p.payment_ref for p in listed}
+    assert (await balance(meter.stub, buyer)).purchased_remaining == 100_000
+    async with engine.connect() as connection:
+        credits = (
+            await connection.execute(
+                text("SELECT account_id, sum(amount) FROM ledger_entries WHERE ref = :ref GROUP BY 1"),
+                {"ref": sold.session_id},
+            )
+        ).all()
+    assert [tuple(row) for row in credits] == [(buyer, 100_000)]

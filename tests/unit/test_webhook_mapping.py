@@ -33,10 +33,8 @@ class TestCheckout:
         assert isinstance(action_for(fixture("checkout.session.completed")), Ignore)
 
     def test_paid_token_pack_is_a_credit_with_the_session_as_payment_ref(self) -> None:
-        action = action_for(json.loads(paid_checkout("acme", intent="pi_1")))
-        assert action == Credit(
-            "acme", "pack_1000_tokens", 1000, 100, "usd", obj(fixture("checkout.session.completed"))["id"], "pi_1"
-        )
+        action = action_for(json.loads(paid_checkout("acme", session="cs_1", intent="pi_1")))
+        assert action == Credit("acme", "pack_1000_tokens", 1000, 100, "usd", "cs_1", "pi_1")
 
     def test_unpaid_token_pack_waits(self) -> None:
         action = action_for(json.loads(paid_checkout("acme", payment_status="unpaid")))

@@ -232,7 +232,10 @@ class MeterServiceServicer:
 
     def CreditPurchase(self, request, context):
         """CreditPurchase credits a token pack bought through Stripe to the purchased pool, once per
-        `payment_ref`, after checking it against the catalog. Creates the account if needed.
+        `payment_ref` whatever account a request names (another account afterwards:
+        IDEMPOTENCY_KEY_REUSED), after checking it against what was sold: a session meter sold, to
+        its account and on its terms; any other, on the catalog's terms. Creates the account if
+        needed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -408,9 +411,11 @@ class MeterServiceServicer:
 
     def ListRefusedPurchases(self, request, context):
         """ListRefusedPurchases lists payments Stripe took that meter refused to credit (the pack is
-        not sold, or the session's tokens, price or currency differ from what was sold), newest
-        first, with the reason: what support refunds. Each is also told once as a purchase.refused
-        event on its account.
+        not sold, the session's tokens, price or currency differ from what was sold, or its event
+        names another account than the one meter sold it to), newest first, with the reason: what
+        support refunds. Each is also told once as a purchase.refused event on its account. A
+        refused payment credited later (a later event with the terms as sold, a replay) is no longer
+        listed: it is told as purchase.refusal_resolved.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

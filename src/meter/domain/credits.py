@@ -1,10 +1,12 @@
 """Credits as recorded: a pack purchase (by its payment_ref) and an adjustment (by its
-request_id), each applied once. A retry with the same key must carry the same facts."""
+request_id), each applied once. A retry with the same key must carry the same facts. A payment
+is decided once, whatever account its events name: credited to one account, or refused."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from meter.domain.pools import PoolName
 
@@ -34,6 +36,20 @@ class RefusedPurchase:
     message: str
     refused_at: datetime | None = None  # as recorded
     number: int = 0  # its place in the order refusals were recorded (a listing's page cursor)
+
+
+class PaymentOutcome(StrEnum):
+    CREDITED = "credited"  # for good: a later event naming another account or other terms changes nothing
+    REFUSED = "refused"  # for now: support refunds it, unless a later event with the terms as sold credits it
+
+
+@dataclass(frozen=True)
+class PaymentDecision:
+    """What became of one pack payment (a Checkout Session), and on which account."""
+
+    payment_ref: str
+    account_id: str
+    outcome: PaymentOutcome
 
 
 @dataclass(frozen=True)

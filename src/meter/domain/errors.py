@@ -125,9 +125,9 @@ class PurchaseMismatch(MeterError):
     reason = "PURCHASE_MISMATCH"
     category = ErrorCategory.INVALID
 
-    def __init__(self, field: str, expected: object, actual: object) -> None:
+    def __init__(self, field: str, expected: object, actual: object, source: str = "the catalog says") -> None:
         super().__init__(
-            f"{field} is {actual}, the catalog says {expected}",
+            f"{field} is {actual}, {source} {expected}",
             field=field,
             expected=expected,
             actual=actual,

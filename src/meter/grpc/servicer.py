@@ -21,6 +21,7 @@ from meter.service import (
     invoices,
     ledger,
     plans,
+    purchases,
     reservations,
     reserve,
     reversals,
@@ -108,7 +109,7 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
         return convert.account_balance(result)
 
     async def CreditPurchase(self, request: pb.CreditPurchaseRequest, context: Context) -> pb.CreditPurchaseResponse:
-        result = await credits.credit_purchase(
+        result = await purchases.credit_purchase(
             self._meter,
             account_id=request.account_id,
             pack_id=request.pack_id,

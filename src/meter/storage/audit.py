@@ -12,6 +12,8 @@ its budgets.
 Per account, its balance events are numbered 1 to n without gaps, as its counter says; each
 purchase and adjustment event has the ledger entries it tells of, with its amount; each debt
 event shows the debt it tells of.
+Per payment: credited at most once, whatever accounts its events named (a Checkout Session once,
+a PaymentIntent once across packs and invoices), and decided as its purchase or refusal says.
 """
 
 from __future__ import annotations
@@ -239,6 +241,47 @@ WHERE (type = 'debt.created' AND (CAST(payload -> 'balance' ->> 'debt' AS bigint
 ORDER BY 1, 2
 """
 
+# Payments are not an account's until decided: these checks read across accounts, and with an
+# account given, report the payments that involve it.
+_PAYMENTS_AUDIT = """
+WITH purchases_seen AS (
+    SELECT * FROM purchases
+    WHERE CAST(:account_id AS text) IS NULL OR payment_ref IN (
+        SELECT payment_ref FROM purchases WHERE account_id = :account_id
+        UNION SELECT payment_ref FROM pack_payments WHERE account_id = :account_id)
+),
+intents AS (
+    SELECT account_id, payment_intent, 'pack ' || payment_ref AS what FROM purchases WHERE payment_intent IS NOT NULL
+    UNION ALL
+    SELECT account_id, payment_intent, 'invoice ' || invoice_ref FROM subscription_payments
+    WHERE payment_intent IS NOT NULL
+)
+SELECT min(account_id) AS account_id, 'payment ' || payment_ref || ' is credited ' || count(*) || ' times, to '
+       || string_agg(account_id, ', ' ORDER BY account_id) AS problem
+FROM purchases_seen GROUP BY payment_ref HAVING count(*) > 1
+UNION ALL
+SELECT min(account_id), 'PaymentIntent ' || payment_intent || ' is credited ' || count(*) || ' times: '
+       || string_agg(what || ' to ' || account_id, ', ' ORDER BY what, account_id)
+FROM intents GROUP BY payment_intent
+HAVING count(*) > 1 AND (CAST(:account_id AS text) IS NULL OR bool_or(account_id = :account_id))
+UNION ALL
+SELECT u.account_id, 'payment ' || u.payment_ref || ' is credited to it but '
+       || coalesce('decided ' || d.outcome || ' on ' || d.account_id, 'decided nowhere')
+FROM purchases_seen AS u LEFT JOIN pack_payments AS d ON d.payment_ref = u.payment_ref
+WHERE d.payment_ref IS NULL OR d.outcome <> 'credited' OR d.account_id <> u.account_id
+UNION ALL
+SELECT d.account_id, 'payment ' || d.payment_ref || ' is decided credited to it but no purchase of it is there'
+FROM pack_payments AS d
+WHERE d.outcome = 'credited' AND (CAST(:account_id AS text) IS NULL OR d.account_id = :account_id)
+  AND NOT EXISTS (SELECT 1 FROM purchases AS p WHERE p.account_id = d.account_id AND p.payment_ref = d.payment_ref)
+UNION ALL
+SELECT d.account_id, 'payment ' || d.payment_ref || ' is decided refused with no refusal recorded'
+FROM pack_payments AS d
+WHERE d.outcome = 'refused' AND (CAST(:account_id AS text) IS NULL OR d.account_id = :account_id)
+  AND NOT EXISTS (SELECT 1 FROM refused_purchases AS r WHERE r.payment_ref = d.payment_ref)
+ORDER BY 1, 2
+"""
+
 _COUNT = "SELECT count(*) FROM accounts WHERE (CAST(:account_id AS text) IS NULL OR account_id = :account_id)"
 
 
@@ -292,6 +335,7 @@ async def audit(engine: AsyncEngine, account_id: str | None = None) -> AuditRepo
             *(await connection.execute(text(_OPEN_HOLDS_AUDIT), {"account_id": account_id})).mappings().all(),
             *(await connection.execute(text(_BUDGETS_AUDIT), {"account_id": account_id})).mappings().all(),
             *(await connection.execute(text(_EVENTS_AUDIT), {"account_id": account_id})).mappings().all(),
+            *(await connection.execute(text(_PAYMENTS_AUDIT), {"account_id": account_id})).mappings().all(),
         ]
         accounts = (await connection.execute(text(_COUNT), {"account_id": account_id})).scalar_one()
         await connection.rollback()

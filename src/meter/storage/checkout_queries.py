@@ -50,12 +50,11 @@ class CheckoutQueries(Queries):
         )
         return _session(row) if row else None
 
-    async def sold_session(self, account_id: str, session_id: str) -> CheckoutSession | None:
-        """The session meter created with this Stripe id, if it created it."""
+    async def sold_session(self, session_id: str) -> CheckoutSession | None:
+        """The session meter created with this Stripe id, if it created it, whatever account a
+        payment's event names (a read across accounts: the event's account is what is checked)."""
         row = await self._row(
-            f"SELECT {_SESSION_COLUMNS} FROM checkout_sessions "
-            "WHERE account_id = :account_id AND session_id = :session_id",
-            account_id=account_id,
+            f"SELECT {_SESSION_COLUMNS} FROM checkout_sessions WHERE session_id = :session_id LIMIT 1",
             session_id=session_id,
         )
         return _session(row) if row else None
@@ -129,12 +128,14 @@ class CheckoutQueries(Queries):
         )
 
     async def refused_purchases(self, account_id: str, before: int, limit: int) -> Sequence[RefusedPurchase]:
-        """Newest first, from the one numbered below `before` (0: the newest)."""
+        """Newest first, from the one numbered below `before` (0: the newest); only payments still
+        refused (one credited since is not to be refunded)."""
         rows = await self._rows(
-            "SELECT account_id, payment_ref, pack_id, tokens, amount_minor, currency, payment_intent, event_id, "
-            "reason, message, refused_at, number FROM refused_purchases "
-            "WHERE (:account_id = '' OR account_id = :account_id) AND (:before = 0 OR number < :before) "
-            "ORDER BY number DESC LIMIT :limit",
+            "SELECT r.account_id, r.payment_ref, r.pack_id, r.tokens, r.amount_minor, r.currency, r.payment_intent, "
+            "r.event_id, r.reason, r.message, r.refused_at, r.number FROM refused_purchases AS r "
+            "JOIN pack_payments AS p ON p.payment_ref = r.payment_ref AND p.outcome = 'refused' "
+            "WHERE (:account_id = '' OR r.account_id = :account_id) AND (:before = 0 OR r.number < :before) "
+            "ORDER BY r.number DESC LIMIT :limit",
             account_id=account_id,
             before=before,
             limit=limit,

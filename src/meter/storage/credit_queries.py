@@ -6,12 +6,46 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime
 
-from meter.domain.credits import Adjustment, Purchase, RefusedPurchase
+from meter.domain.credits import Adjustment, PaymentDecision, PaymentOutcome, Purchase, RefusedPurchase
 from meter.domain.pools import PoolName
 from meter.storage.queries import Queries
 
 
 class CreditQueries(Queries):
+    async def lock_payment_decision(self, payment_ref: str) -> PaymentDecision | None:
+        """The first lock a credit or a refusal of a payment takes (before any account's rows), so
+        that two events of one payment, whatever accounts they name, are decided one after the
+        other. A payment not decided yet has no row to lock: its first decision is an insert that
+        a concurrent one conflicts with (the unit of work then runs again and finds it)."""
+        row = await self._row(
+            "SELECT payment_ref, account_id, outcome FROM pack_payments WHERE payment_ref = :payment_ref FOR UPDATE",
+            payment_ref=payment_ref,
+        )
+        return PaymentDecision(row["payment_ref"], row["account_id"], PaymentOutcome(row["outcome"])) if row else None
+
+    async def decide_payment(self, decision: PaymentDecision, now: datetime, *, undecided: bool) -> bool:
+        """Record a payment's outcome: a first decision (undecided: False when another transaction
+        decided it meanwhile), or a refused payment credited after all."""
+        if undecided:
+            statement = (
+                "INSERT INTO pack_payments (payment_ref, account_id, outcome, decided_at) "
+                "VALUES (:payment_ref, :account_id, :outcome, :now) ON CONFLICT (payment_ref) DO NOTHING"
+            )
+        else:
+            statement = (
+                "UPDATE pack_payments SET account_id = :account_id, outcome = :outcome, decided_at = :now "
+                "WHERE payment_ref = :payment_ref AND outcome = 'refused'"
+            )
+        return bool(
+            await self._execute(
+                statement,
+                payment_ref=decision.payment_ref,
+                account_id=decision.account_id,
+                outcome=decision.outcome.value,
+                now=now,
+            )
+        )
+
     async def purchase(self, account_id: str, payment_ref: str) -> Purchase | None:
         row = await self._row(
             "SELECT account_id, payment_ref, pack_id, tokens, amount_minor, currency, payment_intent, event_id "
