@@ -6,13 +6,29 @@ account's balance untouched), counted by every way a hold ends, and started agai
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import grpc
 
+from meter.catalog import Model
+from meter.domain.amounts import INT64_MAX
 from meter.service.sweeper import sweep_once
 from meter.v1 import meter_pb2 as pb
-from support import RunningMeter, balance, error_info, expect_error, funded_account, new_id, reserve_request, run_cli
+from support import (
+    RunningMeter,
+    balance,
+    error_info,
+    expect_error,
+    funded_account,
+    new_id,
+    reserve_request,
+    run_cli,
+    suite_catalog,
+)
+
+StartMeter = Any
 
 SEARCH = {"team": "search"}
 
@@ -249,3 +265,32 @@ async def test_meter_account_show_lists_the_budgets(meter: RunningMeter) -> None
         ["api_key=k1", "cost", "$2.500000", "$0.000000", "$0.000000", "$2.500000"],
         ["team=search", "tokens", "1,000", "0", "100", "900"],
     ]
+
+
+async def test_a_budget_with_nothing_left_refuses_a_free_call_and_the_largest_cap_can_be_set_again(
+    meters: StartMeter,
+) -> None:
+    """A cap of 0 refuses every call, a model priced at nothing included (its worst case costs 0
+    micro-USD: a call needs room for its worst case and at least 1); the largest cap the contract
+    allows can be set, and set again."""
+    catalog = suite_catalog()
+    free = Model("local-free", "local", 0, 0, 1_000_000, 1_000_000)
+    meter = await meters(catalog=replace(catalog, models={**catalog.models, free.id: free}))
+    account = await funded_account(meter.stub, 10_000)
+    await _set(meter, account, 0, pb.BUDGET_UNIT_COST_MICROS, agent="blocked")
+    info = await expect_error(
+        meter.stub.Reserve(reserve_request(account, model="local-free", labels={"agent": "blocked"})),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "BUDGET_EXCEEDED",
+    )
+    assert (info.metadata["cap"], info.metadata["remaining"], info.metadata["required"]) == ("0", "0", "1")
+    await _set(meter, account, 1, pb.BUDGET_UNIT_COST_MICROS, agent="blocked")
+    admitted = await meter.stub.Reserve(reserve_request(account, model="local-free", labels={"agent": "blocked"}))
+    await meter.stub.Commit(pb.CommitRequest(reservation_id=admitted.reservation_id, input_tokens=5, output_tokens=5))
+
+    for _ in range(2):
+        largest = await _set(meter, account, INT64_MAX)
+        assert (largest.budget.cap, largest.budget.remaining) == (INT64_MAX, INT64_MAX)
+    hold = await meter.stub.Reserve(reserve_request(account, labels=SEARCH))
+    assert (await _budget(meter, account, "team", "search")).remaining == INT64_MAX - hold.held_tokens
+    await meter.stub.Release(pb.ReleaseRequest(reservation_id=hold.reservation_id))

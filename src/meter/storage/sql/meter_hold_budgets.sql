@@ -4,8 +4,10 @@
 -- rows: locked in order, what they have between them evened out over them less the hold, which
 -- goes on row p_start. Returns the parts (ids, rows, amounts: the hold's budget columns), or, when
 -- a budget has not got the worst case, that budget (refused_*: its label, unit and cap, what it has
--- left and what the call required) and no parts: what earlier budgets held is given back.
--- Installed by migration 0032.
+-- left and what the call required) and no parts: what earlier budgets held is given back. A budget
+-- with nothing left admits no call, not even one that costs nothing (a cap of 0 refuses every
+-- call): a call needs room for its worst case and at least 1. Installed by migration 0032; the
+-- room of at least 1 by 0037.
 CREATE OR REPLACE FUNCTION meter_hold_budgets(
     p_account text, p_labels jsonb, p_period_start timestamptz, p_tokens bigint, p_cost bigint, p_start integer,
     OUT budget_ids bigint[], OUT budget_buckets smallint[], OUT budget_held bigint[], OUT refused_key text,
@@ -24,7 +26,7 @@ BEGIN
         v_first := p_start % v_budget.bucket_count;
         WITH pick AS MATERIALIZED (
             SELECT b.bucket FROM budget_buckets AS b
-            WHERE b.account_id = p_account AND b.budget_id = v_budget.budget_id AND b.available >= v_amount
+            WHERE b.account_id = p_account AND b.budget_id = v_budget.budget_id AND b.available >= greatest(v_amount, 1)
             ORDER BY (b.bucket + v_budget.bucket_count - v_first) % v_budget.bucket_count
             LIMIT 1 FOR UPDATE SKIP LOCKED
         )
@@ -33,7 +35,7 @@ BEGIN
         RETURNING b.bucket INTO v_bucket;
         IF v_bucket IS NULL THEN
             v_total := meter_lock_budget_rows(p_account, v_budget.budget_id);
-            IF v_total < v_amount THEN
+            IF v_total < greatest(v_amount, 1) THEN
                 PERFORM meter_settle_budgets(p_account, p_period_start, budget_ids, budget_buckets, budget_held, true,
                     0, 0);
                 refused_key := v_budget.label_key;
@@ -41,7 +43,7 @@ BEGIN
                 refused_unit := v_budget.unit;
                 refused_cap := v_budget.cap;
                 refused_remaining := greatest(v_total, 0);
-                refused_required := v_amount;
+                refused_required := greatest(v_amount, 1);
                 budget_ids := NULL;
                 budget_buckets := NULL;
                 budget_held := NULL;

@@ -5,7 +5,7 @@
 -- budget still counting an earlier period starts again. Outcomes: 'created', 'changed',
 -- 'unit_changed' (nothing changed: a budget counts in one unit), 'account_not_found'. Returns the
 -- budget. The account counts its budgets (accounts.budget_count: Reserve looks for them only
--- when it has some). Installed by migration 0032.
+-- when it has some). Installed by migration 0032; a cap changed at the largest one, by 0037.
 CREATE OR REPLACE FUNCTION meter_set_budget(
     p_account text, p_key text, p_value text, p_unit text, p_cap bigint, OUT outcome text, OUT budget budgets
 ) LANGUAGE plpgsql AS $$
@@ -44,7 +44,7 @@ BEGIN
         WHERE b.account_id = p_account AND b.budget_id = budget.budget_id;
         v_total := p_cap;
     ELSE
-        v_total := v_total + p_cap - budget.cap;
+        v_total := v_total + (p_cap - budget.cap);  -- the change first: v_total + p_cap may pass 2^63 - 1
     END IF;
     PERFORM meter_spread_budget(p_account, budget.budget_id, v_total);
     UPDATE budgets AS g SET cap = p_cap, period_start = v_account.period_start, updated_at = now()
