@@ -146,8 +146,20 @@ async def test_a_request_id_is_one_sale(meters: StartMeter, emulator: StripeEmul
         grpc.StatusCode.INVALID_ARGUMENT,
         "UNKNOWN_PACK",
     )
-    bad_url = replace_field(checkout(account, new_id("buy")), success_url="javascript:alert(1)")
-    await expect_error(meter.stub.CreateCheckoutSession(bad_url), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD")
+    for field, url in (
+        ("success_url", "javascript:alert(1)"),
+        ("success_url", f" {OK}"),  # stored and sent raw before: only the exact text is a URL
+        ("cancel_url", f"{CANCEL}\t"),
+        ("cancel_url", "https://shop.example/pri\ncing"),
+        ("success_url", "https://user:secret@shop.example/bought"),
+        ("success_url", "https://shop.example:99999/bought"),
+        ("success_url", "https:///bought"),
+    ):
+        bad_url = replace_field(checkout(account, new_id("buy")), **{field: url})
+        info = await expect_error(
+            meter.stub.CreateCheckoutSession(bad_url), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD"
+        )
+        assert info.metadata["field"] == field, url
 
 
 def replace_field(request: pb.CreateCheckoutSessionRequest, **fields: str) -> pb.CreateCheckoutSessionRequest:

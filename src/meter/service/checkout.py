@@ -11,18 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from urllib.parse import urlsplit
 
 from meter.domain import ids
 from meter.domain.checkout import CheckoutOrder, CheckoutSession, refusal
 from meter.domain.credits import RefusedPurchase
-from meter.domain.errors import InvalidField, RequestIdReused, StripeNotConfigured, StripeRefused
+from meter.domain.errors import RequestIdReused, StripeNotConfigured, StripeRefused
 from meter.domain.pages import Cursor, decode, encode, page_size
+from meter.domain.urls import http_url
 from meter.service.context import Meter
 from meter.service.ledger import PAGE_TOKEN_KEY
 from meter.service.ports import Store
 
-MAX_URL_LENGTH = 2048
 REFUSED_PAGE = 100
 REFUSED_PAGE_MAX = 1000
 
@@ -39,8 +38,8 @@ async def create_checkout_session(
 ) -> Opened:
     ids.account_id(account_id)
     ids.idempotency_key(request_id, "request_id")
-    _check_url("success_url", success_url)
-    _check_url("cancel_url", cancel_url)
+    http_url("success_url", success_url)
+    http_url("cancel_url", cancel_url)
     provider = meter.checkout
     if provider is None:
         raise StripeNotConfigured()
@@ -86,12 +85,6 @@ async def _claim(meter: Meter, store: Store, order: CheckoutOrder) -> tuple[Chec
     )
     await store.insert_checkout_session(session)
     return session, True, now
-
-
-def _check_url(field: str, url: str) -> None:
-    parts = urlsplit(url)
-    if len(url) > MAX_URL_LENGTH or parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidField(field, f"must be an http(s) URL of at most {MAX_URL_LENGTH} characters")
 
 
 @dataclass(frozen=True)
