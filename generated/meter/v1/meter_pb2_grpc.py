@@ -399,9 +399,9 @@ class MeterServiceServicer:
         the catalog version in the session's metadata. meter keeps what it sold, and the paid
         session's webhook is credited as sold, whatever the catalog says by then. Idempotent on
         (account_id, request_id), which is also Stripe's idempotency key: a replay returns the same
-        session (a different pack or URLs under the same request_id: REQUEST_ID_REUSED). Each account
-        may have a few sessions open and open a few per hour (settings); over either, it is refused
-        RESOURCE_EXHAUSTED RATE_LIMITED with RetryInfo. The account need not exist yet: the paid
+        session (a different pack or URLs under the same request_id: IDEMPOTENCY_KEY_REUSED). Each
+        account may have a few sessions open and open a few per hour (settings); over either, it is
+        refused RESOURCE_EXHAUSTED RATE_LIMITED with RetryInfo. The account need not exist yet: the paid
         session's credit opens it. Stripe unreachable: UNAVAILABLE (retry with the same request_id);
         Stripe not configured (METER_STRIPE_API_KEY): FAILED_PRECONDITION.
         """
