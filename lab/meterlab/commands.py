@@ -58,6 +58,12 @@ class Bench:
             help="instead of the scenarios: plain vs labelled calls (every token class) vs labelled under budgets",
         )
         parser.add_argument(
+            "--watchers",
+            action="store_true",
+            help="instead of the scenarios: Reserve and Commit with 50 every-account watchers replaying history, "
+            "their reads bounded (METER_WATCH_READS) or not",
+        )
+        parser.add_argument(
             "--against",
             metavar="REV",
             help="instead of the scenarios: this checkout vs git revision REV, side by side, ABBA",
@@ -141,6 +147,13 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> int:
         labelled = await labels.labels(side_by_side)
         print(labelled.table(targets=False))
         print(labels.ratios(labelled))
+        return 0
+    if args.watchers:
+        from meterlab.bench import watchers
+
+        watched = await watchers.watchers(side_by_side)
+        print(watched.table(targets=False))
+        print(watchers.ratios(watched))
         return 0
     if args.reserve_wait:
         from meterlab.bench import reserve_wait

@@ -127,6 +127,7 @@ def build_meter(
             webhook_payload_retention_days=settings.webhook_payload_retention_days,
         ),
         checkout=StripeCheckout(settings.stripe_api_key, settings.stripe_api_base) if settings.stripe_api_key else None,
+        watch_reads=asyncio.Semaphore(settings.watch_reads),
     )
 
 

@@ -160,6 +160,13 @@ class Settings:
     checkout_session_minutes: int = setting(
         30, "how long a Checkout Session takes payment (Stripe's bounds)", ge=30, le=1440
     )
+    watch_reads: int = setting(
+        2,
+        "reads of WatchEvents watchers (history replays and catch-ups) one process runs at once; the others wait "
+        "their turn, so that watchers never take the database pool from Reserve and Commit",
+        ge=1,
+        le=1000,
+    )
     webhook_payload_retention_days: int = setting(
         30,
         "days a Stripe event's raw payload is kept after the event last changed; then the sweeper deletes it and "

@@ -305,6 +305,26 @@ async def test_a_watcher_resumes_after_a_restart_with_no_gap_and_no_duplicate(me
     resumed.cancel()
 
 
+async def test_watchers_beyond_the_reads_they_may_run_at_once_wait_their_turn_and_miss_nothing(meters) -> None:  # type: ignore[no-untyped-def]
+    """METER_WATCH_READS bounds the watchers' reads a process runs at once (so that replays never
+    take the database pool from Reserve and Commit: `meter bench --watchers`); with one at a time,
+    ten watchers still each get every event, in order."""
+    meter = await meters(watch_reads=1)
+    account = new_id()
+    for _ in range(3):
+        await meter.stub.CreditPurchase(pack_purchase(account))
+    start = (await meter.stub.ListEvents(pb.ListEventsRequest(account_id=account))).events[0].position
+    mine = [meter.stub.WatchEvents(pb.WatchEventsRequest(account_id=account)) for _ in range(8)]
+    everyone = [meter.stub.WatchEvents(pb.WatchEventsRequest(after_position=start)) for _ in range(2)]
+    replayed = await asyncio.gather(*(_received(stream, 3) for stream in mine))
+    replayed += await asyncio.gather(*(_received(stream, 2) for stream in everyone))
+    await meter.stub.CreditPurchase(pack_purchase(account))  # heard by every watcher, after its replay
+    heard = await asyncio.gather(*(_received(stream, 1) for stream in mine + everyone))
+    for stream, before, after in zip(mine + everyone, replayed, heard, strict=True):
+        stream.cancel()
+        assert [(e.account_id, e.sequence) for e in before + after][-3:] == [(account, n) for n in (2, 3, 4)]
+
+
 async def test_watch_events_refuses_an_unknown_account(meter: RunningMeter) -> None:
     stream = meter.stub.WatchEvents(pb.WatchEventsRequest(account_id="acct-nobody-has"))
     with pytest.raises(grpc.aio.AioRpcError) as refused:

@@ -1,5 +1,10 @@
 """ListEvents and WatchEvents: an account's balance events after a sequence number, oldest first,
-a page at a time or as they happen."""
+a page at a time or as they happen.
+
+Watchers share the process, and its database pool, with Reserve and Commit: fifty replaying
+history at once held the pool (`meter bench --watchers`). Their reads take turns
+(meter.watch_reads, METER_WATCH_READS at once, never holding a turn while events are sent): a
+replay goes slower when many run, and Reserve and Commit find connections."""
 
 from __future__ import annotations
 
@@ -57,9 +62,10 @@ async def watch_events(
     async with notices.subscription(account_id) as heard:
         while not until.is_set():
             heard.clear()
-            page = await list_events(
-                meter, account_id=account_id, after_sequence=after_sequence, page_size=MAX_PAGE_SIZE
-            )
+            async with meter.watch_reads:
+                page = await list_events(
+                    meter, account_id=account_id, after_sequence=after_sequence, page_size=MAX_PAGE_SIZE
+                )
             for event in page.events:
                 yield event
             after_sequence = page.last_sequence
@@ -83,7 +89,8 @@ async def _watch_all(meter: Meter, after_position: str, until: asyncio.Event) ->
     async with notices.subscription(ALL_ACCOUNTS) as heard:
         while not until.is_set():
             heard.clear()
-            found = await meter.storage.transaction(read)
+            async with meter.watch_reads:
+                found = await meter.storage.transaction(read)
             for event in found:
                 yield event
             if found:

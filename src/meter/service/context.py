@@ -4,6 +4,7 @@ else: domain.limits), a source of spread, and Stripe's Checkout when meter sells
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass, field
 
@@ -34,3 +35,5 @@ class Meter:
     spread: random.Random = field(default_factory=random.Random)
     # Stripe's Checkout (None without METER_STRIPE_API_KEY: CreateCheckoutSession is refused).
     checkout: CheckoutProvider | None = None
+    # Watchers' reads (WatchEvents) running at once in this process (METER_WATCH_READS).
+    watch_reads: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
