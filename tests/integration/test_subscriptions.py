@@ -113,3 +113,33 @@ class TestPlanChanges:
         assert cancelled.balance.plan_id == "free"
         assert (cancelled.balance.allowance_remaining, cancelled.balance.allowance_total) == (0, 0)
         assert [(e["kind"], e["amount"]) for e in await ledger(engine, account)][-1] == ("expiry", -500_000)
+
+
+class TestAnInvoiceIsPaidOnce:
+    async def test_an_invoice_grants_one_account_whatever_account_its_events_name(
+        self, meter: RunningMeter, engine: AsyncEngine
+    ) -> None:
+        """A subscription's metadata edited from one account to another leaves both on it: one
+        invoice's events naming each grant the period's allowance to the first only."""
+        first, second, ref = new_id(), new_id(), new_id("sub")
+        now = await database_now(engine)
+        start, end = now - timedelta(days=3), now + timedelta(days=27)
+        for account in (first, second):
+            await meter.stub.SetPlan(subscription(account, "pro", start, end, ref))
+        paid = invoice_paid(ref, start, end)
+        assert (await meter.stub.GrantPeriodAllowance(_naming(paid, first))).granted
+        info = await expect_error(
+            meter.stub.GrantPeriodAllowance(_naming(paid, second)),
+            grpc.StatusCode.ALREADY_EXISTS,
+            "IDEMPOTENCY_KEY_REUSED",
+        )
+        assert info.metadata["field"] == "account_id"
+        assert (await balance(meter.stub, second)).allowance_remaining == 0
+        assert [e["kind"] for e in await ledger(engine, second)] == []
+
+
+def _naming(request: pb.GrantPeriodAllowanceRequest, account: str) -> pb.GrantPeriodAllowanceRequest:
+    named = pb.GrantPeriodAllowanceRequest()
+    named.CopyFrom(request)
+    named.account_id = account
+    return named

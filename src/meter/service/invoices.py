@@ -26,7 +26,7 @@ from meter.domain import ids
 from meter.domain.accounts import Account
 from meter.domain.amounts import require_tokens
 from meter.domain.balance import Balance
-from meter.domain.errors import InvalidField, PaymentNotFound, SubscriptionNotFound
+from meter.domain.errors import InvalidField, PaymentNotFound, RequestIdReused, SubscriptionNotFound
 from meter.domain.events import EventStatus, WebhookEvent
 from meter.domain.invoices import InvoiceLine, billing_line, period_tokens, proration_tokens
 from meter.domain.payments import SubscriptionPayment
@@ -159,7 +159,12 @@ async def record_invoice(meter: Meter, store: Store, account: Account, paid: Pai
     granted. Then whatever waited for this invoice (or its payment) is applied."""
     if account.subscription_ref != paid.subscription_ref or (paid.account_id and paid.account_id != account.account_id):
         raise SubscriptionNotFound(paid.subscription_ref)
-    if await store.invoice_recorded(account.account_id, paid.invoice_ref):
+    # An invoice is paid once, whatever account its events lead to (two accounts may name one
+    # subscription after its metadata was edited): recorded on one, under the invoice's lock.
+    await store.lock_key(waiting.invoice_key(paid.invoice_ref))
+    if (paid_before := await store.payment_by_invoice(paid.invoice_ref)) is not None:
+        if paid_before.account_id != account.account_id:
+            raise RequestIdReused(paid.invoice_ref, "account_id")
         return False  # recorded before, under another event
     account = await locked_current_account(store, account, now)
     line = billing_line(paid.lines, account.period, account.allowance_granted)

@@ -13,7 +13,8 @@ Per account, its balance events are numbered 1 to n without gaps, as its counter
 purchase and adjustment event has the ledger entries it tells of, with its amount; each debt
 event shows the debt it tells of.
 Per payment: credited at most once, whatever accounts its events named (a Checkout Session once,
-a PaymentIntent once across packs and invoices), and decided as its purchase or refusal says.
+an invoice once, a PaymentIntent once across packs and invoices), and decided as its purchase or
+refusal says.
 """
 
 from __future__ import annotations
@@ -259,6 +260,11 @@ intents AS (
 SELECT min(account_id) AS account_id, 'payment ' || payment_ref || ' is credited ' || count(*) || ' times, to '
        || string_agg(account_id, ', ' ORDER BY account_id) AS problem
 FROM purchases_seen GROUP BY payment_ref HAVING count(*) > 1
+UNION ALL
+SELECT min(account_id), 'invoice ' || invoice_ref || ' is recorded ' || count(*) || ' times, on '
+       || string_agg(account_id, ', ' ORDER BY account_id)
+FROM subscription_payments GROUP BY invoice_ref
+HAVING count(*) > 1 AND (CAST(:account_id AS text) IS NULL OR bool_or(account_id = :account_id))
 UNION ALL
 SELECT min(account_id), 'PaymentIntent ' || payment_intent || ' is credited ' || count(*) || ' times: '
        || string_agg(what || ' to ' || account_id, ', ' ORDER BY what, account_id)

@@ -78,14 +78,6 @@ class PaymentQueries(Queries):
             cover_claimed=payment.cover_claimed,
         )
 
-    async def invoice_recorded(self, account_id: str, invoice_ref: str) -> bool:
-        row = await self._row(
-            "SELECT 1 FROM subscription_payments WHERE account_id = :account_id AND invoice_ref = :ref",
-            account_id=account_id,
-            ref=invoice_ref,
-        )
-        return row is not None
-
     async def insert_subscription_payment(self, paid: SubscriptionPayment, now: datetime) -> bool:
         return bool(
             await self._execute(
