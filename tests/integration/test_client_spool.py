@@ -23,7 +23,6 @@ from meter.client_spool import SPOOL_DEPTH, SPOOL_ERRORS, SPOOL_SET_ASIDE, Commi
 from meter.v1 import meter_pb2 as pb
 from support import balance, eventually, funded_account, ledger, reserve_request
 
-
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "integrate.md"
 
 
@@ -239,3 +238,20 @@ async def test_rows_that_cannot_be_read_are_set_aside_and_the_later_calls_reach_
         kept.executescript(give_back.replace("42", "2"))
         assert kept.execute("SELECT id, method FROM spooled").fetchall() == [(2, "CommitBatch")]
         assert [row[0] for row in kept.execute(listing)] == [3, 4]
+
+
+async def test_a_spool_file_that_is_not_a_database_does_not_stop_the_proxy(
+    meters: Any, tmp_path: Path, engine: Any
+) -> None:
+    """A corrupt spool (here: not a database at all) cannot be opened: the client starts all the
+    same, sends each call without it, and leaves the file as it was for an operator."""
+    address, path = free_address(), tmp_path / "spool.sqlite"
+    meter, account, hold = await reserved(meters, address, 1000)
+    path.write_bytes(b"not a database " * 1000)
+    async with MeterClient(address, spool=path) as proxy:
+        charged = await proxy.commit(reservation_id=hold.reservation_id, input_tokens=100, output_tokens=40)
+        assert (charged.charged_tokens, proxy.spool_depth) == (140, 0)
+    assert SPOOL_ERRORS.labels(str(path), "open")._value.get() == 1
+    assert SPOOL_ERRORS.labels(str(path), "add")._value.get() == 1
+    assert path.read_bytes() == b"not a database " * 1000
+    assert [e["amount"] for e in await ledger(engine, account) if e["kind"] == "usage"] == [-140]
