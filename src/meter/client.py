@@ -160,9 +160,10 @@ class MeterClient:
         `spool`: a local file (sqlite3) that keeps every Commit and Release until meter has
         answered it, across restarts of this process; one meter could not be reached for within
         the budget raises `Spooled` and is sent again, oldest first, in the background (and by
-        `drain_spool`) once meter answers. A spool that cannot be written (disk full, or
-        `spool_max_bytes` reached) does not stop a call: it is sent without it, and raises
-        `NotSpooled` only if meter cannot be reached either.
+        `drain_spool`) once meter answers. `spool_max_bytes`: the most the spool file may hold
+        (None: what the disk holds). A spool that cannot be written (disk full, the bound
+        reached, locked, corrupt, removed) does not stop a call: it is sent without it, and
+        raises `NotSpooled` only if meter cannot be reached either.
         `fail_open`: None (the default) fails closed: a Reserve meter cannot answer raises. With a
         budget, such a Reserve is let through while the account's admissions this minute stay
         within it and meter would take it; its Commit is charged through ChargeUsage once meter

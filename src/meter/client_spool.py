@@ -7,8 +7,9 @@ proxy killed while it waits for meter loses nothing either. WAL with synchronous
 survives the process (what the spool is for) without an fsync per call.
 
 The spool is never why a call is lost. A spool that cannot be written (disk full, `max_bytes`
-reached, file read-only, locked or corrupt) makes `add` raise `SpoolUnwritable`, and the caller
-sends the call without it. Bookkeeping after an answer that fails (`answered`, `failed`) is
+reached, file read-only, locked or corrupt; or removed or replaced while open, so that what is
+written to it would not be there after a restart) makes `add` raise `SpoolUnwritable`, and the
+caller sends the call without it. Bookkeeping after an answer that fails (`answered`, `failed`) is
 logged and counted, and the row stays: it is sent again later, and meter answers a replay as it
 answered the first time. A row that cannot be read as a call (a method this client does not
 know, from another version; request bytes that do not parse) is moved to the `set_aside` table
@@ -18,6 +19,7 @@ with its reason, logged once and counted, and the rows after it go on in order.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -94,6 +96,7 @@ class CommitSpool:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self._db: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file `_db` has open
         self._depth = 0  # rows in `spooled`
         self._set_aside = 0  # rows in `set_aside`
         self._skipped: set[int] = set()  # unreadable rows that could not be moved aside
@@ -104,7 +107,7 @@ class CommitSpool:
 
     def add(self, method: str, request: bytes) -> int:
         try:
-            cursor = self._connection().execute(
+            cursor = self._durable().execute(
                 "INSERT INTO spooled (method, request, spooled_at) VALUES (?, ?, ?)", (method, request, time.time())
             )
         except (sqlite3.Error, OSError) as error:
@@ -176,6 +179,20 @@ class CommitSpool:
         if self._db is not None:
             self._db.close()
             self._db = None
+            self._skipped.clear()
+
+    def _durable(self) -> sqlite3.Connection:
+        """The connection, if what it writes is in the file at `path`. A file removed (its
+        folder deleted, say) or replaced while open still takes writes, that no restart would
+        see: opened again when it holds nothing, refused while it still holds calls (they are
+        sent from the open file)."""
+        db = self._connection()
+        if _file_at(self.path) == self._file:
+            return db
+        if self._depth:
+            raise OSError(f"removed or replaced while open; its {self._depth} calls are sent from the open file")
+        self.close()
+        return self._connection()
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is not None:
@@ -195,7 +212,7 @@ class CommitSpool:
         except BaseException:
             db.close()
             raise
-        self._db = db
+        self._db, self._file = db, _file_at(self.path)
         self._publish()
         return db
 
@@ -221,3 +238,11 @@ class CommitSpool:
     def _publish(self) -> None:
         SPOOL_DEPTH.labels(str(self.path)).set(self.depth)
         SPOOL_SET_ASIDE.labels(str(self.path)).set(self._set_aside)
+
+
+def _file_at(path: Path) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino

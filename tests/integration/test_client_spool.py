@@ -10,6 +10,7 @@ import asyncio
 import logging
 import re
 import shlex
+import shutil
 import socket
 import sqlite3
 from pathlib import Path
@@ -255,3 +256,29 @@ async def test_a_spool_file_that_is_not_a_database_does_not_stop_the_proxy(
     assert SPOOL_ERRORS.labels(str(path), "add")._value.get() == 1
     assert path.read_bytes() == b"not a database " * 1000
     assert [e["amount"] for e in await ledger(engine, account) if e["kind"] == "usage"] == [-140]
+
+
+async def test_a_spool_removed_while_open_is_not_trusted_with_a_call(meters: Any, tmp_path: Path, engine: Any) -> None:
+    """The spool's folder deleted while the proxy runs: the open file still takes writes that no
+    restart would see. While it holds a call, a new one is not spooled there (NotSpooled, meter
+    being away); the call it holds is still sent from it; empty, the spool is made again."""
+    address, folder = free_address(), tmp_path / "spool"
+    meter, account, first = await reserved(meters, address, 1000)
+    second = await meter.stub.Reserve(reserve_request(account, input_tokens=100))
+    await meter.stop()
+    async with MeterClient(address, spool=folder / "spool.sqlite", settle_budget_seconds=0.3) as proxy:
+        with pytest.raises(Spooled):
+            await proxy.commit(reservation_id=first.reservation_id, input_tokens=100, output_tokens=40)
+        shutil.rmtree(folder)
+        with pytest.raises(NotSpooled) as neither:
+            await proxy.commit(reservation_id=second.reservation_id, input_tokens=50, output_tokens=10)
+        assert "removed or replaced while open; its 1 calls are sent from the open file" in neither.value.message
+        await meters(grpc_addr=address)
+
+        async def depth() -> int:
+            return proxy.spool_depth
+
+        await eventually(depth, lambda left: left == 0)  # the first, from the open file
+        again = await proxy.commit(reservation_id=second.reservation_id, input_tokens=50, output_tokens=10)
+        assert again.charged_tokens == 60 and (folder / "spool.sqlite").exists()
+    assert [e["amount"] for e in await ledger(engine, account) if e["kind"] == "usage"] == [-140, -60]
