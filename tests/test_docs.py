@@ -382,9 +382,9 @@ ENUM_PREFIXES += ("WARNING_LEVEL",)
 
 def test_every_error_reason_named_exists() -> None:
     """An upper-case name in backticks is an error reason of error_reason.proto (or the client's
-    SPOOLED), unless it is a gRPC code or an enum value of the contract."""
+    SPOOLED and NOT_SPOOLED), unless it is a gRPC code or an enum value of the contract."""
     proto = (ROOT / "protos" / "meter" / "v1" / "error_reason.proto").read_text()
-    reasons = set(re.findall(r"ERROR_REASON_([A-Z_]+) =", proto)) | {"SPOOLED"}
+    reasons = set(re.findall(r"ERROR_REASON_([A-Z_]+) =", proto)) | {"SPOOLED", "NOT_SPOOLED"}
     named = set()
     for doc in documents():
         named |= set(re.findall(r"`([A-Z]+(?:_[A-Z]+)+)`", doc.read_text()))

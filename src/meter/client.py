@@ -32,14 +32,17 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from meter.client_fail_open import RESERVATION_PREFIX, FailOpen, FailOpenBudget
-from meter.client_spool import CommitSpool
+from meter.client_fail_open import RESERVATION_PREFIX, FailOpen, FailOpenBudget, let_through_tokens
+from meter.client_spool import CommitSpool, SpooledCall, SpoolUnwritable
+from meter.domain.errors import MeterError
 from meter.domain.events import EventStatus, WebhookEvent
 from meter.domain.invoices import InvoiceLine
+from meter.grpc.errors import code_name
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
 
@@ -100,6 +103,11 @@ class MeterRpcError(Exception):
                 delay = retry.retry_delay.ToNanoseconds() / 1e9
         return cls(error.code(), reason, metadata, error.details() or "", delay)
 
+    @classmethod
+    def from_refusal(cls, error: MeterError) -> MeterRpcError:
+        """The error meter answers `error` with, for a refusal the client makes itself."""
+        return cls(grpc.StatusCode[code_name(error)], error.reason, error.metadata, error.message)
+
 
 class Spooled(MeterRpcError):
     """A Commit or Release that meter could not be reached for: it is in the client's spool,
@@ -107,6 +115,15 @@ class Spooled(MeterRpcError):
 
     def __init__(self, failure: MeterRpcError) -> None:
         super().__init__(grpc.StatusCode.UNAVAILABLE, "SPOOLED", {}, f"spooled until meter answers: {failure}")
+
+
+class NotSpooled(MeterRpcError):
+    """A Commit, Release or ChargeUsage that could be neither written to the spool nor delivered:
+    meter has not got it, and nothing will send it again (the caller may, with the same request)."""
+
+    def __init__(self, failure: MeterRpcError, unwritable: SpoolUnwritable) -> None:
+        message = f"not spooled ({unwritable}) and not delivered ({failure})"
+        super().__init__(grpc.StatusCode.UNAVAILABLE, "NOT_SPOOLED", {}, message)
 
 
 class MeterClient:
@@ -126,6 +143,7 @@ class MeterClient:
         rate_limit_wait_seconds: float = 0.0,
         settle_budget_seconds: float = 30.0,
         spool: str | Path | None = None,
+        spool_max_bytes: int | None = None,
         fail_open: FailOpen | None = None,
     ) -> None:
         """`wait_for_ready`: while meter is unreachable, calls wait (up to their timeout) for it
@@ -142,10 +160,14 @@ class MeterClient:
         `spool`: a local file (sqlite3) that keeps every Commit and Release until meter has
         answered it, across restarts of this process; one meter could not be reached for within
         the budget raises `Spooled` and is sent again, oldest first, in the background (and by
-        `drain_spool`) once meter answers.
+        `drain_spool`) once meter answers. `spool_max_bytes`: the most the spool file may hold
+        (None: what the disk holds). A spool that cannot be written (disk full, the bound
+        reached, locked, corrupt, removed) does not stop a call: it is sent without it, and
+        raises `NotSpooled` only if meter cannot be reached either.
         `fail_open`: None (the default) fails closed: a Reserve meter cannot answer raises. With a
         budget, such a Reserve is let through while the account's admissions this minute stay
-        within it; its Commit is charged through ChargeUsage once meter answers (spooled)."""
+        within it and meter would take it; its Commit is charged through ChargeUsage once meter
+        answers (spooled)."""
         if (target is None) == (channel is None):
             raise ValueError("give either a target address or a channel")
         self._owns_channel = channel is None
@@ -163,11 +185,12 @@ class MeterClient:
         self._backoff_seconds = backoff_seconds
         self._timeout_seconds = timeout_seconds
         self._settle_budget_seconds = settle_budget_seconds
-        self._spool = CommitSpool(spool) if spool is not None else None
+        self._spool = CommitSpool(spool, max_bytes=spool_max_bytes) if spool is not None else None
         self._in_flight: set[int] = set()  # spooled calls being sent by their first attempt
         self._draining: asyncio.Task[None] | None = None
         self._fail_open = FailOpenBudget(fail_open) if fail_open is not None else None
         self._let_through: dict[str, pb.ReserveRequest] = {}  # fail-open reservation id: its Reserve
+        self._catalog_models: frozenset[str] | None = None  # from the last GetCatalog answer
 
     async def __aenter__(self) -> MeterClient:
         self._ensure_draining()  # what a previous run of this process left undelivered
@@ -264,9 +287,23 @@ class MeterClient:
         try:
             return await self._call(self._stub.Reserve, request)
         except MeterRpcError as failure:
-            worst = request.input_tokens + request.max_output_tokens
             unreachable = failure.code in _SETTLE_RETRY_ON and failure.reason in _UNDECIDED
-            if not (unreachable and self._fail_open is not None and self._fail_open.admit(request.account_id, worst)):
+            if not unreachable or self._fail_open is None:
+                raise
+            try:
+                worst = let_through_tokens(
+                    account_id=request.account_id,
+                    request_id=request.request_id,
+                    model=request.model,
+                    input_tokens=request.input_tokens,
+                    max_output_tokens=request.max_output_tokens,
+                    ttl_seconds=request.ttl_seconds,
+                    labels=request.labels,
+                    models=self._catalog_models,
+                )
+            except MeterError as invalid:  # what meter would have answered
+                raise MeterRpcError.from_refusal(invalid) from failure
+            if not self._fail_open.admit(request.account_id, worst):
                 raise
         reservation_id = f"{RESERVATION_PREFIX}{request.account_id}/{request.request_id}"
         self._let_through[reservation_id] = request
@@ -344,53 +381,91 @@ class MeterClient:
         return await self._spooled("ChargeUsage", request)
 
     async def _spooled(self, method: str, request: Any) -> Any:
-        """Commit or Release, written to the spool (when there is one) before it is sent and
-        deleted once answered; left there, and `Spooled` raised, when meter could not be reached."""
+        """Commit, Release or ChargeUsage, written to the spool (when there is one) before it is
+        sent and deleted once answered; left there, and `Spooled` raised, when meter could not be
+        reached. A spool that cannot be written does not stop the call (see `_unspooled`)."""
         send = getattr(self._stub, method)
         if self._spool is None:
             return await self._settle(send, request)
-        call_id = self._spool.add(method, request.SerializeToString())
+        try:
+            call_id = self._spool.add(method, request.SerializeToString())
+        except SpoolUnwritable as unwritable:
+            return await self._unspooled(method, request, unwritable)
         self._in_flight.add(call_id)
         try:
             answer = await self._settle(send, request)
         except MeterRpcError as failure:
+            self._in_flight.discard(call_id)
             if failure.code not in _SETTLE_RETRY_ON:
-                self._spool.answered(call_id)  # a refusal is an answer: nothing to send again
+                self._answered(call_id)  # a refusal is an answer: nothing to send again
                 raise
             self._spool.failed(call_id, str(failure))
             self._ensure_draining()
             raise Spooled(failure) from failure
         finally:
-            self._in_flight.discard(call_id)
-        self._spool.answered(call_id)
+            self._in_flight.discard(call_id)  # also when cancelled: the row stays for a later drain
+        self._answered(call_id)
         return answer
+
+    def _answered(self, call_id: int) -> None:
+        assert self._spool is not None
+        if not self._spool.answered(call_id):
+            self._ensure_draining()  # the row stayed: sent again (a replay), until it can be deleted
+
+    async def _unspooled(self, method: str, request: Any, unwritable: SpoolUnwritable) -> Any:
+        """A call the spool could not take, sent all the same: it fails only if meter cannot be
+        reached either, and then says both (`NotSpooled`)."""
+        log.error("%s %s sent without the spool: %s", method, _key(request), unwritable)
+        try:
+            return await self._settle(getattr(self._stub, method), request)
+        except MeterRpcError as failure:
+            if failure.code not in _SETTLE_RETRY_ON:
+                raise
+            raise NotSpooled(failure, unwritable) from failure
 
     async def drain_spool(self) -> int:
         """Send the spooled calls again, oldest first, until the spool is empty (the number
-        answered) or meter cannot be reached (they stay: try again later)."""
+        answered) or meter cannot be reached (they stay: try again later). A row that cannot be
+        read as a call is set aside, and the next one sent."""
         if self._spool is None:
             return 0
         answered, after = 0, 0
         while batch := self._spool.oldest(after_id=after):
             for call in batch:
                 after = call.id
-                if call.id in self._in_flight:
+                request = None if call.id in self._in_flight else self._spooled_request(call)
+                if request is None:
                     continue
-                request = _SPOOLED_REQUESTS[call.method].FromString(call.request)
                 try:
                     await self._settle(getattr(self._stub, call.method), request)
                 except MeterRpcError as failure:
                     if failure.code in _SETTLE_RETRY_ON:
                         self._spool.failed(call.id, str(failure))
                         return answered
-                    key = getattr(request, "reservation_id", "") or getattr(request, "request_id", "")
-                    log.warning("spooled %s %s refused: %s", call.method, key, failure)
-                self._spool.answered(call.id)
+                    log.warning("spooled %s %s refused: %s", call.method, _key(request), failure)
+                if not self._spool.answered(call.id):
+                    return answered  # the spool cannot be written now: later, not in a loop
                 answered += 1
         return answered
 
+    def _spooled_request(self, call: SpooledCall) -> Any | None:
+        """The request a spooled row holds; None when it cannot be read as one (set aside)."""
+        kind = _SPOOLED_REQUESTS.get(call.method)
+        if kind is None:
+            reason = f"unknown method {call.method!r} (written by another client version?)"
+        else:
+            try:
+                return kind.FromString(call.request)
+            except (DecodeError, TypeError) as error:
+                reason = f"the request does not parse as {kind.DESCRIPTOR.name}: {error}"
+        assert self._spool is not None
+        self._spool.set_aside(call, reason)
+        return None
+
     def _ensure_draining(self) -> None:
-        if self._spool is not None and (self._draining is None or self._draining.done()) and self._spool.depth:
+        spool = self._spool
+        waiting = spool is not None and spool.depth > len(self._in_flight)
+        if waiting and (self._draining is None or self._draining.done()):
             self._draining = asyncio.create_task(self._drain_until_empty(), name="meter-spool-drain")
 
     async def _drain_until_empty(self) -> None:
@@ -435,7 +510,11 @@ class MeterClient:
         return (await self._call(self._stub.GetBalance, request, _READS_RETRY_ON)).balance
 
     async def get_catalog(self) -> pb.GetCatalogResponse:
-        return await self._call(self._stub.GetCatalog, pb.GetCatalogRequest(), _READS_RETRY_ON)
+        """The catalog in force; the client keeps its models, so that failing open refuses a
+        model meter would refuse."""
+        catalog = await self._call(self._stub.GetCatalog, pb.GetCatalogRequest(), _READS_RETRY_ON)
+        self._catalog_models = frozenset(model.id for model in catalog.models)
+        return catalog
 
     async def list_ledger_entries(self, request: pb.ListLedgerEntriesRequest) -> pb.ListLedgerEntriesResponse:
         return await self._call(self._stub.ListLedgerEntries, request, _READS_RETRY_ON)
@@ -663,6 +742,11 @@ class MeterClient:
             account_id=account_id, pool=pool, delta=delta, reason=reason, request_id=request_id or uuid.uuid4().hex
         )
         return await self._call(self._stub.Adjust, request)
+
+
+def _key(request: Any) -> str:
+    """What a settling request is known by in logs: its reservation, or its request_id."""
+    return str(getattr(request, "reservation_id", "") or getattr(request, "request_id", ""))
 
 
 def event_status(value: int) -> EventStatus | None:

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass
 
+from meter.domain.holds import LONGEST_TTL_SECONDS
 from meter.domain.webhook_deliveries import DEFAULT_RETRY_SECONDS
 from meter.health_probe import DEFAULT_HTTP_ADDR
 
@@ -73,8 +74,10 @@ class Settings:
     catalog_path: Path | None = setting(
         None, "the catalog file", env="METER_CATALOG", unset="the packaged catalog.toml"
     )
-    default_ttl_seconds: int = setting(600, "hold lifetime when Reserve gives none", ge=1, le=86_400)
-    max_ttl_seconds: int = setting(3600, "longest lifetime a Reserve or ExtendReservation may ask for", ge=1, le=86_400)
+    default_ttl_seconds: int = setting(600, "hold lifetime when Reserve gives none", ge=1, le=LONGEST_TTL_SECONDS)
+    max_ttl_seconds: int = setting(
+        3600, "longest lifetime a Reserve or ExtendReservation may ask for", ge=1, le=LONGEST_TTL_SECONDS
+    )
     max_credit_tokens: int = setting(1_000_000_000, "largest single purchase or adjustment", ge=1, le=2**62)
     sweep_interval_seconds: float = setting(
         1.0, "how often expired holds, ended periods and due payloads are swept", ge=0.01, le=3600

@@ -1,6 +1,7 @@
 """The shipped MeterClient through SIGKILL and restart of meter, a database fault and meter down
-for 10 s (with a proxy restarted on its spool meanwhile, and one proxy failing open): every call
-a proxy was answered or let through for is charged exactly once, with the usage it reported."""
+for 10 s (with a proxy restarted meanwhile on a spool holding another version's rows, one proxy
+on a spool full from the start, and one failing open): every call a proxy was answered or let
+through for is charged exactly once, with the usage it reported."""
 
 from __future__ import annotations
 
@@ -20,3 +21,4 @@ async def test_no_commit_is_lost_or_doubled_through_outages(tmp_path: Path) -> N
     assert report.calls > 100, report.render()
     assert report.counts["spooled"] > 0 and report.counts["let through"] > 0, report.render()
     assert report.counts["reserve refused UNAVAILABLE"] > 0, report.render()  # failing closed meanwhile
+    assert report.counts["sent without the spool"] > 0 and report.counts["set aside"] == 2, report.render()

@@ -2,15 +2,18 @@
 it (not the chaos suite's own clients, which retry for as long as it takes) call Reserve then
 Commit in a loop while meter is SIGKILLed and restarted, its database restarted (or, when it is
 not ours, its connections terminated), and meter stopped for 10 s. One proxy dies while meter is
-down and starts again on its spool; one fails open within a budget. Afterwards, once the spools
-are empty, every call a proxy was answered (or let through) for must be charged exactly once with
-the usage it reported, and `meter audit` must pass."""
+down and starts again on its spool, a spool holding rows another client version wrote (to be set
+aside); one proxy's spool is full from the start (every call sent without it); one fails open
+within a budget. Afterwards, once the spools are empty, every call a proxy was answered (or let
+through) for must be charged exactly once with the usage it reported, and `meter audit` must
+pass."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import random
+import sqlite3
 import time
 import uuid
 from collections import Counter
@@ -21,10 +24,14 @@ from sqlalchemy import text
 
 from meter.client import MeterClient, MeterRpcError, Spooled
 from meter.client_fail_open import RESERVATION_PREFIX, FailOpen
+from meter.client_spool import SPOOL_ERRORS, CommitSpool
 from meter.v1 import meter_pb2 as pb
 from meterlab.testbed import LabDatabase, ServerProcess, audit
 
 SETTLE_SECONDS = 60.0
+# Rows another client version left in a proxy's spool: set aside, never in the way of the others.
+_OTHER_VERSION_ROWS = [("CommitBatch", b"\x0a\x03abc"), ("Commit", b"\xff\xff\xff")]
+_FULL_SPOOL_BYTES = 1  # less than the spool's tables need: it cannot take a single call
 
 # Each call of the run as meter recorded it, with what the ledger charged its reservation.
 _CALLS = """
@@ -79,14 +86,27 @@ class OutageReport:
 
 class _Proxy:
     def __init__(
-        self, address: str, spool: Path, fail_open: FailOpen | None, budget: float, rng: random.Random
+        self,
+        address: str,
+        spool: Path,
+        fail_open: FailOpen | None,
+        budget: float,
+        rng: random.Random,
+        spool_max_bytes: int | None = None,
     ) -> None:
         self.address, self.spool, self.fail_open, self.budget, self.rng = address, spool, fail_open, budget, rng
+        self.spool_max_bytes = spool_max_bytes
         self.client = self._client()
         self.task: asyncio.Task[None] | None = None
 
     def _client(self) -> MeterClient:
-        return MeterClient(self.address, spool=self.spool, fail_open=self.fail_open, settle_budget_seconds=self.budget)
+        return MeterClient(
+            self.address,
+            spool=self.spool,
+            spool_max_bytes=self.spool_max_bytes,
+            fail_open=self.fail_open,
+            settle_budget_seconds=self.budget,
+        )
 
     def start(self, accounts: list[str], calls: list[Call], report: OutageReport, stop: asyncio.Event) -> None:
         self._run = (accounts, calls, report, stop)
@@ -142,13 +162,16 @@ async def client_outages(options: Options) -> OutageReport:
         accounts = await _funded_accounts(server.address, options.accounts)
         calls: list[Call] = []
         spools = options.data_dir / f"spools-{uuid.uuid4().hex[:8]}"
+        _other_version_rows(spools / "proxy-0.sqlite")  # the proxy that restarts during the outage
         for n in range(options.proxies):
             # The last fails open; of the others, half keep trying for the default 30 s (longer than
-            # meter is down), half for 3 s, after which their Commits wait in the spool.
+            # meter is down), half for 3 s, after which their Commits wait in the spool. The second
+            # keeps trying for 30 s on a spool that is full from the start.
             fail_open = FailOpen(tokens_per_minute=2_000) if n == options.proxies - 1 else None
             budget = 30.0 if n % 2 and fail_open is None else 3.0
             spool = spools / f"proxy-{n}.sqlite"
-            proxies.append(_Proxy(server.address, spool, fail_open, budget, random.Random(rng.random())))
+            full = _FULL_SPOOL_BYTES if n == 1 else None
+            proxies.append(_Proxy(server.address, spool, fail_open, budget, random.Random(rng.random()), full))
         for proxy in proxies:
             proxy.start(accounts, calls, report, stop)
         pause = options.seconds_between_faults
@@ -169,6 +192,7 @@ async def client_outages(options: Options) -> OutageReport:
         stop.set()
         await asyncio.gather(*(p.task for p in proxies if p.task is not None))
         await _settled(proxies, report)
+        _spool_troubles(proxies, report)
         report.calls = len(calls)
         report.violations += await _charged_once(database, calls)
         clean, printed = await asyncio.to_thread(audit, database.engine.url.render_as_string(hide_password=False))
@@ -217,6 +241,27 @@ async def _settled(proxies: list[_Proxy], report: OutageReport) -> None:
             report.violations.append(f"{left} calls still spooled {SETTLE_SECONDS:.0f} s after meter came back")
             return
         await asyncio.sleep(0.2)
+
+
+def _other_version_rows(path: Path) -> None:
+    CommitSpool(path).close()  # its tables
+    with contextlib.closing(sqlite3.connect(path)) as spool, spool:
+        spool.executemany("INSERT INTO spooled (method, request, spooled_at) VALUES (?, ?, 0)", _OTHER_VERSION_ROWS)
+
+
+def _spool_troubles(proxies: list[_Proxy], report: OutageReport) -> None:
+    """The rows of another version set aside (and only those); the calls the full spool could not
+    take counted (each one sent without it: the charge check says whether it arrived)."""
+    for proxy in proxies:
+        report.counts["sent without the spool"] += int(SPOOL_ERRORS.labels(str(proxy.spool), "add")._value.get())
+        if proxy.spool_max_bytes is not None:
+            continue
+        with contextlib.closing(sqlite3.connect(proxy.spool)) as spool:
+            aside = spool.execute("SELECT method, request FROM set_aside ORDER BY id").fetchall()
+        report.counts["set aside"] += len(aside)
+        expected = _OTHER_VERSION_ROWS if proxy is proxies[0] else []
+        if aside != expected:
+            report.violations.append(f"{proxy.spool}: set aside {aside}, not {expected}")
 
 
 async def _charged_once(database: LabDatabase, calls: list[Call]) -> list[str]:

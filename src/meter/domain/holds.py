@@ -9,8 +9,19 @@ never alters it.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from meter.domain import ids
+from meter.domain.amounts import MAX_CALL_TOKENS, require_tokens
+from meter.domain.budgets import MAX_LABEL_LENGTH
+from meter.domain.errors import InvalidField
+
+MAX_LABELS = 32  # a call's labels (Reserve's, ChargeUsage's)
+# No meter lets a hold live longer (the upper bound of METER_MAX_TTL_SECONDS): a TTL above it is
+# refused whatever the server's setting, so a client can refuse it without asking.
+LONGEST_TTL_SECONDS = 86_400
 
 
 class ExpiredHolds(enum.StrEnum):
@@ -82,6 +93,51 @@ class ReserveParams:
     max_output_tokens: int
     ttl_seconds: int
     labels: dict[str, str] = field(default_factory=dict)
+
+
+def reserve_params(
+    *,
+    account_id: str,
+    request_id: str,
+    model: str,
+    input_tokens: int,
+    max_output_tokens: int,
+    ttl_seconds: int,
+    labels: Mapping[str, str],
+    default_ttl_seconds: int,
+    max_ttl_seconds: int,
+) -> ReserveParams:
+    """A Reserve's request as meter accepts it, or the InvalidField meter refuses it with (the
+    model is the catalog's to check). Meter's Reserve and the client's fail-open path (which must
+    refuse locally what meter would refuse) both call this."""
+    ids.account_id(account_id)
+    ids.idempotency_key(request_id, "request_id")
+    return ReserveParams(
+        model=model,
+        input_tokens=require_tokens("input_tokens", input_tokens, minimum=0, maximum=MAX_CALL_TOKENS),
+        max_output_tokens=require_tokens("max_output_tokens", max_output_tokens, minimum=1, maximum=MAX_CALL_TOKENS),
+        ttl_seconds=hold_ttl_seconds(ttl_seconds, default_seconds=default_ttl_seconds, max_seconds=max_ttl_seconds),
+        labels=call_labels(labels),
+    )
+
+
+def hold_ttl_seconds(value: int, *, default_seconds: int, max_seconds: int, field: str = "ttl_seconds") -> int:
+    """A hold's lifetime as asked (Reserve, ExtendReservation): 0 for the default."""
+    if value == 0:
+        return default_seconds
+    if value < 0 or value > max_seconds:
+        raise InvalidField(field, f"must be between 1 and {max_seconds} seconds (0: default)")
+    return value
+
+
+def call_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """A call's labels (Reserve's and ChargeUsage's): bounded in number and length."""
+    if len(labels) > MAX_LABELS:
+        raise InvalidField("labels", f"at most {MAX_LABELS} labels")
+    for key, value in labels.items():
+        if not key or len(key) > MAX_LABEL_LENGTH or len(value) > MAX_LABEL_LENGTH:
+            raise InvalidField("labels", f"keys (non-empty) and values are at most {MAX_LABEL_LENGTH} characters")
+    return dict(labels)
 
 
 @dataclass(frozen=True)

@@ -10,26 +10,20 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from meter import metrics
-from meter.domain import ids
-from meter.domain.amounts import MAX_CALL_TOKENS, require_tokens
 from meter.domain.answers import Outcome, Reserved
 from meter.domain.balance import Balance
-from meter.domain.budgets import MAX_LABEL_LENGTH
 from meter.domain.errors import (
     AccountInDebt,
     AccountNotFound,
     BudgetExceeded,
     InsufficientTokens,
-    InvalidField,
     RateLimited,
     RequestIdReused,
 )
-from meter.domain.holds import HoldStatus, ReserveParams
+from meter.domain.holds import HoldStatus, hold_ttl_seconds, reserve_params
 from meter.service import balance_warnings
 from meter.service.context import Meter, Parameters
 from meter.service.periods import in_current_period
-
-MAX_LABELS = 32
 
 
 @dataclass(frozen=True)
@@ -44,21 +38,9 @@ class Reservation:
 
 
 def ttl_seconds(value: int, parameters: Parameters, field: str = "ttl_seconds") -> int:
-    if value == 0:
-        return parameters.default_ttl_seconds
-    if value < 0 or value > parameters.max_ttl_seconds:
-        raise InvalidField(field, f"must be between 1 and {parameters.max_ttl_seconds} seconds (0: default)")
-    return value
-
-
-def call_labels(labels: dict[str, str]) -> dict[str, str]:
-    """A call's labels (Reserve's and ChargeUsage's): bounded in number and length."""
-    if len(labels) > MAX_LABELS:
-        raise InvalidField("labels", f"at most {MAX_LABELS} labels")
-    for key, value in labels.items():
-        if not key or len(key) > MAX_LABEL_LENGTH or len(value) > MAX_LABEL_LENGTH:
-            raise InvalidField("labels", f"keys (non-empty) and values are at most {MAX_LABEL_LENGTH} characters")
-    return dict(labels)
+    return hold_ttl_seconds(
+        value, default_seconds=parameters.default_ttl_seconds, max_seconds=parameters.max_ttl_seconds, field=field
+    )
 
 
 async def reserve(
@@ -72,14 +54,16 @@ async def reserve(
     ttl: int = 0,
     labels: dict[str, str] | None = None,
 ) -> Reservation:
-    ids.account_id(account_id)
-    ids.idempotency_key(request_id, "request_id")
-    params = ReserveParams(
+    params = reserve_params(
+        account_id=account_id,
+        request_id=request_id,
         model=model,
-        input_tokens=require_tokens("input_tokens", input_tokens, minimum=0, maximum=MAX_CALL_TOKENS),
-        max_output_tokens=require_tokens("max_output_tokens", max_output_tokens, minimum=1, maximum=MAX_CALL_TOKENS),
-        ttl_seconds=ttl_seconds(ttl, meter.parameters),
-        labels=call_labels(labels or {}),
+        input_tokens=input_tokens,
+        max_output_tokens=max_output_tokens,
+        ttl_seconds=ttl,
+        labels=labels or {},
+        default_ttl_seconds=meter.parameters.default_ttl_seconds,
+        max_ttl_seconds=meter.parameters.max_ttl_seconds,
     )
     pricing = meter.catalog.pricing(model, params.labels)
     # Concurrent Reserves of one account start at different rows.

@@ -22,12 +22,11 @@ from meter.domain.errors import (
     ReservationNotFound,
     ReservationReleased,
 )
-from meter.domain.holds import CallTokens, CallUsage, ExpiredHolds, Usage
+from meter.domain.holds import CallTokens, CallUsage, ExpiredHolds, Usage, call_labels
 from meter.service import balance_warnings
 from meter.service.context import Meter
 from meter.service.periods import in_current_period
 from meter.service.ports import Accounts
-from meter.service.reserve import call_labels
 
 
 @dataclass(frozen=True)
