@@ -220,6 +220,7 @@ async def _clock_scenario(bed: _Bed, scenario: ScenarioReport, options: Options)
         database_url=bed.database.url,
         grpc_addr=bed.primary.address,
         http_addr=bed.primary.http_address,
+        connect_addr="off",  # as the subprocess it stands in for (its default is one fixed port)
         stripe_webhook_secrets=(SECRET,),
         shutdown_grace_seconds=3.0,
         **webhook_checks.SERVER_SETTINGS,
