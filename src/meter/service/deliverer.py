@@ -1,10 +1,12 @@
 """The deliverer: sends pending webhook deliveries, in every replica, away from Reserve and Commit.
 
 It sends continuously: up to `concurrency` sends in flight in the replica, at most
-`per_endpoint` of them to one endpoint, and as soon as one ends (or every `poll_seconds` while
-there is nothing to send) it claims due deliveries for the free places. So an endpoint that is
-slow or never answers holds its own places for at most the send timeout, and the other endpoints'
-deliveries go on meanwhile.
+`per_endpoint` of them to one endpoint, and it claims due deliveries for the free places as soon
+as a delivery is done (delivered or dead: its account's next event is due now), as soon as any
+send ends while more was due than there were places, and otherwise every `poll_seconds`. So an
+endpoint that is slow or never answers holds its own places for at most the send timeout, the
+other endpoints' deliveries go on meanwhile, and one that keeps failing is tried no more than its
+places allow each `poll_seconds`.
 
 A claim takes the oldest pending delivery of each account and endpoint that is due (the others
 wait behind it: in order per account), with a lease longer than a send can take; each outcome is
@@ -62,14 +64,15 @@ class Deliverer:
         self._policy = policy
         self._sending: Counter[str] = Counter()  # sends in flight, by endpoint
         self._tasks: set[asyncio.Task[None]] = set()
-        self._ended = asyncio.Event()  # a send ended: its place is free, its account's next event may be due
+        self._claim_now = asyncio.Event()  # something is due that a free place could take
+        self._places_short = False  # the last claim filled every free place: more may be due
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set, then let the sends in flight end (each within the timeout)."""
         loop = asyncio.get_running_loop()
         stranded_check = 0.0
         while not stop.is_set():
-            self._ended.clear()  # before the claim: a send ending meanwhile brings the next claim at once
+            self._claim_now.clear()  # before the claim: a send ending meanwhile brings the next claim at once
             try:
                 if loop.time() >= stranded_check:
                     await self._due_stranded()
@@ -77,7 +80,7 @@ class Deliverer:
                 await self.claim_and_send()
             except Exception as exc:
                 log.warning("claiming webhook deliveries failed: %s: %s", type(exc).__name__, exc)
-            await _first(self._ended, stop, timeout=self._policy.poll_seconds)
+            await _first(self._claim_now, stop, timeout=self._policy.poll_seconds)
         if self._tasks:
             await asyncio.wait(self._tasks)
 
@@ -93,6 +96,7 @@ class Deliverer:
             return await store.claim_deliveries(now, policy.lease_seconds, free, policy.per_endpoint, sending)
 
         claimed = await self._meter.storage.transaction(claim)
+        self._places_short = len(claimed) == free
         for delivery in claimed:
             self._sending[delivery.endpoint_id] += 1
             task = asyncio.create_task(self._deliver(delivery), name=f"webhook-{delivery.endpoint_id}")
@@ -110,8 +114,9 @@ class Deliverer:
             log.warning("%d queued webhook deliveries had nothing before them: due now", stranded)
 
     async def _deliver(self, delivery: Delivery) -> None:
+        done = False
         try:
-            await attempt(self._meter, self._send, self._policy, delivery)
+            done = await attempt(self._meter, self._send, self._policy, delivery)
         except Exception as exc:  # the database away: the lease runs out and the delivery is sent again
             log.warning("recording a webhook attempt failed: %s: %s", type(exc).__name__, exc)
         finally:
@@ -119,11 +124,13 @@ class Deliverer:
             if not self._sending[delivery.endpoint_id]:
                 del self._sending[delivery.endpoint_id]
             self._tasks.discard(asyncio.current_task())
-            self._ended.set()
+            if done or self._places_short:
+                self._claim_now.set()
 
 
-async def attempt(meter: Meter, send: Send, policy: DeliveryPolicy, delivery: Delivery) -> None:
-    """Send one claimed delivery and record how it ended (and what that means for its endpoint)."""
+async def attempt(meter: Meter, send: Send, policy: DeliveryPolicy, delivery: Delivery) -> bool:
+    """Send one claimed delivery and record how it ended (and what that means for its endpoint);
+    True when the delivery is done (delivered, or dead): the account's next one is due."""
     result = await send(delivery)
     delivered = result.outcome is Outcome.DELIVERED
     wait = None if delivered else policy.schedule.after(delivery.attempt)
@@ -147,6 +154,7 @@ async def attempt(meter: Meter, send: Send, policy: DeliveryPolicy, delivery: De
     metrics.WEBHOOK_ATTEMPTS.labels(delivery.endpoint_id, outcome).inc()
     if not delivered:
         _log_failure(delivery, result, dead=wait is None)
+    return wait is None
 
 
 def _log_failure(delivery: Delivery, result: Attempt, *, dead: bool) -> None:
