@@ -30,7 +30,7 @@ def add(commands: Any) -> None:
     endpoint_commands = endpoints.add_subparsers(dest="endpoints_command", required=True)
     new = endpoint_commands.add_parser("add", help="send events to a URL; prints its signing secret once")
     new.add_argument("name", help="the endpoint's id: letters, digits, '_', '.', '-'")
-    new.add_argument("url")
+    new.add_argument("url", help="http:// or https://, a host and a port; no user or password")
     new.add_argument(
         "--types",
         default="",

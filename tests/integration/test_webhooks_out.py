@@ -1,7 +1,9 @@
 """Webhooks out: each balance event an endpoint wants reaches it, signed per Standard Webhooks
 (verified here with the `standardwebhooks` library, as a receiver would), at least once, in order
 per account, across endpoint failures, a SIGKILL of meter mid-delivery and two replicas at once;
-a delivery whose retry schedule is spent is dead, listed, and sent again on redeliver."""
+a delivery whose retry schedule is spent is dead, listed, and sent again on redeliver. A receiver
+that misbehaves (a huge error body, no answer at all, redirects, 410 Gone) costs meter a bounded
+read and holds back no other endpoint; an endpoint's URL is parsed, and its password never shown."""
 
 from __future__ import annotations
 
