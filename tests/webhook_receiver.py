@@ -1,5 +1,5 @@
 """A real HTTP endpoint for meter's webhooks, verifying each with the `standardwebhooks` library as
-a product's receiver would. Tests make it fail (answer 500) or hang for a while."""
+a product's receiver would. Tests make it fail (answer 500, or another status) or hang for a while."""
 
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ class Received:
     webhook_id: str
     body: dict[str, Any]
     answered: int
+    authorization: str | None = None
 
 
 @dataclass
 class Receiver:
     secret: str = ""
-    fail_next: int = 0  # answer this many requests 500 (then 200)
+    fail_next: int = 0  # answer this many requests `failing_status` (then 200)
+    failing_status: int = 500
     hang: asyncio.Event | None = None  # while set to an event, hold requests until it is set
     arrived: asyncio.Event = field(default_factory=asyncio.Event)  # set by every request
     received: list[Received] = field(default_factory=list)  # every verified request, in arrival order
@@ -62,9 +64,10 @@ class Receiver:
         try:
             if self.hang is not None:
                 await self.hang.wait()
-            status = 500 if self.fail_next > 0 else 200
+            status = self.failing_status if self.fail_next > 0 else 200
             self.fail_next = max(0, self.fail_next - 1)
-            self.received.append(Received(webhook_id, json.loads(payload), status))
+            authorization = request.headers.get("Authorization")
+            self.received.append(Received(webhook_id, json.loads(payload), status, authorization))
             return web.Response(status=status)
         finally:
             self.in_flight[webhook_id] -= 1

@@ -87,6 +87,12 @@ class Chaos:
         parser.add_argument("--seed", type=int, default=1, help="seed of the random workload")
         parser.add_argument("--out", type=Path, default=Path("chaos-results"), help="folder for chaos.json")
         parser.add_argument(
+            "--no-hostile-endpoints",
+            dest="hostile_endpoints",
+            action="store_false",
+            help="send webhooks to the healthy endpoint alone (no tarpit, no redirects): the delays to compare with",
+        )
+        parser.add_argument(
             "--shipped-client",
             action="store_true",
             help="instead: proxies on meter.client through SIGKILL, a database fault and 10 s of meter down",
@@ -200,7 +206,13 @@ async def _chaos(settings: Settings, args: argparse.Namespace) -> int:
     from meterlab.chaos.runner import Options as ChaosOptions
 
     seconds = max(5.0, args.minutes * 60 / len(SCENARIOS))
-    options = ChaosOptions(seconds=seconds, clients=args.clients, seed=args.seed, database_url=settings.database_url)
+    options = ChaosOptions(
+        seconds=seconds,
+        clients=args.clients,
+        seed=args.seed,
+        database_url=settings.database_url,
+        hostile_endpoints=args.hostile_endpoints,
+    )
     print(f"meter chaos: {len(SCENARIOS)} scenarios of {seconds:.0f} s, {args.clients} clients", flush=True)
     print(HEADER, flush=True)
     report = await chaos(options, progress=lambda line: print(line, flush=True))

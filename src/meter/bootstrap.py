@@ -229,8 +229,11 @@ class Service:
             schedule=RetrySchedule(self.settings.delivery_retry_seconds),
             timeout_seconds=self.settings.delivery_timeout_seconds,
             poll_seconds=self.settings.delivery_poll_seconds,
+            concurrency=self.settings.delivery_concurrency,
+            per_endpoint=self.settings.delivery_endpoint_concurrency,
+            backoff_max_seconds=self.settings.delivery_backoff_max_seconds,
         )
-        self._sender = SignedSender(policy.timeout_seconds)
+        self._sender = SignedSender(policy.timeout_seconds, connections=policy.concurrency)
         self._deliverer = asyncio.create_task(
             run_deliverer(self.meter, self._sender, policy, self._stop_sweeper), name="webhook-deliverer"
         )

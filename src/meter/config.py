@@ -148,6 +148,21 @@ class Settings:
     )
     delivery_timeout_seconds: float = setting(10.0, "how long an endpoint has to answer a webhook", ge=0.1, le=300)
     delivery_poll_seconds: float = setting(1.0, "how often each replica looks for webhooks to send", ge=0.01, le=60)
+    delivery_concurrency: int = setting(64, "webhooks each replica sends at once, in all", ge=1, le=1000)
+    delivery_endpoint_concurrency: int = setting(
+        8,
+        "webhooks each replica sends at once to one endpoint (at most METER_DELIVERY_CONCURRENCY): a slow "
+        "endpoint holds no more places than these",
+        ge=1,
+        le=1000,
+    )
+    delivery_backoff_max_seconds: float = setting(
+        600.0,
+        "the longest an endpoint that does not answer in time is sent nothing (first the timeout, then twice as "
+        "long after each further timeout)",
+        ge=0.1,
+        le=86_400,
+    )
     stripe_api_key: str | None = setting(
         None, "the Stripe secret key CreateCheckoutSession creates sessions with", unset="meter does not sell"
     )
@@ -208,6 +223,8 @@ class Settings:
             raise ConfigError("METER_TLS_CLIENT_CA_FILE (mutual TLS) needs METER_TLS_CERT_FILE and METER_TLS_KEY_FILE")
         if bool(self.tls_client_cert_file) != bool(self.tls_client_key_file):
             raise ConfigError("METER_TLS_CLIENT_CERT_FILE and METER_TLS_CLIENT_KEY_FILE go together")
+        if self.delivery_endpoint_concurrency > self.delivery_concurrency:
+            raise ConfigError("METER_DELIVERY_ENDPOINT_CONCURRENCY must not exceed METER_DELIVERY_CONCURRENCY")
         if self.checkout_sessions_per_hour < self.checkout_open_sessions:
             raise ConfigError("METER_CHECKOUT_SESSIONS_PER_HOUR must be at least METER_CHECKOUT_OPEN_SESSIONS")
         if self.stripe_api_base and not self.stripe_api_base.startswith(("http://", "https://")):

@@ -10,13 +10,14 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from meter.config import Settings
 from meter.domain.balance_events import EventType
 from meter.domain.errors import MeterError
-from meter.domain.webhook_deliveries import DeliveryStatus
+from meter.domain.urls import shown_url
+from meter.domain.webhook_deliveries import DeliveryState, DeliveryStatus, Endpoint
 
 if TYPE_CHECKING:  # the server stack is imported when a command runs, not to parse arguments
     from meter.service.context import Meter
@@ -29,17 +30,19 @@ def add(commands: Any) -> None:
     endpoint_commands = endpoints.add_subparsers(dest="endpoints_command", required=True)
     new = endpoint_commands.add_parser("add", help="send events to a URL; prints its signing secret once")
     new.add_argument("name", help="the endpoint's id: letters, digits, '_', '.', '-'")
-    new.add_argument("url")
+    new.add_argument("url", help="http:// or https://, a host and a port; no user or password")
     new.add_argument(
         "--types",
         default="",
         help=f"comma-separated event types it wants (default: all): {', '.join(t.value for t in EventType)}",
     )
-    listed_endpoints = endpoint_commands.add_parser("list", help="the endpoints, with the event types each wants")
+    listed_endpoints = endpoint_commands.add_parser(
+        "list", help="the endpoints: active, paused, disabled (410 Gone) or backing off, and their types"
+    )
     listed_endpoints.add_argument("--json", action="store_true", help="one JSON object per line")
     for verb, what in (
         ("pause", "send it nothing; its events wait, pending"),
-        ("resume", "send it what waited, in order, then the rest"),
+        ("resume", "send it what waited, in order, then the rest (also once disabled or backing off)"),
         ("remove", "forget it and every delivery to it"),
     ):
         named = endpoint_commands.add_parser(verb, help=what)
@@ -97,16 +100,18 @@ async def _run(meter: Meter, args: argparse.Namespace) -> int:
         limit=args.limit,
     )
     for state in states:
-        if args.json:
-            print(json.dumps(asdict(state), default=str))
-        else:
-            when = state.delivered_at if state.status is DeliveryStatus.DELIVERED else state.next_attempt_at
-            print(
-                f"{state.status.value:9} {state.endpoint_id} {state.account_id} #{state.sequence} {state.type} "
-                f"{state.event_id} attempts={state.attempts} {when:%Y-%m-%dT%H:%M:%SZ}"
-                + (f" last error: {state.last_error}" if state.last_error else "")
-            )
+        print(json.dumps(asdict(state), default=str) if args.json else _delivery_line(state))
     return 0
+
+
+def _delivery_line(state: DeliveryState) -> str:
+    when = state.delivered_at if state.status is DeliveryStatus.DELIVERED else state.next_attempt_at
+    return (
+        f"{state.status.value:9} {state.endpoint_id} {state.account_id} #{state.sequence} {state.type} "
+        f"{state.event_id} attempts={state.attempts} "
+        + (f"{when:%Y-%m-%dT%H:%M:%SZ}" if when else "queued")
+        + (f" last error: {state.last_error}" if state.last_error else "")
+    )
 
 
 async def _endpoints(meter: Meter, args: argparse.Namespace) -> int:
@@ -117,6 +122,8 @@ async def _endpoints(meter: Meter, args: argparse.Namespace) -> int:
         added = await webhook_endpoints.add_endpoint(meter, name=args.name, url=args.url, types=types)
         print(f"endpoint: {added.endpoint.endpoint_id}\nurl:      {added.endpoint.url}")
         print(f"types:    {', '.join(added.endpoint.event_types) or 'all'}\nsecret:   {added.secret}")
+        for warning in added.warnings:
+            print(f"warning:  {warning}")
         return 0
     if args.endpoints_command in ("pause", "resume"):
         await webhook_endpoints.pause_endpoint(meter, name=args.name, paused=args.endpoints_command == "pause")
@@ -127,12 +134,18 @@ async def _endpoints(meter: Meter, args: argparse.Namespace) -> int:
         print(f"meter: endpoint {args.name} removed, with its {dropped} deliveries")
         return 0
     for endpoint in await webhook_endpoints.list_endpoints(meter):
-        if args.json:
-            print(json.dumps(asdict(endpoint), default=str))
-            continue
-        state = "paused" if endpoint.paused else "active"
-        print(f"{endpoint.endpoint_id} {endpoint.url} {state} types={','.join(endpoint.event_types) or 'all'}")
+        shown = replace(endpoint, url=shown_url(endpoint.url))
+        print(json.dumps(asdict(shown) | {"state": shown.state}, default=str) if args.json else _endpoint_line(shown))
     return 0
+
+
+def _endpoint_line(endpoint: Endpoint) -> str:
+    line = f"{endpoint.endpoint_id} {endpoint.url} {endpoint.state} types={','.join(endpoint.event_types) or 'all'}"
+    if endpoint.disabled_at is not None:
+        return f"{line} since={endpoint.disabled_at:%Y-%m-%dT%H:%M:%SZ} ({endpoint.disabled_reason})"
+    if endpoint.timeouts and endpoint.backoff_until is not None:
+        return f"{line} timeouts={endpoint.timeouts} until={endpoint.backoff_until:%Y-%m-%dT%H:%M:%SZ}"
+    return line
 
 
 async def _with_meter(settings: Settings, work: Callable[[Meter], Awaitable[T]]) -> T:

@@ -7,6 +7,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
+@dataclass(frozen=True)
+class Delays:
+    """Seconds from an event's making to its first 2xx at the healthy endpoint, over a scenario."""
+
+    events: int
+    p50: float
+    p99: float
+    max: float
+
+    @classmethod
+    def of(cls, delays: list[float]) -> Delays | None:
+        if not delays:
+            return None
+        ordered = sorted(delays)
+
+        def at(share: float) -> float:
+            return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+        return cls(len(ordered), at(0.5), at(0.99), ordered[-1])
+
+
 @dataclass
 class ScenarioReport:
     name: str
@@ -18,6 +39,7 @@ class ScenarioReport:
     checks: int = 0
     violations: list[str] = field(default_factory=list)
     skipped: str = ""
+    webhook_delays: Delays | None = None  # at the healthy endpoint (None: not measured)
 
     def line(self) -> str:
         if self.skipped:
@@ -28,7 +50,15 @@ class ScenarioReport:
             f"{self.checks:>8} {len(self.violations):>10}"
         )
 
+    def webhook_line(self) -> str:
+        d = self.webhook_delays
+        figures = (
+            f"{d.events:>7} {d.p50:>8.2f} {d.p99:>8.2f} {d.max:>8.2f}" if d else f"{'-':>7} {'-':>8} {'-':>8} {'-':>8}"
+        )
+        return f"{self.name:<44} {figures}"
 
+
+WEBHOOK_HEADER = f"{'webhooks to the healthy endpoint, delay s':<44} {'events':>7} {'p50':>8} {'p99':>8} {'max':>8}"
 HEADER = f"{'scenario':<44} {'ops':>7} {'acked':>7} {'faults':>6} {'serving s':>10} {'checks':>8} {'violations':>10}"
 
 
@@ -39,6 +69,7 @@ class ChaosReport:
     seconds: float = 0.0
     scenarios: list[ScenarioReport] = field(default_factory=list)
     operations: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> outcome -> count
+    hostile_endpoints: str = ""  # what the tarpit and the redirecting endpoints were sent
     bugs: list[str] = field(default_factory=list)  # INTERNAL/UNKNOWN/5xx answers, workload crashes
     unanswered: list[str] = field(default_factory=list)  # operations no retry got an answer to
 
@@ -55,6 +86,12 @@ class ChaosReport:
 
     def render(self) -> str:
         lines = [HEADER, "-" * len(HEADER), *(s.line() for s in self.scenarios), ""]
+        lines += [
+            WEBHOOK_HEADER,
+            "-" * len(WEBHOOK_HEADER),
+            *(s.webhook_line() for s in self.scenarios if not s.skipped),
+        ]
+        lines += [self.hostile_endpoints or "no tarpit or redirecting endpoint in this run", ""]
         lines.append(f"{'operation':<16} {'acked':>8} {'refused':>8} {'unknown':>8}")
         for kind, row in sorted(self.operations.items()):
             lines.append(f"{kind:<16} {row['acked']:>8} {row['refused']:>8} {row['unknown']:>8}")

@@ -5,8 +5,8 @@ The servers are `meter serve` subprocesses (they can be SIGKILLed); Stripe's web
 through a separate `meter webhooks` adapter process, so the adapter stays up while meter is down.
 The clock scenario runs its server in this process, because only there can the clock be moved;
 it comes last, since the clock does not go back. Every balance event also goes out as a webhook to
-an endpoint in this process that fails a share of them (webhook_checks), checked after each
-scenario with the rest.
+an endpoint in this process that fails a share of them, beside a tarpit and a redirecting
+endpoint (webhook_checks), checked after each scenario with the rest.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from meter.storage.clock import DatabaseClock
 from meterlab.chaos import checker, webhook_checks
 from meterlab.chaos.history import History, Outcome
 from meterlab.chaos.report import ChaosReport, ScenarioReport
-from meterlab.chaos.webhook_checks import WebhookSink
+from meterlab.chaos.webhook_checks import Receivers, WebhookSink
 from meterlab.chaos.workload import Settings as WorkloadSettings
 from meterlab.chaos.workload import Workload
 from meterlab.testbed import LabDatabase, ServerProcess, free_port
@@ -50,6 +50,7 @@ class Options:
     scenarios: tuple[str, ...] = SCENARIOS
     data_dir: Path = Path(".meter-chaos")
     database_url: str | None = None  # a server to create the database on (else embedded)
+    hostile_endpoints: bool = True  # a tarpit and a redirecting endpoint beside the healthy one
 
 
 @dataclass
@@ -60,14 +61,14 @@ class _Bed:
     webhook_url: str
     workload: Workload
     history: History
-    sink: WebhookSink
+    receivers: Receivers
     extra: list[ServerProcess] = field(default_factory=list)
 
 
 async def chaos(options: Options, progress: Callable[[str], None] = print) -> ChaosReport:
     database = await LabDatabase.create("meter_chaos", options.data_dir, options.database_url)
-    sink = WebhookSink(seed=options.seed)
-    await sink.start()
+    receivers = Receivers(WebhookSink(seed=options.seed), hostile=options.hostile_endpoints)
+    await receivers.start()
     primary = ServerProcess(
         database.url,
         {"METER_STRIPE_WEBHOOK_SECRET": SECRET, "METER_SHUTDOWN_GRACE_SECONDS": "3", **webhook_checks.SERVER_ENV},
@@ -81,12 +82,12 @@ async def chaos(options: Options, progress: Callable[[str], None] = print) -> Ch
     history = History()
     webhook_url = f"http://{http}/webhooks/stripe"
     workload = Workload(history, [primary.address], webhook_url, SECRET, WorkloadSettings(), options.seed)
-    bed = _Bed(database, primary, adapter, webhook_url, workload, history, sink)
+    bed = _Bed(database, primary, adapter, webhook_url, workload, history, receivers)
     report = ChaosReport(seconds_per_scenario=options.seconds, clients=options.clients)
     started = time.monotonic()
     try:
         await primary.ready()
-        await asyncio.to_thread(sink.register, primary.env)  # every event from here on is sent to it
+        await asyncio.to_thread(receivers.register, primary.env)  # every event from here on is sent to them
         await workload.fund()
         for name in options.scenarios:
             scenario = await _scenario(bed, name, options)
@@ -96,6 +97,7 @@ async def chaos(options: Options, progress: Callable[[str], None] = print) -> Ch
         report.seconds = time.monotonic() - started
         report.operations = history.counts()
         report.bugs = list(workload.bugs)
+        report.hostile_endpoints = receivers.summary()
         report.unanswered = [
             f"{op.kind} {op.key} after {op.attempts} attempts: {op.reason}"
             for op in history.ops
@@ -117,17 +119,18 @@ async def _tear_down(bed: _Bed) -> None:
                 server.kill()
         bed.adapter.terminate()
         bed.adapter.wait(timeout=30)
-        await bed.sink.stop()
+        await bed.receivers.stop()
         await bed.database.close()
 
 
 async def _scenario(bed: _Bed, name: str, options: Options) -> ScenarioReport:
     fault, after = _FAULTS[name]
     scenario = ScenarioReport(name, ops_before=len(bed.history.ops))
+    arrivals = len(bed.receivers.sink.first_delivered)
     if name == POSTGRES_RESTARTED and bed.database.postgres is None:
         scenario.skipped = "PostgreSQL is not ours to restart (METER_DATABASE_URL is set)"
         return scenario
-    if name == CLOCK_JUMP:
+    if name == CLOCK_JUMP:  # events made on the moved clock: their delays are not measured
         return await _clock_scenario(bed, scenario, options)
     if name == REPLICAS:
         replica = ServerProcess(bed.database.url, {"METER_STRIPE_WEBHOOK_SECRET": SECRET, **webhook_checks.SERVER_ENV})
@@ -138,7 +141,7 @@ async def _scenario(bed: _Bed, name: str, options: Options) -> ScenarioReport:
     await _run_with_fault(bed, scenario, options, fault)
     if after:
         await after(bed)
-    await _check(bed, scenario)
+    await _check(bed, scenario, arrivals)
     return scenario
 
 
@@ -157,10 +160,12 @@ async def _run_with_fault(
     await asyncio.gather(*clients)
 
 
-async def _check(bed: _Bed, scenario: ScenarioReport) -> None:
+async def _check(bed: _Bed, scenario: ScenarioReport, arrivals: int | None = None) -> None:
+    """The checker, and the webhooks' (the delays of what arrived since `arrivals`, if given)."""
     await bed.database.engine.dispose()  # its connections may have been terminated by the fault
     findings = await checker.check(bed.database.engine, bed.history)
-    webhook_count, webhook_violations = await webhook_checks.check(bed.database.engine, bed.sink)
+    webhook_count, webhook_violations, delays = await webhook_checks.check(bed.database.engine, bed.receivers, arrivals)
+    scenario.webhook_delays = delays
     scenario.checks = findings.checks + webhook_count
     scenario.violations = [str(v) for v in findings.violations] + webhook_violations
     scenario.ops = len(bed.history.ops) - scenario.ops_before

@@ -38,8 +38,8 @@ async def create_checkout_session(
 ) -> Opened:
     ids.account_id(account_id)
     ids.idempotency_key(request_id, "request_id")
-    http_url("success_url", success_url)
-    http_url("cancel_url", cancel_url)
+    http_url(success_url, "success_url")
+    http_url(cancel_url, "cancel_url")
     provider = meter.checkout
     if provider is None:
         raise StripeNotConfigured()

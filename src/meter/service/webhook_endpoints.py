@@ -4,46 +4,77 @@ everything an endpoint gave up on."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import socket
 import uuid
 from dataclasses import dataclass
 
 from meter.domain import ids, pages
 from meter.domain.errors import InvalidField
+from meter.domain.urls import hostname, http_url, non_public
 from meter.domain.webhook_deliveries import (
     DeliveryState,
     DeliveryStatus,
     Endpoint,
     endpoint_id,
-    endpoint_url,
     event_types,
     new_secret,
 )
 from meter.service.context import Meter
 from meter.service.ports import WebhookDeliveries
 
+log = logging.getLogger(__name__)
+
 MAX_LISTED = 1000
+RESOLVE_SECONDS = 2.0  # looking the host up, for the warning only: a name that does not resolve now is accepted
 
 
 @dataclass(frozen=True)
 class NewEndpoint:
     endpoint: Endpoint
     secret: str  # shown once, here: the receiver verifies signatures with it
+    warnings: tuple[str, ...] = ()  # said to the operator, who decides
 
 
 async def add_endpoint(meter: Meter, *, name: str, url: str, types: list[str]) -> NewEndpoint:
-    """Events from now on are sent to it (earlier ones on a redeliver of their range)."""
+    """Events from now on are sent to it (earlier ones on a redeliver of their range). A host that
+    is not public is accepted and warned about (logged, and in the answer)."""
     wanted = event_types(types)
     endpoint_id(name)
-    endpoint_url(url)
+    http_url(url)
+    warnings = await host_warnings(hostname(url))
     secret = new_secret()
 
     async def work(store: WebhookDeliveries) -> NewEndpoint:
         endpoint = Endpoint(name, url, wanted, paused=False, created_at=await store.now())
         if not await store.insert_endpoint(endpoint, secret):
             raise InvalidField("endpoint_id", f"{name!r} exists already")
-        return NewEndpoint(endpoint, secret)
+        return NewEndpoint(endpoint, secret, warnings)
 
-    return await meter.storage.transaction(work)
+    added = await meter.storage.transaction(work)
+    for warning in warnings:
+        log.warning("webhook endpoint %s: %s", name, warning)
+    return added
+
+
+async def host_warnings(host: str) -> tuple[str, ...]:
+    """What is not public about a host: the address it is, or each one its name resolves to now."""
+    literal = non_public(host)
+    if literal is not None:
+        return (f"{host} is {literal}, not a public one: events go inside this network",)
+    try:
+        found = await asyncio.wait_for(
+            asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM), RESOLVE_SECONDS
+        )
+    except (OSError, TimeoutError):
+        return ()  # not resolvable now: each attempt's error will say so
+    addresses = dict.fromkeys(str(info[4][0]) for info in found)
+    return tuple(
+        f"{host} resolves to {address}, {what}, not a public one: events go inside this network"
+        for address in addresses
+        if (what := non_public(address)) is not None
+    )
 
 
 async def list_endpoints(meter: Meter) -> list[Endpoint]:
