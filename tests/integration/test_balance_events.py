@@ -354,3 +354,20 @@ async def test_watching_every_account_waits_for_a_slower_transaction_and_resumes
         grpc.StatusCode.INVALID_ARGUMENT,
         "INVALID_FIELD",
     )
+
+
+async def test_a_position_is_ascii_digits_within_what_it_is_read_into(meter: RunningMeter) -> None:
+    """A position's transaction is an xid8 (64 bits, unsigned), its sequence a bigint; Unicode
+    digits, and numbers past either, are refused INVALID_FIELD (they reached the database)."""
+    xid8_max, int64_max = 2**64 - 1, 2**63 - 1
+    for position in (f"²-1-{new_id()}", f"{xid8_max + 1}-1-acct", f"1-{int64_max + 1}-acct", "１-1-acct", "9" * 300):
+        info = await expect_error(
+            first_answer(meter.stub.WatchEvents(pb.WatchEventsRequest(after_position=position))),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_FIELD",
+        )
+        assert info.metadata["field"] == "after_position"
+    with pytest.raises(TimeoutError):  # the largest: no event after it yet, so the stream waits
+        await first_answer(
+            meter.stub.WatchEvents(pb.WatchEventsRequest(after_position=f"{xid8_max}-{int64_max}-acct")), within=0.5
+        )
