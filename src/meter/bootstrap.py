@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 import time
@@ -20,6 +19,7 @@ from meter import catalog as catalog_file
 from meter.catalog import Catalog
 from meter.client import MeterClient
 from meter.config import ConfigError, Settings
+from meter.domain.addresses import host_and_port, is_loopback
 from meter.domain.caller_rates import CallerRates
 from meter.domain.callers import ROLES, Callers
 from meter.domain.checkout import CheckoutLimits
@@ -382,13 +382,11 @@ def check_free(address: str, setting: str) -> None:
     """Refuse an address something already listens on, before anything starts. gRPC binds with
     SO_REUSEPORT, so a second meter on the same port would otherwise share it silently with the
     first (and a test of the first would talk to the second)."""
-    host, _, port = address.rpartition(":")
-    if address.startswith("unix:") or not port.isdigit() or int(port) == 0:
+    parsed = None if address.startswith("unix:") else host_and_port(address)
+    if parsed is None or parsed[1] == 0:
         return
     try:
-        family, kind, proto, _, where = socket.getaddrinfo(
-            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM
-        )[0]
+        family, kind, proto, _, where = socket.getaddrinfo(parsed[0] or None, parsed[1], type=socket.SOCK_STREAM)[0]
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(where)
@@ -423,7 +421,7 @@ def check_exposure(settings: Settings, callers: Callers | None) -> None:
 
 
 def _loopback_only(address: str | None, serving: str, instead: str) -> None:
-    if address is not None and not _loopback(address.rpartition(":")[0].strip("[]")):
+    if address is not None and not is_loopback(address.rpartition(":")[0].strip("[]")):
         raise ConfigError(
             f"no callers are configured (METER_CALLERS_FILE or METER_CALLERS), so meter refuses to "
             f"{serving.format(address=address)}: anyone reaching it could move money. Configure callers, {instead}."
@@ -447,12 +445,3 @@ def check_webhook_token(settings: Settings, callers: Callers | None) -> None:
         raise ConfigError(
             f'METER_WEBHOOK_TOKEN\'s caller {caller.name!r} may not call {", ".join(missing)}: give it role = "billing"'
         )
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

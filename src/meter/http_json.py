@@ -40,7 +40,8 @@ from google.protobuf.descriptor import MethodDescriptor
 
 from meter.config import ConfigError, Settings
 from meter.connect_errors import connect_error
-from meter.grpc.handling import Gate, wrap_service
+from meter.domain.addresses import host_and_port
+from meter.grpc.handling import METADATA, Gate, wrap_service
 from meter.grpc.servicer import MeterServicer
 from meter.json_codec import JsonCodec, Utf8Only
 from meter.service.context import Meter
@@ -49,8 +50,6 @@ from meter.v1 import meter_pb2, meter_pb2_grpc
 SETTING = "METER_CONNECT_ADDR"
 SERVICE = meter_pb2.DESCRIPTOR.services_by_name["MeterService"]
 
-# What the gate reads of a call's metadata (handling._read_metadata): the rest is not passed on.
-_METADATA = ("authorization", "x-request-id")
 _IDEMPOTENCY = {
     descriptor_pb2.MethodOptions.IDEMPOTENCY_UNKNOWN: IdempotencyLevel.UNKNOWN,
     descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS: IdempotencyLevel.NO_SIDE_EFFECTS,
@@ -63,8 +62,8 @@ def listen_address(settings: Settings) -> str | None:
     address = settings.connect_addr.strip()
     if address.lower() == "off":
         return None
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or int(port) > 65535:
+    parsed = host_and_port(address)
+    if parsed is None or not parsed[0]:
         raise ConfigError(f"{SETTING}={address!r} must be host:port (port 0: any free port) or off")
     return address
 
@@ -79,8 +78,9 @@ class _Context:
         self._streaming = streaming
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The headers the gate reads (handling.METADATA), each as often as it was sent."""
         headers = self._connect.request_headers
-        return tuple((key, headers[key]) for key in _METADATA if key in headers)
+        return tuple((key, value) for key in METADATA for value in headers.getall(key))
 
     def set_trailing_metadata(self, metadata: Sequence[tuple[str, str]]) -> None:
         """A unary call's x-request-id as a response header (what an HTTP client reads); a

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 import multidict
 import pytest
 from conftest import StartMeter
@@ -28,7 +29,7 @@ from meter.config import ConfigError
 from meter.domain.callers import hash_token, new_token
 from meter.v1 import meter_pb2 as pb
 from meterlab.testbed import free_port
-from support import RunningMeter, funded_account, new_id
+from support import RunningMeter, expect_error, funded_account, new_id
 
 OPERATOR = new_token()
 PROXY = new_token()
@@ -342,3 +343,59 @@ class TestOneMeaningPerBody:
         assert adjusted, listed.body
         numbers = [value for value in adjusted[0]["data"].values() if isinstance(value, (int, float))]
         assert 1_000_000 in numbers and all(type(value) is int for value in numbers), adjusted[0]["data"]
+
+
+class TestOnlyThisMachineWithoutCallers:
+    """DNS rebinding: a web page whose name resolves to 127.0.0.1 reaches a laptop's meter, but
+    its requests carry its own Host and Origin. Without callers, both must be loopback names."""
+
+    async def test_a_foreign_host_or_origin_is_refused_and_moves_nothing(self, meters: StartMeter) -> None:
+        meter, base = await start(meters)
+        account = await funded_account(meter.stub, 100)
+        port = base.split("/")[2].rpartition(":")[2]
+        adjust = {"account_id": account, "pool": "POOL_PURCHASED", "delta": 1_000_000, "reason": "x"}
+        for headers, named in (
+            ({"host": "rebind.attacker.example"}, "host"),
+            ({"host": f"rebind.attacker.example:{port}", "origin": f"http://rebind.attacker.example:{port}"}, "host"),
+            ({"origin": "https://attacker.example"}, "origin"),
+            ({"origin": "null"}, "origin"),
+        ):
+            refused = await post(base, "Adjust", adjust | {"request_id": new_id()}, **headers)
+            assert refused.status == 403 and refused.body["code"] == "permission_denied", refused.body
+            info = refused.detail(error_details_pb2.ErrorInfo)
+            assert (info.reason, info.metadata["header"]) == ("LOOPBACK_ONLY", named), headers
+        assert (await meter.stub.GetBalance(pb.GetBalanceRequest(account_id=account))).balance.available == 100
+        for headers in (
+            {"host": f"localhost:{port}", "origin": "http://localhost:3000"},
+            {"host": f"[::1]:{port}"},
+            {"host": f"127.0.0.1:{port}", "origin": f"http://127.0.0.1:{port}"},
+        ):
+            allowed = await post(base, "GetBalance", {"account_id": account}, **headers)
+            assert allowed.status == 200, (headers, allowed.body)
+
+    async def test_with_callers_a_token_is_what_counts(self, meters: StartMeter) -> None:
+        meter, base = await start(meters, callers_toml=CALLERS, webhook_token=OPERATOR)
+        catalog = await post(
+            base, "GetCatalog", {}, token=OPERATOR, host="meter.internal", origin="https://ops.example"
+        )
+        assert catalog.status == 200, catalog.body
+
+
+class TestOneCredential:
+    """Two authorization headers: gRPC read the last, HTTP/JSON the first, so a proxy checking one
+    let the other through. Refused on both, UNAUTHENTICATED MULTIPLE_CREDENTIALS."""
+
+    async def test_two_authorization_headers_are_refused_on_both_protocols(self, meters: StartMeter) -> None:
+        meter, base = await start(meters, callers_toml=CALLERS, webhook_token=OPERATOR)
+        for pair in ((OPERATOR, PROXY), (PROXY, OPERATOR), (OPERATOR, OPERATOR)):
+            metadata = tuple(("authorization", f"Bearer {token}") for token in pair)
+            await expect_error(
+                meter.stub.GetCatalog(pb.GetCatalogRequest(), metadata=metadata),
+                grpc.StatusCode.UNAUTHENTICATED,
+                "MULTIPLE_CREDENTIALS",
+            )
+            refused = await post_raw(base, "GetCatalog", b"{}", multidict.CIMultiDict(metadata))
+            assert (
+                refused.status == 401 and refused.detail(error_details_pb2.ErrorInfo).reason == "MULTIPLE_CREDENTIALS"
+            )
+        assert (await post(base, "GetCatalog", {}, token=OPERATOR)).status == 200
