@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from meter import callers_config, http_json, metrics
+from meter import callers_config, http_json, listeners, metrics
 from meter import catalog as catalog_file
 from meter.catalog import Catalog
 from meter.client import MeterClient
@@ -276,6 +276,16 @@ async def start(
     check_free(settings.http_addr, "METER_HTTP_ADDR")
     if connect_addr is not None:
         check_free(connect_addr, http_json.SETTING)
+    limits = listeners.listener_limits(settings)
+    spare = listeners.spare_descriptors(limits, settings.db_pool_size)
+    if spare < listeners.MIN_SPARE_DESCRIPTORS:
+        log.warning(
+            "METER_MAX_CONNECTIONS=%d on each listener leaves %d of the %d open files the process may have for the "
+            "database pool and the rest: a flood of connections could make meter fail; lower it or raise the limit",
+            limits.max_connections,
+            spare,
+            listeners.open_file_limit(),
+        )
     database = await open_database(settings)
     connections = await connect(settings, database.url)
     clock = clock or DatabaseClock()
@@ -285,7 +295,14 @@ async def start(
         rates = CallerRates(lambda: time.time() + clock.offset_seconds)
     gate = Gate(callers, Readiness(), Drain(), log_ok=settings.rpc_log == "all", caller_rates=rates)
     try:
-        server = GrpcServer(meter, settings.grpc_addr, gate, credentials=credentials, local_socket=True)
+        server = GrpcServer(
+            meter,
+            settings.grpc_addr,
+            gate,
+            credentials=credentials,
+            local_socket=True,
+            options=listeners.grpc_options(limits),
+        )
     except (OSError, RuntimeError) as error:
         await connections.close()
         if database.embedded is not None:
@@ -294,7 +311,7 @@ async def start(
     json_server = None
     if connect_addr is not None:
         try:
-            json_server = HttpJsonServer(meter, connect_addr, gate, settings)  # the same gate: one drain for both
+            json_server = HttpJsonServer(meter, connect_addr, gate, settings, limits)  # one gate: one drain for both
         except OSError as error:
             await connections.close()
             if database.embedded is not None:
@@ -352,11 +369,7 @@ async def start_webhooks(
         credentials=None if target.startswith("unix:") else tls.channel_credentials(settings),
     )
     server = WebhookServer(
-        client,
-        settings.stripe_webhook_secrets,
-        settings.http_addr,
-        serving,
-        body_timeout_seconds=settings.webhook_body_timeout_seconds,
+        client, settings.stripe_webhook_secrets, settings.http_addr, listeners.listener_limits(settings), serving
     )
     try:
         await server.start()

@@ -14,9 +14,9 @@ The endpoints are built from the contract's descriptor (every method of MeterSer
 request and response classes), not from generated Connect stubs: the stubs would be 2 400
 checked-in lines, mostly clients meter does not use, for the same table of endpoints.
 
-The ASGI server is uvicorn (with httptools), started and drained with the gRPC server: the gate's
-drain refuses new calls on both and waits for those in flight on both, then this server stops.
-The JSON itself is read strictly (json_codec).
+The ASGI server is uvicorn (with httptools, bounded by listeners.BoundedHttp), started and drained
+with the gRPC server: the gate's drain refuses new calls on both and waits for those in flight on
+both, then this server stops. The JSON itself is read strictly (json_codec).
 """
 
 from __future__ import annotations
@@ -44,10 +44,12 @@ from meter.domain.addresses import host_and_port
 from meter.grpc.handling import METADATA, Gate, wrap_service
 from meter.grpc.servicer import MeterServicer
 from meter.json_codec import JsonCodec, Utf8Only
+from meter.listeners import ListenerLimits, bounded_http
 from meter.service.context import Meter
 from meter.v1 import meter_pb2, meter_pb2_grpc
 
 SETTING = "METER_CONNECT_ADDR"
+LISTENER = "http_json"  # as meter_listener_refusals names it
 SERVICE = meter_pb2.DESCRIPTOR.services_by_name["MeterService"]
 
 _IDEMPOTENCY = {
@@ -158,10 +160,10 @@ class HttpJsonServer:
     """Listens on `address` (bound here, so a taken address fails before anything starts, and
     port 0 gets a free port), with TLS from the same METER_TLS_* files as gRPC."""
 
-    def __init__(self, meter: Meter, address: str, gate: Gate, settings: Settings) -> None:
-        host, _, port = address.rpartition(":")
+    def __init__(self, meter: Meter, address: str, gate: Gate, settings: Settings, limits: ListenerLimits) -> None:
+        host, port = host_and_port(address) or ("", 0)
         family, kind, proto, _, where = socket.getaddrinfo(
-            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
         self._socket = socket.socket(family, kind, proto)
         try:
@@ -176,7 +178,8 @@ class HttpJsonServer:
         config = uvicorn.Config(
             MeterApplication(meter, gate),
             lifespan="off",
-            http="httptools",
+            http=bounded_http(limits, LISTENER),  # httptools, with the listener's limits
+            timeout_keep_alive=limits.head_timeout_seconds,  # type: ignore[arg-type]  # uvicorn takes a float
             ws="none",
             log_config=None,  # meter's logging, as configured
             access_log=False,  # the gate logs every call (meter.rpc)
