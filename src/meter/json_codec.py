@@ -56,6 +56,8 @@ _STRUCT = "google.protobuf.Struct"
 
 
 class JsonCodec:
+    """connectrpc's codec for application/json (and application/connect+json streams)."""
+
     def name(self) -> str:
         return "json"
 
