@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 import time
@@ -15,11 +14,12 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from meter import callers_config, http_json, metrics
+from meter import callers_config, http_json, listeners, metrics
 from meter import catalog as catalog_file
 from meter.catalog import Catalog
 from meter.client import MeterClient
 from meter.config import ConfigError, Settings
+from meter.domain.addresses import host_and_port, is_loopback
 from meter.domain.caller_rates import CallerRates
 from meter.domain.callers import ROLES, Callers
 from meter.domain.checkout import CheckoutLimits
@@ -280,6 +280,16 @@ async def start(
     check_free(settings.http_addr, "METER_HTTP_ADDR")
     if connect_addr is not None:
         check_free(connect_addr, http_json.SETTING)
+    limits = listeners.listener_limits(settings)
+    spare = listeners.spare_descriptors(limits, settings.db_pool_size)
+    if spare < listeners.MIN_SPARE_DESCRIPTORS:
+        log.warning(
+            "METER_MAX_CONNECTIONS=%d on each listener leaves %d of the %d open files the process may have for the "
+            "database pool and the rest: a flood of connections could make meter fail; lower it or raise the limit",
+            limits.max_connections,
+            spare,
+            listeners.open_file_limit(),
+        )
     database = await open_database(settings)
     connections = await connect(settings, database.url)
     clock = clock or DatabaseClock()
@@ -289,7 +299,14 @@ async def start(
         rates = CallerRates(lambda: time.time() + clock.offset_seconds)
     gate = Gate(callers, Readiness(), Drain(), log_ok=settings.rpc_log == "all", caller_rates=rates)
     try:
-        server = GrpcServer(meter, settings.grpc_addr, gate, credentials=credentials, local_socket=True)
+        server = GrpcServer(
+            meter,
+            settings.grpc_addr,
+            gate,
+            credentials=credentials,
+            local_socket=True,
+            options=listeners.grpc_options(limits),
+        )
     except (OSError, RuntimeError) as error:
         await connections.close()
         if database.embedded is not None:
@@ -298,7 +315,7 @@ async def start(
     json_server = None
     if connect_addr is not None:
         try:
-            json_server = HttpJsonServer(meter, connect_addr, gate, settings)  # the same gate: one drain for both
+            json_server = HttpJsonServer(meter, connect_addr, gate, settings, limits)  # one gate: one drain for both
         except OSError as error:
             await connections.close()
             if database.embedded is not None:
@@ -356,11 +373,7 @@ async def start_webhooks(
         credentials=None if target.startswith("unix:") else tls.channel_credentials(settings),
     )
     server = WebhookServer(
-        client,
-        settings.stripe_webhook_secrets,
-        settings.http_addr,
-        serving,
-        body_timeout_seconds=settings.webhook_body_timeout_seconds,
+        client, settings.stripe_webhook_secrets, settings.http_addr, listeners.listener_limits(settings), serving
     )
     try:
         await server.start()
@@ -386,13 +399,11 @@ def check_free(address: str, setting: str) -> None:
     """Refuse an address something already listens on, before anything starts. gRPC binds with
     SO_REUSEPORT, so a second meter on the same port would otherwise share it silently with the
     first (and a test of the first would talk to the second)."""
-    host, _, port = address.rpartition(":")
-    if address.startswith("unix:") or not port.isdigit() or int(port) == 0:
+    parsed = None if address.startswith("unix:") else host_and_port(address)
+    if parsed is None or parsed[1] == 0:
         return
     try:
-        family, kind, proto, _, where = socket.getaddrinfo(
-            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM
-        )[0]
+        family, kind, proto, _, where = socket.getaddrinfo(parsed[0] or None, parsed[1], type=socket.SOCK_STREAM)[0]
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(where)
@@ -427,7 +438,7 @@ def check_exposure(settings: Settings, callers: Callers | None) -> None:
 
 
 def _loopback_only(address: str | None, serving: str, instead: str) -> None:
-    if address is not None and not _loopback(address.rpartition(":")[0].strip("[]")):
+    if address is not None and not is_loopback(address.rpartition(":")[0].strip("[]")):
         raise ConfigError(
             f"no callers are configured (METER_CALLERS_FILE or METER_CALLERS), so meter refuses to "
             f"{serving.format(address=address)}: anyone reaching it could move money. Configure callers, {instead}."
@@ -451,12 +462,3 @@ def check_webhook_token(settings: Settings, callers: Callers | None) -> None:
         raise ConfigError(
             f'METER_WEBHOOK_TOKEN\'s caller {caller.name!r} may not call {", ".join(missing)}: give it role = "billing"'
         )
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

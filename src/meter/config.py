@@ -106,8 +106,34 @@ class Settings:
     webhook_rpc_timeout_seconds: float = setting(
         5.0, "how long the webhook adapter waits for meter before answering 503", ge=0.1, le=60
     )
-    webhook_body_timeout_seconds: float = setting(
-        10.0, "how long a webhook's body may take to arrive; slower is answered 408", ge=0.1, le=300
+    # What a client may hold of each listener (gRPC, HTTP/JSON, webhooks and metrics): meter.listeners.
+    max_connections: int | None = setting(
+        None,
+        "connections each listener (gRPC, HTTP/JSON, webhooks and metrics) holds at once; one more is closed as "
+        "soon as it is accepted, unread",
+        unset="a quarter of the process's open-file limit (RLIMIT_NOFILE)",
+        ge=1,
+        le=1_000_000,
+    )
+    head_timeout_seconds: float = setting(
+        10.0,
+        "how long an HTTP client has, from connecting or from its previous answer, to send a request's line and "
+        "headers (an idle keep-alive connection is closed after it too), and a gRPC client to begin HTTP/2",
+        ge=0.05,
+        le=3600,
+    )
+    body_timeout_seconds: float = setting(
+        10.0,
+        "how long an HTTP request's body may take to arrive after its headers; a slower webhook is answered 408, a "
+        "slower HTTP/JSON call's connection closed",
+        ge=0.05,
+        le=300,
+    )
+    grpc_idle_seconds: float = setting(
+        300.0,
+        "a gRPC connection without a call for this long is closed (clients reconnect on their next call)",
+        ge=1,
+        le=86_400,
     )
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(str.upper)] = (
         setting("INFO", "logging level")
@@ -203,6 +229,11 @@ class Settings:
         if "METER_DB_FAST_POOL_SIZE" in env:
             # Refused rather than ignored: an operator who sized two pools should size the one.
             raise ConfigError("METER_DB_FAST_POOL_SIZE was removed: meter has one pool, sized by METER_DB_POOL_SIZE")
+        if "METER_WEBHOOK_BODY_TIMEOUT_SECONDS" in env:
+            raise ConfigError(
+                "METER_WEBHOOK_BODY_TIMEOUT_SECONDS was renamed METER_BODY_TIMEOUT_SECONDS: it bounds the body on both "
+                "HTTP listeners (webhooks and HTTP/JSON)"
+            )
         given: dict[str, Any] = {name: env[variable] for name, variable in VARIABLES.items() if env.get(variable)}
         try:
             settings = cls(**given)

@@ -14,54 +14,44 @@ The endpoints are built from the contract's descriptor (every method of MeterSer
 request and response classes), not from generated Connect stubs: the stubs would be 2 400
 checked-in lines, mostly clients meter does not use, for the same table of endpoints.
 
-The ASGI server is uvicorn (with httptools), started and drained with the gRPC server: the gate's
-drain refuses new calls on both and waits for those in flight on both, then this server stops.
+The ASGI server is uvicorn (with httptools, bounded by listeners.BoundedHttp), started and drained
+with the gRPC server: the gate's drain refuses new calls on both and waits for those in flight on
+both, then this server stops. The JSON itself is read strictly (json_codec).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from functools import cache
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 import grpc
 import uvicorn
-from connectrpc.code import Code
 from connectrpc.compat import google_protobuf_binary_codec
-from connectrpc.errors import ConnectError, ErrorDetail
 from connectrpc.method import IdempotencyLevel, MethodInfo, StreamType
 from connectrpc.request import RequestContext
 from connectrpc.server import ConnectASGIApplication, Endpoint
-from google.protobuf import descriptor_pb2, duration_pb2, json_format, message_factory
-from google.protobuf.descriptor import Descriptor, FileDescriptor, MethodDescriptor
-from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2
-from protobuf import Registry
-from protobuf import wkt as protobuf_py
+from google.protobuf import descriptor_pb2, message_factory
+from google.protobuf.descriptor import MethodDescriptor
 
 from meter.config import ConfigError, Settings
-from meter.grpc.handling import Gate, wrap_service
+from meter.connect_errors import connect_error
+from meter.domain.addresses import host_and_port
+from meter.grpc.handling import METADATA, Gate, wrap_service
 from meter.grpc.servicer import MeterServicer
+from meter.json_codec import JsonCodec, Utf8Only
+from meter.listeners import ListenerLimits, bounded_http
 from meter.service.context import Meter
 from meter.v1 import meter_pb2, meter_pb2_grpc
 
 SETTING = "METER_CONNECT_ADDR"
+LISTENER = "http_json"  # as meter_listener_refusals names it
 SERVICE = meter_pb2.DESCRIPTOR.services_by_name["MeterService"]
 
-# What the gate reads of a call's metadata (handling._read_metadata): the rest is not passed on.
-_METADATA = ("authorization", "x-request-id")
-_STATUS_DETAILS = "grpc-status-details-bin"
-_CODES = {
-    status: Code.CANCELED if status is grpc.StatusCode.CANCELLED else Code[status.name]
-    for status in grpc.StatusCode
-    if status is not grpc.StatusCode.OK
-}
 _IDEMPOTENCY = {
     descriptor_pb2.MethodOptions.IDEMPOTENCY_UNKNOWN: IdempotencyLevel.UNKNOWN,
     descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS: IdempotencyLevel.NO_SIDE_EFFECTS,
@@ -74,8 +64,8 @@ def listen_address(settings: Settings) -> str | None:
     address = settings.connect_addr.strip()
     if address.lower() == "off":
         return None
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or int(port) > 65535:
+    parsed = host_and_port(address)
+    if parsed is None or not parsed[0]:
         raise ConfigError(f"{SETTING}={address!r} must be host:port (port 0: any free port) or off")
     return address
 
@@ -90,8 +80,9 @@ class _Context:
         self._streaming = streaming
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The headers the gate reads (handling.METADATA), each as often as it was sent."""
         headers = self._connect.request_headers
-        return tuple((key, headers[key]) for key in _METADATA if key in headers)
+        return tuple((key, value) for key in METADATA for value in headers.getall(key))
 
     def set_trailing_metadata(self, metadata: Sequence[tuple[str, str]]) -> None:
         """A unary call's x-request-id as a response header (what an HTTP client reads); a
@@ -101,54 +92,10 @@ class _Context:
             target[key] = value
 
     async def abort_with_status(self, status: grpc.Status) -> NoReturn:
-        """The gate's refusal (to_status: the code, the message, the google.rpc.Status with the
-        ErrorInfo and RetryInfo in the trailing metadata), as a Connect error."""
-        details: list[ErrorDetail] = []
-        metadata = []
-        for key, value in status.trailing_metadata:
-            if key == _STATUS_DETAILS and isinstance(value, bytes):
-                rich = status_pb2.Status.FromString(value)
-                details = [_detail(detail.type_url, detail.value) for detail in rich.details]
-            else:
-                metadata.append((key, value))
+        """The gate's refusal, as a Connect error (connect_errors)."""
+        error, metadata = connect_error(status)
         self.set_trailing_metadata(metadata)
-        raise ConnectError(_CODES.get(status.code, Code.UNKNOWN), status.details, details)
-
-
-def _detail(type_url: str, value: bytes) -> ErrorDetail:
-    """An error detail as Connect writes it: its type and its bytes, and its JSON under "debug"
-    (for a caller with no protobuf runtime: `details[0].debug.reason`). connectrpc writes that
-    JSON from a protobuf-py message only; meter's are google.protobuf ones, so the detail is
-    read again as a protobuf-py message of the same descriptor."""
-    packed = protobuf_py.Any(type_url=type_url, value=value)
-    descriptor = _detail_types().message(type_url.rpartition("/")[2])
-    message = packed.unpack(descriptor) if descriptor is not None else None
-    return ErrorDetail(message if message is not None else packed)
-
-
-@cache
-def _detail_types() -> Registry:
-    """google.rpc's error details as protobuf-py descriptors, from the google.protobuf ones."""
-    files = descriptor_pb2.FileDescriptorSet(
-        file=[_with_json_names(f) for f in (duration_pb2.DESCRIPTOR, error_details_pb2.DESCRIPTOR)]
-    )
-    return protobuf_py.FileDescriptorSet.from_binary(files.SerializeToString()).to_registry()
-
-
-def _with_json_names(file: FileDescriptor) -> descriptor_pb2.FileDescriptorProto:
-    """The file's descriptor proto with each field's JSON name, which CopyToProto leaves out."""
-    proto = descriptor_pb2.FileDescriptorProto()
-    file.CopyToProto(proto)
-
-    def name(messages: Iterator[descriptor_pb2.DescriptorProto], descriptors: Mapping[str, Descriptor]) -> None:
-        for message in messages:
-            descriptor = descriptors[message.name]
-            for field in message.field:
-                field.json_name = descriptor.fields_by_name[field.name].json_name
-            name(iter(message.nested_type), descriptor.nested_types_by_name)
-
-    name(iter(proto.message_type), file.message_types_by_name)
-    return proto
+        raise error
 
 
 def _endpoint(method: MethodDescriptor, handler: Callable[..., Any]) -> Any:
@@ -184,34 +131,17 @@ def endpoints(servicer: meter_pb2_grpc.MeterServiceServicer) -> dict[str, Any]:
     }
 
 
-class JsonCodec:
-    """Connect's JSON (application/json), with two choices made for callers that read and write
-    it by hand: every field is answered, zeros included (proto3 JSON leaves them out, and
-    `balance.available` would be undefined rather than 0 in JavaScript); and a field the request
-    type does not have is refused INVALID_ARGUMENT, naming it, rather than ignored (a misspelt
-    `max_output_token` would otherwise hold less than the call may use). Field names are accepted
-    as in the .proto (max_output_tokens) or in JSON form (maxOutputTokens); int64 values are
-    answered as strings, and accepted as numbers or strings."""
-
-    def name(self) -> str:
-        return "json"
-
-    def encode(self, message: Message) -> bytes:
-        fields = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
-        return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
-
-    def decode(self, data: bytes | bytearray, message_class: type[Message]) -> Message:
-        message = message_class()
-        json_format.Parse(bytes(data), message)
-        return message
-
-
 class MeterApplication(ConnectASGIApplication[meter_pb2_grpc.MeterServiceServicer]):
     """MeterService as an ASGI application (Connect protocol, JSON and binary protobuf)."""
 
     def __init__(self, meter: Meter, gate: Gate) -> None:
         servicer = wrap_service(MeterServicer(meter, gate.drain.stopping), meter_pb2_grpc.MeterServiceServicer, gate)
-        super().__init__(service=servicer, endpoints=endpoints, codecs=(JsonCodec(), google_protobuf_binary_codec()))
+        super().__init__(
+            service=servicer,
+            endpoints=endpoints,
+            interceptors=(Utf8Only(),),
+            codecs=(JsonCodec(), google_protobuf_binary_codec()),
+        )
 
     @property
     def path(self) -> str:
@@ -230,10 +160,10 @@ class HttpJsonServer:
     """Listens on `address` (bound here, so a taken address fails before anything starts, and
     port 0 gets a free port), with TLS from the same METER_TLS_* files as gRPC."""
 
-    def __init__(self, meter: Meter, address: str, gate: Gate, settings: Settings) -> None:
-        host, _, port = address.rpartition(":")
+    def __init__(self, meter: Meter, address: str, gate: Gate, settings: Settings, limits: ListenerLimits) -> None:
+        host, port = host_and_port(address) or ("", 0)
         family, kind, proto, _, where = socket.getaddrinfo(
-            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
         self._socket = socket.socket(family, kind, proto)
         try:
@@ -248,7 +178,8 @@ class HttpJsonServer:
         config = uvicorn.Config(
             MeterApplication(meter, gate),
             lifespan="off",
-            http="httptools",
+            http=bounded_http(limits, LISTENER),  # httptools, with the listener's limits
+            timeout_keep_alive=limits.head_timeout_seconds,  # type: ignore[arg-type]  # uvicorn takes a float
             ws="none",
             log_config=None,  # meter's logging, as configured
             access_log=False,  # the gate logs every call (meter.rpc)

@@ -29,6 +29,15 @@ REJECTIONS = Counter(
     ["method", "reason"],
 )
 
+LISTENER_REFUSALS = Counter(
+    "meter_listener_refusals",
+    "Connections and requests an HTTP listener (http_json, webhooks) closed before they reached meter, by cause: "
+    "connections (over METER_MAX_CONNECTIONS, closed unread); on http_json also head_size (request line and "
+    "headers over 16 kB), head_time and body_time (slower than METER_HEAD_TIMEOUT_SECONDS or "
+    "METER_BODY_TIMEOUT_SECONDS).",
+    ["listener", "cause"],
+)
+
 RATE_LIMITED = Counter(
     "meter_rate_limited",
     "Calls refused RATE_LIMITED, by the limit that refused them (requestsPerMinute, tokensPerMinute, "

@@ -5,6 +5,7 @@ writes none."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from stripe_events import deliver, paid_checkout
 
+from meter import metrics
 from meter.storage.audit import audit
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
@@ -22,6 +24,7 @@ from support import (
     balance,
     balance_events,
     database_now,
+    eventually,
     expect_error,
     first_answer,
     new_id,
@@ -374,3 +377,55 @@ async def test_watching_every_account_waits_for_a_slower_transaction_and_resumes
         grpc.StatusCode.INVALID_ARGUMENT,
         "INVALID_FIELD",
     )
+
+
+async def test_a_position_is_ascii_digits_within_what_it_is_read_into(meter: RunningMeter) -> None:
+    """A position's transaction is an xid8 (64 bits, unsigned), its sequence a bigint; Unicode
+    digits, and numbers past either, are refused INVALID_FIELD (they reached the database)."""
+    xid8_max, int64_max = 2**64 - 1, 2**63 - 1
+    for position in (f"²-1-{new_id()}", f"{xid8_max + 1}-1-acct", f"1-{int64_max + 1}-acct", "１-1-acct", "9" * 300):
+        info = await expect_error(
+            first_answer(meter.stub.WatchEvents(pb.WatchEventsRequest(after_position=position))),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_FIELD",
+        )
+        assert info.metadata["field"] == "after_position"
+    with pytest.raises(TimeoutError):  # the largest: no event after it yet, so the stream waits
+        await first_answer(
+            meter.stub.WatchEvents(pb.WatchEventsRequest(after_position=f"{xid8_max}-{int64_max}-acct")), within=0.5
+        )
+
+
+async def test_a_watcher_that_hangs_up_mid_stream_is_cancelled_not_an_error(
+    meter: RunningMeter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A watcher that goes away while meter is sending: the stream is closed by the event loop in
+    another task; counted CANCELLED, logged as such, with no traceback (it fired the alert on
+    server errors)."""
+    account = new_id()
+    await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="free"))
+    # More events than HTTP/2's flow control lets meter send before the watcher reads them.
+    await asyncio.gather(
+        *(
+            meter.stub.Adjust(
+                pb.AdjustRequest(
+                    account_id=account, pool=pb.POOL_PURCHASED, delta=1, reason="x" * 500, request_id=new_id()
+                )
+            )
+            for _ in range(60)
+        )
+    )
+    counted = {code: metrics.RPCS.labels("WatchEvents", code) for code in ("CANCELLED", "INTERNAL")}
+    before = {code: counter._value.get() for code, counter in counted.items()}
+    caplog.set_level(logging.INFO)
+    async with grpc.aio.insecure_channel(meter.address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+        stream = meter_pb2_grpc.MeterServiceStub(channel).WatchEvents(pb.WatchEventsRequest(account_id=account))
+        await stream.read()  # and hang up
+
+    async def after() -> dict[str, float]:
+        return {code: counter._value.get() - before[code] for code, counter in counted.items()}
+
+    assert await eventually(after, lambda counts: counts["CANCELLED"] > 0) == {"CANCELLED": 1, "INTERNAL": 0}
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
+    logged = [r.getMessage() for r in caplog.records if r.name == "meter.rpc" and "WatchEvents" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].startswith("WatchEvents CANCELLED"), logged

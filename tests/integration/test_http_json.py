@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
+import multidict
 import pytest
 from conftest import StartMeter
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.rpc import error_details_pb2
 from test_tls import Authority
 
@@ -26,7 +29,7 @@ from meter.config import ConfigError
 from meter.domain.callers import hash_token, new_token
 from meter.v1 import meter_pb2 as pb
 from meterlab.testbed import free_port
-from support import RunningMeter, new_id
+from support import RunningMeter, expect_error, funded_account, new_id
 
 OPERATOR = new_token()
 PROXY = new_token()
@@ -36,6 +39,7 @@ CALLERS = (
     f'[[caller]]\nname = "edge-proxy"\nrole = "proxy"\ntoken_sha256 = "{hash_token(PROXY)}"\n'
 )
 AS_OPERATOR = (("authorization", f"Bearer {OPERATOR}"),)
+SERVICE = pb.DESCRIPTOR.services_by_name["MeterService"]
 
 
 class Answer:
@@ -138,6 +142,8 @@ async def test_malformed_and_misspelt_requests_are_invalid_argument(meters: Star
     )
     assert misspelt.status == 400 and misspelt.body["code"] == "invalid_argument"
     assert "max_output_token" in misspelt.body["message"]
+    info = misspelt.detail(error_details_pb2.ErrorInfo)  # refused before the gate, with the same ErrorInfo
+    assert (info.reason, info.metadata["field"]) == ("INVALID_FIELD", "max_output_token")
     missing = await post(base, "GetBalance", {})
     assert missing.body["code"] == "invalid_argument"
     assert missing.detail(error_details_pb2.ErrorInfo).reason == "INVALID_FIELD"
@@ -231,3 +237,165 @@ async def test_mutual_tls_with_the_grpc_servers_files(meters: StartMeter, tmp_pa
             with pytest.raises(aiohttp.ClientError):
                 async with session.post(f"{url}/GetCatalog", data="{}") as r:
                     await r.read()
+
+
+async def post_raw(base: str, method: str, body: bytes, headers: Any = None) -> Answer:
+    """A body as given, byte for byte (a JSON object with a key twice cannot be built from a dict);
+    a server stream's in Connect's envelope, its end message's error answered as the body."""
+    stream = SERVICE.methods_by_name[method].server_streaming
+    content_type = "application/connect+json" if stream else "application/json"
+    sent = multidict.CIMultiDict(headers or {})
+    sent.setdefault("content-type", content_type)
+    data = struct.pack(">BI", 0, len(body)) + body if stream else body
+    async with aiohttp.ClientSession() as session, session.post(f"{base}/{method}", data=data, headers=sent) as r:
+        raw = await r.read()
+    if stream:
+        flags, size = struct.unpack(">BI", raw[:5])
+        assert flags == 2, raw  # the end of the stream: the refusal, before any event
+        return Answer(400, {}, json.loads(raw[5 : 5 + size])["error"])
+    return Answer(r.status, r.headers, json.loads(raw))
+
+
+def _plausible(field: FieldDescriptor) -> Any:
+    """A value of the field's JSON type."""
+    if field.message_type is not None:
+        return {}
+    return {
+        FieldDescriptor.TYPE_STRING: "x",
+        FieldDescriptor.TYPE_BYTES: "",
+        FieldDescriptor.TYPE_BOOL: True,
+        FieldDescriptor.TYPE_ENUM: 0,
+    }.get(field.type, 1)
+
+
+class TestOneMeaningPerBody:
+    """A request over HTTP/JSON means one thing, or is refused INVALID_FIELD naming the field."""
+
+    async def test_a_field_given_twice_under_either_of_its_names_is_refused_on_every_method(
+        self, meters: StartMeter
+    ) -> None:
+        _, base = await start(meters)
+        for method in SERVICE.methods:
+            for field in method.input_type.fields[:1]:  # a request's first field: its reading is shared
+                value = json.dumps(_plausible(field))
+                for second in {field.name, field.json_name}:
+                    body = f'{{"{field.name}": {value}, "{second}": {value}}}'.encode()
+                    refused = await post_raw(base, method.name, body)
+                    assert refused.body["code"] == "invalid_argument", (method.name, body, refused.body)
+                    info = refused.detail(error_details_pb2.ErrorInfo)
+                    assert (info.reason, info.metadata["field"]) == ("INVALID_FIELD", field.name), (method.name, body)
+
+    async def test_an_adjust_naming_two_accounts_moves_nothing(self, meters: StartMeter) -> None:
+        meter, base = await start(meters)
+        first, second = await funded_account(meter.stub, 100), await funded_account(meter.stub, 100)
+        body = json.dumps(
+            {"account_id": first, "pool": "POOL_PURCHASED", "delta": 5000, "reason": "x", "request_id": new_id()}
+        )
+        refused = await post_raw(base, "Adjust", body.replace("}", f', "accountId": "{second}"}}').encode())
+        assert refused.detail(error_details_pb2.ErrorInfo).metadata["field"] == "account_id"
+        for account in (first, second):
+            balance = await meter.stub.GetBalance(pb.GetBalanceRequest(account_id=account))
+            assert balance.balance.available == 100
+        nested = {"account_id": first, "source_event": {"event_id": "evt_1", "eventId": "evt_2"}}
+        refused = await post_raw(base, "CreditPurchase", json.dumps(nested).encode())
+        assert refused.detail(error_details_pb2.ErrorInfo).metadata["field"] == "source_event.event_id"
+
+    async def test_integers_are_ascii_digits_and_bodies_utf8(self, meters: StartMeter) -> None:
+        """protobuf's JSON reader takes "1_0" and full-width digits as 10 (it calls int()); a
+        charset other than UTF-8 would be read as UTF-8. Refused, with meter's ErrorInfo."""
+        meter, base = await start(meters)
+        account = await funded_account(meter.stub, 100)
+        for written in ("1_0", "１０", " 10", "²"):
+            body = {
+                "account_id": account,
+                "pool": "POOL_PURCHASED",
+                "delta": written,
+                "reason": "x",
+                "request_id": new_id(),
+            }
+            refused = await post_raw(base, "Adjust", json.dumps(body, ensure_ascii=False).encode())
+            info = refused.detail(error_details_pb2.ErrorInfo)
+            assert (refused.status, info.reason, info.metadata["field"]) == (400, "INVALID_FIELD", "delta"), written
+        wide = await post_raw(
+            base,
+            "GetBalance",
+            json.dumps({"account_id": account}).encode("utf-16"),
+            {"content-type": "application/json; charset=utf-16"},
+        )
+        assert wide.detail(error_details_pb2.ErrorInfo).metadata["field"] == "content-type"
+        for garbled in (b"{", b"\xff\xfe{}", b"[]", b'{"account_id": "' + b"[" * 10_000 + b'"'):
+            refused = await post_raw(base, "GetBalance", garbled)
+            assert refused.detail(error_details_pb2.ErrorInfo).metadata["field"] == "body", garbled[:20]
+        assert (await meter.stub.GetBalance(pb.GetBalanceRequest(account_id=account))).balance.available == 100
+        utf8 = await post_raw(
+            base,
+            "GetBalance",
+            json.dumps({"account_id": account}).encode(),
+            {"content-type": "application/json; charset=UTF-8"},
+        )
+        assert utf8.status == 200 and utf8.body["balance"]["available"] == "100"
+
+    async def test_event_amounts_are_whole_numbers_as_in_the_webhook_body(self, meters: StartMeter) -> None:
+        meter, base = await start(meters)
+        account = await funded_account(meter.stub, 1_000_000)
+        listed = await post_raw(base, "ListEvents", json.dumps({"account_id": account}).encode())
+        adjusted = [event for event in listed.body["events"] if event["type"] == "balance.adjusted"]
+        assert adjusted, listed.body
+        numbers = [value for value in adjusted[0]["data"].values() if isinstance(value, (int, float))]
+        assert 1_000_000 in numbers and all(type(value) is int for value in numbers), adjusted[0]["data"]
+
+
+class TestOnlyThisMachineWithoutCallers:
+    """DNS rebinding: a web page whose name resolves to 127.0.0.1 reaches a laptop's meter, but
+    its requests carry its own Host and Origin. Without callers, both must be loopback names."""
+
+    async def test_a_foreign_host_or_origin_is_refused_and_moves_nothing(self, meters: StartMeter) -> None:
+        meter, base = await start(meters)
+        account = await funded_account(meter.stub, 100)
+        port = base.split("/")[2].rpartition(":")[2]
+        adjust = {"account_id": account, "pool": "POOL_PURCHASED", "delta": 1_000_000, "reason": "x"}
+        for headers, named in (
+            ({"host": "rebind.attacker.example"}, "host"),
+            ({"host": f"rebind.attacker.example:{port}", "origin": f"http://rebind.attacker.example:{port}"}, "host"),
+            ({"origin": "https://attacker.example"}, "origin"),
+            ({"origin": "null"}, "origin"),
+        ):
+            refused = await post(base, "Adjust", adjust | {"request_id": new_id()}, **headers)
+            assert refused.status == 403 and refused.body["code"] == "permission_denied", refused.body
+            info = refused.detail(error_details_pb2.ErrorInfo)
+            assert (info.reason, info.metadata["header"]) == ("LOOPBACK_ONLY", named), headers
+        assert (await meter.stub.GetBalance(pb.GetBalanceRequest(account_id=account))).balance.available == 100
+        for headers in (
+            {"host": f"localhost:{port}", "origin": "http://localhost:3000"},
+            {"host": f"[::1]:{port}"},
+            {"host": f"127.0.0.1:{port}", "origin": f"http://127.0.0.1:{port}"},
+        ):
+            allowed = await post(base, "GetBalance", {"account_id": account}, **headers)
+            assert allowed.status == 200, (headers, allowed.body)
+
+    async def test_with_callers_a_token_is_what_counts(self, meters: StartMeter) -> None:
+        meter, base = await start(meters, callers_toml=CALLERS, webhook_token=OPERATOR)
+        catalog = await post(
+            base, "GetCatalog", {}, token=OPERATOR, host="meter.internal", origin="https://ops.example"
+        )
+        assert catalog.status == 200, catalog.body
+
+
+class TestOneCredential:
+    """Two authorization headers: gRPC read the last, HTTP/JSON the first, so a proxy checking one
+    let the other through. Refused on both, UNAUTHENTICATED MULTIPLE_CREDENTIALS."""
+
+    async def test_two_authorization_headers_are_refused_on_both_protocols(self, meters: StartMeter) -> None:
+        meter, base = await start(meters, callers_toml=CALLERS, webhook_token=OPERATOR)
+        for pair in ((OPERATOR, PROXY), (PROXY, OPERATOR), (OPERATOR, OPERATOR)):
+            metadata = tuple(("authorization", f"Bearer {token}") for token in pair)
+            await expect_error(
+                meter.stub.GetCatalog(pb.GetCatalogRequest(), metadata=metadata),
+                grpc.StatusCode.UNAUTHENTICATED,
+                "MULTIPLE_CREDENTIALS",
+            )
+            refused = await post_raw(base, "GetCatalog", b"{}", multidict.CIMultiDict(metadata))
+            assert (
+                refused.status == 401 and refused.detail(error_details_pb2.ErrorInfo).reason == "MULTIPLE_CREDENTIALS"
+            )
+        assert (await post(base, "GetCatalog", {}, token=OPERATOR)).status == 200

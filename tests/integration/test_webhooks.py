@@ -151,8 +151,8 @@ class TestSignatures:
 class TestSlowBodies:
     async def test_a_body_that_does_not_arrive_in_time_is_answered_408(self, meters, engine: AsyncEngine) -> None:  # type: ignore[no-untyped-def]
         """A client that sends headers and then trickles (or stops sending) its body is cut off
-        after METER_WEBHOOK_BODY_TIMEOUT_SECONDS instead of holding the connection for ever."""
-        meter = await meters(webhook_body_timeout_seconds=0.5)
+        after METER_BODY_TIMEOUT_SECONDS instead of holding the connection for ever."""
+        meter = await meters(body_timeout_seconds=0.5)
         host, port = meter.service.webhooks.address.rsplit(":", 1)
         payload = paid_checkout(new_id())
         reader, writer = await asyncio.open_connection(host, int(port))

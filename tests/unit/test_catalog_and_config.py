@@ -137,6 +137,9 @@ class TestSettings:
             {"METER_RESERVE_WAIT_MS": "-1"},
             {"METER_DEFAULT_TTL_SECONDS": "7200", "METER_MAX_TTL_SECONDS": "3600"},
             {"METER_DB_FAST_POOL_SIZE": "20"},  # removed with the second pool: refused, not ignored
+            {"METER_WEBHOOK_BODY_TIMEOUT_SECONDS": "5"},  # now METER_BODY_TIMEOUT_SECONDS, for both HTTP listeners
+            {"METER_MAX_CONNECTIONS": "0"},
+            {"METER_HEAD_TIMEOUT_SECONDS": "0"},
         ],
     )
     def test_malformed_values_name_the_variable(self, env: dict[str, str]) -> None:

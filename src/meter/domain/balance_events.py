@@ -12,8 +12,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from meter.domain.amounts import INT64_MAX
 from meter.domain.balance import Balance
+from meter.domain.digits import whole_number
 from meter.domain.errors import InvalidField
+
+XID8_MAX = 2**64 - 1  # PostgreSQL's transaction ids as events record them
 
 
 class EventType(StrEnum):
@@ -47,11 +51,15 @@ class EventPosition:
 
     @staticmethod
     def parse(value: str, field: str = "after_position") -> EventPosition:
+        """Refused unless each part fits what it is read into: a transaction id is an xid8 (64
+        bits, unsigned), a sequence a bigint."""
         transaction, _, rest = value.partition("-")
         sequence, _, account_id = rest.partition("-")
-        if not (transaction.isdigit() and sequence.isdigit() and account_id) or len(value) > 200:
+        read_transaction = whole_number(transaction, XID8_MAX)
+        read_sequence = whole_number(sequence, INT64_MAX)
+        if read_transaction is None or read_sequence is None or not account_id or len(value) > 200:
             raise InvalidField(field, "must be an event's position as meter sent it")
-        return EventPosition(int(transaction), account_id, int(sequence))
+        return EventPosition(read_transaction, account_id, read_sequence)
 
 
 @dataclass(frozen=True)

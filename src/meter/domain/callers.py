@@ -120,3 +120,10 @@ def acting_as(name: str) -> Iterator[None]:
         yield
     finally:
         _ACTING.reset(reset)
+
+
+def act_as(name: str) -> None:
+    """`name` for the rest of the current task: a stream's (its task is its own; a `with
+    acting_as` across its messages would be undone in whichever task closes the stream, and
+    contextvars refuse that)."""
+    _ACTING.set(name)

@@ -31,7 +31,9 @@ category a failure belongs to.
     +-- StripeUnavailable           UNAVAILABLE  Stripe could not be reached; retry with the same key
     +-- MissingCredentials          UNAUTHENTICATED  no bearer token
     +-- InvalidToken                UNAUTHENTICATED  not a configured caller's token
+    +-- MultipleCredentials         UNAUTHENTICATED  more than one authorization header
     +-- MethodNotAllowed            PERMISSION_DENIED  the caller may not call this method
+    +-- LoopbackOnly                PERMISSION_DENIED  no callers: a call naming another host than this machine
     +-- RateLimited                 RESOURCE_EXHAUSTED  over a rate limit; retry after retry_after
 """
 
@@ -311,12 +313,38 @@ class InvalidToken(Unauthenticated):
         super().__init__("the bearer token is not a configured caller's")
 
 
+class MultipleCredentials(Unauthenticated):
+    """Two authorization headers: servers and proxies disagree on which one counts (gRPC read
+    the last, HTTP/JSON the first), so a proxy that checks one would let the other through."""
+
+    reason = "MULTIPLE_CREDENTIALS"
+
+    def __init__(self) -> None:
+        super().__init__("more than one 'authorization' header: send one, 'authorization: Bearer <token>'")
+
+
 class MethodNotAllowed(MeterError):
     reason = "METHOD_NOT_ALLOWED"
     category = ErrorCategory.PERMISSION_DENIED
 
     def __init__(self, caller: str, method: str) -> None:
         super().__init__(f"caller {caller!r} may not call {method}", caller=caller, method=method)
+
+
+class LoopbackOnly(MeterError):
+    """Without callers meter is for this machine alone: a call whose Host or Origin names another
+    host is a web page's request after DNS rebinding, or comes through a proxy from elsewhere."""
+
+    reason = "LOOPBACK_ONLY"
+    category = ErrorCategory.PERMISSION_DENIED
+
+    def __init__(self, header: str, value: str) -> None:
+        super().__init__(
+            f"no callers are configured, so meter takes calls from this machine only, and this call's {header} "
+            f"{value[:100]!r} is not a loopback name: configure callers to take calls from elsewhere",
+            header=header,
+            value=value[:100],
+        )
 
 
 class RateLimited(MeterError):

@@ -2,9 +2,10 @@
 
 1. the request id: the caller's `x-request-id` metadata if it sent a usable one, else a new one;
    returned in the response's trailing metadata, on errors too;
-2. the drain (a stopping server refuses new calls), the caller's bearer token, permission and
-   rate (requests per second to the method), and readiness (no call runs before the database is
-   reachable and migrated);
+2. the drain (a stopping server refuses new calls), the caller's bearer token (one: a call with
+   two authorization headers is refused), permission and rate (requests per second to the
+   method), or without callers the call's Host and Origin (this machine's names only: DNS
+   rebinding), and readiness (no call runs before the database is reachable and migrated);
 3. the request's text fields (no NUL anywhere: `text_fields`), then the handler, under the
    caller's name (recorded on the ledger entries it writes);
 4. errors: a MeterError becomes its status with ErrorInfo; anything else (a bug) is logged with its
@@ -31,9 +32,10 @@ from typing import Any, TypeVar
 import grpc
 
 from meter import metrics
+from meter.domain.addresses import is_loopback_authority, is_loopback_origin
 from meter.domain.caller_rates import CallerRates
-from meter.domain.callers import ANONYMOUS, Caller, Callers, acting_as
-from meter.domain.errors import MeterError, NotReady, RateLimited
+from meter.domain.callers import ANONYMOUS, Caller, Callers, act_as, acting_as
+from meter.domain.errors import LoopbackOnly, MeterError, MultipleCredentials, NotReady, RateLimited
 from meter.grpc.drain import Drain
 from meter.grpc.errors import code_name, internal_status, to_status
 from meter.grpc.text_fields import check_text_fields
@@ -42,6 +44,10 @@ log = logging.getLogger(__name__)
 rpc_log = logging.getLogger("meter.rpc")
 
 REQUEST_ID = "x-request-id"
+AUTHORIZATION = "authorization"
+HOST = "host"
+ORIGIN = "origin"
+METADATA = (AUTHORIZATION, REQUEST_ID, HOST, ORIGIN)  # what the gate reads; nothing else is passed on
 _USABLE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 S = TypeVar("S")
@@ -81,7 +87,8 @@ def wrap_service(servicer: S, service: type, gate: Gate) -> S:
 def _handled(inner: Handler, method: str, gate: Gate) -> Handler:
     async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
-        token, request_id = _read_metadata(context.invocation_metadata())
+        call = _read_metadata(context.invocation_metadata())
+        request_id = call.request_id
         caller = ANONYMOUS if gate.callers is None else ""  # "": not (yet) authenticated
 
         def done(code: str, reason: str = "") -> None:
@@ -92,7 +99,7 @@ def _handled(inner: Handler, method: str, gate: Gate) -> Handler:
 
         try:
             with gate.drain:
-                admitted = _authenticated(gate, token, method)
+                admitted = _authenticated(gate, call, method)
                 caller = admitted.name if admitted else caller
                 _admit(gate, admitted, method, request)
                 with acting_as(caller):
@@ -116,9 +123,17 @@ def _handled(inner: Handler, method: str, gate: Gate) -> Handler:
     return behavior
 
 
-def _authenticated(gate: Gate, token: str | None, method: str) -> Caller | None:
-    """The caller its token names, if it may call the method (None: no callers configured)."""
-    return None if gate.callers is None else gate.callers.admit(token, method)
+def _authenticated(gate: Gate, call: _CallMetadata, method: str) -> Caller | None:
+    """The caller its token names, if it may call the method. None: no callers are configured,
+    and the call names this machine in its Host and Origin, if it has them (addresses)."""
+    if call.authorizations > 1:
+        raise MultipleCredentials()
+    if gate.callers is not None:
+        return gate.callers.admit(call.token, method)
+    for header, value in call.names:
+        if not (is_loopback_authority(value) if header == HOST else is_loopback_origin(value)):
+            raise LoopbackOnly(header, value)
+    return None
 
 
 def _admit(gate: Gate, admitted: Caller | None, method: str, request: Any) -> None:
@@ -138,17 +153,23 @@ def _handled_stream(inner: Callable[[Any, Any], AsyncGenerator[Any, None]], meth
 
     async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         started = time.perf_counter()
-        token, request_id = _read_metadata(context.invocation_metadata())
+        call = _read_metadata(context.invocation_metadata())
+        request_id = call.request_id
         caller = ANONYMOUS if gate.callers is None else ""
         code, reason = "OK", ""
         try:
             with gate.drain:  # refused when stopping; not counted in flight after this
-                admitted = _authenticated(gate, token, method)
+                admitted = _authenticated(gate, call, method)
                 caller = admitted.name if admitted else caller
                 _admit(gate, admitted, method, request)
-            with acting_as(caller):
-                async for item in inner(request, context):
-                    yield item
+            act_as(caller)
+            async for item in inner(request, context):
+                yield item
+        except GeneratorExit:
+            # The caller hung up while a message was on its way: the server stops iterating and
+            # the generator is closed (by the event loop, in another task). Nothing to answer.
+            code = "CANCELLED"
+            raise
         except MeterError as error:
             code, reason = code_name(error), error.reason
             await context.abort_with_status(to_status(error, ((REQUEST_ID, request_id),)))
@@ -167,17 +188,30 @@ def _handled_stream(inner: Callable[[Any, Any], AsyncGenerator[Any, None]], meth
     return behavior
 
 
-def _read_metadata(metadata: Sequence[tuple[str, str | bytes]] | None) -> tuple[str | None, str]:
-    token = None
-    request_id = ""
+@dataclass(slots=True)
+class _CallMetadata:
+    """What the gate reads of a call's metadata (or an HTTP/JSON call's headers)."""
+
+    token: str | None
+    authorizations: int  # how many authorization entries it had: more than one is refused
+    request_id: str
+    names: tuple[tuple[str, str], ...]  # its Host and Origin headers: an HTTP/JSON call's, a gRPC-Web one's
+
+
+def _read_metadata(metadata: Sequence[tuple[str, str | bytes]] | None) -> _CallMetadata:
+    call = _CallMetadata(None, 0, "", ())
     for key, value in metadata or ():
-        if key == "authorization" and isinstance(value, str):
-            scheme, _, credential = value.partition(" ")
+        if key == AUTHORIZATION:
+            call.authorizations += 1
+            scheme, _, credential = value.partition(" ") if isinstance(value, str) else ("", "", "")
             if scheme.lower() == "bearer":
-                token = credential.strip()
+                call.token = credential.strip()
         elif key == REQUEST_ID and isinstance(value, str) and _USABLE_REQUEST_ID.fullmatch(value):
-            request_id = value
-    return token, request_id or os.urandom(12).hex()
+            call.request_id = value
+        elif key in (HOST, ORIGIN) and isinstance(value, str):
+            call.names += ((key, value),)
+    call.request_id = call.request_id or os.urandom(12).hex()
+    return call
 
 
 def _record(

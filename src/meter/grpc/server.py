@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -29,7 +30,8 @@ METHODS = frozenset(method.name for method in meter_pb2.DESCRIPTOR.services_by_n
 class GrpcServer:
     """Listens on `address` (with TLS when `credentials` are given) and, with `local_socket`,
     also on a Unix socket in a private folder: the in-process webhook adapter calls through it,
-    so it needs neither a client certificate nor a port anyone else can reach."""
+    so it needs neither a client certificate nor a port anyone else can reach. `options`: grpc
+    core's channel arguments (listeners.grpc_options: connections, handshake and idle time)."""
 
     def __init__(
         self,
@@ -39,8 +41,9 @@ class GrpcServer:
         *,
         credentials: grpc.ServerCredentials | None = None,
         local_socket: bool = False,
+        options: Sequence[tuple[str, int]] = (),
     ) -> None:
-        self._server = grpc.aio.server()
+        self._server = grpc.aio.server(options=options)
         self.gate = gate or Gate(callers=None, readiness=Readiness(ready=True), drain=Drain())
         self.drain = self.gate.drain
         servicer = wrap_service(

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from meter import health_probe, metrics
 from meter.client import MeterClient, MeterRpcError, event_status
 from meter.domain.events import WebhookEvent
+from meter.listeners import LimitedSite, ListenerLimits, aiohttp_options
 from meter.webhooks.forward import Outcome, forward
 from meter.webhooks.mapping import action_for
 from meter.webhooks.verify import NotAnEvent, verified_event
@@ -30,7 +31,7 @@ METRICS_PATH = "/metrics"
 HEALTH_PATH = health_probe.HEALTH_PATH
 REQUEST_ID = "X-Request-Id"
 MAX_BODY_BYTES = 1_000_000  # Stripe events are a few kB; aiohttp answers 413 above this
-BODY_TIMEOUT_SECONDS = 10.0  # a client that sends its body slower than this is answered 408
+LISTENER = "webhooks"  # as meter_listener_refusals names it
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -46,11 +47,11 @@ class WebhookServer:
         client: MeterClient,
         secrets: Sequence[str],
         address: str,
+        limits: ListenerLimits,
         serving: Callable[[], bool] = lambda: True,
-        body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
     ) -> None:
         self._client = client
-        self._body_timeout_seconds = body_timeout_seconds
+        self._limits = limits
         self._secrets = tuple(secrets)
         self._serving = serving
         host, _, port = address.rpartition(":")
@@ -60,12 +61,12 @@ class WebhookServer:
         app.router.add_post(PATH, self._handle)
         app.router.add_get(METRICS_PATH, _metrics)
         app.router.add_get(HEALTH_PATH, self._health)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, **aiohttp_options(limits))
         self.address = ""
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
+        site = LimitedSite(self._runner, self._host, self._port, self._limits, LISTENER)
         await site.start()
         port = self._runner.addresses[0][1]
         self.address = f"{self._host}:{port}"
@@ -86,7 +87,7 @@ class WebhookServer:
             return self._answer(Outcome(503, "retry", "no webhook secret configured"), None, started, request_id)
         try:
             # Without a bound, a client trickling its body would hold a connection for ever.
-            async with asyncio.timeout(self._body_timeout_seconds):
+            async with asyncio.timeout(self._limits.body_timeout_seconds):
                 payload = await request.read()
         except TimeoutError:
             return self._answer(Outcome(408, "refused", "the body took too long to arrive"), None, started, request_id)

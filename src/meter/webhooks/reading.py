@@ -9,16 +9,17 @@ no redelivery of the same body can help), never into a crash.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
+
+from meter.domain.digits import whole_number
 
 # Amounts in a currency's minor unit, as meter stores them (bigint with room to add).
 MAX_MINOR = 2**62
 # Stripe's timestamps are seconds since 1970; anything outside these years is not a real one.
 EARLIEST = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp())
 LATEST = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp())
-_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII only; 18 digits fit in int64
+MAX_DIGITS = 10**18 - 1  # 18 digits: fits in int64
 
 
 class Malformed(ValueError):
@@ -74,9 +75,10 @@ def signed(obj: dict[str, Any], key: str) -> int:
 def digits(obj: dict[str, Any], key: str) -> int:
     """A whole number written as a string of ASCII digits (Stripe metadata values are strings)."""
     value = obj.get(key)
-    if not isinstance(value, str) or not _DIGITS.fullmatch(value):
+    number = whole_number(value, MAX_DIGITS) if isinstance(value, str) else None
+    if number is None:
         raise Malformed(f"{key} must be a string of 1 to 18 ASCII digits")
-    return int(value)
+    return number
 
 
 def timestamp(obj: dict[str, Any], key: str) -> datetime:

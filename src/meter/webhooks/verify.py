@@ -16,6 +16,9 @@ from typing import Any
 
 import stripe
 
+from meter.domain.amounts import INT64_MAX
+from meter.domain.digits import whole_number
+
 TOLERANCE_SECONDS = 300
 _STRIPE_ID = re.compile(r"[!-~]{1,128}")
 
@@ -69,6 +72,6 @@ def _signed_at(signature: str) -> int:
     which the library then refuses as stale."""
     for item in signature.split(","):
         key, _, value = item.strip().partition("=")
-        if key == "t" and value.isascii() and value.isdigit():
-            return int(value)
+        if key == "t" and (signed_at := whole_number(value, INT64_MAX)) is not None:
+            return signed_at
     return 0
