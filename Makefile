@@ -54,8 +54,12 @@ lint: $(STAMP) contract
 	$(BIN)/sqlfluff lint src/meter/storage/sql
 	$(BIN)/mypy
 
+# Two processes (pytest-xdist), each test file in one of them: the suite waits mostly on servers
+# and PostgreSQL, so two halves take about half the time on two cores. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .meter .meter-bench .meter-chaos chaos-results bench-results .pytest_cache build src/*.egg-info lab/*.egg-info lab/build tools/buf/node_modules examples/node-proxy/node_modules
