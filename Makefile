@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: install proto contract run test lint bench migrate audit clean lock
+.PHONY: install proto contract run test lint bench migrate audit clean lock schema
 
 # Every dependency's exact version (`make lock` writes it from pyproject.toml): installs here and
 # in the image are the same on every machine and every day.
@@ -43,6 +43,10 @@ migrate: $(RUN_STAMP)
 
 audit: $(RUN_STAMP)
 	$(BIN)/meter audit
+
+# src/meter/storage/schema.sql from a scratch database migrated on METER_TEST_DATABASE_URL's server.
+schema: $(STAMP)
+	$(BIN)/python scripts/generate_schema.py --database-url "$${METER_TEST_DATABASE_URL:?a PostgreSQL server URL}"
 
 # buf lint on protos/ and buf breaking against the previous commit (scripts/check_contract.sh).
 contract:

@@ -38,6 +38,7 @@ from meter.storage import migrate
 from meter.storage.clock import DatabaseClock
 from meter.storage.database import Timeouts, create_engine
 from meter.storage.embedded import EmbeddedPostgres
+from meter.storage.functions import stale_functions
 from meter.storage.hot_path import HotPath
 from meter.storage.postgres import PostgresDatabase
 from meter.stripe_checkout import StripeCheckout
@@ -184,9 +185,9 @@ class Service:
         metrics.DATABASE_POOLS.watch(self, "main", lambda: (pool.checkedout(), pool.size()))  # type: ignore[attr-defined]
 
     async def _become_ready(self) -> None:
-        """Until the database is reachable and at this code's migration (migrating it first unless
-        METER_MIGRATE_ON_START=false), calls are refused NOT_READY and health says NOT_SERVING;
-        then serve and start the sweeper. Retried with backoff: a replica may start before its
+        """Until the database is reachable, at this code's migration and running its SQL functions
+        (migrating it first unless METER_MIGRATE_ON_START=false), calls are refused NOT_READY and
+        health says NOT_SERVING; then serve and start the sweeper. Retried with backoff: a replica may start before its
         database does."""
         readiness = self.grpc.gate.readiness
         head = migrate.head_revision()
@@ -206,6 +207,10 @@ class Service:
                         readiness,
                         f"database at migration {revision or 'none'}, this code needs {head}; run `meter migrate`",
                     )
+                    raise _NotYet()
+                stale = await stale_functions(self.connections.engine)
+                if stale:
+                    _not_yet(readiness, f"database runs other SQL functions ({', '.join(stale)}); run `meter migrate`")
                     raise _NotYet()
         await self._warm_up()
         readiness.ready = True

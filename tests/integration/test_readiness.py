@@ -104,6 +104,38 @@ async def test_without_migrating_on_start_it_waits_for_meter_migrate(unborn_data
         assert await asyncio.to_thread(server.stop) == 0
 
 
+async def test_a_database_running_other_sql_functions_waits_for_meter_migrate(
+    unborn_database: tuple[str, str],
+) -> None:
+    """At this code's migration but with a function's text not its file's (an older release's, an
+    operator's edit), a server that does not migrate refuses to serve; `meter migrate` puts the
+    files' texts back, and it serves."""
+    url, admin = unborn_database
+    connection = await asyncpg.connect(admin)
+    try:
+        await connection.execute(f'CREATE DATABASE "{make_url(url).database}"')
+    finally:
+        await connection.close()
+    await upgrade_async(url)
+    database = await asyncpg.connect(url)
+    try:
+        await database.execute(  # the ledger's append-only trigger, weakened
+            "CREATE OR REPLACE FUNCTION ledger_entries_append_only() RETURNS trigger LANGUAGE plpgsql "
+            "AS $$ BEGIN RETURN NEW; END; $$"
+        )
+        await database.execute("CREATE FUNCTION meter_leftover() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$")
+    finally:
+        await database.close()
+    server = ServerProcess(url, {"METER_MIGRATE_ON_START": "false"})
+    try:
+        await _not_ready(server, "database runs other SQL functions (ledger_entries_append_only, meter_leftover)")
+        code, out, err = await run_cli("migrate", env={"METER_DATABASE_URL": url})
+        assert code == 0, err
+        await _serving(server)
+    finally:
+        assert await asyncio.to_thread(server.stop) == 0
+
+
 async def test_before_serving_it_opens_its_pool_and_prepares_the_hot_path_leaving_no_trace(
     unborn_database: tuple[str, str],
 ) -> None:

@@ -2,7 +2,8 @@
 
 Several replicas may start together; an advisory lock makes the others wait and then find
 nothing to do. lock_timeout keeps a migration from queueing behind a long transaction while
-every request queues behind the migration.
+every request queues behind the migration. The SQL functions are installed from their files after
+the migrations, in the same transaction (meter.storage.functions): migrations hold no copies.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import asyncio
 from alembic import context
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from meter.storage.functions import install
 
 MIGRATION_LOCK_ID = 0x6D65746572  # "meter"
 
@@ -23,6 +26,7 @@ def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=None, transaction_per_migration=False)
     with context.begin_transaction():
         context.run_migrations()
+        install(connection)
 
 
 async def _main() -> None:
