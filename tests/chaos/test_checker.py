@@ -77,7 +77,7 @@ async def test_a_double_credit_the_audit_cannot_see_is_found(meter: RunningMeter
 async def test_a_refilled_allowance_and_a_frozen_won_dispute_are_found(
     meter: RunningMeter, engine: AsyncEngine
 ) -> None:
-    """The Stripe flows' checks are not vacuous either: a second grant in a subscriber's period
+    """The Stripe flows' checks are not vacuous either: a second grant of a subscriber's month
     (what a proration invoice used to do) and tokens left frozen by a won dispute are reported,
     though balances, ledger and events agree (`meter audit` finds nothing)."""
 
@@ -91,8 +91,15 @@ async def test_a_refilled_allowance_and_a_frozen_won_dispute_are_found(
     subscriber = workload.subscribers[-1]
     won = next(op for op in history.of("dispute") if op.args["status"] == "won" and op.acked)
     async with engine.begin() as connection:
+        month = await connection.scalar(
+            text(
+                "SELECT ref FROM ledger_entries WHERE account_id = :a AND kind = 'subscription_grant' "
+                "AND ref LIKE 'period:%' LIMIT 1"
+            ),
+            {"a": subscriber},
+        )
         for account, kind, pool, amount, ref, told in (
-            (subscriber, "subscription_grant", "allowance", 500_000, "period:again", "allowance.granted"),
+            (subscriber, "subscription_grant", "allowance", 500_000, month, "allowance.granted"),
             (won.account, "dispute_freeze", "purchased", -1000, won.args["dispute"], "credit.reversed"),
         ):
             await connection.execute(

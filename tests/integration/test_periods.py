@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from stripe_events import deliver, subscription_event
 
+from meter.domain.periods import add_months
 from meter.v1 import meter_pb2 as pb
 from support import RunningMeter, balance, database_now, eventually, expect_error, ledger, new_id, reserve_request
 
@@ -133,19 +134,24 @@ def _period_plan(account: str, plan: str, start: datetime, end: datetime, **fiel
 
 
 class TestPeriodLengths:
-    """Periods that are not calendar months roll by their own length, never start in the future,
-    and absurd ones are refused with a reason."""
+    """The allowance is monthly whatever the billing period's length: months counted from the
+    period SetPlan gives; absurd periods are refused with a reason."""
 
-    async def test_a_weekly_period_rolls_into_the_next_week_with_one_grant(
+    async def test_a_weekly_billing_period_grants_a_months_allowance_once_a_month(
         self, meter: RunningMeter, engine: AsyncEngine
     ) -> None:
         account, now = new_id(), await database_now(engine)
         start, end = now - timedelta(days=6), now + timedelta(days=1)
         await meter.stub.SetPlan(_period_plan(account, "starter", start, end))
-        meter.clock.advance(timedelta(days=2))
+        month_end = add_months(start, 1)
+        meter.clock.advance(timedelta(days=2))  # the week ended; the month goes on
         after = await balance(meter.stub, account)
-        assert after.period_start.ToDatetime() == end.replace(tzinfo=None)  # where the last one ended
-        assert after.period_end.ToDatetime() == (end + timedelta(days=7)).replace(tzinfo=None)
+        assert after.period_start.ToDatetime() == start.replace(tzinfo=None)
+        assert after.period_end.ToDatetime() == month_end.replace(tzinfo=None)
+        assert [(e["kind"], e["amount"]) for e in await ledger(engine, account)] == [("subscription_grant", 50_000)]
+        meter.clock.advance(month_end - now - timedelta(days=2) + timedelta(minutes=1))  # the next month
+        after = await balance(meter.stub, account)
+        assert after.period_start.ToDatetime() == month_end.replace(tzinfo=None)
         kinds = [(e["kind"], e["amount"]) for e in await ledger(engine, account)]
         assert kinds == [("subscription_grant", 50_000), ("expiry", -50_000), ("subscription_grant", 50_000)]
 

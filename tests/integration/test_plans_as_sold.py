@@ -5,7 +5,7 @@ back to it, and what is left of the paid period's allowance ends as the cancelle
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -13,6 +13,7 @@ from stripe_events import PRICES, deliver, invoice_line, invoice_paid, paid_chec
 
 from meter import catalog as catalog_file
 from meter.catalog import Catalog
+from meter.domain.periods import add_months
 from meter.domain.plans import CancelledAllowance
 from meter.v1 import meter_pb2 as pb
 from support import RunningMeter, balance, balance_events, database_now, new_id
@@ -29,7 +30,8 @@ async def subscribed_to_pro(meter: RunningMeter, engine: AsyncEngine) -> tuple[s
     """A Pro subscriber whose period's invoice is paid: 500 000 tokens until `end`."""
     account, sub = new_id(), new_id("sub_")
     now = int((await database_now(engine)).timestamp())
-    start, end = now - 10 * DAY, now + 20 * DAY
+    start = now - 10 * DAY
+    end = int(add_months(datetime.fromtimestamp(start, UTC), 1).timestamp())  # a monthly price's period
     created = subscription_event("created", account, "pro", created=now - 60, start=start, end=end, sub=sub)
     assert (await deliver(meter.webhook_url, created))[1]["status"] == "applied"
     invoice = invoice_paid(sub, [invoice_line(start, end, PRICES["pro"], 2000, sub=sub)], account=account, amount=2000)
@@ -65,7 +67,7 @@ async def test_a_cancelled_pro_subscription_keeps_its_paid_period_then_gets_the_
     account, now, end = await subscribed_to_pro(meter, engine)
     cancelled = await cancel(meter, account, now, end)
     assert (cancelled.plan_id, cancelled.allowance_remaining) == ("starter", 500_000)  # paid for, until `end`
-    assert int(cancelled.period_end.ToSeconds()) == end
+    assert int(cancelled.period_end.ToSeconds()) == int(cancelled.paid_through.ToSeconds()) == end
 
     meter.clock.advance(timedelta(seconds=end - now + 60))
     after = await balance(meter.stub, account)

@@ -25,6 +25,7 @@ from stripe_events import (
     subscription_event,
 )
 
+from meter.domain.periods import add_months
 from meter.v1 import meter_pb2 as pb
 from support import RunningMeter, balance, balance_events, database_now, ledger, new_id
 
@@ -164,8 +165,11 @@ class TestProration:
         again = invoice_paid(subscriber.sub, lines, account=subscriber.account, amount=2400, invoice=invoice_ref)
         await applied(meter, again)  # another event for the same invoice grants nothing more
         after = await balance(meter.stub, subscriber.account)
-        assert after.period_start.ToDatetime() == datetime.utcfromtimestamp(subscriber.end)
-        assert after.period_end.ToDatetime() == datetime.utcfromtimestamp(renewal_end)
+        # Months are counted from the new billing period (30 days long here: not a month of the old one).
+        renewed = datetime.utcfromtimestamp(subscriber.end)
+        assert after.period_start.ToDatetime() == renewed
+        assert after.period_end.ToDatetime() == add_months(renewed, 1)
+        assert after.paid_through.ToDatetime() == datetime.utcfromtimestamp(renewal_end)
         grants = await kinds(engine, subscriber.account, "subscription_grant")
         assert [amount for _, _, amount in grants] == [50_000, 50_000]  # once; the plan is SetPlan's (starter)
 

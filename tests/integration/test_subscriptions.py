@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from meter.domain.periods import add_months
 from meter.v1 import meter_pb2 as pb
 from support import RunningMeter, balance, database_now, expect_error, ledger, new_id
 
@@ -36,13 +37,16 @@ class TestPaidPeriods:
         now = await database_now(engine)
         start, end = now - timedelta(days=3), now + timedelta(days=27)
         created = await meter.stub.SetPlan(subscription(account, "pro", start, end, ref))
-        assert created.balance.period_end.ToDatetime() == end.replace(tzinfo=None)
-        assert created.balance.allowance_total == 0
+        # The allowance month is counted from the billing period's start; nothing is paid yet.
+        assert created.balance.period_start.ToDatetime() == start.replace(tzinfo=None)
+        assert created.balance.period_end.ToDatetime() == add_months(start, 1).replace(tzinfo=None)
+        assert created.balance.allowance_total == 0 and not created.balance.HasField("paid_through")
 
         first = await meter.stub.GrantPeriodAllowance(invoice_paid(ref, start, end))
         again = await meter.stub.GrantPeriodAllowance(invoice_paid(ref, start, end))
         assert (first.granted, again.granted) == (True, False)
         assert again.balance.allowance_remaining == 500_000
+        assert again.balance.paid_through.ToDatetime() == end.replace(tzinfo=None)
         grants = [e["amount"] for e in await ledger(engine, account) if e["kind"] == "subscription_grant"]
         assert grants == [500_000]
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
 from meter.domain.balance import Balance, WarningLevel
-from meter.domain.periods import Period, absurd, add_months, calendar_month, following_period, moves_to
+from meter.domain.periods import Period, absurd, add_months, calendar_month, moves_to
 
 
 def utc(*args: int) -> datetime:
@@ -23,43 +23,6 @@ class TestPeriods:
         assert add_months(utc(2026, 1, 31), 1) == utc(2026, 2, 28)
         assert add_months(utc(2028, 1, 31), 1) == utc(2028, 2, 29)
         assert add_months(utc(2026, 11, 15), 14) == utc(2028, 1, 15)
-
-    def test_calendar_periods_jump_to_the_month_containing_now(self) -> None:
-        current = Period(utc(2026, 8, 1), utc(2026, 9, 1))
-        following = following_period(current, utc(2026, 11, 24), calendar_months=True)
-        assert following == Period(utc(2026, 11, 1), utc(2026, 12, 1))
-
-    def test_subscription_periods_keep_their_anchor_and_skip_idle_months(self) -> None:
-        current = Period(utc(2026, 1, 31, 10), utc(2026, 2, 28, 10))
-        assert following_period(current, utc(2026, 3, 1), calendar_months=False) == Period(
-            utc(2026, 2, 28, 10), utc(2026, 3, 31, 10)
-        )
-        assert following_period(current, utc(2026, 6, 5), calendar_months=False) == Period(
-            utc(2026, 5, 31, 10), utc(2026, 6, 30, 10)
-        )
-
-    @pytest.mark.parametrize(
-        ("length", "now", "expected_start"),
-        [
-            (timedelta(days=7), utc(2026, 11, 9), utc(2026, 11, 8)),  # weekly: by its own length
-            (timedelta(days=7), utc(2026, 12, 31), utc(2026, 12, 27)),  # weeks skipped while idle
-            (timedelta(days=1), utc(2026, 11, 2, 5), utc(2026, 11, 2)),  # daily
-            (timedelta(seconds=13), utc(2026, 11, 1, 0, 0, 14), utc(2026, 11, 1, 0, 0, 13)),  # a legacy row
-        ],
-    )
-    def test_other_periods_roll_by_their_own_length_and_never_start_in_the_future(
-        self, length: timedelta, now: datetime, expected_start: datetime
-    ) -> None:
-        """A 13-second period used to be followed by one starting a month later."""
-        following = following_period(Period(utc(2026, 11, 1), utc(2026, 11, 1) + length), now, calendar_months=False)
-        assert following == Period(expected_start, expected_start + length)
-        assert following.start <= now < following.end
-
-    def test_yearly_periods_roll_by_twelve_months(self) -> None:
-        current = Period(utc(2025, 2, 28), utc(2026, 2, 28))
-        assert following_period(current, utc(2026, 3, 1), calendar_months=False) == Period(
-            utc(2026, 2, 28), utc(2027, 2, 28)
-        )
 
     @pytest.mark.parametrize(
         ("period", "problem"),

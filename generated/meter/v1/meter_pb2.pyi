@@ -156,7 +156,7 @@ BUDGET_UNIT_TOKENS: BudgetUnit
 BUDGET_UNIT_COST_MICROS: BudgetUnit
 
 class Balance(_message.Message):
-    __slots__ = ("account_id", "allowance_remaining", "purchased_remaining", "held", "available", "debt", "plan_id", "period_start", "period_end", "allowance_total", "used_this_period", "warning_level")
+    __slots__ = ("account_id", "allowance_remaining", "purchased_remaining", "held", "available", "debt", "plan_id", "period_start", "period_end", "allowance_total", "used_this_period", "warning_level", "paid_through")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     ALLOWANCE_REMAINING_FIELD_NUMBER: _ClassVar[int]
     PURCHASED_REMAINING_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +169,7 @@ class Balance(_message.Message):
     ALLOWANCE_TOTAL_FIELD_NUMBER: _ClassVar[int]
     USED_THIS_PERIOD_FIELD_NUMBER: _ClassVar[int]
     WARNING_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    PAID_THROUGH_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     allowance_remaining: int
     purchased_remaining: int
@@ -181,7 +182,8 @@ class Balance(_message.Message):
     allowance_total: int
     used_this_period: int
     warning_level: WarningLevel
-    def __init__(self, account_id: _Optional[str] = ..., allowance_remaining: _Optional[int] = ..., purchased_remaining: _Optional[int] = ..., held: _Optional[int] = ..., available: _Optional[int] = ..., debt: _Optional[int] = ..., plan_id: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., allowance_total: _Optional[int] = ..., used_this_period: _Optional[int] = ..., warning_level: _Optional[_Union[WarningLevel, str]] = ...) -> None: ...
+    paid_through: _timestamp_pb2.Timestamp
+    def __init__(self, account_id: _Optional[str] = ..., allowance_remaining: _Optional[int] = ..., purchased_remaining: _Optional[int] = ..., held: _Optional[int] = ..., available: _Optional[int] = ..., debt: _Optional[int] = ..., plan_id: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., allowance_total: _Optional[int] = ..., used_this_period: _Optional[int] = ..., warning_level: _Optional[_Union[WarningLevel, str]] = ..., paid_through: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ReserveRequest(_message.Message):
     __slots__ = ("account_id", "request_id", "model", "input_tokens", "max_output_tokens", "ttl_seconds", "labels")

@@ -242,9 +242,11 @@ class MeterServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetPlan(self, request, context):
-        """SetPlan creates or updates an account's plan and billing period. Creating an account grants
-        the plan's allowance for the current period; an upgrade grants the difference at once, a
-        downgrade takes effect at the next period. An event older than the one applied is ignored.
+        """SetPlan creates or updates an account's plan and billing period. The allowance is monthly,
+        whatever the billing interval: months are counted from the billing period's start (calendar
+        months without one). Creating an account grants the plan's allowance for the current month
+        (a subscriber's once an invoice paid for it); an upgrade grants the difference at once, a
+        downgrade takes effect at the next month. An event older than the one applied is ignored.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -282,8 +284,10 @@ class MeterServiceServicer:
 
     def GrantPeriodAllowance(self, request, context):
         """GrantPeriodAllowance records a paid subscription invoice (an invoice.paid). An invoice for a
-        new billing period grants that period's allowance, once per period however many events say
-        so; proration lines never start a period, so an invoice of prorations only grants nothing.
+        new billing period pays for the allowance months that begin in it (twelve for a yearly price,
+        one for a monthly one): the current month's allowance is granted now, once however many
+        events say so, and each later one at its start; proration lines never start a period, so an
+        invoice of prorations only grants nothing.
         Either way meter remembers what the payment bought, for a later refund or dispute of it. From
         the webhook adapter, an invoice of a subscription meter does not know yet is stored and
         applied when SetPlan links the subscription (event status PENDING).
@@ -343,7 +347,7 @@ class MeterServiceServicer:
         worst case against every budget its labels match and refuses it with BUDGET_EXCEEDED (nothing
         held, the balance untouched) when one has not got it; Commit counts what the call used. Setting
         a budget again changes its cap; what the period used and holds still counts. A budget starts
-        again with each new period of its account.
+        again with each new allowance month of its account.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

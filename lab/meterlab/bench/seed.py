@@ -16,10 +16,10 @@ FUNDING_TOKENS = 10**15  # never runs out during a run: no refusal skews the fig
 # metering, and a limit would cap them.
 
 _ACCOUNTS = """
-INSERT INTO accounts (account_id, plan_id, monthly_allowance, period_start, period_end, calendar_periods,
+INSERT INTO accounts (account_id, plan_id, monthly_allowance, period_start, period_end,
     allowance_total, debt, bucket_count, created_at, updated_at, granted_period_start)
 SELECT :prefix || n, 'enterprise', 0, date_trunc('month', now()), date_trunc('month', now()) + interval '1 month',
-    true, 0, 0, :buckets, now(), now(), date_trunc('month', now())
+    0, 0, :buckets, now(), now(), date_trunc('month', now())
 FROM generate_series(1, :count) AS n
 """
 

@@ -40,12 +40,26 @@ def check(
 
 
 def _grants(found: Findings, account: str, entries: list[dict[str, Any]], ops: list[Op]) -> None:
-    granted = sum(e["amount"] for e in entries if e["kind"] == "subscription_grant")
+    """Each allowance month the invoice paid for is granted once, at most the business plan's
+    allowance (the upgrade's difference comes with the month it happened in); a clock jump may
+    begin another month of the paid period, which is granted too."""
+    months: dict[str, int] = {}
+    for entry in entries:
+        if entry["kind"] == "subscription_grant":
+            month = entry["ref"] if str(entry["ref"]).startswith("period:") else "upgrade"
+            months[month] = months.get(month, 0) + entry["amount"]
+    upgrade = months.pop("upgrade", 0)
+    twice = [month for month, granted in months.items() if granted > BUSINESS.monthly_allowance_tokens]
+    found.expect(not twice, "allowance", account, f"months granted more than once: {twice}")
     everything_landed = all(op.acked for op in ops if op.kind in ("subscription", "invoice"))
     if everything_landed:
-        found.expect(granted == BUSINESS.monthly_allowance_tokens, "allowance", account, f"{granted} granted, not once")
-    else:
-        found.expect(granted <= BUSINESS.monthly_allowance_tokens, "allowance", account, f"{granted} granted")
+        first = min(months, default="")
+        found.expect(
+            months.get(first, 0) + upgrade == BUSINESS.monthly_allowance_tokens,
+            "allowance",
+            account,
+            f"the first month got {months.get(first, 0)} + {upgrade}, not the business allowance once",
+        )
 
 
 def _refunds(
@@ -57,7 +71,8 @@ def _refunds(
         row = invoices.get(invoice_ref)
         if row is None:
             continue  # the invoice never landed: its refunds still wait for it
-        expected_tokens = PRORATION_TOKENS if row["proration"] else PERIOD_TOKENS
+        # A period invoice bought the allowance months that begin in its period (several here).
+        expected_tokens = PRORATION_TOKENS if row["proration"] else PERIOD_TOKENS * row["months"]
         found.expect(row["tokens"] == expected_tokens, "invoice", account, f"{invoice_ref} bought {row['tokens']}")
         sent = [op for op in refunds if op.args["invoice"] == invoice_ref]
         charge = sent[0].args["charge"]
@@ -73,11 +88,12 @@ def _refunds(
         due = tokens if final == amount else tokens * final // amount
         taken = -sum(e["amount"] for e in entries if e["kind"] == "refund" and e["ref"] == charge)
         found.expect(
-            taken + row["cover_claimed"] == due,
+            taken + row["cover_claimed"] + row["withheld_tokens"] == due,
             "refund",
             account,
-            f"{invoice_ref}: took {taken} (+{row['cover_claimed']} expired) for {final} of {amount} refunded",
+            f"{invoice_ref}: took {taken} (+{row['cover_claimed']} expired, +{row['withheld_tokens']} from months "
+            f"not begun) for {final} of {amount} refunded",
         )
-        taken_in_all += due
+        taken_in_all += due - row["withheld_tokens"]  # withheld from months not begun: never granted
     granted = sum(e["amount"] for e in entries if e["kind"] == "subscription_grant")
     found.expect(taken_in_all <= granted, "refund", account, f"{taken_in_all} taken back of {granted} granted")

@@ -1,4 +1,10 @@
-"""Accounts: plan, period, debt and how many buckets their pools are split across."""
+"""Accounts: plan, allowance month, billing, debt and how many buckets their pools are split across.
+
+Two periods, never to be confused: `period` is the allowance month (when what is left of the
+allowance expires and the next month's is granted: what a user means by "my allowance renews
+on"); `billing` is the subscription's billing period as Stripe last said, and `paid_through` the end
+of the latest one an invoice paid for (a yearly invoice pays for the twelve months it spans).
+"""
 
 from __future__ import annotations
 
@@ -14,17 +20,22 @@ from meter.domain.periods import Period
 class Account:
     account_id: str
     plan_id: str
-    monthly_allowance: int  # granted at each new period
-    period: Period
-    calendar_periods: bool  # True without a subscription: periods are calendar months (UTC)
-    allowance_total: int  # granted for the current period
+    monthly_allowance: int  # granted at each allowance month the plan is paid for
+    period: Period  # the allowance month
+    allowance_total: int  # granted for the current month
     debt: int
     bucket_count: int
     subscription_ref: str | None
     plan_event_time: datetime | None
-    # The period whose allowance has been granted; for a subscription it is granted when the
-    # period's invoice is paid, so it can lag behind `period`.
+    # The month whose allowance has been granted; a subscriber's is granted once an invoice paid
+    # for it, so it can lag behind `period`.
     granted_period_start: datetime | None = None
+    # Months are counted from this instant (a billing anchor); None: calendar months (UTC).
+    month_anchor: datetime | None = None
+    billing: Period | None = None  # the subscription's (or SetPlan's) billing period
+    paid_through: datetime | None = None  # the end of what invoices paid for
+    # A cancelled subscription whose allowance lasts its paid months: the allowance after them.
+    allowance_after_paid: int | None = None
     # The account's own rate limits (set through SetPlan); a limit left None is its plan's.
     limits: RateLimits = RateLimits()
     # What its expired holds do, if the account has its own setting (SetPlan); None: its plan's.

@@ -28,7 +28,6 @@ class Outcome(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     BUDGET_EXCEEDED = "budget_exceeded"  # a budget the call's labels count against has not got its worst case
     INSUFFICIENT = "insufficient"
-    PERIOD_ENDED = "period_ended"  # nothing changed: the account must first enter its current period
     COMMITTED = "committed"
     RELEASED = "released"
     EXPIRED = "expired"
@@ -92,4 +91,4 @@ class Extended:
 
 @dataclass(frozen=True)
 class Expiry:
-    outcome: Outcome  # EXPIRED, CHARGED, SKIPPED or PERIOD_ENDED
+    outcome: Outcome  # EXPIRED, CHARGED or SKIPPED

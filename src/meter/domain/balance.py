@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from meter.domain.periods import Period
 
@@ -50,6 +51,8 @@ class Balance:
     used_this_period: int
     # The levels already announced (logged and counted) in this period.
     announced: frozenset[WarningLevel] = frozenset()
+    # The end of what a subscription's invoices paid for; None without a subscription.
+    paid_through: datetime | None = None
 
     @property
     def held(self) -> int:

@@ -1,9 +1,10 @@
 """Payments that tokens were bought with, as refunds and disputes find them.
 
 A pack purchase put its tokens in the purchased pool, which never expires. A subscription invoice
-bought its period's allowance: while that period is current a reversal takes allowance back; once
-it has ended, the allowance the period left unused (expired at the boundary) is what a reversal
-can still claim without making debt, and the rest of what it takes back was spent, so it is debt.
+bought the allowance months that begin in its billing period (twelve for a yearly price). Where a
+reversal takes them back from is meter_take_back's rule (storage/sql): months not yet begun first,
+then the current month's allowance, then what ended months left unused (it expired), and what
+none covers was spent: debt.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
-from meter.domain.pools import PoolName
 from meter.domain.reversals import PaymentState
 
 
@@ -32,20 +32,16 @@ class PaymentKey:
 class Payment:
     key: PaymentKey
     state: PaymentState
-    # An invoice's: the start of the period whose allowance it bought.
-    period_start: datetime | None = None
-    # Of the frozen tokens, those that were debt when frozen (none left a pool for them).
-    frozen_debt: int = 0
-    # Of its period's unused allowance, what this payment's reversals counted as taken back.
-    cover_claimed: int = 0
 
-    @property
-    def pool(self) -> PoolName:
-        return PoolName.PURCHASED if self.key.kind is PaymentKind.PACK else PoolName.ALLOWANCE
 
-    def bought_current_period(self, period_start: datetime) -> bool:
-        """A pack's tokens never expire; an invoice's allowance is there while its period is."""
-        return self.key.kind is PaymentKind.PACK or self.period_start == period_start
+@dataclass(frozen=True)
+class TakenBack:
+    """Where a reversal found the tokens it took back (meter_take_back)."""
+
+    withheld: int  # from the allowance months an invoice paid for that have not begun
+    from_pool: int  # from the pool the payment filled
+    from_cover: int  # from what its ended months left unused (expired already)
+    debt: int  # spent: now debt
 
 
 @dataclass(frozen=True)
@@ -63,3 +59,5 @@ class SubscriptionPayment:
     currency: str
     tokens: int
     payment_intent: str | None
+    months: int = 0  # the allowance months it pays for (twelve for a year); 0: prorations
+    months_begun: int = 0  # of those, the ones begun (granted) when it was recorded

@@ -1,9 +1,8 @@
 """Billing periods: calendar months (UTC) without a subscription, else the subscription's period.
 
-A period that has ended is replaced by the one containing `now`, in one step however many
-boundaries were crossed, so an idle account gets one expiry and one grant, not one per month. The
-next period has the length of the last one (whole months for monthly and yearly plans, a fixed
-span for daily and weekly ones) and begins where it ended: it never starts in the future.
+What follows a period that has ended is decided in SQL (meter_following_period, run by
+meter_roll_over); this module holds what Python decides of periods: whether one a request gives
+is plausible, and whether it moves an account.
 """
 
 from __future__ import annotations
@@ -48,36 +47,6 @@ def add_months(anchor: datetime, months: int) -> datetime:
 def calendar_month(now: datetime) -> Period:
     start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     return Period(start, add_months(start, 1))
-
-
-def following_period(current: Period, now: datetime, *, calendar_months: bool) -> Period:
-    """The period containing `now` after `current` ended.
-
-    A period of whole months steps by that many months anchored at its start (Stripe's billing
-    anchor, so the 31st stays the 31st where a month has one); any other period steps by its own
-    length. For a subscription these are placeholders until the paid invoice says otherwise.
-    """
-    assert current.has_ended(now)
-    if calendar_months:
-        return calendar_month(now)
-    months = whole_months(current)
-    if months is None:
-        span = current.end - current.start
-        start = current.start + span * ((now - current.start) // span)
-        return Period(start, start + span)
-    steps = 1
-    while add_months(current.start, months * (steps + 1)) <= now:
-        steps += 1
-    return Period(add_months(current.start, months * steps), add_months(current.start, months * (steps + 1)))
-
-
-def whole_months(period: Period) -> int | None:
-    """How many months the period spans, if it spans whole months from its start (1 to 12)."""
-    for months in range(1, 13):
-        end = add_months(period.start, months)
-        if end >= period.end:
-            return months if end == period.end else None
-    return None
 
 
 def moves_to(current: Period, paid: Period, now: datetime) -> bool:

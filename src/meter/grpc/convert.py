@@ -179,6 +179,7 @@ def balance(value: Balance) -> pb.Balance:
         allowance_total=value.allowance_total,
         used_this_period=value.used_this_period,
         warning_level=_WARNING[value.warning_level],
+        paid_through=timestamp(value.paid_through) if value.paid_through else None,
     )
 
 

@@ -10,15 +10,18 @@ from meter.domain.accounts import Account
 from meter.domain.ledger import EntryKind
 from meter.domain.periods import calendar_month
 from meter.domain.pools import PoolName
-from meter.service.periods import begin_period, roll_over_if_ended
+from meter.service.periods import begin_month, current_account
 from meter.service.ports import Conflict, Store
 
 
 async def open_account(store: Store, account: Account, now: datetime) -> Account:
-    """Create the account with its buckets and grant its plan's allowance for its first period."""
+    """Create the account with its buckets and begin its first allowance month (granted its
+    plan's allowance, unless a subscription's invoice has yet to pay for it)."""
     if not await store.insert_account(account, now):
         raise Conflict("the account was created concurrently")
-    return await begin_period(store, account, now, grant=not account.subscription_managed)
+    created = await store.lock_account(account.account_id)
+    assert created is not None
+    return await begin_month(store, created, now)
 
 
 def free_account(account_id: str, catalog: Catalog, now: datetime, buckets: int) -> Account:
@@ -27,8 +30,7 @@ def free_account(account_id: str, catalog: Catalog, now: datetime, buckets: int)
         account_id=account_id,
         plan_id=catalog.default_plan,
         monthly_allowance=catalog.plan(catalog.default_plan).monthly_allowance_tokens,
-        period=calendar_month(now),
-        calendar_periods=True,
+        period=calendar_month(now),  # a placeholder: insert_account places it in its month
         allowance_total=0,
         debt=0,
         bucket_count=buckets,
@@ -41,7 +43,11 @@ async def locked_current_account(store: Store, account: Account, now: datetime) 
     """The account row locked (before any bucket: the lock order) and in its current period."""
     locked = await store.lock_account(account.account_id)
     assert locked is not None
-    return await roll_over_if_ended(store, locked, now)
+    if not locked.period.has_ended(now):
+        return locked
+    current = await current_account(store, account.account_id)
+    assert current is not None
+    return current
 
 
 async def credit_pool(

@@ -9,7 +9,7 @@ from meter.domain.balance import Balance
 from meter.domain.errors import AccountNotFound
 from meter.domain.limits import Headroom, RateLimits, headroom
 from meter.service.context import Meter
-from meter.service.periods import roll_over_if_ended
+from meter.service.periods import current_account
 from meter.service.ports import Store
 
 
@@ -27,7 +27,9 @@ async def get_balance(meter: Meter, *, account_id: str) -> AccountBalance:
         account, now = await store.account_state(account_id)
         if account is None:
             raise AccountNotFound(account_id)
-        account = await roll_over_if_ended(store, account, now)
+        if account.period.has_ended(now):
+            account = await current_account(store, account_id)
+            assert account is not None
         limits = await store.rate_limits(account_id, meter.catalog.plan_limits())
         # Only an account with limits pays for reading its counts.
         room = headroom(limits, await store.rate_usage(account_id, now)) if limits.any else None

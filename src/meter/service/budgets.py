@@ -10,7 +10,7 @@ from meter.domain import ids
 from meter.domain.budgets import Budget, BudgetKey, BudgetUnit, budget_cap
 from meter.domain.errors import AccountNotFound, InvalidField
 from meter.service.context import Meter
-from meter.service.periods import roll_over_if_ended
+from meter.service.periods import current_account
 from meter.service.ports import Store
 
 
@@ -56,7 +56,8 @@ async def list_budgets(meter: Meter, *, account_id: str) -> list[Budget]:
         account, now = await store.account_state(account_id)
         if account is None:
             raise AccountNotFound(account_id)
-        await roll_over_if_ended(store, account, now)  # a period that has passed shows as such
+        if account.period.has_ended(now):
+            await current_account(store, account_id)  # a period that has passed shows as such
         return await store.budgets(account_id)
 
     return await meter.storage.transaction(work)

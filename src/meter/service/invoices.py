@@ -34,7 +34,7 @@ from meter.domain.periods import Period, absurd, moves_to
 from meter.service import events, waiting
 from meter.service.accounts import locked_current_account
 from meter.service.context import Meter
-from meter.service.periods import begin_period
+from meter.service.periods import begin_month
 from meter.service.ports import Store
 
 MAX_LINES = 100
@@ -167,19 +167,21 @@ async def record_invoice(meter: Meter, store: Store, account: Account, paid: Pai
             raise RequestIdReused(paid.invoice_ref, "account_id")
         return False  # recorded before, under another event
     account = await locked_current_account(store, account, now)
-    line = billing_line(paid.lines, account.period, account.allowance_granted)
+    billing = account.billing or account.period
+    billing_paid = account.paid_through is not None and account.paid_through >= billing.end
+    line = billing_line(paid.lines, billing, billing_paid)
     period = line.period if line is not None else None
     if period is not None and (problem := absurd(period, now)):
         raise InvalidField("period_start", problem)
-    granted, tokens = False, 0
+    granted, tokens, months = False, 0, 0
     if line is not None and period is not None:
-        granted = moves_to(account.period, period, now) or (period == account.period and not account.allowance_granted)
-        if granted:
-            account = await begin_period(store, replace(account, period=period), now, grant=True)
-            tokens = period_tokens(line, account.monthly_allowance, meter.catalog.allowance_sold_at)
+        if moves_to(billing, period, now) or (period == billing and not billing_paid):
+            account, granted = await _paid_for(store, account, period, now)
+            months = await store.months_beginning(account.month_anchor, period)
+            tokens = months * period_tokens(line, account.monthly_allowance, meter.catalog.allowance_sold_at)
     else:
-        tokens = proration_tokens(paid.lines, account.period, meter.catalog.allowance_sold_at)
-    paid_for = period if period is not None else account.period
+        tokens = proration_tokens(paid.lines, billing, meter.catalog.allowance_sold_at)
+    paid_for = period if period is not None else billing
     recorded = SubscriptionPayment(
         account_id=account.account_id,
         invoice_ref=paid.invoice_ref,
@@ -191,12 +193,32 @@ async def record_invoice(meter: Meter, store: Store, account: Account, paid: Pai
         currency=paid.currency.lower(),
         tokens=tokens,
         payment_intent=paid.payment_intent or None,
+        months=months,
+        months_begun=1 if granted else 0,
     )
     await store.insert_subscription_payment(recorded, now)
     await waiting.release(meter, store, account.account_id, waiting.invoice_key(paid.invoice_ref), now)
     if paid.payment_intent:
         await waiting.release(meter, store, account.account_id, waiting.payment_intent_key(paid.payment_intent), now)
     return granted
+
+
+async def _paid_for(store: Store, account: Account, period: Period, now: datetime) -> tuple[Account, bool]:
+    """The account paid through `period`, its billing period now (months counted from its start
+    unless it begins one of the months already counted); the current month is begun and granted
+    when it had not been. True when this granted the current month."""
+    anchor = account.month_anchor
+    if anchor is None or (await store.allowance_month(anchor, period.start)).start != period.start:
+        anchor = period.start
+    paid = replace(
+        account, billing=period, month_anchor=anchor, paid_through=max(account.paid_through or period.end, period.end)
+    )
+    month = await store.allowance_month(anchor, now)
+    if month == account.period and account.allowance_granted:
+        await store.save_account(paid, now)
+        return paid, False
+    begun = await begin_month(store, paid, now)
+    return begun, begun.allowance_granted
 
 
 @dataclass(frozen=True)

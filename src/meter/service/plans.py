@@ -34,7 +34,7 @@ from meter.domain.pools import PoolName
 from meter.service import balance_warnings, events, waiting
 from meter.service.accounts import credit_pool, locked_current_account, open_account
 from meter.service.context import Meter
-from meter.service.periods import begin_period
+from meter.service.periods import begin_month
 from meter.service.ports import Store
 
 
@@ -116,8 +116,9 @@ def _plan_named(meter: Meter, plan_id: str, stripe_prices: Sequence[str], subscr
 
 
 def _cancellation(meter: Meter, request: PlanRequest, account: Account | None) -> PlanRequest:
-    """A cancelled subscription's allowance left ends now, or with its paid period when the
-    cancelled plan's catalog entry says so (and that period's allowance was paid and granted)."""
+    """A cancelled subscription's allowance left ends now, or lasts its paid months when the
+    cancelled plan's catalog entry says so (and the current month's allowance was paid and
+    granted): a yearly plan's months go on until the paid year ends."""
     if not request.subscription_cancelled or account is None:
         return request
     cancelled = meter.catalog.plans.get(account.plan_id)
@@ -141,8 +142,9 @@ async def _apply(meter: Meter, store: Store, request: PlanRequest, source_event:
         account_id=request.account_id,
         plan_id=request.plan_id,
         monthly_allowance=request.monthly_allowance,
-        period=request.period or calendar_month(now),
-        calendar_periods=request.period is None,
+        period=request.period or calendar_month(now),  # a placeholder: the month is SQL's to place
+        month_anchor=request.period.start if request.period else None,
+        billing=request.period,
         allowance_total=0,
         debt=0,
         bucket_count=meter.parameters.buckets,
@@ -236,7 +238,6 @@ async def _change(store: Store, account: Account, wanted: Account, request: Plan
         account,
         plan_id=wanted.plan_id,
         monthly_allowance=wanted.monthly_allowance,
-        calendar_periods=wanted.calendar_periods,
         subscription_ref=wanted.subscription_ref,
         plan_event_time=wanted.plan_event_time or account.plan_event_time,
         limits=wanted.limits,
@@ -244,15 +245,31 @@ async def _change(store: Store, account: Account, wanted: Account, request: Plan
     )
     if request.expire_allowance_now:
         # Cancelled: what is left of the allowance expires now; calendar months from here on.
-        await begin_period(store, replace(changed, period=calendar_month(now)), now, grant=True)
+        unpaid = replace(changed, month_anchor=None, billing=None, paid_through=None, allowance_after_paid=None)
+        await begin_month(store, unpaid, now)
         return
     if request.subscription_cancelled:
-        # Cancelled, the allowance left lasting its paid period: the default plan's calendar
-        # months follow when it ends.
-        await store.save_account(replace(changed, calendar_periods=True), now)
+        # Cancelled, the allowance lasting its paid months: the cancelled plan's allowance each
+        # month until paid_through, then the default plan's in calendar months (meter_begin_month).
+        lasting = replace(
+            changed,
+            monthly_allowance=account.monthly_allowance,
+            paid_through=account.paid_through or account.period.end,
+            allowance_after_paid=wanted.monthly_allowance,
+        )
+        await store.save_account(lasting, now)
         return
-    if request.period is not None and moves_to(account.period, request.period, now):
-        await begin_period(store, replace(changed, period=request.period), now, grant=not changed.subscription_managed)
+    if request.period is not None and moves_to(account.billing or account.period, request.period, now):
+        # Another billing period: the months are counted from its start, unless it begins one of
+        # the months already counted (a renewal keeps the anchor, and the 31st stays the 31st).
+        anchor = account.month_anchor
+        if anchor is None or (await store.allowance_month(anchor, request.period.start)).start != request.period.start:
+            anchor = request.period.start
+        moved = replace(changed, billing=request.period, month_anchor=anchor)
+        if (await store.allowance_month(anchor, now)) != account.period:
+            await begin_month(store, moved, now)
+        else:
+            await store.save_account(moved, now)
         return
     upgrade = changed.monthly_allowance - account.allowance_total
     upgraded = upgrade > 0 and (account.allowance_granted or not changed.subscription_managed)

@@ -23,7 +23,6 @@ from meter.domain.errors import (
 from meter.domain.holds import HoldStatus, hold_ttl_seconds, reserve_params
 from meter.service import balance_warnings
 from meter.service.context import Meter, Parameters
-from meter.service.periods import in_current_period
 
 
 @dataclass(frozen=True)
@@ -68,9 +67,7 @@ async def reserve(
     pricing = meter.catalog.pricing(model, params.labels)
     # Concurrent Reserves of one account start at different rows.
     start = meter.spread.randrange(1 << 15)
-    answer = await in_current_period(
-        meter, account_id, lambda: meter.storage.hot_path.reserve(account_id, request_id, params, pricing, start)
-    )
+    answer = await meter.storage.hot_path.reserve(account_id, request_id, params, pricing, start)
     if answer.across:
         metrics.RESERVES_ACROSS_ROWS.inc()
     reservation = _reservation(account_id, request_id, answer)

@@ -26,12 +26,11 @@ from meter.domain.balance import Balance
 from meter.domain.balance_events import EventType
 from meter.domain.errors import InvalidField, PaymentNotFound
 from meter.domain.events import EventStatus, WebhookEvent
-from meter.domain.ledger import EntryKind, LedgerEntry
+from meter.domain.ledger import EntryKind
 from meter.domain.payments import Payment, PaymentKey, PaymentKind
-from meter.domain.pools import PoolName
 from meter.domain.reversals import DisputeStatus
 from meter.service import balance_warnings, events, waiting
-from meter.service.accounts import credit_pool, locked_current_account
+from meter.service.accounts import locked_current_account
 from meter.service.context import Meter
 from meter.service.ports import Store
 
@@ -184,14 +183,14 @@ async def apply_reversal(
         outcome = reversals.refund(payment.state, request.amount_minor)
     else:
         outcome = reversals.dispute(payment.state, _DISPUTE_STATUS[request.kind])
-    payment = replace(payment, state=outcome.state, frozen_debt=min(payment.frozen_debt, outcome.state.frozen_tokens))
+    payment = replace(payment, state=outcome.state)
+    await store.save_payment(payment)
     ref, unbilled, moved = request.reversal_ref or key.ref, 0, 0
     if outcome.take > 0:
         kind = EntryKind.REFUND if request.kind is ReversalKind.REFUND else EntryKind.DISPUTE_FREEZE
-        payment, unbilled, moved = await _take(store, account, payment, outcome.take, kind, ref, now)
+        unbilled, moved = await _take(store, account, payment, outcome.take, kind, ref, now)
     elif outcome.take < 0:
-        payment, moved = await _give(store, account, payment, -outcome.take, ref, now)
-    await store.save_payment(payment)
+        moved = await _give(store, account, payment, -outcome.take, ref, now)
     # `tokens`: what the balance lost (or got back), as the ledger has it; `payment_tokens`: the
     # payment's tokens reversed, some of which may have expired with their period already.
     if outcome.take > 0:
@@ -222,47 +221,13 @@ async def apply_reversal(
 
 async def _take(
     store: Store, account: Account, payment: Payment, tokens: int, kind: EntryKind, ref: str, now: datetime
-) -> tuple[Payment, int, int]:
-    """Take `tokens` back: from the pool the payment filled while it holds them, else (an ended
-    period) from the allowance that period left unused. What neither covers becomes debt.
-    Returns the payment, the debt, and what the balance lost (the pool's part and the debt)."""
-    if payment.bought_current_period(account.period.start):
-        available = await store.locked_available(account.account_id, payment.pool)
-        taken = min(tokens, available)
-        await store.spread(account.account_id, payment.pool, available - taken)
-        entries = [LedgerEntry(kind, payment.pool, -taken, ref=ref, note=payment.key.ref)]
-        from_balance = taken
-    else:
-        assert payment.period_start is not None
-        taken = min(tokens, await store.period_cover(account.account_id, payment.period_start))
-        payment = replace(payment, cover_claimed=payment.cover_claimed + taken)
-        entries, from_balance = [], 0  # what the period left unused expired already
-    debt = tokens - taken
-    await store.append(account.account_id, [*entries, LedgerEntry(kind, PoolName.DEBT, -debt, ref=ref)], now)
-    if debt:
-        await store.save_account(replace(account, debt=account.debt + debt), now)
-    if kind is EntryKind.DISPUTE_FREEZE:
-        payment = replace(payment, frozen_debt=payment.frozen_debt + debt)
-    return payment, debt, from_balance + debt
+) -> tuple[int, int]:
+    """Take `tokens` back (meter_take_back decides from where; what nothing covers becomes debt).
+    Returns the debt, and what the balance lost (the pool's part and the debt)."""
+    taken = await store.take_back(account.account_id, payment.key, tokens, kind, ref, now)
+    return taken.debt, taken.from_pool + taken.debt
 
 
-async def _give(
-    store: Store, account: Account, payment: Payment, tokens: int, ref: str, now: datetime
-) -> tuple[Payment, int]:
-    """Give frozen tokens back: to the pool the payment filled while its tokens belong there. For
-    an ended period the tokens that left its allowance go back to what it left unused (they would
-    have expired), and the frozen tokens that were debt come back as purchased tokens (paying the
-    debt first: the customer may have paid it since). Returns the payment and what the balance got
-    back."""
-    if payment.bought_current_period(account.period.start):
-        await credit_pool(
-            store, account, EntryKind.DISPUTE_RELEASE, payment.pool, tokens, now, ref=ref, note=payment.key.ref
-        )
-        return replace(payment, frozen_debt=0), tokens
-    given = payment.frozen_debt
-    if given:
-        await credit_pool(
-            store, account, EntryKind.DISPUTE_RELEASE, PoolName.PURCHASED, given, now, ref=ref, note=payment.key.ref
-        )
-    payment = replace(payment, cover_claimed=payment.cover_claimed - (tokens - given))
-    return replace(payment, frozen_debt=0), given
+async def _give(store: Store, account: Account, payment: Payment, tokens: int, ref: str, now: datetime) -> int:
+    """Give frozen tokens back (meter_give_back decides where); what the balance got back."""
+    return await store.give_back(account.account_id, payment.key, tokens, ref, now)

@@ -25,7 +25,6 @@ from meter.domain.errors import (
 from meter.domain.holds import CallTokens, CallUsage, ExpiredHolds, Usage, call_labels
 from meter.service import balance_warnings
 from meter.service.context import Meter
-from meter.service.periods import in_current_period
 from meter.service.ports import Accounts
 
 
@@ -44,9 +43,9 @@ def call_tokens(tokens: CallTokens) -> CallTokens:
 
 
 async def commit(meter: Meter, *, reservation_id: str, tokens: CallTokens) -> Charge:
-    account_id = ids.reservation_account(reservation_id)
+    ids.reservation_account(reservation_id)  # a malformed id is refused before any query
     call_tokens(tokens)
-    answer = await in_current_period(meter, account_id, lambda: meter.storage.hot_path.commit(reservation_id, tokens))
+    answer = await meter.storage.hot_path.commit(reservation_id, tokens)
     if answer.outcome is Outcome.NOT_FOUND or answer.balance is None:
         raise ReservationNotFound(reservation_id)
     if answer.outcome is Outcome.USAGE_REUSED:
@@ -95,9 +94,7 @@ async def charge_usage(
     ids.idempotency_key(request_id, "request_id")
     usage = CallUsage(model=model, tokens=call_tokens(tokens), labels=call_labels(labels or {}))
     pricing = meter.catalog.pricing(model, usage.labels)
-    answer = await in_current_period(
-        meter, account_id, lambda: meter.storage.hot_path.charge_usage(account_id, request_id, usage, pricing)
-    )
+    answer = await meter.storage.hot_path.charge_usage(account_id, request_id, usage, pricing)
     if answer.outcome is Outcome.ACCOUNT_NOT_FOUND or answer.balance is None:
         raise AccountNotFound(account_id)
     if answer.outcome is Outcome.REQUEST_REUSED:
@@ -106,8 +103,8 @@ async def charge_usage(
 
 
 async def release(meter: Meter, *, reservation_id: str) -> Balance:
-    account_id = ids.reservation_account(reservation_id)
-    answer = await in_current_period(meter, account_id, lambda: meter.storage.hot_path.release(reservation_id))
+    ids.reservation_account(reservation_id)  # a malformed id is refused before any query
+    answer = await meter.storage.hot_path.release(reservation_id)
     if answer.outcome is Outcome.NOT_FOUND or answer.balance is None:
         raise ReservationNotFound(reservation_id)
     if answer.outcome is Outcome.COMMITTED:
@@ -127,7 +124,5 @@ async def expire(meter: Meter, *, account_id: str, hold_id: str) -> bool:
     if account is None:
         return False
     charge = meter.catalog.expired_holds(account) is ExpiredHolds.CHARGE
-    answer = await in_current_period(
-        meter, account_id, lambda: meter.storage.hot_path.expire(account_id, hold_id, charge=charge)
-    )
+    answer = await meter.storage.hot_path.expire(account_id, hold_id, charge=charge)
     return answer.outcome in (Outcome.EXPIRED, Outcome.CHARGED)

@@ -7,13 +7,15 @@ from datetime import datetime
 from typing import Any
 
 from meter.domain.accounts import Account
+from meter.domain.callers import acting_caller
 from meter.domain.holds import ExpiredHolds
 from meter.domain.limits import RateLimits
 from meter.domain.periods import Period
 from meter.storage.queries import NOW, Queries
 
 ACCOUNT_COLUMNS = """a.account_id, a.plan_id, a.monthly_allowance, a.period_start, a.period_end,
-    a.calendar_periods, a.allowance_total, a.debt, a.bucket_count, a.subscription_ref,
+    a.month_anchor, a.billing_period_start, a.billing_period_end, a.paid_through, a.allowance_after_paid,
+    a.allowance_total, a.debt, a.bucket_count, a.subscription_ref,
     a.plan_event_time, a.granted_period_start, a.requests_per_minute, a.tokens_per_minute, a.concurrent_holds,
     a.expired_holds"""
 
@@ -47,15 +49,19 @@ class AccountQueries(Queries):
         return account_from_row(row) if row else None
 
     async def insert_account(self, account: Account, now: datetime) -> bool:
-        """Create the account with its empty buckets; False if it already exists."""
+        """Create the account with its empty buckets, in the allowance month containing now (its
+        first month: begin_month begins it); False if it already exists."""
         created = await self._execute(
             "INSERT INTO accounts (account_id, plan_id, monthly_allowance, period_start, period_end, "
-            "calendar_periods, allowance_total, debt, bucket_count, subscription_ref, plan_event_time, "
+            "month_anchor, billing_period_start, billing_period_end, paid_through, allowance_after_paid, "
+            "allowance_total, debt, bucket_count, subscription_ref, plan_event_time, "
             "granted_period_start, requests_per_minute, tokens_per_minute, concurrent_holds, expired_holds, "
-            "created_at, updated_at) VALUES (:account_id, :plan_id, :monthly_allowance, "
-            ":period_start, :period_end, :calendar_periods, 0, 0, :bucket_count, :subscription_ref, "
+            "created_at, updated_at) SELECT :account_id, :plan_id, :monthly_allowance, "
+            "m.month_start, m.month_end, :month_anchor, :billing_period_start, :billing_period_end, "
+            ":paid_through, :allowance_after_paid, 0, 0, :bucket_count, :subscription_ref, "
             ":plan_event_time, :granted_period_start, :requests_per_minute, :tokens_per_minute, "
-            ":concurrent_holds, :expired_holds, :now, :now) ON CONFLICT (account_id) DO NOTHING",
+            ":concurrent_holds, :expired_holds, :now, :now FROM meter_allowance_month(:month_anchor, :now) AS m "
+            "ON CONFLICT (account_id) DO NOTHING",
             **_account_params(account),
             now=now,
         )
@@ -74,7 +80,9 @@ class AccountQueries(Queries):
         """Write an account's mutable fields; the caller holds its row lock."""
         await self._execute(
             "UPDATE accounts SET plan_id = :plan_id, monthly_allowance = :monthly_allowance, "
-            "period_start = :period_start, period_end = :period_end, calendar_periods = :calendar_periods, "
+            "period_start = :period_start, period_end = :period_end, month_anchor = :month_anchor, "
+            "billing_period_start = :billing_period_start, billing_period_end = :billing_period_end, "
+            "paid_through = :paid_through, allowance_after_paid = :allowance_after_paid, "
             "allowance_total = :allowance_total, debt = :debt, subscription_ref = :subscription_ref, "
             "plan_event_time = :plan_event_time, granted_period_start = :granted_period_start, "
             "requests_per_minute = :requests_per_minute, tokens_per_minute = :tokens_per_minute, "
@@ -86,20 +94,36 @@ class AccountQueries(Queries):
             now=now,
         )
 
-    async def claim_period(self, account: Account, following: Period, now: datetime) -> Account | None:
-        """Move the account to its next period, once: of concurrent callers crossing the same
-        boundary, one updates the row and the others (blocked on its lock) match nothing."""
+    async def roll_over(self, account_id: str) -> Account | None:
         row = await self._row(
-            "UPDATE accounts AS a SET period_start = :start, period_end = :end, updated_at = :now "
-            "WHERE account_id = :account_id AND period_end = :old_end "
-            f"RETURNING {ACCOUNT_COLUMNS}",
-            account_id=account.account_id,
-            start=following.start,
-            end=following.end,
-            old_end=account.period.end,
-            now=now,
+            f"SELECT {ACCOUNT_COLUMNS} FROM meter_roll_over(:account_id, {NOW}) AS a", account_id=account_id
         )
-        return account_from_row(row) if row else None
+        return account_from_row(row) if row is not None and row["account_id"] is not None else None
+
+    async def begin_month(self, account_id: str, now: datetime) -> int:
+        row = await self._row(
+            "SELECT meter_begin_month(:account_id, :now, :caller) AS paid",
+            account_id=account_id,
+            now=now,
+            caller=acting_caller(),
+        )
+        assert row is not None
+        return int(row["paid"])
+
+    async def allowance_month(self, anchor: datetime | None, at: datetime) -> Period:
+        row = await self._row("SELECT * FROM meter_allowance_month(:anchor, :at)", anchor=anchor, at=at)
+        assert row is not None
+        return Period(row["month_start"], row["month_end"])
+
+    async def months_beginning(self, anchor: datetime | None, period: Period) -> int:
+        row = await self._row(
+            "SELECT meter_months_beginning(:anchor, :start, :end) AS months",
+            anchor=anchor,
+            start=period.start,
+            end=period.end,
+        )
+        assert row is not None
+        return int(row["months"])
 
 
 def _account_params(account: Account) -> dict[str, Any]:
@@ -109,7 +133,11 @@ def _account_params(account: Account) -> dict[str, Any]:
         "monthly_allowance": account.monthly_allowance,
         "period_start": account.period.start,
         "period_end": account.period.end,
-        "calendar_periods": account.calendar_periods,
+        "month_anchor": account.month_anchor,
+        "billing_period_start": account.billing.start if account.billing else None,
+        "billing_period_end": account.billing.end if account.billing else None,
+        "paid_through": account.paid_through,
+        "allowance_after_paid": account.allowance_after_paid,
         "bucket_count": account.bucket_count,
         "subscription_ref": account.subscription_ref,
         "plan_event_time": account.plan_event_time,
@@ -127,7 +155,10 @@ def account_from_row(row: Mapping[str, Any]) -> Account:
         plan_id=row["plan_id"],
         monthly_allowance=row["monthly_allowance"],
         period=Period(row["period_start"], row["period_end"]),
-        calendar_periods=row["calendar_periods"],
+        month_anchor=row["month_anchor"],
+        billing=Period(row["billing_period_start"], row["billing_period_end"]) if row["billing_period_start"] else None,
+        paid_through=row["paid_through"],
+        allowance_after_paid=row["allowance_after_paid"],
         allowance_total=row["allowance_total"],
         debt=row["debt"],
         bucket_count=row["bucket_count"],

@@ -60,8 +60,8 @@ class BalanceEventQueries(Queries):
 def event_from_row(account_id: str, row: Mapping[str, Any]) -> BalanceEvent:
     data = dict(row["payload"])
     balance = data.pop("balance")
-    for field in ("period_start", "period_end"):
-        balance[field] = datetime.fromisoformat(balance[field])
+    for field in ("period_start", "period_end", "paid_through"):
+        balance[field] = datetime.fromisoformat(balance[field]) if balance.get(field) else None
     return BalanceEvent(
         account_id=account_id,
         sequence=row["sequence"],

@@ -52,7 +52,3 @@ class BucketQueries(Queries):
         )
         assert row is not None
         return int(row["paid"])
-
-    async def start_period_rows(self, account_id: str) -> None:
-        await self._row("SELECT meter_spread(:account_id, 'allowance', 0)", account_id=account_id)
-        await self._execute("UPDATE buckets SET used = 0 WHERE account_id = :account_id", account_id=account_id)

@@ -408,4 +408,5 @@ def balance_from_row(account_id: str, row: asyncpg.Record | Mapping[str, Any]) -
         debt=row["debt"],
         used_this_period=int(row["used"]),
         announced=WarningLevel.from_bits(row["warned"]),
+        paid_through=row.get("paid_through"),
     )

@@ -11,20 +11,20 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from meter.domain.payments import Payment, PaymentKey, PaymentKind, SubscriptionPayment
+from meter.domain.callers import acting_caller
+from meter.domain.ledger import EntryKind
+from meter.domain.payments import Payment, PaymentKey, PaymentKind, SubscriptionPayment, TakenBack
 from meter.domain.reversals import DisputeStatus, PaymentState
 from meter.storage.queries import Queries
 
 _LOCK = {
     PaymentKind.PACK: (
-        "SELECT tokens, amount_minor, refunded_minor, refund_reversed_tokens, frozen_tokens, dispute_status, "
-        "NULL AS period_start, 0 AS frozen_debt, 0 AS cover_claimed FROM purchases "
-        "WHERE account_id = :account_id AND payment_ref = :ref FOR NO KEY UPDATE"
+        "SELECT tokens, amount_minor, refunded_minor, refund_reversed_tokens, frozen_tokens, dispute_status "
+        "FROM purchases WHERE account_id = :account_id AND payment_ref = :ref FOR NO KEY UPDATE"
     ),
     PaymentKind.INVOICE: (
-        "SELECT tokens, amount_minor, refunded_minor, refund_reversed_tokens, frozen_tokens, dispute_status, "
-        "period_start, frozen_debt, cover_claimed FROM subscription_payments "
-        "WHERE account_id = :account_id AND invoice_ref = :ref FOR NO KEY UPDATE"
+        "SELECT tokens, amount_minor, refunded_minor, refund_reversed_tokens, frozen_tokens, dispute_status "
+        "FROM subscription_payments WHERE account_id = :account_id AND invoice_ref = :ref FOR NO KEY UPDATE"
     ),
 }
 _SAVE = {
@@ -34,13 +34,45 @@ _SAVE = {
     ),
     PaymentKind.INVOICE: (
         "UPDATE subscription_payments SET refunded_minor = :refunded, refund_reversed_tokens = :reversed, "
-        "frozen_tokens = :frozen, dispute_status = :dispute, frozen_debt = :frozen_debt, "
-        "cover_claimed = :cover_claimed WHERE account_id = :account_id AND invoice_ref = :ref"
+        "frozen_tokens = :frozen, dispute_status = :dispute, frozen_debt = least(frozen_debt, :frozen), "
+        "frozen_withheld = least(frozen_withheld, :frozen) WHERE account_id = :account_id AND invoice_ref = :ref"
     ),
 }
 
 
 class PaymentQueries(Queries):
+    async def take_back(
+        self, account_id: str, key: PaymentKey, tokens: int, kind: EntryKind, ref: str, now: datetime
+    ) -> TakenBack:
+        row = await self._row(
+            "SELECT * FROM meter_take_back(:account_id, :payment_kind, :payment_ref, :tokens, :kind, :ref, :now, "
+            ":caller)",
+            account_id=account_id,
+            payment_kind=key.kind.value,
+            payment_ref=key.ref,
+            tokens=tokens,
+            kind=kind.value,
+            ref=ref,
+            now=now,
+            caller=acting_caller(),
+        )
+        assert row is not None
+        return TakenBack(int(row["withheld"]), int(row["from_pool"]), int(row["from_cover"]), int(row["to_debt"]))
+
+    async def give_back(self, account_id: str, key: PaymentKey, tokens: int, ref: str, now: datetime) -> int:
+        row = await self._row(
+            "SELECT meter_give_back(:account_id, :payment_kind, :payment_ref, :tokens, :ref, :now, :caller) AS given",
+            account_id=account_id,
+            payment_kind=key.kind.value,
+            payment_ref=key.ref,
+            tokens=tokens,
+            ref=ref,
+            now=now,
+            caller=acting_caller(),
+        )
+        assert row is not None
+        return int(row["given"])
+
     async def payment_by_intent(self, payment_intent: str) -> PaymentKey | None:
         """A read across accounts: a refund or dispute knows only the PaymentIntent."""
         row = await self._row(
@@ -74,17 +106,15 @@ class PaymentQueries(Queries):
             reversed=state.refund_reversed_tokens,
             frozen=state.frozen_tokens,
             dispute=state.dispute.value if state.dispute else None,
-            frozen_debt=payment.frozen_debt,
-            cover_claimed=payment.cover_claimed,
         )
 
     async def insert_subscription_payment(self, paid: SubscriptionPayment, now: datetime) -> bool:
         return bool(
             await self._execute(
                 "INSERT INTO subscription_payments (account_id, invoice_ref, subscription_ref, period_start, "
-                "period_end, proration, amount_minor, currency, tokens, payment_intent, created_at) VALUES "
-                "(:account_id, :invoice_ref, :subscription_ref, :period_start, :period_end, :proration, "
-                ":amount_minor, :currency, :tokens, :payment_intent, :now) "
+                "period_end, proration, amount_minor, currency, tokens, payment_intent, months, months_begun, "
+                "created_at) VALUES (:account_id, :invoice_ref, :subscription_ref, :period_start, :period_end, "
+                ":proration, :amount_minor, :currency, :tokens, :payment_intent, :months, :months_begun, :now) "
                 "ON CONFLICT (account_id, invoice_ref) DO NOTHING",
                 **asdict(paid),
                 now=now,
@@ -102,26 +132,6 @@ class PaymentQueries(Queries):
         )
         return row["payment_intent"] if row else None
 
-    async def period_cover(self, account_id: str, period_start: datetime) -> int:
-        """The allowance a period left unused when it ended, less what reversals already claimed."""
-        row = await self._row(
-            "SELECT coalesce(max(unused_at_end), 0) - coalesce(sum(cover_claimed), 0) AS cover "
-            "FROM subscription_payments WHERE account_id = :account_id AND period_start = :start",
-            account_id=account_id,
-            start=period_start,
-        )
-        return max(0, int(row["cover"])) if row else 0
-
-    async def end_subscription_payments(self, account_id: str, new_period_start: datetime, unused: int) -> None:
-        """At a boundary: the payments of the period just left learn what it left unused."""
-        await self._execute(
-            "UPDATE subscription_payments SET unused_at_end = :unused WHERE account_id = :account_id "
-            "AND unused_at_end IS NULL AND period_start < :start",
-            account_id=account_id,
-            start=new_period_start,
-            unused=unused,
-        )
-
 
 def _key(row: Mapping[str, Any]) -> PaymentKey:
     return PaymentKey(PaymentKind(row["kind"]), row["account_id"], row["ref"])
@@ -137,4 +147,4 @@ def _payment(key: PaymentKey, row: Mapping[str, Any]) -> Payment:
         frozen_tokens=row["frozen_tokens"],
         dispute=DisputeStatus(dispute) if dispute else None,
     )
-    return Payment(key, state, row["period_start"], row["frozen_debt"], row["cover_claimed"])
+    return Payment(key, state)

@@ -7,9 +7,9 @@
 -- (its caller never had the answer), its hold, open or expired, is committed with the usage
 -- instead (meter_commit). Outcomes: 'committed', 'replayed' (the same call again: the first
 -- answer), 'request_reused' (the request_id of another call or usage: reused_field names it),
--- 'account_not_found', 'period_ended' (nothing changed: the service moves the account into its
--- current period and calls again). The call counts against the budgets its labels match (never
--- refused by them either). Installed by migration 0032.
+-- 'account_not_found'. A charge that finds the account's period ended moves it into its current
+-- one first (meter_roll_over). The call counts against the budgets its labels match (never
+-- refused by them either).
 CREATE OR REPLACE FUNCTION meter_charge_usage(
     p_account text, p_request text, p_hold uuid, p_reservation text, p_model text, p_input bigint,
     p_output bigint, p_cached_input bigint, p_cache_write bigint, p_reasoning bigint, p_labels jsonb,
@@ -20,7 +20,7 @@ CREATE OR REPLACE FUNCTION meter_charge_usage(
 )
 RETURNS TABLE (
     outcome text, hold_id uuid, reused_field text, charged bigint, cost bigint, unbilled bigint,
-    plan_id text, period_start timestamptz, period_end timestamptz, allowance_total bigint, debt bigint,
+    plan_id text, period_start timestamptz, period_end timestamptz, paid_through timestamptz, allowance_total bigint, debt bigint,
     warned smallint, allowance_remaining bigint, purchased_remaining bigint, allowance_held bigint,
     purchased_held bigint, used bigint
 )
@@ -48,7 +48,7 @@ BEGIN
         -- The Reserve of this call did land, though its caller never had the answer (meter could
         -- not be reached, and the call was let through): the call is that hold's Commit.
         RETURN QUERY SELECT c.outcome, v_hold.hold_id, c.reused_field, c.charged, c.cost, c.unbilled, c.plan_id,
-            c.period_start, c.period_end, c.allowance_total, c.debt, c.warned, c.allowance_remaining,
+            c.period_start, c.period_end, c.paid_through, c.allowance_total, c.debt, c.warned, c.allowance_remaining,
             c.purchased_remaining, c.allowance_held, c.purchased_held, c.used
         FROM meter_commit(p_account, v_hold.hold_id, p_account || '/' || replace(CAST(v_hold.hold_id AS text), '-', ''),
             p_input, p_output, p_cached_input, p_cache_write, p_reasoning, p_clock_offset, p_caller) AS c;
@@ -65,9 +65,10 @@ BEGIN
             WHEN v_hold.labels <> p_labels THEN 'labels'
         END;
         outcome := CASE WHEN reused_field IS NULL THEN 'replayed' ELSE 'request_reused' END;
-    ELSIF v_account.period_end <= v_now THEN
-        outcome := 'period_ended';
     ELSE
+        IF v_account.period_end <= v_now THEN
+            v_account := meter_roll_over(p_account, v_now);
+        END IF;
         outcome := 'committed';
         IF p_labels <> '{}' AND v_account.budget_count > 0 THEN
             SELECT array_agg(g.budget_id ORDER BY g.budget_id), array_agg(CAST(0 AS smallint)),

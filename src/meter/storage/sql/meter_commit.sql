@@ -1,18 +1,18 @@
 -- Commit: charge a hold for the usage of its call (five token classes, priced at the hold's
 -- pinned catalog: meter_priced_usage), exactly once. Outcomes: 'committed' (with the
 -- charge), 'replayed' (committed before with this usage: the same answer), 'usage_reused'
--- (committed before with other usage; reused_field names it), 'released', 'not_found', and
--- 'period_ended' (nothing changed: the service moves the account into its current period and
--- calls again). Each outcome comes with the account's balance. A hold charged its worst case at
+-- (committed before with other usage; reused_field names it), 'released' and 'not_found', each
+-- with the account's balance. A Commit that moves tokens and finds the account's period ended
+-- moves it into its current one first (meter_roll_over). A hold charged its worst case at
 -- expiry is committed once more with the call's usage: meter_correct_expired settles the
--- difference. Installed by migration 0031.
+-- difference.
 CREATE OR REPLACE FUNCTION meter_commit(
     p_account text, p_hold uuid, p_reservation text, p_input bigint, p_output bigint, p_cached_input bigint,
     p_cache_write bigint, p_reasoning bigint, p_clock_offset double precision, p_caller text
 )
 RETURNS TABLE (
     outcome text, reused_field text, charged bigint, cost bigint, unbilled bigint, late boolean,
-    plan_id text, period_start timestamptz, period_end timestamptz, allowance_total bigint, debt bigint,
+    plan_id text, period_start timestamptz, period_end timestamptz, paid_through timestamptz, allowance_total bigint, debt bigint,
     warned smallint, allowance_remaining bigint, purchased_remaining bigint, allowance_held bigint,
     purchased_held bigint, used bigint
 )
@@ -27,17 +27,18 @@ DECLARE
 BEGIN
     SELECT * INTO v_hold FROM holds AS h WHERE h.account_id = p_account AND h.hold_id = p_hold FOR UPDATE;
     SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
+    IF (v_hold.charged_at_expiry OR v_hold.status IN ('open', 'expired')) AND v_account.period_end <= v_now THEN
+        v_account := meter_roll_over(p_account, v_now);
+    END IF;
     IF v_hold.hold_id IS NULL THEN
         outcome := 'not_found';
-    ELSIF v_hold.charged_at_expiry AND v_account.period_end > v_now THEN
+    ELSIF v_hold.charged_at_expiry THEN
         outcome := 'committed';
         v_hold := meter_priced_usage(v_hold, p_input, p_cached_input, p_cache_write, p_output, p_reasoning);
         v_hold.late := true;
         v_settled := meter_correct_expired(v_hold, v_account, 'committed', p_reservation, v_now, p_caller);
         v_hold.unbilled_tokens := v_hold.unbilled_tokens + v_settled.shortfall;
         v_account.debt := v_settled.debt;
-    ELSIF v_hold.charged_at_expiry THEN
-        outcome := 'period_ended';
     ELSIF v_hold.status = 'committed' THEN
         outcome := 'replayed';
         reused_field := CASE
@@ -52,8 +53,6 @@ BEGIN
         END IF;
     ELSIF v_hold.status = 'released' THEN
         outcome := 'released';
-    ELSIF v_account.period_end <= v_now THEN
-        outcome := 'period_ended';
     ELSE
         outcome := 'committed';
         v_hold := meter_priced_usage(v_hold, p_input, p_cached_input, p_cache_write, p_output, p_reasoning);

@@ -4,7 +4,6 @@
 -- locks (meter_lock_accounts), in arrival order within an account. A refusal is an outcome like
 -- any other and leaves its neighbours alone; a hold committed twice answers the second time as a
 -- replay. Rows come back in the order they ran, each with n, its place in the arrays (from 1).
--- Installed by migration 0031.
 CREATE OR REPLACE FUNCTION meter_commit_many(
     p_accounts text[], p_holds uuid[], p_reservations text[], p_inputs bigint[], p_outputs bigint[],
     p_cached_inputs bigint[], p_cache_writes bigint[], p_reasonings bigint[], p_clock_offset double precision,
@@ -12,7 +11,7 @@ CREATE OR REPLACE FUNCTION meter_commit_many(
 )
 RETURNS TABLE (
     n integer, outcome text, reused_field text, charged bigint, cost bigint, unbilled bigint, late boolean,
-    plan_id text, period_start timestamptz, period_end timestamptz, allowance_total bigint, debt bigint,
+    plan_id text, period_start timestamptz, period_end timestamptz, paid_through timestamptz, allowance_total bigint, debt bigint,
     warned smallint, allowance_remaining bigint, purchased_remaining bigint, allowance_held bigint,
     purchased_held bigint, used bigint
 )

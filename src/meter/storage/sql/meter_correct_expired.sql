@@ -7,7 +7,7 @@
 -- the period's usage counter follows while the hold's period is the account's. The hold keeps its
 -- settled_at (the day its usage is counted on). The caller has locked the hold row; this locks
 -- the budgets' rows (the difference counted against them), then the account row, then its bucket
--- rows, then the totals row. Installed by migration 0033.
+-- rows, then the totals row.
 CREATE OR REPLACE FUNCTION meter_correct_expired(
     p_hold holds, p_account accounts, p_status text, p_reservation text, p_now timestamptz, p_caller text,
     OUT shortfall bigint, OUT debt bigint

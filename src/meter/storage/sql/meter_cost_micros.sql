@@ -1,6 +1,6 @@
 -- What a call costs in micro-USD: each class of its tokens (input, cached input, cache writes,
 -- output, reasoning) times its price, summed and rounded up once (prices in micro-USD per million
--- tokens). Installed by migration 0031.
+-- tokens).
 CREATE OR REPLACE FUNCTION meter_cost_micros(
     p_input bigint, p_cached_input bigint, p_cache_write bigint, p_output bigint, p_reasoning bigint,
     p_input_price bigint, p_cached_input_price bigint, p_cache_write_price bigint, p_output_price bigint,

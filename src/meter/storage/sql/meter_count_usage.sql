@@ -4,7 +4,6 @@
 -- Commit could wait on. Returns the requests that row now counts, so that its caller assigns the
 -- result: an assignment is evaluated without starting the executor a PERFORM starts (about 100
 -- microseconds a Commit with 20 connections busy). PL/pgSQL, not SQL, so that its plan is kept.
--- Installed by migration 0031.
 CREATE OR REPLACE FUNCTION meter_count_usage(p_hold holds, p_now timestamptz)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE

@@ -1,7 +1,7 @@
 -- A credit into a pool (a purchase, an adjustment, a period's grant, a dispute won): it pays the
 -- account's debt first (meter_pay_debt), and the rest is spread over the pool's rows. Writes the
 -- ledger; returns the debt paid, and when it paid any, the debt's facts follow (meter_debt_events).
--- The caller has locked the account row. Installed by migration 0024.
+-- The caller has locked the account row.
 CREATE OR REPLACE FUNCTION meter_credit(
     p_account text, p_kind text, p_pool text, p_amount bigint, p_ref text, p_note text, p_now timestamptz,
     p_caller text

@@ -3,7 +3,6 @@
 -- budget still counting an earlier period starts again (nothing used, nothing held, its cap
 -- available), once, under its row's lock. Holds of the earlier period no longer count against it
 -- (meter_settle_budgets). Found by label through the budgets' unique key: an account may have many.
--- Installed by migration 0032.
 CREATE OR REPLACE FUNCTION meter_current_budgets(p_account text, p_labels jsonb, p_period_start timestamptz)
 RETURNS SETOF budgets LANGUAGE plpgsql AS $$
 DECLARE

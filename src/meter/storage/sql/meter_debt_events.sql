@@ -3,7 +3,7 @@
 -- account row (debt_announced) remembers what was told, so that whichever change crosses the line
 -- tells it, exactly once, without knowing the debt before it. Called at the end of every change
 -- that may move the debt (meter_settle, meter_credit, a reversal), which holds the account row
--- locked. Installed by migration 0024.
+-- locked.
 CREATE OR REPLACE FUNCTION meter_debt_events(p_account text, p_ref text, p_now timestamptz)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE

@@ -1,6 +1,6 @@
 -- DeleteBudget: the budget and its rows go, and the account counts one budget less. Open holds
 -- that held a part of it settle without it (meter_settle_budgets finds no row). Returns whether
--- there was such a budget. Installed by migration 0032.
+-- there was such a budget.
 CREATE OR REPLACE FUNCTION meter_delete_budget(p_account text, p_key text, p_value text) RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN

@@ -10,8 +10,7 @@
 -- caller). A delivery behind a pending one of the same account and endpoint is queued (next attempt
 -- 'infinity': the deliverer's claims never look at it) until the one before it is done, which makes
 -- it due; the earlier pending row is locked FOR SHARE, so that it cannot be done between this look
--- and this commit without seeing the queued row. Returns the event's number. Installed by migration
--- 0038.
+-- and this commit without seeing the queued row. Returns the event's number.
 CREATE OR REPLACE FUNCTION meter_emit(p_account text, p_type text, p_data jsonb, p_now timestamptz)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE

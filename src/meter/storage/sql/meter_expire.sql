@@ -2,9 +2,9 @@
 -- charge; a late Commit is then charged from what the account has available), or, with p_charge
 -- (the account's expired holds are charged), charged its worst case as if committed with its
 -- input and max output, and counted in the day's usage (a late Commit or Release then settles the
--- difference: meter_correct_expired). Outcomes: 'expired', 'charged', 'skipped' (settled
--- meanwhile, or not yet due), 'period_ended' (nothing changed: the service moves the account into
--- its current period and calls again). Installed by migration 0031.
+-- difference: meter_correct_expired). Outcomes: 'expired', 'charged' and 'skipped' (settled
+-- meanwhile, or not yet due). An account whose period has ended is moved into its current one
+-- first (meter_roll_over).
 CREATE OR REPLACE FUNCTION meter_expire(
     p_account text, p_hold uuid, p_reservation text, p_charge boolean, p_clock_offset double precision,
     p_caller text
@@ -22,7 +22,7 @@ BEGIN
     END IF;
     SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
     IF v_account.period_end <= v_now THEN
-        RETURN 'period_ended';
+        v_account := meter_roll_over(p_account, v_now);
     END IF;
     IF NOT p_charge THEN
         PERFORM meter_settle(v_hold, v_account, 0, 'expired', p_reservation, v_now, p_caller);

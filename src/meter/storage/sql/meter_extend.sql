@@ -1,6 +1,6 @@
 -- ExtendReservation: an open hold's expiry moves to now + p_ttl seconds. Outcomes: 'extended'
 -- (with the new expiry), 'committed', 'released', 'expired' (past its expiry: given back, charged
--- its worst case, or not settled yet), 'not_found'. Installed by migration 0029.
+-- its worst case, or not settled yet), 'not_found'.
 CREATE OR REPLACE FUNCTION meter_extend(
     p_account text, p_hold uuid, p_ttl integer, p_clock_offset double precision,
     OUT outcome text, OUT expires_at timestamptz

@@ -5,7 +5,7 @@
 -- The caller folds only days before yesterday; a late Commit or Release correcting a charged
 -- expiry then finds the folded row (meter_correct_expired). Folds the rows of at most p_accounts
 -- accounts of p_day, each account's in one statement, and returns how many it folded (0: the day
--- is folded). Installed by migration 0033.
+-- is folded).
 CREATE OR REPLACE FUNCTION meter_fold_usage(p_day date, p_accounts integer) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE

@@ -3,7 +3,6 @@
 -- at most p_accounts accounts' rows of that day, and marks the day folded once none is left. Only
 -- days before yesterday (p_today - 1): no Commit writes them any more. Replicas take turns on the
 -- progress row. Returns the day it worked on (NULL: every day before yesterday is folded).
--- Installed by migration 0033.
 CREATE OR REPLACE FUNCTION meter_fold_usage_days(p_today date, p_accounts integer) RETURNS date
 LANGUAGE plpgsql AS $$
 DECLARE

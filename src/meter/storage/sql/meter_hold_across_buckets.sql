@@ -4,7 +4,7 @@
 -- refuses (from_allowance NULL, nothing changed) only what the account truly does not have. What
 -- even the committed rows do not add up to is refused before any lock is taken: otherwise every
 -- refused Reserve of a drained account queues for all its rows, one after the other (one of 163
--- ran past the lock timeout on a slow machine). Installed by migration 0020.
+-- ran past the lock timeout on a slow machine).
 CREATE OR REPLACE FUNCTION meter_hold_across_buckets(
     p_account text, p_amount bigint, p_first smallint, p_window timestamptz,
     OUT from_allowance bigint, OUT from_purchased bigint

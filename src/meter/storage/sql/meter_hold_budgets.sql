@@ -6,8 +6,7 @@
 -- a budget has not got the worst case, that budget (refused_*: its label, unit and cap, what it has
 -- left and what the call required) and no parts: what earlier budgets held is given back. A budget
 -- with nothing left admits no call, not even one that costs nothing (a cap of 0 refuses every
--- call): a call needs room for its worst case and at least 1. Installed by migration 0032; the
--- room of at least 1 by 0037.
+-- call): a call needs room for its worst case and at least 1.
 CREATE OR REPLACE FUNCTION meter_hold_budgets(
     p_account text, p_labels jsonb, p_period_start timestamptz, p_tokens bigint, p_cost bigint, p_start integer,
     OUT budget_ids bigint[], OUT budget_buckets smallint[], OUT budget_held bigint[], OUT refused_key text,

@@ -3,7 +3,6 @@
 -- when every row with the tokens is locked, wait up to p_wait_ms for the first of them rather
 -- than lock them all. The row counts the hold (one more open hold, one more request with its
 -- tokens in the minute starting at p_window). Returns the bucket, NULL when no row took it.
--- Installed by migration 0014.
 CREATE OR REPLACE FUNCTION meter_hold_in_one_bucket(
     p_account text, p_pool text, p_amount bigint, p_first smallint, p_rows smallint, p_window timestamptz,
     p_wait_ms integer

@@ -5,7 +5,7 @@
 -- the other waits for, and a deadlock costs a second (deadlock_timeout) before a retry. With this
 -- lock, the batches of an account run one after the other (a call alone takes no such lock: it
 -- locks the rows in the one order), and since every batch takes its locks in one order, before
--- any row, batches never wait for each other in a circle. Installed by migration 0022.
+-- any row, batches never wait for each other in a circle.
 CREATE OR REPLACE FUNCTION meter_lock_accounts(p_accounts text[]) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     v_key integer;

@@ -1,5 +1,5 @@
 -- Lock every row of one budget, in bucket order (the one order multi-row changes of a budget take
--- them), and return what they have available between them. Installed by migration 0032.
+-- them), and return what they have available between them.
 CREATE OR REPLACE FUNCTION meter_lock_budget_rows(p_account text, p_budget bigint) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE

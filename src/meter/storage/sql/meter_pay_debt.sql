@@ -1,7 +1,7 @@
 -- Tokens coming in (a credit, or what a hold gives back) pay the account's debt first, allowance
 -- first: an account never shows tokens available while it owes some. Writes the payment to the
 -- ledger and the account; returns what is left of each, and the debt left. The caller has locked the
--- account row. Installed by migration 0017.
+-- account row.
 CREATE OR REPLACE FUNCTION meter_pay_debt(
     p_account text, p_allowance bigint, p_purchased bigint, p_ref text, p_reservation text,
     p_now timestamptz, p_caller text,

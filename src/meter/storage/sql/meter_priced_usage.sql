@@ -1,7 +1,7 @@
 -- A hold with a call's usage set on it and priced at the prices and weights the hold pinned at
 -- Reserve: charged_tokens (meter_weighted_tokens) and cost_micros (meter_cost_micros), each
 -- rounded once over every token class. Commit, ChargeUsage and a charged expiry price usage
--- with it; the caller stores the hold (meter_settle). Installed by migration 0031.
+-- with it; the caller stores the hold (meter_settle).
 CREATE OR REPLACE FUNCTION meter_priced_usage(
     p_hold holds, p_input bigint, p_cached_input bigint, p_cache_write bigint, p_output bigint, p_reasoning bigint
 ) RETURNS holds LANGUAGE plpgsql IMMUTABLE AS $$

@@ -1,6 +1,6 @@
 -- What an account has used of its rate limits: Reserves started and tokens they held in the UTC
 -- minute of p_now, and holds open now, as counted on its rows. What a Reserve is refused by
--- (meter_rate_refusal) and what GetBalance shows as headroom. Installed by migration 0018.
+-- (meter_rate_refusal) and what GetBalance shows as headroom.
 CREATE OR REPLACE FUNCTION meter_rate_counts(p_account text, p_now timestamptz)
 RETURNS TABLE (window_start timestamptz, requests bigint, tokens bigint, open_holds bigint)
 LANGUAGE sql STABLE AS $$

@@ -1,7 +1,7 @@
 -- An account's rate limits: its own where set (SetPlan), its plan's elsewhere (NULL: no limit),
 -- from its row (p_account) as the caller read it. The plans' limits come with the call (p_plans and
 -- the arrays beside it, from the service's catalog; 0: none), so the database keeps no copy of the
--- catalog. Installed by migration 0017.
+-- catalog.
 CREATE OR REPLACE FUNCTION meter_rate_limits(
     p_account accounts, p_plans text[], p_requests_per_minute bigint[], p_tokens_per_minute bigint[],
     p_concurrent_holds bigint[]

@@ -5,7 +5,7 @@
 -- tokens-per-minute limit itself can never pass: refused with no delay (retry_after NULL). All NULL
 -- when the Reserve is within its limits (counted by meter_rate_counts). One record, not a set, so
 -- that meter_reserve assigns it (no executor started for the call); it calls it only for an
--- account with a limit. Installed by migration 0021.
+-- account with a limit.
 CREATE OR REPLACE FUNCTION meter_rate_refusal(
     p_account text, p_amount bigint, p_requests_per_minute bigint, p_tokens_per_minute bigint,
     p_concurrent_holds bigint, p_now timestamptz, p_sweep_seconds double precision,

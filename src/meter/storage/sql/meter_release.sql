@@ -1,14 +1,14 @@
 -- Release: the call did not happen, its hold goes back (meter_settle with no charge). A hold
 -- given back at expiry is recorded as released all the same, so that a Commit after it is
 -- refused as after any Release; releasing twice changes nothing. Outcomes: 'released',
--- 'committed' (refused), 'not_found', 'period_ended' (nothing changed: the service moves the
--- account into its current period and calls again), each with the balance. A hold charged its
--- worst case at expiry is given it all back (meter_correct_expired). Installed by migration 0029.
+-- 'committed' (refused) and 'not_found', each with the balance; a Release that finds the
+-- account's period ended moves it into its current one first (meter_roll_over). A hold charged its
+-- worst case at expiry is given it all back (meter_correct_expired).
 CREATE OR REPLACE FUNCTION meter_release(
     p_account text, p_hold uuid, p_reservation text, p_clock_offset double precision, p_caller text
 )
 RETURNS TABLE (
-    outcome text, plan_id text, period_start timestamptz, period_end timestamptz, allowance_total bigint,
+    outcome text, plan_id text, period_start timestamptz, period_end timestamptz, paid_through timestamptz, allowance_total bigint,
     debt bigint, warned smallint, allowance_remaining bigint, purchased_remaining bigint, allowance_held bigint,
     purchased_held bigint, used bigint
 )
@@ -22,18 +22,17 @@ DECLARE
 BEGIN
     SELECT * INTO v_hold FROM holds AS h WHERE h.account_id = p_account AND h.hold_id = p_hold FOR UPDATE;
     SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
+    IF (v_hold.charged_at_expiry OR v_hold.status <> 'committed') AND v_account.period_end <= v_now THEN
+        v_account := meter_roll_over(p_account, v_now);
+    END IF;
     IF v_hold.hold_id IS NULL THEN
         outcome := 'not_found';
-    ELSIF v_hold.charged_at_expiry AND v_account.period_end > v_now THEN
+    ELSIF v_hold.charged_at_expiry THEN
         outcome := 'released';  -- charged its worst case at expiry: the call used nothing
         v_settled := meter_correct_expired(v_hold, v_account, 'released', p_reservation, v_now, p_caller);
         v_account.debt := v_settled.debt;
-    ELSIF v_hold.charged_at_expiry THEN
-        outcome := 'period_ended';
     ELSIF v_hold.status = 'committed' THEN
         outcome := 'committed';
-    ELSIF v_account.period_end <= v_now THEN
-        outcome := 'period_ended';
     ELSE
         outcome := 'released';
         IF v_hold.status = 'open' THEN

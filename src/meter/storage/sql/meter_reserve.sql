@@ -10,10 +10,10 @@
 -- 'account_not_found', 'in_debt', 'rate_limited' (limit_name, limit_value, retry_after:
 -- meter_rate_refusal), 'budget_exceeded' (a budget its labels count against has not got its worst
 -- case, in tokens or micro-USD: budget_* name it; meter_hold_budgets), 'insufficient' (the balance
--- shows what is available; what budgets held is given back), and 'period_ended'
--- (nothing changed: the service moves the account into its current period and calls again). The
+-- shows what is available; what budgets held is given back). A call that finds the
+-- account's period ended moves it into its current one first (meter_roll_over). The
 -- plans' rate limits come with the call (meter_rate_limits); an account without any is not counted
--- against them. Installed by migration 0032.
+-- against them.
 CREATE OR REPLACE FUNCTION meter_reserve(
     p_account text, p_request text, p_hold uuid, p_model text, p_input bigint, p_max_output bigint,
     p_ttl integer, p_labels jsonb, p_catalog_version text, p_input_weight bigint, p_output_weight bigint,
@@ -26,7 +26,7 @@ CREATE OR REPLACE FUNCTION meter_reserve(
 RETURNS TABLE (
     outcome text, hold_id uuid, held bigint, expires_at timestamptz, catalog_version text, status text,
     reused_field text, limit_name text, limit_value bigint, retry_after double precision, required bigint,
-    across boolean, plan_id text, period_start timestamptz, period_end timestamptz, allowance_total bigint,
+    across boolean, plan_id text, period_start timestamptz, period_end timestamptz, paid_through timestamptz, allowance_total bigint,
     debt bigint, warned smallint, allowance_remaining bigint, purchased_remaining bigint, allowance_held bigint,
     purchased_held bigint, used bigint, budget_key text, budget_value text, budget_unit text, budget_cap bigint,
     budget_remaining bigint, budget_required bigint
@@ -70,11 +70,15 @@ BEGIN
         IF reused_field IS NOT NULL THEN
             outcome := 'request_reused';
         END IF;
-    ELSIF v_account.period_end <= v_now THEN
-        outcome := 'period_ended';
-    ELSIF v_account.debt > 0 THEN
-        outcome := 'in_debt';
     ELSE
+        IF v_account.period_end <= v_now THEN
+            v_account := meter_roll_over(p_account, v_now);
+        END IF;
+        IF v_account.debt > 0 THEN
+            outcome := 'in_debt';
+        END IF;
+    END IF;
+    IF outcome IS NULL THEN
         SELECT * INTO v_limits
         FROM meter_rate_limits(v_account, p_plans, p_requests_per_minute, p_tokens_per_minute, p_concurrent_holds);
         IF num_nonnulls(v_limits.requests_per_minute, v_limits.tokens_per_minute, v_limits.concurrent_holds) > 0

@@ -4,7 +4,7 @@
 -- limits, the waits), after the batch's account locks (meter_lock_accounts), in arrival order
 -- within an account. A refusal is an outcome like any other and leaves its neighbours alone; a
 -- request id that comes twice finds the first one's hold (replayed). Rows come back in the order
--- they ran, each with n, its place in the arrays (from 1). Installed by migration 0032.
+-- they ran, each with n, its place in the arrays (from 1).
 CREATE OR REPLACE FUNCTION meter_reserve_many(
     p_accounts text[], p_requests text[], p_holds uuid[], p_models text[], p_inputs bigint[],
     p_max_outputs bigint[], p_ttls integer[], p_labels jsonb[], p_catalog_versions text[],
@@ -19,7 +19,7 @@ RETURNS TABLE (
     n integer, outcome text, hold_id uuid, held bigint, expires_at timestamptz, catalog_version text,
     status text, reused_field text, limit_name text, limit_value bigint, retry_after double precision,
     required bigint, across boolean, plan_id text, period_start timestamptz, period_end timestamptz,
-    allowance_total bigint, debt bigint, warned smallint, allowance_remaining bigint,
+    paid_through timestamptz, allowance_total bigint, debt bigint, warned smallint, allowance_remaining bigint,
     purchased_remaining bigint, allowance_held bigint, purchased_held bigint, used bigint, budget_key text,
     budget_value text, budget_unit text, budget_cap bigint, budget_remaining bigint, budget_required bigint
 )

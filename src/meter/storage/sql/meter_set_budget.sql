@@ -5,7 +5,7 @@
 -- budget still counting an earlier period starts again. Outcomes: 'created', 'changed',
 -- 'unit_changed' (nothing changed: a budget counts in one unit), 'account_not_found'. Returns the
 -- budget. The account counts its budgets (accounts.budget_count: Reserve looks for them only
--- when it has some). Installed by migration 0032; a cap changed at the largest one, by 0037.
+-- when it has some).
 CREATE OR REPLACE FUNCTION meter_set_budget(
     p_account text, p_key text, p_value text, p_unit text, p_cap bigint, OUT outcome text, OUT budget budgets
 ) LANGUAGE plpgsql AS $$

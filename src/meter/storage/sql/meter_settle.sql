@@ -8,7 +8,7 @@
 -- read the account's (p_account); this locks the account row and then the bucket rows only when
 -- they are needed, in that order; when it changed the debt, the debt's facts follow
 -- (meter_debt_events). The call's budgets count it first (meter_settle_budgets: their rows come
--- before the account's in every transaction). Installed by migration 0032.
+-- before the account's in every transaction).
 CREATE OR REPLACE FUNCTION meter_settle(
     p_hold holds, p_account accounts, p_charge bigint, p_status text, p_reservation text, p_now timestamptz,
     p_caller text, OUT shortfall bigint, OUT debt bigint

@@ -4,8 +4,7 @@
 -- off them. What fits a part's hold is counted on its row alone, in one statement; beyond it every
 -- row of the budget is locked and what is left evened out over them (meter_spread_budget), so that
 -- no row admits a hold the budget as a whole cannot pay for. A budget deleted since, or whose rows
--- count another period than p_period_start (the hold's), is left alone. Installed by migration
--- 0032.
+-- count another period than p_period_start (the hold's), is left alone.
 CREATE OR REPLACE FUNCTION meter_settle_budgets(
     p_account text, p_period_start timestamptz, p_ids bigint[], p_buckets smallint[], p_held bigint[],
     p_parked boolean, p_tokens bigint, p_cost bigint

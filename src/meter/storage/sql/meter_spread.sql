@@ -2,7 +2,7 @@
 -- allow (the lowest buckets get the remainder), so that each row can serve a hold alone for as long
 -- as possible. Held and used tokens stay where they are. The caller has locked the rows
 -- (meter_lock_buckets). PL/pgSQL, not SQL, so that its plan is kept: a SQL function run by PERFORM
--- is planned again at every call. Installed by migration 0017.
+-- is planned again at every call.
 CREATE OR REPLACE FUNCTION meter_spread(p_account text, p_pool text, p_available bigint)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN

@@ -1,7 +1,7 @@
 -- Put p_total, what a budget has available, back on its rows evenly, so that the next holds fit
 -- one row: total / rows on each, the remainder on row 0; a total below zero (usage beyond its
 -- holds took the budget past its cap) all on row 0, so that no row admits a hold. The caller has
--- locked the rows (meter_lock_budget_rows). Installed by migration 0032.
+-- locked the rows (meter_lock_budget_rows).
 CREATE OR REPLACE FUNCTION meter_spread_budget(p_account text, p_budget bigint, p_total bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE

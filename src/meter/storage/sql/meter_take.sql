@@ -1,6 +1,6 @@
 -- Take p_amount from what an account has available, allowance first (it expires, purchased
 -- tokens do not), spreading what is left; what both pools cannot cover is the shortfall. The
--- caller has locked the rows (meter_lock_buckets). Installed by migration 0014.
+-- caller has locked the rows (meter_lock_buckets).
 CREATE OR REPLACE FUNCTION meter_take(
     p_account text, p_amount bigint,
     OUT from_allowance bigint, OUT from_purchased bigint, OUT shortfall bigint

@@ -1,7 +1,6 @@
 -- What a call costs in balance tokens: each class of its tokens (input, cached input, cache
 -- writes, output, reasoning) times its weight, summed and rounded up once (weights in millionths
 -- of a balance token per token). Reserve prices its worst case with it, Commit the usage.
--- Installed by migration 0031.
 CREATE OR REPLACE FUNCTION meter_weighted_tokens(
     p_input bigint, p_cached_input bigint, p_cache_write bigint, p_output bigint, p_reasoning bigint,
     p_input_weight bigint, p_cached_input_weight bigint, p_cache_write_weight bigint, p_output_weight bigint,

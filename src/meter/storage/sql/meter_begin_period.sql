@@ -1,0 +1,75 @@
+-- Begin the allowance month [p_start, p_end) of a locked account: the allowance left from the
+-- month before expires (an 'expiry' entry and allowance.expired), and the subscription payments
+-- that paid for that month add it to what their months left unused (a later refund takes that back
+-- from nothing: it expired); every row's count of tokens used starts again; and with p_grant the
+-- plan's monthly allowance is granted (a 'subscription_grant' entry that pays debt first, and
+-- allowance.granted), less what a refund or dispute took back from the months of the payment that
+-- pays for this one before they began (withheld_tokens: from its last months first, as if the paid
+-- year were shorter), and the month counts as begun for it. The
+-- account row names the new month and its allowance before the grant, so that the grant's events
+-- carry them. Allowance held by open holds stays held: it expires when they settle (meter_settle).
+-- Returns the debt the grant paid.
+CREATE OR REPLACE FUNCTION meter_begin_period(
+    p_account text, p_start timestamptz, p_end timestamptz, p_grant boolean, p_now timestamptz, p_caller text
+) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    v_before accounts%ROWTYPE;
+    v_account accounts%ROWTYPE;
+    v_unused bigint;
+    v_grant bigint := 0;
+    v_withheld bigint := 0;
+    v_payment subscription_payments%ROWTYPE;
+    v_paid bigint := 0;
+    v_ref text := 'period:' || to_char(p_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
+        || CASE WHEN date_trunc('second', p_start) = p_start THEN '' ELSE to_char(p_start AT TIME ZONE 'UTC', '.US') END
+        || '+00:00';  -- as Python's isoformat() writes it
+BEGIN
+    SELECT * INTO v_before FROM accounts AS a WHERE a.account_id = p_account;
+    PERFORM meter_lock_buckets(p_account);
+    SELECT coalesce(sum(b.available), 0)::bigint INTO v_unused FROM buckets AS b
+    WHERE b.account_id = p_account AND b.pool = 'allowance';
+    IF v_unused > 0 THEN
+        INSERT INTO ledger_entries (account_id, created_at, caller, kind, pool, amount, ref)
+        VALUES (p_account, p_now, p_caller, 'expiry', 'allowance', -v_unused, v_ref);
+    END IF;
+    IF v_before.period_start < p_start THEN
+        UPDATE subscription_payments AS s SET unused_at_end = coalesce(s.unused_at_end, 0) + v_unused
+        WHERE s.account_id = p_account AND s.period_start <= v_before.period_start
+            AND v_before.period_start < s.period_end;
+    END IF;
+    PERFORM meter_spread(p_account, 'allowance', 0);
+    UPDATE buckets AS b SET used = 0 WHERE b.account_id = p_account;
+    IF p_grant AND p_start < v_before.paid_through THEN  -- a month an invoice paid for
+        SELECT * INTO v_payment FROM subscription_payments AS s
+        WHERE s.account_id = p_account AND NOT s.proration AND s.period_start <= p_start AND p_start < s.period_end
+            AND s.months_begun < s.months
+        ORDER BY s.period_start DESC
+        LIMIT 1
+        FOR UPDATE;
+        IF FOUND THEN
+            -- This is month months_begun of the payment; the withheld tokens are its last months'.
+            v_withheld := least(v_before.monthly_allowance, greatest(0, v_payment.withheld_tokens
+                - (v_payment.months - 1 - v_payment.months_begun) * (v_payment.tokens / v_payment.months)));
+            UPDATE subscription_payments AS s SET months_begun = least(s.months, s.months_begun + 1)
+            WHERE s.account_id = p_account AND s.invoice_ref = v_payment.invoice_ref;
+        END IF;
+    END IF;
+    IF p_grant THEN
+        v_grant := v_before.monthly_allowance - v_withheld;
+    END IF;
+    UPDATE accounts AS a SET period_start = p_start, period_end = p_end, allowance_total = v_grant,
+        granted_period_start = CASE WHEN p_grant THEN p_start ELSE a.granted_period_start END, updated_at = p_now
+    WHERE a.account_id = p_account
+    RETURNING * INTO v_account;
+    IF v_unused > 0 THEN
+        PERFORM meter_emit(p_account, 'allowance.expired', jsonb_build_object('tokens', v_unused), p_now);
+    END IF;
+    IF v_grant > 0 THEN
+        v_paid := meter_credit(p_account, 'subscription_grant', 'allowance', v_grant, v_ref, v_account.plan_id,
+            p_now, p_caller);
+        PERFORM meter_emit(p_account, 'allowance.granted', jsonb_build_object('tokens', v_grant,
+            'debt_paid', v_paid, 'reason', 'period'), p_now);
+    END IF;
+    RETURN v_paid;
+END;
+$$;
