@@ -60,4 +60,3 @@ class SubscriptionPayment:
     tokens: int
     payment_intent: str | None
     months: int = 0  # the allowance months it pays for (twelve for a year); 0: prorations
-    months_begun: int = 0  # of those, the ones begun (granted) when it was recorded

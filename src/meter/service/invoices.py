@@ -194,7 +194,6 @@ async def record_invoice(meter: Meter, store: Store, account: Account, paid: Pai
         tokens=tokens,
         payment_intent=paid.payment_intent or None,
         months=months,
-        months_begun=1 if granted else 0,
     )
     await store.insert_subscription_payment(recorded, now)
     await waiting.release(meter, store, account.account_id, waiting.invoice_key(paid.invoice_ref), now)

@@ -5,7 +5,7 @@
 -- plan's monthly allowance is granted (a 'subscription_grant' entry that pays debt first, and
 -- allowance.granted), less what a refund or dispute took back from the months of the payment that
 -- pays for this one before they began (withheld_tokens: from its last months first, as if the paid
--- year were shorter), and the month counts as begun for it. The
+-- year were shorter). The
 -- account row names the new month and its allowance before the grant, so that the grant's events
 -- carry them. Allowance held by open holds stays held: it expires when they settle (meter_settle).
 -- Returns the debt the grant paid.
@@ -41,17 +41,16 @@ BEGIN
     UPDATE buckets AS b SET used = 0 WHERE b.account_id = p_account;
     IF p_grant AND p_start < v_before.paid_through THEN  -- a month an invoice paid for
         SELECT * INTO v_payment FROM subscription_payments AS s
-        WHERE s.account_id = p_account AND NOT s.proration AND s.period_start <= p_start AND p_start < s.period_end
-            AND s.months_begun < s.months
+        WHERE s.account_id = p_account AND NOT s.proration AND s.months > 0 AND s.period_start <= p_start
+            AND p_start < s.period_end
         ORDER BY s.period_start DESC
-        LIMIT 1
-        FOR UPDATE;
-        IF FOUND THEN
-            -- This is month months_begun of the payment; the withheld tokens are its last months'.
+        LIMIT 1;
+        IF FOUND AND v_payment.withheld_tokens > 0 THEN
+            -- The withheld tokens are the payment's last months': this one's part is what the
+            -- months after it do not cover.
             v_withheld := least(v_before.monthly_allowance, greatest(0, v_payment.withheld_tokens
-                - (v_payment.months - 1 - v_payment.months_begun) * (v_payment.tokens / v_payment.months)));
-            UPDATE subscription_payments AS s SET months_begun = least(s.months, s.months_begun + 1)
-            WHERE s.account_id = p_account AND s.invoice_ref = v_payment.invoice_ref;
+                - meter_months_beginning(v_payment.period_start, p_end, v_payment.period_end)
+                * (v_payment.tokens / v_payment.months)));
         END IF;
     END IF;
     IF p_grant THEN

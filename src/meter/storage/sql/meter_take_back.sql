@@ -26,8 +26,9 @@ BEGIN
     IF p_payment_kind = 'invoice' THEN
         SELECT * INTO v_payment FROM subscription_payments AS s
         WHERE s.account_id = p_account AND s.invoice_ref = p_payment_ref FOR UPDATE;
-        IF v_payment.months > v_payment.months_begun THEN
-            withheld := greatest(0, least(v_left, (v_payment.months - v_payment.months_begun)
+        IF v_payment.months > 0 THEN  -- its months that begin after the current one
+            withheld := greatest(0, least(v_left, meter_months_beginning(v_payment.period_start,
+                greatest(v_account.period_end, v_payment.period_start), v_payment.period_end)
                 * (v_payment.tokens / v_payment.months) - v_payment.withheld_tokens));
             v_left := v_left - withheld;
         END IF;

@@ -10,8 +10,8 @@ paid_through, so a yearly invoice pays for twelve months and a monthly one for o
 subscription whose allowance lasts its paid months gets, after paid_through, the allowance it was
 given for then (allowance_after_paid: the default plan's).
 
-A subscription payment knows how many allowance months it pays for (months), how many of them
-have begun (months_begun), and what refunds or disputes took back from those not yet begun
+A subscription payment knows how many allowance months it pays for (months) and what refunds or
+disputes took back from those not yet begun
 (withheld_tokens, of which frozen_withheld by an open or lost dispute): taken from its last months
 first, as if the paid year were shorter.
 
@@ -79,13 +79,11 @@ STATEMENTS = (
     "ALTER TABLE accounts DROP COLUMN calendar_periods",
     """ALTER TABLE subscription_payments
     ADD COLUMN months integer DEFAULT 1 NOT NULL CHECK (months >= 0),
-    ADD COLUMN months_begun integer DEFAULT 0 NOT NULL CHECK (months_begun >= 0),
     ADD COLUMN withheld_tokens bigint DEFAULT 0 NOT NULL CHECK (withheld_tokens >= 0),
     ADD COLUMN frozen_withheld bigint DEFAULT 0 NOT NULL CHECK (frozen_withheld >= 0),
     ADD CONSTRAINT subscription_payments_withheld_check CHECK (frozen_withheld <= withheld_tokens)""",
-    # A payment recorded before paid for one grant: its period's, begun if it was granted.
-    """UPDATE subscription_payments AS s SET months = CASE WHEN s.proration THEN 0 ELSE 1 END,
-    months_begun = CASE WHEN NOT s.proration AND s.tokens > 0 THEN 1 ELSE 0 END""",
+    # A payment recorded before paid for one grant: its period's.
+    """UPDATE subscription_payments AS s SET months = CASE WHEN s.proration THEN 0 ELSE 1 END""",
 )
 
 
