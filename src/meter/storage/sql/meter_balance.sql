@@ -1,6 +1,7 @@
--- An account's balance: its plan, allowance month and paid-through date from its row (p_account,
--- as the caller read it), and the sums of its bucket rows in one read. What GetBalance shows and what every change of the hot
--- path answers with; taking the row it already holds spares each call a second read of it.
+-- An account's balance: its plan, allowance month and paid-through date from its row
+-- (p_account, as the caller read it), and the sums of its bucket rows in one read. What
+-- GetBalance shows and what every change of the hot path answers with; taking the row it already
+-- holds spares each call a second read of it.
 CREATE OR REPLACE FUNCTION meter_balance(p_account accounts)
 RETURNS TABLE (
     plan_id text, period_start timestamptz, period_end timestamptz, paid_through timestamptz,

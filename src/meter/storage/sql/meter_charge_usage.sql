@@ -20,7 +20,8 @@ CREATE OR REPLACE FUNCTION meter_charge_usage(
 )
 RETURNS TABLE (
     outcome text, hold_id uuid, reused_field text, charged bigint, cost bigint, unbilled bigint,
-    plan_id text, period_start timestamptz, period_end timestamptz, paid_through timestamptz, allowance_total bigint, debt bigint,
+    plan_id text, period_start timestamptz, period_end timestamptz,
+    paid_through timestamptz, allowance_total bigint, debt bigint,
     warned smallint, allowance_remaining bigint, purchased_remaining bigint, allowance_held bigint,
     purchased_held bigint, used bigint
 )

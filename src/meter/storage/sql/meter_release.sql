@@ -8,7 +8,8 @@ CREATE OR REPLACE FUNCTION meter_release(
     p_account text, p_hold uuid, p_reservation text, p_clock_offset double precision, p_caller text
 )
 RETURNS TABLE (
-    outcome text, plan_id text, period_start timestamptz, period_end timestamptz, paid_through timestamptz, allowance_total bigint,
+    outcome text, plan_id text, period_start timestamptz, period_end timestamptz,
+    paid_through timestamptz, allowance_total bigint,
     debt bigint, warned smallint, allowance_remaining bigint, purchased_remaining bigint, allowance_held bigint,
     purchased_held bigint, used bigint
 )

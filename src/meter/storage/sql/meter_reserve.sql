@@ -26,7 +26,8 @@ CREATE OR REPLACE FUNCTION meter_reserve(
 RETURNS TABLE (
     outcome text, hold_id uuid, held bigint, expires_at timestamptz, catalog_version text, status text,
     reused_field text, limit_name text, limit_value bigint, retry_after double precision, required bigint,
-    across boolean, plan_id text, period_start timestamptz, period_end timestamptz, paid_through timestamptz, allowance_total bigint,
+    across boolean, plan_id text, period_start timestamptz, period_end timestamptz,
+    paid_through timestamptz, allowance_total bigint,
     debt bigint, warned smallint, allowance_remaining bigint, purchased_remaining bigint, allowance_held bigint,
     purchased_held bigint, used bigint, budget_key text, budget_value text, budget_unit text, budget_cap bigint,
     budget_remaining bigint, budget_required bigint
