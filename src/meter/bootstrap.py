@@ -30,6 +30,7 @@ from meter.grpc.drain import Drain
 from meter.grpc.handling import Gate, Readiness
 from meter.grpc.server import METHODS, GrpcServer
 from meter.http_json import HttpJsonServer
+from meter.outbound_webhooks import SignedSender
 from meter.service.caller_rate_sync import run_caller_rate_sync
 from meter.service.context import Meter, Parameters
 from meter.service.deliverer import DeliveryPolicy, run_deliverer
@@ -42,7 +43,6 @@ from meter.storage.hot_path import HotPath
 from meter.storage.postgres import PostgresDatabase
 from meter.stripe_checkout import StripeCheckout
 from meter.webhooks.app import WebhookServer
-from meter.webhooks.outbound import SignedSender
 
 log = logging.getLogger(__name__)
 
