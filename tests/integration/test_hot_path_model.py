@@ -63,7 +63,7 @@ from hypothesis.stateful import (
 
 from meter.catalog import load as load_catalog
 from meter.service.sweeper import sweep_once
-from meter.storage.database import dsn
+from meter.storage.engine import dsn
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
 from support import RunningMeter, error_info, new_id

@@ -28,11 +28,11 @@ def run_with_meter(settings: Settings, work: Callable[[Meter], Awaitable[int]]) 
 async def _with_meter(settings: Settings, work: Callable[[Meter], Awaitable[int]]) -> int:
     from meter import bootstrap
 
-    database = await bootstrap.open_database(settings)
-    connections = await bootstrap.connect(settings, database.url)
+    database_server = await bootstrap.open_database_server(settings)
+    connections = await bootstrap.connect(settings, database_server.url)
     try:
         return await work(bootstrap.build_meter(settings, connections, clock=None, catalog=None))
     finally:
         await connections.close()
-        if database.embedded is not None:
-            await asyncio.to_thread(database.embedded.stop)
+        if database_server.embedded is not None:
+            await asyncio.to_thread(database_server.embedded.stop)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from meter.catalog import Catalog
 from meter.domain.checkout import CheckoutLimits
-from meter.service.ports import CheckoutProvider, Database
+from meter.service.ports import CheckoutProvider, Storage
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Parameters:
 @dataclass
 class Meter:
     catalog: Catalog
-    storage: Database
+    storage: Storage
     parameters: Parameters = field(default_factory=Parameters)
     # Picks the bucket a hold starts looking at, so concurrent holds spread over the rows.
     spread: random.Random = field(default_factory=random.Random)

@@ -30,7 +30,7 @@ from meter.domain.limits import PlanLimits
 from meter.domain.periods import Period
 from meter.storage.clock import DatabaseClock
 from meter.storage.coalescer import Coalescer
-from meter.storage.database import run_statement, run_statement_rows
+from meter.storage.engine import run_statement, run_statement_rows
 
 RESERVE = (
     "SELECT * FROM meter_reserve($1, $2, CAST($3 AS uuid), $4, $5, $6, $7, CAST($8 AS jsonb), $9, $10, $11, "
