@@ -54,6 +54,11 @@ class DatabaseServer:
     url: str
     embedded: EmbeddedPostgres | None
 
+    async def stop(self) -> None:
+        """Stop the embedded server, if meter started one (an external one is not meter's to stop)."""
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+
 
 async def open_database_server(settings: Settings) -> DatabaseServer:
     """The configured Postgres, or an embedded one in the data folder (started here; migrations
@@ -178,8 +183,7 @@ class Service:
             await self.meter.checkout.close()
         metrics.DATABASE_POOLS.forget(self)
         await self.connections.close()
-        if self.database_server.embedded is not None:
-            await asyncio.to_thread(self.database_server.embedded.stop)
+        await self.database_server.stop()
 
     def _watch_pools(self) -> None:
         pool = self.connections.engine.pool
@@ -311,8 +315,7 @@ async def start(
         )
     except (OSError, RuntimeError) as error:
         await connections.close()
-        if database_server.embedded is not None:
-            await asyncio.to_thread(database_server.embedded.stop)
+        await database_server.stop()
         raise CannotListen("METER_GRPC_ADDR", settings.grpc_addr, str(error)) from error
     json_server = None
     if connect_addr is not None:
@@ -320,8 +323,7 @@ async def start(
             json_server = HttpJsonServer(meter, connect_addr, gate, settings, limits)  # one gate: one drain for both
         except OSError as error:
             await connections.close()
-            if database_server.embedded is not None:
-                await asyncio.to_thread(database_server.embedded.stop)
+            await database_server.stop()
             raise CannotListen(http_json.SETTING, connect_addr, error.strerror or str(error)) from error
     await server.start()
     if json_server is not None:

@@ -34,5 +34,4 @@ async def _with_meter(settings: Settings, work: Callable[[Meter], Awaitable[int]
         return await work(bootstrap.build_meter(settings, connections, clock=None, catalog=None))
     finally:
         await connections.close()
-        if database_server.embedded is not None:
-            await asyncio.to_thread(database_server.embedded.stop)
+        await database_server.stop()

@@ -78,8 +78,7 @@ async def _migrate(settings: Settings) -> int:
     database_server = await bootstrap.open_database_server(settings)
     await migrate.upgrade_async(database_server.url)
     print("meter: schema is up to date")
-    if database_server.embedded is not None:
-        await asyncio.to_thread(database_server.embedded.stop)
+    await database_server.stop()
     return 0
 
 
@@ -90,8 +89,7 @@ async def _audit(settings: Settings, account_id: str | None) -> int:
         report = await audit(engine, account_id)
     finally:
         await engine.dispose()
-        if database_server.embedded is not None:
-            await asyncio.to_thread(database_server.embedded.stop)
+        await database_server.stop()
     for discrepancy in report.discrepancies:
         print(f"MISMATCH {discrepancy}")
     verdict = "clean" if report.clean else f"{len(report.discrepancies)} discrepancies"
