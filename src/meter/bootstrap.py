@@ -31,6 +31,7 @@ from meter.grpc.handling import Gate, Readiness
 from meter.grpc.server import METHODS, GrpcServer
 from meter.http_json import HttpJsonServer
 from meter.outbound_webhooks import SignedSender
+from meter.service.arrivals import WAITING_APPLIERS
 from meter.service.caller_rate_sync import run_caller_rate_sync
 from meter.service.context import Meter, Parameters
 from meter.service.deliverer import DeliveryPolicy, run_deliverer
@@ -120,6 +121,7 @@ def build_meter(
     return Meter(
         catalog=catalog,
         storage=PostgresStorage(connections.engine, hot_path, clock),
+        waiting_appliers=WAITING_APPLIERS,
         parameters=Parameters(
             buckets=settings.buckets,
             default_ttl_seconds=settings.default_ttl_seconds,
