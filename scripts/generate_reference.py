@@ -23,9 +23,10 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
-from meter import client_fail_open, client_spool, metrics
+from meter import metrics
 from meter.callers_config import CallersFile
 from meter.catalog import CatalogFile
+from meter.client import fail_open, spool
 from meter.config import VARIABLES, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,7 +136,7 @@ def metrics_table() -> str:
     served = sorted(_metrics_of(metrics))
     for family in metrics.DATABASE_POOLS.collect():
         served.append((family.name, family.type, ", ".join(getattr(family, "_labelnames", ())), family.documentation))
-    client = sorted([*_metrics_of(client_fail_open), *_metrics_of(client_spool)])
+    client = sorted([*_metrics_of(fail_open), *_metrics_of(spool)])
     lines = [
         "# Metrics",
         "",

@@ -18,8 +18,8 @@ from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.storage.audit import audit
-from meter.storage.database import create_engine
 from meter.storage.embedded import EmbeddedPostgres
+from meter.storage.engine import create_engine
 from meter.storage.migrate import upgrade_async
 from support import RunningMeter, start_meter
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.domain.callers import hash_token, new_token
 from meter.storage.audit import audit
-from meter.storage.database import dsn
+from meter.storage.engine import dsn
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
 from meterlab.bench import against, coalesce, database_alone, floor, labels, load, reserve_wait, seed

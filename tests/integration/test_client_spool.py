@@ -20,7 +20,7 @@ import grpc
 import pytest
 
 from meter.client import MeterClient, MeterRpcError, NotSpooled, Spooled
-from meter.client_spool import SPOOL_DEPTH, SPOOL_ERRORS, SPOOL_SET_ASIDE, CommitSpool, SpoolUnwritable
+from meter.client.spool import SPOOL_DEPTH, SPOOL_ERRORS, SPOOL_SET_ASIDE, CommitSpool, SpoolUnwritable
 from meter.v1 import meter_pb2 as pb
 from support import balance, eventually, funded_account, ledger, reserve_request
 
@@ -218,7 +218,7 @@ async def test_rows_that_cannot_be_read_are_set_aside_and_the_later_calls_reach_
         pb.CommitRequest(reservation_id=second.reservation_id, input_tokens=50, output_tokens=10).SerializeToString(),
     )
     spool.close()
-    caplog.set_level(logging.WARNING, logger="meter.client_spool")
+    caplog.set_level(logging.WARNING, logger="meter.client.spool")
     for _start in range(2):
         async with MeterClient(address, spool=path) as proxy:
 

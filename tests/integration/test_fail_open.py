@@ -12,8 +12,7 @@ import grpc
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from meter.client import MeterClient, MeterRpcError, Spooled
-from meter.client_fail_open import FailOpen
+from meter.client import FailOpen, MeterClient, MeterRpcError, Spooled
 from support import balance, eventually, funded_account, ledger
 
 

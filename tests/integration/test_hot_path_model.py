@@ -28,7 +28,7 @@ states them, not from the service's code:
   the balance; a Reserve refused for tokens holds nothing of it); every way a hold ends counts
   its charge against the budget's period the hold was taken in, and a budget starts again at the
   first labelled Reserve of a new period;
-- ExtendReservation moves an open hold's expiry to now + ttl; refused once settled or expired;
+- ExtendReservation moves an open hold's expiry to now + ttl_seconds; refused once settled or expired;
 - Adjust credits (paying debt first) or takes back what the pool has;
 - at a period's end the allowance left expires and the next is granted, paying debt first.
 
@@ -63,7 +63,7 @@ from hypothesis.stateful import (
 
 from meter.catalog import load as load_catalog
 from meter.service.sweeper import sweep_once
-from meter.storage.database import dsn
+from meter.storage.engine import dsn
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
 from support import RunningMeter, error_info, new_id
@@ -102,7 +102,7 @@ def priced(tokens: Tokens, model: str) -> tuple[int, int]:
 class ModelHold:
     account: str
     request_id: str
-    params: tuple[str, int, int, int]  # model, input, max output, ttl
+    params: tuple[str, int, int, int]  # model, input, max output, ttl_seconds
     allowance: int
     purchased: int
     period: int
@@ -278,7 +278,7 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
 
         def reserve_once(self, data: st.DataObject) -> str | None:
             account_id, account = self.account(data)
-            model, input_tokens, max_output, ttl = data.draw(
+            model, input_tokens, max_output, ttl_seconds = data.draw(
                 st.tuples(st.sampled_from(MODELS), st.integers(0, 900), st.integers(1, 900), st.sampled_from(TTLS))
             )
             labelled = data.draw(st.booleans(), label="labelled for the budget")
@@ -288,11 +288,11 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
                 request_id = data.draw(st.sampled_from(earlier)).request_id
                 if data.draw(st.booleans(), label="with the same parameters"):
                     first = self.holds[self.by_request[account_id, request_id]]
-                    (model, input_tokens, max_output, ttl), labelled = first.params, first.labelled
-            params = (model, input_tokens, max_output, ttl)
+                    (model, input_tokens, max_output, ttl_seconds), labelled = first.params, first.labelled
+            params = (model, input_tokens, max_output, ttl_seconds)
             request = pb.ReserveRequest(
                 account_id=account_id, request_id=request_id, model=model, input_tokens=input_tokens,
-                max_output_tokens=max_output, ttl_seconds=ttl, labels=BUDGET_LABELS if labelled else None,
+                max_output_tokens=max_output, ttl_seconds=ttl_seconds, labels=BUDGET_LABELS if labelled else None,
             )  # fmt: skip
             expected = self.model_reserve(account_id, account, request_id, params, labelled)
             try:
@@ -324,7 +324,7 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
             params: tuple[str, int, int, int],
             labelled: bool,
         ) -> str | Refused:
-            model, input_tokens, max_output, ttl = params
+            model, input_tokens, max_output, ttl_seconds = params
             replayed = self.by_request.get((account_id, request_id))
             if replayed is not None:
                 if (self.holds[replayed].params, self.holds[replayed].labelled) != (params, labelled):
@@ -355,7 +355,7 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
             account.window_tokens += required
             self.placed = ModelHold(
                 account_id, request_id, params, from_allowance, required - from_allowance, account.period,
-                self.now + ttl, labelled=labelled, budget_part=required if budgeted else 0,
+                self.now + ttl_seconds, labelled=labelled, budget_part=required if budgeted else 0,
             )  # fmt: skip
             return "placed"
 
@@ -501,12 +501,12 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
             account.allowance += allowance
             account.purchased += purchased
 
-        @rule(reservation=reservations, ttl=st.sampled_from(TTLS))
-        def extend(self, reservation: str, ttl: int) -> None:
+        @rule(reservation=reservations, ttl_seconds=st.sampled_from(TTLS))
+        def extend(self, reservation: str, ttl_seconds: int) -> None:
             hold = self.holds.get(reservation)
             if hold is None:
                 return
-            request = pb.ExtendReservationRequest(reservation_id=reservation, ttl_seconds=ttl)
+            request = pb.ExtendReservationRequest(reservation_id=reservation, ttl_seconds=ttl_seconds)
             try:
                 self.call(self.stub.ExtendReservation(request))
             except Refused as refusal:
@@ -517,7 +517,7 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
                 assert refusal.reason == f"RESERVATION_{expected}"
                 return
             assert hold.status == "open" and self.now < hold.expires
-            hold.expires = self.now + ttl
+            hold.expires = self.now + ttl_seconds
 
         @rule(data=st.data(), pool=st.sampled_from(["allowance", "purchased"]), delta=st.integers(-1_500, 2_000))
         def adjust(self, data: st.DataObject, pool: str, delta: int) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from meter import bootstrap
 from meter.config import Settings
 from meter.grpc.server import GrpcServer
-from meter.storage.database import create_engine, run_transaction
+from meter.storage.engine import create_engine, run_transaction
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
 from support import expect_error, reserve_request
@@ -138,7 +138,7 @@ async def test_a_pool_with_no_connection_free_in_time_is_storage_unavailable(dat
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from meter.domain.errors import StorageUnavailable
-    from meter.storage.database import run_transaction
+    from meter.storage.engine import run_transaction
 
     url = database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
     engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=0.2)

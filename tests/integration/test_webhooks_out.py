@@ -28,11 +28,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from webhook_receiver import Receiver
 
+from meter import outbound_webhooks
 from meter.domain.errors import InvalidField
 from meter.domain.webhook_deliveries import DeliveryState
 from meter.service import webhook_endpoints
 from meter.v1 import meter_pb2 as pb
-from meter.webhooks import outbound
 from meterlab.chaos.hostile_receivers import Redirector, Tarpit
 from support import (
     RunningMeter,
@@ -382,7 +382,7 @@ async def test_an_error_body_is_read_a_few_hundred_bytes_deep_then_the_connectio
         await runner.cleanup()
     assert write_failed and written[0] < body_size // 8, (write_failed, written)
     assert dead.last_error is not None and dead.last_error.startswith("HTTP 500: database on fire database")
-    assert len(dead.last_error) <= len("HTTP 500: ") + outbound.ERROR_BODY_BYTES
+    assert len(dead.last_error) <= len("HTTP 500: ") + outbound_webhooks.ERROR_BODY_BYTES
 
 
 async def test_an_endpoint_that_never_answers_holds_back_no_other_endpoint(

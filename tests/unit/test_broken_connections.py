@@ -7,7 +7,7 @@ import asyncpg
 import pytest
 
 from meter.domain.errors import StorageUnavailable
-from meter.storage.database import with_retries
+from meter.storage.engine import with_retries
 
 
 async def test_a_protocol_error_after_a_lost_server_is_storage_unavailable() -> None:

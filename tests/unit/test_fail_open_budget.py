@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meter.client_fail_open import FailOpen, FailOpenBudget, let_through_tokens
+from meter.client.fail_open import FailOpen, FailOpenBudget, let_through_tokens
 from meter.domain.amounts import MAX_CALL_TOKENS
 from meter.domain.errors import MeterError
 

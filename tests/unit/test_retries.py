@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from meter.storage.database import with_retries
+from meter.storage.engine import with_retries
 
 
 async def test_a_serialization_failure_is_retried_and_then_succeeds() -> None:

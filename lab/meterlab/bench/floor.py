@@ -25,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.config import Settings
-from meter.storage.database import dsn
+from meter.storage.engine import dsn
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
 

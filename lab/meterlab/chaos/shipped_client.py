@@ -23,8 +23,8 @@ from pathlib import Path
 from sqlalchemy import text
 
 from meter.client import MeterClient, MeterRpcError, Spooled
-from meter.client_fail_open import RESERVATION_PREFIX, FailOpen
-from meter.client_spool import SPOOL_ERRORS, CommitSpool
+from meter.client.fail_open import RESERVATION_PREFIX, FailOpen
+from meter.client.spool import SPOOL_ERRORS, CommitSpool
 from meter.v1 import meter_pb2 as pb
 from meterlab.testbed import LabDatabase, ServerProcess, audit
 

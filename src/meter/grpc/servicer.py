@@ -52,7 +52,7 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
             model=request.model,
             input_tokens=request.input_tokens,
             max_output_tokens=request.max_output_tokens,
-            ttl=request.ttl_seconds,
+            ttl_seconds=request.ttl_seconds,
             labels=dict(request.labels),
         )
         return pb.ReserveResponse(
@@ -101,7 +101,9 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
     async def ExtendReservation(
         self, request: pb.ExtendReservationRequest, context: Context
     ) -> pb.ExtendReservationResponse:
-        expires_at = await extend.extend(self._meter, reservation_id=request.reservation_id, ttl=request.ttl_seconds)
+        expires_at = await extend.extend(
+            self._meter, reservation_id=request.reservation_id, ttl_seconds=request.ttl_seconds
+        )
         return pb.ExtendReservationResponse(expires_at=convert.timestamp(expires_at))
 
     async def GetBalance(self, request: pb.GetBalanceRequest, context: Context) -> pb.GetBalanceResponse:

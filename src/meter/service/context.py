@@ -1,16 +1,20 @@
-"""What every use case is given: the catalog, the storage, the service's parameters (bounds on requests,
-buckets per account, the sweep interval, the limits on Checkout Sessions; rate limits are something
-else: domain.limits), a source of spread, and Stripe's Checkout when meter sells through it."""
+"""What every use case is given: the catalog, the storage, what applies each kind of waiting request,
+the service's parameters (bounds on requests, buckets per account, the sweep interval, the limits on
+Checkout Sessions; rate limits are something else: domain.limits), a source of spread, and Stripe's
+Checkout when meter sells through it."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from meter.catalog import Catalog
 from meter.domain.checkout import CheckoutLimits
-from meter.service.ports import CheckoutProvider, Database
+from meter.service.ports import CheckoutProvider, Storage, Store
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,11 @@ class Parameters:
 @dataclass
 class Meter:
     catalog: Catalog
-    storage: Database
+    storage: Storage
+    # By kind, what applies a request that waited for what it refers to (service.waiting), once
+    # that has arrived. Given, not imported by waiting.py: the use cases that apply them store and
+    # release their requests through it (service.arrivals lists them).
+    waiting_appliers: Mapping[str, WaitingApplier]
     parameters: Parameters = field(default_factory=Parameters)
     # Picks the bucket a hold starts looking at, so concurrent holds spread over the rows.
     spread: random.Random = field(default_factory=random.Random)
@@ -37,3 +45,9 @@ class Meter:
     checkout: CheckoutProvider | None = None
     # Watchers' reads (WatchEvents) running at once in this process (METER_WATCH_READS).
     watch_reads: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+
+
+# What a kind of waiting request does once what it waits for has arrived, in that transaction
+# (the account's row locked): (meter, store, account_id, request, now) -> None. It checks before
+# it writes, so a refusal leaves nothing half done.
+WaitingApplier = Callable[[Meter, Store, str, dict[str, Any], datetime], Awaitable[None]]

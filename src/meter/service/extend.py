@@ -8,7 +8,7 @@ from meter.domain import ids
 from meter.domain.answers import Outcome
 from meter.domain.errors import ReservationCommitted, ReservationExpired, ReservationNotFound, ReservationReleased
 from meter.service.context import Meter
-from meter.service.reserve import ttl_seconds
+from meter.service.reserve import bounded_ttl_seconds
 
 _REFUSALS = {
     Outcome.NOT_FOUND: ReservationNotFound,
@@ -18,9 +18,9 @@ _REFUSALS = {
 }
 
 
-async def extend(meter: Meter, *, reservation_id: str, ttl: int) -> datetime:
+async def extend(meter: Meter, *, reservation_id: str, ttl_seconds: int) -> datetime:
     ids.reservation_account(reservation_id)
-    answer = await meter.storage.hot_path.extend(reservation_id, ttl_seconds(ttl, meter.parameters))
+    answer = await meter.storage.hot_path.extend(reservation_id, bounded_ttl_seconds(ttl_seconds, meter.parameters))
     refusal = _REFUSALS.get(answer.outcome)
     if refusal is not None:
         raise refusal(reservation_id)

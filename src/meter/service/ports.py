@@ -1,6 +1,6 @@
 """What the use cases need from storage. `meter.storage` implements it on Postgres.
 
-A `Store` lives for one transaction on one account; `Database.transaction` runs a unit of work
+A `Store` lives for one transaction on one account; `Storage.transaction` runs a unit of work
 that commits only if it returns (and is retried as a whole on serialization failures). It is made
 of parts named for what they hold (Accounts, Balances, Payments, ...); a use case that needs only
 some of them says so in its types, so what it can touch is read in its signature.
@@ -319,7 +319,7 @@ class EventNotices(Protocol):
     async def close(self) -> None: ...
 
 
-class Database(Protocol):
+class Storage(Protocol):
     async def transaction(self, work: Callable[[Store], Awaitable[T]]) -> T:
         """Run `work` in one transaction; commit if it returns, roll back if it raises."""
         ...

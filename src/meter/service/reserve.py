@@ -36,7 +36,7 @@ class Reservation:
     new: bool = True  # False: the answer to a replayed request_id
 
 
-def ttl_seconds(value: int, parameters: Parameters, field: str = "ttl_seconds") -> int:
+def bounded_ttl_seconds(value: int, parameters: Parameters, field: str = "ttl_seconds") -> int:
     return hold_ttl_seconds(
         value, default_seconds=parameters.default_ttl_seconds, max_seconds=parameters.max_ttl_seconds, field=field
     )
@@ -50,7 +50,7 @@ async def reserve(
     model: str,
     input_tokens: int,
     max_output_tokens: int,
-    ttl: int = 0,
+    ttl_seconds: int = 0,
     labels: dict[str, str] | None = None,
 ) -> Reservation:
     params = reserve_params(
@@ -59,7 +59,7 @@ async def reserve(
         model=model,
         input_tokens=input_tokens,
         max_output_tokens=max_output_tokens,
-        ttl_seconds=ttl,
+        ttl_seconds=ttl_seconds,
         labels=labels or {},
         default_ttl_seconds=meter.parameters.default_ttl_seconds,
         max_ttl_seconds=meter.parameters.max_ttl_seconds,

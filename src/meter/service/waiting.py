@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 from meter.domain.errors import ErrorCategory, MeterError
 from meter.domain.events import EventStatus, WebhookEvent
-from meter.service import invoices, reversals
 from meter.service.context import Meter
 from meter.service.ports import Store
 
@@ -29,20 +28,6 @@ T = TypeVar("T")
 
 # Refusals no later delivery can change: the waiting event is stored as rejected.
 _FINAL = (ErrorCategory.INVALID, ErrorCategory.ALREADY_EXISTS, ErrorCategory.NOT_FOUND)
-
-# What a kind of waiting request does once what it waits for has arrived, in that transaction
-# (the account's row locked): (meter, store, account_id, request, now) -> None. It checks before
-# it writes, so a refusal leaves nothing half done.
-Apply = Callable[[Meter, Store, str, dict[str, Any], datetime], Awaitable[None]]
-
-
-def _appliers() -> Mapping[str, Apply]:
-    """By kind (read when called: those modules store their requests through this one)."""
-    return {
-        "reversal": reversals.apply_waiting,
-        "invoice": invoices.apply_waiting_invoice,
-        "payment_link": invoices.apply_waiting_link,
-    }
 
 
 def payment_intent_key(payment_intent: str) -> str:
@@ -108,7 +93,7 @@ async def release(meter: Meter, store: Store, account_id: str, key: str, now: da
     for kind, event_id, request in await store.take_waiting(key):
         status, reason = EventStatus.APPLIED, None
         try:
-            await _appliers()[kind](meter, store, account_id, request, now)
+            await meter.waiting_appliers[kind](meter, store, account_id, request, now)
         except MeterError as refused:
             if refused.category not in _FINAL:
                 raise

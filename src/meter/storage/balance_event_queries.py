@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from meter.domain.balance_events import BalanceEvent, EventPosition, EventType
-from meter.storage.hot_path import balance_from_row
+from meter.storage.balance_rows import balance_from_row
 from meter.storage.queries import Queries
 
 _AFTER_POSITION = """

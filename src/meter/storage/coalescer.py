@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from meter.domain.errors import StorageUnavailable
-from meter.storage.database import sqlstate
+from meter.storage.engine import sqlstate
 
 # lock_not_available (lock_timeout), query_canceled (statement_timeout): one call's wait, perhaps.
 _ONE_CALLS_WAIT = frozenset({"55P03", "57014"})

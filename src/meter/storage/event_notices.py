@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 
 from meter.service.ports import ALL_ACCOUNTS
-from meter.storage.database import dsn
+from meter.storage.engine import dsn
 
 CHANNEL = "meter_balance_events"
 

@@ -22,15 +22,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.domain import ids
 from meter.domain.answers import Charged, Expiry, Extended, Outcome, RateRefusal, Released, Reserved
-from meter.domain.balance import Balance, WarningLevel
+from meter.domain.balance import Balance
 from meter.domain.budgets import BudgetKey, BudgetRefusal, BudgetUnit
 from meter.domain.callers import SYSTEM, acting_caller
 from meter.domain.holds import CallTokens, CallUsage, HoldStatus, Pricing, ReserveParams
 from meter.domain.limits import PlanLimits
-from meter.domain.periods import Period
+from meter.storage.balance_rows import balance_from_row
 from meter.storage.clock import DatabaseClock
 from meter.storage.coalescer import Coalescer
-from meter.storage.database import run_statement, run_statement_rows
+from meter.storage.engine import run_statement, run_statement_rows
 
 RESERVE = (
     "SELECT * FROM meter_reserve($1, $2, CAST($3 AS uuid), $4, $5, $6, $7, CAST($8 AS jsonb), $9, $10, $11, "
@@ -391,22 +391,3 @@ def _balance(account_id: str, row: asyncpg.Record | Mapping[str, Any]) -> Balanc
     if row["plan_id"] is None:
         return None
     return balance_from_row(account_id, row)
-
-
-def balance_from_row(account_id: str, row: asyncpg.Record | Mapping[str, Any]) -> Balance:
-    """A balance from a row of meter_balance's columns (GetBalance's query, and every answer of
-    the hot path)."""
-    return Balance(
-        account_id=account_id,
-        plan_id=row["plan_id"],
-        period=Period(row["period_start"], row["period_end"]),
-        allowance_total=row["allowance_total"],
-        allowance_remaining=int(row["allowance_remaining"]),
-        purchased_remaining=int(row["purchased_remaining"]),
-        allowance_held=int(row["allowance_held"]),
-        purchased_held=int(row["purchased_held"]),
-        debt=row["debt"],
-        used_this_period=int(row["used"]),
-        announced=WarningLevel.from_bits(row["warned"]),
-        paid_through=row.get("paid_through"),
-    )

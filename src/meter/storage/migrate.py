@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from meter.storage.database import async_url
+from meter.storage.engine import async_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

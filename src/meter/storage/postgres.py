@@ -1,4 +1,4 @@
-"""The Database port on Postgres: a transaction per unit of work, with a fresh store; the hot path's
+"""The Storage port on Postgres: a transaction per unit of work, with a fresh store; the hot path's
 one-statement calls. Both on the one pool of the engine."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from meter.service.ports import Store
 from meter.storage.clock import DatabaseClock
-from meter.storage.database import run_transaction
+from meter.storage.engine import run_transaction
 from meter.storage.event_notices import EventNotices
 from meter.storage.hot_path import HotPath
 from meter.storage.store import PostgresStore
@@ -18,7 +18,7 @@ from meter.storage.store import PostgresStore
 T = TypeVar("T")
 
 
-class PostgresDatabase:
+class PostgresStorage:
     def __init__(self, engine: AsyncEngine, hot_path: HotPath, clock: DatabaseClock) -> None:
         self.engine = engine
         self._hot_path = hot_path

@@ -18,6 +18,7 @@ from meter.domain.callers import acting_caller
 from meter.domain.ledger import LedgerEntry
 from meter.storage.account_queries import AccountQueries
 from meter.storage.balance_event_queries import BalanceEventQueries
+from meter.storage.balance_rows import balance_from_row
 from meter.storage.bucket_queries import BucketQueries
 from meter.storage.budget_queries import BudgetQueries
 from meter.storage.caller_rate_queries import CallerRateQueries
@@ -26,7 +27,6 @@ from meter.storage.credit_queries import CreditQueries
 from meter.storage.delivery_queries import DeliveryQueries
 from meter.storage.event_queries import EventQueries
 from meter.storage.hold_queries import HoldQueries
-from meter.storage.hot_path import balance_from_row
 from meter.storage.ledger_queries import LedgerQueries
 from meter.storage.payment_queries import PaymentQueries
 from meter.storage.usage_queries import UsageQueries

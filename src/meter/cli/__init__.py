@@ -15,7 +15,7 @@ from datetime import date
 from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Any, Protocol
 
-from meter import delivery_commands, retention_command
+from meter.cli import delivery_commands, retention_command
 from meter.config import ConfigError, Settings
 from meter.domain.usage import UsageGrouping
 
@@ -176,16 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in plugins:
             return plugins[args.command].run(settings, args)
         if args.command in CLIENT_COMMANDS or (args.command == "webhooks" and args.webhooks_command == "replay"):
-            from meter import client_commands
+            from meter.cli import client_commands
 
             return client_commands.run(settings, args)
-        from meter import server_commands
+        from meter.cli import server_commands
 
         return server_commands.run(settings, args)
     except ConfigError as exc:  # includes a catalog that does not load and an address in use
         print(f"meter: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import sys
 
-from meter import console
+from meter.cli import console
 from meter.client import MeterClient, MeterRpcError
 from meter.config import Settings
 from meter.grpc import tls

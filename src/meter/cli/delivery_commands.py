@@ -6,23 +6,18 @@ dead one. They work on the database directly (METER_DATABASE_URL, or the embedde
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import sys
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
+from meter.cli.direct import run_with_meter
 from meter.config import Settings
 from meter.domain.balance_events import EventType
-from meter.domain.errors import MeterError
 from meter.domain.urls import shown_url
 from meter.domain.webhook_deliveries import DeliveryState, DeliveryStatus, Endpoint
 
 if TYPE_CHECKING:  # the server stack is imported when a command runs, not to parse arguments
     from meter.service.context import Meter
-
-T = TypeVar("T")
 
 
 def add(commands: Any) -> None:
@@ -68,11 +63,7 @@ def add(commands: Any) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        return asyncio.run(_with_meter(settings, lambda meter: _run(meter, args)))
-    except MeterError as error:
-        print(f"meter: {error}", file=sys.stderr)
-        return 2
+    return run_with_meter(settings, lambda meter: _run(meter, args))
 
 
 async def _run(meter: Meter, args: argparse.Namespace) -> int:
@@ -146,16 +137,3 @@ def _endpoint_line(endpoint: Endpoint) -> str:
     if endpoint.timeouts and endpoint.backoff_until is not None:
         return f"{line} timeouts={endpoint.timeouts} until={endpoint.backoff_until:%Y-%m-%dT%H:%M:%SZ}"
     return line
-
-
-async def _with_meter(settings: Settings, work: Callable[[Meter], Awaitable[T]]) -> T:
-    from meter import bootstrap
-
-    database = await bootstrap.open_database(settings)
-    connections = await bootstrap.connect(settings, database.url)
-    try:
-        return await work(bootstrap.build_meter(settings, connections, clock=None, catalog=None))
-    finally:
-        await connections.close()
-        if database.embedded is not None:
-            await asyncio.to_thread(database.embedded.stop)

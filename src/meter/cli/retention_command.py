@@ -7,21 +7,16 @@ embedded one), like `meter audit`: an operator's tool, not a caller's RPC."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
+from meter.cli.direct import run_with_meter
 from meter.config import Settings
-from meter.domain.errors import MeterError
 
 if TYPE_CHECKING:  # the server stack is imported when the command runs, not to parse arguments
     from meter.service.context import Meter
     from meter.service.ports import PayloadRetention, Payloads
-
-T = TypeVar("T")
 
 
 def add(commands: Any) -> None:
@@ -43,11 +38,7 @@ def add(commands: Any) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        return asyncio.run(_with_meter(settings, lambda meter: _run(meter, args)))
-    except MeterError as error:
-        print(f"meter: {error}", file=sys.stderr)
-        return 2
+    return run_with_meter(settings, lambda meter: _run(meter, args))
 
 
 async def _run(meter: Meter, args: argparse.Namespace) -> int:
@@ -112,16 +103,3 @@ def _json(days: int, cutoff: datetime | None, state: PayloadRetention, pruned_no
     if pruned_now is not None:
         report["pruned_now"] = amount(pruned_now)
     return report
-
-
-async def _with_meter(settings: Settings, work: Callable[[Meter], Awaitable[T]]) -> T:
-    from meter import bootstrap
-
-    database = await bootstrap.open_database(settings)
-    connections = await bootstrap.connect(settings, database.url)
-    try:
-        return await work(bootstrap.build_meter(settings, connections, clock=None, catalog=None))
-    finally:
-        await connections.close()
-        if database.embedded is not None:
-            await asyncio.to_thread(database.embedded.stop)

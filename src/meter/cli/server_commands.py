@@ -75,23 +75,21 @@ async def _webhooks(settings: Settings, target: str) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
-    database = await bootstrap.open_database(settings)
-    await migrate.upgrade_async(database.url)
+    database_server = await bootstrap.open_database_server(settings)
+    await migrate.upgrade_async(database_server.url)
     print("meter: schema is up to date")
-    if database.embedded is not None:
-        await asyncio.to_thread(database.embedded.stop)
+    await database_server.stop()
     return 0
 
 
 async def _audit(settings: Settings, account_id: str | None) -> int:
-    database = await bootstrap.open_database(settings)
-    engine = bootstrap.engine_for(settings, database.url)
+    database_server = await bootstrap.open_database_server(settings)
+    engine = bootstrap.engine_for(settings, database_server.url)
     try:
         report = await audit(engine, account_id)
     finally:
         await engine.dispose()
-        if database.embedded is not None:
-            await asyncio.to_thread(database.embedded.stop)
+        await database_server.stop()
     for discrepancy in report.discrepancies:
         print(f"MISMATCH {discrepancy}")
     verdict = "clean" if report.clean else f"{len(report.discrepancies)} discrepancies"

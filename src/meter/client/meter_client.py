@@ -37,8 +37,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from meter.client_fail_open import RESERVATION_PREFIX, FailOpen, FailOpenBudget, let_through_tokens
-from meter.client_spool import CommitSpool, SpooledCall, SpoolUnwritable
+from meter.client.fail_open import RESERVATION_PREFIX, FailOpen, FailOpenBudget, let_through_tokens
+from meter.client.spool import CommitSpool, SpooledCall, SpoolUnwritable
 from meter.domain.errors import MeterError
 from meter.domain.events import EventStatus, WebhookEvent
 from meter.domain.invoices import InvoiceLine
@@ -64,7 +64,8 @@ _SPOOL_MAX_WAIT_SECONDS = 5.0
 _UNDECIDED = frozenset({"", "STORAGE_UNAVAILABLE", "NOT_READY", "SHUTTING_DOWN"})
 _SPOOLED_REQUESTS = {"Commit": pb.CommitRequest, "Release": pb.ReleaseRequest, "ChargeUsage": pb.ChargeUsageRequest}
 
-log = logging.getLogger(__name__)
+# The package's name, which operators filter on (docs/integrate.md), not this module's.
+log = logging.getLogger("meter.client")
 
 _WRITES_RETRY_ON = frozenset({grpc.StatusCode.UNAVAILABLE})
 # A read that timed out changed nothing, so it may also be retried.
