@@ -205,7 +205,7 @@ class Service:
             with attempt:
                 try:
                     if self.settings.migrate_on_start:
-                        await migrate.upgrade_async(self.database_server.url)
+                        await migrate.upgrade_async(self.database_server.url, self.settings.service_role)
                     revision = await migrate.schema_revision(self.connections.engine)
                 except Exception as error:  # unreachable, refused, no such database, a lock timeout
                     _not_yet(readiness, f"database not reachable or not migrated: {type(error).__name__}: {error}")

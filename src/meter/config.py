@@ -165,6 +165,13 @@ class Settings:
     )
     tls_client_key_file: Path | None = setting(None, "for meter's own clients: its private key")
     migrate_on_start: bool = setting(True, "`meter serve` migrates the database; false: it waits for `meter migrate`")
+    service_role: str | None = setting(
+        None,
+        "the PostgreSQL role replicas serve with, when it is not the one that migrates: each migration grants it "
+        "exactly what serving needs (it may not write the ledger, rows or money but through meter's functions)",
+        unset="the migrating role serves too",
+        max_length=63,
+    )
     caller_rate_sync_ms: int = setting(100, "how often replicas share their per-caller counts", ge=10, le=60_000)
     delivery_retry_seconds: Waits = setting(
         DEFAULT_RETRY_SECONDS,

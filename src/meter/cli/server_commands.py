@@ -76,7 +76,7 @@ async def _webhooks(settings: Settings, target: str) -> int:
 
 async def _migrate(settings: Settings) -> int:
     database_server = await bootstrap.open_database_server(settings)
-    await migrate.upgrade_async(database_server.url)
+    await migrate.upgrade_async(database_server.url, settings.service_role)
     print("meter: schema is up to date")
     await database_server.stop()
     return 0

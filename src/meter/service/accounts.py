@@ -10,18 +10,18 @@ from meter.domain.accounts import Account
 from meter.domain.ledger import EntryKind
 from meter.domain.periods import calendar_month
 from meter.domain.pools import PoolName
-from meter.service.periods import begin_month, current_account
+from meter.service.periods import current_account
 from meter.service.ports import Conflict, Store
 
 
 async def open_account(store: Store, account: Account, now: datetime) -> Account:
     """Create the account with its buckets and begin its first allowance month (granted its
     plan's allowance, unless a subscription's invoice has yet to pay for it)."""
-    if not await store.insert_account(account, now):
+    if not await store.open_account(account, now):
         raise Conflict("the account was created concurrently")
-    created = await store.lock_account(account.account_id)
-    assert created is not None
-    return await begin_month(store, created, now)
+    opened = await store.lock_account(account.account_id)
+    assert opened is not None
+    return opened
 
 
 def free_account(account_id: str, catalog: Catalog, now: datetime, buckets: int) -> Account:

@@ -3,17 +3,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from meter.domain import ids
 from meter.domain.balance import Balance
 from meter.domain.balance_events import EventType
 from meter.domain.credits import Adjustment
 from meter.domain.errors import AccountNotFound, InsufficientTokens, InvalidField, RequestIdReused
-from meter.domain.ledger import EntryKind, LedgerEntry
 from meter.domain.pools import PoolName
 from meter.service import balance_warnings
-from meter.service.accounts import credit_pool, locked_current_account
+from meter.service.accounts import locked_current_account
 from meter.service.context import Meter
 from meter.service.ports import Conflict, Store
 
@@ -43,11 +40,11 @@ async def adjust(meter: Meter, *, account_id: str, pool: PoolName, delta: int, r
             return await store.balance(account_id)
         if not await store.insert_adjustment(adjustment, now):
             raise Conflict("the same adjustment was applied concurrently")
-        account = await locked_current_account(store, account, now)
-        if delta > 0:
-            await credit_pool(store, account, EntryKind.ADJUSTMENT, pool, delta, now, ref=request_id, note=reason)
-        else:
-            await _debit(store, account_id, pool, -delta, request_id, reason, now)
+        await locked_current_account(store, account, now)
+        # A correction takes only what the pool has available: it never creates debt by itself.
+        available = await store.adjust(account_id, pool, delta, now, ref=request_id, note=reason)
+        if available is not None:
+            raise InsufficientTokens(available=available, required=-delta)
         await store.emit(
             account_id,
             EventType.ADJUSTED,
@@ -59,14 +56,3 @@ async def adjust(meter: Meter, *, account_id: str, pool: PoolName, delta: int, r
     balance = await meter.storage.transaction(work)
     await balance_warnings.announce(meter, balance)
     return balance
-
-
-async def _debit(
-    store: Store, account_id: str, pool: PoolName, amount: int, ref: str, note: str, now: datetime
-) -> None:
-    """A correction takes only what the pool has available: it never creates debt by itself."""
-    available = await store.locked_available(account_id, pool)
-    if available < amount:
-        raise InsufficientTokens(available=available, required=amount)
-    await store.spread(account_id, pool, available - amount)
-    await store.append(account_id, [LedgerEntry(EntryKind.ADJUSTMENT, pool, -amount, ref=ref, note=note)], now)

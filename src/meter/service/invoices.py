@@ -214,7 +214,7 @@ async def _paid_for(store: Store, account: Account, period: Period, now: datetim
     )
     month = await store.allowance_month(anchor, now)
     if month == account.period and account.allowance_granted:
-        await store.save_account(paid, now)
+        await store.save_plan(paid, now)
         return paid, False
     begun = await begin_month(store, paid, now)
     return begun, begun.allowance_granted

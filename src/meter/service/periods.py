@@ -36,7 +36,7 @@ async def begin_month(store: Store, account: Account, now: datetime) -> Account:
     month containing now: the allowance left expires, and what the month is granted (if anything)
     is meter_begin_month's to decide. The caller holds the account's row lock. Returns the account
     as it is then."""
-    await store.save_account(account, now)
+    await store.save_plan(account, now)
     await store.begin_month(account.account_id, now)
     begun = await store.lock_account(account.account_id)
     assert begun is not None

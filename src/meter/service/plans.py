@@ -26,13 +26,11 @@ from meter.domain.balance_events import EventType
 from meter.domain.errors import InvalidField
 from meter.domain.events import EventStatus, WebhookEvent
 from meter.domain.holds import ExpiredHolds
-from meter.domain.ledger import EntryKind
 from meter.domain.limits import RateLimits
 from meter.domain.periods import Period, absurd, calendar_month, moves_to
 from meter.domain.plans import CancelledAllowance
-from meter.domain.pools import PoolName
 from meter.service import balance_warnings, events, waiting
-from meter.service.accounts import credit_pool, locked_current_account, open_account
+from meter.service.accounts import locked_current_account, open_account
 from meter.service.context import Meter
 from meter.service.periods import begin_month
 from meter.service.ports import Store
@@ -257,7 +255,7 @@ async def _change(store: Store, account: Account, wanted: Account, request: Plan
             paid_through=account.paid_through or account.period.end,
             allowance_after_paid=wanted.monthly_allowance,
         )
-        await store.save_account(lasting, now)
+        await store.save_plan(lasting, now)
         return
     if request.period is not None and moves_to(account.billing or account.period, request.period, now):
         # Another billing period: the months are counted from its start, unless it begins one of
@@ -269,27 +267,12 @@ async def _change(store: Store, account: Account, wanted: Account, request: Plan
         if (await store.allowance_month(anchor, now)) != account.period:
             await begin_month(store, moved, now)
         else:
-            await store.save_account(moved, now)
+            await store.save_plan(moved, now)
         return
+    await store.save_plan(changed, now)
+    # An upgrade grants this month the difference at once (a subscriber's once the month is paid);
+    # later months get the new plan's allowance, as a downgrade's does from the next month.
     upgrade = changed.monthly_allowance - account.allowance_total
-    upgraded = upgrade > 0 and (account.allowance_granted or not changed.subscription_managed)
-    if upgraded:
-        changed = await credit_pool(
-            store,
-            changed,
-            EntryKind.SUBSCRIPTION_GRANT,
-            PoolName.ALLOWANCE,
-            upgrade,
-            now,
-            ref=f"upgrade:{changed.plan_id}:{account.period.start.isoformat()}",
-            note=changed.plan_id,
-        )
-        changed = replace(changed, allowance_total=changed.monthly_allowance, granted_period_start=account.period.start)
-    await store.save_account(changed, now)
-    if upgraded:
-        await store.emit(
-            account.account_id,
-            EventType.ALLOWANCE_GRANTED,
-            {"tokens": upgrade, "debt_paid": None, "reason": "upgrade"},
-            now,
-        )
+    if upgrade > 0 and (account.allowance_granted or not changed.subscription_managed):
+        ref = f"upgrade:{changed.plan_id}:{account.period.start.isoformat()}"
+        await store.grant_upgrade(account.account_id, upgrade, now, ref=ref, note=changed.plan_id)

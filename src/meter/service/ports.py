@@ -25,7 +25,7 @@ from meter.domain.checkout import CheckoutOrder, CheckoutSession, CreatedSession
 from meter.domain.credits import Adjustment, PaymentDecision, Purchase, RefusedPurchase
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
 from meter.domain.holds import CallTokens, CallUsage, Hold, Pricing, ReserveParams
-from meter.domain.ledger import EntryKind, LedgerEntry, RecordedEntry
+from meter.domain.ledger import EntryKind, RecordedEntry
 from meter.domain.limits import PlanLimits, RateLimits, RateUsage
 from meter.domain.payments import Payment, PaymentKey, SubscriptionPayment, TakenBack
 from meter.domain.periods import Period
@@ -37,12 +37,24 @@ T = TypeVar("T")
 
 
 class Accounts(Protocol):
-    """Accounts: their plan, period and debt, and the balance warnings told in a period."""
+    """Accounts: their plan, allowance month and billing, and the balance warnings told in a month.
+    What moves their money (debt, what a month was granted) is the SQL functions' alone."""
 
     async def account_state(self, account_id: str) -> tuple[Account | None, datetime]: ...
     async def lock_account(self, account_id: str) -> Account | None: ...
-    async def insert_account(self, account: Account, now: datetime) -> bool: ...
-    async def save_account(self, account: Account, now: datetime) -> None: ...
+    async def open_account(self, account: Account, now: datetime) -> bool:
+        """The account with its plan, its empty rows and its first month begun (meter_open_account);
+        False when it exists already."""
+        ...
+
+    async def save_plan(self, account: Account, now: datetime) -> None:
+        """Its plan and billing; never its money, month or grant (the caller holds its row lock)."""
+        ...
+
+    async def grant_upgrade(self, account_id: str, tokens: int, now: datetime, *, ref: str, note: str) -> int:
+        """The month's allowance grows by `tokens` (meter_grant_upgrade); the debt it paid."""
+        ...
+
     async def roll_over(self, account_id: str) -> Account | None:
         """The account in the period containing now, moved there first if its period ended
         (meter_roll_over); None when there is no such account."""
@@ -67,15 +79,14 @@ class Accounts(Protocol):
 
 
 class Balances(Protocol):
-    """An account's tokens on its rows, and the ledger every change of them writes."""
+    """An account's tokens on its rows: read here, moved only by the SQL functions called here."""
 
     async def balance(self, account_id: str) -> Balance: ...
-    async def locked_available(self, account_id: str, pool: PoolName) -> int:
-        """Lock every row of the account (the one order) and read what the pool has available."""
-        ...
-
-    async def spread(self, account_id: str, pool: PoolName, available: int) -> None:
-        """Set the pool's available tokens, spread evenly over its rows (locked already)."""
+    async def adjust(
+        self, account_id: str, pool: PoolName, delta: int, now: datetime, *, ref: str, note: str
+    ) -> int | None:
+        """An operator's Adjust of either sign (meter_adjust); None when done, else what the pool
+        has available, short of a correction (nothing changed)."""
         ...
 
     async def credit(
@@ -91,8 +102,6 @@ class Balances(Protocol):
     ) -> int:
         """Credit a pool, paying the debt first (the account row locked already); the debt paid."""
         ...
-
-    async def append(self, account_id: str, entries: Sequence[LedgerEntry], now: datetime) -> None: ...
 
 
 class RateCounts(Protocol):

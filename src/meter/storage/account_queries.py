@@ -48,51 +48,51 @@ class AccountQueries(Queries):
         )
         return account_from_row(row) if row else None
 
-    async def insert_account(self, account: Account, now: datetime) -> bool:
-        """Create the account with its empty buckets, in the allowance month containing now (its
-        first month: begin_month begins it); False if it already exists."""
-        created = await self._execute(
-            "INSERT INTO accounts (account_id, plan_id, monthly_allowance, period_start, period_end, "
-            "month_anchor, billing_period_start, billing_period_end, paid_through, allowance_after_paid, "
-            "allowance_total, debt, bucket_count, subscription_ref, plan_event_time, "
-            "granted_period_start, requests_per_minute, tokens_per_minute, concurrent_holds, expired_holds, "
-            "created_at, updated_at) SELECT :account_id, :plan_id, :monthly_allowance, "
-            "m.month_start, m.month_end, :month_anchor, :billing_period_start, :billing_period_end, "
-            ":paid_through, :allowance_after_paid, 0, 0, :bucket_count, :subscription_ref, "
-            ":plan_event_time, :granted_period_start, :requests_per_minute, :tokens_per_minute, "
-            ":concurrent_holds, :expired_holds, :now, :now FROM meter_allowance_month(:month_anchor, :now) AS m "
-            "ON CONFLICT (account_id) DO NOTHING",
-            **_account_params(account),
-            now=now,
-        )
-        if not created:
-            return False
-        await self._execute(
-            "INSERT INTO buckets (account_id, pool, bucket, available, held, used) "
-            "SELECT :account_id, pool, bucket, 0, 0, 0 FROM unnest(ARRAY['allowance', 'purchased']) AS pool, "
-            "generate_series(0, :bucket_count - 1) AS bucket",
-            account_id=account.account_id,
+    async def open_account(self, account: Account, now: datetime) -> bool:
+        """meter_open_account: the account, its empty rows, its first month begun; False if it
+        already exists."""
+        row = await self._row(
+            "SELECT meter_open_account(:account_id, :plan_id, :monthly_allowance, :month_anchor, "
+            ":billing_period_start, :billing_period_end, :subscription_ref, :plan_event_time, "
+            "CAST(:bucket_count AS smallint), :requests_per_minute, :tokens_per_minute, :concurrent_holds, "
+            ":expired_holds, :now, :caller) AS opened",
+            **_plan_params(account),
             bucket_count=account.bucket_count,
+            now=now,
+            caller=acting_caller(),
         )
-        return True
+        assert row is not None
+        return bool(row["opened"])
 
-    async def save_account(self, account: Account, now: datetime) -> None:
-        """Write an account's mutable fields; the caller holds its row lock."""
+    async def save_plan(self, account: Account, now: datetime) -> None:
+        """Write an account's plan and billing (what SetPlan and invoices decide), never its money,
+        allowance month or grant: those are the SQL functions'. The caller holds its row lock."""
         await self._execute(
             "UPDATE accounts SET plan_id = :plan_id, monthly_allowance = :monthly_allowance, "
-            "period_start = :period_start, period_end = :period_end, month_anchor = :month_anchor, "
-            "billing_period_start = :billing_period_start, billing_period_end = :billing_period_end, "
-            "paid_through = :paid_through, allowance_after_paid = :allowance_after_paid, "
-            "allowance_total = :allowance_total, debt = :debt, subscription_ref = :subscription_ref, "
-            "plan_event_time = :plan_event_time, granted_period_start = :granted_period_start, "
-            "requests_per_minute = :requests_per_minute, tokens_per_minute = :tokens_per_minute, "
-            "concurrent_holds = :concurrent_holds, expired_holds = :expired_holds, updated_at = :now "
-            "WHERE account_id = :account_id",
-            **_account_params(account),
-            allowance_total=account.allowance_total,
-            debt=account.debt,
+            "month_anchor = :month_anchor, billing_period_start = :billing_period_start, "
+            "billing_period_end = :billing_period_end, paid_through = :paid_through, "
+            "allowance_after_paid = :allowance_after_paid, subscription_ref = :subscription_ref, "
+            "plan_event_time = :plan_event_time, requests_per_minute = :requests_per_minute, "
+            "tokens_per_minute = :tokens_per_minute, concurrent_holds = :concurrent_holds, "
+            "expired_holds = :expired_holds, updated_at = :now WHERE account_id = :account_id",
+            **_plan_params(account),
+            paid_through=account.paid_through,
+            allowance_after_paid=account.allowance_after_paid,
             now=now,
         )
+
+    async def grant_upgrade(self, account_id: str, tokens: int, now: datetime, *, ref: str, note: str) -> int:
+        row = await self._row(
+            "SELECT meter_grant_upgrade(:account_id, :tokens, :ref, :note, :now, :caller) AS paid",
+            account_id=account_id,
+            tokens=tokens,
+            ref=ref,
+            note=note,
+            now=now,
+            caller=acting_caller(),
+        )
+        assert row is not None
+        return int(row["paid"])
 
     async def roll_over(self, account_id: str) -> Account | None:
         row = await self._row(
@@ -126,22 +126,16 @@ class AccountQueries(Queries):
         return int(row["months"])
 
 
-def _account_params(account: Account) -> dict[str, Any]:
+def _plan_params(account: Account) -> dict[str, Any]:
     return {
         "account_id": account.account_id,
         "plan_id": account.plan_id,
         "monthly_allowance": account.monthly_allowance,
-        "period_start": account.period.start,
-        "period_end": account.period.end,
         "month_anchor": account.month_anchor,
         "billing_period_start": account.billing.start if account.billing else None,
         "billing_period_end": account.billing.end if account.billing else None,
-        "paid_through": account.paid_through,
-        "allowance_after_paid": account.allowance_after_paid,
-        "bucket_count": account.bucket_count,
         "subscription_ref": account.subscription_ref,
         "plan_event_time": account.plan_event_time,
-        "granted_period_start": account.granted_period_start,
         "requests_per_minute": account.limits.requests_per_minute,
         "tokens_per_minute": account.limits.tokens_per_minute,
         "concurrent_holds": account.limits.concurrent_holds,

@@ -1,5 +1,5 @@
-"""Queries on balance rows (buckets) outside the hot path: credits, corrections, periods. The
-rules (spreading, paying debt first) are the SQL functions of storage/sql; these call them."""
+"""Calls of the SQL functions that move tokens outside the hot path: credits and adjustments. The
+rules (spreading, paying debt first, what a correction may take) are theirs (storage/sql)."""
 
 from __future__ import annotations
 
@@ -12,21 +12,21 @@ from meter.storage.queries import Queries
 
 
 class BucketQueries(Queries):
-    async def locked_available(self, account_id: str, pool: PoolName) -> int:
-        await self._row("SELECT meter_lock_buckets(:account_id)", account_id=account_id)
+    async def adjust(
+        self, account_id: str, pool: PoolName, delta: int, now: datetime, *, ref: str, note: str
+    ) -> int | None:
         row = await self._row(
-            "SELECT coalesce(sum(available), 0) AS total FROM buckets WHERE account_id = :account_id AND pool = :pool",
+            "SELECT * FROM meter_adjust(:account_id, :pool, :delta, :ref, :note, :now, :caller)",
             account_id=account_id,
             pool=pool.value,
+            delta=delta,
+            ref=ref,
+            note=note,
+            now=now,
+            caller=acting_caller(),
         )
         assert row is not None
-        return int(row["total"])
-
-    async def spread(self, account_id: str, pool: PoolName, available: int) -> None:
-        await self._row(
-            "SELECT meter_spread(:account_id, :pool, :available)", account_id=account_id, pool=pool.value,
-            available=available,
-        )  # fmt: skip
+        return None if row["outcome"] == "adjusted" else int(row["available"])
 
     async def credit(
         self,

@@ -9,6 +9,7 @@ for a migration it has not seen (bootstrap), so code and functions never disagre
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,8 @@ _BODY_END = "$$"
 
 # The schema's own functions: those of extensions are not ours to replace or drop.
 _INSTALLED = text(
-    "SELECT p.proname, p.prosrc, p.oid::regprocedure::text AS signature FROM pg_proc AS p "
+    "SELECT p.proname, coalesce(obj_description(p.oid, 'pg_proc'), '') || E'\\n' || p.prosrc, "
+    "p.oid::regprocedure::text AS signature FROM pg_proc AS p "
     "JOIN pg_namespace AS n ON n.oid = p.pronamespace WHERE n.nspname = current_schema() "
     "AND NOT EXISTS (SELECT FROM pg_depend AS d WHERE d.objid = p.oid AND d.deptype = 'e')"
 )
@@ -41,6 +43,17 @@ class SqlFunction:
     name: str
     source: str  # the file, a CREATE OR REPLACE FUNCTION statement
     body: str  # between the dollar quotes: what pg_proc.prosrc holds once installed
+
+    @property
+    def digest(self) -> str:
+        """The whole file's, kept as the installed function's comment: a change outside the body
+        (its arguments, SECURITY DEFINER, its settings) is a change too."""
+        return "sha256:" + hashlib.sha256(self.source.encode()).hexdigest()
+
+    @property
+    def installed_text(self) -> str:
+        """What _INSTALLED reads back once it is installed: the digest, a newline, the body."""
+        return self.digest + "\n" + self.body
 
 
 def sql_functions() -> list[SqlFunction]:
@@ -71,11 +84,12 @@ def install(connection: Connection) -> list[str]:
     connection.execute(text("SET LOCAL check_function_bodies = off"))
     for function in files:
         versions = installed.get(function.name, [])
-        if [body for body, _ in versions] == [function.body]:
+        if [text_ for text_, _ in versions] == [function.installed_text]:
             continue
         changed.append(function.name)
         if not _recreated(connection, function, [signature for _, signature in versions]):
             connection.exec_driver_sql(function.source)
+        connection.exec_driver_sql(f"COMMENT ON FUNCTION {function.name} IS '{function.digest}'")  # hex: no quote
     for name in sorted(set(installed) - {function.name for function in files}):
         for _, signature in installed[name]:
             connection.exec_driver_sql(f"DROP FUNCTION {signature}")
@@ -107,5 +121,5 @@ async def stale_functions(engine: AsyncEngine) -> list[str]:
     async with engine.connect() as connection:
         for name, body, _ in await connection.execute(_INSTALLED):
             installed.setdefault(name, []).append(body)
-    files = {function.name: [function.body] for function in sql_functions()}
+    files = {function.name: [function.installed_text] for function in sql_functions()}
     return sorted(name for name in set(installed) | set(files) if installed.get(name) != files.get(name))

@@ -26,13 +26,17 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(database_url), revision)
+def upgrade(database_url: str, revision: str = "head", service_role: str | None = None) -> None:
+    """Migrate, install the SQL functions and, with `service_role`, give that role exactly what
+    meter serves with may do (meter_grant_service_role), in one transaction."""
+    config = alembic_config(database_url)
+    config.attributes["service_role"] = service_role
+    command.upgrade(config, revision)
 
 
-async def upgrade_async(database_url: str) -> None:
+async def upgrade_async(database_url: str, service_role: str | None = None) -> None:
     """Alembic's env runs its own event loop; keep it off the server's loop."""
-    await asyncio.to_thread(upgrade, database_url)
+    await asyncio.to_thread(upgrade, database_url, "head", service_role)
 
 
 def head_revision() -> str:

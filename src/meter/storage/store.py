@@ -10,12 +10,7 @@ The queries are grouped by table in the mixins this class combines.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
-
 from meter.domain.balance import Balance
-from meter.domain.callers import acting_caller
-from meter.domain.ledger import LedgerEntry
 from meter.storage.account_queries import AccountQueries
 from meter.storage.balance_event_queries import BalanceEventQueries
 from meter.storage.balance_rows import balance_from_row
@@ -49,27 +44,6 @@ class PostgresStore(
     DeliveryQueries,
     BudgetQueries,
 ):
-    async def append(self, account_id: str, entries: Sequence[LedgerEntry], now: datetime) -> None:
-        entries = [e for e in entries if e.amount]
-        if not entries:
-            return
-        await self._execute(
-            "INSERT INTO ledger_entries "
-            "(account_id, created_at, caller, kind, pool, amount, reservation_id, ref, note) "
-            "SELECT :account_id, :now, :caller, * FROM unnest(CAST(:kinds AS text[]), CAST(:pools AS text[]), "
-            "CAST(:amounts AS bigint[]), CAST(:reservations AS text[]), CAST(:refs AS text[]), "
-            "CAST(:notes AS text[]))",
-            account_id=account_id,
-            now=now,
-            caller=acting_caller(),
-            kinds=[e.kind.value for e in entries],
-            pools=[e.pool.value for e in entries],
-            amounts=[e.amount for e in entries],
-            reservations=[e.reservation_id for e in entries],
-            refs=[e.ref for e in entries],
-            notes=[e.note for e in entries],
-        )
-
     async def balance(self, account_id: str) -> Balance:
         """One statement (meter_balance), so one consistent snapshot of the account and its rows."""
         row = await self._row(

@@ -27,6 +27,8 @@ def _run(connection: Connection) -> None:
     with context.begin_transaction():
         context.run_migrations()
         install(connection)
+        if role := context.config.attributes.get("service_role"):
+            connection.execute(text("SELECT meter_grant_service_role(:role)"), {"role": role})
 
 
 async def _main() -> None:

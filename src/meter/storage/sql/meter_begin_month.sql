@@ -7,7 +7,7 @@
 -- calendar months. The one home of that rule, for the hot path's roll-over and the service's
 -- changes alike (meter_begin_period does the rest). Returns the debt the grant paid.
 CREATE OR REPLACE FUNCTION meter_begin_month(p_account text, p_now timestamptz, p_caller text)
-RETURNS bigint LANGUAGE plpgsql AS $$
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     v_account accounts%ROWTYPE;
     v_month record;

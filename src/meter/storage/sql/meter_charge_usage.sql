@@ -25,7 +25,7 @@ RETURNS TABLE (
     warned smallint, allowance_remaining bigint, purchased_remaining bigint, allowance_held bigint,
     purchased_held bigint, used bigint
 )
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 #variable_conflict use_column
 DECLARE
     v_now timestamptz := now() + make_interval(secs => p_clock_offset);

@@ -16,7 +16,7 @@ RETURNS TABLE (
     warned smallint, allowance_remaining bigint, purchased_remaining bigint, allowance_held bigint,
     purchased_held bigint, used bigint
 )
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     v_n integer;
 BEGIN

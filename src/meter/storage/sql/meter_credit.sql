@@ -5,7 +5,7 @@
 CREATE OR REPLACE FUNCTION meter_credit(
     p_account text, p_kind text, p_pool text, p_amount bigint, p_ref text, p_note text, p_now timestamptz,
     p_caller text
-) RETURNS bigint LANGUAGE plpgsql AS $$
+) RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     v_left bigint;
 BEGIN

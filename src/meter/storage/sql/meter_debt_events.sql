@@ -5,7 +5,7 @@
 -- that may move the debt (meter_settle, meter_credit, a reversal), which holds the account row
 -- locked.
 CREATE OR REPLACE FUNCTION meter_debt_events(p_account text, p_ref text, p_now timestamptz)
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     v_account accounts%ROWTYPE;
 BEGIN

@@ -12,7 +12,7 @@
 -- it due; the earlier pending row is locked FOR SHARE, so that it cannot be done between this look
 -- and this commit without seeing the queued row. Returns the event's number.
 CREATE OR REPLACE FUNCTION meter_emit(p_account text, p_type text, p_data jsonb, p_now timestamptz)
-RETURNS bigint LANGUAGE plpgsql AS $$
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     v_sequence bigint;
     v_account accounts%ROWTYPE;

@@ -8,7 +8,7 @@
 CREATE OR REPLACE FUNCTION meter_expire(
     p_account text, p_hold uuid, p_reservation text, p_charge boolean, p_clock_offset double precision,
     p_caller text
-) RETURNS text LANGUAGE plpgsql AS $$
+) RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     v_now timestamptz := now() + make_interval(secs => p_clock_offset);
     v_hold holds%ROWTYPE;

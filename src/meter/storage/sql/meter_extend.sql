@@ -4,7 +4,7 @@
 CREATE OR REPLACE FUNCTION meter_extend(
     p_account text, p_hold uuid, p_ttl integer, p_clock_offset double precision,
     OUT outcome text, OUT expires_at timestamptz
-) LANGUAGE plpgsql AS $$
+) LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 #variable_conflict use_column
 DECLARE
     v_now timestamptz := now() + make_interval(secs => p_clock_offset);

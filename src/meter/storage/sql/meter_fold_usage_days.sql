@@ -4,7 +4,7 @@
 -- days before yesterday (p_today - 1): no Commit writes them any more. Replicas take turns on the
 -- progress row. Returns the day it worked on (NULL: every day before yesterday is folded).
 CREATE OR REPLACE FUNCTION meter_fold_usage_days(p_today date, p_accounts integer) RETURNS date
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     v_through date;
     v_day date;

@@ -8,7 +8,7 @@
 CREATE OR REPLACE FUNCTION meter_give_back(
     p_account text, p_payment_kind text, p_payment_ref text, p_tokens bigint, p_ref text, p_now timestamptz,
     p_caller text
-) RETURNS bigint LANGUAGE plpgsql AS $$
+) RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     v_account accounts%ROWTYPE;
     v_payment subscription_payments%ROWTYPE;

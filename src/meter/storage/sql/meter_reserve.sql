@@ -32,7 +32,7 @@ RETURNS TABLE (
     purchased_held bigint, used bigint, budget_key text, budget_value text, budget_unit text, budget_cap bigint,
     budget_remaining bigint, budget_required bigint
 )
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 #variable_conflict use_column
 DECLARE
     v_now timestamptz := now() + make_interval(secs => p_clock_offset);

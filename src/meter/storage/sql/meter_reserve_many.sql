@@ -23,7 +23,7 @@ RETURNS TABLE (
     purchased_remaining bigint, allowance_held bigint, purchased_held bigint, used bigint, budget_key text,
     budget_value text, budget_unit text, budget_cap bigint, budget_remaining bigint, budget_required bigint
 )
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     v_n integer;
 BEGIN

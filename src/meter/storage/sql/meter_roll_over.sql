@@ -6,7 +6,7 @@
 -- Returns the account's row as it is now. Month rolls are meter's own doing: the ledger names
 -- 'meter'.
 CREATE OR REPLACE FUNCTION meter_roll_over(p_account text, p_now timestamptz)
-RETURNS accounts LANGUAGE plpgsql AS $$
+RETURNS accounts LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     v_account accounts%ROWTYPE;
 BEGIN

@@ -8,7 +8,7 @@
 -- when it has some).
 CREATE OR REPLACE FUNCTION meter_set_budget(
     p_account text, p_key text, p_value text, p_unit text, p_cap bigint, OUT outcome text, OUT budget budgets
-) LANGUAGE plpgsql AS $$
+) LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     v_account accounts%ROWTYPE;
     v_total bigint;

@@ -11,7 +11,7 @@ CREATE OR REPLACE FUNCTION meter_take_back(
     p_account text, p_payment_kind text, p_payment_ref text, p_tokens bigint, p_kind text, p_ref text,
     p_now timestamptz, p_caller text,
     OUT withheld bigint, OUT from_pool bigint, OUT from_cover bigint, OUT to_debt bigint
-) LANGUAGE plpgsql AS $$
+) LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     v_account accounts%ROWTYPE;
     v_payment subscription_payments%ROWTYPE;
