@@ -66,6 +66,8 @@ def sql_functions() -> list[SqlFunction]:
             raise ValueError(f"{path.name}: one function a file, named after it")
         body = source[source.index(_BODY_START) + len(_BODY_START) : source.rindex(_BODY_END)]
         functions.append(SqlFunction(path.stem, source, body))
+    if not functions:  # an install without its package data would drop every function
+        raise FileNotFoundError(f"no SQL function files in {SQL}")
     return functions
 
 
