@@ -15,6 +15,18 @@ FUNDING_TOKENS = 10**15  # never runs out during a run: no refusal skews the fig
 # Accounts are on the enterprise plan, which has no catalog rate limits: the scenarios measure
 # metering, and a limit would cap them.
 
+# `meter bench --against` seeds an older revision's database with this code: before allowance
+# months (migration 0002) accounts had a calendar_periods column, which the seed leaves to this
+# default (calendar months, as the seeded accounts are on).
+_OLDER_SCHEMA = """
+DO $$ BEGIN
+    IF EXISTS (SELECT FROM information_schema.columns WHERE table_schema = current_schema()
+        AND table_name = 'accounts' AND column_name = 'calendar_periods') THEN
+        ALTER TABLE accounts ALTER COLUMN calendar_periods SET DEFAULT true;
+    END IF;
+END $$
+"""
+
 _ACCOUNTS = """
 INSERT INTO accounts (account_id, plan_id, monthly_allowance, period_start, period_end,
     allowance_total, debt, bucket_count, created_at, updated_at, granted_period_start)
@@ -129,7 +141,7 @@ async def funded_accounts(
     `limits` as their own rate limits when given (else none: enterprise accounts)."""
     params = {"prefix": prefix, "count": count, "buckets": buckets, "funding": FUNDING_TOKENS}
     async with engine.begin() as connection:
-        for statement in (_ACCOUNTS, _BUCKETS, _FUNDING):
+        for statement in (_OLDER_SCHEMA, _ACCOUNTS, _BUCKETS, _FUNDING):
             await connection.execute(text(statement), params)
         if limits is not None:
             await connection.execute(
