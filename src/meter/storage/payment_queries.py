@@ -35,7 +35,8 @@ _SAVE = {
     PaymentKind.INVOICE: (
         "UPDATE subscription_payments SET refunded_minor = :refunded, refund_reversed_tokens = :reversed, "
         "frozen_tokens = :frozen, dispute_status = :dispute, frozen_debt = least(frozen_debt, :frozen), "
-        "frozen_withheld = least(frozen_withheld, :frozen) WHERE account_id = :account_id AND invoice_ref = :ref"
+        "frozen_withheld = least(frozen_withheld, :frozen), frozen_cover = least(frozen_cover, :frozen) "
+        "WHERE account_id = :account_id AND invoice_ref = :ref"
     ),
 }
 

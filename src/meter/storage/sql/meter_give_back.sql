@@ -1,10 +1,11 @@
 -- Give back p_tokens a won dispute unfreezes (a 'dispute_release'), the account row locked. A
--- pack's go back to the purchased pool. A subscription invoice's: what the freeze withheld from
--- its months not yet begun is theirs again; the rest goes back to the current month's allowance
--- while the invoice pays for that month, else (its months ended: what left the allowance would
--- have expired by now) only what was debt when frozen comes back, as purchased tokens, and the
--- rest is unused allowance again (no longer claimed). A credit pays the debt first (meter_credit).
--- Returns what the balance got back.
+-- pack's go back to the purchased pool. A subscription invoice's go back where the freeze took
+-- them (meter_take_back remembered it): to its months not yet begun (their grants whole again), to
+-- what its ended months left unused (no longer claimed: it expired), and the rest to the current
+-- month's allowance while the invoice pays for that month; once its months have ended, only what
+-- was debt when frozen comes back, as purchased tokens, and the allowance it took would have
+-- expired by now (unused again). A credit pays the debt first (meter_credit). Returns what the
+-- balance got back.
 CREATE OR REPLACE FUNCTION meter_give_back(
     p_account text, p_payment_kind text, p_payment_ref text, p_tokens bigint, p_ref text, p_now timestamptz,
     p_caller text
@@ -13,7 +14,10 @@ DECLARE
     v_account accounts%ROWTYPE;
     v_payment subscription_payments%ROWTYPE;
     v_unwithheld bigint;
+    v_uncovered bigint;
     v_left bigint;
+    v_current boolean;
+    v_given bigint;
 BEGIN
     IF p_payment_kind = 'pack' THEN
         PERFORM meter_credit(p_account, 'dispute_release', 'purchased', p_tokens, p_ref, p_payment_ref, p_now,
@@ -23,27 +27,19 @@ BEGIN
     SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
     SELECT * INTO v_payment FROM subscription_payments AS s
     WHERE s.account_id = p_account AND s.invoice_ref = p_payment_ref FOR UPDATE;
+    v_current := v_payment.period_start <= v_account.period_start AND v_account.period_start < v_payment.period_end;
     v_unwithheld := least(p_tokens, v_payment.frozen_withheld);
-    v_left := p_tokens - v_unwithheld;
+    v_uncovered := least(p_tokens - v_unwithheld, v_payment.frozen_cover);
+    v_left := p_tokens - v_unwithheld - v_uncovered;
+    v_given := CASE WHEN v_current THEN v_left ELSE least(v_left, v_payment.frozen_debt) END;
     UPDATE subscription_payments AS s SET withheld_tokens = s.withheld_tokens - v_unwithheld,
-        frozen_withheld = s.frozen_withheld - v_unwithheld, frozen_debt = 0,
-        cover_claimed = s.cover_claimed - CASE
-            WHEN v_payment.period_start <= v_account.period_start AND v_account.period_start < v_payment.period_end
-                THEN 0
-            ELSE greatest(0, v_left - v_payment.frozen_debt)
-        END
+        frozen_withheld = s.frozen_withheld - v_unwithheld, frozen_cover = s.frozen_cover - v_uncovered,
+        frozen_debt = 0, cover_claimed = s.cover_claimed - v_uncovered - (v_left - v_given)
     WHERE s.account_id = p_account AND s.invoice_ref = p_payment_ref;
-    IF v_left > 0 AND v_payment.period_start <= v_account.period_start
-        AND v_account.period_start < v_payment.period_end THEN
-        PERFORM meter_credit(p_account, 'dispute_release', 'allowance', v_left, p_ref, p_payment_ref, p_now,
-            p_caller);
-        RETURN v_left;
+    IF v_given > 0 THEN
+        PERFORM meter_credit(p_account, 'dispute_release', CASE WHEN v_current THEN 'allowance' ELSE 'purchased' END,
+            v_given, p_ref, p_payment_ref, p_now, p_caller);
     END IF;
-    v_left := least(v_left, v_payment.frozen_debt);
-    IF v_left > 0 THEN
-        PERFORM meter_credit(p_account, 'dispute_release', 'purchased', v_left, p_ref, p_payment_ref, p_now,
-            p_caller);
-    END IF;
-    RETURN v_left;
+    RETURN v_given;
 END;
 $$;

@@ -60,7 +60,8 @@ BEGIN
         UPDATE subscription_payments AS s SET withheld_tokens = s.withheld_tokens + withheld,
             cover_claimed = s.cover_claimed + from_cover,
             frozen_debt = s.frozen_debt + CASE WHEN p_kind = 'dispute_freeze' THEN to_debt ELSE 0 END,
-            frozen_withheld = s.frozen_withheld + CASE WHEN p_kind = 'dispute_freeze' THEN withheld ELSE 0 END
+            frozen_withheld = s.frozen_withheld + CASE WHEN p_kind = 'dispute_freeze' THEN withheld ELSE 0 END,
+            frozen_cover = s.frozen_cover + CASE WHEN p_kind = 'dispute_freeze' THEN from_cover ELSE 0 END
         WHERE s.account_id = p_account AND s.invoice_ref = p_payment_ref;
     END IF;
 END;

@@ -13,7 +13,8 @@ given for then (allowance_after_paid: the default plan's).
 A subscription payment knows how many allowance months it pays for (months) and what refunds or
 disputes took back from those not yet begun
 (withheld_tokens, of which frozen_withheld by an open or lost dispute): taken from its last months
-first, as if the paid year were shorter.
+first, as if the paid year were shorter. A freeze also remembers what it claimed of what ended
+months left unused (frozen_cover), as it did what became debt (frozen_debt), for a won dispute.
 
 Existing accounts: a billing period of whole months longer than one (a yearly plan) becomes
 months from its start, and the account moves into the month containing now, keeping what it has
@@ -81,6 +82,7 @@ STATEMENTS = (
     ADD COLUMN months integer DEFAULT 1 NOT NULL CHECK (months >= 0),
     ADD COLUMN withheld_tokens bigint DEFAULT 0 NOT NULL CHECK (withheld_tokens >= 0),
     ADD COLUMN frozen_withheld bigint DEFAULT 0 NOT NULL CHECK (frozen_withheld >= 0),
+    ADD COLUMN frozen_cover bigint DEFAULT 0 NOT NULL CHECK (frozen_cover >= 0),
     ADD CONSTRAINT subscription_payments_withheld_check CHECK (frozen_withheld <= withheld_tokens)""",
     # A payment recorded before paid for one grant: its period's.
     """UPDATE subscription_payments AS s SET months = CASE WHEN s.proration THEN 0 ELSE 1 END""",
