@@ -7,7 +7,8 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -196,6 +197,39 @@ async def ledger(engine: AsyncEngine, account: str) -> list[dict[str, Any]]:
             {"a": account},
         )
         return [dict(row) for row in rows.mappings()]
+
+
+@asynccontextmanager
+async def planted(
+    engine: AsyncEngine, account: str, kind: str, pool: str, amount: int, ref: str
+) -> AsyncIterator[None]:
+    """A fault planted in the ledger: an entry meter did not write, its pool's buckets moved to
+    match (the balance audit stays clean). Taken out afterwards, the trigger that keeps the ledger
+    append-only skipped for that: the session's database is every test's, and the audit after each
+    test reads all of it."""
+    move = text(
+        "UPDATE buckets SET available = available + :amount WHERE account_id = :a AND pool = :pool "
+        "AND bucket = (SELECT min(bucket) FROM buckets WHERE account_id = :a AND pool = :pool "
+        "AND available + :amount >= 0)"
+    )
+    async with engine.begin() as connection:
+        entry = await connection.scalar(
+            text(
+                "INSERT INTO ledger_entries (account_id, created_at, caller, kind, pool, amount, ref) "
+                "VALUES (:a, now(), 'test', :kind, :pool, :amount, :ref) RETURNING entry_id"
+            ),
+            {"a": account, "kind": kind, "pool": pool, "amount": amount, "ref": ref},
+        )
+        assert (await connection.execute(move, {"a": account, "pool": pool, "amount": amount})).rowcount == 1
+    try:
+        yield
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(text("SET LOCAL session_replication_role = replica"))
+            await connection.execute(
+                text("DELETE FROM ledger_entries WHERE account_id = :a AND entry_id = :e"), {"a": account, "e": entry}
+            )
+            await connection.execute(move, {"a": account, "pool": pool, "amount": -amount})
 
 
 async def balance_events(engine: AsyncEngine, account: str) -> list[dict[str, Any]]:

@@ -77,9 +77,10 @@ async def test_a_double_credit_the_audit_cannot_see_is_found(meter: RunningMeter
 async def test_a_refilled_allowance_and_a_frozen_won_dispute_are_found(
     meter: RunningMeter, engine: AsyncEngine
 ) -> None:
-    """The Stripe flows' checks are not vacuous either: a second grant of a subscriber's month
-    (what a proration invoice used to do) and tokens left frozen by a won dispute are reported,
-    though balances, ledger and events agree (`meter audit` finds nothing)."""
+    """The Stripe flows' checks are not vacuous either: a subscriber's month refilled by a second
+    upgrade grant (what a proration invoice used to do) and tokens left frozen by a won dispute are
+    reported, though balances, ledger and events agree (`meter audit` finds nothing: it sees a
+    month granted twice only where both grants name the month)."""
 
     async def subscribe_and_win_a_dispute(workload: Workload) -> None:
         await billing.subscribe(workload)
@@ -98,8 +99,9 @@ async def test_a_refilled_allowance_and_a_frozen_won_dispute_are_found(
             ),
             {"a": subscriber},
         )
+        refill = "upgrade:business:" + str(month).removeprefix("period:")
         for account, kind, pool, amount, ref, told in (
-            (subscriber, "subscription_grant", "allowance", 500_000, month, "allowance.granted"),
+            (subscriber, "subscription_grant", "allowance", 500_000, refill, "allowance.granted"),
             (won.account, "dispute_freeze", "purchased", -1000, won.args["dispute"], "credit.reversed"),
         ):
             await connection.execute(

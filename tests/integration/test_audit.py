@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from test_stripe_edges import meter_now, spend
+from test_yearly_subscription import PRO, Year
 
 from meter.storage.audit import audit
 from meter.v1 import meter_pb2 as pb
-from support import RunningMeter, balance_events, funded_account, reserve_request
+from support import RunningMeter, balance_events, funded_account, ledger, planted, reserve_request
 
 
 def _meter_audit(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -159,3 +162,41 @@ async def test_audit_holds_events_to_the_ledger_and_to_their_numbering(
         "UPDATE balance_events SET sequence = sequence - 10 WHERE account_id = :a AND sequence = 13",
     ) == [f"{account} its 3 events are numbered up to 13 and its counter is at 3"]
     assert (await audit(engine, account)).clean
+
+
+async def test_audit_finds_an_allowance_month_granted_or_expired_twice(
+    meter: RunningMeter, engine: AsyncEngine, database_url: str
+) -> None:
+    """A yearly subscriber's months begin one by one, each granted once and what it left expired
+    once, both entries named after the month: clean. A second grant or expiry of a month, though
+    the buckets agree with the ledger, is named with its month."""
+    year = Year(meter, await meter_now(meter, engine))
+    await year.begin(await meter_now(meter, engine))
+    await spend(meter, year.account, 1_000)
+    meter.clock.advance(timedelta(seconds=year.months[1].timestamp() - 120 - await meter_now(meter, engine)))
+    holds = [await meter.stub.Reserve(reserve_request(year.account, max_output_tokens=100)) for _ in range(2)]
+    await year.into_month(engine, 1)  # three minutes later: the holds are open still
+    for hold in holds:  # settled after their month ended: what they give back expires, unnamed
+        await meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=10, output_tokens=5))
+    await year.into_month(engine, 2)
+    entries = await ledger(engine, year.account)
+    months = [e["ref"] for e in entries if e["kind"] == "subscription_grant"]
+    expired = [(e["ref"], e["amount"]) for e in entries if e["kind"] == "expiry"]
+    left = PRO - 1_000 - sum(hold.held_tokens for hold in holds)
+    back = [(None, 15 - hold.held_tokens) for hold in holds]
+    assert len(set(months)) == 3 and expired == [(months[1], -left), *back, (months[2], -PRO)]
+    clean = _meter_audit(database_url, "--account", year.account)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+
+    month, earlier = months[2].removeprefix("period:"), months[1].removeprefix("period:")
+    async with planted(engine, year.account, "subscription_grant", "allowance", PRO, months[2]):
+        broken = _meter_audit(database_url, "--account", year.account)
+        assert broken.returncode == 1
+        assert f"MISMATCH {year.account} allowance month {month} is granted 2 times ({PRO}, {PRO} tokens)" in (
+            broken.stdout.splitlines()
+        )
+    async with planted(engine, year.account, "expiry", "allowance", -1_000, months[1]):
+        assert [str(d) for d in (await audit(engine, year.account)).discrepancies] == [
+            f"{year.account} allowance month {earlier} is expired 2 times ({left}, 1000 tokens)"
+        ]
+    assert (await audit(engine, year.account)).clean

@@ -12,6 +12,9 @@ its budgets.
 Per account, its balance events are numbered 1 to n without gaps, as its counter says; each
 purchase and adjustment event has the ledger entries it tells of, with its amount; each debt
 event shows the debt it tells of.
+Per account, each allowance month is granted at most once and expires at most once: the entries
+its start writes (meter_begin_period) name it ('period:<its start>'); the expiries of holds
+settled after their month ended name none and are not counted.
 Per payment: credited at most once, whatever accounts its events named (a Checkout Session once,
 an invoice once, a PaymentIntent once across packs and invoices), and decided as its purchase or
 refusal says.
@@ -288,6 +291,20 @@ WHERE d.outcome = 'refused' AND (CAST(:account_id AS text) IS NULL OR d.account_
 ORDER BY 1, 2
 """
 
+# A month's start writes at most one grant and one expiry, both named after it; a second of either
+# is allowance given or taken twice, though buckets, ledger and events may agree.
+_MONTHS_AUDIT = """
+SELECT account_id,
+       'allowance month ' || substr(ref, 8) || ' is '
+       || CASE kind WHEN 'subscription_grant' THEN 'granted ' ELSE 'expired ' END || count(*) || ' times ('
+       || string_agg(CAST(abs(amount) AS text), ', ' ORDER BY entry_id) || ' tokens)' AS problem
+FROM ledger_entries
+WHERE kind IN ('subscription_grant', 'expiry') AND ref LIKE 'period:%'
+  AND (CAST(:account_id AS text) IS NULL OR account_id = :account_id)
+GROUP BY account_id, kind, ref HAVING count(*) > 1
+ORDER BY 1, 2
+"""
+
 _COUNT = "SELECT count(*) FROM accounts WHERE (CAST(:account_id AS text) IS NULL OR account_id = :account_id)"
 
 
@@ -342,6 +359,7 @@ async def audit(engine: AsyncEngine, account_id: str | None = None) -> AuditRepo
             *(await connection.execute(text(_BUDGETS_AUDIT), {"account_id": account_id})).mappings().all(),
             *(await connection.execute(text(_EVENTS_AUDIT), {"account_id": account_id})).mappings().all(),
             *(await connection.execute(text(_PAYMENTS_AUDIT), {"account_id": account_id})).mappings().all(),
+            *(await connection.execute(text(_MONTHS_AUDIT), {"account_id": account_id})).mappings().all(),
         ]
         accounts = (await connection.execute(text(_COUNT), {"account_id": account_id})).scalar_one()
         await connection.rollback()
