@@ -5,14 +5,16 @@ balance are all reported."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from meter.v1 import meter_pb2 as pb
 from meterlab.chaos import billing, checker
 from meterlab.chaos.history import History
 from meterlab.chaos.workload import Settings, Workload
-from support import WEBHOOK_SECRET, RunningMeter
+from support import WEBHOOK_SECRET, RunningMeter, database_now, planted
 
 
 async def _short_run(
@@ -129,3 +131,44 @@ async def test_a_refilled_allowance_and_a_frozen_won_dispute_are_found(
     assert ("allowance", subscriber) in found
     assert ("dispute", won.account) in found
     assert not any(v.check == "audit" for v in findings.violations)
+
+
+async def test_a_yearly_month_granted_twice_or_past_the_paid_year_is_found(
+    meter: RunningMeter, engine: AsyncEngine
+) -> None:
+    """A yearly subscriber crossing into its second month is clean; a second grant of one of its
+    months, or a grant of the month after its paid year, is reported (`meter audit` sees the
+    first as well: both grants name the month)."""
+    history, workload = await _short_run(meter, billing.subscribe_yearly)
+    subscriber = workload.subscribers[-1]
+    year = next(op.args for op in history.of("subscription") if op.account == subscriber)
+    async with engine.connect() as connection:
+        second = await connection.scalar(
+            text("SELECT period_end FROM accounts WHERE account_id = :a"), {"a": subscriber}
+        )
+    now = await database_now(engine) + meter.clock.offset
+    meter.clock.advance(second - now + timedelta(minutes=1))
+    await meter.stub.GetBalance(pb.GetBalanceRequest(account_id=subscriber))
+    assert (await checker.check(engine, history, workload.accounts)).violations == []
+    async with engine.connect() as connection:
+        months = (
+            await connection.scalars(
+                text(
+                    "SELECT ref FROM ledger_entries WHERE account_id = :a AND kind = 'subscription_grant' "
+                    "ORDER BY entry_id"
+                ),
+                {"a": subscriber},
+            )
+        ).all()
+    assert len(months) in (1, 2)  # the second month is granted unless a refund withheld all of it
+
+    after = "period:" + datetime.fromtimestamp(year["end"], UTC).isoformat()
+    for ref, problem, audit in (
+        (months[-1], "months granted more than once", "is granted 2 times"),
+        (after, "outside the paid year", None),
+    ):
+        async with planted(engine, subscriber, "subscription_grant", "allowance", billing.PERIOD_TOKENS, ref):
+            findings = await checker.check(engine, history, workload.accounts)
+        assert any(v.check == "yearly" and v.account == subscriber and problem in v.detail for v in findings.violations)
+        assert audit is None or any(v.check == "audit" and audit in v.detail for v in findings.violations)
+    assert (await checker.check(engine, history, workload.accounts)).violations == []

@@ -1,11 +1,13 @@
 """The Stripe flows beyond a purchase and its refund: disputes whose events arrive in either
-order, and subscriptions upgraded mid-period with their invoices (a period's, then a proration's),
-the PaymentIntents that paid them and refunds of both, delivered in a shuffled order with
-duplicates, so that refunds arrive before their invoices and invoices before their subscription.
+order, subscriptions upgraded mid-period with their invoices (a period's, then a proration's),
+and yearly subscriptions whose invoice pays for twelve allowance months; the PaymentIntents that
+paid them and refunds, delivered in a shuffled order with duplicates, so that refunds arrive
+before their invoices and invoices before their subscription.
 
-Subscriber accounts serve no model calls: what is checked of them is that the period's allowance
-was granted once whatever the order (the proration never refilling it) and that each refund took
-back its share of what its payment bought.
+Subscriber accounts serve no model calls: what is checked of them is that each allowance month
+was granted once whatever the order (the proration never refilling it), a yearly one's only
+within its paid year and less what refunds withheld from it, and that each refund took back its
+share of what its payment bought.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from meter import catalog as catalog_file
+from meter.domain.periods import add_months
 
 if TYPE_CHECKING:
     from meterlab.chaos.workload import Workload
@@ -32,6 +36,13 @@ PERIOD_AMOUNT, PRORATION_AMOUNT = 1000, 900
 PERIOD_TOKENS = PRO.monthly_allowance_tokens
 PRORATION_TOKENS = BUSINESS.monthly_allowance_tokens - PRO.monthly_allowance_tokens
 DAY = 86_400
+# Pro on the yearly price: one invoice for twelve allowance months.
+YEARLY_PRICE = "price_pro_yearly"
+YEAR_MONTHS, YEAR_AMOUNT = 12, 12_000
+assert YEARLY_PRICE in PRO.stripe_prices
+# What refunds of a year give back, cumulative as Stripe sends them: a month, half the year, ten
+# and a half months (the second month half withheld), all of it (the current month's too).
+YEAR_REFUNDS = (YEAR_AMOUNT // 12, YEAR_AMOUNT // 2, YEAR_AMOUNT * 21 // 24, YEAR_AMOUNT)
 
 
 @dataclass
@@ -97,6 +108,43 @@ async def subscribe(workload: Workload) -> None:
         for refunded in sorted({workload.rng.choice((amount // 2, amount)), amount // 2}):
             refund = _refund(intent, charge, amount, refunded)
             events.append(("sub_refund", refund, {"amount": refunded, "charge": charge, "invoice": invoice}))
+    await _shuffled(workload, subscriber, events)
+
+
+async def subscribe_yearly(workload: Workload) -> None:
+    """A Pro subscriber on the yearly price, paid for its year (exactly twelve months from its
+    start), sometimes refunded in part or whole. Its year began a month before a moment between
+    the servers' now and the next calendar month, so that its second month begins before the clock
+    jump's target (the next calendar month's start) and that jump crosses it."""
+    now = workload.clock_offset_seconds + time.time()
+    moment = datetime.fromtimestamp(now, UTC)
+    following = add_months(moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0), 1)
+    second = moment + (following - moment) * workload.rng.uniform(0.1, 0.9)
+    began = add_months(second, -1).replace(microsecond=0)
+    if add_months(began, 1).timestamp() <= now:  # the month's last days: its second month has begun
+        began = datetime.fromtimestamp(int(now) - DAY, UTC)
+    start, end = int(began.timestamp()), int(add_months(began, YEAR_MONTHS).timestamp())
+    subscriber = Subscriber(f"year-{uuid.uuid4().hex[:10]}", f"sub_chaos_{uuid.uuid4().hex[:14]}")
+    workload.subscribers.append(subscriber.account)
+    invoice = f"in_chaos_{uuid.uuid4().hex[:14]}"
+    intent, charge = f"pi_chaos_{uuid.uuid4().hex[:16]}", f"ch_chaos_{uuid.uuid4().hex[:16]}"
+    year = {"price": YEARLY_PRICE, "start": start, "end": end}
+    events: list[tuple[str, bytes, dict[str, Any]]] = [
+        ("subscription", _subscription(subscriber, "created", YEARLY_PRICE, int(now) - 30, start, end), year),
+        ("invoice", _invoice(subscriber, invoice, [_line(start, end, YEARLY_PRICE, YEAR_AMOUNT)], YEAR_AMOUNT), {}),
+        ("invoice_payment", _payment(invoice, intent, YEAR_AMOUNT), {}),
+    ]
+    if workload.rng.random() < 0.6:
+        for refunded in sorted(set(workload.rng.sample(YEAR_REFUNDS, workload.rng.choice((1, 2))))):
+            refund = _refund(intent, charge, YEAR_AMOUNT, refunded)
+            events.append(("sub_refund", refund, {"amount": refunded, "charge": charge, "invoice": invoice}))
+    await _shuffled(workload, subscriber, events)
+
+
+async def _shuffled(
+    workload: Workload, subscriber: Subscriber, events: list[tuple[str, bytes, dict[str, Any]]]
+) -> None:
+    """Deliver a subscriber's events in a random order, sometimes one of them twice."""
     workload.rng.shuffle(events)
     if workload.rng.random() < 0.3:
         events.append(workload.rng.choice(events))

@@ -57,6 +57,7 @@ class _Database:
     purchase_rows: int
     adjustments: dict[tuple[str, str], int]  # (account, request_id) -> delta
     invoices: dict[str, dict[str, Any]]  # invoice_ref -> subscription_payments row
+    accounts: dict[str, dict[str, Any]]  # account_id -> its month and what it paid through
     # (type, payment_ref or request_id) -> the accounts of the balance events that tell of it
     told: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
@@ -113,6 +114,10 @@ async def _read(engine: AsyncEngine, accounts: list[str] | None) -> _Database:
             await c.execute(text("SELECT account_id, request_id, delta FROM adjustments" + scope), params)
         ).all()
         invoices = (await c.execute(text("SELECT * FROM subscription_payments" + scope), params)).mappings().all()
+        months = (
+            await c.execute(text("SELECT account_id, period_start, paid_through FROM accounts" + scope), params)
+        ).mappings()
+        account_rows = {row["account_id"]: dict(row) for row in months}
         told: dict[tuple[str, str], list[str]] = defaultdict(list)
         told_query = (
             "SELECT account_id, type, coalesce(payload ->> 'payment_ref', payload ->> 'request_id') "
@@ -129,6 +134,7 @@ async def _read(engine: AsyncEngine, accounts: list[str] | None) -> _Database:
         len(purchases),
         {(a, k): d for a, k, d in adjustments},
         {row["invoice_ref"]: dict(row) for row in invoices},
+        account_rows,
         dict(told),
     )
 
@@ -160,7 +166,7 @@ async def check(engine: AsyncEngine, history: History, accounts: list[str] | Non
     _balances(found, history)
     _admission(found, db, history, by_key)
     _told_once(found, db)
-    subscriber_checks.check(found, db.ledger, db.invoices, history, subscribers)
+    subscriber_checks.check(found, db.ledger, db.invoices, db.accounts, history, subscribers)
 
     ledger_sum: dict[str, int] = defaultdict(int)
     for entry in db.ledger:

@@ -155,6 +155,7 @@ class Workload:
             (4, self.refund),
             (2, lambda: billing.dispute(self)),
             (1, lambda: billing.subscribe(self)),
+            (1, lambda: billing.subscribe_yearly(self)),
         ]
         weights = [w for w, _ in steps]
         while not until():
