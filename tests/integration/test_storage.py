@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import grpc
@@ -23,12 +24,15 @@ from support import expect_error, reserve_request
 
 
 @pytest.fixture
-async def scratch_table(engine: AsyncEngine) -> str:
+async def scratch_table(engine: AsyncEngine) -> AsyncIterator[str]:
+    """Dropped after the test: the session's database is meter's schema (test_schema_file)."""
     name = f"scratch_{uuid.uuid4().hex[:8]}"
     async with engine.begin() as connection:
         await connection.execute(text(f"CREATE TABLE {name} (id int PRIMARY KEY, value int NOT NULL)"))
         await connection.execute(text(f"INSERT INTO {name} VALUES (1, 0), (2, 0)"))
-    return name
+    yield name
+    async with engine.begin() as connection:
+        await connection.execute(text(f"DROP TABLE {name}"))
 
 
 async def test_a_deadlock_is_retried_until_both_transactions_succeed(database_url: str, scratch_table: str) -> None:

@@ -31,13 +31,13 @@ async def current_account(store: Store, account_id: str) -> Account | None:
     return await store.roll_over(account_id)
 
 
-async def begin_month(store: Store, account: Account, now: datetime) -> Account:
+async def begin_month(store: Store, account: Account, now: datetime, *, expire_now: bool = False) -> Account:
     """Save `account` (its plan, its months' anchor and what it paid for) and begin the allowance
     month containing now: the allowance left expires, and what the month is granted (if anything)
     is meter_begin_month's to decide. The caller holds the account's row lock. Returns the account
     as it is then."""
     await store.save_plan(account, now)
-    await store.begin_month(account.account_id, now)
+    await store.begin_month(account.account_id, now, expire_now=expire_now)
     begun = await store.lock_account(account.account_id)
     assert begun is not None
     return begun

@@ -244,7 +244,7 @@ async def _change(store: Store, account: Account, wanted: Account, request: Plan
     if request.expire_allowance_now:
         # Cancelled: what is left of the allowance expires now; calendar months from here on.
         unpaid = replace(changed, month_anchor=None, billing=None, paid_through=None, allowance_after_paid=None)
-        await begin_month(store, unpaid, now)
+        await begin_month(store, unpaid, now, expire_now=True)
         return
     if request.subscription_cancelled:
         # Cancelled, the allowance lasting its paid months: the cancelled plan's allowance each

@@ -60,9 +60,10 @@ class Accounts(Protocol):
         (meter_roll_over); None when there is no such account."""
         ...
 
-    async def begin_month(self, account_id: str, now: datetime) -> int:
+    async def begin_month(self, account_id: str, now: datetime, *, expire_now: bool = False) -> int:
         """Begin the allowance month containing now on the locked account, granting it what its
-        plan and payments give (meter_begin_month); the debt its grant paid."""
+        plan and payments give, once a month (meter_begin_month); with `expire_now` what is left
+        of the allowance ends now, even in the same month. The debt its grant paid."""
         ...
 
     async def allowance_month(self, anchor: datetime | None, at: datetime) -> Period:

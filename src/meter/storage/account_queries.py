@@ -100,12 +100,13 @@ class AccountQueries(Queries):
         )
         return account_from_row(row) if row is not None and row["account_id"] is not None else None
 
-    async def begin_month(self, account_id: str, now: datetime) -> int:
+    async def begin_month(self, account_id: str, now: datetime, *, expire_now: bool = False) -> int:
         row = await self._row(
-            "SELECT meter_begin_month(:account_id, :now, :caller) AS paid",
+            "SELECT meter_begin_month(:account_id, :now, :caller, :expire_now) AS paid",
             account_id=account_id,
             now=now,
             caller=acting_caller(),
+            expire_now=expire_now,
         )
         assert row is not None
         return int(row["paid"])

@@ -255,6 +255,7 @@ CREATE TABLE ledger_entries (
     CONSTRAINT ledger_entries_kind_check CHECK ((kind = ANY (ARRAY['subscription_grant'::text, 'expiry'::text, 'usage'::text, 'purchase'::text, 'adjustment'::text, 'debt_payment'::text, 'refund'::text, 'dispute_freeze'::text, 'dispute_release'::text]))),
     CONSTRAINT ledger_entries_pool_check CHECK ((pool = ANY (ARRAY['allowance'::text, 'purchased'::text, 'debt'::text])))
 );
+CREATE INDEX ledger_entries_month_grants ON ledger_entries USING btree (account_id, ref) WHERE (kind = 'subscription_grant'::text);
 CREATE TRIGGER ledger_entries_append_only BEFORE DELETE OR UPDATE ON ledger_entries FOR EACH ROW EXECUTE FUNCTION ledger_entries_append_only();
 
 CREATE TABLE meter_secrets (

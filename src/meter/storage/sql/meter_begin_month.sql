@@ -5,9 +5,11 @@
 -- (cancelled_allowance ends_with_period) keeps the cancelled plan's allowance until paid_through;
 -- from the first month after it, the allowance it was given for later (allowance_after_paid) in
 -- calendar months. The one home of that rule, for the hot path's roll-over and the service's
--- changes alike (meter_begin_period does the rest). Returns the debt the grant paid.
-CREATE OR REPLACE FUNCTION meter_begin_month(p_account text, p_now timestamptz, p_caller text)
-RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+-- changes alike (meter_begin_period does the rest; p_expire_now: what is left ends now, even in
+-- the same month). Returns the debt the grant paid.
+CREATE OR REPLACE FUNCTION meter_begin_month(
+    p_account text, p_now timestamptz, p_caller text, p_expire_now boolean DEFAULT false
+) RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     v_account accounts%ROWTYPE;
     v_month record;
@@ -22,6 +24,7 @@ BEGIN
     END IF;
     v_month := meter_allowance_month(v_account.month_anchor, p_now);
     RETURN meter_begin_period(p_account, v_month.month_start, v_month.month_end,
-        v_account.subscription_ref IS NULL OR v_month.month_start < v_account.paid_through, p_now, p_caller);
+        v_account.subscription_ref IS NULL OR v_month.month_start < v_account.paid_through, p_now, p_caller,
+        p_expire_now);
 END;
 $$;

@@ -8,55 +8,71 @@
 -- year were shorter). The
 -- account row names the new month and its allowance before the grant, so that the grant's events
 -- carry them. Allowance held by open holds stays held: it expires when they settle (meter_settle).
--- Returns the debt the grant paid.
+-- A month is granted once: one whose grant the ledger has already (an account back in a month it
+-- left) is not granted again. Beginning the month the account is in again (an invoice paying for
+-- it late, another plan in it) expires and resets nothing, unless p_expire_now (what is left of the
+-- allowance ends now: a cancellation's, ref 'expired_now:<month>'). Returns the debt the grant paid.
 CREATE OR REPLACE FUNCTION meter_begin_period(
-    p_account text, p_start timestamptz, p_end timestamptz, p_grant boolean, p_now timestamptz, p_caller text
+    p_account text, p_start timestamptz, p_end timestamptz, p_grant boolean, p_now timestamptz, p_caller text,
+    p_expire_now boolean DEFAULT false
 ) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     v_before accounts%ROWTYPE;
     v_account accounts%ROWTYPE;
-    v_unused bigint;
+    v_same boolean;
+    v_unused bigint := 0;
     v_grant bigint := 0;
     v_withheld bigint := 0;
     v_payment subscription_payments%ROWTYPE;
     v_paid bigint := 0;
-    v_ref text := 'period:' || to_char(p_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
+    v_month text := to_char(p_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
         || CASE WHEN date_trunc('second', p_start) = p_start THEN '' ELSE to_char(p_start AT TIME ZONE 'UTC', '.US') END
         || '+00:00';  -- as Python's isoformat() writes it
+    v_ref text := 'period:' || v_month;
 BEGIN
     SELECT * INTO v_before FROM accounts AS a WHERE a.account_id = p_account;
+    v_same := v_before.period_start = p_start AND v_before.period_end = p_end;
     PERFORM meter_lock_buckets(p_account);
-    SELECT coalesce(sum(b.available), 0)::bigint INTO v_unused FROM buckets AS b
-    WHERE b.account_id = p_account AND b.pool = 'allowance';
-    IF v_unused > 0 THEN
-        INSERT INTO ledger_entries (account_id, created_at, caller, kind, pool, amount, ref)
-        VALUES (p_account, p_now, p_caller, 'expiry', 'allowance', -v_unused, v_ref);
-    END IF;
-    IF v_before.period_start < p_start THEN
-        UPDATE subscription_payments AS s SET unused_at_end = coalesce(s.unused_at_end, 0) + v_unused
-        WHERE s.account_id = p_account AND s.period_start <= v_before.period_start
-            AND v_before.period_start < s.period_end;
-    END IF;
-    PERFORM meter_spread(p_account, 'allowance', 0);
-    UPDATE buckets AS b SET used = 0 WHERE b.account_id = p_account;
-    IF p_grant AND p_start < v_before.paid_through THEN  -- a month an invoice paid for
-        SELECT * INTO v_payment FROM subscription_payments AS s
-        WHERE s.account_id = p_account AND NOT s.proration AND s.months > 0 AND s.period_start <= p_start
-            AND p_start < s.period_end
-        ORDER BY s.period_start DESC
-        LIMIT 1;
-        IF FOUND AND v_payment.withheld_tokens > 0 THEN
-            -- The withheld tokens are the payment's last months': this one's part is what the
-            -- months after it do not cover.
-            v_withheld := least(v_before.monthly_allowance, greatest(0, v_payment.withheld_tokens
-                - meter_months_beginning(v_payment.period_start, p_end, v_payment.period_end)
-                * (v_payment.tokens / v_payment.months)));
+    IF NOT v_same OR p_expire_now THEN
+        SELECT coalesce(sum(b.available), 0)::bigint INTO v_unused FROM buckets AS b
+        WHERE b.account_id = p_account AND b.pool = 'allowance';
+        IF v_unused > 0 THEN
+            INSERT INTO ledger_entries (account_id, created_at, caller, kind, pool, amount, ref)
+            VALUES (p_account, p_now, p_caller, 'expiry', 'allowance', -v_unused,
+                CASE WHEN v_same THEN 'expired_now:' || v_month ELSE v_ref END);
         END IF;
+        PERFORM meter_spread(p_account, 'allowance', 0);
     END IF;
-    IF p_grant THEN
+    IF NOT v_same THEN
+        IF v_before.period_start < p_start THEN
+            UPDATE subscription_payments AS s SET unused_at_end = coalesce(s.unused_at_end, 0) + v_unused
+            WHERE s.account_id = p_account AND s.period_start <= v_before.period_start
+                AND v_before.period_start < s.period_end;
+        END IF;
+        UPDATE buckets AS b SET used = 0 WHERE b.account_id = p_account;
+    END IF;
+    IF p_grant AND NOT EXISTS (
+        SELECT FROM ledger_entries AS l
+        WHERE l.account_id = p_account AND l.kind = 'subscription_grant' AND l.ref = v_ref
+    ) THEN
+        IF p_start < v_before.paid_through THEN  -- a month an invoice paid for
+            SELECT * INTO v_payment FROM subscription_payments AS s
+            WHERE s.account_id = p_account AND NOT s.proration AND s.months > 0 AND s.period_start <= p_start
+                AND p_start < s.period_end
+            ORDER BY s.period_start DESC
+            LIMIT 1;
+            IF FOUND AND v_payment.withheld_tokens > 0 THEN
+                -- The withheld tokens are the payment's last months': this one's part is what the
+                -- months after it do not cover.
+                v_withheld := least(v_before.monthly_allowance, greatest(0, v_payment.withheld_tokens
+                    - meter_months_beginning(v_payment.period_start, p_end, v_payment.period_end)
+                    * (v_payment.tokens / v_payment.months)));
+            END IF;
+        END IF;
         v_grant := v_before.monthly_allowance - v_withheld;
     END IF;
-    UPDATE accounts AS a SET period_start = p_start, period_end = p_end, allowance_total = v_grant,
+    UPDATE accounts AS a SET period_start = p_start, period_end = p_end,
+        allowance_total = CASE WHEN v_same THEN a.allowance_total + v_grant ELSE v_grant END,
         granted_period_start = CASE WHEN p_grant THEN p_start ELSE a.granted_period_start END, updated_at = p_now
     WHERE a.account_id = p_account
     RETURNING * INTO v_account;

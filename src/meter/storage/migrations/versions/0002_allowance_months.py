@@ -78,6 +78,9 @@ STATEMENTS = (
     """UPDATE budget_buckets AS b SET period_start = a.period_start FROM accounts AS a
     WHERE b.account_id = a.account_id AND b.period_start = a.month_anchor AND a.period_start <> a.month_anchor""",
     "ALTER TABLE accounts DROP COLUMN calendar_periods",
+    # A month is granted once (meter_begin_period looks for its grant): its grants, found fast.
+    """CREATE INDEX ledger_entries_month_grants ON ledger_entries (account_id, ref)
+    WHERE kind = 'subscription_grant'""",
     """ALTER TABLE subscription_payments
     ADD COLUMN months integer DEFAULT 1 NOT NULL CHECK (months >= 0),
     ADD COLUMN withheld_tokens bigint DEFAULT 0 NOT NULL CHECK (withheld_tokens >= 0),
