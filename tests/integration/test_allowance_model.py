@@ -21,8 +21,9 @@ balance to the model's. The model states the rules, not the service's steps:
   and the month is granted;
 - an invoice bought its months' allowance: months x per month, per month being the allowance of
   the plan its price is sold at, or the account's plan's if less;
-- a plan with a bigger allowance than the month was granted grants the difference at once (when
-  the month was granted, or without a subscription); a smaller one applies from the next month;
+- another plan applies from the next month; and when the month was granted, if the new plan's
+  allowance less the month's withheld share is more than the month was granted, the difference is
+  granted at once (an upgrade; a downgrade and upgrade back within a month grant nothing);
 - a refund (cumulative amount) takes back the invoice's tokens x refunded / amount (all of them
   when refunded in full), less what earlier refunds took, in this order: from its months not
   begun yet (withheld from their grants, each at most its per-month share, the last months
@@ -32,11 +33,14 @@ balance to the model's. The model states the rules, not the service's steps:
   first, then purchased, then debt; Adjust credits a pool (paying debt first) or takes from it
   only what it has (refused otherwise).
 
-Time is the database's clock moved by the server's test clock (re-read at each move, so the model's
-moments are exact to within one step's run time). A step never stops within a minute before a
-month's end: a move that would is carried to the boundary itself, so that every step is decided
-without a margin for chance. The machine runs in a thread with its own event loop, as the other
-model tests' do.
+Where the server disagrees with these rules the disagreement is replayed as a strict xfail at the
+end of this file (KNOWN), and the machine keeps off its path until it is fixed.
+
+Time is the database's clock moved by the server's test clock, re-read at each move so that the
+server's now is the model's plus the time the step has taken. No move stops within a minute before a
+month's end (one that would is carried to the boundary itself), so a step's calls, which take far
+less than that minute, fall on the side of every boundary the model says. The machine runs in a
+thread with its own event loop, as the other model tests' do.
 """
 
 from __future__ import annotations
@@ -64,7 +68,6 @@ from support import RunningMeter, error_info, new_id
 T = TypeVar("T")
 
 MARGIN = timedelta(minutes=1)  # no step stops closer than this before a month's end
-DAY = timedelta(days=1)
 
 # The suite catalog's plans (tests/support.py: suite_catalog) and what the model needs of them.
 ALLOWANCE = {"free": 0, "starter": 50_000, "pro": 500_000, "business": 5_000_000}
@@ -221,8 +224,8 @@ class Account:
         self.begin_month()
 
     def change_plan(self, plan: str, allowance: int) -> None:
-        """A bigger allowance grants the difference now (when the month was granted); a smaller
-        one applies from the next month."""
+        """The new plan from the next month; and now, in a granted month, whatever its allowance
+        (less the month's withheld share) exceeds what the month was granted."""
         invoice = self.invoice_for(self.start) if self.subscription else None
         month_allowance = allowance - (invoice.share(self.start) if invoice else 0)
         if self.granted and month_allowance > self.total:
@@ -250,6 +253,7 @@ class Account:
         due = max(0, target - invoice.reversed)
         invoice.refunded_minor, invoice.reversed = cumulative, max(target, invoice.reversed)
         left = due
+        # Its months not begun hold their per-month share each, less what refunds withheld already.
         withheld = max(0, min(left, invoice.not_begun(self.end) * invoice.per_month - invoice.withheld))
         invoice.withheld += withheld
         left -= withheld
@@ -270,8 +274,8 @@ class Account:
 KNOWN = (
     "a month is withheld up to the plan's allowance of what refunds withheld, not up to its invoice's "
     "per-month share: upgraded past that share, a refund of two months withholds one and a half of the last",
-    "an upgrade grants the new plan's allowance less what the month was granted, so a month a refund "
-    "withheld from gets the withheld tokens back",
+    "a plan change grants the new plan's allowance less what the month was granted, so in a month a refund "
+    "withheld from, an upgrade gives the withheld tokens back and even a downgrade grants tokens",
     "a yearly invoice renewed from a 29 February anchor starts on the 28th, and its months not begun are "
     "counted from that start instead of the anchor: one month fewer is withheld, the rest becomes debt",
 )
@@ -541,7 +545,7 @@ def machine(meter: RunningMeter, database_url: str, avoid_known: bool = True) ->
             """Another plan (a subscriber's: one sold at a monthly price)."""
             account = self.accounts[role]
             allowance = enterprise_allowance if plan == "enterprise" else ALLOWANCE[plan]
-            if account.subscription and (plan not in SUBSCRIBED_PLANS or self.known_upgrade(account, allowance)):
+            if account.subscription and (plan not in SUBSCRIBED_PLANS or self.known_change(account, allowance)):
                 return
             request = pb.SetPlanRequest(
                 account_id=account.account_id, plan_id=plan, subscription_ref=account.subscription or "",
@@ -550,13 +554,16 @@ def machine(meter: RunningMeter, database_url: str, avoid_known: bool = True) ->
             self.run(self.stub.SetPlan(request))
             account.change_plan(plan, allowance)
 
-        def known_upgrade(self, account: Account, allowance: int) -> bool:
-            """An upgrade on the paths of KNOWN[0] (more than an invoice's per-month share, while
-            tokens of it are withheld) or KNOWN[1] (in a month some of whose grant was withheld)."""
-            if not avoid_known or allowance <= account.allowance_per_month:
+        def known_change(self, account: Account, allowance: int) -> bool:
+            """A plan change on the paths of KNOWN[1] (in a month some of whose grant was
+            withheld) or KNOWN[0] (an upgrade past an invoice's per-month share, while tokens of
+            it are withheld)."""
+            if not avoid_known:
                 return False
             current = account.invoice_for(account.start)
-            return (current is not None and current.share(account.start) > 0) or any(
+            if current is not None and current.share(account.start) > 0:
+                return True
+            return allowance > account.allowance_per_month and any(
                 invoice.withheld and allowance > invoice.per_month for invoice in account.invoices
             )
 
@@ -647,8 +654,8 @@ async def test_allowance_months_balance_as_the_model_says(meters: Any, database_
     meter: RunningMeter = await meters(buckets=3)
     state_machine = machine(meter, database_url)
     options = settings(
-        max_examples=30,
-        stateful_step_count=30,
+        max_examples=40,
+        stateful_step_count=40,
         deadline=None,
         suppress_health_check=list(HealthCheck),
     )
@@ -699,6 +706,18 @@ async def test_an_upgrade_keeps_what_a_refund_withheld(meters: Any, database_url
         ("refund", {"role": "yearly", "back": 0, "twelfths": 1, "nudge": 0}),
         ("many_months_pass", {"months": 11}),
         ("change_plan", {"role": "yearly", "plan": "business", "enterprise_allowance": 0}),
+    ]
+    await asyncio.to_thread(replay, await meters(buckets=3), database_url, OPENING, steps)
+
+
+@pytest.mark.xfail(raises=AssertionError, strict=True, reason=KNOWN[1])
+async def test_a_downgrade_grants_nothing_in_a_month_a_refund_withheld(meters: Any, database_url: str) -> None:
+    """Month 11 refunded before it began (granted 0); a downgrade to Starter in it applies from
+    the next month; the server grants 50 000 at once."""
+    steps = [
+        ("refund", {"role": "yearly", "back": 0, "twelfths": 1, "nudge": 0}),
+        ("many_months_pass", {"months": 11}),
+        ("change_plan", {"role": "yearly", "plan": "starter", "enterprise_allowance": 0}),
     ]
     await asyncio.to_thread(replay, await meters(buckets=3), database_url, OPENING, steps)
 
