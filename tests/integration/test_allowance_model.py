@@ -16,9 +16,8 @@ balance to the model's. The model states the rules, not the service's steps:
 - at a month's end the allowance left expires (it counts as its invoice's unused tokens) and the
   month containing now begins: an account idle over several months expires once and is granted
   once;
-- an invoice paying for the month containing now, not granted yet, begins it again: the
-  allowance pool (what Adjust put there) expires, the month's count of used tokens starts again,
-  and the month is granted;
+- an invoice paying for the month containing now, not granted yet, grants it: nothing expires
+  (what Adjust put in the pool stays to the month's end) and its count of used tokens goes on;
 - an invoice bought its months' allowance: months x per month, per month being the allowance of
   the plan its price is sold at, or the account's plan's if less;
 - another plan applies from the next month; and when the month was granted, if the new plan's
@@ -235,13 +234,14 @@ class Account:
 
     def paid(self, invoice: Invoice) -> bool:
         """An invoice for a billing period: paid through its end; the month containing now is
-        begun again and granted if it was not. True when it granted the month."""
+        granted if it was not. True when it granted the month."""
         self.invoices.append(invoice)
         self.paid_through = max(self.paid_through or invoice.end, invoice.end)
         if self.granted:
             return False
-        self.allowance = 0
+        used = self.used  # the same month: its count goes on, nothing in the pool expires
         self.begin_month()
+        self.used = used
         return self.granted
 
     def refund(self, invoice: Invoice, cumulative: int) -> tuple[int, int]:

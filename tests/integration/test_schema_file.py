@@ -13,9 +13,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_the_schema_file_is_what_the_migrations_make(database_url: str) -> None:
+    """On a scratch database of its own, migrated for the check: the session's database also holds
+    what other tests make in it (a lab's table, a scratch table)."""
     check = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, str(ROOT / "scripts" / "generate_schema.py"), "--migrated", database_url, "--check"],
+        [sys.executable, str(ROOT / "scripts" / "generate_schema.py"), "--database-url", database_url, "--check"],
         capture_output=True,
         text=True,
         check=False,
