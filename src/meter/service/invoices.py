@@ -34,7 +34,7 @@ from meter.domain.periods import Period, absurd, moves_to
 from meter.service import events, waiting
 from meter.service.accounts import locked_current_account
 from meter.service.context import Meter
-from meter.service.periods import begin_month
+from meter.service.periods import anchor_for, begin_month
 from meter.service.ports import Store
 
 MAX_LINES = 100
@@ -206,9 +206,7 @@ async def _paid_for(store: Store, account: Account, period: Period, now: datetim
     """The account paid through `period`, its billing period now (months counted from its start
     unless it begins one of the months already counted); the current month is begun and granted
     when it had not been. True when this granted the current month."""
-    anchor = account.month_anchor
-    if anchor is None or (await store.allowance_month(anchor, period.start)).start != period.start:
-        anchor = period.start
+    anchor = await anchor_for(store, account, period)
     paid = replace(
         account, billing=period, month_anchor=anchor, paid_through=max(account.paid_through or period.end, period.end)
     )

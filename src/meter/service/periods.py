@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from meter.domain.accounts import Account
+from meter.domain.periods import Period
 from meter.service.context import Meter
 from meter.service.ports import Store
 
@@ -41,3 +42,13 @@ async def begin_month(store: Store, account: Account, now: datetime, *, expire_n
     begun = await store.lock_account(account.account_id)
     assert begun is not None
     return begun
+
+
+async def anchor_for(store: Store, account: Account, billing: Period) -> datetime:
+    """The instant the account's months are counted from once `billing` is its billing period: the
+    anchor it has while `billing` begins one of the months it counts (a renewal keeps it, and the
+    31st stays the 31st), else the billing period's start."""
+    anchor = account.month_anchor
+    if anchor is None or (await store.allowance_month(anchor, billing.start)).start != billing.start:
+        return billing.start
+    return anchor

@@ -32,7 +32,7 @@ from meter.domain.plans import CancelledAllowance
 from meter.service import balance_warnings, events, waiting
 from meter.service.accounts import locked_current_account, open_account
 from meter.service.context import Meter
-from meter.service.periods import begin_month
+from meter.service.periods import anchor_for, begin_month
 from meter.service.ports import Store
 
 
@@ -258,11 +258,7 @@ async def _change(store: Store, account: Account, wanted: Account, request: Plan
         await store.save_plan(lasting, now)
         return
     if request.period is not None and moves_to(account.billing or account.period, request.period, now):
-        # Another billing period: the months are counted from its start, unless it begins one of
-        # the months already counted (a renewal keeps the anchor, and the 31st stays the 31st).
-        anchor = account.month_anchor
-        if anchor is None or (await store.allowance_month(anchor, request.period.start)).start != request.period.start:
-            anchor = request.period.start
+        anchor = await anchor_for(store, account, request.period)
         moved = replace(changed, billing=request.period, month_anchor=anchor)
         if (await store.allowance_month(anchor, now)) != account.period:
             await begin_month(store, moved, now)
