@@ -607,8 +607,9 @@ def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.Abstrac
         def advance(self, seconds: int) -> None:
             meter.clock.advance(timedelta(seconds=seconds))
             self.now += seconds
-            for account in self.accounts.values():
-                account.requests = account.window_tokens = 0
+            if seconds:  # whole minutes: a new rate window (none when the clock stands still)
+                for account in self.accounts.values():
+                    account.requests = account.window_tokens = 0
             if self.now >= self.period_end:
                 self.period_end = self.following_period_end()
                 for account in self.accounts.values():
