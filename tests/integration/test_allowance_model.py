@@ -32,8 +32,7 @@ balance to the model's. The model states the rules, not the service's steps:
   first, then purchased, then debt; Adjust credits a pool (paying debt first) or takes from it
   only what it has (refused otherwise).
 
-Where the server disagrees with these rules the disagreement is replayed as a strict xfail at the
-end of this file (KNOWN), and the machine keeps off its path until it is fixed.
+The disagreements the machine found are replayed at the end of this file, as regression tests.
 
 Time is the database's clock moved by the server's test clock, re-read at each move so that the
 server's now is the model's plus the time the step has taken. No move stops within a minute before a
@@ -53,7 +52,6 @@ from typing import Any, TypeVar
 
 import asyncpg
 import grpc
-import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -268,28 +266,13 @@ class Account:
         return due, left
 
 
-# Where the server disagrees with the rules above (reported). While they stand the machine keeps off
-# their paths (`avoid_known`), and each is replayed below, expected to fail: once one is fixed, its
-# replay passes and fails the suite (strict), and the mark and the avoidance go.
-KNOWN = (
-    "a month is withheld up to the plan's allowance of what refunds withheld, not up to its invoice's "
-    "per-month share: upgraded past that share, a refund of two months withholds one and a half of the last",
-    "a plan change grants the new plan's allowance less what the month was granted, so in a month a refund "
-    "withheld from, an upgrade gives the withheld tokens back and even a downgrade grants tokens",
-    "a yearly invoice renewed from a 29 February anchor starts on the 28th, and its months not begun are "
-    "counted from that start instead of the anchor: one month fewer is withheld, the rest becomes debt",
-)
-
-
 class Refused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
 
-def machine(meter: RunningMeter, database_url: str, avoid_known: bool = True) -> type[RuleBasedStateMachine]:
-    """The state machine; with `avoid_known`, it does not take the paths of the disagreements
-    reported and replayed below (KNOWN), so that the rest stays checked meanwhile."""
+def machine(meter: RunningMeter, database_url: str) -> type[RuleBasedStateMachine]:
 
     class AllowanceMonths(RuleBasedStateMachine):
         def __init__(self) -> None:
@@ -545,7 +528,7 @@ def machine(meter: RunningMeter, database_url: str, avoid_known: bool = True) ->
             """Another plan (a subscriber's: one sold at a monthly price)."""
             account = self.accounts[role]
             allowance = enterprise_allowance if plan == "enterprise" else ALLOWANCE[plan]
-            if account.subscription and (plan not in SUBSCRIBED_PLANS or self.known_change(account, allowance)):
+            if account.subscription and plan not in SUBSCRIBED_PLANS:
                 return
             request = pb.SetPlanRequest(
                 account_id=account.account_id, plan_id=plan, subscription_ref=account.subscription or "",
@@ -553,19 +536,6 @@ def machine(meter: RunningMeter, database_url: str, avoid_known: bool = True) ->
             )  # fmt: skip
             self.run(self.stub.SetPlan(request))
             account.change_plan(plan, allowance)
-
-        def known_change(self, account: Account, allowance: int) -> bool:
-            """A plan change on the paths of KNOWN[1] (in a month some of whose grant was
-            withheld) or KNOWN[0] (an upgrade past an invoice's per-month share, while tokens of
-            it are withheld)."""
-            if not avoid_known:
-                return False
-            current = account.invoice_for(account.start)
-            if current is not None and current.share(account.start) > 0:
-                return True
-            return allowance > account.allowance_per_month and any(
-                invoice.withheld and allowance > invoice.per_month for invoice in account.invoices
-            )
 
         @rule(role=st.sampled_from(SUBSCRIBERS), link_later=st.booleans())
         def renew(self, role: str, link_later: bool) -> None:
@@ -575,8 +545,6 @@ def machine(meter: RunningMeter, database_url: str, avoid_known: bool = True) ->
             assert account.subscription is not None and account.paid_through is not None and account.anchor
             if account.paid_through > self.now:
                 return
-            if avoid_known and account.interval == 12 and (account.anchor.month, account.anchor.day) == (2, 29):
-                return  # KNOWN[2]
             billing = months_from(account.anchor, self.now, account.interval)
             request = pb.SetPlanRequest(
                 account_id=account.account_id, plan_id=account.plan, period_start=timestamp(billing[0]),
@@ -598,8 +566,6 @@ def machine(meter: RunningMeter, database_url: str, avoid_known: bool = True) ->
             account = self.accounts[role]
             invoice = account.invoices[max(0, len(account.invoices) - 1 - back)]
             cumulative = min(invoice.amount, max(1, invoice.amount * twelfths // 12 + nudge))
-            if avoid_known and account.allowance_per_month > invoice.per_month and invoice.not_begun(account.end):
-                return  # KNOWN[0]: its months not begun would be withheld more than their share
             request = pb.ReverseCreditRequest(
                 payment_intent=invoice.intent, kind=pb.REVERSAL_KIND_REFUND, amount_minor=cumulative
             )
@@ -673,9 +639,8 @@ OPENING = {
 
 
 def replay(meter: RunningMeter, database_url: str, opening: dict[str, Any], steps: list[tuple[str, Any]]) -> None:
-    """Run `steps` (rule, arguments) on a new machine that takes every path, checking the balances
-    after each."""
-    state: Any = machine(meter, database_url, avoid_known=False)()
+    """Run `steps` (rule, arguments) on a new machine, checking the balances after each."""
+    state: Any = machine(meter, database_url)()
     try:
         state.open_accounts(**opening)
         state.balances_are_the_models()
@@ -686,10 +651,9 @@ def replay(meter: RunningMeter, database_url: str, opening: dict[str, Any], step
         state.teardown()
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason=KNOWN[0])
 async def test_an_upgraded_month_is_withheld_at_most_its_share(meters: Any, database_url: str) -> None:
     """Two twelfths refunded: months 10 and 11 withheld 500 000 each. On Business (5 000 000 a
-    month), month 11 is granted 4 500 000; the server grants 4 000 000."""
+    month), month 11 is granted 4 500 000 (withheld at most its 500 000 share), not 4 000 000."""
     steps = [
         ("change_plan", {"role": "yearly", "plan": "business", "enterprise_allowance": 0}),
         ("refund", {"role": "yearly", "back": 0, "twelfths": 2, "nudge": 0}),
@@ -698,10 +662,9 @@ async def test_an_upgraded_month_is_withheld_at_most_its_share(meters: Any, data
     await asyncio.to_thread(replay, await meters(buckets=3), database_url, OPENING, steps)
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason=KNOWN[1])
 async def test_an_upgrade_keeps_what_a_refund_withheld(meters: Any, database_url: str) -> None:
     """Month 11 refunded before it began (granted 0); upgraded to Business in it, it is granted
-    4 500 000 (Business less the refunded 500 000); the server grants 5 000 000."""
+    4 500 000 (Business less the refunded 500 000), not 5 000 000."""
     steps = [
         ("refund", {"role": "yearly", "back": 0, "twelfths": 1, "nudge": 0}),
         ("many_months_pass", {"months": 11}),
@@ -710,10 +673,9 @@ async def test_an_upgrade_keeps_what_a_refund_withheld(meters: Any, database_url
     await asyncio.to_thread(replay, await meters(buckets=3), database_url, OPENING, steps)
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason=KNOWN[1])
 async def test_a_downgrade_grants_nothing_in_a_month_a_refund_withheld(meters: Any, database_url: str) -> None:
     """Month 11 refunded before it began (granted 0); a downgrade to Starter in it applies from
-    the next month; the server grants 50 000 at once."""
+    the next month: nothing is granted at once (not 50 000)."""
     steps = [
         ("refund", {"role": "yearly", "back": 0, "twelfths": 1, "nudge": 0}),
         ("many_months_pass", {"months": 11}),
@@ -722,13 +684,12 @@ async def test_a_downgrade_grants_nothing_in_a_month_a_refund_withheld(meters: A
     await asyncio.to_thread(replay, await meters(buckets=3), database_url, OPENING, steps)
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason=KNOWN[2])
 async def test_a_year_renewed_from_29_february_is_refunded_from_its_eleven_months_to_come(
     meters: Any, database_url: str
 ) -> None:
     """Anchored on 29 February, renewed for [28 February, 28 February), refunded in full in its
     first month: eleven months not begun are withheld and the month's 500 000 leave the pool, no
-    debt; the server counts ten months to come and makes 500 000 debt."""
+    debt (its months are the 29th's, not counted from the 28th)."""
     steps = [
         ("past_paid_through", {"role": "yearly", "beyond": 0}),
         ("renew", {"role": "yearly", "link_later": False}),

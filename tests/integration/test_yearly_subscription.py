@@ -2,14 +2,15 @@
 month: a yearly invoice pays for twelve monthly allowances (the pricing page sells Pro at 500 000
 tokens a month), each granted at its month's start and what it leaves expiring at its end; a refund
 takes back from the months not yet begun, the last first; a cancellation whose allowance lasts its
-paid months keeps them until the paid year ends, then the free tier's calendar months follow."""
+paid months keeps them until the paid year ends, then the free tier's calendar months follow; a
+dispute freezes the months not begun and a won one gives them back."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
-from stripe_events import invoice_line, invoice_paid, invoice_payment_paid, refunded, subscription_event
+from stripe_events import disputed, invoice_line, invoice_paid, invoice_payment_paid, refunded, subscription_event
 from test_plans_as_sold import StartMeter, packaged
 from test_stripe_edges import applied, meter_now, spend
 
@@ -120,3 +121,30 @@ async def test_a_refund_in_month_four_and_a_cancellation(meters: StartMeter, eng
     assert not free.HasField("paid_through")
     assert at(free.period_start.ToDatetime()).day == 1  # calendar months from here on
     assert await grants(engine, year.account) == [PRO] * 11 + [50_000]
+
+
+async def test_a_dispute_won_months_later_gives_the_months_it_froze_back(
+    meter: RunningMeter, engine: AsyncEngine
+) -> None:
+    """Disputed in its first month: what that month left leaves the pool (what it spent becomes debt)
+    and months 1 and 2 begin with nothing. Won in month 2, the invoice still paying for it: months
+    3-11 are whole again, and what the freeze took from the months that began (month 0's and the
+    grants of months 1 and 2) comes back to month 2's allowance, the debt paid first."""
+    year = Year(meter, await meter_now(meter, engine))
+    await year.begin(await meter_now(meter, engine))
+    await spend(meter, year.account, 100_000)
+    await applied(meter, disputed(year.intent, "needs_response", dispute="dp_year"))
+    frozen = await balance(meter.stub, year.account)
+    assert (frozen.allowance_remaining, frozen.debt) == (0, 100_000)  # 400 000 left the pool, 100 000 spent
+    for month in (1, 2):
+        now = await year.into_month(engine, month)
+        assert (now.allowance_total, now.allowance_remaining, now.debt) == (0, 0, 100_000)  # frozen before it began
+    await applied(meter, disputed(year.intent, "won", dispute="dp_year", kind="charge.dispute.closed"))
+    won = await balance(meter.stub, year.account)
+    # 500 000 (month 0's) + 2 x 500 000 (months 1 and 2's), the debt paid first; the month is whole.
+    assert (won.allowance_total, won.allowance_remaining, won.debt) == (PRO, 3 * PRO - 100_000, 0)
+    for month in range(3, 12):
+        now = await year.into_month(engine, month)
+        assert (now.allowance_total, now.allowance_remaining) == (PRO, PRO)
+    released = [e["amount"] for e in await ledger(engine, year.account) if e["kind"] == "dispute_release"]
+    assert released == [3 * PRO]

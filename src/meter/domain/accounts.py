@@ -36,6 +36,9 @@ class Account:
     paid_through: datetime | None = None  # the end of what invoices paid for
     # A cancelled subscription whose allowance lasts its paid months: the allowance after them.
     allowance_after_paid: int | None = None
+    # What refunds or disputes withheld from the current month's grant before it began (its part
+    # of a payment's months taken back): an upgrade within the month is granted less it too.
+    allowance_withheld: int = 0
     # The account's own rate limits (set through SetPlan); a limit left None is its plan's.
     limits: RateLimits = RateLimits()
     # What its expired holds do, if the account has its own setting (SetPlan); None: its plan's.

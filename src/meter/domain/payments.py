@@ -60,3 +60,4 @@ class SubscriptionPayment:
     tokens: int
     payment_intent: str | None
     months: int = 0  # the allowance months it pays for (twelve for a year); 0: prorations
+    month_anchor: datetime | None = None  # what its months are counted from (its account's, when paid)

@@ -194,6 +194,7 @@ async def record_invoice(meter: Meter, store: Store, account: Account, paid: Pai
         tokens=tokens,
         payment_intent=paid.payment_intent or None,
         months=months,
+        month_anchor=account.month_anchor if months else None,
     )
     await store.insert_subscription_payment(recorded, now)
     await waiting.release(meter, store, account.account_id, waiting.invoice_key(paid.invoice_ref), now)

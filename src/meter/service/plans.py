@@ -266,9 +266,10 @@ async def _change(store: Store, account: Account, wanted: Account, request: Plan
             await store.save_plan(moved, now)
         return
     await store.save_plan(changed, now)
-    # An upgrade grants this month the difference at once (a subscriber's once the month is paid);
-    # later months get the new plan's allowance, as a downgrade's does from the next month.
-    upgrade = changed.monthly_allowance - account.allowance_total
+    # An upgrade grants this month the difference at once (a subscriber's once the month is paid),
+    # less what refunds withheld from the month as from its grant; later months get the new plan's
+    # allowance, as a downgrade's does from the next month.
+    upgrade = changed.monthly_allowance - account.allowance_withheld - account.allowance_total
     if upgrade > 0 and (account.allowance_granted or not changed.subscription_managed):
         ref = f"upgrade:{changed.plan_id}:{account.period.start.isoformat()}"
         await store.grant_upgrade(account.account_id, upgrade, now, ref=ref, note=changed.plan_id)

@@ -184,13 +184,18 @@ async def apply_reversal(
     else:
         outcome = reversals.dispute(payment.state, _DISPUTE_STATUS[request.kind])
     payment = replace(payment, state=outcome.state)
-    await store.save_payment(payment)
     ref, unbilled, moved = request.reversal_ref or key.ref, 0, 0
+    # The state is saved before tokens are taken (what a freeze took fits within what it froze) and
+    # after they are given back (a won dispute reads where its freeze took them, which the state
+    # with nothing frozen clears).
+    if outcome.take >= 0:
+        await store.save_payment(payment)
     if outcome.take > 0:
         kind = EntryKind.REFUND if request.kind is ReversalKind.REFUND else EntryKind.DISPUTE_FREEZE
         unbilled, moved = await _take(store, account, payment, outcome.take, kind, ref, now)
     elif outcome.take < 0:
         moved = await _give(store, account, payment, -outcome.take, ref, now)
+        await store.save_payment(payment)
     # `tokens`: what the balance lost (or got back), as the ledger has it; `payment_tokens`: the
     # payment's tokens reversed, some of which may have expired with their period already.
     if outcome.take > 0:

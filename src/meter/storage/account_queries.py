@@ -15,7 +15,7 @@ from meter.storage.queries import NOW, Queries
 
 ACCOUNT_COLUMNS = """a.account_id, a.plan_id, a.monthly_allowance, a.period_start, a.period_end,
     a.month_anchor, a.billing_period_start, a.billing_period_end, a.paid_through, a.allowance_after_paid,
-    a.allowance_total, a.debt, a.bucket_count, a.subscription_ref,
+    a.allowance_withheld, a.allowance_total, a.debt, a.bucket_count, a.subscription_ref,
     a.plan_event_time, a.granted_period_start, a.requests_per_minute, a.tokens_per_minute, a.concurrent_holds,
     a.expired_holds"""
 
@@ -154,6 +154,7 @@ def account_from_row(row: Mapping[str, Any]) -> Account:
         billing=Period(row["billing_period_start"], row["billing_period_end"]) if row["billing_period_start"] else None,
         paid_through=row["paid_through"],
         allowance_after_paid=row["allowance_after_paid"],
+        allowance_withheld=row["allowance_withheld"],
         allowance_total=row["allowance_total"],
         debt=row["debt"],
         bucket_count=row["bucket_count"],

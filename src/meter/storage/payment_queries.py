@@ -113,9 +113,10 @@ class PaymentQueries(Queries):
         return bool(
             await self._execute(
                 "INSERT INTO subscription_payments (account_id, invoice_ref, subscription_ref, period_start, "
-                "period_end, proration, amount_minor, currency, tokens, payment_intent, months, created_at) "
+                "period_end, proration, amount_minor, currency, tokens, payment_intent, months, month_anchor, "
+                "created_at) "
                 "VALUES (:account_id, :invoice_ref, :subscription_ref, :period_start, :period_end, :proration, "
-                ":amount_minor, :currency, :tokens, :payment_intent, :months, :now) "
+                ":amount_minor, :currency, :tokens, :payment_intent, :months, :month_anchor, :now) "
                 "ON CONFLICT (account_id, invoice_ref) DO NOTHING",
                 **asdict(paid),
                 now=now,

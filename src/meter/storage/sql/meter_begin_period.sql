@@ -4,8 +4,9 @@
 -- from nothing: it expired); every row's count of tokens used starts again; and with p_grant the
 -- plan's monthly allowance is granted (a 'subscription_grant' entry that pays debt first, and
 -- allowance.granted), less what a refund or dispute took back from the months of the payment that
--- pays for this one before they began (withheld_tokens: from its last months first, as if the paid
--- year were shorter). The
+-- pays for this one before they began (withheld_tokens: from its last months first, each at most
+-- its per-month share, as if the paid year were shorter; the month remembers its part in
+-- allowance_withheld, for an upgrade within it). The
 -- account row names the new month and its allowance before the grant, so that the grant's events
 -- carry them. Allowance held by open holds stays held: it expires when they settle (meter_settle).
 -- A month is granted once: one whose grant the ledger has already (an account back in a month it
@@ -62,17 +63,19 @@ BEGIN
             ORDER BY s.period_start DESC
             LIMIT 1;
             IF FOUND AND v_payment.withheld_tokens > 0 THEN
-                -- The withheld tokens are the payment's last months': this one's part is what the
-                -- months after it do not cover.
-                v_withheld := least(v_before.monthly_allowance, greatest(0, v_payment.withheld_tokens
-                    - meter_months_beginning(v_payment.period_start, p_end, v_payment.period_end)
+                -- The withheld tokens are the payment's last months', each at most its per-month
+                -- share: this one's part is what the months after it do not cover.
+                v_withheld := least(v_payment.tokens / v_payment.months, greatest(0, v_payment.withheld_tokens
+                    - meter_months_beginning(v_payment.month_anchor, p_end, v_payment.period_end)
                     * (v_payment.tokens / v_payment.months)));
             END IF;
         END IF;
-        v_grant := v_before.monthly_allowance - v_withheld;
+        v_grant := greatest(0, v_before.monthly_allowance - v_withheld);
     END IF;
     UPDATE accounts AS a SET period_start = p_start, period_end = p_end,
         allowance_total = CASE WHEN v_same THEN a.allowance_total + v_grant ELSE v_grant END,
+        allowance_withheld = CASE WHEN v_grant > 0 OR v_withheld > 0 THEN v_withheld
+            WHEN v_same THEN a.allowance_withheld ELSE 0 END,
         granted_period_start = CASE WHEN p_grant THEN p_start ELSE a.granted_period_start END, updated_at = p_now
     WHERE a.account_id = p_account
     RETURNING * INTO v_account;
