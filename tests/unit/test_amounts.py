@@ -49,8 +49,8 @@ class TestIds:
         with pytest.raises(InvalidField):
             ids.account_id(value)
 
-    def test_reservation_id_round_trip(self) -> None:
-        reservation = ids.reservation_id("org:acme", ids.new_hold_id())
+    def test_a_reservation_id_names_its_account_and_hold(self) -> None:
+        reservation = "org:acme/" + ids.new_hold_id()  # as meter_reservation_id composes it
         assert ids.reservation_account(reservation) == "org:acme"
         assert len(ids.hold_id(reservation)) == 32
 

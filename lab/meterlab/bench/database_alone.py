@@ -26,11 +26,10 @@ from meterlab.testbed import libpq_url
 SCRIPT = f"""\\set start random(0, 32767)
 \\set n random(1, :count)
 SELECT gen_random_uuid() AS hold, gen_random_uuid()::text AS request \\gset
-SELECT outcome FROM meter_reserve(CAST(:prefix AS text) || :n, :request, :hold, 'bench', 50, 50, 60, '{{}}',
-    'bench', 1000000, 1000000, 0, 0, 1000000, 1000000, 1000000, 0, 0, 0, '{{}}', :start, 0, ARRAY[]::text[],
-    ARRAY[]::bigint[], ARRAY[]::bigint[], ARRAY[]::bigint[], {Settings().reserve_wait_ms}, 1);
-SELECT outcome FROM meter_commit(CAST(:prefix AS text) || :n, :hold,
-    CAST(:prefix AS text) || :n || '/' || replace(:hold::text, '-', ''), 30, 30, 0, 0, 0, 0, 'meter-bench');
+SELECT outcome FROM meter_reserve(ROW(CAST(:prefix AS text) || :n, :request, :hold, 'bench', 50, 50, 60, '{{}}',
+    ROW('bench', 1000000, 1000000, 0, 0, 1000000, 1000000, 1000000, 0, 0, 0, '{{}}'), :start)::meter_reserve_call,
+    0, ARRAY[]::text[], ARRAY[]::bigint[], ARRAY[]::bigint[], ARRAY[]::bigint[], {Settings().reserve_wait_ms}, 1);
+SELECT outcome FROM meter_commit(CAST(:prefix AS text) || :n, :hold, 30, 30, 0, 0, 0, 0, 'meter-bench');
 """
 
 

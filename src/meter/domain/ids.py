@@ -15,7 +15,7 @@ from meter.domain.errors import InvalidField
 _ACCOUNT_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 _KEY = re.compile(r"[!-~]{1,128}")  # printable ASCII, no spaces
 _HOLD = re.compile(r"[0-9a-f]{32}")
-_SEPARATOR = "/"
+_SEPARATOR = "/"  # a reservation id is composed by meter_reservation_id (storage/sql); read here
 
 
 def account_id(value: str, field: str = "account_id") -> str:
@@ -37,11 +37,6 @@ def idempotency_key(value: str, field: str) -> str:
 
 def new_hold_id() -> str:
     return uuid.uuid4().hex
-
-
-def reservation_id(account: str, hold: str) -> str:
-    """The id callers see for a hold of `account` (`hold` as a uuid, with or without dashes)."""
-    return f"{account}{_SEPARATOR}{hold.replace('-', '')}"
 
 
 def reservation_account(reservation_id: str) -> str:

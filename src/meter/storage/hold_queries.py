@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from meter.domain import ids
 from meter.domain.holds import CallTokens, Hold, HoldStatus, Pricing, ReserveParams, Usage
 from meter.domain.limits import PlanLimits, RateLimits, RateUsage
 from meter.storage.queries import NOW, Queries
@@ -40,7 +39,8 @@ class HoldQueries(Queries):
         Reserve cost a hot account measurably. The planner reads either the account's holds
         (primary key) or every open hold (the sweeper's partial index), whichever is fewer."""
         rows = await self._rows(
-            "SELECT h.*, count(*) OVER () AS open_count FROM holds AS h "
+            "SELECT h.*, meter_reservation_id(h.account_id, h.hold_id) AS reservation_id, "
+            "count(*) OVER () AS open_count FROM holds AS h "
             "WHERE h.account_id = :account_id AND h.status = 'open' ORDER BY h.expires_at, h.hold_id LIMIT :limit",
             account_id=account_id,
             limit=limit,
@@ -105,7 +105,7 @@ def _hold(row: Mapping[str, Any]) -> Hold:
     usage = usage_from_row(row)
     return Hold(
         account_id=row["account_id"],
-        reservation_id=ids.reservation_id(row["account_id"], str(row["hold_id"])),
+        reservation_id=row["reservation_id"],
         request_id=row["request_id"],
         params=ReserveParams(
             model=row["model"],

@@ -32,27 +32,23 @@ from meter.storage.clock import DatabaseClock
 from meter.storage.coalescer import Coalescer
 from meter.storage.engine import run_statement, run_statement_rows
 
-RESERVE = (
-    "SELECT * FROM meter_reserve($1, $2, CAST($3 AS uuid), $4, $5, $6, $7, CAST($8 AS jsonb), $9, $10, $11, "
-    "$12, $13, $14, $15, $16, $17, $18, $19, CAST($20 AS jsonb), $21, $22, $23, $24, $25, $26, $27, $28)"
-)
-COMMIT = "SELECT * FROM meter_commit($1, CAST($2 AS uuid), $3, $4, $5, $6, $7, $8, $9, $10)"
-RELEASE = "SELECT * FROM meter_release($1, CAST($2 AS uuid), $3, $4, $5)"
+# A Reserve's own arguments are one meter_reserve_call (a batch's, an array of them), the pinned
+# prices one meter_pricing inside it (and ChargeUsage's): asyncpg sends a tuple as the composite.
+RESERVE = "SELECT * FROM meter_reserve($1, $2, $3, $4, $5, $6, $7, $8)"
+COMMIT = "SELECT * FROM meter_commit($1, CAST($2 AS uuid), $3, $4, $5, $6, $7, $8, $9)"
+RELEASE = "SELECT * FROM meter_release($1, CAST($2 AS uuid), $3, $4)"
 EXTEND = "SELECT * FROM meter_extend($1, CAST($2 AS uuid), $3, $4)"
-RESERVE_MANY = (
-    "SELECT * FROM meter_reserve_many($1, $2, CAST($3 AS uuid[]), $4, $5, $6, $7, CAST($8 AS jsonb[]), $9, $10, "
-    "$11, $12, $13, $14, $15, $16, $17, $18, $19, CAST($20 AS jsonb[]), $21, $22, $23, $24, $25, $26, $27, $28)"
-)
-COMMIT_MANY = "SELECT * FROM meter_commit_many($1, CAST($2 AS uuid[]), $3, $4, $5, $6, $7, $8, $9, $10)"
-EXPIRE = "SELECT meter_expire($1, CAST($2 AS uuid), $3, $4, $5, $6) AS outcome"
+RESERVE_MANY = "SELECT * FROM meter_reserve_many($1, $2, $3, $4, $5, $6, $7, $8)"
+COMMIT_MANY = "SELECT * FROM meter_commit_many($1, CAST($2 AS uuid[]), $3, $4, $5, $6, $7, $8, $9)"
+EXPIRE = "SELECT meter_expire($1, CAST($2 AS uuid), $3, $4, $5) AS outcome"
 CHARGE_USAGE = (
-    "SELECT * FROM meter_charge_usage($1, $2, CAST($3 AS uuid), $4, $5, $6, $7, $8, $9, $10, CAST($11 AS jsonb), "
-    "$12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, CAST($23 AS jsonb), $24, $25)"
+    "SELECT * FROM meter_charge_usage($1, $2, CAST($3 AS uuid), $4, $5, $6, $7, $8, $9, CAST($10 AS jsonb), $11, "
+    "$12, $13)"
 )
 
 
 class _Reserve(NamedTuple):
-    """One Reserve's own arguments of meter_reserve, in its order (the shared ones follow them)."""
+    """One Reserve's own arguments: a meter_reserve_call, field for field."""
 
     account_id: str
     request_id: str
@@ -62,25 +58,13 @@ class _Reserve(NamedTuple):
     max_output_tokens: int
     ttl_seconds: int
     labels: str
-    catalog_version: str
-    input_weight: int
-    output_weight: int
-    input_price: int
-    output_price: int
-    cached_input_weight: int
-    cache_write_weight: int
-    reasoning_weight: int
-    cached_input_price: int
-    cache_write_price: int
-    reasoning_price: int
-    usage_labels: str
+    pricing: tuple[str | int, ...]  # a meter_pricing (_pinned)
     start: int
 
 
 class _Commit(NamedTuple):
     account_id: str
     hold_id: str
-    reservation_id: str
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int
@@ -158,18 +142,7 @@ class HotPath:
                 params.max_output_tokens,
                 params.ttl_seconds,
                 _labels(params.labels),
-                pricing.catalog_version,
-                pricing.input_weight,
-                pricing.output_weight,
-                pricing.input_price,
-                pricing.output_price,
-                pricing.cached_input_weight,
-                pricing.cache_write_weight,
-                pricing.reasoning_weight,
-                pricing.cached_input_price,
-                pricing.cache_write_price,
-                pricing.reasoning_price,
-                _labels(pricing.usage_labels),
+                _pinned(pricing),
                 start,
             )
         )
@@ -188,18 +161,15 @@ class HotPath:
         )
 
     async def _reserve_alone(self, call: _Reserve) -> Reserved:
-        return _reserved(call.account_id, await run_statement(self._engine, RESERVE, *call, *self._reserve_shared()))
+        return _reserved(call.account_id, await run_statement(self._engine, RESERVE, call, *self._reserve_shared()))
 
     async def _reserve_together(self, calls: list[_Reserve]) -> list[Reserved]:
-        columns = [list(column) for column in zip(*calls, strict=True)]
-        rows = await run_statement_rows(self._engine, RESERVE_MANY, *columns, *self._reserve_shared())
+        rows = await run_statement_rows(self._engine, RESERVE_MANY, calls, *self._reserve_shared())
         return _in_call_order(rows, [call.account_id for call in calls], _reserved)
 
     async def commit(self, reservation_id: str, tokens: CallTokens) -> Charged:
         account_id = ids.reservation_account(reservation_id)
-        return await self._commit(
-            _Commit(account_id, ids.hold_id(reservation_id), reservation_id, *_classes(tokens), acting_caller())
-        )
+        return await self._commit(_Commit(account_id, ids.hold_id(reservation_id), *_classes(tokens), acting_caller()))
 
     async def _commit_alone(self, call: _Commit) -> Charged:
         row = await run_statement(self._engine, COMMIT, *call[:-1], self._clock.offset_seconds, call.caller)
@@ -217,7 +187,6 @@ class HotPath:
             RELEASE,
             account_id,
             ids.hold_id(reservation_id),
-            reservation_id,
             self._clock.offset_seconds,
             acting_caller(),
         )
@@ -235,24 +204,20 @@ class HotPath:
         return Extended(Outcome(row["outcome"]), row["expires_at"])
 
     async def charge_usage(self, account_id: str, request_id: str, usage: CallUsage, pricing: Pricing) -> Charged:
-        hold_id = ids.new_hold_id()
         row = await run_statement(
             self._engine,
             CHARGE_USAGE,
             account_id,
             request_id,
-            hold_id,
-            ids.reservation_id(account_id, hold_id),
+            ids.new_hold_id(),
             usage.model,
             *_classes(usage.tokens),
             _labels(usage.labels),
-            *_pinned(pricing),
+            _pinned(pricing),
             self._clock.offset_seconds,
             acting_caller(),
         )
-        recorded = row["hold_id"]
-        reservation_id = ids.reservation_id(account_id, str(recorded)) if recorded else ""
-        return dataclasses.replace(_charged(account_id, row), reservation_id=reservation_id)
+        return dataclasses.replace(_charged(account_id, row), reservation_id=row["reservation_id"] or "")
 
     async def expire(self, account_id: str, hold_id: str, *, charge: bool) -> Expiry:
         row = await run_statement(
@@ -260,7 +225,6 @@ class HotPath:
             EXPIRE,
             account_id,
             hold_id,
-            ids.reservation_id(account_id, hold_id),
             charge,
             self._clock.offset_seconds,
             acting_caller(),
@@ -285,7 +249,7 @@ def _classes(tokens: CallTokens) -> tuple[int, int, int, int, int]:
 
 
 def _pinned(pricing: Pricing) -> tuple[str | int, ...]:
-    """What a hold pins, in the order meter_charge_usage takes it (and meter_reserve: _Reserve)."""
+    """What a hold pins: a meter_pricing, field for field."""
     return (
         pricing.catalog_version,
         pricing.input_weight,
@@ -307,7 +271,7 @@ _NO_HOLD = "00000000-0000-0000-0000-000000000000"
 
 
 # A Reserve for no account, with arguments of the types the real ones have, and the shared ones.
-_WARM_RESERVE = _Reserve(_NO_ACCOUNT, "warm-up", _NO_HOLD, "", 0, 1, 1, "{}", "", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, "{}", 0)
+_WARM_RESERVE = _Reserve(_NO_ACCOUNT, "warm-up", _NO_HOLD, "", 0, 1, 1, "{}", ("", *[0] * 10, "{}"), 0)
 _WARM_SHARED: tuple[Any, ...] = (0.0, [], [], [], [], 0, 0.0)
 
 
@@ -315,16 +279,13 @@ async def _warm(connection: asyncpg.Connection, coalescing: bool) -> None:
     """Each hot-path statement once, with the same text (so that it lands in the connection's
     statement cache) and arguments of the same types as the calls it prepares for; with
     coalescing, the batches' statements too."""
-    await connection.fetchrow(RESERVE, *_WARM_RESERVE, *_WARM_SHARED)
-    reservation = ids.reservation_id(_NO_ACCOUNT, _NO_HOLD)
-    await connection.fetchrow(COMMIT, _NO_ACCOUNT, _NO_HOLD, reservation, 0, 0, 0, 0, 0, 0.0, SYSTEM)
-    await connection.fetchrow(RELEASE, _NO_ACCOUNT, _NO_HOLD, reservation, 0.0, SYSTEM)
+    await connection.fetchrow(RESERVE, _WARM_RESERVE, *_WARM_SHARED)
+    await connection.fetchrow(COMMIT, _NO_ACCOUNT, _NO_HOLD, 0, 0, 0, 0, 0, 0.0, SYSTEM)
+    await connection.fetchrow(RELEASE, _NO_ACCOUNT, _NO_HOLD, 0.0, SYSTEM)
     await connection.fetchrow(EXTEND, _NO_ACCOUNT, _NO_HOLD, 1, 0.0)
     if coalescing:
-        await connection.fetch(RESERVE_MANY, *([value] for value in _WARM_RESERVE), *_WARM_SHARED)
-        await connection.fetch(
-            COMMIT_MANY, [_NO_ACCOUNT], [_NO_HOLD], [reservation], [0], [0], [0], [0], [0], 0.0, [SYSTEM]
-        )
+        await connection.fetch(RESERVE_MANY, [_WARM_RESERVE], *_WARM_SHARED)
+        await connection.fetch(COMMIT_MANY, [_NO_ACCOUNT], [_NO_HOLD], [0], [0], [0], [0], [0], 0.0, [SYSTEM])
 
 
 def _reserved(account_id: str, row: asyncpg.Record) -> Reserved:
@@ -344,7 +305,7 @@ def _reserved(account_id: str, row: asyncpg.Record) -> Reserved:
     return Reserved(
         outcome,
         _balance(account_id, row),
-        reservation_id=ids.reservation_id(account_id, str(row["hold_id"])) if row["hold_id"] else "",
+        reservation_id=row["reservation_id"] or "",
         held_tokens=row["held"] or 0,
         expires_at=row["expires_at"],
         catalog_version=row["catalog_version"] or "",
@@ -386,8 +347,10 @@ def _in_call_order(
     return answers  # type: ignore[return-value]
 
 
-def _balance(account_id: str, row: asyncpg.Record | Mapping[str, Any]) -> Balance | None:
-    """The balance every answer carries (None when the account does not exist)."""
-    if row["plan_id"] is None:
+def _balance(account_id: str, row: asyncpg.Record) -> Balance | None:
+    """The balance every answer carries, its meter_balance_row (None when the account does not
+    exist)."""
+    balance = row["balance"]
+    if balance is None or balance["plan_id"] is None:
         return None
-    return balance_from_row(account_id, row)
+    return balance_from_row(account_id, balance)

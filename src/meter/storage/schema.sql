@@ -1,6 +1,49 @@
 -- The schema meter's migrations make, written by scripts/generate_schema.py from a migrated
 -- database; do not edit by hand. The functions are in sql/, one a file.
 
+CREATE TYPE meter_balance_row AS (
+    plan_id text,
+    period_start timestamp with time zone,
+    period_end timestamp with time zone,
+    paid_through timestamp with time zone,
+    allowance_total bigint,
+    debt bigint,
+    warned smallint,
+    allowance_remaining bigint,
+    purchased_remaining bigint,
+    allowance_held bigint,
+    purchased_held bigint,
+    used bigint
+);
+
+CREATE TYPE meter_pricing AS (
+    catalog_version text,
+    input_weight bigint,
+    output_weight bigint,
+    input_price bigint,
+    output_price bigint,
+    cached_input_weight bigint,
+    cache_write_weight bigint,
+    reasoning_weight bigint,
+    cached_input_price bigint,
+    cache_write_price bigint,
+    reasoning_price bigint,
+    usage_labels jsonb
+);
+
+CREATE TYPE meter_reserve_call AS (
+    account_id text,
+    request_id text,
+    hold_id uuid,
+    model text,
+    input_tokens bigint,
+    max_output_tokens bigint,
+    ttl_seconds integer,
+    labels jsonb,
+    pricing meter_pricing,
+    start integer
+);
+
 CREATE TABLE accounts (
     account_id text NOT NULL,
     plan_id text NOT NULL,
@@ -461,7 +504,7 @@ CREATE INDEX webhook_events_payload_due ON webhook_events USING btree (updated_a
 -- view
 CREATE VIEW usage_records (
     account_id text,
-    reservation_id text,
+    hold_id uuid,
     request_id text,
     committed_at timestamp with time zone,
     model text,

@@ -1,14 +1,10 @@
 -- An account's balance: its plan, allowance month and paid-through date from its row
 -- (p_account, as the caller read it), and the sums of its bucket rows in one read. What
 -- GetBalance shows and what every change of the hot path answers with; taking the row it already
--- holds spares each call a second read of it.
+-- holds spares each call a second read of it. Its shape (meter_balance_row) is the
+-- one column every hot-path answer carries it in.
 CREATE OR REPLACE FUNCTION meter_balance(p_account accounts)
-RETURNS TABLE (
-    plan_id text, period_start timestamptz, period_end timestamptz, paid_through timestamptz,
-    allowance_total bigint, debt bigint, warned smallint, allowance_remaining bigint, purchased_remaining bigint,
-    allowance_held bigint, purchased_held bigint, used bigint
-)
-LANGUAGE sql STABLE AS $$
+RETURNS meter_balance_row LANGUAGE sql STABLE AS $$
     SELECT p_account.plan_id, p_account.period_start, p_account.period_end, p_account.paid_through,
         p_account.allowance_total,
         p_account.debt,

@@ -11,19 +11,13 @@
 -- one first (meter_roll_over). The call counts against the budgets its labels match (never
 -- refused by them either).
 CREATE OR REPLACE FUNCTION meter_charge_usage(
-    p_account text, p_request text, p_hold uuid, p_reservation text, p_model text, p_input bigint,
-    p_output bigint, p_cached_input bigint, p_cache_write bigint, p_reasoning bigint, p_labels jsonb,
-    p_catalog_version text, p_input_weight bigint, p_output_weight bigint, p_input_price bigint,
-    p_output_price bigint, p_cached_input_weight bigint, p_cache_write_weight bigint, p_reasoning_weight bigint,
-    p_cached_input_price bigint, p_cache_write_price bigint, p_reasoning_price bigint, p_usage_labels jsonb,
+    p_account text, p_request text, p_hold uuid, p_model text, p_input bigint, p_output bigint,
+    p_cached_input bigint, p_cache_write bigint, p_reasoning bigint, p_labels jsonb, p_pricing meter_pricing,
     p_clock_offset double precision, p_caller text
 )
 RETURNS TABLE (
-    outcome text, hold_id uuid, reused_field text, charged bigint, cost bigint, unbilled bigint,
-    plan_id text, period_start timestamptz, period_end timestamptz,
-    paid_through timestamptz, allowance_total bigint, debt bigint,
-    warned smallint, allowance_remaining bigint, purchased_remaining bigint, allowance_held bigint,
-    purchased_held bigint, used bigint
+    outcome text, reservation_id text, reused_field text, charged bigint, cost bigint, unbilled bigint,
+    balance meter_balance_row
 )
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 #variable_conflict use_column
@@ -48,11 +42,10 @@ BEGIN
         AND (v_hold.status IN ('open', 'expired') OR v_hold.charged_at_expiry) THEN
         -- The Reserve of this call did land, though its caller never had the answer (meter could
         -- not be reached, and the call was let through): the call is that hold's Commit.
-        RETURN QUERY SELECT c.outcome, v_hold.hold_id, c.reused_field, c.charged, c.cost, c.unbilled, c.plan_id,
-            c.period_start, c.period_end, c.paid_through, c.allowance_total, c.debt, c.warned, c.allowance_remaining,
-            c.purchased_remaining, c.allowance_held, c.purchased_held, c.used
-        FROM meter_commit(p_account, v_hold.hold_id, p_account || '/' || replace(CAST(v_hold.hold_id AS text), '-', ''),
-            p_input, p_output, p_cached_input, p_cache_write, p_reasoning, p_clock_offset, p_caller) AS c;
+        RETURN QUERY SELECT c.outcome, meter_reservation_id(p_account, v_hold.hold_id), c.reused_field, c.charged,
+            c.cost, c.unbilled, c.balance
+        FROM meter_commit(p_account, v_hold.hold_id, p_input, p_output, p_cached_input, p_cache_write, p_reasoning,
+            p_clock_offset, p_caller) AS c;
         RETURN;
     ELSIF FOUND THEN
         reused_field := CASE
@@ -82,27 +75,24 @@ BEGIN
             cached_input_weight, cache_write_weight, reasoning_weight, cached_input_price, cache_write_price,
             reasoning_price, usage_labels, budget_ids, budget_buckets, budget_held, allowance_held, allowance_bucket,
             purchased_held, purchased_bucket, period_start, status, created_at, expires_at)
-        VALUES (p_account, p_hold, p_request, p_model, p_input, p_output, 1, p_labels, p_catalog_version,
-            p_input_weight, p_output_weight, p_input_price, p_output_price, p_cached_input_weight,
-            p_cache_write_weight, p_reasoning_weight, p_cached_input_price, p_cache_write_price, p_reasoning_price,
-            p_usage_labels, v_budget_ids, v_budget_buckets, v_budget_held, 0, 0, 0, 0, v_account.period_start, 'open',
-            v_now, v_now)
+        SELECT p_account, p_hold, p_request, p_model, p_input, p_output, 1, p_labels, (p_pricing).*, v_budget_ids,
+            v_budget_buckets, v_budget_held, 0, 0, 0, 0, v_account.period_start, 'open', v_now, v_now
         RETURNING * INTO v_hold;
         v_hold := meter_priced_usage(v_hold, p_input, p_cached_input, p_cache_write, p_output, p_reasoning);
         v_hold.late := false;
-        v_settled := meter_settle(v_hold, v_account, v_hold.charged_tokens, 'committed', p_reservation, v_now,
+        v_settled := meter_settle(v_hold, v_account, v_hold.charged_tokens, 'committed', v_now,
             p_caller);
         v_hold.unbilled_tokens := v_settled.shortfall;
         v_account.debt := v_settled.debt;
         v_counted := meter_count_usage(v_hold, v_now);
     END IF;
-    hold_id := v_hold.hold_id;
+    reservation_id := meter_reservation_id(p_account, v_hold.hold_id);
     IF outcome IN ('committed', 'replayed') THEN
         charged := v_hold.charged_tokens;
         cost := v_hold.cost_micros;
         unbilled := v_hold.unbilled_tokens;
     END IF;
-    RETURN QUERY SELECT outcome, hold_id, reused_field, charged, cost, unbilled, b.*
-        FROM meter_balance(v_account) AS b;
+    balance := meter_balance(v_account);
+    RETURN NEXT;
 END;
 $$;

@@ -7,15 +7,12 @@
 -- expiry is committed once more with the call's usage: meter_correct_expired settles the
 -- difference.
 CREATE OR REPLACE FUNCTION meter_commit(
-    p_account text, p_hold uuid, p_reservation text, p_input bigint, p_output bigint, p_cached_input bigint,
+    p_account text, p_hold uuid, p_input bigint, p_output bigint, p_cached_input bigint,
     p_cache_write bigint, p_reasoning bigint, p_clock_offset double precision, p_caller text
 )
 RETURNS TABLE (
     outcome text, reused_field text, charged bigint, cost bigint, unbilled bigint, late boolean,
-    plan_id text, period_start timestamptz, period_end timestamptz,
-    paid_through timestamptz, allowance_total bigint, debt bigint,
-    warned smallint, allowance_remaining bigint, purchased_remaining bigint, allowance_held bigint,
-    purchased_held bigint, used bigint
+    balance meter_balance_row
 )
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 #variable_conflict use_column
@@ -37,7 +34,7 @@ BEGIN
         outcome := 'committed';
         v_hold := meter_priced_usage(v_hold, p_input, p_cached_input, p_cache_write, p_output, p_reasoning);
         v_hold.late := true;
-        v_settled := meter_correct_expired(v_hold, v_account, 'committed', p_reservation, v_now, p_caller);
+        v_settled := meter_correct_expired(v_hold, v_account, 'committed', v_now, p_caller);
         v_hold.unbilled_tokens := v_hold.unbilled_tokens + v_settled.shortfall;
         v_account.debt := v_settled.debt;
     ELSIF v_hold.status = 'committed' THEN
@@ -58,7 +55,7 @@ BEGIN
         outcome := 'committed';
         v_hold := meter_priced_usage(v_hold, p_input, p_cached_input, p_cache_write, p_output, p_reasoning);
         v_hold.late := v_hold.status = 'expired' OR v_now >= v_hold.expires_at;
-        v_settled := meter_settle(v_hold, v_account, v_hold.charged_tokens, 'committed', p_reservation, v_now,
+        v_settled := meter_settle(v_hold, v_account, v_hold.charged_tokens, 'committed', v_now,
             p_caller);
         v_hold.unbilled_tokens := v_settled.shortfall;
         v_account.debt := v_settled.debt;
@@ -71,7 +68,7 @@ BEGIN
         late := v_hold.late;
     END IF;
     -- No such account: a balance of NULLs.
-    RETURN QUERY SELECT outcome, reused_field, charged, cost, unbilled, late, b.*
-        FROM meter_balance(v_account) AS b;
+    balance := meter_balance(v_account);
+    RETURN NEXT;
 END;
 $$;

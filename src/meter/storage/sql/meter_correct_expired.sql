@@ -9,10 +9,11 @@
 -- the budgets' rows (the difference counted against them), then the account row, then its bucket
 -- rows, then the totals row.
 CREATE OR REPLACE FUNCTION meter_correct_expired(
-    p_hold holds, p_account accounts, p_status text, p_reservation text, p_now timestamptz, p_caller text,
+    p_hold holds, p_account accounts, p_status text, p_now timestamptz, p_caller text,
     OUT shortfall bigint, OUT debt bigint
 ) LANGUAGE plpgsql AS $$
 DECLARE
+    v_reservation text := meter_reservation_id(p_hold.account_id, p_hold.hold_id);  -- the ledger's ref
     v_old holds%ROWTYPE;
     v_released boolean := p_status = 'released';
     v_charge bigint := CASE WHEN p_status = 'released' THEN 0 ELSE p_hold.charged_tokens END;
@@ -55,7 +56,7 @@ BEGIN
         END IF;
     END IF;
     INSERT INTO ledger_entries (account_id, created_at, caller, kind, pool, amount, reservation_id)
-    SELECT p_hold.account_id, p_now, p_caller, v.kind, v.pool, v.amount, p_reservation
+    SELECT p_hold.account_id, p_now, p_caller, v.kind, v.pool, v.amount, v_reservation
     FROM (VALUES (1, 'usage', 'allowance', v_back_allowance + v_expired - v_from_allowance),
         (2, 'usage', 'purchased', v_back_purchased - v_from_purchased),
         (3, 'usage', 'debt', -shortfall),
@@ -65,7 +66,7 @@ BEGIN
     v_left_purchased := v_back_purchased;
     IF debt > 0 AND v_back_allowance + v_back_purchased > 0 THEN
         SELECT d.allowance_left, d.purchased_left, d.debt_left INTO v_left_allowance, v_left_purchased, debt
-        FROM meter_pay_debt(p_hold.account_id, v_back_allowance, v_back_purchased, NULL, p_reservation, p_now,
+        FROM meter_pay_debt(p_hold.account_id, v_back_allowance, v_back_purchased, NULL, v_reservation, p_now,
             p_caller) AS d;
     END IF;
     IF NOT v_same_period AND v_delta < 0 THEN
@@ -120,6 +121,6 @@ BEGIN
         cost_micros = CASE WHEN v_released THEN NULL ELSE p_hold.cost_micros END,
         unbilled_tokens = CASE WHEN v_released THEN NULL ELSE v_old.unbilled_tokens + shortfall END
     WHERE h.account_id = p_hold.account_id AND h.hold_id = p_hold.hold_id;
-    PERFORM meter_debt_events(p_hold.account_id, p_reservation, p_now);
+    PERFORM meter_debt_events(p_hold.account_id, v_reservation, p_now);
 END;
 $$;

@@ -6,7 +6,7 @@
 -- meanwhile, or not yet due). An account whose period has ended is moved into its current one
 -- first (meter_roll_over).
 CREATE OR REPLACE FUNCTION meter_expire(
-    p_account text, p_hold uuid, p_reservation text, p_charge boolean, p_clock_offset double precision,
+    p_account text, p_hold uuid, p_charge boolean, p_clock_offset double precision,
     p_caller text
 ) RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
@@ -25,7 +25,7 @@ BEGIN
         v_account := meter_roll_over(p_account, v_now);
     END IF;
     IF NOT p_charge THEN
-        PERFORM meter_settle(v_hold, v_account, 0, 'expired', p_reservation, v_now, p_caller);
+        PERFORM meter_settle(v_hold, v_account, 0, 'expired', v_now, p_caller);
         RETURN 'expired';
     END IF;
     -- The max output at the dearer of output and reasoning: the worst case Reserve held.
@@ -33,7 +33,7 @@ BEGIN
         CASE WHEN v_hold.reasoning_weight > v_hold.output_weight THEN 0 ELSE v_hold.max_output_tokens END,
         CASE WHEN v_hold.reasoning_weight > v_hold.output_weight THEN v_hold.max_output_tokens ELSE 0 END);
     v_hold.late := false;
-    v_settled := meter_settle(v_hold, v_account, v_hold.charged_tokens, 'committed', p_reservation, v_now,
+    v_settled := meter_settle(v_hold, v_account, v_hold.charged_tokens, 'committed', v_now,
         p_caller);
     v_hold.unbilled_tokens := v_settled.shortfall;
     UPDATE holds AS h SET charged_at_expiry = true WHERE h.account_id = p_account AND h.hold_id = p_hold;

@@ -5,13 +5,10 @@
 -- account's period ended moves it into its current one first (meter_roll_over). A hold charged its
 -- worst case at expiry is given it all back (meter_correct_expired).
 CREATE OR REPLACE FUNCTION meter_release(
-    p_account text, p_hold uuid, p_reservation text, p_clock_offset double precision, p_caller text
+    p_account text, p_hold uuid, p_clock_offset double precision, p_caller text
 )
 RETURNS TABLE (
-    outcome text, plan_id text, period_start timestamptz, period_end timestamptz,
-    paid_through timestamptz, allowance_total bigint,
-    debt bigint, warned smallint, allowance_remaining bigint, purchased_remaining bigint, allowance_held bigint,
-    purchased_held bigint, used bigint
+    outcome text, balance meter_balance_row
 )
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 #variable_conflict use_column
@@ -30,20 +27,21 @@ BEGIN
         outcome := 'not_found';
     ELSIF v_hold.charged_at_expiry THEN
         outcome := 'released';  -- charged its worst case at expiry: the call used nothing
-        v_settled := meter_correct_expired(v_hold, v_account, 'released', p_reservation, v_now, p_caller);
+        v_settled := meter_correct_expired(v_hold, v_account, 'released', v_now, p_caller);
         v_account.debt := v_settled.debt;
     ELSIF v_hold.status = 'committed' THEN
         outcome := 'committed';
     ELSE
         outcome := 'released';
         IF v_hold.status = 'open' THEN
-            v_settled := meter_settle(v_hold, v_account, 0, 'released', p_reservation, v_now, p_caller);
+            v_settled := meter_settle(v_hold, v_account, 0, 'released', v_now, p_caller);
             v_account.debt := v_settled.debt;
         ELSIF v_hold.status = 'expired' THEN
             UPDATE holds AS h SET status = 'released', settled_at = v_now
             WHERE h.account_id = p_account AND h.hold_id = p_hold;
         END IF;
     END IF;
-    RETURN QUERY SELECT outcome, b.* FROM meter_balance(v_account) AS b;  -- no such account: NULLs
+    balance := meter_balance(v_account);  -- no such account: its fields NULL
+    RETURN NEXT;
 END;
 $$;

@@ -15,22 +15,14 @@
 -- plans' rate limits come with the call (meter_rate_limits); an account without any is not counted
 -- against them.
 CREATE OR REPLACE FUNCTION meter_reserve(
-    p_account text, p_request text, p_hold uuid, p_model text, p_input bigint, p_max_output bigint,
-    p_ttl integer, p_labels jsonb, p_catalog_version text, p_input_weight bigint, p_output_weight bigint,
-    p_input_price bigint, p_output_price bigint, p_cached_input_weight bigint, p_cache_write_weight bigint,
-    p_reasoning_weight bigint, p_cached_input_price bigint, p_cache_write_price bigint, p_reasoning_price bigint,
-    p_usage_labels jsonb, p_start integer, p_clock_offset double precision,
-    p_plans text[], p_requests_per_minute bigint[], p_tokens_per_minute bigint[],
-    p_concurrent_holds bigint[], p_wait_ms integer, p_sweep_seconds double precision
+    p_call meter_reserve_call, p_clock_offset double precision, p_plans text[], p_requests_per_minute bigint[],
+    p_tokens_per_minute bigint[], p_concurrent_holds bigint[], p_wait_ms integer, p_sweep_seconds double precision
 )
 RETURNS TABLE (
-    outcome text, hold_id uuid, held bigint, expires_at timestamptz, catalog_version text, status text,
+    outcome text, reservation_id text, held bigint, expires_at timestamptz, catalog_version text, status text,
     reused_field text, limit_name text, limit_value bigint, retry_after double precision, required bigint,
-    across boolean, plan_id text, period_start timestamptz, period_end timestamptz,
-    paid_through timestamptz, allowance_total bigint,
-    debt bigint, warned smallint, allowance_remaining bigint, purchased_remaining bigint, allowance_held bigint,
-    purchased_held bigint, used bigint, budget_key text, budget_value text, budget_unit text, budget_cap bigint,
-    budget_remaining bigint, budget_required bigint
+    across boolean, balance meter_balance_row, budget_key text, budget_value text, budget_unit text,
+    budget_cap bigint, budget_remaining bigint, budget_required bigint
 )
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 #variable_conflict use_column
@@ -49,31 +41,32 @@ DECLARE
     v_budget_ids bigint[];  -- the hold's parts of its budgets (meter_hold_budgets)
     v_budget_buckets smallint[];
     v_budget_held bigint[];
+    v_pricing meter_pricing := p_call.pricing;
 BEGIN
-    required := greatest(1, meter_weighted_tokens(p_input, 0, 0, p_max_output, 0, p_input_weight, 0, 0,
-        greatest(p_output_weight, p_reasoning_weight), 0));
-    SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
+    required := greatest(1, meter_weighted_tokens(p_call.input_tokens, 0, 0, p_call.max_output_tokens, 0, v_pricing.input_weight, 0, 0,
+        greatest(v_pricing.output_weight, v_pricing.reasoning_weight), 0));
+    SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_call.account_id;
     IF NOT FOUND THEN
         outcome := 'account_not_found';
         RETURN NEXT;
         RETURN;
     END IF;
-    SELECT * INTO v_hold FROM holds AS h WHERE h.account_id = p_account AND h.request_id = p_request;
+    SELECT * INTO v_hold FROM holds AS h WHERE h.account_id = p_call.account_id AND h.request_id = p_call.request_id;
     IF FOUND THEN
         outcome := 'replayed';
         reused_field := CASE
-            WHEN v_hold.model <> p_model THEN 'model'
-            WHEN v_hold.input_tokens <> p_input THEN 'input_tokens'
-            WHEN v_hold.max_output_tokens <> p_max_output THEN 'max_output_tokens'
-            WHEN v_hold.ttl_seconds <> p_ttl THEN 'ttl_seconds'
-            WHEN v_hold.labels <> p_labels THEN 'labels'
+            WHEN v_hold.model <> p_call.model THEN 'model'
+            WHEN v_hold.input_tokens <> p_call.input_tokens THEN 'input_tokens'
+            WHEN v_hold.max_output_tokens <> p_call.max_output_tokens THEN 'max_output_tokens'
+            WHEN v_hold.ttl_seconds <> p_call.ttl_seconds THEN 'ttl_seconds'
+            WHEN v_hold.labels <> p_call.labels THEN 'labels'
         END;
         IF reused_field IS NOT NULL THEN
             outcome := 'request_reused';
         END IF;
     ELSE
         IF v_account.period_end <= v_now THEN
-            v_account := meter_roll_over(p_account, v_now);
+            v_account := meter_roll_over(p_call.account_id, v_now);
         END IF;
         IF v_account.debt > 0 THEN
             outcome := 'in_debt';
@@ -84,7 +77,7 @@ BEGIN
         FROM meter_rate_limits(v_account, p_plans, p_requests_per_minute, p_tokens_per_minute, p_concurrent_holds);
         IF num_nonnulls(v_limits.requests_per_minute, v_limits.tokens_per_minute, v_limits.concurrent_holds) > 0
         THEN
-            v_refusal := meter_rate_refusal(p_account, required, v_limits.requests_per_minute,
+            v_refusal := meter_rate_refusal(p_call.account_id, required, v_limits.requests_per_minute,
                 v_limits.tokens_per_minute, v_limits.concurrent_holds, v_now, p_sweep_seconds);
             IF v_refusal.limit_name IS NOT NULL THEN
                 outcome := 'rate_limited';
@@ -96,39 +89,39 @@ BEGIN
     END IF;
     -- The account's count of budgets, read with it, spares the calls of accounts without any a
     -- query (a condition with a subquery is run as a statement, not as a simple expression).
-    IF outcome IS NULL AND p_labels <> '{}' AND v_account.budget_count > 0 THEN
+    IF outcome IS NULL AND p_call.labels <> '{}' AND v_account.budget_count > 0 THEN
         SELECT h.budget_ids, h.budget_buckets, h.budget_held, h.refused_key, h.refused_value, h.refused_unit,
             h.refused_cap, h.refused_remaining, h.refused_required
         INTO v_budget_ids, v_budget_buckets, v_budget_held, budget_key, budget_value, budget_unit, budget_cap,
             budget_remaining, budget_required
-        FROM meter_hold_budgets(p_account, p_labels, v_account.period_start, required,
-            meter_cost_micros(p_input, 0, 0, p_max_output, 0, p_input_price, 0, 0,
-                greatest(p_output_price, p_reasoning_price), 0), p_start) AS h;
+        FROM meter_hold_budgets(p_call.account_id, p_call.labels, v_account.period_start, required,
+            meter_cost_micros(p_call.input_tokens, 0, 0, p_call.max_output_tokens, 0, v_pricing.input_price, 0, 0,
+                greatest(v_pricing.output_price, v_pricing.reasoning_price), 0), p_call.start) AS h;
         IF budget_key IS NOT NULL THEN
             outcome := 'budget_exceeded';
         END IF;
     END IF;
     IF outcome IS NULL THEN
-        v_first := p_start % v_account.bucket_count;
+        v_first := p_call.start % v_account.bucket_count;
         -- Whether any allowance is left decides the pool: looked at first, since an account that
         -- has used its allowance up (or has none) would otherwise look for a row of it in vain.
-        PERFORM 1 FROM buckets AS b WHERE b.account_id = p_account AND b.pool = 'allowance' AND b.available > 0;
+        PERFORM 1 FROM buckets AS b WHERE b.account_id = p_call.account_id AND b.pool = 'allowance' AND b.available > 0;
         IF FOUND THEN
-            v_bucket := meter_hold_in_one_bucket(p_account, 'allowance', required, v_first,
+            v_bucket := meter_hold_in_one_bucket(p_call.account_id, 'allowance', required, v_first,
                 v_account.bucket_count, v_window, p_wait_ms);
             v_allowance := CASE WHEN v_bucket IS NOT NULL THEN required ELSE 0 END;
         ELSE
-            v_bucket := meter_hold_in_one_bucket(p_account, 'purchased', required, v_first,
+            v_bucket := meter_hold_in_one_bucket(p_call.account_id, 'purchased', required, v_first,
                 v_account.bucket_count, v_window, p_wait_ms);
             v_purchased := CASE WHEN v_bucket IS NOT NULL THEN required ELSE 0 END;
         END IF;
         IF v_bucket IS NULL THEN
             across := true;
-            v_across := meter_hold_across_buckets(p_account, required, v_first, v_window);
+            v_across := meter_hold_across_buckets(p_call.account_id, required, v_first, v_window);
             IF v_across.from_allowance IS NULL THEN
                 outcome := 'insufficient';
                 IF v_budget_ids IS NOT NULL THEN  -- what the budgets held goes back
-                    PERFORM meter_settle_budgets(p_account, v_account.period_start, v_budget_ids, v_budget_buckets,
+                    PERFORM meter_settle_budgets(p_call.account_id, v_account.period_start, v_budget_ids, v_budget_buckets,
                         v_budget_held, true, 0, 0);
                 END IF;
             ELSE
@@ -145,29 +138,27 @@ BEGIN
             cached_input_weight, cache_write_weight, reasoning_weight, cached_input_price, cache_write_price,
             reasoning_price, usage_labels, budget_ids, budget_buckets, budget_held, allowance_held, allowance_bucket,
             purchased_held, purchased_bucket, period_start, status, created_at, expires_at)
-        VALUES (p_account, p_hold, p_request, p_model, p_input, p_max_output, p_ttl, p_labels, p_catalog_version,
-            p_input_weight, p_output_weight, p_input_price, p_output_price, p_cached_input_weight,
-            p_cache_write_weight, p_reasoning_weight, p_cached_input_price, p_cache_write_price, p_reasoning_price,
-            p_usage_labels, v_budget_ids, v_budget_buckets, v_budget_held, v_allowance,
-            CASE WHEN v_allowance > 0 THEN v_bucket ELSE v_first END, v_purchased,
-            CASE WHEN v_allowance > 0 THEN v_first ELSE v_bucket END, v_account.period_start, 'open', v_now,
-            v_now + make_interval(secs => p_ttl))
+        SELECT p_call.account_id, p_call.hold_id, p_call.request_id, p_call.model, p_call.input_tokens,
+            p_call.max_output_tokens, p_call.ttl_seconds, p_call.labels, (v_pricing).*, v_budget_ids,
+            v_budget_buckets, v_budget_held, v_allowance, CASE WHEN v_allowance > 0 THEN v_bucket ELSE v_first END,
+            v_purchased, CASE WHEN v_allowance > 0 THEN v_first ELSE v_bucket END, v_account.period_start, 'open',
+            v_now, v_now + make_interval(secs => p_call.ttl_seconds)
         ON CONFLICT ON CONSTRAINT holds_account_id_request_id_key DO NOTHING
         RETURNING h.* INTO v_hold;
         IF NOT FOUND THEN
             -- Retried as a whole by the service: the retry finds the concurrent Reserve's hold.
-            RAISE EXCEPTION 'a concurrent Reserve used request_id %', p_request USING ERRCODE = '40001';
+            RAISE EXCEPTION 'a concurrent Reserve used request_id %', p_call.request_id USING ERRCODE = '40001';
         END IF;
     END IF;
     IF outcome IN ('placed', 'replayed') THEN
-        hold_id := v_hold.hold_id;
+        reservation_id := meter_reservation_id(v_hold.account_id, v_hold.hold_id);
         held := v_hold.allowance_held + v_hold.purchased_held;
         expires_at := v_hold.expires_at;
         catalog_version := v_hold.catalog_version;
         status := v_hold.status;
     END IF;
-    RETURN QUERY SELECT outcome, hold_id, held, expires_at, catalog_version, status, reused_field, limit_name,
-        limit_value, retry_after, required, coalesce(across, false), b.*, budget_key, budget_value, budget_unit,
-        budget_cap, budget_remaining, budget_required FROM meter_balance(v_account) AS b;
+    across := coalesce(across, false);
+    balance := meter_balance(v_account);
+    RETURN NEXT;
 END;
 $$;

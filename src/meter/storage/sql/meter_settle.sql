@@ -10,10 +10,11 @@
 -- (meter_debt_events). The call's budgets count it first (meter_settle_budgets: their rows come
 -- before the account's in every transaction).
 CREATE OR REPLACE FUNCTION meter_settle(
-    p_hold holds, p_account accounts, p_charge bigint, p_status text, p_reservation text, p_now timestamptz,
+    p_hold holds, p_account accounts, p_charge bigint, p_status text, p_now timestamptz,
     p_caller text, OUT shortfall bigint, OUT debt bigint
 ) LANGUAGE plpgsql AS $$
 DECLARE
+    v_reservation text := meter_reservation_id(p_hold.account_id, p_hold.hold_id);  -- the ledger's ref
     v_parked boolean := p_hold.status = 'open';  -- its tokens still sit on its rows as held
     v_held_allowance bigint := CASE WHEN v_parked THEN p_hold.allowance_held ELSE 0 END;
     v_held_purchased bigint := CASE WHEN v_parked THEN p_hold.purchased_held ELSE 0 END;
@@ -52,11 +53,11 @@ BEGIN
         END IF;
     ELSIF debt > 0 THEN
         SELECT d.allowance_left, d.purchased_left, d.debt_left INTO v_back_allowance, v_back_purchased, debt
-        FROM meter_pay_debt(p_hold.account_id, v_back_allowance, v_back_purchased, NULL, p_reservation, p_now,
+        FROM meter_pay_debt(p_hold.account_id, v_back_allowance, v_back_purchased, NULL, v_reservation, p_now,
             p_caller) AS d;
     END IF;
     INSERT INTO ledger_entries (account_id, created_at, caller, kind, pool, amount, reservation_id)
-    SELECT p_hold.account_id, p_now, p_caller, v.kind, v.pool, v.amount, p_reservation
+    SELECT p_hold.account_id, p_now, p_caller, v.kind, v.pool, v.amount, v_reservation
     FROM (VALUES (1, 'usage', 'allowance', -(v_used_allowance + v_from_allowance)),
         (2, 'usage', 'purchased', -(v_used_purchased + v_from_purchased)),
         (3, 'usage', 'debt', -shortfall),
@@ -84,7 +85,7 @@ BEGIN
         WHERE b.account_id = p_hold.account_id AND b.pool = 'purchased' AND b.bucket = p_hold.purchased_bucket;
     END IF;
     IF v_account_locked THEN
-        PERFORM meter_debt_events(p_hold.account_id, p_reservation, p_now);
+        PERFORM meter_debt_events(p_hold.account_id, v_reservation, p_now);
     END IF;
 END;
 $$;
