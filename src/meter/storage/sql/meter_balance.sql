@@ -2,9 +2,10 @@
 -- (p_account, as the caller read it), and the sums of its bucket rows in one read. What
 -- GetBalance shows and what every change of the hot path answers with; taking the row it already
 -- holds spares each call a second read of it. Its shape (meter_balance_row) is the
--- one column every hot-path answer carries it in.
+-- one column every hot-path answer carries it in. A set of one row, so that a query's FROM inlines
+-- it (a scalar call of an SQL function with a FROM is planned anew each time).
 CREATE OR REPLACE FUNCTION meter_balance(p_account accounts)
-RETURNS meter_balance_row LANGUAGE sql STABLE AS $$
+RETURNS SETOF meter_balance_row LANGUAGE sql STABLE AS $$
     SELECT p_account.plan_id, p_account.period_start, p_account.period_end, p_account.paid_through,
         p_account.allowance_total,
         p_account.debt,

@@ -92,7 +92,7 @@ BEGIN
         cost := v_hold.cost_micros;
         unbilled := v_hold.unbilled_tokens;
     END IF;
-    balance := meter_balance(v_account);
+    SELECT b.* INTO balance FROM meter_balance(v_account) AS b;
     RETURN NEXT;
 END;
 $$;

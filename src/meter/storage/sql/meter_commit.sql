@@ -68,7 +68,7 @@ BEGIN
         late := v_hold.late;
     END IF;
     -- No such account: a balance of NULLs.
-    balance := meter_balance(v_account);
+    SELECT b.* INTO balance FROM meter_balance(v_account) AS b;
     RETURN NEXT;
 END;
 $$;

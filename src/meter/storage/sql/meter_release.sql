@@ -41,7 +41,7 @@ BEGIN
             WHERE h.account_id = p_account AND h.hold_id = p_hold;
         END IF;
     END IF;
-    balance := meter_balance(v_account);  -- no such account: its fields NULL
+    SELECT b.* INTO balance FROM meter_balance(v_account) AS b;  -- no such account: its fields NULL
     RETURN NEXT;
 END;
 $$;

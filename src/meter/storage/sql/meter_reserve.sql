@@ -158,7 +158,7 @@ BEGIN
         status := v_hold.status;
     END IF;
     across := coalesce(across, false);
-    balance := meter_balance(v_account);
+    SELECT b.* INTO balance FROM meter_balance(v_account) AS b;
     RETURN NEXT;
 END;
 $$;
