@@ -84,6 +84,22 @@ async def test_read_commands_print_json(meter: RunningMeter) -> None:
     assert (code, json.loads(out)) == (0, [])
 
 
+async def test_json_goes_before_the_command_as_well_as_after_it(meter: RunningMeter) -> None:
+    account = await funded_account(meter.stub, 5_000)
+    _, after, _ = await run_cli("account", "show", account, "--json", "--target", meter.address)
+    code, before, err = await run_cli("--json", "account", "show", account, "--target", meter.address)
+    assert code == 0, err
+    assert json.loads(before)["balance"] == json.loads(after)["balance"]
+    code, out, _ = await run_cli("--json", "purchases", "refused", "--account", new_id(), "--target", meter.address)
+    assert (code, json.loads(out)) == (0, [])
+
+
+async def test_json_before_a_command_without_json_output_is_refused_saying_so() -> None:
+    code, _, err = await run_cli("--json", "migrate")
+    assert code == 2
+    assert "--json: `meter migrate` has no JSON output" in err
+
+
 @pytest.mark.parametrize("setting", ["METER_GRPC_ADDR", "METER_HTTP_ADDR"])
 async def test_an_address_in_use_names_the_setting_that_moves_it(setting: str, database_url: str) -> None:
     with socket.socket() as taken:

@@ -6,7 +6,6 @@ other tests' events may be pruned here too, so counts are compared, not taken as
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -21,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from stripe_events import deliver, event, event_id, paid_checkout
 
-from meter.cli import retention_command
+from meter.cli import build_parser, retention_command
 from meter.client import MeterClient
 from meter.config import ConfigError, Settings
 from meter.service.ports import Payloads
@@ -156,8 +155,7 @@ async def test_replicas_pruning_at_once_prune_each_payload_once(meters: Any, eng
 
 async def retention(capsys: pytest.CaptureFixture[str], settings: Settings, *argv: str) -> str:
     """`meter retention ARGV` as meter.cli runs it, in a thread (it runs its own event loop)."""
-    parser = argparse.ArgumentParser(prog="meter")
-    retention_command.add(parser.add_subparsers(dest="command", required=True))
+    parser, _ = build_parser(["retention", *argv])
     args = parser.parse_args(["retention", *argv])
     capsys.readouterr()
     assert await asyncio.to_thread(retention_command.run, settings, args) == 0

@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Any, Protocol
 
 from meter.cli import delivery_commands, retention_command
+from meter.cli.options import json_option
 from meter.config import ConfigError, Settings
 from meter.domain.usage import UsageGrouping
 
@@ -67,12 +68,13 @@ def _target(parser: argparse.ArgumentParser) -> None:
 
 
 def _json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print the RPCs' answers as JSON instead of a table")
+    json_option(parser, "print the RPCs' answers as JSON instead of a table")
 
 
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     parser = argparse.ArgumentParser(prog="meter", description="Token metering service for an LLM product.")
     parser.add_argument("--version", action="version", version=f"meter {_version()}")
+    parser.add_argument("--json", action="store_true", help="JSON output, for the commands that have it")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("serve", help="start the gRPC service (embedded Postgres without METER_DATABASE_URL)")
     commands.add_parser("migrate", help="bring the database schema up to date")
@@ -144,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser, plugins = build_parser(argv)
     args = parser.parse_args(argv)
+    if args.json and not getattr(args, "prints_json", False):
+        parser.error(
+            f"--json: `meter {args.command}` has no JSON output (`meter {args.command} --help` says what it has)"
+        )
     if args.command == "completion":
         import shtab
 

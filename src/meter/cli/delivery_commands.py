@@ -11,6 +11,7 @@ from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 from meter.cli.direct import run_with_meter
+from meter.cli.options import json_option
 from meter.config import Settings
 from meter.domain.balance_events import EventType
 from meter.domain.urls import shown_url
@@ -34,7 +35,7 @@ def add(commands: Any) -> None:
     listed_endpoints = endpoint_commands.add_parser(
         "list", help="the endpoints: active, paused, disabled (410 Gone) or backing off, and their types"
     )
-    listed_endpoints.add_argument("--json", action="store_true", help="one JSON object per line")
+    json_option(listed_endpoints, "one JSON object per line")
     for verb, what in (
         ("pause", "send it nothing; its events wait, pending"),
         ("resume", "send it what waited, in order, then the rest (also once disabled or backing off)"),
@@ -49,7 +50,7 @@ def add(commands: Any) -> None:
     listed.add_argument("--status", choices=[s.value for s in DeliveryStatus])
     listed.add_argument("--account", help="one account's")
     listed.add_argument("--limit", type=int, default=100)
-    listed.add_argument("--json", action="store_true", help="one JSON object per line")
+    json_option(listed, "one JSON object per line")
     again = delivery_commands.add_parser(
         "redeliver", help="send again: an event, an account's range, or every dead one"
     )

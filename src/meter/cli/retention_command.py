@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from meter.cli.direct import run_with_meter
+from meter.cli.options import json_option
 from meter.config import Settings
 
 if TYPE_CHECKING:  # the server stack is imported when the command runs, not to parse arguments
@@ -25,15 +26,12 @@ def add(commands: Any) -> None:
     )
     retention_commands = retention.add_subparsers(dest="retention_command")
     prune = retention_commands.add_parser("prune", help="prune every payload due now, then report")
-    for parser, default in ((retention, False), (prune, argparse.SUPPRESS)):
+    for parser, default in ((retention, 5), (prune, argparse.SUPPRESS)):
         # On both, so that `meter retention --json prune` and `meter retention prune --json` work;
         # SUPPRESS keeps the subcommand's defaults from overwriting what was given before it.
-        parser.add_argument("--json", action="store_true", default=default, help="one JSON object")
+        json_option(parser, "one JSON object")
         parser.add_argument(
-            "--passes",
-            type=int,
-            default=5 if default is False else argparse.SUPPRESS,
-            help="list this many of the latest pruning passes (default 5)",
+            "--passes", type=int, default=default, help="list this many of the latest pruning passes (default 5)"
         )
 
 
