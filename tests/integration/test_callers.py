@@ -197,6 +197,9 @@ async def test_the_python_client_and_the_cli_present_their_token(meters: StartMe
 
     code, out, err = await run_cli("account", "show", "acme-client", "--target", meter.address)
     assert code == 1 and "UNAUTHENTICATED MISSING_CREDENTIALS" in err
+    assert "set METER_TOKEN to a caller's token" in err  # the error names its fix
+    code, out, err = await run_cli("account", "show", "acme-client", "--target", meter.address, token="not-a-token")
+    assert code == 1 and "METER_TOKEN is not the token of one of the server's callers" in err
     code, out, err = await run_cli("account", "show", "acme-client", "--target", meter.address, token=OPERATOR.token)
     assert code == 0, err
     assert out.startswith("account acme-client")

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from meter.v1 import meter_pb2 as pb
+from meterlab.testbed import free_port
 from support import RunningMeter, funded_account, new_id, reserve_request, run_cli
 
 # What the server stack brings; a command that only reads from a running meter needs none of it.
@@ -111,3 +112,9 @@ async def test_an_address_in_use_names_the_setting_that_moves_it(setting: str, d
     assert code == 2, out + err
     assert f"cannot listen on {address} ({setting})" in err and f"set {setting} to a free address" in err
     assert "Traceback" not in err
+
+
+async def test_nothing_answering_names_the_target_and_how_to_change_it() -> None:
+    code, _, err = await run_cli("account", "show", "acme", "--target", f"127.0.0.1:{free_port()}")
+    assert code == 1 and "UNAVAILABLE" in err
+    assert "is meter running? --target HOST:PORT or METER_GRPC_ADDR names it" in err

@@ -181,3 +181,6 @@ async def test_clients_and_the_webhook_adapter_work_under_mutual_tls(
     only_ca = {"METER_TLS_CA_FILE": str(certs.ca.path)}  # no client certificate
     code, out, err = await run_cli("account", "show", account, "--target", meter.address, env=only_ca)
     assert code == 1 and "UNAVAILABLE" in err
+    assert "METER_TLS_CLIENT_CERT_FILE" in err, err  # the error names its fix
+    code, out, err = await run_cli("account", "show", account, "--target", meter.address)  # plaintext
+    assert code == 1 and "if meter serves TLS there, set METER_TLS_CA_FILE" in err, err

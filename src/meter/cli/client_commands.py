@@ -8,6 +8,7 @@ import asyncio
 import sys
 
 from meter.cli import console
+from meter.cli.rpc_hints import fix_for
 from meter.client import MeterClient, MeterRpcError
 from meter.config import Settings
 from meter.grpc import tls
@@ -21,10 +22,13 @@ def client(settings: Settings, target: str, token: str | None = None) -> MeterCl
 def run(settings: Settings, args: argparse.Namespace) -> int:
     if args.command == "webhooks":
         return asyncio.run(_replay(settings, args.replay_target or args.target or settings.grpc_addr, args.event_id))
+    target = args.target or settings.grpc_addr
     try:
-        print(asyncio.run(_read(settings, args, args.target or settings.grpc_addr)))
+        print(asyncio.run(_read(settings, args, target)))
     except MeterRpcError as exc:
         print(f"meter: {exc}", file=sys.stderr)
+        if fix := fix_for(exc, target, tls=tls.channel_credentials(settings) is not None):
+            print(f"meter: {fix}", file=sys.stderr)
         return 1
     return 0
 
