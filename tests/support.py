@@ -290,9 +290,11 @@ async def fingerprint(engine: AsyncEngine) -> tuple[Any, ...]:
         return tuple((await connection.execute(text(_FINGERPRINT))).one())
 
 
-async def run_cli(*args: str, token: str | None = None, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+async def run_cli(
+    *args: str, token: str | None = None, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[int, str, str]:
     """Run the CLI (`meter ARGS`) without blocking this loop, which also runs the server it calls;
-    `token` becomes METER_TOKEN, `env` is added to the environment."""
+    `token` becomes METER_TOKEN, `env` is added to the environment, `cwd` the folder it runs in."""
     variables = {**os.environ, "METER_LOG_LEVEL": "WARNING", **(env or {})}
     if token:
         variables["METER_TOKEN"] = token
@@ -302,6 +304,7 @@ async def run_cli(*args: str, token: str | None = None, env: dict[str, str] | No
         "meter.cli",
         *args,
         env=variables,
+        cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

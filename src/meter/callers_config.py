@@ -19,6 +19,7 @@ The fields are declared once, in `CallerEntry`; schemas/callers.schema.json is w
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -109,8 +110,11 @@ def load_file(path: Path, methods: Collection[str]) -> Callers:
 
 
 def _complaint(source: str, document: Mapping[str, Any], invalid: ValidationError) -> str:
-    """The first mistake, named as the file names it: which caller, which key, what is wrong."""
-    error = invalid.errors()[0]
+    """The first mistake, named as the file names it: which caller, which key, what is wrong. An
+    unknown key comes first: a misspelt key also leaves the key it meant missing, and the missing
+    one is not the mistake to fix."""
+    errors = invalid.errors()
+    error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     location = error["loc"]
     if len(location) < 2 or location[0] != "caller":
         return f"{source}: {error['msg']}"
@@ -121,9 +125,13 @@ def _complaint(source: str, document: Mapping[str, Any], invalid: ValidationErro
     name = entry.get("name")
     where = f"{source}: caller #{index + 1}" + (f" ({name})" if isinstance(name, str) else "")
     if error["type"] == "extra_forbidden":
-        extra = sorted(set(entry) - set(CallerEntry.model_fields))
-        return f"{where}: unknown key(s) {extra}"
+        known = list(CallerEntry.model_fields)
+        extra = sorted(set(entry) - set(known))
+        meant = [match for key in extra for match in difflib.get_close_matches(key, known, n=1)]
+        return f"{where}: unknown key(s) {extra}" + (f"; did you mean {', '.join(meant)}?" if meant else "")
     field = str(location[2]) if len(location) > 2 else ""
+    if error["type"] == "missing":
+        return f"{where}: {field} is missing"
     if field == "role":
         return f"{where}: role {entry.get('role')!r} is not one of {', '.join(ROLES)}"
     return f"{where}: {_COMPLAINTS.get(field, error['msg'])}"

@@ -191,7 +191,9 @@ def load(path: Path | None = None) -> Catalog:
     path = path or default_path()
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except OSError as exc:
+        raise CatalogError(f"{path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"{path}: {exc}") from exc
     return parse(data, source=str(path))
 

@@ -24,6 +24,8 @@ from meter.domain.webhook_deliveries import DEFAULT_RETRY_SECONDS
 from meter.health_probe import DEFAULT_HTTP_ADDR
 
 MAX_RETRY_WAITS = 50
+# The database URLs meter takes (storage/engine.py connects with asyncpg whichever is written).
+DATABASE_URL_SCHEMES = ("postgresql", "postgres", "postgresql+asyncpg")
 WEEK = 7 * 86_400
 
 
@@ -267,6 +269,20 @@ class Settings:
             raise ConfigError("METER_CHECKOUT_SESSIONS_PER_HOUR must be at least METER_CHECKOUT_OPEN_SESSIONS")
         if self.stripe_api_base and not self.stripe_api_base.startswith(("http://", "https://")):
             raise ConfigError("METER_STRIPE_API_BASE must be an http(s) address")
+        if self.database_url and (problem := _database_url_problem(self.database_url)):
+            raise ConfigError(f"METER_DATABASE_URL: {problem}; write it postgresql://user:password@host:5432/dbname")
+
+
+def _database_url_problem(url: str) -> str:
+    """What is wrong with a database URL, read as SQLAlchemy will (scheme://...), or ""."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return f"{url.split('@')[-1]!r} is not a URL"  # no password shown
+    if scheme not in DATABASE_URL_SCHEMES:
+        return f"the scheme {scheme!r} is not PostgreSQL's"
+    if not rest.rpartition("@")[2].strip("/"):
+        return "it names no host or database"
+    return ""
 
 
 def _variable(name: str, extra: Any) -> str:

@@ -1,5 +1,6 @@
 """The CLI as a newcomer meets it: `--version`, `--json` on the read commands, shell completion,
-commands that load only what they need, and an address in use named by the setting that moves it.
+commands that load only what they need, and errors that name their fix (an address in use, a
+malformed or unreachable database, a missing catalog, a command run away from its database).
 (How long the commands take is measured, not asserted: see the README's figures.)"""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 import os
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +120,41 @@ async def test_nothing_answering_names_the_target_and_how_to_change_it() -> None
     code, _, err = await run_cli("account", "show", "acme", "--target", f"127.0.0.1:{free_port()}")
     assert code == 1 and "UNAVAILABLE" in err
     assert "is meter running? --target HOST:PORT or METER_GRPC_ADDR names it" in err
+
+
+async def test_a_malformed_database_url_is_refused_naming_it_before_anything_starts(tmp_path: Path) -> None:
+    code, _, err = await run_cli("serve", env={"METER_DATABASE_URL": "not-a-url"}, cwd=tmp_path)
+    assert code == 2
+    assert "METER_DATABASE_URL: 'not-a-url' is not a URL; write it postgresql://" in err
+    assert "Traceback" not in err and not (tmp_path / ".meter").exists()
+
+
+async def test_a_catalog_file_that_is_not_there_names_meter_catalog(tmp_path: Path) -> None:
+    code, _, err = await run_cli("serve", env={"METER_CATALOG": str(tmp_path / "nope.toml")}, cwd=tmp_path)
+    assert code == 2
+    assert f"METER_CATALOG names a catalog that does not load: {tmp_path / 'nope.toml'}: No such file" in err
+
+
+async def test_a_database_command_elsewhere_makes_no_database_there(tmp_path: Path) -> None:
+    environment = {"METER_DATABASE_URL": ""}
+    for command in (["endpoints", "list"], ["deliveries", "list"], ["audit"], ["retention"]):
+        code, _, err = await run_cli(*command, env=environment, cwd=tmp_path)
+        assert code == 2, (command, err)
+        assert "no database: METER_DATABASE_URL is not set" in err and "Traceback" not in err
+    assert not (tmp_path / ".meter").exists()
+
+
+async def test_a_database_that_does_not_answer_is_named_without_a_traceback(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"postgresql://meter:secret@127.0.0.1:{port}/meter"
+    for command in (["migrate"], ["audit"], ["endpoints", "list"]):
+        code, _, err = await run_cli(*command, env={"METER_DATABASE_URL": url}, cwd=tmp_path)
+        assert code == 2, (command, err)
+        assert f"cannot use the database at postgresql://meter:***@127.0.0.1:{port}/meter (METER_DATABASE_URL)" in err
+        assert "ConnectionRefusedError" in err and "secret" not in err and "Traceback" not in err
+
+
+async def test_replaying_an_event_meter_never_received_says_which_ids_it_takes(meter: RunningMeter) -> None:
+    code, out, err = await run_cli("webhooks", "replay", "evt_never_sent", "--target", meter.address)
+    assert (code, out) == (1, "")
+    assert "no Stripe event evt_never_sent is stored: replay takes the id of an event the adapter received" in err

@@ -49,7 +49,11 @@ def test_roles_and_method_lists_grant_what_they_say() -> None:
         ("[[caller]\n", "not valid TOML"),
         ('[caller]\nname = "x"\n', "array of tables"),
         ('[[callers]]\nname = "x"\n', "unknown table"),
-        (f'[[caller]]\nrole = "proxy"\ntoken_sha256 = "{DIGEST}"\n', "name must be"),
+        (f'[[caller]]\nrole = "proxy"\ntoken_sha256 = "{DIGEST}"\n', "name is missing"),
+        ('[[caller]]\nname = "p"\nrole = "proxy"\n', "token_sha256 is missing"),
+        # A misspelt key is the mistake, not the key it meant, which is missing because of it.
+        (f'[[caller]]\nname = "p"\nrole = "proxy"\ntoken_sha265 = "{DIGEST}"\n', "did you mean token_sha256?"),
+        (f'[[caller]]\nname = "p"\nrol = "proxy"\ntoken_sha256 = "{DIGEST}"\n', "['rol']; did you mean role?"),
         (f'[[caller]]\nname = "a b"\nrole = "proxy"\ntoken_sha256 = "{DIGEST}"\n', "name must be"),
         ('[[caller]]\nname = "p"\nrole = "proxy"\ntoken_sha256 = "abc"\n', "token_sha256 must be 64"),
         (f'[[caller]]\nname = "p"\nrole = "proxy"\ntoken_sha256 = "{DIGEST.upper()}"\n', "token_sha256 must be 64"),

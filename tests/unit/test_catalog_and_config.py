@@ -140,6 +140,9 @@ class TestSettings:
             {"METER_WEBHOOK_BODY_TIMEOUT_SECONDS": "5"},  # now METER_BODY_TIMEOUT_SECONDS, for both HTTP listeners
             {"METER_MAX_CONNECTIONS": "0"},
             {"METER_HEAD_TIMEOUT_SECONDS": "0"},
+            {"METER_DATABASE_URL": "not-a-url"},
+            {"METER_DATABASE_URL": "mysql://meter@db/meter"},
+            {"METER_DATABASE_URL": "postgresql://"},
         ],
     )
     def test_malformed_values_name_the_variable(self, env: dict[str, str]) -> None:

@@ -54,6 +54,13 @@ async def _replay(settings: Settings, target: str, event_id: str) -> int:
 
     async with client(settings, target) as meter:
         outcome = await replay(meter, event_id)
+    if outcome.http_status == 404:
+        print(
+            f"meter: no Stripe event {event_id} is stored: replay takes the id of an event the adapter "
+            "received (evt_…, as its log line and the Stripe Dashboard show it)",
+            file=sys.stderr,
+        )
+        return 1
     print(f"meter: event {event_id}: {outcome.status} {outcome.reason}".rstrip())
     # Still rejected (or meter unreachable) is a failure the operator must see.
     return 0 if outcome.status in ("applied", "duplicate", "ignored") else 1

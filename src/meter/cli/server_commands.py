@@ -15,6 +15,7 @@ import uvloop
 
 from meter import bootstrap
 from meter.catalog import CatalogError
+from meter.cli.direct import with_database
 from meter.config import Settings
 from meter.storage import migrate
 from meter.storage.audit import audit
@@ -26,10 +27,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         if args.command == "serve":
             return _run_fast(_serve(settings))
         if args.command == "migrate":
-            return asyncio.run(_migrate(settings))
+            return with_database(settings, lambda: asyncio.run(_migrate(settings)))
         if args.command == "webhooks":
             return asyncio.run(_webhooks(settings, args.target or settings.grpc_addr))
-        return asyncio.run(_audit(settings, args.account))
+        return with_database(settings, lambda: asyncio.run(_audit(settings, args.account)))
     except CatalogError as exc:
         print(f"meter: {exc}", file=sys.stderr)
         return 2
@@ -83,7 +84,7 @@ async def _migrate(settings: Settings) -> int:
 
 
 async def _audit(settings: Settings, account_id: str | None) -> int:
-    database_server = await bootstrap.open_database_server(settings)
+    database_server = await bootstrap.open_database_server(settings, create=False)
     engine = bootstrap.engine_for(settings, database_server.url)
     try:
         report = await audit(engine, account_id)

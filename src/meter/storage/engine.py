@@ -22,6 +22,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from meter.config import DATABASE_URL_SCHEMES
 from meter.domain.errors import StorageUnavailable
 from meter.service.ports import Conflict
 
@@ -41,9 +42,37 @@ class Timeouts:
 def async_url(url: str) -> URL:
     """Accept plain postgresql:// URLs (as libpq and operators write them) and use asyncpg."""
     parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres", "postgresql+asyncpg"):
+    if parsed.drivername in DATABASE_URL_SCHEMES:
         return parsed.set(drivername="postgresql+asyncpg")
     raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}: use postgresql://")
+
+
+# What connecting fails with when the database is not there for us: nothing listens, the login or
+# the database is refused, the server is starting or full.
+_UNREACHABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def unreachable(error: BaseException) -> str | None:
+    """Why the database could not be used, when `error` (or what caused it) is a failure to
+    connect; None for any other error."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, _UNREACHABLE):
+            return f"{type(seen).__name__}: {seen}".rstrip(": ")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def shown(url: str) -> str:
+    """A database URL as an operator may see it: no password."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def dsn(url: str) -> str:
