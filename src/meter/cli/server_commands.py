@@ -37,8 +37,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _serve(settings: Settings) -> int:
-    """Listens at once; health says NOT_SERVING until the database is ready. SIGTERM or SIGINT
-    drains: health NOT_SERVING, new calls refused, calls in flight finish within the grace."""
+    """Listens at once; health says NOT_SERVING until the database is ready. SIGTERM, SIGINT or
+    SIGHUP drains: health NOT_SERVING, new calls refused, calls in flight finish within the grace."""
     stopping = _stop_signals()
     service = await bootstrap.start(settings, ready_within=None)
     print(f"meter: serving gRPC on {service.grpc.address}", flush=True)
@@ -58,10 +58,11 @@ def _run_fast(main: Coroutine[Any, Any, int]) -> int:
 
 
 def _stop_signals() -> asyncio.Event:
-    """Set on SIGINT or SIGTERM (handlers installed before anything slow starts)."""
+    """Set on SIGINT, SIGTERM or SIGHUP (a closed terminal): each drains and stops the embedded
+    PostgreSQL. Handlers are installed before anything slow starts."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stopping.set)
     return stopping
 
