@@ -27,10 +27,12 @@ import logging
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from http import HTTPStatus
 from typing import Any, NoReturn
 
 import grpc
 import uvicorn
+from connectrpc._protocol import ConnectWireError
 from connectrpc.compat import google_protobuf_binary_codec
 from connectrpc.method import IdempotencyLevel, MethodInfo, StreamType
 from connectrpc.request import RequestContext
@@ -39,8 +41,9 @@ from google.protobuf import descriptor_pb2, message_factory
 from google.protobuf.descriptor import MethodDescriptor
 
 from meter.config import ConfigError, Settings
-from meter.connect_errors import connect_error
+from meter.connect_errors import connect_error, refusal
 from meter.domain.addresses import host_and_port
+from meter.domain.errors import InvalidField
 from meter.grpc.handling import METADATA, Gate, wrap_service
 from meter.grpc.servicer import MeterServicer
 from meter.json_codec import JsonCodec, Utf8Only
@@ -146,6 +149,37 @@ class MeterApplication(ConnectASGIApplication[meter_pb2_grpc.MeterServiceService
     @property
     def path(self) -> str:
         return f"/{SERVICE.full_name}"
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """connectrpc answers a body it has no codec for (no content type, or another than JSON or
+        protobuf) 415 with an empty body; meter's answer says which it takes, as a Connect error
+        with meter's ErrorInfo, as every other refusal."""
+        if scope.get("type") != "http":
+            return await super().__call__(scope, receive, send)
+        unsupported = False
+
+        async def sending(message: Any) -> None:
+            nonlocal unsupported
+            if message["type"] == "http.response.start" and message["status"] == HTTPStatus.UNSUPPORTED_MEDIA_TYPE:
+                unsupported = True
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _BODY_HEADERS]
+                message = {**message, "headers": [*kept, (b"content-type", b"application/json")]}
+            elif message["type"] == "http.response.body" and unsupported and not message.get("body"):
+                sent = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
+                message = {**message, "body": _unsupported_body(sent)}
+            await send(message)
+
+        await super().__call__(scope, receive, sending)
+
+
+_BODY_HEADERS = (b"content-type", b"content-length")
+
+
+def _unsupported_body(sent: str) -> bytes:
+    problem = "is missing" if not sent else f"{sent!r} is not one meter reads"
+    error = InvalidField("content-type", f"{problem}: send application/json (or application/proto)")
+    # connectrpc's own writer of a Connect error body (what every other refusal is written with).
+    return ConnectWireError.from_exception(refusal(error)).to_json_bytes()
 
 
 class _Uvicorn(uvicorn.Server):

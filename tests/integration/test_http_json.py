@@ -323,6 +323,14 @@ class TestOneMeaningPerBody:
             {"content-type": "application/json; charset=utf-16"},
         )
         assert wide.detail(error_details_pb2.ErrorInfo).metadata["field"] == "content-type"
+        for content_type in ("", "text/plain"):  # no codec for it: 415, and a body saying what to send
+            unreadable = await post_raw(
+                base, "GetBalance", json.dumps({"account_id": account}).encode(), {"content-type": content_type}
+            )
+            info = unreadable.detail(error_details_pb2.ErrorInfo)
+            assert (unreadable.status, info.reason, info.metadata["field"]) == (415, "INVALID_FIELD", "content-type")
+            assert "send application/json (or application/proto)" in unreadable.body["message"]
+            assert unreadable.headers["accept-post"] == "application/json, application/proto"
         for garbled in (b"{", b"\xff\xfe{}", b"[]", b'{"account_id": "' + b"[" * 10_000 + b'"'):
             refused = await post_raw(base, "GetBalance", garbled)
             assert refused.detail(error_details_pb2.ErrorInfo).metadata["field"] == "body", garbled[:20]
