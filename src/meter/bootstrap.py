@@ -238,8 +238,7 @@ class Service:
                     _not_yet(readiness, f"database runs other SQL functions ({', '.join(stale)}); run `meter migrate`")
                     raise _NotYet()
         await self._warm_up()
-        readiness.ready = True
-        readiness.detail = ""
+        readiness.set_ready()
         await self.grpc.serving()
         self._sweeper = asyncio.create_task(
             run_sweeper(self.meter, self.settings.sweep_interval_seconds, self._stop_sweeper), name="sweeper"
@@ -282,7 +281,7 @@ def _not_yet(readiness: Readiness, detail: str) -> None:
     detail = detail.splitlines()[0]
     if detail != readiness.detail:
         log.warning("not ready: %s", detail)
-    readiness.detail = detail
+    readiness.not_yet(detail)
 
 
 class _NotYet(Exception):
@@ -295,10 +294,12 @@ async def start(
     clock: DatabaseClock | None = None,
     catalog: Catalog | None = None,
     ready_within: float | None = 60.0,
+    watch: Callable[[Readiness], None] | None = None,
 ) -> Service:
     """Start listening at once (health NOT_SERVING) and become ready in the background. With
     `ready_within`, wait that long for readiness and fail if it does not come (tests, tools);
-    None: return at once (`meter serve`, whose probes watch health)."""
+    None: return at once (`meter serve`, whose probes watch health). `watch` is told each change
+    of readiness (why not yet, then ready)."""
     # Configuration first: a malformed catalog or callers file stops the start before anything runs.
     catalog = catalog or load_catalog(settings)
     callers = load_callers(settings)
@@ -327,7 +328,8 @@ async def start(
     rates = None
     if callers is not None and any(caller.rates for caller in callers):
         rates = CallerRates(lambda: time.time() + clock.offset_seconds)
-    gate = Gate(callers, Readiness(), Drain(), log_ok=settings.rpc_log == "all", caller_rates=rates)
+    readiness = Readiness(watchers=[watch] if watch is not None else [])
+    gate = Gate(callers, readiness, Drain(), log_ok=settings.rpc_log == "all", caller_rates=rates)
     try:
         server = GrpcServer(
             meter,

@@ -140,8 +140,10 @@ class Settings:
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(str.upper)] = (
         setting("INFO", "logging level")
     )
-    log_format: Annotated[Literal["json", "text"], Choice] = setting(
-        "json", "json (one object per line) or text; serve and webhooks only, other commands log text"
+    log_format: Annotated[Literal["auto", "json", "text"], Choice] = setting(
+        "auto",
+        "json (one object per line), text, or auto: text when stderr is a terminal, else json; serve and webhooks "
+        "only, other commands log text",
     )
     rpc_log: Annotated[Literal["all", "failures"], Choice] = setting(
         "all", "all: a log line per RPC; failures: only for calls that did not end OK"

@@ -1,5 +1,6 @@
 """Logging for `meter serve` and `meter webhooks`: one JSON object per line on stderr (what log
-shippers read), or plain text for a human at a terminal (METER_LOG_FORMAT=text).
+shippers read), or plain text for a human at a terminal (METER_LOG_FORMAT=text, and the default,
+auto, when stderr is a terminal).
 
 Every RPC logs one line on `meter.rpc` and every webhook one on `meter.webhooks.app`, with their
 fields as top-level keys (method, caller, account, code or status, reason, latency_ms,
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TEXT_TIME = "%H:%M:%S"  # a person at a terminal knows the day
 
 
 class JsonLines(logging.Formatter):
@@ -45,9 +48,14 @@ def json_formatter() -> logging.Formatter:
 
 
 def configure(level: str, format: str = "text") -> None:
+    """`format`: json, text, or auto (text for a person at a terminal, JSON for anything else)."""
     handler = logging.StreamHandler()
-    handler.setFormatter(json_formatter() if format == "json" else logging.Formatter(TEXT_FORMAT))
+    if format == "auto":
+        format = "text" if sys.stderr.isatty() else "json"
+    handler.setFormatter(json_formatter() if format == "json" else logging.Formatter(TEXT_FORMAT, TEXT_TIME))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # alembic announces each of its plugins at INFO when it is first imported (now after this
-    # setup, since the CLI imports the server stack only when a command needs it): noise.
+    # setup, since the CLI imports the server stack only when a command needs it), and each
+    # migration it runs with its whole docstring: noise. meter.migrate says what changed in a line.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import uvloop
@@ -17,6 +17,7 @@ from meter import bootstrap
 from meter.catalog import CatalogError
 from meter.cli.direct import with_database
 from meter.config import Settings
+from meter.grpc.handling import Readiness
 from meter.storage import migrate
 from meter.storage.audit import audit
 from meter.webhooks.app import PATH as WEBHOOK_PATH
@@ -40,15 +41,33 @@ async def _serve(settings: Settings) -> int:
     """Listens at once; health says NOT_SERVING until the database is ready. SIGTERM, SIGINT or
     SIGHUP drains: health NOT_SERVING, new calls refused, calls in flight finish within the grace."""
     stopping = _stop_signals()
-    service = await bootstrap.start(settings, ready_within=None)
-    print(f"meter: serving gRPC on {service.grpc.address}", flush=True)
+    service = await bootstrap.start(settings, ready_within=None, watch=_announce(settings))
+    print(f"meter: gRPC on {service.grpc.address}", flush=True)
     print(f"meter: Stripe webhooks on http://{service.webhooks.address}{WEBHOOK_PATH}", flush=True)
     if service.http_json is not None:
         print(f"meter: HTTP/JSON (Connect) on http://{service.http_json.address}", flush=True)
+    if not service.grpc.gate.readiness.ready:
+        print(f"meter: not ready yet: {service.grpc.gate.readiness.detail}", flush=True)
     await stopping.wait()
     logging.getLogger("meter").info("stopping: draining in-flight RPCs (grace %.1f s)", settings.shutdown_grace_seconds)
     await service.stop()
     return 0
+
+
+def _announce(settings: Settings) -> Callable[[Readiness], None]:
+    """What a person at the terminal reads of readiness: each reason meter is not ready yet (once
+    per reason, with the setting to look at), and "ready" once calls are served."""
+    where = "METER_DATABASE_URL" if settings.database_url else f"the embedded PostgreSQL in {settings.data_dir}"
+
+    def announce(readiness: Readiness) -> None:
+        if readiness.ready:
+            print("meter: ready: serving calls (Ctrl-C stops; calls in flight finish first)", flush=True)
+        elif readiness.detail.startswith("database not reachable"):
+            print(f"meter: not ready yet: {readiness.detail} (check {where}); retrying", flush=True)
+        else:
+            print(f"meter: not ready yet: {readiness.detail}", flush=True)
+
+    return announce
 
 
 def _run_fast(main: Coroutine[Any, Any, int]) -> int:

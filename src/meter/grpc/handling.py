@@ -26,7 +26,7 @@ import os
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
@@ -56,10 +56,27 @@ Handler = Callable[[Any, Any], Awaitable[Any]]
 
 @dataclass
 class Readiness:
-    """Set once the database is reachable and migrated; until then calls are refused NOT_READY."""
+    """Set once the database is reachable and migrated; until then calls are refused NOT_READY.
+    `watchers` are told each change (a terminal shows why meter is not ready yet, then that it is)."""
 
     ready: bool = False
     detail: str = "waiting for the database"
+    watchers: list[Callable[[Readiness], None]] = field(default_factory=list)
+
+    def not_yet(self, detail: str) -> None:
+        """Why meter is not ready; watchers hear of it when the reason changes."""
+        changed = detail != self.detail
+        self.detail = detail
+        if changed:
+            self._tell()
+
+    def set_ready(self) -> None:
+        self.ready, self.detail = True, ""
+        self._tell()
+
+    def _tell(self) -> None:
+        for watcher in self.watchers:
+            watcher(self)
 
 
 @dataclass(frozen=True)
