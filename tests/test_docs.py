@@ -195,6 +195,10 @@ RECORDED = {
         "under a caller's token: tests/test_node_proxy.py runs the two steps and compares what they print "
         "with this transcript, line by line, reservation ids aside"
     ),
+    ("examples/python-proxy/README.md", "$ METER_TOKEN=meter_... python proxy.py"): (
+        "under a caller's token: tests/test_python_proxy.py runs the two steps and compares what they print "
+        "with this transcript, line by line, reservation ids aside"
+    ),
     ("examples/node-webhook-receiver/README.md", "$ METER_WEBHOOK_SECRET=whsec_... node receiver.js"): (
         "needs a purchase delivered as a webhook: tests/test_node_webhook_receiver.py makes it and compares "
         "what the receiver prints with this transcript, line by line, the event id, port and account aside"
