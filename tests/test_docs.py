@@ -80,6 +80,7 @@ def prose(doc: Path) -> str:
 # -- The examples tests/test_grpcurl.py runs ------------------------------------------------------
 
 ADDRESS = "127.0.0.1:50051"  # the tour's server
+HTTP_JSON_ADDRESS = "127.0.0.1:8081"  # and its HTTP/JSON listener
 # Commands of a `$ ` transcript that run against the tour's server (or, for the refusal to listen
 # beyond loopback, against nothing); a transcript with any other command is RECORDED.
 RUNNABLE = (
@@ -137,8 +138,11 @@ def runnable_transcript(block: Block) -> bool:
 
 
 def runnable_sh(block: Block) -> bool:
-    """An sh block that calls the tour's server (WatchEvents streams never end: not run)."""
-    return block.lang == "sh" and ADDRESS in block.text and "grpcurl " in block.text and "WatchEvents" not in block.text
+    """An sh block that calls the tour's server, over gRPC or HTTP/JSON (WatchEvents streams never
+    end: not run)."""
+    calls_grpc = ADDRESS in block.text and "grpcurl " in block.text
+    calls_http_json = HTTP_JSON_ADDRESS in block.text and "curl " in block.text
+    return block.lang == "sh" and (calls_grpc or calls_http_json) and "WatchEvents" not in block.text
 
 
 def examples() -> list[Example]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from conftest import StartMeter
 from sqlalchemy import make_url
-from test_docs import ADDRESS, examples
+from test_docs import ADDRESS, HTTP_JSON_ADDRESS, examples
 
 from meter.catalog import load as load_catalog
 from meter.domain.callers import hash_token, new_token
@@ -110,18 +110,19 @@ def test_masking_keeps_what_matters() -> None:
 
 @pytest.fixture
 async def docs_meter(database_url: str) -> AsyncIterator[tuple[RunningMeter, str]]:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", 50051))
-        except OSError:
-            pytest.fail(
-                "127.0.0.1:50051 is taken (a `make run` still up?): the docs' examples name that "
-                "address, so stop it (Ctrl-C) and run the tests again"
-            )
+    for port in (50051, 8081):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                pytest.fail(
+                    f"127.0.0.1:{port} is taken (a `make run` still up?): the docs' examples name that "
+                    "address, so stop it (Ctrl-C) and run the tests again"
+                )
     server = make_url(database_url).set(database="postgres").render_as_string(hide_password=False)
     # As `make run` serves it: the packaged catalog, rate limits and all.
     database = await fresh_database(server, "meter_docs")
-    meter = await start_meter(database, grpc_addr=ADDRESS, catalog=load_catalog())
+    meter = await start_meter(database, grpc_addr=ADDRESS, connect_addr=HTTP_JSON_ADDRESS, catalog=load_catalog())
     yield meter, database
     await meter.stop()
 
