@@ -195,6 +195,10 @@ RECORDED = {
         "needs a refused Stripe payment: tests/integration/test_checkout.py makes one and compares "
         "the listing line by line (test_the_docs_listing_of_refused_purchases_is_what_the_cli_prints)"
     ),
+    ("docs/stripe.md", "$ meter try-stripe purchase"): (
+        "needs meter started with a webhook secret: tests/test_try_stripe.py runs both commands against "
+        "one and compares what they print with this transcript, line by line, event and payment ids aside"
+    ),
     ("examples/node-proxy/README.md", "$ METER_TOKEN=meter_... node proxy.js"): (
         "under a caller's token: tests/test_node_proxy.py runs the two steps and compares what they print "
         "with this transcript, line by line, reservation ids aside"

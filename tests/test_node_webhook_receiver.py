@@ -10,6 +10,7 @@ import re
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import StartMeter
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.service import webhook_endpoints
 from meter.v1 import meter_pb2 as pb
-from support import new_id, pack_purchase, run_command
+from support import WEBHOOK_SECRET, new_id, run_cli, run_command
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "node-webhook-receiver"
 
@@ -57,10 +58,14 @@ async def test_the_node_receiver_verifies_and_tells_the_user(meters: StartMeter,
         assert json.loads(listening) == {"listening": port}
         account = new_id()
         await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="starter"))
-        bought = pack_purchase(
-            account, payment_ref=new_id("cs"), pack_id="pack_1m_tokens", tokens=1_000_000, amount_minor=7900
-        )
-        await meter.stub.CreditPurchase(bought)
+        # Bought as docs/stripe.md's recipe buys it: Stripe's delivery, signed, without Stripe.
+        env = {
+            "METER_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "METER_HTTP_ADDR": urlsplit(meter.webhook_url).netloc,
+            "METER_GRPC_ADDR": meter.address,
+        }
+        code, out, err = await run_cli("try-stripe", "purchase", account, "--pack", "pack_1m_tokens", env=env)
+        assert code == 0 and "200 applied" in out, out + err
         told = await asyncio.wait_for(receiver.stdout.readline(), timeout=30)
         assert json.loads(told) == {"tell": account, "message": "You bought 1,000,000 tokens"}
         accepted = await asyncio.wait_for(receiver.stdout.readline(), timeout=30)

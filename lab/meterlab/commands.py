@@ -102,8 +102,65 @@ class Chaos:
         return asyncio.run(_shipped_client(settings, args) if args.shipped_client else _chaos(settings, args))
 
 
+class TryStripe:
+    """`meter try-stripe`: a purchase or a refund as Stripe delivers it, without a Stripe account."""
+
+    def add(self, commands: Any) -> None:
+        parser = commands.add_parser(
+            "try-stripe", help="send meter a pack purchase or refund as Stripe would (no Stripe account needed)"
+        )
+        steps = parser.add_subparsers(dest="try_stripe_command", required=True)
+        bought = steps.add_parser("purchase", help="a paid checkout.session.completed for a pack")
+        bought.add_argument("account_id")
+        bought.add_argument(
+            "--pack", default="pack_1000_tokens", help="a pack of the catalog (default pack_1000_tokens)"
+        )
+        refunded = steps.add_parser("refund", help="a charge.refunded of a purchase made with `purchase`")
+        refunded.add_argument("account_id", help="the account it was bought for (to show its balance)")
+        refunded.add_argument("payment_intent", help="the PaymentIntent `purchase` printed (pi_try_…)")
+        refunded.add_argument("--pack", default="pack_1000_tokens", help="the pack bought (its price is the charge)")
+        refunded.add_argument("--refunded", type=int, help="minor units refunded so far (default: all of it)")
+        for step in (bought, refunded):
+            step.add_argument("--url", help="meter's Stripe webhook endpoint (default: on METER_HTTP_ADDR)")
+            step.add_argument("--target", help="meter's gRPC address, to show the balance (default: METER_GRPC_ADDR)")
+
+    def run(self, settings: Settings, args: argparse.Namespace) -> int:
+        return asyncio.run(_try_stripe(settings, args))
+
+
+async def _try_stripe(settings: Settings, args: argparse.Namespace) -> int:
+    from meter.bootstrap import load_catalog
+    from meter.webhooks.app import PATH
+    from meterlab import try_stripe
+
+    if not settings.stripe_webhook_secrets:
+        print(
+            "meter try-stripe: METER_STRIPE_WEBHOOK_SECRET is not set: start meter with a secret "
+            "(METER_STRIPE_WEBHOOK_SECRET=whsec_try make run) and set the same one here",
+            flush=True,
+        )
+        return 2
+    pack = load_catalog(settings).pack(args.pack)
+    url = args.url or f"http://{settings.http_addr}{PATH}"
+    if args.try_stripe_command == "purchase":
+        payload, intent = try_stripe.purchase(args.account_id, pack)
+    else:
+        refunded = pack.price_minor if args.refunded is None else args.refunded
+        payload, intent = try_stripe.refund(args.payment_intent, pack.price_minor, refunded, pack.currency), ""
+    delivered = await try_stripe.deliver(url, payload, settings.stripe_webhook_secrets[0])
+    outcome = " ".join(str(delivered.answer.get(key, "")) for key in ("status", "reason")).strip()
+    print(f"{delivered.event_type} {delivered.event_id} -> {url}: {delivered.status} {outcome}", flush=True)
+    if delivered.answer.get("status") not in ("applied", "duplicate", "ignored"):
+        return 1
+    if intent:
+        print(f"paid by {intent}; refund it: meter try-stripe refund {args.account_id} {intent} --pack {pack.id}")
+    print(await try_stripe.balance_line(args.target or settings.grpc_addr, settings.token, args.account_id), flush=True)
+    return 0
+
+
 bench = Bench()
 chaos = Chaos()
+try_stripe = TryStripe()
 
 
 async def _bench(settings: Settings, args: argparse.Namespace) -> int:
