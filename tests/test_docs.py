@@ -199,6 +199,10 @@ RECORDED = {
         "needs meter started with a webhook secret: tests/test_try_stripe.py runs both commands against "
         "one and compares what they print with this transcript, line by line, event and payment ids aside"
     ),
+    ("docs/integrate.md", "2026-11-29 07:42:03  acme  #3  balance.adjusted"): (
+        "a live event: tests/integration/test_watch.py watches an account while it is adjusted and compares "
+        "the line with this one, its time aside (test_an_account_watched_live_then_resumed_where_it_stopped)"
+    ),
     ("examples/node-proxy/README.md", "$ METER_TOKEN=meter_... node proxy.js"): (
         "under a caller's token: tests/test_node_proxy.py runs the two steps and compares what they print "
         "with this transcript, line by line, reservation ids aside"

@@ -22,7 +22,7 @@ from meter.domain.usage import UsageGrouping
 
 SHELLS = ("bash", "zsh", "tcsh")
 # Commands that only read: each can print the RPCs' proto3 JSON instead of a table (--json).
-CLIENT_COMMANDS = ("account", "usage", "purchases")
+CLIENT_COMMANDS = ("account", "usage", "purchases", "watch")
 SERVER_COMMANDS = ("serve", "migrate", "audit")
 
 
@@ -128,6 +128,16 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict[str, Co
     refused.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     _target(refused)
     _json(refused)
+    watch = commands.add_parser(
+        "watch", help="balance events as they happen, with the balance after each (one account, or all)"
+    )
+    watch.add_argument("account_id", nargs="?", default="", help="this account's (default: every account's)")
+    watch.add_argument("--after", type=int, default=0, help="an account's events after this sequence (resume)")
+    watch.add_argument(
+        "--after-position", default="", help="every account's events after this position (resume; '' from the first)"
+    )
+    _target(watch)
+    json_option(watch, "one JSON object per event (BalanceEvent's proto3 JSON), for a pipe")
     health = commands.add_parser("health", help="exit 0 if the meter on this machine serves (container health check)")
     health.add_argument("--url", help="its health URL (default: /healthz on METER_HTTP_ADDR)")
     callers = commands.add_parser("callers", help="caller credentials")

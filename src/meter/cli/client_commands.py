@@ -12,6 +12,7 @@ from meter.cli.rpc_hints import fix_for
 from meter.client import MeterClient, MeterRpcError
 from meter.config import Settings
 from meter.grpc import tls
+from meter.v1 import meter_pb2 as pb
 
 
 def client(settings: Settings, target: str, token: str | None = None) -> MeterClient:
@@ -24,6 +25,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         return asyncio.run(_replay(settings, args.replay_target or args.target or settings.grpc_addr, args.event_id))
     target = args.target or settings.grpc_addr
     try:
+        if args.command == "watch":
+            return _watch(settings, args, target)
         print(asyncio.run(_read(settings, args, target)))
     except MeterRpcError as exc:
         print(f"meter: {exc}", file=sys.stderr)
@@ -47,6 +50,28 @@ async def _read(settings: Settings, args: argparse.Namespace, target: str) -> st
         )
         report = await console.usage(meter, query)
         return console.as_json(report) if args.json else console.usage_text(query, report)
+
+
+def _watch(settings: Settings, args: argparse.Namespace, target: str) -> int:
+    """Print each event as it commits until Ctrl-C, then say how to resume where it stopped."""
+    last: list[pb.BalanceEvent] = []
+    try:
+        asyncio.run(_follow(settings, args, target, last))
+    except KeyboardInterrupt:
+        if last:
+            cursor = f"--after {last[-1].sequence}" if args.account_id else f"--after-position {last[-1].position}"
+            print(f"meter watch: stopped; resume with {cursor}", file=sys.stderr)
+    return 0
+
+
+async def _follow(settings: Settings, args: argparse.Namespace, target: str, last: list[pb.BalanceEvent]) -> None:
+    async with client(settings, target) as meter:
+        events = meter.watch_events(
+            account_id=args.account_id or "", after_sequence=args.after, after_position=args.after_position
+        )
+        async for event in events:
+            print(console.event_json(event) if args.json else console.event_line(event), flush=True)
+            last[:] = [event]
 
 
 async def _replay(settings: Settings, target: str, event_id: str) -> int:

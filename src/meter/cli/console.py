@@ -67,6 +67,41 @@ def when(stamp: timestamp_pb2.Timestamp) -> str:
     return stamp.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def event_line(event: pb.BalanceEvent) -> str:
+    """A balance event as a person watches it: when, whose, which, what it said, and the balance
+    right after."""
+    data = json_format.MessageToDict(event.data)
+    said = " ".join(f"{key}={_plain(value)}" for key, value in sorted(data.items()) if key != "balance")
+    balance = event.balance
+    after = (
+        f"available {tokens(balance.available)} (allowance {tokens(balance.allowance_remaining)}, "
+        f"purchased {tokens(balance.purchased_remaining)}, held {tokens(balance.held)}, debt {tokens(balance.debt)})"
+    )
+    return f"{when(event.occurred_at)}  {event.account_id}  #{event.sequence}  {event.type}  {said}  -> {after}"
+
+
+def _plain(value: Any) -> str:
+    return f"{int(value):,}" if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def event_json(event: pb.BalanceEvent) -> str:
+    """One line of proto3 JSON (the .proto field names), for a pipe; the data's amounts whole JSON
+    numbers, as the webhook body gives them (a Struct holds every number as a double)."""
+    shown = json_format.MessageToDict(event, preserving_proto_field_name=True)
+    shown["data"] = _whole(shown.get("data", {}))
+    return json.dumps(shown, separators=(",", ":"))
+
+
+def _whole(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _whole(inner) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [_whole(inner) for inner in value]
+    return value
+
+
 def as_json(value: Message | Sequence[Message] | Mapping[str, Any]) -> str:
     """Messages as proto3 JSON with the .proto field names (what grpcurl prints), indented."""
 
