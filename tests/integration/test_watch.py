@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import re
+import signal
 import sys
 import time
 from pathlib import Path
