@@ -198,8 +198,9 @@ class MeterServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Release(self, request, context):
-        """Release gives the whole hold back (the model call failed). Idempotent; a Release after the
-        hold expired succeeds and changes nothing.
+        """Release gives the whole hold back (the model call failed). Idempotent. A Release after the
+        hold expired succeeds: it changes nothing if the expiry gave the hold back, and gives back the
+        worst case the expiry charged (EXPIRED_HOLDS_CHARGE): the call used nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
