@@ -11,20 +11,36 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from conftest import StartMeter
 
 from meter.v1 import meter_pb2 as pb
 from support import RunningMeter, new_id
 
+WATCHERS: list[asyncio.subprocess.Process] = []
+
+
+@pytest.fixture(autouse=True)
+def no_watcher_left() -> Iterator[None]:
+    """A test that fails half-way leaves no `meter watch` running."""
+    yield
+    while WATCHERS:
+        process = WATCHERS.pop()
+        if process.returncode is None:
+            process.kill()
+
 
 async def watch(meter: RunningMeter, *args: str) -> asyncio.subprocess.Process:
     env = {**os.environ, "METER_GRPC_ADDR": meter.address, "METER_LOG_LEVEL": "WARNING"}
-    return await asyncio.create_subprocess_exec(
+    process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "meter.cli", "watch", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+    WATCHERS.append(process)
+    return process
 
 
 async def lines(process: asyncio.subprocess.Process, count: int, within: float = 30) -> list[str]:
