@@ -1,14 +1,16 @@
 """GrantPeriodAllowance and LinkInvoicePayment: what a paid subscription invoice does.
 
-An invoice that pays for a new billing period grants that period's allowance, once however many
-events say so: the period is its first line that is not a proration (`domain.invoices`), and a
-paid period that is current or later than the account's replaces it (`periods.moves_to`). An
-invoice of prorations only (an upgrade invoiced at once) grants nothing: SetPlan granted the
-upgrade already, and a proration never refills a period.
+An invoice that pays for a new billing period pays for the allowance months that begin in it
+(twelve for a year, one for a month), once however many events say so: the current month's is
+granted now if it was not, each later one at its month's start (meter_begin_month). The period is
+its first line that is not a proration (`domain.invoices`), and a paid period that is current or
+later than the account's replaces it (`periods.moves_to`). An invoice of prorations only (an
+upgrade invoiced at once) grants nothing: SetPlan granted the upgrade already, and a proration
+never refills a month.
 
-Every invoice recorded remembers what its payment bought (the allowance it granted, or for
-prorations the allowance the upgrade added), so that a refund or dispute of it can take that back
-(`reversals`). Since Stripe API 2025-03-31 a refunded charge no longer names its invoice; the
+Every invoice recorded remembers what its payment bought (its months' allowance, and the anchor
+they are counted from; or for prorations the allowance the upgrade added), so that a refund or
+dispute of it can take that back (`reversals`). Since Stripe API 2025-03-31 a refunded charge no longer names its invoice; the
 invoice's PaymentIntent comes from an invoice_payment.paid (LinkInvoicePayment), or from the
 invoice itself in older API versions.
 
