@@ -151,22 +151,24 @@ class MeterApplication(ConnectASGIApplication[meter_pb2_grpc.MeterServiceService
         return f"/{SERVICE.full_name}"
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """connectrpc answers a body it has no codec for (no content type, or another than JSON or
-        protobuf) 415 with an empty body; meter's answer says which it takes, as a Connect error
-        with meter's ErrorInfo, as every other refusal."""
+        """connectrpc answers a request it cannot route or read (no such method: 404; not a POST:
+        405; a body it has no codec for: 415) with an empty body. meter's answer says what to
+        send instead, as a Connect error with meter's ErrorInfo, as every other refusal."""
         if scope.get("type") != "http":
             return await super().__call__(scope, receive, send)
-        unsupported = False
+        refused: bytes | None = None
 
         async def sending(message: Any) -> None:
-            nonlocal unsupported
-            if message["type"] == "http.response.start" and message["status"] == HTTPStatus.UNSUPPORTED_MEDIA_TYPE:
-                unsupported = True
+            nonlocal refused
+            if (
+                message["type"] == "http.response.start"
+                and not _has_body(message)
+                and (refused := _empty_refusal(scope, message["status"]))
+            ):
                 kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _BODY_HEADERS]
                 message = {**message, "headers": [*kept, (b"content-type", b"application/json")]}
-            elif message["type"] == "http.response.body" and unsupported and not message.get("body"):
-                sent = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
-                message = {**message, "body": _unsupported_body(sent)}
+            elif message["type"] == "http.response.body" and refused is not None and not message.get("body"):
+                message = {**message, "body": refused}
             await send(message)
 
         await super().__call__(scope, receive, sending)
@@ -175,9 +177,24 @@ class MeterApplication(ConnectASGIApplication[meter_pb2_grpc.MeterServiceService
 _BODY_HEADERS = (b"content-type", b"content-length")
 
 
-def _unsupported_body(sent: str) -> bytes:
-    problem = "is missing" if not sent else f"{sent!r} is not one meter reads"
-    error = InvalidField("content-type", f"{problem}: send application/json (or application/proto)")
+def _has_body(start: Any) -> bool:
+    """A response that says its length, and it is not 0 (a refusal of meter's, already written)."""
+    return any(k.lower() == b"content-length" and v != b"0" for k, v in start.get("headers", []))
+
+
+def _empty_refusal(scope: Any, status: int) -> bytes | None:
+    """The body of a refusal connectrpc sends empty, as a Connect error (None for any other)."""
+    if status == HTTPStatus.NOT_FOUND:
+        path = scope.get("path", "")
+        error = InvalidField("path", f"{path!r} is not a method: POST to /{SERVICE.full_name}/<Method>")
+    elif status == HTTPStatus.METHOD_NOT_ALLOWED:
+        error = InvalidField("method", f"{scope.get('method', '')} is not served: send a POST")
+    elif status == HTTPStatus.UNSUPPORTED_MEDIA_TYPE:
+        sent = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
+        problem = "is missing" if not sent else f"{sent!r} is not one meter reads"
+        error = InvalidField("content-type", f"{problem}: send application/json (or application/proto)")
+    else:
+        return None
     # connectrpc's own writer of a Connect error body (what every other refusal is written with).
     return ConnectWireError.from_exception(refusal(error)).to_json_bytes()
 

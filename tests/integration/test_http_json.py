@@ -147,9 +147,19 @@ async def test_malformed_and_misspelt_requests_are_invalid_argument(meters: Star
     missing = await post(base, "GetBalance", {})
     assert missing.body["code"] == "invalid_argument"
     assert missing.detail(error_details_pb2.ErrorInfo).reason == "INVALID_FIELD"
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{base}/NoSuchMethod", data="{}", headers={"content-type": "application/json"}) as r:
-            assert r.status == 404
+    # Refusals connectrpc makes before meter sees the call carry the same kind of body: what to send.
+    no_such = await post(base, "NoSuchMethod", {})
+    info = no_such.detail(error_details_pb2.ErrorInfo)
+    assert (no_such.status, info.reason, info.metadata["field"]) == (404, "INVALID_FIELD", "path")
+    assert "POST to /meter.v1.MeterService/<Method>" in no_such.body["message"]
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/GetBalance") as r:
+        not_posted = Answer(r.status, r.headers, await r.json(content_type=None))
+    info = not_posted.detail(error_details_pb2.ErrorInfo)
+    assert (not_posted.status, info.metadata["field"], not_posted.body["message"]) == (
+        405,
+        "method",
+        "method: GET is not served: send a POST",
+    )
 
 
 async def test_callers_tokens_and_permissions_as_on_grpc(meters: StartMeter) -> None:
