@@ -10,9 +10,9 @@ never refills a month.
 
 Every invoice recorded remembers what its payment bought (its months' allowance, and the anchor
 they are counted from; or for prorations the allowance the upgrade added), so that a refund or
-dispute of it can take that back (`reversals`). Since Stripe API 2025-03-31 a refunded charge no longer names its invoice; the
-invoice's PaymentIntent comes from an invoice_payment.paid (LinkInvoicePayment), or from the
-invoice itself in older API versions.
+dispute of it can take that back (`reversals`). Since Stripe API 2025-03-31 a refunded charge no
+longer names its invoice; the invoice's PaymentIntent comes from an invoice_payment.paid
+(LinkInvoicePayment), or from the invoice itself in older API versions.
 
 An invoice of a subscription no account is linked to yet, or the payment of an invoice not
 recorded yet, waits (`waiting`) when it comes from the webhook adapter.
