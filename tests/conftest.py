@@ -61,6 +61,14 @@ async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
         embedded.stop()
 
 
+@pytest.fixture
+async def empty_database(database_url: str) -> AsyncIterator[str]:
+    """A database of its own on the session's server, never migrated (dropped afterwards)."""
+    url, drop = await _fresh_database(database_url)
+    yield url
+    await drop()
+
+
 @pytest.fixture(scope="session")
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """The tests' own connection, to look at ledger rows and buckets."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import time
 import uuid
@@ -327,3 +328,19 @@ async def run_command(
     out, _ = await asyncio.wait_for(process.communicate(), timeout=timeout)
     assert process.returncode is not None
     return process.returncode, out.decode()
+
+
+def shown_after(readme: Path, prompt: str) -> list[str]:
+    """The lines an example's README shows its commands printing, from the first `prompt` to the
+    end of that block (the commands themselves left out)."""
+    block = readme.read_text().split(prompt, 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines()[1:] if line.strip() and not line.startswith("$ ")]
+
+
+def reservations_as_shown(output: str, account: str) -> list[str]:
+    """Printed lines with the account and its reservation ids as the READMEs write them
+    (`acme`, `acme/...`), whatever the JSON's spacing."""
+    return [
+        re.sub(r'("reservation_id": ?)"[^"]*"', r'\1"acme/..."', line).replace(account, "acme")
+        for line in output.strip().splitlines()
+    ]

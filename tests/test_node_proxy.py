@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import shutil
 import socket
 from pathlib import Path
@@ -17,7 +16,7 @@ from conftest import StartMeter
 
 from meter.domain.callers import hash_token, new_token
 from meter.v1 import meter_pb2 as pb
-from support import funded_account, run_command
+from support import funded_account, reservations_as_shown, run_command, shown_after
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "node-proxy"
 PROXY_TOKEN, OPS_TOKEN = new_token(), new_token()
@@ -66,7 +65,8 @@ async def test_the_node_proxy_reserves_commits_and_handles_insufficient_tokens(
         "available": "2400",
     }
     # The example's README shows these two runs: what they printed, ids aside, line by line.
-    assert _masked(first + out, account) == _readme_transcript()
+    transcript = shown_after(EXAMPLE / "README.md", "$ METER_TOKEN=meter_... node proxy.js")
+    assert reservations_as_shown(first + out, account) == reservations_as_shown("\n".join(transcript), "acme")
 
     code, out = await run_command(*step, *sizes, cwd=EXAMPLE)  # no token
     assert code == 1
@@ -102,19 +102,3 @@ async def test_the_node_proxy_commits_through_a_restart_of_meter(meters: StartMe
     assert (committed["step"], committed["charged_tokens"]) == ("committed", "2600")
     balance = (await second.stub.GetBalance(pb.GetBalanceRequest(account_id=account), metadata=ops)).balance
     assert (balance.used_this_period, balance.held, balance.available) == (2600, 0, 2400)
-
-
-def _readme_transcript() -> list[str]:
-    """The lines examples/node-proxy/README.md shows the two runs printing (its commands left out)."""
-    readme = (EXAMPLE / "README.md").read_text()
-    block = readme.split("$ METER_TOKEN=meter_... node proxy.js", 1)[1].split("```", 1)[0]
-    lines = [line for line in block.splitlines()[1:] if line.strip() and not line.startswith("$ ")]
-    return _masked("\n".join(lines), "acme")
-
-
-def _masked(output: str, account: str) -> list[str]:
-    """Reservation ids as the README writes them (`acme/...`)."""
-    return [
-        re.sub(r'"reservation_id":"[^"]*"', '"reservation_id":"acme/..."', line).replace(account, "acme")
-        for line in output.strip().splitlines()
-    ]

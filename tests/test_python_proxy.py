@@ -6,7 +6,6 @@ program's own code."""
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from conftest import StartMeter
 
 from meter.domain.callers import hash_token, new_token
 from meter.v1 import meter_pb2 as pb
-from support import funded_account, run_command
+from support import funded_account, reservations_as_shown, run_command, shown_after
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "python-proxy"
@@ -48,7 +47,8 @@ async def test_the_python_proxy_reserves_commits_and_handles_insufficient_tokens
         "required": "4400",
         "available": "2400",
     }
-    assert _masked(first + second, account) == _readme_transcript()
+    transcript = shown_after(EXAMPLE / "README.md", "$ METER_TOKEN=meter_... python proxy.py")
+    assert reservations_as_shown(first + second, account) == reservations_as_shown("\n".join(transcript), "acme")
 
     balance = (await meter.stub.GetBalance(pb.GetBalanceRequest(account_id=account), metadata=ops)).balance
     assert (balance.used_this_period, balance.held, balance.available) == (2600, 0, 2400)
@@ -62,19 +62,3 @@ def test_the_step_the_integration_guide_shows_is_the_programs() -> None:
     shown = section.split("```python\n", 1)[1].split("```", 1)[0]
     assert shown.startswith("async def proxy_step(")
     assert shown in (EXAMPLE / "proxy.py").read_text()
-
-
-def _readme_transcript() -> list[str]:
-    """The lines examples/python-proxy/README.md shows the two runs printing (its commands left out)."""
-    readme = (EXAMPLE / "README.md").read_text()
-    block = readme.split("$ METER_TOKEN=meter_... python proxy.py", 1)[1].split("```", 1)[0]
-    lines = [line for line in block.splitlines()[1:] if line.strip() and not line.startswith("$ ")]
-    return _masked("\n".join(lines), "acme")
-
-
-def _masked(output: str, account: str) -> list[str]:
-    """Reservation ids as the README writes them (`acme/...`)."""
-    return [
-        re.sub(r'"reservation_id": "[^"]*"', '"reservation_id": "acme/..."', line).replace(account, "acme")
-        for line in output.strip().splitlines()
-    ]

@@ -32,6 +32,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from meter.connect_errors import refusal
+from meter.domain.balance_events import whole_numbers
 from meter.domain.digits import is_decimal
 from meter.domain.errors import InvalidField
 
@@ -64,7 +65,7 @@ class JsonCodec:
     def encode(self, message: Message) -> bytes:
         fields = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
         if _holds_struct(message.DESCRIPTOR):
-            fields = _whole_numbers(fields)
+            fields = whole_numbers(fields)
         return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
 
     def decode(self, data: bytes | bytearray, message_class: type[Message]) -> Message:
@@ -179,14 +180,3 @@ def _holds_struct(descriptor: Descriptor, seen: frozenset[str] = frozenset()) ->
         if message.full_name == _STRUCT or _holds_struct(message, seen | {descriptor.full_name}):
             return True
     return False
-
-
-def _whole_numbers(value: Any) -> Any:
-    """A Struct's numbers (doubles) that are whole, as integers."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _whole_numbers(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_whole_numbers(item) for item in value]
-    return value

@@ -9,12 +9,6 @@ import os
 import signal
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator
-
-import asyncpg
-import pytest
-from sqlalchemy import make_url
 
 from meter.storage.migrate import head_revision
 from meterlab.testbed import free_port
@@ -73,19 +67,6 @@ async def test_ready_is_said_once_calls_are_served(database_url: str) -> None:
     finally:
         assert await stop(process) == 0
     assert printed[-1] == "meter: ready: serving calls (Ctrl-C stops; calls in flight finish first)"
-
-
-@pytest.fixture
-async def empty_database(database_url: str) -> AsyncIterator[str]:
-    url = make_url(database_url)
-    admin = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
-    name = f"meter_terminal_{uuid.uuid4().hex[:8]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def test_a_migration_is_one_line(empty_database: str) -> None:

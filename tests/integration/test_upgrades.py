@@ -8,13 +8,9 @@ anchor, and no month has anything withheld)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
-from sqlalchemy import make_url
 
 from meter.domain.periods import add_months, calendar_month
 from meter.storage.migrate import upgrade
@@ -35,21 +31,8 @@ VALUES ($1, 'allowance', 0, $2, 0, 0), ($1, 'purchased', 0, 0, 0, 0)
 """
 
 
-@pytest.fixture
-async def scratch_url(database_url: str) -> AsyncIterator[str]:
-    url = make_url(database_url)
-    admin_url = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"meter_upgrade_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
-async def test_a_baseline_database_upgrades_into_allowance_months(scratch_url: str) -> None:
+async def test_a_baseline_database_upgrades_into_allowance_months(empty_database: str) -> None:
+    scratch_url = empty_database
     await asyncio.to_thread(upgrade, scratch_url, "0001")
     connection = await asyncpg.connect(scratch_url)
     try:

@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from google.type import date_pb2
 
 from meter.client import MeterClient, MeterRpcError
+from meter.domain.balance_events import whole_numbers
 from meter.domain.usage import UsageGrouping
 from meter.v1 import meter_pb2 as pb
 
@@ -88,18 +89,8 @@ def event_json(event: pb.BalanceEvent) -> str:
     """One line of proto3 JSON (the .proto field names), for a pipe; the data's amounts whole JSON
     numbers, as the webhook body gives them (a Struct holds every number as a double)."""
     shown = json_format.MessageToDict(event, preserving_proto_field_name=True)
-    shown["data"] = _whole(shown.get("data", {}))
+    shown["data"] = whole_numbers(shown.get("data", {}))
     return json.dumps(shown, separators=(",", ":"))
-
-
-def _whole(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _whole(inner) for key, inner in value.items()}
-    if isinstance(value, list):
-        return [_whole(inner) for inner in value]
-    return value
 
 
 def as_json(value: Message | Sequence[Message] | Mapping[str, Any]) -> str:

@@ -79,3 +79,15 @@ class EventPage:
     events: list[BalanceEvent]
     last_sequence: int  # the next page's after_sequence
     more: bool
+
+
+def whole_numbers(value: Any) -> Any:
+    """An event's data as the product reads it: a Struct holds every number as a double, and the
+    whole ones are integers again (1000, not 1000.0), as the webhook body has them."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [whole_numbers(item) for item in value]
+    return value
