@@ -23,12 +23,10 @@ from pathlib import Path
 
 import pytest
 from conftest import StartMeter
-from sqlalchemy import make_url
 from test_docs import ADDRESS, HTTP_JSON_ADDRESS, examples
 
 from meter.catalog import load as load_catalog
 from meter.domain.callers import hash_token, new_token
-from meterlab.testbed import fresh_database
 from support import RunningMeter, run_command, start_meter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +107,7 @@ def test_masking_keeps_what_matters() -> None:
 
 
 @pytest.fixture
-async def docs_meter(database_url: str) -> AsyncIterator[tuple[RunningMeter, str]]:
+async def docs_meter(empty_database: str) -> AsyncIterator[tuple[RunningMeter, str]]:
     for port in (50051, 8081):
         with socket.socket() as probe:
             try:
@@ -119,11 +117,10 @@ async def docs_meter(database_url: str) -> AsyncIterator[tuple[RunningMeter, str
                     f"127.0.0.1:{port} is taken (a `make run` still up?): the docs' examples name that "
                     "address, so stop it (Ctrl-C) and run the tests again"
                 )
-    server = make_url(database_url).set(database="postgres").render_as_string(hide_password=False)
-    # As `make run` serves it: the packaged catalog, rate limits and all.
-    database = await fresh_database(server, "meter_docs")
-    meter = await start_meter(database, grpc_addr=ADDRESS, connect_addr=HTTP_JSON_ADDRESS, catalog=load_catalog())
-    yield meter, database
+    # As `make run` serves it: the packaged catalog, rate limits and all, on a database of its own
+    # (dropped afterwards).
+    meter = await start_meter(empty_database, grpc_addr=ADDRESS, connect_addr=HTTP_JSON_ADDRESS, catalog=load_catalog())
+    yield meter, empty_database
     await meter.stop()
 
 
