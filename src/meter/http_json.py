@@ -167,8 +167,10 @@ class MeterApplication(ConnectASGIApplication[meter_pb2_grpc.MeterServiceService
             ):
                 kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _BODY_HEADERS]
                 message = {**message, "headers": [*kept, (b"content-type", b"application/json")]}
-            elif message["type"] == "http.response.body" and refused is not None and not message.get("body"):
-                message = {**message, "body": refused}
+            elif message["type"] == "http.response.body" and refused is not None:
+                if not message.get("body") and not message.get("more_body"):  # the whole body, and empty
+                    message = {**message, "body": refused}
+                refused = None  # a body of its own is left as it is
             await send(message)
 
         await super().__call__(scope, receive, sending)
