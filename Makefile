@@ -70,4 +70,4 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .meter .meter-bench .meter-chaos chaos-results bench-results .pytest_cache build src/*.egg-info lab/*.egg-info lab/build tools/buf/node_modules examples/node-proxy/node_modules
+	rm -rf $(VENV) .venv.lock .meter .meter-bench .meter-chaos chaos-results bench-results .pytest_cache build src/*.egg-info lab/*.egg-info lab/build tools/buf/node_modules examples/node-proxy/node_modules

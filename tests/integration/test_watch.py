@@ -18,6 +18,7 @@ import pytest
 from conftest import StartMeter
 
 from meter.v1 import meter_pb2 as pb
+from meterlab.testbed import free_port
 from support import RunningMeter, new_id
 
 WATCHERS: list[asyncio.subprocess.Process] = []
@@ -115,3 +116,17 @@ def docs_line() -> str:
     """The line docs/integrate.md shows `meter watch acme` printing."""
     guide = (Path(__file__).resolve().parents[2] / "docs" / "integrate.md").read_text()
     return guide.split("prints each as it commits, with the\nbalance after it:\n\n```\n", 1)[1].split("\n", 1)[0]
+
+
+async def test_a_watch_with_nothing_to_watch_says_it_waits_and_for_what() -> None:
+    address = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "METER_LOG_LEVEL": "WARNING"}
+    watcher = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "meter.cli", "watch", "acme", "--target", address, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    WATCHERS.append(watcher)
+    assert watcher.stderr is not None
+    said = (await asyncio.wait_for(watcher.stderr.readline(), 30)).decode()
+    assert f"meter watch: nothing answers at {address} yet; waiting (is meter running?" in said
+    assert "" == await interrupt(watcher)  # nothing watched: nothing to resume from

@@ -66,6 +66,13 @@ def _watch(settings: Settings, args: argparse.Namespace, target: str) -> int:
 
 async def _follow(settings: Settings, args: argparse.Namespace, target: str, last: list[pb.BalanceEvent]) -> None:
     async with client(settings, target) as meter:
+        if not await meter.connected(within=3):
+            print(
+                f"meter watch: nothing answers at {target} yet; waiting (is meter running? --target HOST:PORT or "
+                "METER_GRPC_ADDR names it)",
+                file=sys.stderr,
+                flush=True,
+            )
         events = meter.watch_events(
             account_id=args.account_id or "", after_sequence=args.after, after_position=args.after_position
         )

@@ -200,6 +200,15 @@ class MeterClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+    async def connected(self, within: float) -> bool:
+        """Whether the channel reaches meter within `within` seconds (nothing is called): a tool
+        that will wait for meter anyway can say so first."""
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), within)
+        except TimeoutError:
+            return False
+        return True
+
     async def close(self) -> None:
         if self._draining is not None:
             self._draining.cancel()
