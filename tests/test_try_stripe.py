@@ -12,6 +12,7 @@ from conftest import StartMeter
 
 from meter import catalog as catalog_file
 from meter.v1 import meter_pb2 as pb
+from meterlab.testbed import free_port
 from support import WEBHOOK_SECRET, new_id, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +47,9 @@ async def test_a_purchase_and_its_refund_as_stripe_delivers_them(meters: StartMe
 
     code, out, err = await run_cli("try-stripe", "purchase", account, env={**env, "METER_STRIPE_WEBHOOK_SECRET": ""})
     assert code == 2 and "METER_STRIPE_WEBHOOK_SECRET is not set" in out + err
+    elsewhere = f"127.0.0.1:{free_port()}"
+    code, out, err = await run_cli("try-stripe", "purchase", account, env={**env, "METER_HTTP_ADDR": elsewhere})
+    assert code == 1 and f"nothing answers at http://{elsewhere}/webhooks/stripe" in out and "Traceback" not in err
 
 
 def transcript() -> list[str]:

@@ -129,6 +129,8 @@ class TryStripe:
 
 
 async def _try_stripe(settings: Settings, args: argparse.Namespace) -> int:
+    import aiohttp
+
     from meter.bootstrap import load_catalog
     from meter.webhooks.app import PATH
     from meterlab import try_stripe
@@ -147,7 +149,15 @@ async def _try_stripe(settings: Settings, args: argparse.Namespace) -> int:
     else:
         refunded = pack.price_minor if args.refunded is None else args.refunded
         payload, intent = try_stripe.refund(args.payment_intent, pack.price_minor, refunded, pack.currency), ""
-    delivered = await try_stripe.deliver(url, payload, settings.stripe_webhook_secrets[0])
+    try:
+        delivered = await try_stripe.deliver(url, payload, settings.stripe_webhook_secrets[0])
+    except aiohttp.ClientError as error:
+        print(
+            f"meter try-stripe: nothing answers at {url} ({error}): is meter running? METER_HTTP_ADDR (or --url) "
+            "names its webhook endpoint",
+            flush=True,
+        )
+        return 1
     outcome = " ".join(str(delivered.answer.get(key, "")) for key in ("status", "reason")).strip()
     print(f"{delivered.event_type} {delivered.event_id} -> {url}: {delivered.status} {outcome}", flush=True)
     if delivered.answer.get("status") not in ("applied", "duplicate", "ignored"):
