@@ -15,6 +15,11 @@ BALANCE_WARNINGS = Counter(
     "Accounts that crossed a balance warning level for the first time in their period.",
     ["level"],
 )
+BUDGET_WARNINGS = Counter(
+    "meter_budget_warnings",
+    "Budgets that crossed a warning level (80, 90, 95 %, exhausted) for the first time in their period.",
+    ["level"],
+)
 
 RPCS = Counter("meter_rpcs", "gRPC calls answered, by method and status code.", ["method", "code"])
 RPC_SECONDS = Histogram(

@@ -75,6 +75,7 @@ class Charged:
     late: bool = False
     reused_field: str = ""
     reservation_id: str = ""  # ChargeUsage's: the call's (the first's, on a replay)
+    budgets: tuple[int, ...] = ()  # the budgets (ids) the call counts against
 
 
 @dataclass(frozen=True)

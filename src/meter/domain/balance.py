@@ -37,6 +37,16 @@ _LEVELS = tuple(WarningLevel)
 _THRESHOLDS = ((95, WarningLevel.PERCENT_95), (90, WarningLevel.PERCENT_90), (80, WarningLevel.PERCENT_80))
 
 
+def levels_reached(used: int, total: int, exhausted: bool) -> frozenset[WarningLevel]:
+    """Every warning level at or past which `used` of `total` is, each on its own facts: a share
+    used, or nothing left to draw (`exhausted`). The one rule of an account's warnings and a
+    budget's."""
+    reached = {level for percent, level in _THRESHOLDS if total and used * 100 >= percent * total}
+    if exhausted:
+        reached.add(WarningLevel.EXHAUSTED)
+    return frozenset(reached)
+
+
 @dataclass(frozen=True)
 class Balance:
     account_id: str
@@ -84,8 +94,4 @@ class Balance:
         reached nothing: it did not cross anything to be where it started."""
         if not self.period_tokens and not self.debt:
             return frozenset()
-        used, tokens = self.used_this_period, self.period_tokens
-        reached = {level for percent, level in _THRESHOLDS if tokens and used * 100 >= percent * tokens}
-        if self.available == 0:
-            reached.add(WarningLevel.EXHAUSTED)
-        return frozenset(reached)
+        return levels_reached(self.used_this_period, self.period_tokens, self.available == 0)

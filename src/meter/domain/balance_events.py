@@ -32,6 +32,8 @@ class EventType(StrEnum):
     PLAN_CHANGED = "plan.changed"
     PLAN_CANCELLED = "plan.cancelled"  # the subscription ended: the account is on the free plan
     WARNING_CROSSED = "balance.warning"  # 80, 90, 95 % or exhausted, once per level and period
+    BUDGET_WARNING = "budget.warning"  # a budget's period used 80, 90 or 95 % of its cap, once per level
+    BUDGET_EXHAUSTED = "budget.exhausted"  # a budget has nothing left to admit, once per period
     ADJUSTED = "balance.adjusted"  # an operator's Adjust
     DEBT_CREATED = "debt.created"  # the account owes tokens (usage nothing paid for, a refund of spent tokens)
     DEBT_CLEARED = "debt.cleared"  # it owes nothing again

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from meter.domain.amounts import INT64_MAX
+from meter.domain.balance import WarningLevel, levels_reached
 from meter.domain.errors import InvalidField
 
 MAX_LABEL_LENGTH = 256  # a label's key or value: a call's (Reserve, ChargeUsage) and a budget's
@@ -58,10 +59,21 @@ class Budget:
     held: int
     period_start: datetime
     period_end: datetime
+    budget_id: int = 0
+    # The warning levels its current period has told (budget.warning, budget.exhausted).
+    announced: frozenset[WarningLevel] = frozenset()
 
     @property
     def remaining(self) -> int:
         return self.cap - self.used - self.held
+
+    @property
+    def levels_reached(self) -> frozenset[WarningLevel]:
+        """The warning levels its period is at or past: a share of its cap used, or nothing left
+        to admit. A budget of nothing (cap 0) reached nothing: it never had anything to cross."""
+        if not self.cap:
+            return frozenset()
+        return levels_reached(self.used, self.cap, self.remaining <= 0)
 
 
 @dataclass(frozen=True)

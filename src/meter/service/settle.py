@@ -23,7 +23,7 @@ from meter.domain.errors import (
     ReservationReleased,
 )
 from meter.domain.holds import CallTokens, CallUsage, ExpiredHolds, Usage, call_labels
-from meter.service import balance_warnings
+from meter.service import balance_warnings, budget_warnings
 from meter.service.context import Meter
 from meter.service.ports import Accounts
 
@@ -70,6 +70,8 @@ async def _charged(meter: Meter, answer: Charged, tokens: CallTokens) -> Charge:
     if charge.new:
         metrics.TOKENS_CHARGED.inc(usage.charged_tokens)
     await balance_warnings.announce(meter, charge.balance)
+    if charge.new:
+        await budget_warnings.announce(meter, answer.balance.account_id, answer.budgets)
     return charge
 
 

@@ -4,16 +4,18 @@ back summed over their rows."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from meter.domain.balance import WarningLevel
 from meter.domain.budgets import Budget, BudgetKey, BudgetUnit
 from meter.storage.queries import Queries
 
 # A budget counting an earlier period than its account's starts again at its next call: until
 # then it is shown as it will be (nothing used, nothing held).
 _BUDGETS = """
-SELECT g.label_key, g.label_value, g.unit, g.cap, a.period_start, a.period_end,
+SELECT g.budget_id, g.label_key, g.label_value, g.unit, g.cap, a.period_start, a.period_end,
+       CASE WHEN g.warned_period_start = a.period_start THEN g.warned_levels ELSE 0 END AS announced,
        CASE WHEN g.period_start = a.period_start THEN sum(b.used) ELSE 0 END AS used,
        CASE WHEN g.period_start = a.period_start THEN sum(b.held) ELSE 0 END AS held
 FROM budgets AS g
@@ -21,7 +23,9 @@ JOIN accounts AS a ON a.account_id = g.account_id
 JOIN budget_buckets AS b ON b.account_id = g.account_id AND b.budget_id = g.budget_id
 WHERE g.account_id = :account_id AND (CAST(:label_key AS text) IS NULL OR
       (g.label_key = :label_key AND g.label_value = :label_value))
-GROUP BY g.budget_id, g.label_key, g.label_value, g.unit, g.cap, g.period_start, a.period_start, a.period_end
+  AND (CAST(:budget_ids AS bigint[]) IS NULL OR g.budget_id = ANY(CAST(:budget_ids AS bigint[])))
+GROUP BY g.budget_id, g.label_key, g.label_value, g.unit, g.cap, g.period_start, g.warned_period_start,
+    g.warned_levels, a.period_start, a.period_end
 ORDER BY g.label_key, g.label_value
 """
 
@@ -50,15 +54,30 @@ class BudgetQueries(Queries):
         assert row is not None
         return bool(row["deleted"])
 
-    async def budgets(self, account_id: str, key: BudgetKey | None = None) -> list[Budget]:
-        """The account's budgets (or the one of `key`), with what the current period used and holds."""
+    async def budgets(
+        self, account_id: str, key: BudgetKey | None = None, budget_ids: Sequence[int] | None = None
+    ) -> list[Budget]:
+        """The account's budgets (or the one of `key`, or those of `budget_ids`), with what the
+        current period used and holds, and the warning levels it has told."""
         rows = await self._rows(
             _BUDGETS,
             account_id=account_id,
             label_key=key.label_key if key else None,
             label_value=key.label_value if key else None,
+            budget_ids=list(budget_ids) if budget_ids is not None else None,
         )
         return [_budget(row) for row in rows]
+
+    async def announce_budget(self, account_id: str, budget: Budget, levels: int) -> int | None:
+        """meter_announce_budget: the levels told before, or None when there is nothing new."""
+        row = await self._row(
+            "SELECT meter_announce_budget(:account_id, :budget_id, :period_start, CAST(:levels AS smallint)) AS before",
+            account_id=account_id,
+            budget_id=budget.budget_id,
+            period_start=budget.period_start,
+            levels=levels,
+        )
+        return None if row is None or row["before"] is None else int(row["before"])
 
 
 def _budget(row: Mapping[str, Any]) -> Budget:
@@ -70,4 +89,6 @@ def _budget(row: Mapping[str, Any]) -> Budget:
         held=int(row["held"]),
         period_start=row["period_start"],
         period_end=row["period_end"],
+        budget_id=row["budget_id"],
+        announced=WarningLevel.from_bits(row["announced"]),
     )

@@ -327,6 +327,7 @@ def _charged(account_id: str, row: asyncpg.Record) -> Charged:
         unbilled_tokens=row["unbilled"] or 0,
         late=bool(row.get("late")),  # ChargeUsage's answer has none: never late
         reused_field=row["reused_field"] or "",
+        budgets=tuple(row["counted_budgets"] or ()),
     )
 
 

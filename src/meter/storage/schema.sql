@@ -124,7 +124,7 @@ CREATE TABLE balance_events (
     CONSTRAINT balance_events_account_id_event_id_key UNIQUE (account_id, event_id),
     CONSTRAINT balance_events_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts(account_id),
     CONSTRAINT balance_events_sequence_check CHECK ((sequence > 0)),
-    CONSTRAINT balance_events_type_check CHECK ((type = ANY (ARRAY['purchase.credited'::text, 'purchase.refused'::text, 'purchase.refusal_resolved'::text, 'credit.reversed'::text, 'dispute.won'::text, 'allowance.granted'::text, 'allowance.expired'::text, 'plan.changed'::text, 'plan.cancelled'::text, 'balance.warning'::text, 'balance.adjusted'::text, 'debt.created'::text, 'debt.cleared'::text])))
+    CONSTRAINT balance_events_type_check CHECK ((type = ANY (ARRAY['purchase.credited'::text, 'purchase.refused'::text, 'purchase.refusal_resolved'::text, 'credit.reversed'::text, 'dispute.won'::text, 'allowance.granted'::text, 'allowance.expired'::text, 'plan.changed'::text, 'plan.cancelled'::text, 'balance.warning'::text, 'balance.adjusted'::text, 'debt.created'::text, 'debt.cleared'::text, 'budget.warning'::text, 'budget.exhausted'::text])))
 );
 CREATE INDEX balance_events_position ON balance_events USING btree (transaction_id, account_id, sequence);
 
@@ -178,6 +178,8 @@ CREATE TABLE budgets (
     period_start timestamp with time zone NOT NULL,
     created_at timestamp with time zone NOT NULL,
     updated_at timestamp with time zone NOT NULL,
+    warned_levels smallint DEFAULT 0 NOT NULL,
+    warned_period_start timestamp with time zone,
     CONSTRAINT budgets_pkey PRIMARY KEY (account_id, budget_id),
     CONSTRAINT budgets_account_id_label_key_label_value_key UNIQUE (account_id, label_key, label_value),
     CONSTRAINT budgets_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts(account_id),

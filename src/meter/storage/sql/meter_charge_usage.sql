@@ -17,7 +17,7 @@ CREATE OR REPLACE FUNCTION meter_charge_usage(
 )
 RETURNS TABLE (
     outcome text, reservation_id text, reused_field text, charged bigint, cost bigint, unbilled bigint,
-    balance meter_balance_row
+    balance meter_balance_row, counted_budgets bigint[]
 )
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 #variable_conflict use_column
@@ -43,7 +43,7 @@ BEGIN
         -- The Reserve of this call did land, though its caller never had the answer (meter could
         -- not be reached, and the call was let through): the call is that hold's Commit.
         RETURN QUERY SELECT c.outcome, meter_reservation_id(p_account, v_hold.hold_id), c.reused_field, c.charged,
-            c.cost, c.unbilled, c.balance
+            c.cost, c.unbilled, c.balance, c.counted_budgets
         FROM meter_commit(p_account, v_hold.hold_id, p_input, p_output, p_cached_input, p_cache_write, p_reasoning,
             p_clock_offset, p_caller) AS c;
         RETURN;
@@ -89,6 +89,7 @@ BEGIN
     reservation_id := meter_reservation_id(p_account, v_hold.hold_id);
     IF outcome IN ('committed', 'replayed') THEN
         charged := v_hold.charged_tokens;
+        counted_budgets := v_hold.budget_ids;
         cost := v_hold.cost_micros;
         unbilled := v_hold.unbilled_tokens;
     END IF;

@@ -12,7 +12,7 @@ CREATE OR REPLACE FUNCTION meter_commit(
 )
 RETURNS TABLE (
     outcome text, reused_field text, charged bigint, cost bigint, unbilled bigint, late boolean,
-    balance meter_balance_row
+    balance meter_balance_row, counted_budgets bigint[]
 )
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 #variable_conflict use_column
@@ -66,6 +66,7 @@ BEGIN
         cost := v_hold.cost_micros;
         unbilled := v_hold.unbilled_tokens;
         late := v_hold.late;
+        counted_budgets := v_hold.budget_ids;  -- the budgets the call counts against (their warnings)
     END IF;
     -- No such account: a balance of NULLs.
     SELECT b.* INTO balance FROM meter_balance(v_account) AS b;
