@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from meter.domain.balance import Balance
-from meter.domain.budgets import BudgetRefusal
+from meter.domain.budgets import BudgetRefusal, BudgetState
 from meter.domain.holds import HoldStatus
 
 
@@ -75,7 +75,7 @@ class Charged:
     late: bool = False
     reused_field: str = ""
     reservation_id: str = ""  # ChargeUsage's: the call's (the first's, on a replay)
-    budgets: tuple[int, ...] = ()  # the budgets (ids) the call counts against
+    budgets: tuple[BudgetState, ...] = ()  # a new charge's budgets, where they stand after it
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,24 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class BudgetState:
+    """Where a budget stands after a Commit counted against it (meter_budget_states): enough to
+    see whether a warning level is crossed that its period has not told."""
+
+    budget_id: int
+    cap: int
+    used: int
+    held: int
+    announced: frozenset[WarningLevel]
+
+    @property
+    def untold(self) -> frozenset[WarningLevel]:
+        if not self.cap:
+            return frozenset()
+        return levels_reached(self.used, self.cap, self.cap - self.used - self.held <= 0) - self.announced
+
+
+@dataclass(frozen=True)
 class BudgetRefusal:
     """The budget a Reserve did not fit, and by how much."""
 

@@ -2,10 +2,11 @@
 leave it nothing to admit, say so once (a budget.warning or budget.exhausted event, a log line and
 a metric), whichever request or replica saw it first.
 
-A Commit (or ChargeUsage) answers with the budgets its call counted against; only then is anything
-read: their totals and the levels their period told, in one query. A crossing writes (under the
-budget row's lock, meter_announce_budget), at most four times per budget and period. The levels
-are the balance warnings' (domain.balance.levels_reached).
+A Commit (or ChargeUsage) answers with where its call's budgets stand (meter_budget_states: their
+totals and the levels their period told, read in the Commit's own statement), so the common Commit
+costs nothing more here; only one that shows a level not told yet opens a transaction, which adds
+it under the budget row's lock (meter_announce_budget), at most four times per budget and period.
+The levels are the balance warnings' (domain.balance.levels_reached).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 
 from meter.domain.balance import WarningLevel
 from meter.domain.balance_events import EventType
-from meter.domain.budgets import Budget
+from meter.domain.budgets import Budget, BudgetState
 from meter.domain.errors import StorageUnavailable
 from meter.metrics import BUDGET_WARNINGS
 from meter.service.context import Meter
@@ -24,7 +25,8 @@ from meter.service.ports import Store
 log = logging.getLogger("meter.warnings")
 
 
-async def announce(meter: Meter, account_id: str, budget_ids: Sequence[int]) -> None:
+async def announce(meter: Meter, account_id: str, states: Sequence[BudgetState]) -> None:
+    budget_ids = [state.budget_id for state in states if state.untold]
     if not budget_ids:
         return
 

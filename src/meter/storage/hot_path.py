@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.domain import ids
 from meter.domain.answers import Charged, Expiry, Extended, Outcome, RateRefusal, Released, Reserved
-from meter.domain.balance import Balance
-from meter.domain.budgets import BudgetKey, BudgetRefusal, BudgetUnit
+from meter.domain.balance import Balance, WarningLevel
+from meter.domain.budgets import BudgetKey, BudgetRefusal, BudgetState, BudgetUnit
 from meter.domain.callers import SYSTEM, acting_caller
 from meter.domain.holds import CallTokens, CallUsage, HoldStatus, Pricing, ReserveParams
 from meter.domain.limits import PlanLimits
@@ -327,7 +327,7 @@ def _charged(account_id: str, row: asyncpg.Record) -> Charged:
         unbilled_tokens=row["unbilled"] or 0,
         late=bool(row.get("late")),  # ChargeUsage's answer has none: never late
         reused_field=row["reused_field"] or "",
-        budgets=tuple(row["counted_budgets"] or ()),
+        budgets=_budget_states(row["counted_budgets"]),
     )
 
 
@@ -346,6 +346,15 @@ def _in_call_order(
     if any(answer is None for answer in answers):
         raise AssertionError("a coalesced statement left a call without its answer")
     return answers  # type: ignore[return-value]
+
+
+def _budget_states(states: list[dict[str, int]] | None) -> tuple[BudgetState, ...]:
+    """meter_budget_states' JSON, as the pool's connections decode jsonb (None: the call counted
+    against no budget)."""
+    return tuple(
+        BudgetState(s["budget_id"], s["cap"], s["used"], s["held"], WarningLevel.from_bits(s["announced"]))
+        for s in states or ()
+    )
 
 
 def _balance(account_id: str, row: asyncpg.Record) -> Balance | None:

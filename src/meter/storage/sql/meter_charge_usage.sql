@@ -17,7 +17,7 @@ CREATE OR REPLACE FUNCTION meter_charge_usage(
 )
 RETURNS TABLE (
     outcome text, reservation_id text, reused_field text, charged bigint, cost bigint, unbilled bigint,
-    balance meter_balance_row, counted_budgets bigint[]
+    balance meter_balance_row, counted_budgets jsonb
 )
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 #variable_conflict use_column
@@ -89,7 +89,9 @@ BEGIN
     reservation_id := meter_reservation_id(p_account, v_hold.hold_id);
     IF outcome IN ('committed', 'replayed') THEN
         charged := v_hold.charged_tokens;
-        counted_budgets := v_hold.budget_ids;
+        IF outcome = 'committed' AND v_hold.budget_ids IS NOT NULL THEN  -- for their warnings
+            counted_budgets := meter_budget_states(p_account, v_hold.budget_ids, v_hold.period_start);
+        END IF;
         cost := v_hold.cost_micros;
         unbilled := v_hold.unbilled_tokens;
     END IF;

@@ -12,7 +12,7 @@ CREATE OR REPLACE FUNCTION meter_commit(
 )
 RETURNS TABLE (
     outcome text, reused_field text, charged bigint, cost bigint, unbilled bigint, late boolean,
-    balance meter_balance_row, counted_budgets bigint[]
+    balance meter_balance_row, counted_budgets jsonb
 )
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 #variable_conflict use_column
@@ -66,7 +66,9 @@ BEGIN
         cost := v_hold.cost_micros;
         unbilled := v_hold.unbilled_tokens;
         late := v_hold.late;
-        counted_budgets := v_hold.budget_ids;  -- the budgets the call counts against (their warnings)
+        IF outcome = 'committed' AND v_hold.budget_ids IS NOT NULL THEN  -- for their warnings
+            counted_budgets := meter_budget_states(p_account, v_hold.budget_ids, v_hold.period_start);
+        END IF;
     END IF;
     -- No such account: a balance of NULLs.
     SELECT b.* INTO balance FROM meter_balance(v_account) AS b;

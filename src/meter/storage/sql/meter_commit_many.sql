@@ -11,7 +11,7 @@ CREATE OR REPLACE FUNCTION meter_commit_many(
 )
 RETURNS TABLE (
     n integer, outcome text, reused_field text, charged bigint, cost bigint, unbilled bigint, late boolean,
-    balance meter_balance_row, counted_budgets bigint[]
+    balance meter_balance_row, counted_budgets jsonb
 )
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
