@@ -7,7 +7,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from meterlab.chaos.runner import CLOCK_JUMP, NO_FAULT, SCENARIOS, Options, chaos
+
+# Long: run by `make test-long`, CI's own step, not by `make test`.
+pytestmark = pytest.mark.long
 
 FAULTS = set(SCENARIOS) - {NO_FAULT}
 

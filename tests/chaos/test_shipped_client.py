@@ -8,7 +8,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from meterlab.chaos.shipped_client import Options, client_outages
+
+# Long: run by `make test-long`, CI's own step, not by `make test`.
+pytestmark = pytest.mark.long
 
 
 async def test_no_commit_is_lost_or_doubled_through_outages(tmp_path: Path) -> None:

@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 import grpc
+import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -67,6 +68,9 @@ from meter.storage.engine import dsn
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
 from support import RunningMeter, error_info, new_id
+
+# Long: run by `make test-long`, CI's own step, not by `make test`.
+pytestmark = pytest.mark.long
 
 T = TypeVar("T")
 
