@@ -152,6 +152,7 @@ def build_meter(
                 session_minutes=settings.checkout_session_minutes,
             ),
             webhook_payload_retention_days=settings.webhook_payload_retention_days,
+            expiring_notice_hours=settings.expiring_notice_hours,
         ),
         checkout=StripeCheckout(settings.stripe_api_key, settings.stripe_api_base) if settings.stripe_api_key else None,
         watch_reads=asyncio.Semaphore(settings.watch_reads),

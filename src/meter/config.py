@@ -84,6 +84,12 @@ class Settings:
     sweep_interval_seconds: float = setting(
         1.0, "how often expired holds, ended periods and due payloads are swept", ge=0.01, le=3600
     )
+    expiring_notice_hours: int = setting(
+        72,
+        "how long before a month's allowance expires with tokens left balance.expiring is told (0: never)",
+        ge=0,
+        le=744,
+    )
     db_pool_size: int = setting(20, "database connections per process (the one pool)", ge=1, le=1000)
     statement_timeout_ms: int = setting(5_000, "statement_timeout of every connection", ge=1, le=3_600_000)
     lock_timeout_ms: int = setting(3_000, "lock_timeout of every connection", ge=1, le=3_600_000)

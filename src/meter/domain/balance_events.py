@@ -32,6 +32,7 @@ class EventType(StrEnum):
     PLAN_CHANGED = "plan.changed"
     PLAN_CANCELLED = "plan.cancelled"  # the subscription ended: the account is on the free plan
     WARNING_CROSSED = "balance.warning"  # 80, 90, 95 % or exhausted, once per level and period
+    EXPIRING = "balance.expiring"  # the month's allowance expires soon with tokens left (meter_tell_expiring)
     BUDGET_WARNING = "budget.warning"  # a budget's period used 80, 90 or 95 % of its cap, once per level
     BUDGET_EXHAUSTED = "budget.exhausted"  # a budget has nothing left to admit, once per period
     ADJUSTED = "balance.adjusted"  # an operator's Adjust

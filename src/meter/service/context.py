@@ -28,6 +28,7 @@ class Parameters:
     sweep_seconds: float = 1.0  # how often expired holds are given back (a rate limit's retry delay)
     checkout: CheckoutLimits = CheckoutLimits()
     webhook_payload_retention_days: int = 30  # a Stripe payload is deleted this long after its event last changed
+    expiring_notice_hours: int = 72  # balance.expiring this long before the allowance expires (0: never)
 
 
 @dataclass

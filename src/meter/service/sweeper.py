@@ -28,6 +28,7 @@ BATCH = 500
 class SweepCount:
     holds_expired: int = 0
     periods_rolled: int = 0
+    expiring_told: int = 0  # accounts told their month's allowance expires soon (balance.expiring)
     usage_day_folded: date | None = None  # the past day whose usage totals this sweep folded
     payloads_pruned: Payloads = Payloads()  # Stripe payloads deleted past their retention (logged by prune)
 
@@ -47,6 +48,14 @@ async def sweep_once(meter: Meter) -> SweepCount:
     for account_id in accounts:
         if await roll_over(meter, account_id):
             count.periods_rolled += 1
+
+    notice = meter.parameters.expiring_notice_hours
+    if notice:
+
+        async def tell(store: Holds) -> int:
+            return await store.tell_expiring(notice, BATCH)
+
+        count.expiring_told = await meter.storage.transaction(tell)
 
     async def fold(store: History) -> date | None:
         return await store.fold_usage(BATCH)

@@ -69,6 +69,17 @@ class HoldQueries(Queries):
         assert row is not None
         return int(row["open"]), float(row["lag"])
 
+    async def tell_expiring(self, notice_hours: int, limit: int) -> int:
+        """meter_tell_expiring: balance.expiring to the accounts whose allowance month ends within
+        `notice_hours` with tokens left, once a month; how many were told."""
+        row = await self._row(
+            f"SELECT meter_tell_expiring({NOW}, make_interval(hours => :hours), :limit) AS told",
+            hours=notice_hours,
+            limit=limit,
+        )
+        assert row is not None
+        return int(row["told"])
+
     async def ended_periods(self, limit: int) -> list[str]:
         rows = await self._rows(
             f"SELECT account_id FROM accounts WHERE period_end <= {NOW} ORDER BY period_end LIMIT :limit",

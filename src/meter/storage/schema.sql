@@ -72,6 +72,7 @@ CREATE TABLE accounts (
     paid_through timestamp with time zone,
     allowance_after_paid bigint,
     allowance_withheld bigint DEFAULT 0 NOT NULL,
+    expiring_told_period_start timestamp with time zone,
     CONSTRAINT accounts_pkey PRIMARY KEY (account_id),
     CONSTRAINT accounts_allowance_after_paid_check CHECK ((allowance_after_paid >= 0)),
     CONSTRAINT accounts_allowance_total_check CHECK ((allowance_total >= 0)),
@@ -88,6 +89,7 @@ CREATE TABLE accounts (
     CONSTRAINT accounts_tokens_per_minute_check CHECK ((tokens_per_minute > 0)),
     CONSTRAINT accounts_warned_levels_check CHECK (((warned_levels >= 0) AND (warned_levels <= 15)))
 );
+CREATE INDEX accounts_expiring_untold ON accounts USING btree (period_end) WHERE (expiring_told_period_start IS DISTINCT FROM period_start);
 CREATE INDEX accounts_period_end ON accounts USING btree (period_end);
 CREATE INDEX accounts_subscription_ref ON accounts USING btree (subscription_ref) WHERE (subscription_ref IS NOT NULL);
 
@@ -124,7 +126,7 @@ CREATE TABLE balance_events (
     CONSTRAINT balance_events_account_id_event_id_key UNIQUE (account_id, event_id),
     CONSTRAINT balance_events_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts(account_id),
     CONSTRAINT balance_events_sequence_check CHECK ((sequence > 0)),
-    CONSTRAINT balance_events_type_check CHECK ((type = ANY (ARRAY['purchase.credited'::text, 'purchase.refused'::text, 'purchase.refusal_resolved'::text, 'credit.reversed'::text, 'dispute.won'::text, 'allowance.granted'::text, 'allowance.expired'::text, 'plan.changed'::text, 'plan.cancelled'::text, 'balance.warning'::text, 'balance.adjusted'::text, 'debt.created'::text, 'debt.cleared'::text, 'budget.warning'::text, 'budget.exhausted'::text])))
+    CONSTRAINT balance_events_type_check CHECK ((type = ANY (ARRAY['purchase.credited'::text, 'purchase.refused'::text, 'purchase.refusal_resolved'::text, 'credit.reversed'::text, 'dispute.won'::text, 'allowance.granted'::text, 'allowance.expired'::text, 'plan.changed'::text, 'plan.cancelled'::text, 'balance.warning'::text, 'balance.adjusted'::text, 'debt.created'::text, 'debt.cleared'::text, 'budget.warning'::text, 'budget.exhausted'::text, 'balance.expiring'::text])))
 );
 CREATE INDEX balance_events_position ON balance_events USING btree (transaction_id, account_id, sequence);
 

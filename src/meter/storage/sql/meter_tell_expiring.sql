@@ -1,0 +1,34 @@
+-- Tell, once per allowance month, the accounts whose month ends within p_notice of p_now with
+-- allowance left that it will expire: a balance.expiring event (the tokens, when, the source), at
+-- most p_limit accounts a call, each under its row's lock (one skipped while another transaction
+-- holds it is told by a later sweep). An account whose month ends with nothing left is marked told
+-- too, so that it is not read again this month. Returns how many were told.
+CREATE OR REPLACE FUNCTION meter_tell_expiring(p_now timestamptz, p_notice interval, p_limit integer)
+RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    v_account accounts%ROWTYPE;
+    v_left bigint;
+    v_told integer := 0;
+BEGIN
+    FOR v_account IN
+        SELECT * FROM accounts AS a
+        WHERE a.period_end > p_now AND a.period_end <= p_now + p_notice
+            AND a.expiring_told_period_start IS DISTINCT FROM a.period_start
+        ORDER BY a.period_end
+        LIMIT p_limit
+        FOR NO KEY UPDATE SKIP LOCKED
+    LOOP
+        SELECT coalesce(sum(b.available), 0)::bigint INTO v_left FROM buckets AS b
+        WHERE b.account_id = v_account.account_id AND b.pool = 'allowance';
+        UPDATE accounts AS a SET expiring_told_period_start = v_account.period_start
+        WHERE a.account_id = v_account.account_id;
+        IF v_left > 0 THEN
+            PERFORM meter_emit(v_account.account_id, 'balance.expiring', jsonb_build_object('tokens', v_left,
+                'expires_at', to_char(v_account.period_end AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                'source', 'allowance'), p_now);
+            v_told := v_told + 1;
+        END IF;
+    END LOOP;
+    RETURN v_told;
+END;
+$$;
