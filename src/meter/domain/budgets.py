@@ -60,8 +60,6 @@ class Budget:
     period_start: datetime
     period_end: datetime
     budget_id: int = 0
-    # The warning levels its current period has told (budget.warning, budget.exhausted).
-    announced: frozenset[WarningLevel] = frozenset()
 
     @property
     def remaining(self) -> int:
@@ -69,11 +67,7 @@ class Budget:
 
     @property
     def levels_reached(self) -> frozenset[WarningLevel]:
-        """The warning levels its period is at or past: a share of its cap used, or nothing left
-        to admit. A budget of nothing (cap 0) reached nothing: it never had anything to cross."""
-        if not self.cap:
-            return frozenset()
-        return levels_reached(self.used, self.cap, self.remaining <= 0)
+        return budget_levels(self.cap, self.used, self.held)
 
 
 @dataclass(frozen=True)
@@ -89,9 +83,15 @@ class BudgetState:
 
     @property
     def untold(self) -> frozenset[WarningLevel]:
-        if not self.cap:
-            return frozenset()
-        return levels_reached(self.used, self.cap, self.cap - self.used - self.held <= 0) - self.announced
+        return budget_levels(self.cap, self.used, self.held) - self.announced
+
+
+def budget_levels(cap: int, used: int, held: int) -> frozenset[WarningLevel]:
+    """The warning levels a budget's period is at or past: a share of its cap used, or nothing
+    left to admit. A budget of nothing (cap 0) reached nothing: it never had anything to cross."""
+    if not cap:
+        return frozenset()
+    return levels_reached(used, cap, cap - used - held <= 0)
 
 
 @dataclass(frozen=True)

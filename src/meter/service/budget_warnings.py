@@ -33,13 +33,12 @@ async def announce(meter: Meter, account_id: str, states: Sequence[BudgetState])
     async def work(store: Store) -> list[tuple[Budget, WarningLevel]]:
         told: list[tuple[Budget, WarningLevel]] = []
         for budget in await store.budgets(account_id, budget_ids=budget_ids):
-            new = budget.levels_reached - budget.announced
-            if not new:
-                continue
-            before = await store.announce_budget(account_id, budget, WarningLevel.to_bits(new))
+            # meter_announce_budget says which of the levels reached its period had told already.
+            reached = budget.levels_reached
+            before = await store.announce_budget(account_id, budget, WarningLevel.to_bits(reached)) if reached else None
             if before is None:
                 continue
-            levels = sorted(new - WarningLevel.from_bits(before), key=lambda level: level.bit)
+            levels = sorted(reached - WarningLevel.from_bits(before), key=lambda level: level.bit)
             now = await store.now()
             for level in levels:
                 await store.emit(account_id, _event(level), _data(budget, level), now)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from meter.domain.balance import WarningLevel
 from meter.domain.budgets import Budget, BudgetKey, BudgetUnit
 from meter.storage.queries import Queries
 
@@ -15,7 +14,6 @@ from meter.storage.queries import Queries
 # then it is shown as it will be (nothing used, nothing held).
 _BUDGETS = """
 SELECT g.budget_id, g.label_key, g.label_value, g.unit, g.cap, a.period_start, a.period_end,
-       CASE WHEN g.warned_period_start = a.period_start THEN g.warned_levels ELSE 0 END AS announced,
        CASE WHEN g.period_start = a.period_start THEN sum(b.used) ELSE 0 END AS used,
        CASE WHEN g.period_start = a.period_start THEN sum(b.held) ELSE 0 END AS held
 FROM budgets AS g
@@ -24,8 +22,7 @@ JOIN budget_buckets AS b ON b.account_id = g.account_id AND b.budget_id = g.budg
 WHERE g.account_id = :account_id AND (CAST(:label_key AS text) IS NULL OR
       (g.label_key = :label_key AND g.label_value = :label_value))
   AND (CAST(:budget_ids AS bigint[]) IS NULL OR g.budget_id = ANY(CAST(:budget_ids AS bigint[])))
-GROUP BY g.budget_id, g.label_key, g.label_value, g.unit, g.cap, g.period_start, g.warned_period_start,
-    g.warned_levels, a.period_start, a.period_end
+GROUP BY g.budget_id, g.label_key, g.label_value, g.unit, g.cap, g.period_start, a.period_start, a.period_end
 ORDER BY g.label_key, g.label_value
 """
 
@@ -58,7 +55,7 @@ class BudgetQueries(Queries):
         self, account_id: str, key: BudgetKey | None = None, budget_ids: Sequence[int] | None = None
     ) -> list[Budget]:
         """The account's budgets (or the one of `key`, or those of `budget_ids`), with what the
-        current period used and holds, and the warning levels it has told."""
+        current period used and holds."""
         rows = await self._rows(
             _BUDGETS,
             account_id=account_id,
@@ -90,5 +87,4 @@ def _budget(row: Mapping[str, Any]) -> Budget:
         period_start=row["period_start"],
         period_end=row["period_end"],
         budget_id=row["budget_id"],
-        announced=WarningLevel.from_bits(row["announced"]),
     )

@@ -65,9 +65,7 @@ BEGIN
             IF FOUND AND v_payment.withheld_tokens > 0 THEN
                 -- The withheld tokens are the payment's last months', each at most its per-month
                 -- share: this one's part is what the months after it do not cover.
-                v_withheld := least(v_payment.tokens / v_payment.months, greatest(0, v_payment.withheld_tokens
-                    - meter_months_beginning(v_payment.month_anchor, p_end, v_payment.period_end)
-                    * (v_payment.tokens / v_payment.months)));
+                v_withheld := meter_month_withheld(v_payment, p_end, v_payment.withheld_tokens);
             END IF;
         END IF;
         v_grant := greatest(0, v_before.monthly_allowance - v_withheld);

@@ -20,7 +20,6 @@ DECLARE
     v_left bigint;
     v_current boolean;
     v_given bigint;
-    v_share bigint;
     v_to_come bigint := 0;
     v_month_share bigint;
     v_begun bigint := 0;
@@ -41,13 +40,12 @@ BEGIN
     IF v_payment.months > 0 THEN
         -- Of what is no longer withheld, the months not begun hold their per-month share each (the
         -- last first); the rest had been withheld from months that began.
-        v_share := v_payment.tokens / v_payment.months;
-        v_to_come := meter_months_beginning(v_payment.month_anchor,
-            greatest(v_account.period_end, v_payment.period_start), v_payment.period_end) * v_share;
+        v_to_come := meter_tokens_to_come(v_payment, v_account.period_end);
         IF v_current THEN
             v_begun := v_unwithheld - (least(v_payment.withheld_tokens, v_to_come)
                 - least(v_payment.withheld_tokens - v_unwithheld, v_to_come));
-            v_month_share := least(v_share, greatest(0, v_payment.withheld_tokens - v_unwithheld - v_to_come));
+            v_month_share := meter_month_withheld(v_payment, v_account.period_end,
+                v_payment.withheld_tokens - v_unwithheld);
             UPDATE accounts AS a SET allowance_total = a.allowance_total
                     + greatest(0, a.allowance_withheld - v_month_share),
                 allowance_withheld = least(a.allowance_withheld, v_month_share)

@@ -27,9 +27,8 @@ BEGIN
         SELECT * INTO v_payment FROM subscription_payments AS s
         WHERE s.account_id = p_account AND s.invoice_ref = p_payment_ref FOR UPDATE;
         IF v_payment.months > 0 THEN  -- its months that begin after the current one
-            withheld := greatest(0, least(v_left, meter_months_beginning(v_payment.month_anchor,
-                greatest(v_account.period_end, v_payment.period_start), v_payment.period_end)
-                * (v_payment.tokens / v_payment.months) - v_payment.withheld_tokens));
+            withheld := greatest(0, least(v_left,
+                meter_tokens_to_come(v_payment, v_account.period_end) - v_payment.withheld_tokens));
             v_left := v_left - withheld;
         END IF;
     END IF;
