@@ -27,7 +27,8 @@ balance to the model's. The model states the rules, not the service's steps:
   when refunded in full), less what earlier refunds took, in this order: from its months not
   begun yet (withheld from their grants, each at most its per-month share, the last months
   first), from the current month's allowance pool while the invoice pays for the current month,
-  from what its ended months left unused (it expired: taken from nothing); the rest is debt;
+  from what its ended months left unused (it expired: taken from nothing; a month that ended
+  before its invoice came was never granted, and its whole share counts); the rest is debt;
 - a Reserve is refused in debt or for too few tokens; a Commit is charged from the allowance
   first, then purchased, then debt; Adjust credits a pool (paying debt first) or takes from it
   only what it has (refused otherwise).
@@ -232,7 +233,9 @@ class Account:
 
     def paid(self, invoice: Invoice) -> bool:
         """An invoice for a billing period: paid through its end; the month containing now is
-        granted if it was not. True when it granted the month."""
+        granted if it was not. True when it granted the month. Its months that ended before it
+        came were never granted: their share counts as unused (a refund takes it from nothing)."""
+        invoice.unused = invoice.per_month * sum(1 for start in invoice.month_starts() if start < self.start)
         self.invoices.append(invoice)
         self.paid_through = max(self.paid_through or invoice.end, invoice.end)
         if self.granted:

@@ -148,3 +148,25 @@ async def test_a_dispute_won_months_later_gives_the_months_it_froze_back(
         assert (now.allowance_total, now.allowance_remaining) == (PRO, PRO)
     released = [e["amount"] for e in await ledger(engine, year.account) if e["kind"] == "dispute_release"]
     assert released == [3 * PRO]
+
+
+async def test_a_year_paid_after_its_first_month_ended_refunds_without_debt(
+    meter: RunningMeter, engine: AsyncEngine
+) -> None:
+    """The invoice of a year that began over a month ago arrives in its second month (a webhook
+    delivered late, a reconciliation): the first month had ended unpaid and was never granted, so
+    nothing of it was spent. Refunded whole, the year takes back its months not begun and the
+    current month's allowance; the ended month's share is taken back from nothing, not as debt."""
+    year = Year(meter, await meter_now(meter, engine))
+    year.meter.clock.advance(timedelta(seconds=year.months[1].timestamp() + 60 - await meter_now(meter, engine)))
+    await year.begin(await meter_now(meter, engine))
+    late = await balance(meter.stub, year.account)
+    assert at(late.period_start.ToDatetime()) == at(year.months[1])
+    assert (late.allowance_total, late.allowance_remaining) == (PRO, PRO)
+    assert await grants(engine, year.account) == [PRO]  # the ended month is not granted
+    await spend(meter, year.account, 100_000)
+    await applied(meter, refunded(year.intent, YEAR_CENTS, YEAR_CENTS))
+    after = await balance(meter.stub, year.account)
+    assert (after.allowance_remaining, after.debt) == (0, 100_000)  # only what month 1 spent is owed
+    taken = [e["amount"] for e in await ledger(engine, year.account) if e["kind"] == "refund"]
+    assert sorted(taken) == sorted([-(PRO - 100_000), -100_000])  # month 1's pool, then what it spent

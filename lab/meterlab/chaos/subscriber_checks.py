@@ -2,8 +2,8 @@
 order their events came in, and however often, each allowance month was granted once (the
 proration invoice never refilling it; a yearly subscriber's only within its paid year, each month
 begun the Pro allowance less what refunds withheld from it), each invoice remembers what it
-bought, and each refund took back its share of that once; nothing was taken back that was not
-granted."""
+bought, and each refund took back its share of that once; nothing was taken back from the
+balance that was not granted and still there."""
 
 from __future__ import annotations
 
@@ -168,6 +168,15 @@ def _refunds(
             f"{invoice_ref}: took {taken} (+{row['cover_claimed']} expired, +{row['withheld_tokens']} from months "
             f"not begun) for {final} of {amount} refunded",
         )
-        taken_in_all += due - row["withheld_tokens"]  # withheld from months not begun: never granted
+        taken_in_all += taken
+    # Months not begun (withheld) and ended months' leftovers (expired, or never granted when the
+    # invoice came after them) are taken back from nothing: what refunds took from the balance,
+    # or made debt, was granted and had not expired.
     granted = sum(e["amount"] for e in entries if e["kind"] == "subscription_grant")
-    found.expect(taken_in_all <= granted, "refund", account, f"{taken_in_all} taken back of {granted} granted")
+    expired = -sum(e["amount"] for e in entries if e["kind"] == "expiry" and e["pool"] == "allowance")
+    found.expect(
+        taken_in_all <= granted - expired,
+        "refund",
+        account,
+        f"{taken_in_all} taken back of {granted} granted ({expired} expired)",
+    )

@@ -61,3 +61,6 @@ class SubscriptionPayment:
     payment_intent: str | None
     months: int = 0  # the allowance months it pays for (twelve for a year); 0: prorations
     month_anchor: datetime | None = None  # what its months are counted from (its account's, when paid)
+    # What its ended months left unused, which a refund takes back from nothing (it expired); at
+    # first, the share of the months that had ended before it was recorded (never granted).
+    unused_at_end: int = 0

@@ -175,12 +175,14 @@ async def record_invoice(meter: Meter, store: Store, account: Account, paid: Pai
     period = line.period if line is not None else None
     if period is not None and (problem := absurd(period, now)):
         raise InvalidField("period_start", problem)
-    granted, tokens, months = False, 0, 0
+    granted, tokens, months, ended_unpaid = False, 0, 0, 0
     if line is not None and period is not None:
         if moves_to(billing, period, now) or (period == billing and not billing_paid):
             account, granted = await _paid_for(store, account, period, now)
             months = await store.months_beginning(account.month_anchor, period)
-            tokens = months * period_tokens(line, account.monthly_allowance, meter.catalog.allowance_sold_at)
+            per_month = period_tokens(line, account.monthly_allowance, meter.catalog.allowance_sold_at)
+            tokens = months * per_month
+            ended_unpaid = per_month * await _months_ended_before(store, account, period)
     else:
         tokens = proration_tokens(paid.lines, billing, meter.catalog.allowance_sold_at)
     paid_for = period if period is not None else billing
@@ -197,12 +199,21 @@ async def record_invoice(meter: Meter, store: Store, account: Account, paid: Pai
         payment_intent=paid.payment_intent or None,
         months=months,
         month_anchor=account.month_anchor if months else None,
+        unused_at_end=ended_unpaid,
     )
     await store.insert_subscription_payment(recorded, now)
     await waiting.release(meter, store, account.account_id, waiting.invoice_key(paid.invoice_ref), now)
     if paid.payment_intent:
         await waiting.release(meter, store, account.account_id, waiting.payment_intent_key(paid.payment_intent), now)
     return granted
+
+
+async def _months_ended_before(store: Store, account: Account, period: Period) -> int:
+    """The months of `period` that ended before the account's current month: paid late (the
+    invoice delivered after them), they were never granted, so nothing of them was spent."""
+    if period.start >= account.period.start:
+        return 0
+    return await store.months_beginning(account.month_anchor, Period(period.start, account.period.start))
 
 
 async def _paid_for(store: Store, account: Account, period: Period, now: datetime) -> tuple[Account, bool]:

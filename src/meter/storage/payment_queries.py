@@ -114,9 +114,9 @@ class PaymentQueries(Queries):
             await self._execute(
                 "INSERT INTO subscription_payments (account_id, invoice_ref, subscription_ref, period_start, "
                 "period_end, proration, amount_minor, currency, tokens, payment_intent, months, month_anchor, "
-                "created_at) "
+                "unused_at_end, created_at) "
                 "VALUES (:account_id, :invoice_ref, :subscription_ref, :period_start, :period_end, :proration, "
-                ":amount_minor, :currency, :tokens, :payment_intent, :months, :month_anchor, :now) "
+                ":amount_minor, :currency, :tokens, :payment_intent, :months, :month_anchor, :unused_at_end, :now) "
                 "ON CONFLICT (account_id, invoice_ref) DO NOTHING",
                 **asdict(paid),
                 now=now,
