@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.catalog import Model
 from meter.domain.amounts import INT64_MAX
@@ -19,6 +20,8 @@ from meter.v1 import meter_pb2 as pb
 from support import (
     RunningMeter,
     balance,
+    balance_events,
+    database_now,
     error_info,
     expect_error,
     funded_account,
@@ -255,16 +258,25 @@ async def test_meter_account_show_lists_the_budgets(meter: RunningMeter) -> None
     account = await funded_account(meter.stub, 100_000)
     await _set(meter, account, 1_000)
     await _set(meter, account, 2_500_000, pb.BUDGET_UNIT_COST_MICROS, api_key="k1")
+    daily = pb.SetBudgetRequest(
+        account_id=account, label_key="agent", label_value="crawler", unit=pb.BUDGET_UNIT_TOKENS, cap=700,
+        window=pb.BUDGET_WINDOW_DAY,
+    )  # fmt: skip
+    day_end = (await meter.stub.SetBudget(daily)).budget.period_end.ToDatetime(UTC)
+    month_end = (await balance(meter.stub, account)).period_end.ToDatetime(UTC)
     await meter.stub.Reserve(reserve_request(account, labels=SEARCH))
     code, out, err = await run_cli("account", "show", account, "--target", meter.address)
     assert code == 0, err
     lines = out.splitlines()
-    start = lines.index("budgets (this period)")
-    assert [line.split() for line in lines[start + 1 : start + 4]] == [
-        ["LABEL", "UNIT", "CAP", "USED", "HELD", "REMAINING"],
-        ["api_key=k1", "cost", "$2.500000", "$0.000000", "$0.000000", "$2.500000"],
-        ["team=search", "tokens", "1,000", "0", "100", "900"],
-    ]
+    start = lines.index("budgets (their current period)")
+    assert [line.split() for line in lines[start + 1 : start + 5]] == [
+        ["LABEL", "UNIT", "CAP", "USED", "HELD", "REMAINING", "PERIOD"],
+        ["agent=crawler", "tokens", "700", "0", "0", "700", "day,", "to", *f"{day_end:%Y-%m-%d %H:%M:%S}".split()],
+        ["api_key=k1", "cost", "$2.500000", "$0.000000", "$0.000000", "$2.500000", "month,", "to",
+         *f"{month_end:%Y-%m-%d %H:%M:%S}".split()],
+        ["team=search", "tokens", "1,000", "0", "100", "900", "month,", "to",
+         *f"{month_end:%Y-%m-%d %H:%M:%S}".split()],
+    ]  # fmt: skip
 
 
 async def test_a_budget_with_nothing_left_refuses_a_free_call_and_the_largest_cap_can_be_set_again(
@@ -294,3 +306,96 @@ async def test_a_budget_with_nothing_left_refuses_a_free_call_and_the_largest_ca
     hold = await meter.stub.Reserve(reserve_request(account, labels=SEARCH))
     assert (await _budget(meter, account, "team", "search")).remaining == INT64_MAX - hold.held_tokens
     await meter.stub.Release(pb.ReleaseRequest(reservation_id=hold.reservation_id))
+
+
+async def _server_now(meter: RunningMeter, engine: AsyncEngine) -> datetime:
+    return await database_now(engine) + meter.clock.offset
+
+
+async def test_a_daily_budget_starts_again_at_midnight_utc_and_tells_again(
+    meter: RunningMeter, engine: AsyncEngine
+) -> None:
+    """A budget with its own window (a UTC day here) counts that day, whatever the account's month:
+    holds of the day before no longer count against it however they end, and each day's levels
+    are told once that day."""
+    account = await funded_account(meter.stub, 1_000_000)
+    now = await _server_now(meter, engine)
+    midnight = datetime.combine(now.date() + timedelta(days=1), time(), UTC)
+    meter.clock.advance(midnight - timedelta(minutes=2) - now)  # a little before the day ends
+    answer = await meter.stub.SetBudget(
+        pb.SetBudgetRequest(
+            account_id=account, label_key="team", label_value="search", unit=pb.BUDGET_UNIT_TOKENS, cap=300,
+            window=pb.BUDGET_WINDOW_DAY,
+        )
+    )  # fmt: skip
+    assert answer.budget.window == pb.BUDGET_WINDOW_DAY
+    assert (answer.budget.period_start.ToDatetime(UTC), answer.budget.period_end.ToDatetime(UTC)) == (
+        midnight - timedelta(days=1),
+        midnight,
+    )
+    held = [await meter.stub.Reserve(reserve_request(account, labels=SEARCH)) for _ in range(3)]
+    await meter.stub.Commit(pb.CommitRequest(reservation_id=held[0].reservation_id, input_tokens=50, output_tokens=50))
+    await expect_error(
+        meter.stub.Reserve(reserve_request(account, labels=SEARCH)),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "BUDGET_EXCEEDED",
+    )
+    warned = [e for e in await balance_events(engine, account) if e["type"].startswith("budget.")]
+    assert {e["payload"]["period_start"] for e in warned} == {(midnight - timedelta(days=1)).isoformat()}
+
+    meter.clock.advance(timedelta(minutes=3))  # the next day, same account month
+    assert (await balance(meter.stub, account)).period_start.ToDatetime(UTC) < midnight - timedelta(days=1)
+    fresh = await meter.stub.Reserve(reserve_request(account, labels=SEARCH))
+    budget = await _budget(meter, account, "team", "search")
+    assert (budget.used, budget.held, budget.remaining) == (0, 100, 200)
+    assert (budget.period_start.ToDatetime(UTC), budget.period_end.ToDatetime(UTC)) == (
+        midnight,
+        midnight + timedelta(days=1),
+    )
+    await meter.stub.Commit(pb.CommitRequest(reservation_id=held[1].reservation_id, input_tokens=50, output_tokens=50))
+    await meter.stub.Release(pb.ReleaseRequest(reservation_id=held[2].reservation_id))
+    assert (await _budget(meter, account, "team", "search")).remaining == 200  # yesterday's holds
+    await meter.stub.Commit(
+        pb.CommitRequest(reservation_id=fresh.reservation_id, input_tokens=100, output_tokens=150)
+    )  # 250 of 300: 80 % of today's cap
+    warned = [e for e in await balance_events(engine, account) if e["type"].startswith("budget.")]
+    today = [
+        (e["payload"]["level"], e["payload"]["used"])
+        for e in warned
+        if e["payload"]["period_start"] == midnight.isoformat()
+    ]
+    assert today == [("80", 250)]
+
+
+async def test_weekly_and_calendar_month_windows_and_a_window_kept(meter: RunningMeter) -> None:
+    """A week runs from Monday 00:00 UTC, a calendar month from its first day; a budget set again
+    without a window keeps its own, and one with another window is refused (as another unit is)."""
+    account = await funded_account(meter.stub, 1_000_000)
+
+    async def set_window(value: str, window: int) -> pb.Budget:
+        request = pb.SetBudgetRequest(
+            account_id=account, label_key="team", label_value=value, unit=pb.BUDGET_UNIT_TOKENS, cap=500,
+            window=window,
+        )  # fmt: skip
+        return (await meter.stub.SetBudget(request)).budget
+
+    week = await set_window("week", pb.BUDGET_WINDOW_WEEK)
+    start, end = week.period_start.ToDatetime(UTC), week.period_end.ToDatetime(UTC)
+    assert (start.weekday(), start.time(), end - start) == (0, time(), timedelta(days=7))
+    month = await set_window("month", pb.BUDGET_WINDOW_CALENDAR_MONTH)
+    start, end = month.period_start.ToDatetime(UTC), month.period_end.ToDatetime(UTC)
+    assert (start.day, start.time(), end.day, end.time()) == (1, time(), 1, time())
+    assert (end.year * 12 + end.month) - (start.year * 12 + start.month) == 1
+    plain = await set_window("plain", pb.BUDGET_WINDOW_UNSPECIFIED)
+    assert plain.window == pb.BUDGET_WINDOW_ACCOUNT_MONTH
+    account_month = await balance(meter.stub, account)
+    assert (plain.period_start, plain.period_end) == (account_month.period_start, account_month.period_end)
+
+    kept = await set_window("week", pb.BUDGET_WINDOW_UNSPECIFIED)
+    assert (kept.window, kept.period_start) == (pb.BUDGET_WINDOW_WEEK, week.period_start)
+    info = await expect_error(
+        set_window("week", pb.BUDGET_WINDOW_DAY), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD"
+    )
+    assert info.metadata["field"] == "window"
+    info = await expect_error(set_window("odd", 9), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD")
+    assert info.metadata["field"] == "window"

@@ -99,6 +99,14 @@ class BudgetUnit(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BUDGET_UNIT_UNSPECIFIED: _ClassVar[BudgetUnit]
     BUDGET_UNIT_TOKENS: _ClassVar[BudgetUnit]
     BUDGET_UNIT_COST_MICROS: _ClassVar[BudgetUnit]
+
+class BudgetWindow(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BUDGET_WINDOW_UNSPECIFIED: _ClassVar[BudgetWindow]
+    BUDGET_WINDOW_ACCOUNT_MONTH: _ClassVar[BudgetWindow]
+    BUDGET_WINDOW_DAY: _ClassVar[BudgetWindow]
+    BUDGET_WINDOW_WEEK: _ClassVar[BudgetWindow]
+    BUDGET_WINDOW_CALENDAR_MONTH: _ClassVar[BudgetWindow]
 EXPIRED_HOLDS_UNSPECIFIED: ExpiredHolds
 EXPIRED_HOLDS_PLAN: ExpiredHolds
 EXPIRED_HOLDS_RELEASE: ExpiredHolds
@@ -154,6 +162,11 @@ USAGE_GROUPING_LABELS: UsageGrouping
 BUDGET_UNIT_UNSPECIFIED: BudgetUnit
 BUDGET_UNIT_TOKENS: BudgetUnit
 BUDGET_UNIT_COST_MICROS: BudgetUnit
+BUDGET_WINDOW_UNSPECIFIED: BudgetWindow
+BUDGET_WINDOW_ACCOUNT_MONTH: BudgetWindow
+BUDGET_WINDOW_DAY: BudgetWindow
+BUDGET_WINDOW_WEEK: BudgetWindow
+BUDGET_WINDOW_CALENDAR_MONTH: BudgetWindow
 
 class Balance(_message.Message):
     __slots__ = ("account_id", "allowance_remaining", "purchased_remaining", "held", "available", "debt", "plan_id", "period_start", "period_end", "allowance_total", "used_this_period", "warning_level", "paid_through")
@@ -1036,7 +1049,7 @@ class WatchEventsResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[BalanceEvent, _Mapping]] = ...) -> None: ...
 
 class Budget(_message.Message):
-    __slots__ = ("label_key", "label_value", "unit", "cap", "used", "held", "remaining", "period_start", "period_end")
+    __slots__ = ("label_key", "label_value", "unit", "cap", "used", "held", "remaining", "period_start", "period_end", "window")
     LABEL_KEY_FIELD_NUMBER: _ClassVar[int]
     LABEL_VALUE_FIELD_NUMBER: _ClassVar[int]
     UNIT_FIELD_NUMBER: _ClassVar[int]
@@ -1046,6 +1059,7 @@ class Budget(_message.Message):
     REMAINING_FIELD_NUMBER: _ClassVar[int]
     PERIOD_START_FIELD_NUMBER: _ClassVar[int]
     PERIOD_END_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
     label_key: str
     label_value: str
     unit: BudgetUnit
@@ -1055,21 +1069,24 @@ class Budget(_message.Message):
     remaining: int
     period_start: _timestamp_pb2.Timestamp
     period_end: _timestamp_pb2.Timestamp
-    def __init__(self, label_key: _Optional[str] = ..., label_value: _Optional[str] = ..., unit: _Optional[_Union[BudgetUnit, str]] = ..., cap: _Optional[int] = ..., used: _Optional[int] = ..., held: _Optional[int] = ..., remaining: _Optional[int] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    window: BudgetWindow
+    def __init__(self, label_key: _Optional[str] = ..., label_value: _Optional[str] = ..., unit: _Optional[_Union[BudgetUnit, str]] = ..., cap: _Optional[int] = ..., used: _Optional[int] = ..., held: _Optional[int] = ..., remaining: _Optional[int] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[BudgetWindow, str]] = ...) -> None: ...
 
 class SetBudgetRequest(_message.Message):
-    __slots__ = ("account_id", "label_key", "label_value", "unit", "cap")
+    __slots__ = ("account_id", "label_key", "label_value", "unit", "cap", "window")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_KEY_FIELD_NUMBER: _ClassVar[int]
     LABEL_VALUE_FIELD_NUMBER: _ClassVar[int]
     UNIT_FIELD_NUMBER: _ClassVar[int]
     CAP_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     label_key: str
     label_value: str
     unit: BudgetUnit
     cap: int
-    def __init__(self, account_id: _Optional[str] = ..., label_key: _Optional[str] = ..., label_value: _Optional[str] = ..., unit: _Optional[_Union[BudgetUnit, str]] = ..., cap: _Optional[int] = ...) -> None: ...
+    window: BudgetWindow
+    def __init__(self, account_id: _Optional[str] = ..., label_key: _Optional[str] = ..., label_value: _Optional[str] = ..., unit: _Optional[_Union[BudgetUnit, str]] = ..., cap: _Optional[int] = ..., window: _Optional[_Union[BudgetWindow, str]] = ...) -> None: ...
 
 class SetBudgetResponse(_message.Message):
     __slots__ = ("budget", "created")

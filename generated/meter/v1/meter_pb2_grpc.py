@@ -344,11 +344,12 @@ class MeterServiceServicer:
 
     def SetBudget(self, request, context):
         """SetBudget caps what the calls of an account labelled `label_key` = `label_value` may use in
-        each of the account's periods, in charged tokens or in provider cost. Reserve holds a call's
-        worst case against every budget its labels match and refuses it with BUDGET_EXCEEDED (nothing
-        held, the balance untouched) when one has not got it; Commit counts what the call used. Setting
-        a budget again changes its cap; what the period used and holds still counts. A budget starts
-        again with each new allowance month of its account.
+        each period of the budget's window (the account's allowance month, or a UTC day, week or
+        calendar month), in charged tokens or in provider cost. Reserve holds a call's worst case
+        against every budget its labels match and refuses it with BUDGET_EXCEEDED (nothing held, the
+        balance untouched) when one has not got it; Commit counts what the call used. Setting a budget
+        again changes its cap; what the period used and holds still counts. A budget starts again
+        with each new period of its window.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -123,7 +123,7 @@ async def unreached_budgets(engine: AsyncEngine, accounts: list[str]) -> None:
             labels = call_labels(account, 0.0)
             for key, unit in (("team", "tokens"), ("api_key", "cost_micros")):
                 await connection.execute(
-                    text("SELECT outcome FROM meter_set_budget(:account, :key, :value, :unit, :cap)"),
+                    text("SELECT outcome FROM meter_set_budget(:account, :key, :value, :unit, :cap, NULL, now())"),
                     {"account": account, "key": key, "value": labels[key], "unit": unit, "cap": 10**15},
                 )
 

@@ -180,11 +180,11 @@ def account_text(view: AccountView) -> str:
         )
     budgets = view.budgets
     if budgets:
-        parts.append("\nbudgets (this period)")
+        parts.append("\nbudgets (their current period)")
         parts.append(
             table(
-                ["LABEL", "UNIT", "CAP", "USED", "HELD", "REMAINING"],
-                [[f"{g.label_key}={g.label_value}", *_budget_amounts(g)] for g in budgets],
+                ["LABEL", "UNIT", "CAP", "USED", "HELD", "REMAINING", "PERIOD"],
+                [[f"{g.label_key}={g.label_value}", *_budget_amounts(g), _budget_period(g)] for g in budgets],
                 right=[2, 3, 4, 5],
             )
         )
@@ -220,6 +220,18 @@ async def _budgets(client: MeterClient, account_id: str) -> list[pb.Budget]:
         if refused.reason == "METHOD_NOT_ALLOWED":
             return []
         raise
+
+
+_WINDOWS = {
+    pb.BUDGET_WINDOW_DAY: "day",
+    pb.BUDGET_WINDOW_WEEK: "week",
+    pb.BUDGET_WINDOW_CALENDAR_MONTH: "calendar-month",
+}
+
+
+def _budget_period(budget: pb.Budget) -> str:
+    """The budget's window (the account's month unless it has its own) and when its period ends."""
+    return f"{_WINDOWS.get(budget.window, 'month')}, to {when(budget.period_end)}"
 
 
 def _budget_amounts(budget: pb.Budget) -> list[str]:

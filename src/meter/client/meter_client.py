@@ -569,11 +569,20 @@ class MeterClient:
         return await self._call(self._stub.GetUsage, request, _READS_RETRY_ON)
 
     async def set_budget(
-        self, *, account_id: str, label_key: str, label_value: str, unit: int, cap: int
+        self,
+        *,
+        account_id: str,
+        label_key: str,
+        label_value: str,
+        unit: int,
+        cap: int,
+        window: int = pb.BUDGET_WINDOW_UNSPECIFIED,
     ) -> pb.SetBudgetResponse:
-        """`unit`: pb.BUDGET_UNIT_TOKENS or pb.BUDGET_UNIT_COST_MICROS (see docs/integrate.md, Budgets)."""
+        """`unit`: pb.BUDGET_UNIT_TOKENS or pb.BUDGET_UNIT_COST_MICROS; `window`: a pb.BudgetWindow,
+        unspecified keeping the budget's (the account's month for a new one). See
+        docs/integrate.md, Budgets."""
         request = pb.SetBudgetRequest(
-            account_id=account_id, label_key=label_key, label_value=label_value, unit=unit, cap=cap
+            account_id=account_id, label_key=label_key, label_value=label_value, unit=unit, cap=cap, window=window
         )
         return await self._call(self._stub.SetBudget, request)
 

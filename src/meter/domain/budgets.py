@@ -1,11 +1,12 @@
 """Budgets under an account: a cap on what the calls labelled with one label value (team=search,
-api_key=k1) may use each period of the account, in charged tokens or in provider cost.
+api_key=k1) may use each period of the budget's window (the account's allowance month, or a UTC
+day, week or calendar month), in charged tokens or in provider cost.
 
 Reserve holds a call's worst case against every budget its labels match, with the balance, and
 refuses it (BUDGET_EXCEEDED, the account's balance untouched) when one has not got it; Commit
 counts what the call used. Like a balance, a budget's count is spread over rows, so that busy
 calls do not queue on one (meter_hold_budgets, meter_settle_budgets). A budget starts again when
-its account enters a new period.
+its window's period does (meter_budget_period).
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ MAX_LABEL_LENGTH = 256  # a label's key or value: a call's (Reserve, ChargeUsage
 class BudgetUnit(enum.StrEnum):
     TOKENS = "tokens"  # charged (balance) tokens, as Commit charges them
     COST_MICROS = "cost_micros"  # provider cost in micro-USD, at the catalog prices pinned to each call
+
+
+class BudgetWindow(enum.StrEnum):
+    """The period a budget counts in (meter_budget_period says where each begins and ends)."""
+
+    ACCOUNT_MONTH = "account_month"  # the account's allowance month
+    DAY = "day"  # UTC
+    WEEK = "week"  # from Monday 00:00 UTC
+    CALENDAR_MONTH = "calendar_month"  # UTC
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,7 @@ class Budget:
     period_start: datetime
     period_end: datetime
     budget_id: int = 0
+    window: BudgetWindow = BudgetWindow.ACCOUNT_MONTH
 
     @property
     def remaining(self) -> int:

@@ -11,7 +11,7 @@ from meter.catalog import Catalog
 from meter.domain.amounts import format_millionths
 from meter.domain.balance import Balance, WarningLevel
 from meter.domain.balance_events import BalanceEvent
-from meter.domain.budgets import Budget, BudgetUnit
+from meter.domain.budgets import Budget, BudgetUnit, BudgetWindow
 from meter.domain.checkout import CheckoutSession, CheckoutStatus
 from meter.domain.credits import RefusedPurchase
 from meter.domain.errors import InvalidField
@@ -493,6 +493,24 @@ def budget_unit(value: int) -> BudgetUnit | None:
     return _BUDGET_UNITS.get(value)
 
 
+_BUDGET_WINDOWS = {
+    pb.BUDGET_WINDOW_ACCOUNT_MONTH: BudgetWindow.ACCOUNT_MONTH,
+    pb.BUDGET_WINDOW_DAY: BudgetWindow.DAY,
+    pb.BUDGET_WINDOW_WEEK: BudgetWindow.WEEK,
+    pb.BUDGET_WINDOW_CALENDAR_MONTH: BudgetWindow.CALENDAR_MONTH,
+}
+_BUDGET_WINDOW_VALUES = {window: value for value, window in _BUDGET_WINDOWS.items()}
+
+
+def budget_window(value: int) -> BudgetWindow | None:
+    """None for unspecified (the budget's own window); a value this version does not know is refused."""
+    if value == pb.BUDGET_WINDOW_UNSPECIFIED:
+        return None
+    if value not in _BUDGET_WINDOWS:
+        raise InvalidField("window", "must be BUDGET_WINDOW_ACCOUNT_MONTH, _DAY, _WEEK or _CALENDAR_MONTH")
+    return _BUDGET_WINDOWS[value]
+
+
 def budget(value: Budget) -> pb.Budget:
     return pb.Budget(
         label_key=value.key.label_key,
@@ -504,4 +522,5 @@ def budget(value: Budget) -> pb.Budget:
         remaining=value.remaining,
         period_start=timestamp(value.period_start),
         period_end=timestamp(value.period_end),
+        window=_BUDGET_WINDOW_VALUES[value.window],
     )

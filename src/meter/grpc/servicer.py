@@ -292,6 +292,7 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
             key=BudgetKey(request.label_key, request.label_value),
             unit=convert.budget_unit(request.unit),
             cap=request.cap,
+            window=convert.budget_window(request.window),
         )
         return pb.SetBudgetResponse(budget=convert.budget(result.budget), created=result.created)
 

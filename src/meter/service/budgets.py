@@ -1,5 +1,5 @@
 """SetBudget, DeleteBudget and ListBudgets: caps on what one label value's calls may use each
-period. The hot path enforces and counts them (meter_hold_budgets, meter_settle_budgets); this
+period of a budget's window. The hot path enforces and counts them (meter_hold_budgets, meter_settle_budgets); this
 validates the requests and reads the budgets back."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from meter.domain import ids
-from meter.domain.budgets import Budget, BudgetKey, BudgetUnit, budget_cap
+from meter.domain.budgets import Budget, BudgetKey, BudgetUnit, BudgetWindow, budget_cap
 from meter.domain.errors import AccountNotFound, InvalidField
 from meter.service.context import Meter
 from meter.service.periods import current_account
@@ -20,7 +20,16 @@ class SetBudget:
     created: bool
 
 
-async def set_budget(meter: Meter, *, account_id: str, key: BudgetKey, unit: BudgetUnit | None, cap: int) -> SetBudget:
+async def set_budget(
+    meter: Meter,
+    *,
+    account_id: str,
+    key: BudgetKey,
+    unit: BudgetUnit | None,
+    cap: int,
+    window: BudgetWindow | None = None,
+) -> SetBudget:
+    """`window` None: the budget's own (the account's month for a new one)."""
     ids.account_id(account_id)
     key.checked()
     if unit is None:
@@ -28,11 +37,13 @@ async def set_budget(meter: Meter, *, account_id: str, key: BudgetKey, unit: Bud
     budget_cap(cap)
 
     async def work(store: Store) -> SetBudget:
-        outcome = await store.set_budget(account_id, key, unit, cap)
+        outcome = await store.set_budget(account_id, key, unit, cap, window)
         if outcome == "account_not_found":
             raise AccountNotFound(account_id)
         if outcome == "unit_changed":
             raise InvalidField("unit", "a budget keeps the unit it was created with: delete it to count in another")
+        if outcome == "window_changed":
+            raise InvalidField("window", "a budget keeps the window it was created with: delete it to count in another")
         [budget] = await store.budgets(account_id, key)
         return SetBudget(budget, created=outcome == "created")
 

@@ -19,7 +19,7 @@ from meter.domain.accounts import Account
 from meter.domain.answers import Charged, Expiry, Extended, Released, Reserved
 from meter.domain.balance import Balance
 from meter.domain.balance_events import BalanceEvent, EventPosition, EventType
-from meter.domain.budgets import Budget, BudgetKey, BudgetUnit
+from meter.domain.budgets import Budget, BudgetKey, BudgetUnit, BudgetWindow
 from meter.domain.caller_rates import Count
 from meter.domain.checkout import CheckoutOrder, CheckoutSession, CreatedSession, RecentSessions
 from meter.domain.credits import Adjustment, PaymentDecision, Purchase, RefusedPurchase
@@ -294,7 +294,9 @@ class History(Protocol):
 class Budgets(Protocol):
     """Caps on what one label value's calls may use each period (counted by the hot path)."""
 
-    async def set_budget(self, account_id: str, key: BudgetKey, unit: BudgetUnit, cap: int) -> str: ...
+    async def set_budget(
+        self, account_id: str, key: BudgetKey, unit: BudgetUnit, cap: int, window: BudgetWindow | None
+    ) -> str: ...
     async def delete_budget(self, account_id: str, key: BudgetKey) -> bool: ...
     async def budgets(
         self, account_id: str, key: BudgetKey | None = None, budget_ids: Sequence[int] | None = None

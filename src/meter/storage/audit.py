@@ -119,14 +119,14 @@ ORDER BY 1, 2
 # what its open calls' parts hold: every call a hold with its budget among its parts.
 _BUDGETS_AUDIT = """
 WITH parts AS (
-    SELECT h.account_id, p.budget_id, h.period_start,
+    SELECT h.account_id, p.budget_id, p.period_start,
            CASE WHEN h.status = 'open' THEN p.held ELSE 0 END AS held,
            CASE WHEN h.status <> 'committed' THEN 0 WHEN g.unit = 'tokens' THEN h.charged_tokens
                 ELSE h.cost_micros END AS used
     FROM holds AS h
-    CROSS JOIN LATERAL unnest(h.budget_ids, h.budget_held) AS p (budget_id, held)
+    CROSS JOIN LATERAL unnest(h.budget_ids, h.budget_held, h.budget_periods) AS p (budget_id, held, period_start)
     JOIN budgets AS g ON g.account_id = h.account_id AND g.budget_id = p.budget_id
-    WHERE h.budget_ids IS NOT NULL AND h.period_start = g.period_start
+    WHERE h.budget_ids IS NOT NULL AND p.period_start = g.period_start
       AND (CAST(:account_id AS text) IS NULL OR h.account_id = :account_id)
 ),
 calls AS (

@@ -7,36 +7,43 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from meter.domain.budgets import Budget, BudgetKey, BudgetUnit
-from meter.storage.queries import Queries
+from meter.domain.budgets import Budget, BudgetKey, BudgetUnit, BudgetWindow
+from meter.storage.queries import NOW, Queries
 
-# A budget counting an earlier period than its account's starts again at its next call: until
+# A budget counting an earlier period than its window's now starts again at its next call: until
 # then it is shown as it will be (nothing used, nothing held).
-_BUDGETS = """
-SELECT g.budget_id, g.label_key, g.label_value, g.unit, g.cap, a.period_start, a.period_end,
-       CASE WHEN g.period_start = a.period_start THEN sum(b.used) ELSE 0 END AS used,
-       CASE WHEN g.period_start = a.period_start THEN sum(b.held) ELSE 0 END AS held
+_BUDGETS = f"""
+SELECT g.budget_id, g.label_key, g.label_value, g.unit, g.cap, g.budget_window, p.period_start, p.period_end,
+       CASE WHEN g.period_start = p.period_start THEN sum(b.used) ELSE 0 END AS used,
+       CASE WHEN g.period_start = p.period_start THEN sum(b.held) ELSE 0 END AS held
 FROM budgets AS g
 JOIN accounts AS a ON a.account_id = g.account_id
+CROSS JOIN LATERAL meter_budget_period(g.budget_window, g.period_start, a.period_start, a.period_end, {NOW}) AS p
 JOIN budget_buckets AS b ON b.account_id = g.account_id AND b.budget_id = g.budget_id
 WHERE g.account_id = :account_id AND (CAST(:label_key AS text) IS NULL OR
       (g.label_key = :label_key AND g.label_value = :label_value))
   AND (CAST(:budget_ids AS bigint[]) IS NULL OR g.budget_id = ANY(CAST(:budget_ids AS bigint[])))
-GROUP BY g.budget_id, g.label_key, g.label_value, g.unit, g.cap, g.period_start, a.period_start, a.period_end
+GROUP BY g.budget_id, g.label_key, g.label_value, g.unit, g.cap, g.budget_window, g.period_start, p.period_start,
+         p.period_end
 ORDER BY g.label_key, g.label_value
 """
 
 
 class BudgetQueries(Queries):
-    async def set_budget(self, account_id: str, key: BudgetKey, unit: BudgetUnit, cap: int) -> str:
-        """meter_set_budget's outcome: created, changed, unit_changed or account_not_found."""
+    async def set_budget(
+        self, account_id: str, key: BudgetKey, unit: BudgetUnit, cap: int, window: BudgetWindow | None
+    ) -> str:
+        """meter_set_budget's outcome: created, changed, unit_changed, window_changed or
+        account_not_found."""
         row = await self._row(
-            "SELECT outcome FROM meter_set_budget(:account_id, :label_key, :label_value, :unit, :cap)",
+            "SELECT outcome FROM meter_set_budget(:account_id, :label_key, :label_value, :unit, :cap, "
+            f"CAST(:window AS text), {NOW})",
             account_id=account_id,
             label_key=key.label_key,
             label_value=key.label_value,
             unit=unit.value,
             cap=cap,
+            window=window.value if window else None,
         )
         assert row is not None
         return str(row["outcome"])
@@ -87,4 +94,5 @@ def _budget(row: Mapping[str, Any]) -> Budget:
         period_start=row["period_start"],
         period_end=row["period_end"],
         budget_id=row["budget_id"],
+        window=BudgetWindow(row["budget_window"]),
     )

@@ -30,6 +30,7 @@ DECLARE
     v_budget_ids bigint[];  -- the budgets it counts against, with nothing held on their rows
     v_budget_buckets smallint[];
     v_budget_held bigint[];
+    v_budget_periods timestamptz[];
 BEGIN
     SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
     IF NOT FOUND THEN
@@ -66,17 +67,17 @@ BEGIN
         outcome := 'committed';
         IF p_labels <> '{}' AND v_account.budget_count > 0 THEN
             SELECT array_agg(g.budget_id ORDER BY g.budget_id), array_agg(CAST(0 AS smallint)),
-                array_agg(CAST(0 AS bigint))
-            INTO v_budget_ids, v_budget_buckets, v_budget_held
-            FROM meter_current_budgets(p_account, p_labels, v_account.period_start) AS g;
+                array_agg(CAST(0 AS bigint)), array_agg(g.period_start ORDER BY g.budget_id)
+            INTO v_budget_ids, v_budget_buckets, v_budget_held, v_budget_periods
+            FROM meter_current_budgets(p_account, p_labels, v_account.period_start, v_account.period_end, v_now) AS g;
         END IF;
         INSERT INTO holds AS h (account_id, hold_id, request_id, model, input_tokens, max_output_tokens,
             ttl_seconds, labels, catalog_version, input_weight, output_weight, input_price, output_price,
             cached_input_weight, cache_write_weight, reasoning_weight, cached_input_price, cache_write_price,
-            reasoning_price, usage_labels, budget_ids, budget_buckets, budget_held, allowance_held, allowance_bucket,
-            purchased_held, purchased_bucket, period_start, status, created_at, expires_at)
+            reasoning_price, usage_labels, budget_ids, budget_buckets, budget_held, budget_periods, allowance_held,
+            allowance_bucket, purchased_held, purchased_bucket, period_start, status, created_at, expires_at)
         SELECT p_account, p_hold, p_request, p_model, p_input, p_output, 1, p_labels, (p_pricing).*, v_budget_ids,
-            v_budget_buckets, v_budget_held, 0, 0, 0, 0, v_account.period_start, 'open', v_now, v_now
+            v_budget_buckets, v_budget_held, v_budget_periods, 0, 0, 0, 0, v_account.period_start, 'open', v_now, v_now
         RETURNING * INTO v_hold;
         v_hold := meter_priced_usage(v_hold, p_input, p_cached_input, p_cache_write, p_output, p_reasoning);
         v_hold.late := false;
@@ -90,7 +91,7 @@ BEGIN
     IF outcome IN ('committed', 'replayed') THEN
         charged := v_hold.charged_tokens;
         IF outcome = 'committed' AND v_hold.budget_ids IS NOT NULL THEN  -- for their warnings
-            counted_budgets := meter_budget_states(p_account, v_hold.budget_ids, v_hold.period_start);
+            counted_budgets := meter_budget_states(p_account, v_hold.budget_ids, v_hold.budget_periods);
         END IF;
         cost := v_hold.cost_micros;
         unbilled := v_hold.unbilled_tokens;

@@ -67,7 +67,7 @@ BEGIN
         unbilled := v_hold.unbilled_tokens;
         late := v_hold.late;
         IF outcome = 'committed' AND v_hold.budget_ids IS NOT NULL THEN  -- for their warnings
-            counted_budgets := meter_budget_states(p_account, v_hold.budget_ids, v_hold.period_start);
+            counted_budgets := meter_budget_states(p_account, v_hold.budget_ids, v_hold.budget_periods);
         END IF;
     END IF;
     -- No such account: a balance of NULLs.

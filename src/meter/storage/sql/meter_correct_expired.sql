@@ -33,7 +33,7 @@ BEGIN
     v_delta := v_charge - v_old.charged_tokens;
     shortfall := 0;
     IF p_hold.budget_ids IS NOT NULL THEN
-        PERFORM meter_settle_budgets(p_hold.account_id, p_hold.period_start, p_hold.budget_ids, p_hold.budget_buckets,
+        PERFORM meter_settle_budgets(p_hold.account_id, p_hold.budget_periods, p_hold.budget_ids, p_hold.budget_buckets,
             p_hold.budget_held, false, v_delta,
             CASE WHEN v_released THEN 0 ELSE p_hold.cost_micros END - v_old.cost_micros);
     END IF;

@@ -2,14 +2,17 @@
 -- holds the call's worst case, p_tokens or p_cost micro-USD by its unit, on one row that has it
 -- (trying rows from p_start on, skipping rows other calls hold locked), else, exactly, from all its
 -- rows: locked in order, what they have between them evened out over them less the hold, which
--- goes on row p_start. Returns the parts (ids, rows, amounts: the hold's budget columns), or, when
+-- goes on row p_start. Returns the parts (ids, rows, amounts, the periods they count: the hold's
+-- budget columns; the account's allowance month is [p_month_start, p_month_end)), or, when
 -- a budget has not got the worst case, that budget (refused_*: its label, unit and cap, what it has
 -- left and what the call required) and no parts: what earlier budgets held is given back. A budget
 -- with nothing left admits no call, not even one that costs nothing (a cap of 0 refuses every
 -- call): a call needs room for its worst case and at least 1.
 CREATE OR REPLACE FUNCTION meter_hold_budgets(
-    p_account text, p_labels jsonb, p_period_start timestamptz, p_tokens bigint, p_cost bigint, p_start integer,
-    OUT budget_ids bigint[], OUT budget_buckets smallint[], OUT budget_held bigint[], OUT refused_key text,
+    p_account text, p_labels jsonb, p_month_start timestamptz, p_month_end timestamptz, p_now timestamptz,
+    p_tokens bigint, p_cost bigint, p_start integer,
+    OUT budget_ids bigint[], OUT budget_buckets smallint[], OUT budget_held bigint[],
+    OUT budget_periods timestamptz[], OUT refused_key text,
     OUT refused_value text, OUT refused_unit text, OUT refused_cap bigint, OUT refused_remaining bigint,
     OUT refused_required bigint
 ) LANGUAGE plpgsql AS $$
@@ -20,7 +23,7 @@ DECLARE
     v_bucket smallint;
     v_total bigint;
 BEGIN
-    FOR v_budget IN SELECT * FROM meter_current_budgets(p_account, p_labels, p_period_start) LOOP
+    FOR v_budget IN SELECT * FROM meter_current_budgets(p_account, p_labels, p_month_start, p_month_end, p_now) LOOP
         v_amount := CASE WHEN v_budget.unit = 'tokens' THEN p_tokens ELSE p_cost END;
         v_first := p_start % v_budget.bucket_count;
         WITH pick AS MATERIALIZED (
@@ -35,8 +38,8 @@ BEGIN
         IF v_bucket IS NULL THEN
             v_total := meter_lock_budget_rows(p_account, v_budget.budget_id);
             IF v_total < greatest(v_amount, 1) THEN
-                PERFORM meter_settle_budgets(p_account, p_period_start, budget_ids, budget_buckets, budget_held, true,
-                    0, 0);
+                PERFORM meter_settle_budgets(p_account, budget_periods, budget_ids, budget_buckets, budget_held,
+                    true, 0, 0);
                 refused_key := v_budget.label_key;
                 refused_value := v_budget.label_value;
                 refused_unit := v_budget.unit;
@@ -46,6 +49,7 @@ BEGIN
                 budget_ids := NULL;
                 budget_buckets := NULL;
                 budget_held := NULL;
+                budget_periods := NULL;
                 RETURN;
             END IF;
             PERFORM meter_spread_budget(p_account, v_budget.budget_id, v_total - v_amount);
@@ -56,6 +60,7 @@ BEGIN
         budget_ids := array_append(budget_ids, v_budget.budget_id);
         budget_buckets := array_append(budget_buckets, v_bucket);
         budget_held := array_append(budget_held, v_amount);
+        budget_periods := array_append(budget_periods, v_budget.period_start);
     END LOOP;
 END;
 $$;

@@ -41,6 +41,7 @@ DECLARE
     v_budget_ids bigint[];  -- the hold's parts of its budgets (meter_hold_budgets)
     v_budget_buckets smallint[];
     v_budget_held bigint[];
+    v_budget_periods timestamptz[];
     v_pricing meter_pricing := p_call.pricing;
 BEGIN
     required := greatest(1, meter_weighted_tokens(p_call.input_tokens, 0, 0, p_call.max_output_tokens, 0, v_pricing.input_weight, 0, 0,
@@ -90,11 +91,12 @@ BEGIN
     -- The account's count of budgets, read with it, spares the calls of accounts without any a
     -- query (a condition with a subquery is run as a statement, not as a simple expression).
     IF outcome IS NULL AND p_call.labels <> '{}' AND v_account.budget_count > 0 THEN
-        SELECT h.budget_ids, h.budget_buckets, h.budget_held, h.refused_key, h.refused_value, h.refused_unit,
-            h.refused_cap, h.refused_remaining, h.refused_required
-        INTO v_budget_ids, v_budget_buckets, v_budget_held, budget_key, budget_value, budget_unit, budget_cap,
-            budget_remaining, budget_required
-        FROM meter_hold_budgets(p_call.account_id, p_call.labels, v_account.period_start, required,
+        SELECT h.budget_ids, h.budget_buckets, h.budget_held, h.budget_periods, h.refused_key, h.refused_value,
+            h.refused_unit, h.refused_cap, h.refused_remaining, h.refused_required
+        INTO v_budget_ids, v_budget_buckets, v_budget_held, v_budget_periods, budget_key, budget_value, budget_unit,
+            budget_cap, budget_remaining, budget_required
+        FROM meter_hold_budgets(p_call.account_id, p_call.labels, v_account.period_start, v_account.period_end,
+            v_now, required,
             meter_cost_micros(p_call.input_tokens, 0, 0, p_call.max_output_tokens, 0, v_pricing.input_price, 0, 0,
                 greatest(v_pricing.output_price, v_pricing.reasoning_price), 0), p_call.start) AS h;
         IF budget_key IS NOT NULL THEN
@@ -121,8 +123,8 @@ BEGIN
             IF v_across.from_allowance IS NULL THEN
                 outcome := 'insufficient';
                 IF v_budget_ids IS NOT NULL THEN  -- what the budgets held goes back
-                    PERFORM meter_settle_budgets(p_call.account_id, v_account.period_start, v_budget_ids, v_budget_buckets,
-                        v_budget_held, true, 0, 0);
+                    PERFORM meter_settle_budgets(p_call.account_id, v_budget_periods, v_budget_ids,
+                        v_budget_buckets, v_budget_held, true, 0, 0);
                 END IF;
             ELSE
                 v_allowance := v_across.from_allowance;
@@ -136,11 +138,12 @@ BEGIN
         INSERT INTO holds AS h (account_id, hold_id, request_id, model, input_tokens, max_output_tokens,
             ttl_seconds, labels, catalog_version, input_weight, output_weight, input_price, output_price,
             cached_input_weight, cache_write_weight, reasoning_weight, cached_input_price, cache_write_price,
-            reasoning_price, usage_labels, budget_ids, budget_buckets, budget_held, allowance_held, allowance_bucket,
-            purchased_held, purchased_bucket, period_start, status, created_at, expires_at)
+            reasoning_price, usage_labels, budget_ids, budget_buckets, budget_held, budget_periods, allowance_held,
+            allowance_bucket, purchased_held, purchased_bucket, period_start, status, created_at, expires_at)
         SELECT p_call.account_id, p_call.hold_id, p_call.request_id, p_call.model, p_call.input_tokens,
             p_call.max_output_tokens, p_call.ttl_seconds, p_call.labels, (v_pricing).*, v_budget_ids,
-            v_budget_buckets, v_budget_held, v_allowance, CASE WHEN v_allowance > 0 THEN v_bucket ELSE v_first END,
+            v_budget_buckets, v_budget_held, v_budget_periods, v_allowance,
+            CASE WHEN v_allowance > 0 THEN v_bucket ELSE v_first END,
             v_purchased, CASE WHEN v_allowance > 0 THEN v_first ELSE v_bucket END, v_account.period_start, 'open',
             v_now, v_now + make_interval(secs => p_call.ttl_seconds)
         ON CONFLICT ON CONSTRAINT holds_account_id_request_id_key DO NOTHING

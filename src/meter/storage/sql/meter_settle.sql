@@ -31,7 +31,7 @@ BEGIN
     shortfall := 0;
     debt := p_account.debt;
     IF p_hold.budget_ids IS NOT NULL THEN
-        PERFORM meter_settle_budgets(p_hold.account_id, p_hold.period_start, p_hold.budget_ids, p_hold.budget_buckets,
+        PERFORM meter_settle_budgets(p_hold.account_id, p_hold.budget_periods, p_hold.budget_ids, p_hold.budget_buckets,
             p_hold.budget_held, v_parked, p_charge, CASE WHEN p_status = 'committed' THEN p_hold.cost_micros ELSE 0 END);
     END IF;
     IF p_hold.period_start <> p_account.period_start THEN
