@@ -392,8 +392,8 @@ def test_the_event_table_lists_every_event_type() -> None:
 # Upper-case names in backticks that are not error reasons: gRPC codes, health states, enum values.
 NOT_REASONS = {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED", "NOT_FOUND", "PERMISSION_DENIED"}
 NOT_REASONS |= {"NOT_SERVING"}
-ENUM_PREFIXES = ("METER_", "USAGE_", "POOL_", "BUDGET_UNIT", "BUDGET_WINDOW", "ENTRY_KIND", "EXPIRED_HOLDS", "RESERVATION_STATUS")
-ENUM_PREFIXES += ("WARNING_LEVEL",)
+ENUM_PREFIXES = ("METER_", "USAGE_", "POOL_", "BUDGET_UNIT", "ENTRY_KIND", "EXPIRED_HOLDS", "RESERVATION_STATUS")
+ENUM_PREFIXES += ("WARNING_LEVEL", "BUDGET_WINDOW")
 
 
 def test_every_error_reason_named_exists() -> None:
