@@ -16,8 +16,10 @@ BEGIN
         JOIN budgets AS g ON g.account_id = p_account AND g.label_key = l.key AND g.label_value = l.value
         ORDER BY g.budget_id
     LOOP
-        v_period_start := (meter_budget_period(v_budget.budget_window, v_budget.period_start, p_month_start,
-            p_month_end, p_now)).period_start;
+        -- The account's month needs no call (most budgets, on every Reserve).
+        v_period_start := CASE WHEN v_budget.budget_window = 'account_month' THEN p_month_start
+            ELSE (meter_budget_period(v_budget.budget_window, v_budget.period_start, p_month_start, p_month_end,
+                p_now)).period_start END;
         IF v_budget.period_start <> v_period_start THEN
             SELECT * INTO v_budget FROM budgets AS g
             WHERE g.account_id = p_account AND g.budget_id = v_budget.budget_id FOR UPDATE;
