@@ -44,10 +44,10 @@ async def test_take_draws_allowance_first_and_names_the_shortfall(meters: Any, e
     )
     async with engine.connect() as connection:
         taken = await call(connection, "SELECT * FROM meter_take(:a, 120)", a=account)
-        assert tuple(taken) == (50, 70, 0)
+        assert tuple(taken) == (["allowance", "purchased"], [50, 70], 0)
         assert await rows(connection, account, "purchased") == [15, 15]
         taken = await call(connection, "SELECT * FROM meter_take(:a, 40)", a=account)
-        assert tuple(taken) == (0, 30, 10)  # what neither pool had
+        assert tuple(taken) == (["purchased"], [30], 10)  # what no pool had
         await connection.rollback()
 
 
@@ -56,13 +56,17 @@ async def test_incoming_tokens_pay_the_debt_first(meters: Any, engine: AsyncEngi
     account = await funded_account(meter.stub, 0)
     async with engine.connect() as connection:
         await connection.execute(text("UPDATE accounts SET debt = 300 WHERE account_id = :a"), {"a": account})
-        left = await call(connection, "SELECT * FROM meter_pay_debt(:a, 100, 500, 'r', NULL, now(), 'test')", a=account)
-        assert tuple(left) == (0, 300, 0)  # allowance first: 100 of it, then 200 of the purchased; none owed
+        pay = (
+            "SELECT * FROM meter_pay_debt(:a, ARRAY['allowance', 'purchased'], CAST(ARRAY[:x, :y] AS bigint[]), "
+            "'r', NULL, now(), 't')"
+        )
+        left = await call(connection, pay, a=account, x=100, y=500)
+        assert tuple(left) == ([0, 300], 0)  # in the order given: 100 of the allowance, 200 of the purchased
         debt = await call(connection, "SELECT debt FROM accounts WHERE account_id = :a", a=account)
         assert debt[0] == 0
         await connection.execute(text("UPDATE accounts SET debt = 250 WHERE account_id = :a"), {"a": account})
-        left = await call(connection, "SELECT * FROM meter_pay_debt(:a, 100, 50, 'r', NULL, now(), 'test')", a=account)
-        assert tuple(left) == (0, 0, 100)  # what comes in does not cover it: the debt left is returned
+        left = await call(connection, pay, a=account, x=100, y=50)
+        assert tuple(left) == ([0, 0], 100)  # what comes in does not cover it: the debt left is returned
         await connection.execute(text("UPDATE accounts SET debt = 30 WHERE account_id = :a"), {"a": account})
         paid = await call(
             connection, "SELECT meter_credit(:a, 'adjustment', 'purchased', 100, 'r2', 'n', now(), 'test')", a=account

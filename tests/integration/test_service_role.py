@@ -88,7 +88,7 @@ async def test_the_service_role_writes_money_only_through_the_functions(
             f"UPDATE buckets SET available = available + 1000000 WHERE account_id = '{account}'",
             f"UPDATE accounts SET debt = 0 WHERE account_id = '{account}'",
             f"UPDATE accounts SET allowance_total = 1 WHERE account_id = '{account}'",
-            f"UPDATE holds SET allowance_held = 0 WHERE account_id = '{account}'",
+            f"UPDATE holds SET held = 0 WHERE account_id = '{account}'",
             f"DELETE FROM ledger_entries WHERE account_id = '{account}'",
         ):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):

@@ -176,15 +176,15 @@ async def history(engine: AsyncEngine, prefix: str, accounts: int, entries: int)
 _CALL_HOLDS = """
 INSERT INTO holds (account_id, hold_id, request_id, model, input_tokens, max_output_tokens, ttl_seconds, labels,
     catalog_version, input_weight, output_weight, input_price, output_price, cached_input_weight, cache_write_weight,
-    reasoning_weight, cached_input_price, cache_write_price, reasoning_price, usage_labels, allowance_held,
-    allowance_bucket, purchased_held, purchased_bucket, period_start, status, created_at, expires_at, settled_at,
+    reasoning_weight, cached_input_price, cache_write_price, reasoning_price, usage_labels, held,
+    part_pools, part_held, part_bucket, period_start, status, created_at, expires_at, settled_at,
     usage_input_tokens, usage_output_tokens, usage_cached_input_tokens, charged_tokens, cost_micros, unbilled_tokens,
     late)
 SELECT :account, CAST(md5(:account || n) AS uuid), 'bench-call-' || n,
     (ARRAY['claude-sonnet-4-5', 'claude-haiku-4-5', 'gpt-4o', 'gpt-4o-mini'])[1 + n % 4],
     4, 3, 600, jsonb_build_object('agent', 'bench', 'team', 'team-' || n % 5, 'session', 's-' || n), 'bench',
     1000000, 1000000, 0, 0, 500000, 1000000, 1000000, 0, 0, 0,
-    jsonb_build_object('agent', 'bench', 'team', 'team-' || n % 5), 0, n % :buckets, 8, n % :buckets,
+    jsonb_build_object('agent', 'bench', 'team', 'team-' || n % 5), 8, ARRAY['purchased'], ARRAY[8], n % :buckets,
     date_trunc('month', now()), 'committed', t, t + interval '10 minutes', t, 4, 3, 2, 8, 11, 0, false
 FROM generate_series(1, CAST(:calls AS bigint)) AS n,
     LATERAL (SELECT now() - make_interval(secs => :seconds * (:calls - n + 1) / :calls)) AS moment(t)
@@ -199,7 +199,7 @@ FROM holds WHERE account_id = :account AND status = 'committed' ORDER BY settled
 
 _CALL_BUCKETS = """
 UPDATE buckets AS b SET available = b.available - s.tokens, used = b.used + s.tokens
-FROM (SELECT purchased_bucket AS bucket, sum(charged_tokens) AS tokens FROM holds
+FROM (SELECT part_bucket AS bucket, sum(charged_tokens) AS tokens FROM holds
       WHERE account_id = :account AND status = 'committed' GROUP BY 1) AS s
 WHERE b.account_id = :account AND b.pool = 'purchased' AND b.bucket = s.bucket
 """
@@ -207,7 +207,7 @@ WHERE b.account_id = :account AND b.pool = 'purchased' AND b.bucket = s.bucket
 _CALL_TOTALS = """
 INSERT INTO usage_daily (account_id, day, model, labels, pool, bucket, requests, input_tokens, output_tokens,
     cached_input_tokens, charged_tokens, cost_micros, unbilled_tokens)
-SELECT account_id, CAST((settled_at AT TIME ZONE 'UTC') AS date), model, usage_labels, 'purchased', purchased_bucket,
+SELECT account_id, CAST((settled_at AT TIME ZONE 'UTC') AS date), model, usage_labels, 'purchased', part_bucket,
     count(*), sum(usage_input_tokens), sum(usage_output_tokens), sum(usage_cached_input_tokens), sum(charged_tokens),
     sum(cost_micros), sum(unbilled_tokens)
 FROM holds WHERE account_id = :account AND status = 'committed'

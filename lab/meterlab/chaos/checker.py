@@ -82,7 +82,7 @@ async def _read(engine: AsyncEngine, accounts: list[str] | None) -> _Database:
             await c.execute(
                 text(
                     "SELECT account_id, request_id, account_id || '/' || replace(hold_id::text, '-', '') AS rid, "
-                    "status, allowance_held + purchased_held AS held, input_tokens, max_output_tokens, "
+                    "status, held, input_tokens, max_output_tokens, "
                     "usage_input_tokens, usage_output_tokens, charged_tokens, late FROM holds" + scope
                 ),
                 params,

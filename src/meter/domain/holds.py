@@ -158,10 +158,7 @@ class Hold:
     request_id: str
     params: ReserveParams
     pricing: Pricing
-    allowance_held: int
-    allowance_bucket: int
-    purchased_held: int
-    purchased_bucket: int
+    held: int  # the worst case it holds, over its parts (the pools it drew on, in order)
     period_start: datetime
     status: HoldStatus
     expires_at: datetime
@@ -169,4 +166,4 @@ class Hold:
 
     @property
     def held_tokens(self) -> int:
-        return self.allowance_held + self.purchased_held
+        return self.held

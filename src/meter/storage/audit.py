@@ -44,7 +44,7 @@ ledger AS (
 ),
 open_holds AS (
     SELECT account_id, pool, sum(amount) AS held FROM holds
-    CROSS JOIN LATERAL (VALUES ('allowance', allowance_held), ('purchased', purchased_held)) AS part(pool, amount)
+    CROSS JOIN LATERAL unnest(part_pools, part_held) AS part (pool, amount)
     WHERE status = 'open' AND (CAST(:account_id AS text) IS NULL OR account_id = :account_id)
     GROUP BY account_id, pool
 )
@@ -164,9 +164,10 @@ WITH counted AS (
     WHERE open_holds <> 0 AND (CAST(:account_id AS text) IS NULL OR account_id = :account_id)
 ),
 open AS (
-    SELECT account_id, CASE WHEN allowance_held > 0 THEN 'allowance' ELSE 'purchased' END AS pool,
-           CASE WHEN allowance_held > 0 THEN allowance_bucket ELSE purchased_bucket END AS bucket, count(*) AS n
-    FROM holds WHERE status = 'open' AND (CAST(:account_id AS text) IS NULL OR account_id = :account_id)
+    SELECT account_id, part_pools[1] AS pool, part_bucket AS bucket, count(*) AS n
+    FROM holds
+    WHERE status = 'open' AND cardinality(part_pools) > 0
+      AND (CAST(:account_id AS text) IS NULL OR account_id = :account_id)
     GROUP BY 1, 2, 3
 )
 SELECT coalesce(c.account_id, o.account_id) AS account_id,

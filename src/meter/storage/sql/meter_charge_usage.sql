@@ -74,10 +74,10 @@ BEGIN
         INSERT INTO holds AS h (account_id, hold_id, request_id, model, input_tokens, max_output_tokens,
             ttl_seconds, labels, catalog_version, input_weight, output_weight, input_price, output_price,
             cached_input_weight, cache_write_weight, reasoning_weight, cached_input_price, cache_write_price,
-            reasoning_price, usage_labels, budget_ids, budget_buckets, budget_held, budget_periods, allowance_held,
-            allowance_bucket, purchased_held, purchased_bucket, period_start, status, created_at, expires_at)
+            reasoning_price, usage_labels, budget_ids, budget_buckets, budget_held, budget_periods, held, part_pools,
+            part_held, part_bucket, period_start, status, created_at, expires_at)
         SELECT p_account, p_hold, p_request, p_model, p_input, p_output, 1, p_labels, (p_pricing).*, v_budget_ids,
-            v_budget_buckets, v_budget_held, v_budget_periods, 0, 0, 0, 0, v_account.period_start, 'open', v_now, v_now
+            v_budget_buckets, v_budget_held, v_budget_periods, 0, '{}', '{}', 0, v_account.period_start, 'open', v_now, v_now
         RETURNING * INTO v_hold;
         v_hold := meter_priced_usage(v_hold, p_input, p_cached_input, p_cache_write, p_output, p_reasoning);
         v_hold.late := false;

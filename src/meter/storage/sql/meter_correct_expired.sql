@@ -1,13 +1,13 @@
 -- A hold charged its worst case at expiry (the account's expired holds are charged), then
 -- committed late (p_hold carries the call's usage, charge and cost) or released (p_status
 -- 'released': nothing was used): the difference is settled, once. More than the worst case is
--- taken from what is available, allowance first (debt where nothing is); less goes back to the
--- pools it came from, purchased first, paying debt first; allowance of a period that has ended
--- does not come back (it expires). The expiry's line of the day's usage totals becomes the call's;
--- the period's usage counter follows while the hold's period is the account's. The hold keeps its
--- settled_at (the day its usage is counted on). The caller has locked the hold row; this locks
--- the budgets' rows (the difference counted against them), then the account row, then its bucket
--- rows, then the totals row.
+-- taken from what is available, pool by pool in the order pools are drawn (debt where nothing is);
+-- less goes back to the parts it came from, the last drawn first, paying debt first; allowance of
+-- a period that has ended does not come back (it expires). The expiry's line of the day's usage
+-- totals becomes the call's; the period's usage counter follows while the hold's period is the
+-- account's. The hold keeps its settled_at (the day its usage is counted on). The caller has
+-- locked the hold row; this locks the budgets' rows (the difference counted against them), then
+-- the account row, then its bucket rows, then the totals row.
 CREATE OR REPLACE FUNCTION meter_correct_expired(
     p_hold holds, p_account accounts, p_status text, p_now timestamptz, p_caller text,
     OUT shortfall bigint, OUT debt bigint
@@ -19,13 +19,19 @@ DECLARE
     v_charge bigint := CASE WHEN p_status = 'released' THEN 0 ELSE p_hold.charged_tokens END;
     v_delta bigint;
     v_same_period boolean := p_hold.period_start = p_account.period_start;
-    v_from_allowance bigint := 0;
-    v_from_purchased bigint := 0;
-    v_back_purchased bigint := 0;
-    v_back_allowance bigint := 0;
-    v_expired bigint := 0;
-    v_left_allowance bigint := 0;
-    v_left_purchased bigint := 0;
+    v_parts integer := cardinality(p_hold.part_pools);
+    v_left bigint;
+    v_back bigint[] := array_fill(0::bigint, ARRAY[cardinality(p_hold.part_pools)]);  -- each part's
+    v_expired bigint;
+    v_taken record;
+    v_paid record;
+    v_kinds text[] := '{}';  -- the ledger's entries (meter_hold_entries)
+    v_pools text[] := '{}';
+    v_amounts bigint[] := '{}';
+    v_rows_pools text[] := '{}';  -- what changes on the hold's rows
+    v_rows_available bigint[] := '{}';
+    v_rows_used bigint[] := '{}';
+    v_i integer;
     v_pool text;  -- the totals row of the expiry's count
     v_bucket smallint;
 BEGIN
@@ -40,53 +46,61 @@ BEGIN
     SELECT a.debt INTO debt FROM accounts AS a WHERE a.account_id = p_hold.account_id FOR UPDATE;
     PERFORM meter_lock_buckets(p_hold.account_id);
     IF v_delta > 0 THEN
-        SELECT t.from_allowance, t.from_purchased, t.shortfall INTO v_from_allowance, v_from_purchased, shortfall
-        FROM meter_take(p_hold.account_id, v_delta) AS t;
+        v_taken := meter_take(p_hold.account_id, v_delta);
+        shortfall := v_taken.shortfall;
         IF shortfall > 0 THEN
             UPDATE accounts AS a SET debt = a.debt + shortfall, updated_at = p_now
             WHERE a.account_id = p_hold.account_id
             RETURNING a.debt INTO debt;
         END IF;
+        v_kinds := array_fill('usage'::text, ARRAY[cardinality(v_taken.part_pools) + 1]);
+        v_pools := v_taken.part_pools || 'debt'::text;
+        v_amounts := (SELECT array_agg(-t ORDER BY n) FROM unnest(v_taken.part_amounts) WITH ORDINALITY AS x (t, n))
+            || -shortfall;
+        -- What it took counts as used on the hold's rows, the shortfall on its first part's.
+        v_rows_pools := v_taken.part_pools || coalesce(p_hold.part_pools[1], 'allowance');
+        v_rows_available := array_fill(0::bigint, ARRAY[cardinality(v_taken.part_pools) + 1]);
+        v_rows_used := v_taken.part_amounts || shortfall;
     ELSIF v_delta < 0 THEN
-        v_back_purchased := least(-v_delta, p_hold.purchased_held);
-        v_back_allowance := -v_delta - v_back_purchased;
-        IF NOT v_same_period THEN
-            v_expired := v_back_allowance;  -- the period it was charged in has ended
-            v_back_allowance := 0;
-        END IF;
+        -- Less than its worst case: back to the parts it came from, the last drawn first.
+        v_left := -v_delta;
+        FOR v_i IN REVERSE v_parts .. 1 LOOP
+            v_back[v_i] := least(v_left, p_hold.part_held[v_i]);
+            v_left := v_left - v_back[v_i];
+            v_expired := 0;
+            IF p_hold.part_pools[v_i] = 'allowance' AND NOT v_same_period THEN
+                v_expired := v_back[v_i];  -- the period it was charged in has ended
+                v_back[v_i] := 0;
+            END IF;
+            v_kinds := v_kinds || ARRAY['usage', 'expiry'];
+            v_pools := v_pools || ARRAY[p_hold.part_pools[v_i], p_hold.part_pools[v_i]];
+            v_amounts := v_amounts || ARRAY[v_back[v_i] + v_expired, -v_expired];
+        END LOOP;
+        v_rows_available := v_back;
+        v_rows_pools := p_hold.part_pools;
+        -- The usage it gives back was counted in its period: only while that is the account's.
+        v_rows_used := CASE WHEN v_same_period
+            THEN (SELECT array_agg(-b ORDER BY n) FROM unnest(v_back) WITH ORDINALITY AS x (b, n))
+            ELSE array_fill(0::bigint, ARRAY[v_parts]) END;
     END IF;
-    INSERT INTO ledger_entries (account_id, created_at, caller, kind, pool, amount, reservation_id)
-    SELECT p_hold.account_id, p_now, p_caller, v.kind, v.pool, v.amount, v_reservation
-    FROM (VALUES (1, 'usage', 'allowance', v_back_allowance + v_expired - v_from_allowance),
-        (2, 'usage', 'purchased', v_back_purchased - v_from_purchased),
-        (3, 'usage', 'debt', -shortfall),
-        (4, 'expiry', 'allowance', -v_expired)) AS v (n, kind, pool, amount)
-    WHERE v.amount <> 0 ORDER BY v.n;
-    v_left_allowance := v_back_allowance;
-    v_left_purchased := v_back_purchased;
-    IF debt > 0 AND v_back_allowance + v_back_purchased > 0 THEN
-        SELECT d.allowance_left, d.purchased_left, d.debt_left INTO v_left_allowance, v_left_purchased, debt
-        FROM meter_pay_debt(p_hold.account_id, v_back_allowance, v_back_purchased, NULL, v_reservation, p_now,
-            p_caller) AS d;
+    PERFORM meter_hold_entries(p_hold.account_id, v_reservation, p_now, p_caller, v_kinds, v_pools, v_amounts);
+    IF v_delta < 0 AND debt > 0 THEN  -- what comes back pays the debt first
+        v_paid := meter_pay_debt(p_hold.account_id, p_hold.part_pools, v_back, NULL, v_reservation, p_now, p_caller);
+        v_rows_available := v_paid.amounts_left;
+        debt := v_paid.debt_left;
     END IF;
-    IF NOT v_same_period AND v_delta < 0 THEN
-        v_back_allowance := 0;  -- the usage it gives back was counted in a period that has ended
-        v_back_purchased := 0;
-    END IF;
-    UPDATE buckets AS b SET available = b.available + v_left_allowance,
-        used = b.used + v_from_allowance + shortfall - v_back_allowance
-    WHERE b.account_id = p_hold.account_id AND b.pool = 'allowance' AND b.bucket = p_hold.allowance_bucket;
-    UPDATE buckets AS b SET available = b.available + v_left_purchased,
-        used = b.used + v_from_purchased - v_back_purchased
-    WHERE b.account_id = p_hold.account_id AND b.pool = 'purchased' AND b.bucket = p_hold.purchased_bucket;
+    UPDATE buckets AS b SET available = b.available + r.available, used = b.used + r.used
+    FROM (
+        SELECT x.pool, sum(x.available) AS available, sum(x.used) AS used
+        FROM unnest(v_rows_pools, v_rows_available, v_rows_used) AS x (pool, available, used) GROUP BY x.pool
+    ) AS r
+    WHERE b.account_id = p_hold.account_id AND b.pool = r.pool AND b.bucket = p_hold.part_bucket;
     -- The expiry's line of the day's usage totals becomes the call's (or goes, for a Release): on the
     -- row of its balance row, or the one its day was folded into (meter_fold_usage).
     SELECT u.pool, u.bucket INTO v_pool, v_bucket FROM usage_daily AS u
     WHERE u.account_id = p_hold.account_id AND u.day = (v_old.settled_at AT TIME ZONE 'UTC')::date
       AND u.model = p_hold.model AND u.labels = p_hold.usage_labels
-    ORDER BY u.pool = CASE WHEN p_hold.allowance_held > 0 THEN 'allowance' ELSE 'purchased' END
-        AND u.bucket = CASE WHEN p_hold.allowance_held > 0 THEN p_hold.allowance_bucket ELSE p_hold.purchased_bucket END
-        DESC
+    ORDER BY u.pool = coalesce(p_hold.part_pools[1], 'purchased') AND u.bucket = p_hold.part_bucket DESC
     LIMIT 1 FOR UPDATE;
     IF NOT FOUND THEN  -- folded while this waited for its row: retried as a whole by the service
         RAISE EXCEPTION 'the usage totals of % were being folded', p_hold.account_id USING ERRCODE = '40001';

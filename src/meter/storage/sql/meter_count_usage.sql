@@ -13,8 +13,7 @@ BEGIN
         output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, charged_tokens, cost_micros,
         unbilled_tokens)
     VALUES (p_hold.account_id, (p_now AT TIME ZONE 'UTC')::date, p_hold.model, p_hold.usage_labels,
-        CASE WHEN p_hold.allowance_held > 0 THEN 'allowance' ELSE 'purchased' END,
-        CASE WHEN p_hold.allowance_held > 0 THEN p_hold.allowance_bucket ELSE p_hold.purchased_bucket END,
+        coalesce(p_hold.part_pools[1], 'purchased'), p_hold.part_bucket,
         1, p_hold.usage_input_tokens, p_hold.usage_output_tokens, p_hold.usage_cached_input_tokens,
         p_hold.usage_cache_write_tokens, p_hold.usage_reasoning_tokens, p_hold.charged_tokens, p_hold.cost_micros,
         p_hold.unbilled_tokens)

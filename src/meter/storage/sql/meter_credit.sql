@@ -11,9 +11,8 @@ DECLARE
 BEGIN
     INSERT INTO ledger_entries (account_id, created_at, caller, kind, pool, amount, ref, note)
     VALUES (p_account, p_now, p_caller, p_kind, p_pool, p_amount, p_ref, p_note);
-    SELECT d.allowance_left + d.purchased_left INTO v_left
-    FROM meter_pay_debt(p_account, CASE WHEN p_pool = 'allowance' THEN p_amount ELSE 0 END,
-        CASE WHEN p_pool = 'purchased' THEN p_amount ELSE 0 END, p_ref, NULL, p_now, p_caller) AS d;
+    SELECT d.amounts_left[1] INTO v_left
+    FROM meter_pay_debt(p_account, ARRAY[p_pool], ARRAY[p_amount], p_ref, NULL, p_now, p_caller) AS d;
     PERFORM meter_lock_buckets(p_account);
     PERFORM meter_spread(p_account, p_pool, v_left + (
         SELECT coalesce(sum(b.available), 0)::bigint FROM buckets AS b

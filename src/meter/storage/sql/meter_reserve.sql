@@ -3,8 +3,10 @@
 -- tokens count against a call's max output; cached input is cheaper than input, and cache writes
 -- dearer than the hold are charged at Commit like any usage beyond it). The hold pins the model's
 -- prices and weights of every token class, and the labels its usage is summed by. The hold goes on
--- one row that has the tokens (allowance first; purchased only when no allowance is left at all),
--- else it is taken from all rows (meter_hold_across_buckets; `across` says so). Outcomes, each with
+-- one row of the first pool in the order pools are drawn that has tokens left (the allowance
+-- first; purchased only when no allowance is left at all), when one of its rows has them all,
+-- else it is taken from all rows, pool by pool in that order (meter_hold_across_buckets; `across`
+-- says so). The hold records its parts: the pools it drew on, what it took from each, the row. Outcomes, each with
 -- the account's balance: 'placed', 'replayed' (this request_id was placed before with the same
 -- parameters: its hold), 'request_reused' (before, with other parameters; reused_field names one),
 -- 'account_not_found', 'in_debt', 'rate_limited' (limit_name, limit_value, retry_after:
@@ -33,8 +35,9 @@ DECLARE
     v_hold holds%ROWTYPE;
     v_first smallint;
     v_bucket smallint;
-    v_allowance bigint := 0;
-    v_purchased bigint := 0;
+    v_pool text;
+    v_part_pools text[];
+    v_part_held bigint[];
     v_across record;
     v_limits record;
     v_refusal record;
@@ -105,30 +108,30 @@ BEGIN
     END IF;
     IF outcome IS NULL THEN
         v_first := p_call.start % v_account.bucket_count;
-        -- Whether any allowance is left decides the pool: looked at first, since an account that
-        -- has used its allowance up (or has none) would otherwise look for a row of it in vain.
-        PERFORM 1 FROM buckets AS b WHERE b.account_id = p_call.account_id AND b.pool = 'allowance' AND b.available > 0;
+        -- The first pool with tokens left decides where the hold goes: looked for first, since an
+        -- account that has used a pool up would otherwise look for a row of it in vain.
+        SELECT b.pool INTO v_pool FROM buckets AS b
+        WHERE b.account_id = p_call.account_id AND b.available > 0
+        ORDER BY CASE b.pool WHEN 'allowance' THEN 0 ELSE 1 END LIMIT 1;
         IF FOUND THEN
-            v_bucket := meter_hold_in_one_bucket(p_call.account_id, 'allowance', required, v_first,
+            v_bucket := meter_hold_in_one_bucket(p_call.account_id, v_pool, required, v_first,
                 v_account.bucket_count, v_window, p_wait_ms);
-            v_allowance := CASE WHEN v_bucket IS NOT NULL THEN required ELSE 0 END;
-        ELSE
-            v_bucket := meter_hold_in_one_bucket(p_call.account_id, 'purchased', required, v_first,
-                v_account.bucket_count, v_window, p_wait_ms);
-            v_purchased := CASE WHEN v_bucket IS NOT NULL THEN required ELSE 0 END;
         END IF;
-        IF v_bucket IS NULL THEN
+        IF v_bucket IS NOT NULL THEN
+            v_part_pools := ARRAY[v_pool];
+            v_part_held := ARRAY[required];
+        ELSE
             across := true;
             v_across := meter_hold_across_buckets(p_call.account_id, required, v_first, v_window);
-            IF v_across.from_allowance IS NULL THEN
+            IF v_across.part_pools IS NULL THEN
                 outcome := 'insufficient';
                 IF v_budget_ids IS NOT NULL THEN  -- what the budgets held goes back
                     PERFORM meter_settle_budgets(p_call.account_id, v_budget_periods, v_budget_ids,
                         v_budget_buckets, v_budget_held, true, 0, 0);
                 END IF;
             ELSE
-                v_allowance := v_across.from_allowance;
-                v_purchased := v_across.from_purchased;
+                v_part_pools := v_across.part_pools;
+                v_part_held := v_across.part_held;
                 v_bucket := v_first;
             END IF;
         END IF;
@@ -138,14 +141,12 @@ BEGIN
         INSERT INTO holds AS h (account_id, hold_id, request_id, model, input_tokens, max_output_tokens,
             ttl_seconds, labels, catalog_version, input_weight, output_weight, input_price, output_price,
             cached_input_weight, cache_write_weight, reasoning_weight, cached_input_price, cache_write_price,
-            reasoning_price, usage_labels, budget_ids, budget_buckets, budget_held, budget_periods, allowance_held,
-            allowance_bucket, purchased_held, purchased_bucket, period_start, status, created_at, expires_at)
+            reasoning_price, usage_labels, budget_ids, budget_buckets, budget_held, budget_periods, held, part_pools,
+            part_held, part_bucket, period_start, status, created_at, expires_at)
         SELECT p_call.account_id, p_call.hold_id, p_call.request_id, p_call.model, p_call.input_tokens,
             p_call.max_output_tokens, p_call.ttl_seconds, p_call.labels, (v_pricing).*, v_budget_ids,
-            v_budget_buckets, v_budget_held, v_budget_periods, v_allowance,
-            CASE WHEN v_allowance > 0 THEN v_bucket ELSE v_first END,
-            v_purchased, CASE WHEN v_allowance > 0 THEN v_first ELSE v_bucket END, v_account.period_start, 'open',
-            v_now, v_now + make_interval(secs => p_call.ttl_seconds)
+            v_budget_buckets, v_budget_held, v_budget_periods, required, v_part_pools, v_part_held, v_bucket,
+            v_account.period_start, 'open', v_now, v_now + make_interval(secs => p_call.ttl_seconds)
         ON CONFLICT ON CONSTRAINT holds_account_id_request_id_key DO NOTHING
         RETURNING h.* INTO v_hold;
         IF NOT FOUND THEN
@@ -155,7 +156,7 @@ BEGIN
     END IF;
     IF outcome IN ('placed', 'replayed') THEN
         reservation_id := meter_reservation_id(v_hold.account_id, v_hold.hold_id);
-        held := v_hold.allowance_held + v_hold.purchased_held;
+        held := v_hold.held;
         expires_at := v_hold.expires_at;
         catalog_version := v_hold.catalog_version;
         status := v_hold.status;

@@ -1,22 +1,29 @@
--- Take p_amount from what an account has available, allowance first (it expires, purchased
--- tokens do not), spreading what is left; what both pools cannot cover is the shortfall. The
--- caller has locked the rows (meter_lock_buckets).
+-- Take p_amount from what an account has available, pool by pool in the order pools are drawn
+-- (the allowance first: it expires, purchased tokens do not), spreading what each pool it took
+-- from has left; what no pool covers is the shortfall. Returns the parts taken, in that order
+-- (pools and amounts). The caller has locked the rows (meter_lock_buckets).
 CREATE OR REPLACE FUNCTION meter_take(
     p_account text, p_amount bigint,
-    OUT from_allowance bigint, OUT from_purchased bigint, OUT shortfall bigint
+    OUT part_pools text[], OUT part_amounts bigint[], OUT shortfall bigint
 ) LANGUAGE plpgsql AS $$
 DECLARE
-    v_allowance bigint;
-    v_purchased bigint;
+    v_pool record;
+    v_part bigint;
 BEGIN
-    SELECT coalesce(sum(b.available) FILTER (WHERE b.pool = 'allowance'), 0),
-        coalesce(sum(b.available) FILTER (WHERE b.pool = 'purchased'), 0)
-    INTO v_allowance, v_purchased
-    FROM buckets AS b WHERE b.account_id = p_account;
-    from_allowance := least(p_amount, v_allowance);
-    from_purchased := least(p_amount - from_allowance, v_purchased);
-    shortfall := p_amount - from_allowance - from_purchased;
-    PERFORM meter_spread(p_account, 'allowance', v_allowance - from_allowance);
-    PERFORM meter_spread(p_account, 'purchased', v_purchased - from_purchased);
+    part_pools := '{}';
+    part_amounts := '{}';
+    shortfall := p_amount;
+    FOR v_pool IN
+        SELECT b.pool, sum(b.available)::bigint AS available FROM buckets AS b
+        WHERE b.account_id = p_account AND b.available > 0
+        GROUP BY b.pool ORDER BY CASE b.pool WHEN 'allowance' THEN 0 ELSE 1 END
+    LOOP
+        EXIT WHEN shortfall = 0;
+        v_part := least(shortfall, v_pool.available);
+        PERFORM meter_spread(p_account, v_pool.pool, v_pool.available - v_part);
+        part_pools := part_pools || v_pool.pool;
+        part_amounts := part_amounts || v_part;
+        shortfall := shortfall - v_part;
+    END LOOP;
 END;
 $$;
