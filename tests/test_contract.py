@@ -60,7 +60,7 @@ def test_buf_lint_passes_on_the_contract(buf: Path) -> None:
 
 
 def test_a_renumbered_field_is_refused(buf: Path, tmp_path: Path) -> None:
-    done = change_and_check(buf, contract_repo(tmp_path), "  string caller = 10;", "  string caller = 11;")
+    done = change_and_check(buf, contract_repo(tmp_path), "  string caller = 10;", "  string caller = 12;")
     assert done.returncode != 0
     assert 'present field "10" with name "caller" on message "LedgerEntry" was deleted' in done.stdout, done.stdout
 
@@ -74,6 +74,6 @@ def test_a_removed_rpc_is_refused(buf: Path, tmp_path: Path) -> None:
 
 def test_a_new_field_is_compatible(buf: Path, tmp_path: Path) -> None:
     done = change_and_check(
-        buf, contract_repo(tmp_path), "  string caller = 10;", "  string caller = 10;\n  string origin = 11;"
+        buf, contract_repo(tmp_path), "  string caller = 10;", "  string caller = 10;\n  string origin = 12;"
     )
     assert done.returncode == 0, done.stdout + done.stderr

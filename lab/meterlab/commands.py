@@ -58,6 +58,11 @@ class Bench:
             help="instead of the scenarios: plain vs labelled calls (every token class) vs labelled under budgets",
         )
         parser.add_argument(
+            "--grants",
+            action="store_true",
+            help="instead of the scenarios: many accounts vs many accounts with five live grants each",
+        )
+        parser.add_argument(
             "--watchers",
             action="store_true",
             help="instead of the scenarios: Reserve and Commit with 50 every-account watchers replaying history, "
@@ -220,6 +225,13 @@ async def _bench(settings: Settings, args: argparse.Namespace) -> int:
         labelled = await labels.labels(side_by_side)
         print(labelled.table(targets=False))
         print(labels.ratios(labelled))
+        return 0
+    if args.grants:
+        from meterlab.bench import grants
+
+        granted = await grants.grants(side_by_side)
+        print(granted.table(targets=False))
+        print(grants.ratios(granted))
         return 0
     if args.watchers:
         from meterlab.bench import watchers

@@ -80,7 +80,7 @@ class Settings:
     max_ttl_seconds: int = setting(
         3600, "longest lifetime a Reserve or ExtendReservation may ask for", ge=1, le=LONGEST_TTL_SECONDS
     )
-    max_credit_tokens: int = setting(1_000_000_000, "largest single purchase or adjustment", ge=1, le=2**62)
+    max_credit_tokens: int = setting(1_000_000_000, "largest single purchase, adjustment or grant", ge=1, le=2**62)
     sweep_interval_seconds: float = setting(
         1.0, "how often expired holds, ended periods and due payloads are swept", ge=0.01, le=3600
     )

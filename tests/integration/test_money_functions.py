@@ -43,10 +43,10 @@ async def test_take_draws_allowance_first_and_names_the_shortfall(meters: Any, e
         pb.AdjustRequest(account_id=account, pool=pb.POOL_ALLOWANCE, delta=50, reason="t", request_id="a1")
     )
     async with engine.connect() as connection:
-        taken = await call(connection, "SELECT * FROM meter_take(:a, 120)", a=account)
+        taken = await call(connection, "SELECT * FROM meter_take(:a, 120, now())", a=account)
         assert tuple(taken) == (["allowance", "purchased"], [50, 70], 0)
         assert await rows(connection, account, "purchased") == [15, 15]
-        taken = await call(connection, "SELECT * FROM meter_take(:a, 40)", a=account)
+        taken = await call(connection, "SELECT * FROM meter_take(:a, 40, now())", a=account)
         assert tuple(taken) == (["purchased"], [30], 10)  # what no pool had
         await connection.rollback()
 

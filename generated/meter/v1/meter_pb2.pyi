@@ -25,6 +25,16 @@ class Pool(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     POOL_ALLOWANCE: _ClassVar[Pool]
     POOL_PURCHASED: _ClassVar[Pool]
     POOL_DEBT: _ClassVar[Pool]
+    POOL_GRANT: _ClassVar[Pool]
+
+class GrantSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GRANT_SOURCE_UNSPECIFIED: _ClassVar[GrantSource]
+    GRANT_SOURCE_ALLOWANCE: _ClassVar[GrantSource]
+    GRANT_SOURCE_PURCHASE: _ClassVar[GrantSource]
+    GRANT_SOURCE_PROMOTION: _ClassVar[GrantSource]
+    GRANT_SOURCE_ROLLOVER: _ClassVar[GrantSource]
+    GRANT_SOURCE_ADJUSTMENT: _ClassVar[GrantSource]
 
 class WarningLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -85,6 +95,8 @@ class EntryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ENTRY_KIND_REFUND: _ClassVar[EntryKind]
     ENTRY_KIND_DISPUTE_FREEZE: _ClassVar[EntryKind]
     ENTRY_KIND_DISPUTE_RELEASE: _ClassVar[EntryKind]
+    ENTRY_KIND_GRANT: _ClassVar[EntryKind]
+    ENTRY_KIND_REVOCATION: _ClassVar[EntryKind]
 
 class UsageGrouping(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -115,6 +127,13 @@ POOL_UNSPECIFIED: Pool
 POOL_ALLOWANCE: Pool
 POOL_PURCHASED: Pool
 POOL_DEBT: Pool
+POOL_GRANT: Pool
+GRANT_SOURCE_UNSPECIFIED: GrantSource
+GRANT_SOURCE_ALLOWANCE: GrantSource
+GRANT_SOURCE_PURCHASE: GrantSource
+GRANT_SOURCE_PROMOTION: GrantSource
+GRANT_SOURCE_ROLLOVER: GrantSource
+GRANT_SOURCE_ADJUSTMENT: GrantSource
 WARNING_LEVEL_UNSPECIFIED: WarningLevel
 WARNING_LEVEL_NONE: WarningLevel
 WARNING_LEVEL_PERCENT_80: WarningLevel
@@ -154,6 +173,8 @@ ENTRY_KIND_DEBT_PAYMENT: EntryKind
 ENTRY_KIND_REFUND: EntryKind
 ENTRY_KIND_DISPUTE_FREEZE: EntryKind
 ENTRY_KIND_DISPUTE_RELEASE: EntryKind
+ENTRY_KIND_GRANT: EntryKind
+ENTRY_KIND_REVOCATION: EntryKind
 USAGE_GROUPING_UNSPECIFIED: UsageGrouping
 USAGE_GROUPING_DAY: UsageGrouping
 USAGE_GROUPING_MODEL: UsageGrouping
@@ -168,8 +189,78 @@ BUDGET_WINDOW_DAY: BudgetWindow
 BUDGET_WINDOW_WEEK: BudgetWindow
 BUDGET_WINDOW_CALENDAR_MONTH: BudgetWindow
 
+class Grant(_message.Message):
+    __slots__ = ("grant_id", "source", "remaining", "held", "priority", "expires_at", "tokens", "reason", "request_id", "created_at")
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    grant_id: int
+    source: GrantSource
+    remaining: int
+    held: int
+    priority: int
+    expires_at: _timestamp_pb2.Timestamp
+    tokens: int
+    reason: str
+    request_id: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, grant_id: _Optional[int] = ..., source: _Optional[_Union[GrantSource, str]] = ..., remaining: _Optional[int] = ..., held: _Optional[int] = ..., priority: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tokens: _Optional[int] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GrantRequest(_message.Message):
+    __slots__ = ("account_id", "request_id", "tokens", "source", "priority", "expires_at", "reason")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    request_id: str
+    tokens: int
+    source: GrantSource
+    priority: int
+    expires_at: _timestamp_pb2.Timestamp
+    reason: str
+    def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., tokens: _Optional[int] = ..., source: _Optional[_Union[GrantSource, str]] = ..., priority: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GrantResponse(_message.Message):
+    __slots__ = ("grant", "balance", "created")
+    GRANT_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    grant: Grant
+    balance: Balance
+    created: bool
+    def __init__(self, grant: _Optional[_Union[Grant, _Mapping]] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class RevokeGrantRequest(_message.Message):
+    __slots__ = ("account_id", "grant_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    grant_id: int
+    def __init__(self, account_id: _Optional[str] = ..., grant_id: _Optional[int] = ...) -> None: ...
+
+class RevokeGrantResponse(_message.Message):
+    __slots__ = ("revoked_tokens", "revoked", "balance")
+    REVOKED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    revoked_tokens: int
+    revoked: bool
+    balance: Balance
+    def __init__(self, revoked_tokens: _Optional[int] = ..., revoked: _Optional[bool] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ...) -> None: ...
+
 class Balance(_message.Message):
-    __slots__ = ("account_id", "allowance_remaining", "purchased_remaining", "held", "available", "debt", "plan_id", "period_start", "period_end", "allowance_total", "used_this_period", "warning_level", "paid_through")
+    __slots__ = ("account_id", "allowance_remaining", "purchased_remaining", "held", "available", "debt", "plan_id", "period_start", "period_end", "allowance_total", "used_this_period", "warning_level", "paid_through", "granted_remaining")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     ALLOWANCE_REMAINING_FIELD_NUMBER: _ClassVar[int]
     PURCHASED_REMAINING_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +274,7 @@ class Balance(_message.Message):
     USED_THIS_PERIOD_FIELD_NUMBER: _ClassVar[int]
     WARNING_LEVEL_FIELD_NUMBER: _ClassVar[int]
     PAID_THROUGH_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_REMAINING_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     allowance_remaining: int
     purchased_remaining: int
@@ -196,7 +288,8 @@ class Balance(_message.Message):
     used_this_period: int
     warning_level: WarningLevel
     paid_through: _timestamp_pb2.Timestamp
-    def __init__(self, account_id: _Optional[str] = ..., allowance_remaining: _Optional[int] = ..., purchased_remaining: _Optional[int] = ..., held: _Optional[int] = ..., available: _Optional[int] = ..., debt: _Optional[int] = ..., plan_id: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., allowance_total: _Optional[int] = ..., used_this_period: _Optional[int] = ..., warning_level: _Optional[_Union[WarningLevel, str]] = ..., paid_through: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    granted_remaining: int
+    def __init__(self, account_id: _Optional[str] = ..., allowance_remaining: _Optional[int] = ..., purchased_remaining: _Optional[int] = ..., held: _Optional[int] = ..., available: _Optional[int] = ..., debt: _Optional[int] = ..., plan_id: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., allowance_total: _Optional[int] = ..., used_this_period: _Optional[int] = ..., warning_level: _Optional[_Union[WarningLevel, str]] = ..., paid_through: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., granted_remaining: _Optional[int] = ...) -> None: ...
 
 class ReserveRequest(_message.Message):
     __slots__ = ("account_id", "request_id", "model", "input_tokens", "max_output_tokens", "ttl_seconds", "labels")
@@ -345,14 +438,18 @@ class GetBalanceRequest(_message.Message):
     def __init__(self, account_id: _Optional[str] = ...) -> None: ...
 
 class GetBalanceResponse(_message.Message):
-    __slots__ = ("balance", "limits", "headroom")
+    __slots__ = ("balance", "limits", "headroom", "grants", "next_expiry")
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     HEADROOM_FIELD_NUMBER: _ClassVar[int]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_EXPIRY_FIELD_NUMBER: _ClassVar[int]
     balance: Balance
     limits: RateLimits
     headroom: RateHeadroom
-    def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ..., limits: _Optional[_Union[RateLimits, _Mapping]] = ..., headroom: _Optional[_Union[RateHeadroom, _Mapping]] = ...) -> None: ...
+    grants: _containers.RepeatedCompositeFieldContainer[Grant]
+    next_expiry: Grant
+    def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ..., limits: _Optional[_Union[RateLimits, _Mapping]] = ..., headroom: _Optional[_Union[RateHeadroom, _Mapping]] = ..., grants: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ..., next_expiry: _Optional[_Union[Grant, _Mapping]] = ...) -> None: ...
 
 class RateHeadroom(_message.Message):
     __slots__ = ("requests_this_minute", "tokens_this_minute", "holds", "minute_ends")
@@ -791,7 +888,7 @@ class GetWebhookEventResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[WebhookEvent, _Mapping]] = ..., account_id: _Optional[str] = ..., status: _Optional[_Union[EventStatus, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class LedgerEntry(_message.Message):
-    __slots__ = ("entry_id", "created_at", "kind", "pool", "amount", "reservation_id", "ref", "note", "usage", "caller")
+    __slots__ = ("entry_id", "created_at", "kind", "pool", "amount", "reservation_id", "ref", "note", "usage", "caller", "grant_id")
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -802,6 +899,7 @@ class LedgerEntry(_message.Message):
     NOTE_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
     entry_id: int
     created_at: _timestamp_pb2.Timestamp
     kind: EntryKind
@@ -812,7 +910,8 @@ class LedgerEntry(_message.Message):
     note: str
     usage: UsageRecord
     caller: str
-    def __init__(self, entry_id: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., pool: _Optional[_Union[Pool, str]] = ..., amount: _Optional[int] = ..., reservation_id: _Optional[str] = ..., ref: _Optional[str] = ..., note: _Optional[str] = ..., usage: _Optional[_Union[UsageRecord, _Mapping]] = ..., caller: _Optional[str] = ...) -> None: ...
+    grant_id: int
+    def __init__(self, entry_id: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., pool: _Optional[_Union[Pool, str]] = ..., amount: _Optional[int] = ..., reservation_id: _Optional[str] = ..., ref: _Optional[str] = ..., note: _Optional[str] = ..., usage: _Optional[_Union[UsageRecord, _Mapping]] = ..., caller: _Optional[str] = ..., grant_id: _Optional[int] = ...) -> None: ...
 
 class UsageRecord(_message.Message):
     __slots__ = ("model", "catalog_version", "input_tokens", "output_tokens", "charged_tokens", "cost_micros", "unbilled_tokens", "late", "labels", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")

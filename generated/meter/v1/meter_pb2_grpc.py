@@ -85,6 +85,16 @@ class MeterServiceStub:
                 request_serializer=meter_dot_v1_dot_meter__pb2.AdjustRequest.SerializeToString,
                 response_deserializer=meter_dot_v1_dot_meter__pb2.AdjustResponse.FromString,
                 _registered_method=True)
+        self.Grant = channel.unary_unary(
+                '/meter.v1.MeterService/Grant',
+                request_serializer=meter_dot_v1_dot_meter__pb2.GrantRequest.SerializeToString,
+                response_deserializer=meter_dot_v1_dot_meter__pb2.GrantResponse.FromString,
+                _registered_method=True)
+        self.RevokeGrant = channel.unary_unary(
+                '/meter.v1.MeterService/RevokeGrant',
+                request_serializer=meter_dot_v1_dot_meter__pb2.RevokeGrantRequest.SerializeToString,
+                response_deserializer=meter_dot_v1_dot_meter__pb2.RevokeGrantResponse.FromString,
+                _registered_method=True)
         self.GetCatalog = channel.unary_unary(
                 '/meter.v1.MeterService/GetCatalog',
                 request_serializer=meter_dot_v1_dot_meter__pb2.GetCatalogRequest.SerializeToString,
@@ -256,6 +266,23 @@ class MeterServiceServicer:
     def Adjust(self, request, context):
         """Adjust is an operator's bonus (positive delta) or correction (negative delta) of one pool,
         idempotent by `request_id`. A correction cannot take more than the pool has available.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Grant(self, request, context):
+        """Grant gives an account tokens of their own (a promotion, goodwill), with a priority and an
+        optional expiry, idempotent by `request_id`. Reserve draws every grant and pool in one order:
+        priority (lowest first), then the soonest expiry, then the oldest. What a grant has left at
+        its expiry expires (an expiry entry and grant.expired).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeGrant(self, request, context):
+        """RevokeGrant takes what is left of a grant away now; what was spent stays spent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -474,6 +501,16 @@ def add_MeterServiceServicer_to_server(servicer, server):
                     servicer.Adjust,
                     request_deserializer=meter_dot_v1_dot_meter__pb2.AdjustRequest.FromString,
                     response_serializer=meter_dot_v1_dot_meter__pb2.AdjustResponse.SerializeToString,
+            ),
+            'Grant': grpc.unary_unary_rpc_method_handler(
+                    servicer.Grant,
+                    request_deserializer=meter_dot_v1_dot_meter__pb2.GrantRequest.FromString,
+                    response_serializer=meter_dot_v1_dot_meter__pb2.GrantResponse.SerializeToString,
+            ),
+            'RevokeGrant': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeGrant,
+                    request_deserializer=meter_dot_v1_dot_meter__pb2.RevokeGrantRequest.FromString,
+                    response_serializer=meter_dot_v1_dot_meter__pb2.RevokeGrantResponse.SerializeToString,
             ),
             'GetCatalog': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCatalog,
@@ -805,6 +842,60 @@ class MeterService:
             '/meter.v1.MeterService/Adjust',
             meter_dot_v1_dot_meter__pb2.AdjustRequest.SerializeToString,
             meter_dot_v1_dot_meter__pb2.AdjustResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Grant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.MeterService/Grant',
+            meter_dot_v1_dot_meter__pb2.GrantRequest.SerializeToString,
+            meter_dot_v1_dot_meter__pb2.GrantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeGrant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.MeterService/RevokeGrant',
+            meter_dot_v1_dot_meter__pb2.RevokeGrantRequest.SerializeToString,
+            meter_dot_v1_dot_meter__pb2.RevokeGrantResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,53 +10,23 @@ budget and whose API key a cost budget, that none reaches). The ratios to plain 
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from meterlab.bench import seed
+from meterlab.bench import interleaved, seed
 from meterlab.bench.report import Report
-from meterlab.bench.runner import Options, _progress, _Runner, _summary
-from meterlab.testbed import LabDatabase, ServerProcess
+from meterlab.bench.runner import Options
 
 TARGET = 0.9
 
 
 async def labels(options: Options) -> Report:
-    database = await LabDatabase.create("meter_bench_labels", options.data_dir)
-    server = ServerProcess(database.url)
-    pool = ProcessPoolExecutor(max_workers=options.processes, mp_context=get_context("spawn"))
-    report = Report(settings={k: str(v) for k, v in options.__dict__.items()})
-    try:
-        plain = await seed.MANY.fund(database.engine, options.accounts)
-        budgeted = await seed.MANY_BUDGETED.fund(database.engine, options.accounts)
-        await seed.settle_in(database.engine)
-        await server.ready()
-        runner = _Runner(options, pool, server, database.postgres_process)
-        plan = [("plain", "loop", plain), ("labelled", "labelled", plain), ("labelled, budgets", "labelled", budgeted)]
-        rounds: dict[str, list] = {name: [] for name, _, _ in plan}
-        for number in range(1, options.rounds + 1):
-            for name, kind, accounts in plan if number % 2 else plan[::-1]:
-                measurement = await runner.measure(kind, accounts, options.seconds / options.rounds)
-                rounds[name].append(measurement)
-                _progress(f"round {number}: {name}", measurement)
-        for name, _, _ in plan:
-            report.scenarios[name] = _summary(name, rounds[name])
-    finally:
-        pool.shutdown()
-        server.stop()
-        await database.close()
-    return report
+    async def fund(engine: AsyncEngine) -> interleaved.Plan:
+        plain = await seed.MANY.fund(engine, options.accounts)
+        budgeted = await seed.MANY_BUDGETED.fund(engine, options.accounts)
+        return [("plain", "loop", plain), ("labelled", "labelled", plain), ("labelled, budgets", "labelled", budgeted)]
+
+    return await interleaved.interleaved(options, "meter_bench_labels", fund)
 
 
 def ratios(report: Report) -> str:
-    plain = report.scenarios["plain"]
-    lines = []
-    for name in ("labelled", "labelled, budgets"):
-        this = report.scenarios[name]
-        lines.append(
-            f"{name} / plain: loops/s {this.loops_per_second / plain.loops_per_second:.3f} (>= {TARGET}), "
-            f"meter CPU/loop {this.meter_cpu_seconds_per_1000_loops / plain.meter_cpu_seconds_per_1000_loops:.3f}, "
-            f"PostgreSQL CPU/loop "
-            f"{this.postgres_cpu_seconds_per_1000_loops / plain.postgres_cpu_seconds_per_1000_loops:.3f}"
-        )
-    return "\n".join(lines)
+    return interleaved.ratios(report, "plain", ["labelled", "labelled, budgets"], TARGET)

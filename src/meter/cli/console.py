@@ -116,11 +116,13 @@ class AccountView:
     holds: pb.ListOpenReservationsResponse
     budgets: list[pb.Budget]
     entries: pb.ListLedgerEntriesResponse
+    grants: list[pb.Grant]
 
     def as_json(self) -> str:
         return as_json(
             {
                 "balance": self.balance,
+                "grants": self.grants,
                 "open_reservations": self.holds,
                 "budgets": self.budgets,
                 "recent_entries": list(self.entries.entries),
@@ -129,12 +131,12 @@ class AccountView:
 
 
 async def account_view(client: MeterClient, account_id: str) -> AccountView:
-    balance = await client.get_balance(account_id=account_id)
+    details = await client.get_balance_details(account_id=account_id)
     holds = await client.list_open_reservations(account_id=account_id, limit=OPEN_HOLDS_SHOWN)
     entries = await client.list_ledger_entries(
         pb.ListLedgerEntriesRequest(account_id=account_id, page_size=RECENT_ENTRIES)
     )
-    return AccountView(balance, holds, await _budgets(client, account_id), entries)
+    return AccountView(details.balance, holds, await _budgets(client, account_id), entries, list(details.grants))
 
 
 async def account_show(client: MeterClient, account_id: str) -> str:
@@ -143,7 +145,7 @@ async def account_show(client: MeterClient, account_id: str) -> str:
 
 def account_text(view: AccountView) -> str:
     b, holds, entries = view.balance, view.holds, view.entries
-    period_tokens = b.used_this_period + b.held + b.allowance_remaining + b.purchased_remaining
+    period_tokens = b.used_this_period + b.held + b.allowance_remaining + b.purchased_remaining + b.granted_remaining
     share = f"{b.used_this_period * 100 // period_tokens} %" if period_tokens else "-"
     summary = fields(
         [
@@ -151,6 +153,7 @@ def account_text(view: AccountView) -> str:
             ["period", f"{when(b.period_start)} to {when(b.period_end)} UTC"],
             ["allowance", f"{tokens(b.allowance_remaining)} left of {tokens(b.allowance_total)}"],
             ["purchased", f"{tokens(b.purchased_remaining)} left"],
+            *([["granted", f"{tokens(b.granted_remaining)} left"]] if b.granted_remaining else []),
             ["held", f"{tokens(b.held)} in {holds.open_count} open hold{'' if holds.open_count == 1 else 's'}"],
             ["available", tokens(b.available)],
             ["debt", tokens(b.debt)],
@@ -158,6 +161,26 @@ def account_text(view: AccountView) -> str:
         ]
     )
     parts = [f"account {b.account_id}", summary]
+    if view.grants:
+        parts.append("\ngrants (in the order drawn)")
+        parts.append(
+            table(
+                ["GRANT", "SOURCE", "PRIORITY", "REMAINING", "HELD", "EXPIRES", "REASON"],
+                [
+                    [
+                        str(g.grant_id) if g.grant_id else "-",
+                        pb.GrantSource.Name(g.source).removeprefix("GRANT_SOURCE_").lower(),
+                        str(g.priority),
+                        tokens(g.remaining),
+                        tokens(g.held),
+                        when(g.expires_at) if g.HasField("expires_at") else "never",
+                        g.reason,
+                    ]
+                    for g in view.grants
+                ],
+                right=[2, 3, 4],
+            )
+        )
     if holds.reservations:
         shown = len(holds.reservations)
         parts.append(f"\nopen holds ({shown} of {holds.open_count}, soonest to expire first)")

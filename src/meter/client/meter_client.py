@@ -516,8 +516,35 @@ class MeterClient:
             backoff = min(backoff * 2, _SETTLE_MAX_BACKOFF_SECONDS)
 
     async def get_balance(self, *, account_id: str) -> pb.Balance:
+        return (await self.get_balance_details(account_id=account_id)).balance
+
+    async def get_balance_details(self, *, account_id: str) -> pb.GetBalanceResponse:
+        """The balance with its limits, headroom and the grants it is made of (in the order drawn)."""
         request = pb.GetBalanceRequest(account_id=account_id)
-        return (await self._call(self._stub.GetBalance, request, _READS_RETRY_ON)).balance
+        return await self._call(self._stub.GetBalance, request, _READS_RETRY_ON)
+
+    async def grant(
+        self,
+        *,
+        account_id: str,
+        request_id: str,
+        tokens: int,
+        reason: str,
+        priority: int = 0,
+        expires_at: datetime | None = None,
+        source: int = pb.GRANT_SOURCE_PROMOTION,
+    ) -> pb.GrantResponse:
+        """Grant an account tokens of their own (see docs/integrate.md, Grants)."""
+        request = pb.GrantRequest(
+            account_id=account_id, request_id=request_id, tokens=tokens, reason=reason, priority=priority, source=source
+        )
+        if expires_at is not None:
+            request.expires_at.FromDatetime(expires_at)
+        return await self._call(self._stub.Grant, request)
+
+    async def revoke_grant(self, *, account_id: str, grant_id: int) -> pb.RevokeGrantResponse:
+        request = pb.RevokeGrantRequest(account_id=account_id, grant_id=grant_id)
+        return await self._call(self._stub.RevokeGrant, request)
 
     async def get_catalog(self) -> pb.GetCatalogResponse:
         """The catalog in force; the client keeps its models, so that failing open refuses a

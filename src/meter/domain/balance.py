@@ -63,15 +63,23 @@ class Balance:
     announced: frozenset[WarningLevel] = frozenset()
     # The end of what a subscription's invoices paid for; None without a subscription.
     paid_through: datetime | None = None
+    # What the account's own grants (domain.grants) have left and hold.
+    granted_remaining: int = 0
+    granted_held: int = 0
 
     @property
     def held(self) -> int:
-        return self.allowance_held + self.purchased_held
+        return self.allowance_held + self.purchased_held + self.granted_held
+
+    @property
+    def remaining(self) -> int:
+        """Tokens left, not counting held ones: the two pools and the grants."""
+        return self.allowance_remaining + self.purchased_remaining + self.granted_remaining
 
     @property
     def available(self) -> int:
         """What a new hold may draw: nothing while the account is in debt."""
-        return 0 if self.debt else self.allowance_remaining + self.purchased_remaining
+        return 0 if self.debt else self.remaining
 
     @property
     def warning_level(self) -> WarningLevel:
@@ -85,7 +93,7 @@ class Balance:
 
     @property
     def period_tokens(self) -> int:
-        return self.used_this_period + self.held + self.allowance_remaining + self.purchased_remaining
+        return self.used_this_period + self.held + self.remaining
 
     @property
     def levels_reached(self) -> frozenset[WarningLevel]:

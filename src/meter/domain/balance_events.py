@@ -35,6 +35,9 @@ class EventType(StrEnum):
     EXPIRING = "balance.expiring"  # the month's allowance expires soon with tokens left (meter_tell_expiring)
     BUDGET_WARNING = "budget.warning"  # a budget's period used 80, 90 or 95 % of its cap, once per level
     BUDGET_EXHAUSTED = "budget.exhausted"  # a budget has nothing left to admit, once per period
+    GRANT_CREATED = "grant.created"  # an account's own grant (Grant), its tokens in
+    GRANT_EXPIRED = "grant.expired"  # what a grant had left at its expiry left the balance
+    GRANT_REVOKED = "grant.revoked"  # what a revoked grant had left left the balance
     ADJUSTED = "balance.adjusted"  # an operator's Adjust
     DEBT_CREATED = "debt.created"  # the account owes tokens (usage nothing paid for, a refund of spent tokens)
     DEBT_CLEARED = "debt.cleared"  # it owes nothing again

@@ -16,6 +16,7 @@ category a failure belongs to.
     +-- PaymentNotFound             NOT_FOUND  no credited purchase has this payment
     +-- SubscriptionNotFound        NOT_FOUND  no account has this subscription
     +-- EventNotFound               NOT_FOUND  no stored webhook event has this id
+    +-- GrantNotFound               NOT_FOUND  the account has no grant of this id
     +-- InsufficientTokens          FAILED_PRECONDITION  hold does not fit; available, required
     +-- AccountInDebt               FAILED_PRECONDITION  cannot reserve until the debt is paid
     +-- BudgetExceeded              FAILED_PRECONDITION  a budget of the call's labels has not got its worst case
@@ -158,6 +159,14 @@ class PaymentNotFound(MeterError):
 
     def __init__(self, **identity: str) -> None:
         super().__init__(f"no credited purchase has {identity}", **identity)
+
+
+class GrantNotFound(MeterError):
+    reason = "GRANT_NOT_FOUND"
+    category = ErrorCategory.NOT_FOUND
+
+    def __init__(self, account_id: str, grant_id: int) -> None:
+        super().__init__(f"account {account_id!r} has no grant {grant_id}", accountId=account_id, grantId=str(grant_id))
 
 
 class SubscriptionNotFound(MeterError):

@@ -24,6 +24,8 @@ class EntryKind(enum.StrEnum):
     REFUND = "refund"
     DISPUTE_FREEZE = "dispute_freeze"
     DISPUTE_RELEASE = "dispute_release"
+    GRANT = "grant"  # a grant's tokens, in its own pool (Grant)
+    REVOCATION = "revocation"  # what was left of a revoked grant
 
 
 @dataclass(frozen=True)
@@ -51,3 +53,4 @@ class RecordedEntry:
     note: str
     caller: str
     usage: UsageRecord | None = None
+    grant_id: int = 0  # the grant a PoolName.GRANT entry changed

@@ -15,3 +15,9 @@ class PoolName(enum.StrEnum):
     ALLOWANCE = "allowance"
     PURCHASED = "purchased"
     DEBT = "debt"
+    GRANT = "grant"  # one of the account's own grants: its rows and entries are named grant:<id>
+
+    @classmethod
+    def stored(cls, name: str) -> PoolName:
+        """The pool a stored name is (a grant's, `grant:<id>`, is GRANT: domain.grants reads its id)."""
+        return cls.GRANT if name.startswith("grant:") else cls(name)

@@ -16,6 +16,7 @@ from meter.domain.checkout import CheckoutSession, CheckoutStatus
 from meter.domain.credits import RefusedPurchase
 from meter.domain.errors import InvalidField
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
+from meter.domain.grants import Grant, GrantSource
 from meter.domain.holds import CallTokens, ExpiredHolds, HoldStatus
 from meter.domain.invoices import InvoiceLine
 from meter.domain.ledger import EntryKind, RecordedEntry
@@ -180,6 +181,41 @@ def balance(value: Balance) -> pb.Balance:
         used_this_period=value.used_this_period,
         warning_level=_WARNING[value.warning_level],
         paid_through=timestamp(value.paid_through) if value.paid_through else None,
+        granted_remaining=value.granted_remaining,
+    )
+
+
+_GRANT_SOURCES = {
+    GrantSource.ALLOWANCE: pb.GRANT_SOURCE_ALLOWANCE,
+    GrantSource.PURCHASE: pb.GRANT_SOURCE_PURCHASE,
+    GrantSource.PROMOTION: pb.GRANT_SOURCE_PROMOTION,
+    GrantSource.ROLLOVER: pb.GRANT_SOURCE_ROLLOVER,
+    GrantSource.ADJUSTMENT: pb.GRANT_SOURCE_ADJUSTMENT,
+}
+_GRANT_SOURCE_NAMES = {value: source for source, value in _GRANT_SOURCES.items()}
+
+
+def grant_source(value: int) -> GrantSource:
+    """Unspecified: a promotion; a source Grant may not give is refused by GrantRequest.checked."""
+    if value == pb.GRANT_SOURCE_UNSPECIFIED:
+        return GrantSource.PROMOTION
+    if value not in _GRANT_SOURCE_NAMES:
+        raise InvalidField("source", "is not a GrantSource")
+    return _GRANT_SOURCE_NAMES[value]
+
+
+def grant(value: Grant) -> pb.Grant:
+    return pb.Grant(
+        grant_id=value.grant_id,
+        source=_GRANT_SOURCES[value.source],
+        remaining=value.remaining,
+        held=value.held,
+        priority=value.priority,
+        expires_at=timestamp(value.expires_at) if value.expires_at else None,
+        tokens=value.tokens,
+        reason=value.reason,
+        request_id=value.request_id,
+        created_at=timestamp(value.created_at) if value.created_at else None,
     )
 
 
@@ -215,6 +251,9 @@ def account_balance(value: AccountBalance) -> pb.GetBalanceResponse:
             response.headroom.tokens_this_minute = room.tokens_this_minute
         if room.holds is not None:
             response.headroom.holds = room.holds
+    response.grants.extend(grant(g) for g in value.grants)
+    if value.next_expiry is not None:
+        response.next_expiry.CopyFrom(grant(value.next_expiry))
     return response
 
 
@@ -315,12 +354,15 @@ _ENTRY_KINDS = {
     pb.ENTRY_KIND_REFUND: EntryKind.REFUND,
     pb.ENTRY_KIND_DISPUTE_FREEZE: EntryKind.DISPUTE_FREEZE,
     pb.ENTRY_KIND_DISPUTE_RELEASE: EntryKind.DISPUTE_RELEASE,
+    pb.ENTRY_KIND_GRANT: EntryKind.GRANT,
+    pb.ENTRY_KIND_REVOCATION: EntryKind.REVOCATION,
 }
 _ENTRY_KIND_VALUES = {kind: value for value, kind in _ENTRY_KINDS.items()}
 _POOL_VALUES = {
     PoolName.ALLOWANCE: pb.POOL_ALLOWANCE,
     PoolName.PURCHASED: pb.POOL_PURCHASED,
     PoolName.DEBT: pb.POOL_DEBT,
+    PoolName.GRANT: pb.POOL_GRANT,
 }
 
 
@@ -346,6 +388,7 @@ def ledger_entry(value: RecordedEntry) -> pb.LedgerEntry:
         note=value.note,
         caller=value.caller,
         usage=usage_record(value.usage) if value.usage else None,
+        grant_id=value.grant_id,
     )
 
 

@@ -10,6 +10,7 @@ import grpc
 
 from meter.domain.budgets import BudgetKey
 from meter.domain.errors import InvalidField
+from meter.domain.grants import GrantRequest
 from meter.service import balance as balance_case
 from meter.service import (
     balance_events,
@@ -18,6 +19,7 @@ from meter.service import (
     credits,
     events,
     extend,
+    grants,
     invoices,
     ledger,
     plans,
@@ -162,6 +164,33 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
             request_id=request.request_id,
         )
         return pb.AdjustResponse(balance=convert.balance(result))
+
+    async def Grant(self, request: pb.GrantRequest, context: Context) -> pb.GrantResponse:
+        result = await grants.grant_tokens(
+            self._meter,
+            GrantRequest(
+                account_id=request.account_id,
+                request_id=request.request_id,
+                tokens=request.tokens,
+                source=convert.grant_source(request.source),
+                priority=request.priority,
+                expires_at=convert.optional_datetime(request, "expires_at"),
+                reason=request.reason,
+            ),
+        )
+        return pb.GrantResponse(
+            grant=convert.grant(result.granted.grant),
+            balance=convert.balance(result.balance),
+            created=result.granted.created,
+        )
+
+    async def RevokeGrant(self, request: pb.RevokeGrantRequest, context: Context) -> pb.RevokeGrantResponse:
+        result = await grants.revoke_grant(self._meter, account_id=request.account_id, grant_id=request.grant_id)
+        return pb.RevokeGrantResponse(
+            revoked_tokens=result.revoked.tokens,
+            revoked=result.revoked.revoked,
+            balance=convert.balance(result.balance),
+        )
 
     async def GetCatalog(self, request: pb.GetCatalogRequest, context: Context) -> pb.GetCatalogResponse:
         return convert.catalog(self._meter.catalog)

@@ -24,6 +24,7 @@ from meter.domain.caller_rates import Count
 from meter.domain.checkout import CheckoutOrder, CheckoutSession, CreatedSession, RecentSessions
 from meter.domain.credits import Adjustment, PaymentDecision, Purchase, RefusedPurchase
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
+from meter.domain.grants import Grant, GrantRequest
 from meter.domain.holds import CallTokens, CallUsage, Hold, Pricing, ReserveParams
 from meter.domain.ledger import EntryKind, RecordedEntry
 from meter.domain.limits import PlanLimits, RateLimits, RateUsage
@@ -307,6 +308,19 @@ class Budgets(Protocol):
         ...
 
 
+class Grants(Protocol):
+    """An account's own grants (the SQL functions grant, end and revoke them)."""
+
+    async def grant(self, request: GrantRequest) -> tuple[str, str | None, Grant | None]: ...
+    async def granted(self, account_id: str, grant_id: int) -> Grant | None: ...
+    async def revoke_grant(self, account_id: str, grant_id: int) -> tuple[str, int]: ...
+    async def live_grants(self, account_id: str) -> list[Grant]:
+        """Its pools and grants with tokens left or held, in the order Reserve draws them."""
+        ...
+
+    async def grants_due(self, limit: int) -> list[str]: ...
+
+
 class Store(
     Accounts,
     Balances,
@@ -322,6 +336,7 @@ class Store(
     WebhookDeliveries,
     History,
     Budgets,
+    Grants,
     Protocol,
 ):
     """Everything a transaction may touch; each use case names the parts it needs."""

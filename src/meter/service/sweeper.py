@@ -1,8 +1,10 @@
 """The background sweeper: gives back expired holds, crosses period boundaries of idle
-accounts, folds past days' usage totals and prunes Stripe payloads past their retention
-(meter.service.retention). Safe with several replicas sweeping at once: each item is settled in its own
-transaction under its row lock, and an item already handled is skipped (payloads another replica is
-pruning are left to it)."""
+accounts, ends the grants whose expiry has come (meter_end_grants, through meter_roll_over: the
+same function a call runs when it finds one due, so each ends once), folds past days' usage
+totals and prunes Stripe payloads past their retention (meter.service.retention). Safe with
+several replicas sweeping at once: each item is settled in its own transaction under its row
+lock, and an item already handled is skipped (payloads another replica is pruning are left to
+it)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from meter import metrics
 from meter.domain.errors import MeterError
 from meter.service.context import Meter
 from meter.service.periods import roll_over
-from meter.service.ports import History, Holds, Payloads
+from meter.service.ports import Grants, History, Holds, Payloads, Store
 from meter.service.retention import prune
 from meter.service.settle import expire
 
@@ -28,6 +30,7 @@ BATCH = 500
 class SweepCount:
     holds_expired: int = 0
     periods_rolled: int = 0
+    grants_due: int = 0  # accounts whose grants' expiry had come (their grants ended)
     expiring_told: int = 0  # accounts told their month's allowance expires soon (balance.expiring)
     usage_day_folded: date | None = None  # the past day whose usage totals this sweep folded
     payloads_pruned: Payloads = Payloads()  # Stripe payloads deleted past their retention (logged by prune)
@@ -48,6 +51,17 @@ async def sweep_once(meter: Meter) -> SweepCount:
     for account_id in accounts:
         if await roll_over(meter, account_id):
             count.periods_rolled += 1
+
+    async def grants_due(store: Grants) -> list[str]:
+        return await store.grants_due(BATCH)
+
+    for account_id in await meter.storage.transaction(grants_due):
+
+        async def end(store: Store, account_id: str = account_id) -> None:
+            await store.roll_over(account_id)
+
+        await meter.storage.transaction(end)
+        count.grants_due += 1
 
     notice = meter.parameters.expiring_notice_hours
     if notice:

@@ -28,4 +28,6 @@ def balance_from_row(account_id: str, row: asyncpg.Record | Mapping[str, Any]) -
         used_this_period=int(row["used"]),
         announced=WarningLevel.from_bits(row["warned"]),
         paid_through=row.get("paid_through"),
+        granted_remaining=int(row.get("granted_remaining") or 0),
+        granted_held=int(row.get("granted_held") or 0),
     )

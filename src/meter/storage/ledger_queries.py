@@ -11,6 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from meter.domain import ids
+from meter.domain.grants import grant_id_of
 from meter.domain.ledger import EntryKind, RecordedEntry
 from meter.domain.pools import PoolName
 from meter.domain.usage import UsageRecord
@@ -50,13 +51,14 @@ class LedgerQueries(Queries):
                 entry_id=row["entry_id"],
                 created_at=row["created_at"],
                 kind=EntryKind(row["kind"]),
-                pool=PoolName(row["pool"]),
+                pool=PoolName.stored(row["pool"]),
                 amount=row["amount"],
                 reservation_id=row["reservation_id"] or "",
                 ref=row["ref"] or "",
                 note=row["note"] or "",
                 caller=row["caller"],
                 usage=calls.get(hold) if (hold := _charged_hold(row)) else None,
+                grant_id=grant_id_of(row["pool"]),
             )
             for row in rows
         ]

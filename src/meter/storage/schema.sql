@@ -13,7 +13,9 @@ CREATE TYPE meter_balance_row AS (
     purchased_remaining bigint,
     allowance_held bigint,
     purchased_held bigint,
-    used bigint
+    used bigint,
+    granted_remaining bigint,
+    granted_held bigint
 );
 
 CREATE TYPE meter_pricing AS (
@@ -73,6 +75,7 @@ CREATE TABLE accounts (
     allowance_after_paid bigint,
     allowance_withheld bigint DEFAULT 0 NOT NULL,
     expiring_told_period_start timestamp with time zone,
+    next_grant_expiry timestamp with time zone,
     CONSTRAINT accounts_pkey PRIMARY KEY (account_id),
     CONSTRAINT accounts_allowance_after_paid_check CHECK ((allowance_after_paid >= 0)),
     CONSTRAINT accounts_allowance_total_check CHECK ((allowance_total >= 0)),
@@ -90,6 +93,7 @@ CREATE TABLE accounts (
     CONSTRAINT accounts_warned_levels_check CHECK (((warned_levels >= 0) AND (warned_levels <= 15)))
 );
 CREATE INDEX accounts_expiring_untold ON accounts USING btree (period_end) WHERE (expiring_told_period_start IS DISTINCT FROM period_start);
+CREATE INDEX accounts_next_grant_expiry ON accounts USING btree (next_grant_expiry) WHERE (next_grant_expiry IS NOT NULL);
 CREATE INDEX accounts_period_end ON accounts USING btree (period_end);
 CREATE INDEX accounts_subscription_ref ON accounts USING btree (subscription_ref) WHERE (subscription_ref IS NOT NULL);
 
@@ -126,7 +130,7 @@ CREATE TABLE balance_events (
     CONSTRAINT balance_events_account_id_event_id_key UNIQUE (account_id, event_id),
     CONSTRAINT balance_events_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts(account_id),
     CONSTRAINT balance_events_sequence_check CHECK ((sequence > 0)),
-    CONSTRAINT balance_events_type_check CHECK ((type = ANY (ARRAY['purchase.credited'::text, 'purchase.refused'::text, 'purchase.refusal_resolved'::text, 'credit.reversed'::text, 'dispute.won'::text, 'allowance.granted'::text, 'allowance.expired'::text, 'plan.changed'::text, 'plan.cancelled'::text, 'balance.warning'::text, 'balance.adjusted'::text, 'debt.created'::text, 'debt.cleared'::text, 'budget.warning'::text, 'budget.exhausted'::text, 'balance.expiring'::text])))
+    CONSTRAINT balance_events_type_check CHECK ((type = ANY (ARRAY['purchase.credited'::text, 'purchase.refused'::text, 'purchase.refusal_resolved'::text, 'credit.reversed'::text, 'dispute.won'::text, 'allowance.granted'::text, 'allowance.expired'::text, 'plan.changed'::text, 'plan.cancelled'::text, 'balance.warning'::text, 'balance.adjusted'::text, 'debt.created'::text, 'debt.cleared'::text, 'budget.warning'::text, 'budget.exhausted'::text, 'balance.expiring'::text, 'grant.created'::text, 'grant.expired'::text, 'grant.revoked'::text])))
 );
 CREATE INDEX balance_events_position ON balance_events USING btree (transaction_id, account_id, sequence);
 
@@ -141,15 +145,20 @@ CREATE TABLE buckets (
     rate_requests bigint DEFAULT 0 NOT NULL,
     rate_tokens bigint DEFAULT 0 NOT NULL,
     open_holds integer DEFAULT 0 NOT NULL,
+    source text DEFAULT 'purchase'::text NOT NULL,
+    priority integer DEFAULT 0 NOT NULL,
+    expires_at timestamp with time zone,
+    draw_seq bigint DEFAULT 0 NOT NULL,
     CONSTRAINT buckets_pkey PRIMARY KEY (account_id, pool, bucket),
     CONSTRAINT buckets_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts(account_id),
     CONSTRAINT buckets_available_check CHECK ((available >= 0)),
     CONSTRAINT buckets_bucket_check CHECK ((bucket >= 0)),
     CONSTRAINT buckets_held_check CHECK ((held >= 0)),
     CONSTRAINT buckets_open_holds_check CHECK ((open_holds >= 0)),
-    CONSTRAINT buckets_pool_check CHECK ((pool = ANY (ARRAY['allowance'::text, 'purchased'::text]))),
+    CONSTRAINT buckets_pool_check CHECK (((pool = ANY (ARRAY['allowance'::text, 'purchased'::text])) OR (pool ~ '^grant:[0-9]+$'::text))),
     CONSTRAINT buckets_rate_requests_check CHECK ((rate_requests >= 0)),
     CONSTRAINT buckets_rate_tokens_check CHECK ((rate_tokens >= 0)),
+    CONSTRAINT buckets_source_check CHECK ((source = ANY (ARRAY['allowance'::text, 'purchase'::text, 'promotion'::text, 'rollover'::text, 'adjustment'::text]))),
     CONSTRAINT buckets_used_check CHECK ((used >= 0))
 );
 
@@ -226,6 +235,33 @@ CREATE TABLE checkout_sessions (
 CREATE INDEX checkout_sessions_by_session ON checkout_sessions USING btree (session_id);
 CREATE INDEX checkout_sessions_recent ON checkout_sessions USING btree (account_id, created_at);
 CREATE UNIQUE INDEX checkout_sessions_session ON checkout_sessions USING btree (account_id, session_id);
+
+CREATE TABLE grants (
+    account_id text NOT NULL,
+    grant_id bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
+    request_id text NOT NULL,
+    source text NOT NULL,
+    tokens bigint NOT NULL,
+    priority integer NOT NULL,
+    expires_at timestamp with time zone,
+    reason text NOT NULL,
+    caller text NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    ended_at timestamp with time zone,
+    ended_how text,
+    ended_tokens bigint,
+    expiring_told boolean DEFAULT false NOT NULL,
+    CONSTRAINT grants_pkey PRIMARY KEY (account_id, grant_id),
+    CONSTRAINT grants_account_id_request_id_key UNIQUE (account_id, request_id),
+    CONSTRAINT grants_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts(account_id),
+    CONSTRAINT grants_ended_check CHECK (((ended_at IS NULL) = (ended_how IS NULL))),
+    CONSTRAINT grants_ended_how_check CHECK ((ended_how = ANY (ARRAY['expired'::text, 'revoked'::text]))),
+    CONSTRAINT grants_priority_check CHECK (((priority >= 0) AND (priority <= 1000000))),
+    CONSTRAINT grants_source_check CHECK ((source = ANY (ARRAY['purchase'::text, 'promotion'::text, 'rollover'::text, 'adjustment'::text]))),
+    CONSTRAINT grants_tokens_check CHECK ((tokens > 0))
+);
+CREATE INDEX grants_expiring_untold ON grants USING btree (expires_at) WHERE ((ended_at IS NULL) AND (NOT expiring_told));
+CREATE INDEX grants_live_expiry ON grants USING btree (account_id, expires_at) WHERE (ended_at IS NULL);
 
 CREATE TABLE holds (
     account_id text NOT NULL,
@@ -304,8 +340,8 @@ CREATE TABLE ledger_entries (
     CONSTRAINT ledger_entries_pkey PRIMARY KEY (account_id, entry_id),
     CONSTRAINT ledger_entries_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts(account_id),
     CONSTRAINT ledger_entries_amount_check CHECK ((amount <> 0)),
-    CONSTRAINT ledger_entries_kind_check CHECK ((kind = ANY (ARRAY['subscription_grant'::text, 'expiry'::text, 'usage'::text, 'purchase'::text, 'adjustment'::text, 'debt_payment'::text, 'refund'::text, 'dispute_freeze'::text, 'dispute_release'::text]))),
-    CONSTRAINT ledger_entries_pool_check CHECK ((pool = ANY (ARRAY['allowance'::text, 'purchased'::text, 'debt'::text])))
+    CONSTRAINT ledger_entries_kind_check CHECK ((kind = ANY (ARRAY['subscription_grant'::text, 'expiry'::text, 'usage'::text, 'purchase'::text, 'adjustment'::text, 'debt_payment'::text, 'refund'::text, 'dispute_freeze'::text, 'dispute_release'::text, 'grant'::text, 'revocation'::text]))),
+    CONSTRAINT ledger_entries_pool_check CHECK (((pool = ANY (ARRAY['allowance'::text, 'purchased'::text])) OR (pool ~ '^grant:[0-9]+$'::text) OR (pool = 'debt'::text)))
 );
 CREATE INDEX ledger_entries_month_grants ON ledger_entries USING btree (account_id, ref) WHERE (kind = 'subscription_grant'::text);
 CREATE TRIGGER ledger_entries_append_only BEFORE DELETE OR UPDATE ON ledger_entries FOR EACH ROW EXECUTE FUNCTION ledger_entries_append_only();
@@ -437,7 +473,7 @@ CREATE TABLE usage_daily (
     CONSTRAINT usage_daily_cost_micros_check CHECK ((cost_micros >= 0)),
     CONSTRAINT usage_daily_input_tokens_check CHECK ((input_tokens >= 0)),
     CONSTRAINT usage_daily_output_tokens_check CHECK ((output_tokens >= 0)),
-    CONSTRAINT usage_daily_pool_check CHECK ((pool = ANY (ARRAY['allowance'::text, 'purchased'::text]))),
+    CONSTRAINT usage_daily_pool_check CHECK (((pool = ANY (ARRAY['allowance'::text, 'purchased'::text])) OR (pool ~ '^grant:[0-9]+$'::text))),
     CONSTRAINT usage_daily_reasoning_tokens_check CHECK ((reasoning_tokens >= 0)),
     CONSTRAINT usage_daily_requests_check CHECK ((requests > 0)),
     CONSTRAINT usage_daily_unbilled_tokens_check CHECK ((unbilled_tokens >= 0))

@@ -21,6 +21,7 @@ from meter.storage.checkout_queries import CheckoutQueries
 from meter.storage.credit_queries import CreditQueries
 from meter.storage.delivery_queries import DeliveryQueries
 from meter.storage.event_queries import EventQueries
+from meter.storage.grant_queries import GrantQueries
 from meter.storage.hold_queries import HoldQueries
 from meter.storage.ledger_queries import LedgerQueries
 from meter.storage.payment_queries import PaymentQueries
@@ -43,6 +44,7 @@ class PostgresStore(
     BalanceEventQueries,
     DeliveryQueries,
     BudgetQueries,
+    GrantQueries,
 ):
     async def balance(self, account_id: str) -> Balance:
         """One statement (meter_balance), so one consistent snapshot of the account and its rows."""

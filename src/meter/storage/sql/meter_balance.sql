@@ -1,5 +1,6 @@
 -- An account's balance: its plan, allowance month and paid-through date from its row
--- (p_account, as the caller read it), and the sums of its bucket rows in one read. What
+-- (p_account, as the caller read it), and the sums of its bucket rows in one read: the month's
+-- allowance, purchased tokens, and what its own grants have (granted_*). What
 -- GetBalance shows and what every change of the hot path answers with; taking the row it already
 -- holds spares each call a second read of it. Its shape (meter_balance_row) is the
 -- one column every hot-path answer carries it in. A set of one row, so that a query's FROM inlines
@@ -15,6 +16,8 @@ RETURNS SETOF meter_balance_row LANGUAGE sql STABLE AS $$
         coalesce(sum(b.available) FILTER (WHERE b.pool = 'purchased'), 0)::bigint,
         coalesce(sum(b.held) FILTER (WHERE b.pool = 'allowance'), 0)::bigint,
         coalesce(sum(b.held) FILTER (WHERE b.pool = 'purchased'), 0)::bigint,
-        coalesce(sum(b.used), 0)::bigint
+        coalesce(sum(b.used), 0)::bigint,
+        coalesce(sum(b.available) FILTER (WHERE b.pool NOT IN ('allowance', 'purchased')), 0)::bigint,
+        coalesce(sum(b.held) FILTER (WHERE b.pool NOT IN ('allowance', 'purchased')), 0)::bigint
     FROM buckets AS b WHERE b.account_id = p_account.account_id
 $$;

@@ -6,13 +6,13 @@
 -- allowance.granted), less what a refund or dispute took back from the months of the payment that
 -- pays for this one before they began (withheld_tokens: from its last months first, each at most
 -- its per-month share, as if the paid year were shorter; the month remembers its part in
--- allowance_withheld, for an upgrade within it). The
--- account row names the new month and its allowance before the grant, so that the grant's events
--- carry them. Allowance held by open holds stays held: it expires when they settle (meter_settle).
--- A month is granted once: one whose grant the ledger has already (an account back in a month it
--- left) is not granted again. Beginning the month the account is in again (an invoice paying for
--- it late, another plan in it) expires and resets nothing, unless p_expire_now (what is left of the
--- allowance ends now: a cancellation's, ref 'expired_now:<month>'). Returns the debt the grant paid.
+-- allowance_withheld, for an upgrade within it). The account row names the new month and its
+-- allowance before the grant, so that the grant's events carry them. Allowance held by open holds
+-- stays held: it expires when they settle (meter_settle). A month is granted once: one whose grant
+-- the ledger has already (an account back in a month it left) is not granted again. Beginning the
+-- month the account is in again (an invoice paying for it late, another plan in it) expires and
+-- resets nothing, unless p_expire_now (what is left of the allowance ends now: a cancellation's,
+-- ref 'expired_now:<month>'). Returns the debt the grant paid.
 CREATE OR REPLACE FUNCTION meter_begin_period(
     p_account text, p_start timestamptz, p_end timestamptz, p_grant boolean, p_now timestamptz, p_caller text,
     p_expire_now boolean DEFAULT false
@@ -50,7 +50,8 @@ BEGIN
             WHERE s.account_id = p_account AND s.period_start <= v_before.period_start
                 AND v_before.period_start < s.period_end;
         END IF;
-        UPDATE buckets AS b SET used = 0 WHERE b.account_id = p_account;
+        UPDATE buckets AS b SET used = 0, expires_at = CASE WHEN b.pool = 'allowance' THEN p_end ELSE b.expires_at END
+        WHERE b.account_id = p_account;
     END IF;
     IF p_grant AND NOT EXISTS (
         SELECT FROM ledger_entries AS l

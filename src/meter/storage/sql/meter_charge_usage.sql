@@ -61,7 +61,7 @@ BEGIN
         END;
         outcome := CASE WHEN reused_field IS NULL THEN 'replayed' ELSE 'request_reused' END;
     ELSE
-        IF v_account.period_end <= v_now THEN
+        IF v_account.period_end <= v_now OR v_account.next_grant_expiry <= v_now THEN
             v_account := meter_roll_over(p_account, v_now);
         END IF;
         outcome := 'committed';

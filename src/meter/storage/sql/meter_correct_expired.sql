@@ -46,7 +46,7 @@ BEGIN
     SELECT a.debt INTO debt FROM accounts AS a WHERE a.account_id = p_hold.account_id FOR UPDATE;
     PERFORM meter_lock_buckets(p_hold.account_id);
     IF v_delta > 0 THEN
-        v_taken := meter_take(p_hold.account_id, v_delta);
+        v_taken := meter_take(p_hold.account_id, v_delta, p_now);
         shortfall := v_taken.shortfall;
         IF shortfall > 0 THEN
             UPDATE accounts AS a SET debt = a.debt + shortfall, updated_at = p_now
@@ -68,8 +68,8 @@ BEGIN
             v_back[v_i] := least(v_left, p_hold.part_held[v_i]);
             v_left := v_left - v_back[v_i];
             v_expired := 0;
-            IF p_hold.part_pools[v_i] = 'allowance' AND NOT v_same_period THEN
-                v_expired := v_back[v_i];  -- the period it was charged in has ended
+            IF meter_part_ended(p_hold, p_account, v_i, p_now) THEN
+                v_expired := v_back[v_i];
                 v_back[v_i] := 0;
             END IF;
             v_kinds := v_kinds || ARRAY['usage', 'expiry'];

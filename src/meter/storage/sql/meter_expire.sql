@@ -21,7 +21,7 @@ BEGIN
         RETURN 'skipped';
     END IF;
     SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
-    IF v_account.period_end <= v_now THEN
+    IF v_account.period_end <= v_now OR v_account.next_grant_expiry <= v_now THEN
         v_account := meter_roll_over(p_account, v_now);
     END IF;
     IF NOT p_charge THEN

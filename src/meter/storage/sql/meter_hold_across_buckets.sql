@@ -6,20 +6,22 @@
 -- before any lock is taken: otherwise every refused Reserve of a drained account queues for all
 -- its rows, one after the other (one of 163 ran past the lock timeout on a slow machine).
 CREATE OR REPLACE FUNCTION meter_hold_across_buckets(
-    p_account text, p_amount bigint, p_first smallint, p_window timestamptz,
+    p_account text, p_amount bigint, p_first smallint, p_window timestamptz, p_now timestamptz,
     OUT part_pools text[], OUT part_held bigint[]
 ) LANGUAGE plpgsql AS $$
 DECLARE
     v_taken record;
 BEGIN
-    IF (SELECT coalesce(sum(b.available), 0) FROM buckets AS b WHERE b.account_id = p_account) < p_amount THEN
+    IF (SELECT coalesce(sum(b.available), 0) FROM buckets AS b
+        WHERE b.account_id = p_account AND (b.expires_at IS NULL OR b.expires_at > p_now)) < p_amount THEN
         RETURN;  -- short as last committed: refused without waiting for a lock
     END IF;
     PERFORM meter_lock_buckets(p_account);
-    IF (SELECT coalesce(sum(b.available), 0) FROM buckets AS b WHERE b.account_id = p_account) < p_amount THEN
+    IF (SELECT coalesce(sum(b.available), 0) FROM buckets AS b
+        WHERE b.account_id = p_account AND (b.expires_at IS NULL OR b.expires_at > p_now)) < p_amount THEN
         RETURN;  -- short once every row is locked
     END IF;
-    v_taken := meter_take(p_account, p_amount);
+    v_taken := meter_take(p_account, p_amount, p_now);
     part_pools := v_taken.part_pools;
     part_held := v_taken.part_amounts;
     UPDATE buckets AS b SET held = b.held + p.amount,

@@ -21,9 +21,11 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    INSERT INTO buckets (account_id, pool, bucket, available, held, used)
-    SELECT p_account, pool, bucket, 0, 0, 0
-    FROM unnest(ARRAY['allowance', 'purchased']) AS pool, generate_series(0, p_bucket_count - 1) AS bucket;
+    INSERT INTO buckets (account_id, pool, bucket, available, held, used, source, expires_at)
+    SELECT p_account, p.pool, n, 0, 0, 0, p.source, CASE WHEN p.pool = 'allowance' THEN a.period_end END
+    FROM accounts AS a, (VALUES ('allowance', 'allowance'), ('purchased', 'purchase')) AS p (pool, source),
+        generate_series(0, p_bucket_count - 1) AS n
+    WHERE a.account_id = p_account;
     PERFORM meter_begin_month(p_account, p_now, p_caller);
     RETURN true;
 END;

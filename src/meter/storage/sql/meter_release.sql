@@ -20,7 +20,8 @@ DECLARE
 BEGIN
     SELECT * INTO v_hold FROM holds AS h WHERE h.account_id = p_account AND h.hold_id = p_hold FOR UPDATE;
     SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
-    IF (v_hold.charged_at_expiry OR v_hold.status <> 'committed') AND v_account.period_end <= v_now THEN
+    IF (v_hold.charged_at_expiry OR v_hold.status <> 'committed') AND (v_account.period_end <= v_now
+        OR v_account.next_grant_expiry <= v_now) THEN
         v_account := meter_roll_over(p_account, v_now);
     END IF;
     IF v_hold.hold_id IS NULL THEN

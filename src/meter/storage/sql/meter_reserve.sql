@@ -3,19 +3,19 @@
 -- tokens count against a call's max output; cached input is cheaper than input, and cache writes
 -- dearer than the hold are charged at Commit like any usage beyond it). The hold pins the model's
 -- prices and weights of every token class, and the labels its usage is summed by. The hold goes on
--- one row of the first pool in the order pools are drawn that has tokens left (the allowance
--- first; purchased only when no allowance is left at all), when one of its rows has them all,
--- else it is taken from all rows, pool by pool in that order (meter_hold_across_buckets; `across`
--- says so). The hold records its parts: the pools it drew on, what it took from each, the row. Outcomes, each with
--- the account's balance: 'placed', 'replayed' (this request_id was placed before with the same
--- parameters: its hold), 'request_reused' (before, with other parameters; reused_field names one),
--- 'account_not_found', 'in_debt', 'rate_limited' (limit_name, limit_value, retry_after:
--- meter_rate_refusal), 'budget_exceeded' (a budget its labels count against has not got its worst
--- case, in tokens or micro-USD: budget_* name it; meter_hold_budgets), 'insufficient' (the balance
--- shows what is available; what budgets held is given back). A call that finds the
--- account's period ended moves it into its current one first (meter_roll_over). The
--- plans' rate limits come with the call (meter_rate_limits); an account without any is not counted
--- against them.
+-- one row of the first pool in the order pools are drawn (by priority, then the soonest expiry,
+-- then the oldest: the month's allowance before purchased tokens; a grant by its own terms) that
+-- has tokens left, when one of its rows has them all, else it is taken from all rows, pool by pool
+-- in that order (meter_hold_across_buckets; `across` says so). The hold records its parts: the
+-- pools it drew on, what it took from each, the row. Outcomes, each with the account's balance:
+-- 'placed', 'replayed' (this request_id was placed before with the same parameters: its hold),
+-- 'request_reused' (before, with other parameters; reused_field names one), 'account_not_found',
+-- 'in_debt', 'rate_limited' (limit_name, limit_value, retry_after: meter_rate_refusal),
+-- 'budget_exceeded' (a budget its labels count against has not got its worst case, in tokens or
+-- micro-USD: budget_* name it; meter_hold_budgets), 'insufficient' (the balance shows what is
+-- available; what budgets held is given back). A call that finds the account's period ended, or a
+-- grant's expiry come, brings it to now first (meter_roll_over). The plans' rate limits come with
+-- the call (meter_rate_limits); an account without any is not counted against them.
 CREATE OR REPLACE FUNCTION meter_reserve(
     p_call meter_reserve_call, p_clock_offset double precision, p_plans text[], p_requests_per_minute bigint[],
     p_tokens_per_minute bigint[], p_concurrent_holds bigint[], p_wait_ms integer, p_sweep_seconds double precision
@@ -69,7 +69,7 @@ BEGIN
             outcome := 'request_reused';
         END IF;
     ELSE
-        IF v_account.period_end <= v_now THEN
+        IF v_account.period_end <= v_now OR v_account.next_grant_expiry <= v_now THEN
             v_account := meter_roll_over(p_call.account_id, v_now);
         END IF;
         IF v_account.debt > 0 THEN
@@ -111,8 +111,8 @@ BEGIN
         -- The first pool with tokens left decides where the hold goes: looked for first, since an
         -- account that has used a pool up would otherwise look for a row of it in vain.
         SELECT b.pool INTO v_pool FROM buckets AS b
-        WHERE b.account_id = p_call.account_id AND b.available > 0
-        ORDER BY CASE b.pool WHEN 'allowance' THEN 0 ELSE 1 END LIMIT 1;
+        WHERE b.account_id = p_call.account_id AND b.available > 0 AND (b.expires_at IS NULL OR b.expires_at > v_now)
+        ORDER BY b.priority, b.expires_at NULLS LAST, b.draw_seq LIMIT 1;
         IF FOUND THEN
             v_bucket := meter_hold_in_one_bucket(p_call.account_id, v_pool, required, v_first,
                 v_account.bucket_count, v_window, p_wait_ms);
@@ -122,7 +122,7 @@ BEGIN
             v_part_held := ARRAY[required];
         ELSE
             across := true;
-            v_across := meter_hold_across_buckets(p_call.account_id, required, v_first, v_window);
+            v_across := meter_hold_across_buckets(p_call.account_id, required, v_first, v_window, v_now);
             IF v_across.part_pools IS NULL THEN
                 outcome := 'insufficient';
                 IF v_budget_ids IS NOT NULL THEN  -- what the budgets held goes back

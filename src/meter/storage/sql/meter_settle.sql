@@ -3,12 +3,13 @@
 -- in the order it drew them; what they do not cover comes from what the account has available,
 -- pool by pool in the order pools are drawn (meter_take), and what nothing pays for becomes debt
 -- (the shortfall, returned with the debt after). What a part does not use goes back to its row,
--- paying debt first; the allowance of a hold taken in a period that has ended does not go back:
--- it expires. A hold already given back at expiry ('expired') is charged from what is available.
--- The caller has locked the hold row and read the account's (p_account); this locks the account
--- row and then the bucket rows only when they are needed, in that order; when it changed the
--- debt, the debt's facts follow (meter_debt_events). The call's budgets count it first
--- (meter_settle_budgets: their rows come before the account's in every transaction).
+-- paying debt first; what it took from the allowance of a period that has ended, or from a grant
+-- that has ended (expired or revoked: meter_end_grant), does not go back: it expires. A hold
+-- already given back at expiry ('expired') is charged from what is available. The caller has
+-- locked the hold row and read the account's (p_account); this locks the account row and then the
+-- bucket rows only when they are needed, in that order; when it changed the debt, the debt's facts
+-- follow (meter_debt_events). The call's budgets count it first (meter_settle_budgets: their rows
+-- come before the account's in every transaction).
 CREATE OR REPLACE FUNCTION meter_settle(
     p_hold holds, p_account accounts, p_charge bigint, p_status text, p_now timestamptz,
     p_caller text, OUT shortfall bigint, OUT debt bigint
@@ -42,8 +43,8 @@ BEGIN
         v_left := v_left - v_used[v_i];
         v_back[v_i] := p_hold.part_held[v_i] - v_used[v_i];
         v_expired := 0;
-        IF p_hold.part_pools[v_i] = 'allowance' AND p_hold.period_start <> p_account.period_start THEN
-            v_expired := v_back[v_i];  -- the period it was taken in has ended
+        IF meter_part_ended(p_hold, p_account, v_i, p_now) THEN
+            v_expired := v_back[v_i];
             v_back[v_i] := 0;
         END IF;
         v_back_total := v_back_total + v_back[v_i];
@@ -58,7 +59,7 @@ BEGIN
     END IF;
     IF v_over > 0 THEN
         PERFORM meter_lock_buckets(p_hold.account_id);
-        v_taken := meter_take(p_hold.account_id, v_over);
+        v_taken := meter_take(p_hold.account_id, v_over, p_now);
         shortfall := v_taken.shortfall;
         FOR v_i IN 1 .. cardinality(v_taken.part_pools) LOOP
             v_kinds := v_kinds || 'usage'::text;
