@@ -1,5 +1,6 @@
 """The bounded chaos run (`meter chaos` in under two minutes): every fault scenario, the checker
-after each, no violation allowed (webhooks too: delivered in order within a bounded delay beside a
+after each (grants among the operations, half of them expiring within seconds while holds on them
+are open), no violation allowed (webhooks too: delivered in order within a bounded delay beside a
 tarpit and redirecting endpoints, none of whose deliveries counts as delivered)."""
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ async def test_no_fault_loses_or_double_counts_a_token(tmp_path: Path) -> None:
             assert scenario.webhook_delays is not None and scenario.webhook_delays.events > 0, scenario
     assert report.hostile_endpoints.endswith(", 0 requests reached their target"), report.hostile_endpoints
     stripe_flows = ("dispute", "subscription", "invoice", "invoice_payment", "sub_refund")
-    for kind in ("reserve", "commit", "release", "extend", "balance", "adjust", "purchase", "refund", *stripe_flows):
+    kinds = ("reserve", "commit", "release", "extend", "balance", "adjust", "grant", "revoke", "purchase", "refund")
+    for kind in (*kinds, *stripe_flows):
         assert report.operations[kind]["acked"] > 0, (kind, report.operations)
     # Late and repeated calls were refused for the right reasons, not just acknowledged.
     assert report.operations["commit"]["refused"] + report.operations["release"]["refused"] > 0

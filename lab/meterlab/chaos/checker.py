@@ -26,6 +26,7 @@ from meterlab.chaos.history import History, Op, Outcome
 from meterlab.testbed import audit
 
 EXPLAINED_KINDS = {"usage", "purchase", "adjustment", "refund", "debt_payment", "dispute_freeze", "dispute_release"}
+EXPLAINED_KINDS |= {"grant", "expiry", "revocation"}  # a grant's, its expiry's and its revocation's
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class _Database:
     accounts: dict[str, dict[str, Any]]  # account_id -> its month and what it paid through
     # (type, payment_ref or request_id) -> the accounts of the balance events that tell of it
     told: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    grants: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (account, request_id) -> row
 
 
 @dataclass
@@ -118,6 +120,12 @@ async def _read(engine: AsyncEngine, accounts: list[str] | None) -> _Database:
             await c.execute(text("SELECT account_id, period_start, paid_through FROM accounts" + scope), params)
         ).mappings()
         account_rows = {row["account_id"]: dict(row) for row in months}
+        grant_rows = (
+            await c.execute(
+                text("SELECT account_id, request_id, grant_id, tokens, ended_how FROM grants" + scope), params
+            )
+        ).mappings()
+        grants = {(g["account_id"], g["request_id"]): dict(g) for g in grant_rows}
         told: dict[tuple[str, str], list[str]] = defaultdict(list)
         told_query = (
             "SELECT account_id, type, coalesce(payload ->> 'payment_ref', payload ->> 'request_id') "
@@ -136,6 +144,7 @@ async def _read(engine: AsyncEngine, accounts: list[str] | None) -> _Database:
         {row["invoice_ref"]: dict(row) for row in invoices},
         account_rows,
         dict(told),
+        grants,
     )
 
 
@@ -162,6 +171,7 @@ async def check(engine: AsyncEngine, history: History, accounts: list[str] | Non
     refunded = _refunds(found, evidence)
     disputed = _disputes(found, evidence)
     adjusted = _adjustments(found, evidence)
+    granted = _grants(found, evidence)
     _debt_payments(found, entries)
     _balances(found, history)
     _admission(found, db, history, by_key)
@@ -172,14 +182,17 @@ async def check(engine: AsyncEngine, history: History, accounts: list[str] | Non
     for entry in db.ledger:
         ledger_sum[entry["account_id"]] += entry["amount"]
     for account in ({op.account for op in history.ops} | set(ledger_sum)) - subscribers:
-        model = adjusted[account] + credited[account] - refunded[account] - disputed[account] - charged[account]
+        model = (
+            adjusted[account] + granted[account] + credited[account] - refunded[account] - disputed[account]
+            - charged[account]
+        )  # fmt: skip
         found.expect(
             ledger_sum[account] == model,
             "ledger = model",
             account,
             f"ledger sums to {ledger_sum[account]}, the applied operations to {model} (adjusted "
-            f"{adjusted[account]}, bought {credited[account]}, refunded {refunded[account]}, "
-            f"disputed {disputed[account]}, charged {charged[account]})",
+            f"{adjusted[account]}, granted {granted[account]}, bought {credited[account]}, "
+            f"refunded {refunded[account]}, disputed {disputed[account]}, charged {charged[account]})",
         )
     return found
 
@@ -365,6 +378,45 @@ def _adjustments(found: Findings, ev: _Evidence) -> dict[str, int]:
         elif op.outcome is Outcome.REFUSED and not any(o.acked for o in by_key[("adjust", op.key)]):
             found.expect(not applied, "adjust", op.account, f"refused Adjust {op.key} ({op.reason}) applied")
     return adjusted
+
+
+def _grants(found: Findings, ev: _Evidence) -> dict[str, int]:
+    """Each grant applied once, as sent, its tokens in its own pool; what left it (its expiry, its
+    revocation, what holds gave back after its end) is at most what it was granted and only once it
+    ended, and every acknowledged Grant is applied. Returns per account what grants added, less what
+    left them."""
+    db, history, entries = ev.db, ev.history, ev.entries
+    net: dict[str, int] = defaultdict(int)
+    sent = {(op.account, op.key): op.args["tokens"] for op in history.of("grant")}
+    by_pool: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for entry in db.ledger:
+        if str(entry["pool"]).startswith("grant:"):
+            by_pool[f"{entry['account_id']} {entry['pool']}"].append(entry)
+    for (account, key), row in db.grants.items():
+        found.expect(sent.get((account, key)) == row["tokens"], "grant", account, f"{key}: {row} applied, not as sent")
+        granted = sum(e["amount"] for e in entries[("grant", key)])
+        found.expect(granted == row["tokens"], "grant", account, f"{key}: ledger {granted}, granted {row['tokens']}")
+        pool = by_pool[f"{account} grant:{row['grant_id']}"]
+        left = -sum(e["amount"] for e in pool if e["kind"] in ("expiry", "revocation"))
+        found.expect(
+            0 <= left <= row["tokens"] and (left == 0 or row["ended_how"] is not None),
+            "grant",
+            account,
+            f"{key}: {left} of {row['tokens']} left it ({row['ended_how'] or 'not ended'})",
+        )
+        net[account] += row["tokens"] - left
+    for op in history.of("grant"):
+        if op.acked:
+            found.expect((op.account, op.key) in db.grants, "grant", op.account, f"acknowledged Grant {op.key} lost")
+    for entry in db.ledger:  # an expiry is a grant's or, for a subscriber, its month's allowance
+        if entry["kind"] in ("expiry", "revocation") and not str(entry["pool"]).startswith("grant:"):
+            found.expect(
+                (entry["kind"], entry["pool"]) == ("expiry", "allowance"),
+                "grant",
+                entry["account_id"],
+                f"an {entry['kind']} of no grant: {entry}",
+            )
+    return net
 
 
 def _debt_payments(found: Findings, entries: dict[tuple[str, str], list[dict[str, Any]]]) -> None:

@@ -99,6 +99,7 @@ class Workload:
         self.holds: list[OpenHold] = []
         self.settled: list[tuple[OpenHold, str, tuple[int, int]]] = []  # (hold, how, usage)
         self.purchases: list[Purchase] = []
+        self.grants: list[tuple[str, int]] = []  # (account, grant_id) granted and not revoked yet
         self.subscribers: list[str] = []  # accounts made by billing.subscribe
         self.bugs: list[str] = []  # INTERNAL/UNKNOWN answers and crashes, with what was called
         self.http: aiohttp.ClientSession | None = None
@@ -151,6 +152,8 @@ class Workload:
             (4, self.extend),
             (9, self.balance),
             (5, lambda: self.adjust(self.account(), self._delta())),
+            (3, self.grant),
+            (1, self.revoke),
             (10, self.purchase),
             (4, self.refund),
             (2, lambda: billing.dispute(self)),
@@ -306,6 +309,39 @@ class Workload:
                 return {"available": answer.balance.available}
 
             await self._run(op, call)
+
+    async def grant(self) -> None:
+        """A promotion of the account's own, half of them expiring within seconds (while holds on it
+        are open), some granted twice by the same request_id."""
+        account, key = self.account(), f"grant-{uuid.uuid4().hex}"
+        tokens, priority = self.rng.randint(100, 1_000), self.rng.randint(0, 1)
+        request = pb.GrantRequest(account_id=account, request_id=key, tokens=tokens, priority=priority, reason="chaos")
+        if self.rng.random() < 0.5:
+            seconds = self.clock_offset_seconds + time.time() + self.rng.uniform(2, 20)
+            request.expires_at.FromSeconds(int(seconds) + 1)
+        for _ in range(2 if self.rng.random() < 0.2 else 1):
+            op = self.history.begin("grant", account, key, tokens=tokens)
+
+            async def call(stub: meter_pb2_grpc.MeterServiceStub) -> dict[str, Any]:
+                answer = await stub.Grant(request, timeout=self.settings.call_timeout)
+                return {"grant_id": answer.grant.grant_id}
+
+            await self._run(op, call)
+            if op.acked:
+                self.grants.append((account, op.result["grant_id"]))
+
+    async def revoke(self) -> None:
+        if not self.grants:
+            return await self.grant()
+        account, grant_id = self.grants.pop(self.rng.randrange(len(self.grants)))
+        op = self.history.begin("revoke", account, str(grant_id))
+        request = pb.RevokeGrantRequest(account_id=account, grant_id=grant_id)
+
+        async def call(stub: meter_pb2_grpc.MeterServiceStub) -> dict[str, Any]:
+            answer = await stub.RevokeGrant(request, timeout=self.settings.call_timeout)
+            return {"tokens": answer.revoked_tokens}
+
+        await self._run(op, call)
 
     async def purchase(self) -> None:
         account, suffix = self.account(), uuid.uuid4().hex[:16]
