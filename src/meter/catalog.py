@@ -64,6 +64,8 @@ class Pack:
     currency: str
     active: bool
     name: str = ""  # what the customer sees on Stripe's Checkout page
+    # Days after it is credited that what is left of it expires (a grant of its own); None: never.
+    expires_after_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ class Catalog:
     def sold_now(self, pack_id: str) -> SoldPack:
         """The terms a pack is sold on today, under this catalog's version."""
         pack = self.pack(pack_id)
-        return SoldPack(pack.id, pack.tokens, pack.price_minor, pack.currency, self.version)
+        return SoldPack(pack.id, pack.tokens, pack.price_minor, pack.currency, self.version, pack.expires_after_days)
 
     def without_limits(self) -> Catalog:
         """This catalog with no plan rate-limited: for runs that measure or check metering
@@ -262,6 +264,7 @@ class PackEntry(BaseModel):
     currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$", description="ISO 4217")]
     active: bool = True
     name: Text | None = None
+    expires_after_days: Annotated[int, Field(ge=1, le=3650)] | None = None
 
 
 class PlanEntry(BaseModel):
@@ -366,6 +369,7 @@ def _pack(entry: PackEntry) -> Pack:
         currency=entry.currency.lower(),
         active=entry.active,
         name=entry.name or f"{entry.tokens:,} tokens",
+        expires_after_days=entry.expires_after_days,
     )
 
 

@@ -10,7 +10,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from support import (
     RunningMeter,
     balance,
     balance_events,
+    database_now,
     error_info,
     eventually,
     expect_error,
@@ -420,3 +421,36 @@ async def test_a_sold_session_is_credited_once_to_the_account_it_was_sold_to(
             )
         ).all()
     assert [tuple(row) for row in credits] == [(buyer, 100_000)]
+
+
+async def test_a_packs_expiry_is_pinned_at_sale(
+    meters: StartMeter, emulator: StripeEmulator, engine: AsyncEngine
+) -> None:
+    """A session sold while the pack's tokens expired 30 days after purchase is credited so, though
+    by its payment the catalog says a year: its tokens are a grant of their own, expiring 30 days
+    after the credit (and drawn before purchased tokens, which never expire)."""
+    catalog = suite_catalog()
+    month = replace(catalog.packs["pack_100k_tokens"], expires_after_days=30)
+    before = await selling(meters, emulator, catalog=replace(catalog, packs={**catalog.packs, month.id: month}))
+    account = new_id()
+    sold = (await before.stub.CreateCheckoutSession(checkout(account, new_id("buy"), pack="pack_100k_tokens"))).session
+    await before.stop()
+
+    year = replace(month, expires_after_days=365)
+    after = await selling(
+        meters, emulator, catalog=replace(catalog, version="2027-01-01.1", packs={**catalog.packs, year.id: year})
+    )
+    paid_at = await database_now(engine) + after.clock.offset
+    await emulator.pay(sold.session_id)
+
+    async def pack_grant() -> pb.Grant | None:
+        try:
+            answer = await after.stub.GetBalance(pb.GetBalanceRequest(account_id=account))
+        except grpc.aio.AioRpcError:
+            return None
+        return next((g for g in answer.grants if g.grant_id), None)
+
+    grant = await eventually(pack_grant, lambda g: g is not None and g.remaining == 100_000)
+    assert grant is not None and grant.source == pb.GRANT_SOURCE_PURCHASE
+    lifetime = grant.expires_at.ToDatetime(UTC) - paid_at
+    assert timedelta(days=30) <= lifetime < timedelta(days=30, minutes=5), lifetime

@@ -9,7 +9,8 @@ checks each grant's rows against its ledger entries."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -17,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from meter.catalog import Pack
 from meter.service.sweeper import sweep_once
 from meter.v1 import meter_pb2 as pb
 from support import (
@@ -28,6 +30,7 @@ from support import (
     new_id,
     reserve_request,
     run_cli,
+    suite_catalog,
 )
 
 StartMeter = Any
@@ -295,3 +298,76 @@ async def test_a_grant_about_to_expire_with_tokens_left_is_told_once(meters: Sta
     await sweep_once(meter.service.meter)
     told = [e["payload"] for e in await balance_events(engine, account) if e["type"] == "balance.expiring"]
     assert [(p["grant_id"], p["tokens"], p["source"]) for p in told] == [(kept, 900, "promotion")]
+
+
+def expiring_pack_catalog() -> Any:
+    """The suite's catalog with a pack whose tokens expire 30 days after they are credited."""
+    catalog = suite_catalog()
+    pack = Pack("pack_30d", tokens=1_000, price_minor=100, currency="usd", active=True, expires_after_days=30)
+    return replace(catalog, packs={**catalog.packs, pack.id: pack})
+
+
+async def buy(meter: RunningMeter, account: str, pack_id: str, tokens: int, ref: str) -> pb.CreditPurchaseResponse:
+    return await meter.stub.CreditPurchase(
+        pb.CreditPurchaseRequest(
+            account_id=account, pack_id=pack_id, tokens=tokens, amount_minor=100, currency="usd", payment_ref=ref,
+            payment_intent=f"pi_{ref}",
+        )
+    )  # fmt: skip
+
+
+async def test_a_pack_that_expires_is_a_grant_of_its_own_and_a_refund_takes_back_from_it(
+    meters: StartMeter, engine: AsyncEngine
+) -> None:
+    """Its tokens are a grant of source purchase expiring 30 days after the credit, drawn before the
+    purchased pool (sooner expiry); a refund takes back from that grant; once it expired, a refund
+    takes what expired back from nothing (no debt for tokens nobody spent)."""
+    meter: RunningMeter = await meters(catalog=expiring_pack_catalog())
+    account = await funded_account(meter.stub, 500)  # purchased tokens that never expire
+    now = await server_now(meter, engine)
+    await buy(meter, account, "pack_30d", 1_000, "cs_30d_1")
+    [pack, purchased] = (await meter.stub.GetBalance(pb.GetBalanceRequest(account_id=account))).grants
+    assert (pack.source, pack.remaining, pack.reason, purchased.source) == (
+        pb.GRANT_SOURCE_PURCHASE, 1_000, "pack_30d", pb.GRANT_SOURCE_PURCHASE,
+    )  # fmt: skip
+    expires = pack.expires_at.ToDatetime(UTC)
+    assert timedelta(days=30) <= expires - now < timedelta(days=30, minutes=1)
+    catalog = await meter.stub.GetCatalog(pb.GetCatalogRequest())
+    assert {p.id: p.expires_after_days for p in catalog.packs}["pack_30d"] == 30
+    hold = await meter.stub.Reserve(reserve_request(account, input_tokens=100, max_output_tokens=100))
+    await meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=150, output_tokens=0))
+    assert await grant_entries(engine, account, pack.grant_id) == [("purchase", 1_000), ("usage", -150)]
+
+    refunded = await meter.stub.ReverseCredit(
+        pb.ReverseCreditRequest(payment_intent="pi_cs_30d_1", kind=pb.REVERSAL_KIND_REFUND, amount_minor=50)
+    )
+    assert (refunded.reversed_tokens, refunded.balance.purchased_remaining) == (500, 500)  # from its grant
+    assert await grant_entries(engine, account, pack.grant_id) == [
+        ("purchase", 1_000), ("usage", -150), ("refund", -500),
+    ]  # fmt: skip
+
+    meter.clock.advance(timedelta(days=31))
+    await sweep_once(meter.service.meter)
+    assert (await grant_entries(engine, account, pack.grant_id))[-1] == ("expiry", -350)
+    refunded = await meter.stub.ReverseCredit(
+        pb.ReverseCreditRequest(payment_intent="pi_cs_30d_1", kind=pb.REVERSAL_KIND_REFUND, amount_minor=100)
+    )
+    # The other half: 350 of it had expired (taken back from nothing); 150 were spent: debt.
+    assert (refunded.reversed_tokens, refunded.unbilled_tokens, refunded.balance.debt) == (500, 150, 150)
+
+
+async def test_a_won_dispute_gives_an_expiring_pack_back_to_its_grant(meters: StartMeter, engine: AsyncEngine) -> None:
+    meter: RunningMeter = await meters(catalog=expiring_pack_catalog())
+    account = await funded_account(meter.stub, 0)
+    await buy(meter, account, "pack_30d", 1_000, "cs_30d_2")
+    grant_id = (await meter.stub.GetBalance(pb.GetBalanceRequest(account_id=account))).grants[0].grant_id
+    frozen = await meter.stub.ReverseCredit(
+        pb.ReverseCreditRequest(payment_intent="pi_cs_30d_2", kind=pb.REVERSAL_KIND_DISPUTE)
+    )
+    assert (frozen.balance.granted_remaining, frozen.balance.purchased_remaining) == (0, 0)
+    won = await meter.stub.ReverseCredit(
+        pb.ReverseCreditRequest(payment_intent="pi_cs_30d_2", kind=pb.REVERSAL_KIND_DISPUTE_WON)
+    )
+    assert [(g.grant_id, g.remaining) for g in (await meter.stub.GetBalance(
+        pb.GetBalanceRequest(account_id=account))).grants] == [(grant_id, 1_000)]  # fmt: skip
+    assert won.reversed_tokens == -1_000

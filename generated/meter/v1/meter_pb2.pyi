@@ -618,20 +618,22 @@ class Model(_message.Message):
     def __init__(self, id: _Optional[str] = ..., provider: _Optional[str] = ..., input_price_micros_per_million: _Optional[int] = ..., output_price_micros_per_million: _Optional[int] = ..., input_weight: _Optional[str] = ..., output_weight: _Optional[str] = ..., cached_input_price_micros_per_million: _Optional[int] = ..., cache_write_price_micros_per_million: _Optional[int] = ..., reasoning_price_micros_per_million: _Optional[int] = ..., cached_input_weight: _Optional[str] = ..., cache_write_weight: _Optional[str] = ..., reasoning_weight: _Optional[str] = ...) -> None: ...
 
 class Pack(_message.Message):
-    __slots__ = ("id", "tokens", "price_minor", "currency", "active", "name")
+    __slots__ = ("id", "tokens", "price_minor", "currency", "active", "name", "expires_after_days")
     ID_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     PRICE_MINOR_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AFTER_DAYS_FIELD_NUMBER: _ClassVar[int]
     id: str
     tokens: int
     price_minor: int
     currency: str
     active: bool
     name: str
-    def __init__(self, id: _Optional[str] = ..., tokens: _Optional[int] = ..., price_minor: _Optional[int] = ..., currency: _Optional[str] = ..., active: _Optional[bool] = ..., name: _Optional[str] = ...) -> None: ...
+    expires_after_days: int
+    def __init__(self, id: _Optional[str] = ..., tokens: _Optional[int] = ..., price_minor: _Optional[int] = ..., currency: _Optional[str] = ..., active: _Optional[bool] = ..., name: _Optional[str] = ..., expires_after_days: _Optional[int] = ...) -> None: ...
 
 class Plan(_message.Message):
     __slots__ = ("id", "monthly_allowance_tokens", "per_account", "limits", "stripe_prices", "cancelled_allowance")

@@ -52,6 +52,7 @@ class SoldPack:
     price_minor: int
     currency: str
     catalog_version: str
+    expires_after_days: int | None = None  # the pack's tokens expire that long after they are credited
 
 
 @dataclass(frozen=True)

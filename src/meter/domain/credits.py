@@ -21,6 +21,7 @@ class Purchase:
     currency: str
     payment_intent: str | None = None
     event_id: str | None = None
+    expires_after_days: int | None = None  # as sold: its tokens a grant of their own expiring then
 
     def differing_field(self, other: Purchase) -> str | None:
         """The first fact in which a retry differs from the recorded purchase (ids aside)."""

@@ -279,8 +279,14 @@ def catalog(value: Catalog) -> pb.GetCatalogResponse:
         ],
         packs=[
             pb.Pack(
-                id=p.id, tokens=p.tokens, price_minor=p.price_minor, currency=p.currency, active=p.active, name=p.name
-            )
+                id=p.id,
+                tokens=p.tokens,
+                price_minor=p.price_minor,
+                currency=p.currency,
+                active=p.active,
+                name=p.name,
+                expires_after_days=p.expires_after_days or 0,
+            )  # fmt: skip
             for p in value.packs.values()
         ],
         plans=[

@@ -14,6 +14,7 @@ bought its tokens, and support's list shows it no more.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from meter import metrics
 from meter.domain import ids
@@ -107,10 +108,15 @@ async def _credit(meter: Meter, store: Store, purchase: Purchase, source_event: 
         raise Conflict("the same payment was credited concurrently")
     await store.mark_session_paid(account_id, payment_ref, now)
     account = await locked_current_account(store, account, now)
-    await credit_pool(
-        store, account, EntryKind.PURCHASE, PoolName.PURCHASED, tokens, now, ref=payment_ref, note=purchase.pack_id
-    )
     told = _told(purchase)
+    if purchase.expires_after_days is not None:  # a pack that expires: a grant of its own
+        expires_at = now + timedelta(days=purchase.expires_after_days)
+        grant_id = await store.credit_pack_grant(purchase, expires_at, now)
+        told |= {"grant_id": grant_id, "expires_at": expires_at.isoformat()}
+    else:
+        await credit_pool(
+            store, account, EntryKind.PURCHASE, PoolName.PURCHASED, tokens, now, ref=payment_ref, note=purchase.pack_id
+        )
     await store.emit(account_id, EventType.PURCHASE_CREDITED, told, now)
     if decision is not None:  # refused before: the refusal is resolved, where it was told
         await store.emit(
@@ -187,4 +193,5 @@ def _checked_purchase(meter: Meter, session: CheckoutSession | None, paid: Purch
         pack.currency,
         paid.payment_intent,
         paid.event_id,
+        pack.expires_after_days,
     )

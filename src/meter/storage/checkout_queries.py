@@ -13,7 +13,7 @@ from meter.storage.queries import Queries
 
 _SESSION_COLUMNS = (
     "account_id, request_id, pack_id, tokens, price_minor, currency, catalog_version, success_url, cancel_url, "
-    "created_at, expires_at, session_id, url, paid_at"
+    "created_at, expires_at, session_id, url, paid_at, expires_after_days"
 )
 
 
@@ -21,7 +21,14 @@ def _session(row: Mapping[str, Any]) -> CheckoutSession:
     return CheckoutSession(
         account_id=row["account_id"],
         request_id=row["request_id"],
-        sold=SoldPack(row["pack_id"], row["tokens"], row["price_minor"], row["currency"], row["catalog_version"]),
+        sold=SoldPack(
+            row["pack_id"],
+            row["tokens"],
+            row["price_minor"],
+            row["currency"],
+            row["catalog_version"],
+            row["expires_after_days"],
+        ),
         success_url=row["success_url"],
         cancel_url=row["cancel_url"],
         created_at=row["created_at"],
@@ -82,9 +89,10 @@ class CheckoutQueries(Queries):
         return bool(
             await self._execute(
                 "INSERT INTO checkout_sessions (account_id, request_id, pack_id, tokens, price_minor, currency, "
-                "catalog_version, success_url, cancel_url, created_at, expires_at) VALUES (:account_id, "
-                ":request_id, :pack_id, :tokens, :price_minor, :currency, :catalog_version, :success_url, "
-                ":cancel_url, :created_at, :expires_at) ON CONFLICT (account_id, request_id) DO NOTHING",
+                "catalog_version, success_url, cancel_url, created_at, expires_at, expires_after_days) VALUES "
+                "(:account_id, :request_id, :pack_id, :tokens, :price_minor, :currency, :catalog_version, "
+                ":success_url, :cancel_url, :created_at, :expires_at, :expires_after_days) "
+                "ON CONFLICT (account_id, request_id) DO NOTHING",
                 account_id=session.account_id,
                 request_id=session.request_id,
                 pack_id=session.sold.pack_id,
@@ -92,6 +100,7 @@ class CheckoutQueries(Queries):
                 price_minor=session.sold.price_minor,
                 currency=session.sold.currency,
                 catalog_version=session.sold.catalog_version,
+                expires_after_days=session.sold.expires_after_days,
                 success_url=session.success_url,
                 cancel_url=session.cancel_url,
                 created_at=session.created_at,

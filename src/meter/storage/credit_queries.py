@@ -6,12 +6,29 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime
 
+from meter.domain.callers import acting_caller
 from meter.domain.credits import Adjustment, PaymentDecision, PaymentOutcome, Purchase, RefusedPurchase
 from meter.domain.pools import PoolName
 from meter.storage.queries import Queries
 
 
 class CreditQueries(Queries):
+    async def credit_pack_grant(self, purchase: Purchase, expires_at: datetime, now: datetime) -> int:
+        """A pack that expires, credited as a grant of its own (meter_credit_pack_grant): its id."""
+        row = await self._row(
+            "SELECT meter_credit_pack_grant(:account_id, :payment_ref, :pack_id, :tokens, :expires_at, :now, "
+            ":caller) AS grant_id",
+            account_id=purchase.account_id,
+            payment_ref=purchase.payment_ref,
+            pack_id=purchase.pack_id,
+            tokens=purchase.tokens,
+            expires_at=expires_at,
+            now=now,
+            caller=acting_caller(),
+        )
+        assert row is not None
+        return int(row["grant_id"])
+
     async def lock_payment_decision(self, payment_ref: str) -> PaymentDecision | None:
         """The first lock a credit or a refusal of a payment takes (before any account's rows), so
         that two events of one payment, whatever accounts they name, are decided one after the

@@ -30,7 +30,8 @@ _LOCK = {
 _SAVE = {
     PaymentKind.PACK: (
         "UPDATE purchases SET refunded_minor = :refunded, refund_reversed_tokens = :reversed, "
-        "frozen_tokens = :frozen, dispute_status = :dispute WHERE account_id = :account_id AND payment_ref = :ref"
+        "frozen_tokens = :frozen, dispute_status = :dispute, frozen_debt = least(frozen_debt, :frozen), "
+        "frozen_cover = least(frozen_cover, :frozen) WHERE account_id = :account_id AND payment_ref = :ref"
     ),
     PaymentKind.INVOICE: (
         "UPDATE subscription_payments SET refunded_minor = :refunded, refund_reversed_tokens = :reversed, "

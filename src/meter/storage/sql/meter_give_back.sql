@@ -1,13 +1,13 @@
 -- Give back p_tokens a won dispute unfreezes (a 'dispute_release'), the account row locked. A
--- pack's go back to the purchased pool. A subscription invoice's go back where the freeze took
--- them (meter_take_back remembered it): to its months not yet begun (their grants whole again), to
--- what its ended months left unused (no longer claimed: it expired), and the rest to the current
--- month's allowance while the invoice pays for that month: there, what it withheld from its months
--- that began while the dispute was open comes back too (the current month's grant whole again, the
--- months that ended their share as extra allowance now). Once its months have ended, only what was
--- debt when frozen comes back, as purchased tokens, and the allowance it took would have expired
--- by now (unused again). A credit pays the debt first (meter_credit). Returns what the balance got
--- back.
+-- pack's go back where the freeze took them (meter_give_back_pack). A subscription invoice's go
+-- back where the freeze took them (meter_take_back remembered it): to its months not yet begun
+-- (their grants whole again), to what its ended months left unused (no longer claimed: it
+-- expired), and the rest to the current month's allowance while the invoice pays for that month:
+-- there, what it withheld from its months that began while the dispute was open comes back too
+-- (the current month's grant whole again, the months that ended their share as extra allowance
+-- now). Once its months have ended, only what was debt when frozen comes back, as purchased
+-- tokens, and the allowance it took would have expired by now (unused again). A credit pays the
+-- debt first (meter_credit). Returns what the balance got back.
 CREATE OR REPLACE FUNCTION meter_give_back(
     p_account text, p_payment_kind text, p_payment_ref text, p_tokens bigint, p_ref text, p_now timestamptz,
     p_caller text
@@ -25,9 +25,7 @@ DECLARE
     v_begun bigint := 0;
 BEGIN
     IF p_payment_kind = 'pack' THEN
-        PERFORM meter_credit(p_account, 'dispute_release', 'purchased', p_tokens, p_ref, p_payment_ref, p_now,
-            p_caller);
-        RETURN p_tokens;
+        RETURN meter_give_back_pack(p_account, p_payment_ref, p_tokens, p_ref, p_now, p_caller);
     END IF;
     SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
     SELECT * INTO v_payment FROM subscription_payments AS s

@@ -1,10 +1,10 @@
 -- Grant: tokens of their own to an account (a promotion, goodwill, an adjustment that expires),
 -- drawn in the order every pool is (priority, then the soonest expiry, then the oldest), exactly
--- once by p_request. The grant gets its own rows (pool 'grant:<id>', one per balance row of the
--- account), and its tokens come in as any credit does: paying the account's debt first
--- (meter_credit, a 'grant' entry). grant.created tells it. Outcomes: 'granted', 'replayed' (this
--- request_id granted before with the same terms: that grant), 'request_reused' (before, with other
--- terms; reused_field names one), 'account_not_found'. Returns the grant.
+-- once by p_request. The grant gets its own rows (meter_open_grant), and its tokens come in as any
+-- credit does: paying the account's debt first (meter_credit, a 'grant' entry). grant.created
+-- tells it. Outcomes: 'granted', 'replayed' (this request_id granted before with the same terms:
+-- that grant), 'request_reused' (before, with other terms; reused_field names one),
+-- 'account_not_found'. Returns the grant.
 CREATE OR REPLACE FUNCTION meter_grant(
     p_account text, p_request text, p_source text, p_tokens bigint, p_priority integer,
     p_expires_at timestamptz, p_reason text, p_now timestamptz, p_caller text,
@@ -12,7 +12,7 @@ CREATE OR REPLACE FUNCTION meter_grant(
 ) LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     v_account accounts%ROWTYPE;
-    v_pool text;
+    v_open record;
     v_paid bigint;
 BEGIN
     SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account FOR UPDATE;
@@ -20,8 +20,10 @@ BEGIN
         outcome := 'account_not_found';
         RETURN;
     END IF;
-    SELECT * INTO granted FROM grants AS g WHERE g.account_id = p_account AND g.request_id = p_request;
-    IF FOUND THEN
+    v_open := meter_open_grant(p_account, p_request, p_source, p_tokens, p_priority, p_expires_at, p_reason, p_now,
+        p_caller);
+    granted := v_open.granted;
+    IF NOT v_open.opened THEN
         reused_field := CASE
             WHEN granted.tokens <> p_tokens THEN 'tokens'
             WHEN granted.source <> p_source THEN 'source'
@@ -32,19 +34,8 @@ BEGIN
         outcome := CASE WHEN reused_field IS NULL THEN 'replayed' ELSE 'request_reused' END;
         RETURN;
     END IF;
-    INSERT INTO grants AS g (account_id, request_id, source, tokens, priority, expires_at, reason, caller,
-        created_at)
-    VALUES (p_account, p_request, p_source, p_tokens, p_priority, p_expires_at, p_reason, p_caller, p_now)
-    RETURNING * INTO granted;
-    v_pool := 'grant:' || granted.grant_id;
-    INSERT INTO buckets (account_id, pool, bucket, available, held, used, source, priority, expires_at, draw_seq)
-    SELECT p_account, v_pool, n, 0, 0, 0, p_source, p_priority, p_expires_at, granted.grant_id
-    FROM generate_series(0, v_account.bucket_count - 1) AS n;
-    v_paid := meter_credit(p_account, 'grant', v_pool, p_tokens, p_request, p_reason, p_now, p_caller);
-    IF p_expires_at IS NOT NULL THEN
-        UPDATE accounts AS a SET next_grant_expiry = least(a.next_grant_expiry, p_expires_at)
-        WHERE a.account_id = p_account;
-    END IF;
+    v_paid := meter_credit(p_account, 'grant', 'grant:' || granted.grant_id, p_tokens, p_request, p_reason, p_now,
+        p_caller);
     PERFORM meter_emit(p_account, 'grant.created', jsonb_build_object('grant_id', granted.grant_id,
         'source', p_source, 'tokens', p_tokens, 'priority', p_priority, 'expires_at',
         to_char(p_expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'reason', p_reason,

@@ -1,5 +1,7 @@
 -- Take back p_tokens of a payment a refund or dispute reverses (p_kind 'refund' or
--- 'dispute_freeze'), the account row locked. A pack's tokens come out of the purchased pool. A
+-- 'dispute_freeze'), the account row locked. A pack's tokens come out of the purchased pool, or,
+-- for a pack that expires, out of its own grant, then out of what had expired from that grant
+-- (taken back from nothing, counted as claimed). A
 -- subscription invoice's come, in this order, out of its allowance months not yet begun (withheld
 -- from their grants, its last months first: as if the paid year were shorter), out of the current
 -- month's allowance while the invoice pays for that month, and out of what its ended months left
@@ -15,6 +17,7 @@ CREATE OR REPLACE FUNCTION meter_take_back(
 DECLARE
     v_account accounts%ROWTYPE;
     v_payment subscription_payments%ROWTYPE;
+    v_purchase purchases%ROWTYPE;
     v_pool text := CASE WHEN p_payment_kind = 'pack' THEN 'purchased' ELSE 'allowance' END;
     v_left bigint := p_tokens;
     v_available bigint;
@@ -23,6 +26,11 @@ BEGIN
     from_pool := 0;
     from_cover := 0;
     SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account;
+    IF p_payment_kind = 'pack' THEN
+        SELECT * INTO v_purchase FROM purchases AS p
+        WHERE p.account_id = p_account AND p.payment_ref = p_payment_ref FOR UPDATE;
+        v_pool := coalesce('grant:' || v_purchase.grant_id, 'purchased');
+    END IF;
     IF p_payment_kind = 'invoice' THEN
         SELECT * INTO v_payment FROM subscription_payments AS s
         WHERE s.account_id = p_account AND s.invoice_ref = p_payment_ref FOR UPDATE;
@@ -46,6 +54,11 @@ BEGIN
         INTO from_cover
         FROM subscription_payments AS s WHERE s.account_id = p_account AND s.period_start = v_payment.period_start;
         v_left := v_left - from_cover;
+    ELSIF v_left > 0 AND v_purchase.grant_id IS NOT NULL THEN
+        SELECT least(v_left, greatest(0, coalesce(-sum(l.amount), 0) - v_purchase.cover_claimed)) INTO from_cover
+        FROM ledger_entries AS l
+        WHERE l.account_id = p_account AND l.pool = v_pool AND l.kind IN ('expiry', 'revocation');
+        v_left := v_left - from_cover;
     END IF;
     to_debt := v_left;
     INSERT INTO ledger_entries (account_id, created_at, caller, kind, pool, amount, ref, note)
@@ -55,7 +68,12 @@ BEGIN
     IF to_debt > 0 THEN
         UPDATE accounts AS a SET debt = a.debt + to_debt WHERE a.account_id = p_account;
     END IF;
-    IF p_payment_kind = 'invoice' THEN
+    IF p_payment_kind = 'pack' THEN
+        UPDATE purchases AS p SET cover_claimed = p.cover_claimed + from_cover,
+            frozen_debt = p.frozen_debt + CASE WHEN p_kind = 'dispute_freeze' THEN to_debt ELSE 0 END,
+            frozen_cover = p.frozen_cover + CASE WHEN p_kind = 'dispute_freeze' THEN from_cover ELSE 0 END
+        WHERE p.account_id = p_account AND p.payment_ref = p_payment_ref;
+    ELSIF p_payment_kind = 'invoice' THEN
         UPDATE subscription_payments AS s SET withheld_tokens = s.withheld_tokens + withheld,
             cover_claimed = s.cover_claimed + from_cover,
             frozen_debt = s.frozen_debt + CASE WHEN p_kind = 'dispute_freeze' THEN to_debt ELSE 0 END,
