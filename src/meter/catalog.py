@@ -81,6 +81,8 @@ class Plan:
     expired_holds: ExpiredHolds = ExpiredHolds.RELEASE
     # What a cancelled subscription to this plan does to the allowance left of its paid period.
     cancelled_allowance: CancelledAllowance = CancelledAllowance.ENDS_NOW
+    # With CONVERTS: how long the grant what is left becomes lives.
+    converted_allowance_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -280,7 +282,8 @@ class PlanEntry(BaseModel):
     concurrent_holds: Positive | None = None
     stripe_prices: list[Annotated[str, Field(pattern=r"^\S+$")]] = Field(default_factory=list)
     expired_holds: Literal["release", "charge"] = "release"
-    cancelled_allowance: Literal["ends_now", "ends_with_period"] = "ends_now"
+    cancelled_allowance: Literal["ends_now", "ends_with_period", "converts"] = "ends_now"
+    converted_allowance_days: Annotated[int, Field(ge=1, le=3650)] | None = None
 
 
 class UsageSection(BaseModel):
@@ -387,4 +390,14 @@ def _plan(source: str, entry: PlanEntry) -> Plan:
         stripe_prices=tuple(entry.stripe_prices),
         expired_holds=ExpiredHolds(entry.expired_holds),
         cancelled_allowance=CancelledAllowance(entry.cancelled_allowance),
+        converted_allowance_days=_converted_days(source, entry),
     )
+
+
+def _converted_days(source: str, entry: PlanEntry) -> int | None:
+    """How long a cancelled plan's converted allowance lives: given exactly when it converts."""
+    if (entry.cancelled_allowance == "converts") != (entry.converted_allowance_days is not None):
+        raise CatalogError(
+            f'{source}: {entry.id!r}: `converted_allowance_days` goes with cancelled_allowance = "converts" (only)'
+        )
+    return entry.converted_allowance_days

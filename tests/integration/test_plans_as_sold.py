@@ -85,3 +85,27 @@ async def test_a_plan_whose_allowance_ends_now_falls_to_the_free_tier_at_once(
     account, now, end = await subscribed_to_pro(meter, engine)
     cancelled = await cancel(meter, account, now, end)
     assert (cancelled.plan_id, cancelled.allowance_total, cancelled.allowance_remaining) == ("starter", 50_000, 50_000)
+
+
+async def test_a_plan_that_converts_leaves_what_is_left_as_a_grant(meters: StartMeter, engine: AsyncEngine) -> None:
+    """Cancelled on a plan whose allowance converts: what is left of the month (500 000 less what
+    was used) becomes a rollover grant living 60 days, beside the free tier's calendar month."""
+    catalog = packaged()
+    pro = replace(catalog.plans["pro"], cancelled_allowance=CancelledAllowance.CONVERTS, converted_allowance_days=60)
+    meter = await meters(catalog=replace(catalog, plans={**catalog.plans, "pro": pro}))
+    account, now, end = await subscribed_to_pro(meter, engine)
+    hold = await meter.stub.Reserve(
+        pb.ReserveRequest(
+            account_id=account, request_id=new_id("r"), model="basic", input_tokens=99, max_output_tokens=1
+        )
+    )
+    await meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=100, output_tokens=0))
+    cancelled = await cancel(meter, account, now, end)
+    assert (cancelled.plan_id, cancelled.allowance_total, cancelled.granted_remaining) == ("starter", 50_000, 499_900)
+    grants = (await meter.stub.GetBalance(pb.GetBalanceRequest(account_id=account))).grants
+    rolled = next(g for g in grants if g.source == pb.GRANT_SOURCE_ROLLOVER)
+    assert rolled.remaining == 499_900
+    lifetime = rolled.expires_at.ToSeconds() - int((await database_now(engine)).timestamp())
+    assert 60 * DAY - 120 <= lifetime <= 60 * DAY
+    told = [e["payload"] for e in await balance_events(engine, account) if e["type"] == "grant.created"]
+    assert [(p["source"], p["tokens"]) for p in told] == [("rollover", 499_900)]

@@ -183,9 +183,21 @@ def test_the_packaged_plans_follow_the_pricing_page() -> None:
             "cancelled_allowance",
         ),
         ({"plans": [{"id": "starter", "monthly_allowance_tokens": 5}]}, "default_plan"),  # no default named, no "free"
+        (
+            {"plans": [{"id": "free", "monthly_allowance_tokens": 0, "cancelled_allowance": "converts"}]},
+            "converted_allowance_days",  # converts, but for how long?
+        ),
+        (
+            {"plans": [{"id": "free", "monthly_allowance_tokens": 0, "converted_allowance_days": 30}]},
+            "converted_allowance_days",  # a lifetime for an allowance that does not convert
+        ),
+        (
+            {"packs": [{"id": "p", "tokens": 1, "price_minor": 1, "currency": "usd", "expires_after_days": 0}]},
+            "expires_after_days",
+        ),
     ],
 )
-def test_the_default_plan_and_cancelled_allowance_are_checked(change: dict[str, object], problem: str) -> None:
+def test_plan_and_pack_terms_are_checked(change: dict[str, object], problem: str) -> None:
     with pytest.raises(catalog.CatalogError, match=problem):
         catalog.parse({**VALID, **change})
 

@@ -75,6 +75,7 @@ class CancelledAllowance(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CANCELLED_ALLOWANCE_UNSPECIFIED: _ClassVar[CancelledAllowance]
     CANCELLED_ALLOWANCE_ENDS_NOW: _ClassVar[CancelledAllowance]
     CANCELLED_ALLOWANCE_ENDS_WITH_PERIOD: _ClassVar[CancelledAllowance]
+    CANCELLED_ALLOWANCE_CONVERTS: _ClassVar[CancelledAllowance]
 
 class CheckoutStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -159,6 +160,7 @@ RESERVATION_STATUS_EXPIRED: ReservationStatus
 CANCELLED_ALLOWANCE_UNSPECIFIED: CancelledAllowance
 CANCELLED_ALLOWANCE_ENDS_NOW: CancelledAllowance
 CANCELLED_ALLOWANCE_ENDS_WITH_PERIOD: CancelledAllowance
+CANCELLED_ALLOWANCE_CONVERTS: CancelledAllowance
 CHECKOUT_STATUS_UNSPECIFIED: CheckoutStatus
 CHECKOUT_STATUS_OPEN: CheckoutStatus
 CHECKOUT_STATUS_PAID: CheckoutStatus

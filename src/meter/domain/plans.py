@@ -12,3 +12,6 @@ class CancelledAllowance(Enum):
 
     ENDS_NOW = "ends_now"  # what is left expires at once; a calendar month on the default plan starts now
     ENDS_WITH_PERIOD = "ends_with_period"  # what is left lasts until the paid period ends
+    # What is left becomes a grant of its own (source rollover) that expires the plan's
+    # converted_allowance_days after the cancellation (meter_convert_allowance).
+    CONVERTS = "converts"

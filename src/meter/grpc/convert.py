@@ -308,6 +308,7 @@ def catalog(value: Catalog) -> pb.GetCatalogResponse:
 _CANCELLED_ALLOWANCE = {
     CancelledAllowance.ENDS_NOW: pb.CANCELLED_ALLOWANCE_ENDS_NOW,
     CancelledAllowance.ENDS_WITH_PERIOD: pb.CANCELLED_ALLOWANCE_ENDS_WITH_PERIOD,
+    CancelledAllowance.CONVERTS: pb.CANCELLED_ALLOWANCE_CONVERTS,
 }
 _CHECKOUT_STATUS = {
     CheckoutStatus.OPEN: pb.CHECKOUT_STATUS_OPEN,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from meter.domain import ids
@@ -59,6 +59,7 @@ class PlanRequest:
     limits: RateLimits | None = None  # the account's own (per-account plans); None: keep them
     expired_holds: ExpiredHoldsChoice = "keep"
     subscription_cancelled: bool = False  # to the default plan; the allowance left ends as the plan says
+    convert_allowance_days: int | None = None  # cancelled: what is left becomes a grant living this long
 
 
 async def set_plan(
@@ -125,7 +126,9 @@ def _cancellation(meter: Meter, request: PlanRequest, account: Account | None) -
         and cancelled.cancelled_allowance is CancelledAllowance.ENDS_WITH_PERIOD
         and account.allowance_granted
     )
-    return replace(request, subscription_ref=None, expire_allowance_now=not lasts)
+    converts = cancelled is not None and cancelled.cancelled_allowance is CancelledAllowance.CONVERTS
+    days = cancelled.converted_allowance_days if converts and cancelled is not None else None
+    return replace(request, subscription_ref=None, expire_allowance_now=not lasts, convert_allowance_days=days)
 
 
 async def _apply(meter: Meter, store: Store, request: PlanRequest, source_event: WebhookEvent | None) -> PlanChange:
@@ -242,7 +245,10 @@ async def _change(store: Store, account: Account, wanted: Account, request: Plan
         expired_holds=wanted.expired_holds,
     )
     if request.expire_allowance_now:
-        # Cancelled: what is left of the allowance expires now; calendar months from here on.
+        # Cancelled: what is left of the allowance expires now (or, when the plan converts it,
+        # becomes a grant that lives on); calendar months from here on.
+        if request.convert_allowance_days is not None:
+            await store.convert_allowance(account.account_id, now + timedelta(days=request.convert_allowance_days), now)
         unpaid = replace(changed, month_anchor=None, billing=None, paid_through=None, allowance_after_paid=None)
         await begin_month(store, unpaid, now, expire_now=True)
         return

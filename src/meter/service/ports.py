@@ -71,6 +71,11 @@ class Accounts(Protocol):
         """The allowance month containing `at`, counted from `anchor` (None: calendar months)."""
         ...
 
+    async def convert_allowance(self, account_id: str, expires_at: datetime, now: datetime) -> int:
+        """What is left of the month's allowance becomes a grant expiring at `expires_at`
+        (meter_convert_allowance); the tokens converted."""
+        ...
+
     async def months_beginning(self, anchor: datetime | None, period: Period) -> int:
         """How many allowance months counted from `anchor` begin within `period`."""
         ...

@@ -81,6 +81,18 @@ class AccountQueries(Queries):
             now=now,
         )
 
+    async def convert_allowance(self, account_id: str, expires_at: datetime, now: datetime) -> int:
+        """What is left of the month's allowance becomes a grant of its own (meter_convert_allowance)."""
+        row = await self._row(
+            "SELECT meter_convert_allowance(:account_id, :expires_at, :now, :caller) AS tokens",
+            account_id=account_id,
+            expires_at=expires_at,
+            now=now,
+            caller=acting_caller(),
+        )
+        assert row is not None
+        return int(row["tokens"])
+
     async def grant_upgrade(self, account_id: str, tokens: int, now: datetime, *, ref: str, note: str) -> int:
         row = await self._row(
             "SELECT meter_grant_upgrade(:account_id, :tokens, :ref, :note, :now, :caller) AS paid",
