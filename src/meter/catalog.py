@@ -24,7 +24,7 @@ from meter.domain.checkout import SoldPack
 from meter.domain.errors import PlanMismatch, UnknownModel, UnknownPack, UnknownPlan, UnknownPrice
 from meter.domain.holds import ExpiredHolds, Pricing
 from meter.domain.limits import PlanLimits, RateLimits
-from meter.domain.plans import CancelledAllowance
+from meter.domain.plans import CancelledAllowance, Rollover
 
 # The plan of an account without a subscription (and of one whose subscription ended), when the
 # catalog names none: catalogs written before `default_plan` existed had a plan "free".
@@ -83,6 +83,8 @@ class Plan:
     cancelled_allowance: CancelledAllowance = CancelledAllowance.ENDS_NOW
     # With CONVERTS: how long the grant what is left becomes lives.
     converted_allowance_days: int | None = None
+    # What is left of a month's allowance rolls over (at most a cap, living some days); None: it expires.
+    rollover: Rollover | None = None
 
 
 @dataclass(frozen=True)
@@ -284,6 +286,8 @@ class PlanEntry(BaseModel):
     expired_holds: Literal["release", "charge"] = "release"
     cancelled_allowance: Literal["ends_now", "ends_with_period", "converts"] = "ends_now"
     converted_allowance_days: Annotated[int, Field(ge=1, le=3650)] | None = None
+    rollover_cap_tokens: Positive | None = None
+    rollover_days: Annotated[int, Field(ge=1, le=3650)] | None = None
 
 
 class UsageSection(BaseModel):
@@ -391,7 +395,17 @@ def _plan(source: str, entry: PlanEntry) -> Plan:
         expired_holds=ExpiredHolds(entry.expired_holds),
         cancelled_allowance=CancelledAllowance(entry.cancelled_allowance),
         converted_allowance_days=_converted_days(source, entry),
+        rollover=_rollover(source, entry),
     )
+
+
+def _rollover(source: str, entry: PlanEntry) -> Rollover | None:
+    """A plan's rollover: a cap and a lifetime, both or neither."""
+    if (entry.rollover_cap_tokens is None) != (entry.rollover_days is None):
+        raise CatalogError(f"{source}: {entry.id!r}: `rollover_cap_tokens` and `rollover_days` go together")
+    if entry.rollover_cap_tokens is None or entry.rollover_days is None:
+        return None
+    return Rollover(entry.rollover_cap_tokens, entry.rollover_days)
 
 
 def _converted_days(source: str, entry: PlanEntry) -> int | None:

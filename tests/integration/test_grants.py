@@ -18,7 +18,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from meter.catalog import Pack
+from meter.catalog import Pack, Plan
+from meter.domain.plans import Rollover
 from meter.service.sweeper import sweep_once
 from meter.v1 import meter_pb2 as pb
 from support import (
@@ -27,6 +28,7 @@ from support import (
     database_now,
     expect_error,
     funded_account,
+    ledger,
     new_id,
     reserve_request,
     run_cli,
@@ -371,3 +373,32 @@ async def test_a_won_dispute_gives_an_expiring_pack_back_to_its_grant(meters: St
     assert [(g.grant_id, g.remaining) for g in (await meter.stub.GetBalance(
         pb.GetBalanceRequest(account_id=account))).grants] == [(grant_id, 1_000)]  # fmt: skip
     assert won.reversed_tokens == -1_000
+
+
+async def test_a_plan_rolls_its_unused_allowance_over_up_to_its_cap(meters: StartMeter, engine: AsyncEngine) -> None:
+    """A plan whose unused allowance rolls over (at most 600 tokens, living 45 days): of a month's
+    1 000, 300 used, 600 of the 700 left become a rollover grant at the month's end (the other 100
+    expire), drawn after the new month's allowance, which expires sooner."""
+    catalog = suite_catalog()
+    saver = Plan("saver", monthly_allowance_tokens=1_000, per_account=False, rollover=Rollover(600, 45))
+    meter: RunningMeter = await meters(catalog=replace(catalog, plans={**catalog.plans, saver.id: saver}))
+    account = new_id()
+    opened = await meter.stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="saver"))
+    month_end = opened.balance.period_end.ToDatetime(UTC)
+    hold = await meter.stub.Reserve(reserve_request(account, input_tokens=150, max_output_tokens=150))
+    await meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=150, output_tokens=150))
+    meter.clock.advance(month_end - await server_now(meter, engine) + timedelta(minutes=1))
+    after = await meter.stub.GetBalance(pb.GetBalanceRequest(account_id=account))
+    assert (after.balance.allowance_remaining, after.balance.granted_remaining) == (1_000, 600)
+    [allowance, rolled] = after.grants
+    assert (allowance.source, rolled.source, rolled.remaining) == (
+        pb.GRANT_SOURCE_ALLOWANCE, pb.GRANT_SOURCE_ROLLOVER, 600,
+    )  # fmt: skip
+    assert rolled.expires_at.ToDatetime(UTC) == month_end + timedelta(days=45)
+    entries = [e for e in await ledger(engine, account) if e["kind"] in ("expiry", "grant")]
+    assert [(e["kind"], e["pool"], e["amount"]) for e in entries] == [
+        ("expiry", "allowance", -700),
+        ("grant", f"grant:{rolled.grant_id}", 600),
+    ]
+    told = [e["payload"] for e in await balance_events(engine, account) if e["type"] == "grant.created"]
+    assert [(p["source"], p["tokens"]) for p in told] == [("rollover", 600)]

@@ -14,6 +14,7 @@ from datetime import datetime
 from meter.domain.holds import ExpiredHolds
 from meter.domain.limits import RateLimits
 from meter.domain.periods import Period
+from meter.domain.plans import Rollover
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class Account:
     limits: RateLimits = RateLimits()
     # What its expired holds do, if the account has its own setting (SetPlan); None: its plan's.
     expired_holds: ExpiredHolds | None = None
+    # Its plan's rollover of unused allowance (meter_begin_period); None: what is left expires.
+    rollover: Rollover | None = None
 
     @property
     def subscription_managed(self) -> bool:

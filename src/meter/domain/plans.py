@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
+
+
+@dataclass(frozen=True)
+class Rollover:
+    """A plan's unused allowance rolled over at each month's end instead of expiring: at most
+    `cap_tokens` of it, as a grant of its own that lives `days` from the new month's start."""
+
+    cap_tokens: int
+    days: int
 
 
 class CancelledAllowance(Enum):

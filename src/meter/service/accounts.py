@@ -36,6 +36,7 @@ def free_account(account_id: str, catalog: Catalog, now: datetime, buckets: int)
         bucket_count=buckets,
         subscription_ref=None,
         plan_event_time=None,
+        rollover=catalog.plan(catalog.default_plan).rollover,
     )
 
 

@@ -153,6 +153,7 @@ async def _apply(meter: Meter, store: Store, request: PlanRequest, source_event:
         plan_event_time=request.event_time,
         limits=_kept_limits(meter, request, account),
         expired_holds=_own_expired_holds(request, account),
+        rollover=meter.catalog.plan(request.plan_id).rollover,
     )
     if account is None:
         await open_account(store, wanted, now)
@@ -243,6 +244,7 @@ async def _change(store: Store, account: Account, wanted: Account, request: Plan
         plan_event_time=wanted.plan_event_time or account.plan_event_time,
         limits=wanted.limits,
         expired_holds=wanted.expired_holds,
+        rollover=wanted.rollover,
     )
     if request.expire_allowance_now:
         # Cancelled: what is left of the allowance expires now (or, when the plan converts it,
@@ -258,6 +260,7 @@ async def _change(store: Store, account: Account, wanted: Account, request: Plan
         lasting = replace(
             changed,
             monthly_allowance=account.monthly_allowance,
+            rollover=account.rollover,
             paid_through=account.paid_through or account.period.end,
             allowance_after_paid=wanted.monthly_allowance,
         )

@@ -11,13 +11,14 @@ from meter.domain.callers import acting_caller
 from meter.domain.holds import ExpiredHolds
 from meter.domain.limits import RateLimits
 from meter.domain.periods import Period
+from meter.domain.plans import Rollover
 from meter.storage.queries import NOW, Queries
 
 ACCOUNT_COLUMNS = """a.account_id, a.plan_id, a.monthly_allowance, a.period_start, a.period_end,
     a.month_anchor, a.billing_period_start, a.billing_period_end, a.paid_through, a.allowance_after_paid,
     a.allowance_withheld, a.allowance_total, a.debt, a.bucket_count, a.subscription_ref,
     a.plan_event_time, a.granted_period_start, a.requests_per_minute, a.tokens_per_minute, a.concurrent_holds,
-    a.expired_holds"""
+    a.expired_holds, a.rollover_cap, a.rollover_days"""
 
 
 class AccountQueries(Queries):
@@ -55,7 +56,7 @@ class AccountQueries(Queries):
             "SELECT meter_open_account(:account_id, :plan_id, :monthly_allowance, :month_anchor, "
             ":billing_period_start, :billing_period_end, :subscription_ref, :plan_event_time, "
             "CAST(:bucket_count AS smallint), :requests_per_minute, :tokens_per_minute, :concurrent_holds, "
-            ":expired_holds, :now, :caller) AS opened",
+            ":expired_holds, :rollover_cap, :rollover_days, :now, :caller) AS opened",
             **_plan_params(account),
             bucket_count=account.bucket_count,
             now=now,
@@ -74,7 +75,8 @@ class AccountQueries(Queries):
             "allowance_after_paid = :allowance_after_paid, subscription_ref = :subscription_ref, "
             "plan_event_time = :plan_event_time, requests_per_minute = :requests_per_minute, "
             "tokens_per_minute = :tokens_per_minute, concurrent_holds = :concurrent_holds, "
-            "expired_holds = :expired_holds, updated_at = :now WHERE account_id = :account_id",
+            "expired_holds = :expired_holds, rollover_cap = :rollover_cap, rollover_days = :rollover_days, "
+            "updated_at = :now WHERE account_id = :account_id",
             **_plan_params(account),
             paid_through=account.paid_through,
             allowance_after_paid=account.allowance_after_paid,
@@ -153,6 +155,8 @@ def _plan_params(account: Account) -> dict[str, Any]:
         "tokens_per_minute": account.limits.tokens_per_minute,
         "concurrent_holds": account.limits.concurrent_holds,
         "expired_holds": account.expired_holds.value if account.expired_holds else None,
+        "rollover_cap": account.rollover.cap_tokens if account.rollover else None,
+        "rollover_days": account.rollover.days if account.rollover else None,
     }
 
 
@@ -175,4 +179,5 @@ def account_from_row(row: Mapping[str, Any]) -> Account:
         granted_period_start=row["granted_period_start"],
         limits=RateLimits(row["requests_per_minute"], row["tokens_per_minute"], row["concurrent_holds"]),
         expired_holds=ExpiredHolds(row["expired_holds"]) if row["expired_holds"] else None,
+        rollover=Rollover(row["rollover_cap"], row["rollover_days"]) if row["rollover_cap"] else None,
     )

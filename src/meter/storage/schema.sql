@@ -76,6 +76,8 @@ CREATE TABLE accounts (
     allowance_withheld bigint DEFAULT 0 NOT NULL,
     expiring_told_period_start timestamp with time zone,
     next_grant_expiry timestamp with time zone,
+    rollover_cap bigint,
+    rollover_days integer,
     CONSTRAINT accounts_pkey PRIMARY KEY (account_id),
     CONSTRAINT accounts_allowance_after_paid_check CHECK ((allowance_after_paid >= 0)),
     CONSTRAINT accounts_allowance_total_check CHECK ((allowance_total >= 0)),
@@ -89,6 +91,9 @@ CREATE TABLE accounts (
     CONSTRAINT accounts_expired_holds_check CHECK ((expired_holds = ANY (ARRAY['release'::text, 'charge'::text]))),
     CONSTRAINT accounts_monthly_allowance_check CHECK ((monthly_allowance >= 0)),
     CONSTRAINT accounts_requests_per_minute_check CHECK ((requests_per_minute > 0)),
+    CONSTRAINT accounts_rollover_cap_check CHECK ((rollover_cap > 0)),
+    CONSTRAINT accounts_rollover_check CHECK (((rollover_cap IS NULL) = (rollover_days IS NULL))),
+    CONSTRAINT accounts_rollover_days_check CHECK (((rollover_days >= 1) AND (rollover_days <= 3650))),
     CONSTRAINT accounts_tokens_per_minute_check CHECK ((tokens_per_minute > 0)),
     CONSTRAINT accounts_warned_levels_check CHECK (((warned_levels >= 0) AND (warned_levels <= 15)))
 );

@@ -1,12 +1,13 @@
 -- Begin the allowance month [p_start, p_end) of a locked account: the allowance left from the
--- month before expires (an 'expiry' entry and allowance.expired), and the subscription payments
--- that paid for that month add it to what their months left unused (a later refund takes that back
--- from nothing: it expired); every row's count of tokens used starts again; and with p_grant the
--- plan's monthly allowance is granted (a 'subscription_grant' entry that pays debt first, and
--- allowance.granted), less what a refund or dispute took back from the months of the payment that
--- pays for this one before they began (withheld_tokens: from its last months first, each at most
--- its per-month share, as if the paid year were shorter; the month remembers its part in
--- allowance_withheld, for an upgrade within it). The account row names the new month and its
+-- month before expires (an 'expiry' entry and allowance.expired), up to the plan's rollover cap of
+-- it rolling over into a grant of its own instead (meter_roll_allowance), and the subscription
+-- payments that paid for that month add it to what their months left unused (a later refund takes
+-- that back from nothing: it expired); every row's count of tokens used starts again; and with
+-- p_grant the plan's monthly allowance is granted (a 'subscription_grant' entry that pays debt
+-- first, and allowance.granted), less what a refund or dispute took back from the months of the
+-- payment that pays for this one before they began (withheld_tokens: from its last months first,
+-- each at most its per-month share, as if the paid year were shorter; the month remembers its part
+-- in allowance_withheld, for an upgrade within it). The account row names the new month and its
 -- allowance before the grant, so that the grant's events carry them. Allowance held by open holds
 -- stays held: it expires when they settle (meter_settle). A month is granted once: one whose grant
 -- the ledger has already (an account back in a month it left) is not granted again. Beginning the
@@ -30,6 +31,7 @@ DECLARE
         || CASE WHEN date_trunc('second', p_start) = p_start THEN '' ELSE to_char(p_start AT TIME ZONE 'UTC', '.US') END
         || '+00:00';  -- as Python's isoformat() writes it
     v_ref text := 'period:' || v_month;
+    v_rolled bigint := 0;
 BEGIN
     SELECT * INTO v_before FROM accounts AS a WHERE a.account_id = p_account;
     v_same := v_before.period_start = p_start AND v_before.period_end = p_end;
@@ -44,9 +46,12 @@ BEGIN
         END IF;
         PERFORM meter_spread(p_account, 'allowance', 0);
     END IF;
+    IF NOT v_same AND v_before.period_start < p_start AND v_unused > 0 AND v_before.rollover_cap IS NOT NULL THEN
+        v_rolled := meter_roll_allowance(v_before, least(v_unused, v_before.rollover_cap), p_start, p_now, p_caller);
+    END IF;
     IF NOT v_same THEN
         IF v_before.period_start < p_start THEN
-            UPDATE subscription_payments AS s SET unused_at_end = coalesce(s.unused_at_end, 0) + v_unused
+            UPDATE subscription_payments AS s SET unused_at_end = coalesce(s.unused_at_end, 0) + v_unused - v_rolled
             WHERE s.account_id = p_account AND s.period_start <= v_before.period_start
                 AND v_before.period_start < s.period_end;
         END IF;
@@ -79,7 +84,8 @@ BEGIN
     WHERE a.account_id = p_account
     RETURNING * INTO v_account;
     IF v_unused > 0 THEN
-        PERFORM meter_emit(p_account, 'allowance.expired', jsonb_build_object('tokens', v_unused), p_now);
+        PERFORM meter_emit(p_account, 'allowance.expired', jsonb_build_object('tokens', v_unused, 'rolled_over',
+            v_rolled), p_now);
     END IF;
     IF v_grant > 0 THEN
         v_paid := meter_credit(p_account, 'subscription_grant', 'allowance', v_grant, v_ref, v_account.plan_id,

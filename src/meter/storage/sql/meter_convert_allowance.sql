@@ -28,8 +28,8 @@ BEGIN
     WHERE s.account_id = p_account AND NOT s.proration AND s.period_start <= v_account.period_start
         AND v_account.period_start < s.period_end
     ORDER BY s.period_start DESC LIMIT 1;
-    v_open := meter_open_grant(p_account, 'converted:' || coalesce(v_invoice, v_month), 'rollover', v_left, 0,
-        p_expires_at, 'cancelled plan ' || v_account.plan_id, p_now, p_caller);
+    v_open := meter_open_grant(p_account, 'converted:' || coalesce(v_invoice, '') || ':' || v_month, 'rollover',
+        v_left, 0, p_expires_at, 'cancelled plan ' || v_account.plan_id, p_now, p_caller);
     IF NOT v_open.opened THEN
         RETURN 0;  -- converted before
     END IF;

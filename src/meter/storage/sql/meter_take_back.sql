@@ -6,7 +6,8 @@
 -- from their grants, its last months first: as if the paid year were shorter), out of the current
 -- month's allowance while the invoice pays for that month, out of what its ended months left
 -- unused (expired already: taken back from nothing, counted as claimed), and out of what a
--- cancellation converted of its month into a grant. What none of those covers
+-- cancellation converted, or months' ends rolled over, of its months into grants
+-- (meter_take_from_grants). What none of those covers
 -- was spent: it becomes debt. Writes the ledger (the pool's part, noted with the payment, and the
 -- debt's) and the payment's bookkeeping; a freeze remembers what it withheld and what became debt,
 -- which a won dispute gives back (meter_give_back). Returns each part.
@@ -22,9 +23,10 @@ DECLARE
     v_pool text := CASE WHEN p_payment_kind = 'pack' THEN 'purchased' ELSE 'allowance' END;
     v_left bigint := p_tokens;
     v_available bigint;
-    v_converted record;
-    v_converted_pool text;
-    v_converted_taken bigint := 0;
+    v_prefix text;
+    v_granted bigint;
+    v_from_grants bigint := 0;  -- of from_pool, what came from those grants (their entries written)
+    v_from_pool bigint;
 BEGIN
     withheld := 0;
     from_pool := 0;
@@ -58,13 +60,15 @@ BEGIN
         INTO from_cover
         FROM subscription_payments AS s WHERE s.account_id = p_account AND s.period_start = v_payment.period_start;
         v_left := v_left - from_cover;
-        IF v_left > 0 THEN  -- what a cancellation converted of a month it paid for (meter_convert_allowance)
-            v_converted := meter_take_from_grant(p_account, 'converted:' || p_payment_ref, v_left);
-            v_converted_pool := v_converted.grant_pool;
-            v_converted_taken := v_converted.taken;
-            from_pool := from_pool + v_converted_taken;
-            v_left := v_left - v_converted_taken;
-        END IF;
+        -- What a cancellation converted, or months' ends rolled over, of the months it paid for.
+        FOREACH v_prefix IN ARRAY ARRAY['converted:', 'rollover:'] LOOP
+            EXIT WHEN v_left = 0;
+            v_granted := meter_take_from_grants(p_account, v_prefix || p_payment_ref || ':', v_left, p_kind, p_ref,
+                p_payment_ref, p_now, p_caller);
+            from_pool := from_pool + v_granted;
+            v_from_grants := v_from_grants + v_granted;
+            v_left := v_left - v_granted;
+        END LOOP;
     ELSIF v_left > 0 AND v_purchase.grant_id IS NOT NULL THEN
         SELECT least(v_left, greatest(0, coalesce(-sum(l.amount), 0) - v_purchase.cover_claimed)) INTO from_cover
         FROM ledger_entries AS l
@@ -72,10 +76,10 @@ BEGIN
         v_left := v_left - from_cover;
     END IF;
     to_debt := v_left;
+    v_from_pool := from_pool - v_from_grants;
     INSERT INTO ledger_entries (account_id, created_at, caller, kind, pool, amount, ref, note)
     SELECT p_account, p_now, p_caller, p_kind, e.pool, e.amount, p_ref, e.note
-    FROM (VALUES (v_pool, -(from_pool - v_converted_taken), p_payment_ref),
-        (v_converted_pool, -v_converted_taken, p_payment_ref), ('debt', -to_debt, NULL)) AS e (pool, amount, note)
+    FROM (VALUES (v_pool, -v_from_pool, p_payment_ref), ('debt', -to_debt, NULL)) AS e (pool, amount, note)
     WHERE e.amount <> 0;
     IF to_debt > 0 THEN
         UPDATE accounts AS a SET debt = a.debt + to_debt WHERE a.account_id = p_account;
