@@ -9,12 +9,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
-from stripe_events import PRICES, deliver, invoice_line, invoice_paid, paid_checkout, subscription_event
+from stripe_events import (
+    PRICES,
+    deliver,
+    invoice_line,
+    invoice_paid,
+    invoice_payment_paid,
+    paid_checkout,
+    refunded,
+    subscription_event,
+)
 
 from meter import catalog as catalog_file
 from meter.catalog import Catalog
 from meter.domain.periods import add_months
-from meter.domain.plans import CancelledAllowance
+from meter.domain.plans import CancelledAllowance, Rollover
 from meter.v1 import meter_pb2 as pb
 from support import RunningMeter, balance, balance_events, database_now, new_id
 
@@ -109,3 +118,40 @@ async def test_a_plan_that_converts_leaves_what_is_left_as_a_grant(meters: Start
     assert 60 * DAY - 120 <= lifetime <= 60 * DAY
     told = [e["payload"] for e in await balance_events(engine, account) if e["type"] == "grant.created"]
     assert [(p["source"], p["tokens"]) for p in told] == [("rollover", 499_900)]
+
+
+async def test_a_refund_of_a_rolled_over_month_takes_back_from_its_rollover_grant(
+    meters: StartMeter, engine: AsyncEngine
+) -> None:
+    """Pro rolling at most 300 000 of a month over for 30 days: 100 000 used, of the 400 000 left
+    300 000 roll over at the month's end (100 000 expire). Refunded whole afterwards, the invoice
+    takes back the expired 100 000 from nothing, the rolled-over 300 000 from their grant, and only
+    the 100 000 that were spent become debt."""
+    catalog = packaged()
+    pro = replace(catalog.plans["pro"], rollover=Rollover(300_000, 30))
+    meter = await meters(catalog=replace(catalog, plans={**catalog.plans, "pro": pro}))
+    account, sub, invoice, intent = new_id(), new_id("sub_"), new_id("in_"), new_id("pi_")
+    now = int((await database_now(engine)).timestamp())
+    start, end = now - 10 * DAY, int(add_months(datetime.fromtimestamp(now - 10 * DAY, UTC), 1).timestamp())
+    created = subscription_event("created", account, "pro", created=now - 60, start=start, end=end, sub=sub)
+    assert (await deliver(meter.webhook_url, created))[1]["status"] == "applied"
+    line = invoice_line(start, end, PRICES["pro"], 2000, sub=sub)
+    paid = invoice_paid(sub, [line], account=account, amount=2000, invoice=invoice)
+    assert (await deliver(meter.webhook_url, paid))[1]["status"] == "applied"
+    assert (await deliver(meter.webhook_url, invoice_payment_paid(invoice, intent, 2000)))[1]["status"] == "applied"
+    hold = await meter.stub.Reserve(
+        pb.ReserveRequest(
+            account_id=account, request_id=new_id("r"), model="basic", input_tokens=99_999, max_output_tokens=1
+        )
+    )
+    await meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=100_000, output_tokens=0))
+
+    meter.clock.advance(timedelta(seconds=end - now + 60))  # the month ended; the next is not paid
+    rolled = await balance(meter.stub, account)
+    assert (rolled.allowance_remaining, rolled.granted_remaining) == (0, 300_000)
+
+    assert (await deliver(meter.webhook_url, refunded(intent, 2000, 2000)))[1]["status"] == "applied"
+    after = await balance(meter.stub, account)
+    assert (after.granted_remaining, after.debt) == (0, 100_000)
+    reversed_ = [e for e in await balance_events(engine, account) if e["type"] == "credit.reversed"]
+    assert [(e["payload"]["payment_tokens"], e["payload"]["debt"]) for e in reversed_] == [(500_000, 100_000)]
