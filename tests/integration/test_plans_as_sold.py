@@ -25,7 +25,7 @@ from meter.catalog import Catalog
 from meter.domain.periods import add_months
 from meter.domain.plans import CancelledAllowance, Rollover
 from meter.v1 import meter_pb2 as pb
-from support import RunningMeter, balance, balance_events, database_now, new_id
+from support import RunningMeter, balance, balance_events, database_now, ledger, new_id
 
 StartMeter = Any
 DAY = 86_400
@@ -155,3 +155,38 @@ async def test_a_refund_of_a_rolled_over_month_takes_back_from_its_rollover_gran
     assert (after.granted_remaining, after.debt) == (0, 100_000)
     reversed_ = [e for e in await balance_events(engine, account) if e["type"] == "credit.reversed"]
     assert [(e["payload"]["payment_tokens"], e["payload"]["debt"]) for e in reversed_] == [(500_000, 100_000)]
+
+
+async def test_a_refund_after_a_conversion_takes_back_from_the_converted_grant(
+    meters: StartMeter, engine: AsyncEngine
+) -> None:
+    """Pro converting what is left at its cancellation: 100 000 used, 400 000 converted, and the
+    free tier's month begun (50 000). The invoice refunded whole afterwards takes back, as the
+    rules order it, the current month's allowance (the invoice's period still covers the month),
+    then the converted 400 000 from their grant, and only the rest becomes debt."""
+    catalog = packaged()
+    pro = replace(catalog.plans["pro"], cancelled_allowance=CancelledAllowance.CONVERTS, converted_allowance_days=30)
+    meter = await meters(catalog=replace(catalog, plans={**catalog.plans, "pro": pro}))
+    account, sub, invoice, intent = new_id(), new_id("sub_"), new_id("in_"), new_id("pi_")
+    now = int((await database_now(engine)).timestamp())
+    start, end = now - 10 * DAY, int(add_months(datetime.fromtimestamp(now - 10 * DAY, UTC), 1).timestamp())
+    created = subscription_event("created", account, "pro", created=now - 60, start=start, end=end, sub=sub)
+    assert (await deliver(meter.webhook_url, created))[1]["status"] == "applied"
+    line = invoice_line(start, end, PRICES["pro"], 2000, sub=sub)
+    paid = invoice_paid(sub, [line], account=account, amount=2000, invoice=invoice)
+    assert (await deliver(meter.webhook_url, paid))[1]["status"] == "applied"
+    assert (await deliver(meter.webhook_url, invoice_payment_paid(invoice, intent, 2000)))[1]["status"] == "applied"
+    hold = await meter.stub.Reserve(
+        pb.ReserveRequest(
+            account_id=account, request_id=new_id("r"), model="basic", input_tokens=99_999, max_output_tokens=1
+        )
+    )
+    await meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=100_000, output_tokens=0))
+    cancelled = await cancel(meter, account, now, end)
+    assert cancelled.granted_remaining == 400_000
+
+    assert (await deliver(meter.webhook_url, refunded(intent, 2000, 2000)))[1]["status"] == "applied"
+    after = await balance(meter.stub, account)
+    assert (after.allowance_remaining, after.granted_remaining, after.debt) == (0, 0, 50_000)
+    taken = [(e["pool"].split(":")[0], e["amount"]) for e in await ledger(engine, account) if e["kind"] == "refund"]
+    assert sorted(taken) == [("allowance", -50_000), ("debt", -50_000), ("grant", -400_000)]
