@@ -50,6 +50,27 @@ async def subscribed_to_pro(meter: RunningMeter, engine: AsyncEngine) -> tuple[s
     return account, now, end
 
 
+async def pro_paid_by(meter: RunningMeter, engine: AsyncEngine, *, used: int) -> tuple[str, str, int, int]:
+    """A Pro subscriber whose period's invoice a PaymentIntent paid (so that its refund can name
+    it), having used `used` tokens: the account, the PaymentIntent, now and the period's end."""
+    account, sub, invoice, intent = new_id(), new_id("sub_"), new_id("in_"), new_id("pi_")
+    now = int((await database_now(engine)).timestamp())
+    start, end = now - 10 * DAY, int(add_months(datetime.fromtimestamp(now - 10 * DAY, UTC), 1).timestamp())
+    created = subscription_event("created", account, "pro", created=now - 60, start=start, end=end, sub=sub)
+    assert (await deliver(meter.webhook_url, created))[1]["status"] == "applied"
+    line = invoice_line(start, end, PRICES["pro"], 2000, sub=sub)
+    paid = invoice_paid(sub, [line], account=account, amount=2000, invoice=invoice)
+    assert (await deliver(meter.webhook_url, paid))[1]["status"] == "applied"
+    assert (await deliver(meter.webhook_url, invoice_payment_paid(invoice, intent, 2000)))[1]["status"] == "applied"
+    hold = await meter.stub.Reserve(
+        pb.ReserveRequest(
+            account_id=account, request_id=new_id("r"), model="basic", input_tokens=used - 1, max_output_tokens=1
+        )
+    )
+    await meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=used, output_tokens=0))
+    return account, intent, now, end
+
+
 async def cancel(meter: RunningMeter, account: str, now: int, end: int) -> pb.Balance:
     deleted = subscription_event("deleted", account, "pro", created=now, start=now - 10 * DAY, end=end)
     assert (await deliver(meter.webhook_url, deleted))[1]["status"] == "applied"
@@ -130,21 +151,7 @@ async def test_a_refund_of_a_rolled_over_month_takes_back_from_its_rollover_gran
     catalog = packaged()
     pro = replace(catalog.plans["pro"], rollover=Rollover(300_000, 30))
     meter = await meters(catalog=replace(catalog, plans={**catalog.plans, "pro": pro}))
-    account, sub, invoice, intent = new_id(), new_id("sub_"), new_id("in_"), new_id("pi_")
-    now = int((await database_now(engine)).timestamp())
-    start, end = now - 10 * DAY, int(add_months(datetime.fromtimestamp(now - 10 * DAY, UTC), 1).timestamp())
-    created = subscription_event("created", account, "pro", created=now - 60, start=start, end=end, sub=sub)
-    assert (await deliver(meter.webhook_url, created))[1]["status"] == "applied"
-    line = invoice_line(start, end, PRICES["pro"], 2000, sub=sub)
-    paid = invoice_paid(sub, [line], account=account, amount=2000, invoice=invoice)
-    assert (await deliver(meter.webhook_url, paid))[1]["status"] == "applied"
-    assert (await deliver(meter.webhook_url, invoice_payment_paid(invoice, intent, 2000)))[1]["status"] == "applied"
-    hold = await meter.stub.Reserve(
-        pb.ReserveRequest(
-            account_id=account, request_id=new_id("r"), model="basic", input_tokens=99_999, max_output_tokens=1
-        )
-    )
-    await meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=100_000, output_tokens=0))
+    account, intent, now, end = await pro_paid_by(meter, engine, used=100_000)
 
     meter.clock.advance(timedelta(seconds=end - now + 60))  # the month ended; the next is not paid
     rolled = await balance(meter.stub, account)
@@ -167,21 +174,7 @@ async def test_a_refund_after_a_conversion_takes_back_from_the_converted_grant(
     catalog = packaged()
     pro = replace(catalog.plans["pro"], cancelled_allowance=CancelledAllowance.CONVERTS, converted_allowance_days=30)
     meter = await meters(catalog=replace(catalog, plans={**catalog.plans, "pro": pro}))
-    account, sub, invoice, intent = new_id(), new_id("sub_"), new_id("in_"), new_id("pi_")
-    now = int((await database_now(engine)).timestamp())
-    start, end = now - 10 * DAY, int(add_months(datetime.fromtimestamp(now - 10 * DAY, UTC), 1).timestamp())
-    created = subscription_event("created", account, "pro", created=now - 60, start=start, end=end, sub=sub)
-    assert (await deliver(meter.webhook_url, created))[1]["status"] == "applied"
-    line = invoice_line(start, end, PRICES["pro"], 2000, sub=sub)
-    paid = invoice_paid(sub, [line], account=account, amount=2000, invoice=invoice)
-    assert (await deliver(meter.webhook_url, paid))[1]["status"] == "applied"
-    assert (await deliver(meter.webhook_url, invoice_payment_paid(invoice, intent, 2000)))[1]["status"] == "applied"
-    hold = await meter.stub.Reserve(
-        pb.ReserveRequest(
-            account_id=account, request_id=new_id("r"), model="basic", input_tokens=99_999, max_output_tokens=1
-        )
-    )
-    await meter.stub.Commit(pb.CommitRequest(reservation_id=hold.reservation_id, input_tokens=100_000, output_tokens=0))
+    account, intent, now, end = await pro_paid_by(meter, engine, used=100_000)
     cancelled = await cancel(meter, account, now, end)
     assert cancelled.granted_remaining == 400_000
 

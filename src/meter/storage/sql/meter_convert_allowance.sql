@@ -35,13 +35,8 @@ BEGIN
     END IF;
     PERFORM meter_spread(p_account, 'allowance', 0);
     INSERT INTO ledger_entries (account_id, created_at, caller, kind, pool, amount, ref)
-    VALUES (p_account, p_now, p_caller, 'expiry', 'allowance', -v_left, 'converted:' || v_month),
-        (p_account, p_now, p_caller, 'grant', 'grant:' || (v_open.granted).grant_id, v_left, 'converted:' || v_month);
-    PERFORM meter_spread(p_account, 'grant:' || (v_open.granted).grant_id, v_left);
-    PERFORM meter_emit(p_account, 'grant.created', jsonb_build_object('grant_id', (v_open.granted).grant_id,
-        'source', 'rollover', 'tokens', v_left, 'priority', 0, 'expires_at',
-        to_char(p_expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'reason',
-        (v_open.granted).reason, 'debt_paid', 0), p_now);
+    VALUES (p_account, p_now, p_caller, 'expiry', 'allowance', -v_left, 'converted:' || v_month);
+    PERFORM meter_credit_grant(p_account, v_open.granted, 'converted:' || v_month, p_now, p_caller);
     RETURN v_left;
 END;
 $$;

@@ -1,10 +1,9 @@
 -- Grant: tokens of their own to an account (a promotion, goodwill, an adjustment that expires),
 -- drawn in the order every pool is (priority, then the soonest expiry, then the oldest), exactly
 -- once by p_request. The grant gets its own rows (meter_open_grant), and its tokens come in as any
--- credit does: paying the account's debt first (meter_credit, a 'grant' entry). grant.created
--- tells it. Outcomes: 'granted', 'replayed' (this request_id granted before with the same terms:
--- that grant), 'request_reused' (before, with other terms; reused_field names one),
--- 'account_not_found'. Returns the grant.
+-- credit does, and grant.created tells it (meter_credit_grant). Outcomes: 'granted', 'replayed'
+-- (this request_id granted before with the same terms: that grant), 'request_reused' (before, with
+-- other terms; reused_field names one), 'account_not_found'. Returns the grant.
 CREATE OR REPLACE FUNCTION meter_grant(
     p_account text, p_request text, p_source text, p_tokens bigint, p_priority integer,
     p_expires_at timestamptz, p_reason text, p_now timestamptz, p_caller text,
@@ -13,7 +12,6 @@ CREATE OR REPLACE FUNCTION meter_grant(
 DECLARE
     v_account accounts%ROWTYPE;
     v_open record;
-    v_paid bigint;
 BEGIN
     SELECT * INTO v_account FROM accounts AS a WHERE a.account_id = p_account FOR UPDATE;
     IF NOT FOUND THEN
@@ -34,12 +32,7 @@ BEGIN
         outcome := CASE WHEN reused_field IS NULL THEN 'replayed' ELSE 'request_reused' END;
         RETURN;
     END IF;
-    v_paid := meter_credit(p_account, 'grant', 'grant:' || granted.grant_id, p_tokens, p_request, p_reason, p_now,
-        p_caller);
-    PERFORM meter_emit(p_account, 'grant.created', jsonb_build_object('grant_id', granted.grant_id,
-        'source', p_source, 'tokens', p_tokens, 'priority', p_priority, 'expires_at',
-        to_char(p_expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'reason', p_reason,
-        'debt_paid', v_paid), p_now);
+    PERFORM meter_credit_grant(p_account, granted, p_request, p_now, p_caller);
     outcome := 'granted';
 END;
 $$;

@@ -14,9 +14,6 @@ BEGIN
     END IF;
     tokens := meter_end_grant(p_account, p_grant_id, 'revoked', p_now, p_caller);
     outcome := CASE WHEN tokens IS NULL THEN 'ended' ELSE 'revoked' END;
-    UPDATE accounts AS a SET next_grant_expiry = (
-        SELECT min(g.expires_at) FROM grants AS g WHERE g.account_id = p_account AND g.ended_at IS NULL
-    )
-    WHERE a.account_id = p_account;
+    PERFORM meter_end_grants(p_account, p_now, p_caller);  -- the account's next grant expiry, again
 END;
 $$;

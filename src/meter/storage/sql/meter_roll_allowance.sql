@@ -1,5 +1,5 @@
 -- Roll p_tokens of the allowance an ended month left (its 'expiry' entry written) over into a
--- grant of its own (source 'rollover', a 'grant' entry, grant.created) that lives the plan's
+-- grant of its own (source 'rollover', credited by meter_credit_grant) that lives the plan's
 -- rollover_days from p_start, the new month's: named after the month and the invoice that paid
 -- for it ('rollover:<invoice>:<month>'), so that a refund or dispute of that invoice takes back
 -- from it (meter_take_back). p_account is the account row as it was in the month that ended.
@@ -11,7 +11,6 @@ DECLARE
     v_month text := to_char(p_account.period_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"');
     v_invoice text;
     v_open record;
-    v_pool text;
 BEGIN
     SELECT s.invoice_ref INTO v_invoice FROM subscription_payments AS s
     WHERE s.account_id = p_account.account_id AND NOT s.proration AND s.period_start <= p_account.period_start
@@ -23,14 +22,7 @@ BEGIN
     IF NOT v_open.opened THEN
         RETURN 0;  -- that month rolled over before (an account back in a month it left)
     END IF;
-    v_pool := 'grant:' || (v_open.granted).grant_id;
-    INSERT INTO ledger_entries (account_id, created_at, caller, kind, pool, amount, ref)
-    VALUES (p_account.account_id, p_now, p_caller, 'grant', v_pool, p_tokens, (v_open.granted).request_id);
-    PERFORM meter_spread(p_account.account_id, v_pool, p_tokens);
-    PERFORM meter_emit(p_account.account_id, 'grant.created', jsonb_build_object('grant_id',
-        (v_open.granted).grant_id, 'source', 'rollover', 'tokens', p_tokens, 'priority', 0, 'expires_at',
-        to_char((v_open.granted).expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'reason',
-        (v_open.granted).reason, 'debt_paid', 0), p_now);
+    PERFORM meter_credit_grant(p_account.account_id, v_open.granted, (v_open.granted).request_id, p_now, p_caller);
     RETURN p_tokens;
 END;
 $$;
