@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from stripe_events import (
     PRICES,
     deliver,
+    disputed,
     invoice_line,
     invoice_paid,
     invoice_payment_paid,
@@ -162,6 +163,40 @@ async def test_a_refund_of_a_rolled_over_month_takes_back_from_its_rollover_gran
     assert (after.granted_remaining, after.debt) == (0, 100_000)
     reversed_ = [e for e in await balance_events(engine, account) if e["type"] == "credit.reversed"]
     assert [(e["payload"]["payment_tokens"], e["payload"]["debt"]) for e in reversed_] == [(500_000, 100_000)]
+
+
+async def test_a_won_dispute_of_a_rolled_over_month_gives_back_to_its_rollover_grant(
+    meters: StartMeter, engine: AsyncEngine
+) -> None:
+    """As above, disputed instead: the freeze takes 300 000 from the rollover grant and makes
+    100 000 debt; the dispute won gives the 300 000 back to that grant (live for its 30 days, not
+    to a month that ends sooner) and the 100 000 that were debt, and nothing else."""
+    catalog = packaged()
+    pro = replace(catalog.plans["pro"], rollover=Rollover(300_000, 30))
+    meter = await meters(catalog=replace(catalog, plans={**catalog.plans, "pro": pro}))
+    account, intent, now, end = await pro_paid_by(meter, engine, used=100_000)
+    meter.clock.advance(timedelta(seconds=end - now + 60))
+    rolled = (await meter.stub.GetBalance(pb.GetBalanceRequest(account_id=account))).grants
+    rollover = next(g for g in rolled if g.source == pb.GRANT_SOURCE_ROLLOVER)
+
+    dispute = new_id("dp_")
+    assert (await deliver(meter.webhook_url, disputed(intent, "needs_response", dispute=dispute)))[1]["status"] == (
+        "applied"
+    )
+    frozen = await balance(meter.stub, account)
+    assert (frozen.granted_remaining, frozen.debt) == (0, 100_000)
+
+    won = disputed(intent, "won", dispute=dispute, kind="charge.dispute.closed")
+    assert (await deliver(meter.webhook_url, won))[1]["status"] == "applied"
+    after = await meter.stub.GetBalance(pb.GetBalanceRequest(account_id=account))
+    assert (after.balance.granted_remaining, after.balance.debt, after.balance.purchased_remaining) == (300_000, 0, 0)
+    assert [(g.grant_id, g.remaining) for g in after.grants if g.source == pb.GRANT_SOURCE_ROLLOVER] == [
+        (rollover.grant_id, 300_000)
+    ]
+    given = [(e["pool"], e["amount"]) for e in await ledger(engine, account) if e["kind"] == "dispute_release"]
+    assert given == [("purchased", 100_000), (f"grant:{rollover.grant_id}", 300_000)]  # the debt paid first
+    won_told = [e["payload"] for e in await balance_events(engine, account) if e["type"] == "dispute.won"]
+    assert [(p["tokens"], p["payment_tokens"]) for p in won_told] == [(400_000, 500_000)]
 
 
 async def test_a_refund_after_a_conversion_takes_back_from_the_converted_grant(

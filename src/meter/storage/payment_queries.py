@@ -36,7 +36,8 @@ _SAVE = {
     PaymentKind.INVOICE: (
         "UPDATE subscription_payments SET refunded_minor = :refunded, refund_reversed_tokens = :reversed, "
         "frozen_tokens = :frozen, dispute_status = :dispute, frozen_debt = least(frozen_debt, :frozen), "
-        "frozen_withheld = least(frozen_withheld, :frozen), frozen_cover = least(frozen_cover, :frozen) "
+        "frozen_withheld = least(frozen_withheld, :frozen), frozen_cover = least(frozen_cover, :frozen), "
+        "frozen_granted = least(frozen_granted, :frozen) "
         "WHERE account_id = :account_id AND invoice_ref = :ref"
     ),
 }

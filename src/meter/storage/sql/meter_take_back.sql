@@ -9,8 +9,8 @@
 -- cancellation converted, or months' ends rolled over, of its months into grants
 -- (meter_take_from_grants). What none of those covers
 -- was spent: it becomes debt. Writes the ledger (the pool's part, noted with the payment, and the
--- debt's) and the payment's bookkeeping; a freeze remembers what it withheld and what became debt,
--- which a won dispute gives back (meter_give_back). Returns each part.
+-- debt's) and the payment's bookkeeping; a freeze remembers what it withheld, what it took from
+-- grants and what became debt, which a won dispute gives back (meter_give_back). Returns each part.
 CREATE OR REPLACE FUNCTION meter_take_back(
     p_account text, p_payment_kind text, p_payment_ref text, p_tokens bigint, p_kind text, p_ref text,
     p_now timestamptz, p_caller text,
@@ -94,7 +94,8 @@ BEGIN
             cover_claimed = s.cover_claimed + from_cover,
             frozen_debt = s.frozen_debt + CASE WHEN p_kind = 'dispute_freeze' THEN to_debt ELSE 0 END,
             frozen_withheld = s.frozen_withheld + CASE WHEN p_kind = 'dispute_freeze' THEN withheld ELSE 0 END,
-            frozen_cover = s.frozen_cover + CASE WHEN p_kind = 'dispute_freeze' THEN from_cover ELSE 0 END
+            frozen_cover = s.frozen_cover + CASE WHEN p_kind = 'dispute_freeze' THEN from_cover ELSE 0 END,
+            frozen_granted = s.frozen_granted + CASE WHEN p_kind = 'dispute_freeze' THEN v_from_grants ELSE 0 END
         WHERE s.account_id = p_account AND s.invoice_ref = p_payment_ref;
     END IF;
 END;
