@@ -6,15 +6,26 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from meter import catalog as catalog_file
 from meter.v1 import meter_pb2 as pb
 from meterlab.chaos import billing, checker
 from meterlab.chaos.history import History
 from meterlab.chaos.workload import Settings, Workload
 from support import WEBHOOK_SECRET, RunningMeter, database_now, planted
+
+StartMeter = Any
+
+
+@pytest.fixture
+async def meter(meters: StartMeter) -> RunningMeter:
+    """A server selling what the chaos servers sell (their catalog: packs of both kinds)."""
+    return await meters(catalog=catalog_file.load(billing.CATALOG_PATH))
 
 
 async def _short_run(

@@ -17,6 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from meter import catalog as catalog_file
@@ -25,9 +26,19 @@ from meter.domain.periods import add_months
 if TYPE_CHECKING:
     from meterlab.chaos.workload import Workload
 
-_CATALOG = catalog_file.load()
-# The pack clients buy, as the servers (on the packaged catalog) sell it.
+# What the chaos servers sell: their METER_CATALOG.
+CATALOG_PATH = Path(__file__).with_name("catalog.toml")
+SERVER_ENV = {"METER_CATALOG": str(CATALOG_PATH)}
+_CATALOG = catalog_file.load(CATALOG_PATH)
+# The packs clients buy, alike but for the expiry of the second (a day after its sale): every check
+# of what a purchase, refund or dispute moves holds for both until that expiry.
 PACK = _CATALOG.pack("pack_1000_tokens")
+EXPIRING_PACK = _CATALOG.pack("pack_1000_tokens_1d")
+assert (PACK.tokens, PACK.price_minor, PACK.currency) == (
+    EXPIRING_PACK.tokens,
+    EXPIRING_PACK.price_minor,
+    EXPIRING_PACK.currency,
+)
 _PLANS = _CATALOG.plans
 PRO, BUSINESS = _PLANS["pro"], _PLANS["business"]
 PRO_PRICE, BUSINESS_PRICE = PRO.stripe_prices[0], BUSINESS.stripe_prices[0]

@@ -23,7 +23,7 @@ from pathlib import Path
 from meter import bootstrap
 from meter.config import Settings
 from meter.storage.clock import DatabaseClock
-from meterlab.chaos import checker, webhook_checks
+from meterlab.chaos import billing, checker, webhook_checks
 from meterlab.chaos.history import History, Outcome
 from meterlab.chaos.report import ChaosReport, ScenarioReport
 from meterlab.chaos.webhook_checks import Receivers, WebhookSink
@@ -71,7 +71,12 @@ async def chaos(options: Options, progress: Callable[[str], None] = print) -> Ch
     await receivers.start()
     primary = ServerProcess(
         database.url,
-        {"METER_STRIPE_WEBHOOK_SECRET": SECRET, "METER_SHUTDOWN_GRACE_SECONDS": "3", **webhook_checks.SERVER_ENV},
+        {
+            "METER_STRIPE_WEBHOOK_SECRET": SECRET,
+            "METER_SHUTDOWN_GRACE_SECONDS": "3",
+            **webhook_checks.SERVER_ENV,
+            **billing.SERVER_ENV,
+        },
     )
     http = f"127.0.0.1:{free_port()}"
     adapter = subprocess.Popen(
@@ -133,7 +138,9 @@ async def _scenario(bed: _Bed, name: str, options: Options) -> ScenarioReport:
     if name == CLOCK_JUMP:  # events made on the moved clock: their delays are not measured
         return await _clock_scenario(bed, scenario, options)
     if name == REPLICAS:
-        replica = ServerProcess(bed.database.url, {"METER_STRIPE_WEBHOOK_SECRET": SECRET, **webhook_checks.SERVER_ENV})
+        replica = ServerProcess(
+            bed.database.url, {"METER_STRIPE_WEBHOOK_SECRET": SECRET, **webhook_checks.SERVER_ENV, **billing.SERVER_ENV}
+        )
         bed.extra.append(replica)
         await replica.ready()
         bed.workload.retarget([bed.primary.address, replica.address])
@@ -228,6 +235,7 @@ async def _clock_scenario(bed: _Bed, scenario: ScenarioReport, options: Options)
         connect_addr="off",  # as the subprocess it stands in for (its default is one fixed port)
         stripe_webhook_secrets=(SECRET,),
         shutdown_grace_seconds=3.0,
+        catalog_path=billing.CATALOG_PATH,
         **webhook_checks.SERVER_SETTINGS,
     )
     service = await bootstrap.start(settings, clock=clock)

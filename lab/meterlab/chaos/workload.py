@@ -26,7 +26,7 @@ from grpc_status import rpc_status
 from meter.v1 import meter_pb2 as pb
 from meter.v1 import meter_pb2_grpc
 from meterlab.chaos import billing
-from meterlab.chaos.billing import PACK, stripe_event
+from meterlab.chaos.billing import EXPIRING_PACK, PACK, stripe_event
 from meterlab.chaos.history import History, Op
 
 # As a proxy would: reconnect within a second after a server restart, not after gRPC's default
@@ -344,21 +344,24 @@ class Workload:
         await self._run(op, call)
 
     async def purchase(self) -> None:
+        """A pack of either kind (one expiring a day after its sale, or never), delivered as Stripe
+        delivers it: sometimes twice, sometimes with a second event for the same session."""
         account, suffix = self.account(), uuid.uuid4().hex[:16]
         bought = Purchase(account, f"cs_chaos_{suffix}", f"pi_chaos_{suffix}", f"ch_chaos_{suffix}")
+        pack = self.rng.choice((PACK, EXPIRING_PACK))
         session = {
             "id": bought.session,
             "object": "checkout.session",
             "payment_intent": bought.intent,
             "payment_status": "paid",
             "status": "complete",
-            "amount_total": PACK.price_minor,
-            "currency": PACK.currency,
+            "amount_total": pack.price_minor,
+            "currency": pack.currency,
             "metadata": {
                 "type": "token_pack_purchase",
                 "account_id": account,
-                "pack_id": PACK.id,
-                "tokens": str(PACK.tokens),
+                "pack_id": pack.id,
+                "tokens": str(pack.tokens),
             },
         }
         payload = stripe_event("checkout.session.completed", session)
