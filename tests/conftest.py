@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
+from stripe_emulator import StripeEmulator, running_emulator
 
 from meter.storage.audit import audit
 from meter.storage.embedded import EmbeddedPostgres
@@ -101,3 +102,10 @@ async def meters(database_url: str, engine: AsyncEngine) -> AsyncIterator[StartM
 async def meter(meters: StartMeter) -> RunningMeter:
     """A server with the default settings (16 buckets, the packaged catalog)."""
     return await meters()
+
+
+@pytest.fixture(scope="module")
+async def emulator() -> AsyncIterator[StripeEmulator]:
+    """The Stripe API emulator (localstripe with Checkout Sessions), one per test file that asks."""
+    async with running_emulator() as running:
+        yield running

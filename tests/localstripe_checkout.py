@@ -9,9 +9,9 @@ PaymentIntent with a real localstripe PaymentMethod, and its events go out throu
 Event and schedule_webhook (so they are signed with the secret registered at /_config/webhooks/{id}).
 
 Added here, and nothing else:
-- POST /v1/checkout/sessions (mode=payment with price_data line items; honours Idempotency-Key as
-  Stripe does), GET /v1/checkout/sessions/{id}, POST /v1/checkout/sessions/{id}/expire (sends
-  checkout.session.expired);
+- Idempotency-Key on every POST, as Stripe honours it (localstripe ignores it);
+- POST /v1/checkout/sessions (mode=payment with price_data line items), GET
+  /v1/checkout/sessions/{id}, POST /v1/checkout/sessions/{id}/expire (sends checkout.session.expired);
 - POST /_test/checkout/sessions/{id}/pay [card=<number>]: stands in for the customer paying on the
   hosted page; then the session is complete and paid, and checkout.session.completed is sent;
 - charge.refunded after POST /v1/refunds (localstripe records the refund but sends no event);
@@ -34,6 +34,7 @@ import time
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from localstripe import server
 from localstripe.errors import UserError
 from localstripe.resources import (
@@ -194,16 +195,23 @@ class CheckoutSession(StripeObject):
         schedule_webhook(Event("checkout.session.completed", self))
 
 
-# Idempotency-Key -> (the first request's parameters, its response), as Stripe keeps them.
-_idempotent: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+# Idempotency-Key -> (the first request's path and parameters, its status and body), as Stripe
+# keeps them for every POST.
+_idempotent: dict[str, tuple[str, dict[str, Any], int, bytes]] = {}
 
 
-async def _create(request: web.Request) -> web.Response:
-    params = dict(await server.get_post_data(request) or {})
+@web.middleware
+async def _idempotency(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Stripe's Idempotency-Key on every POST: a retry with the same key and parameters gets the
+    first answer again (`Idempotent-Replayed: true`), other parameters an idempotency_error. An
+    error answer is not kept (Stripe keeps those too; the tests never retry one)."""
     key = request.headers.get("Idempotency-Key")
-    if key is not None and key in _idempotent:
-        first_params, response = _idempotent[key]
-        if params != first_params:
+    if request.method != "POST" or key is None or not request.path.startswith("/v1/"):
+        return await handler(request)
+    params = dict(await server.get_post_data(request) or {})
+    if key in _idempotent:
+        path, first_params, status, body = _idempotent[key]
+        if (path, first_params) != (request.path, params):
             error = UserError(
                 400,
                 "Keys for idempotent requests can only be used with the same parameters they were "
@@ -211,15 +219,21 @@ async def _create(request: web.Request) -> web.Response:
             )
             error.body["error"]["type"] = "idempotency_error"
             raise error
-        return server.json_response(response, headers={"Idempotent-Replayed": "true"})
-    data = dict(params)
+        replayed = web.Response(status=status, body=body, content_type="application/json")
+        replayed.headers["Idempotent-Replayed"] = "true"
+        return replayed
+    response = await handler(request)
+    if isinstance(response, web.Response) and response.status < 300 and isinstance(response.body, bytes):
+        _idempotent[key] = (request.path, params, response.status, response.body)
+    return response
+
+
+async def _create(request: web.Request) -> web.Response:
+    data = dict(await server.get_post_data(request) or {})
     expand = data.pop("expand", None)
     session = CheckoutSession(**data)
     session._url = f"{request.url.origin()}/checkout/{session.id}"
-    response = session._export(expand=expand)
-    if key is not None:
-        _idempotent[key] = (params, response)
-    return server.json_response(response)
+    return server.json_response(session._export(expand=expand))
 
 
 async def _retrieve(request: web.Request) -> web.Response:
@@ -250,6 +264,7 @@ def extend_localstripe() -> web.Application:
     store.dump_to_disk = lambda: None  # every write, and every POST, would pickle the store to /tmp
     Refund._api_create = classmethod(_refund_and_announce)
     app: web.Application = server.app
+    app.middlewares.append(_idempotency)  # inside localstripe's own: its errors answer as Stripe's do
     app.router.add_post("/v1/checkout/sessions", _create)
     app.router.add_get("/v1/checkout/sessions/{id}", _retrieve)
     url = "/v1/checkout/sessions/{id}/expire"

@@ -43,7 +43,7 @@ from meter.storage.engine import Timeouts, create_engine
 from meter.storage.functions import stale_functions
 from meter.storage.hot_path import HotPath
 from meter.storage.postgres import PostgresStorage
-from meter.stripe_checkout import StripeCheckout
+from meter.stripe_api import StripeApi
 from meter.webhooks.app import WebhookServer
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def build_meter(
             webhook_payload_retention_days=settings.webhook_payload_retention_days,
             expiring_notice_hours=settings.expiring_notice_hours,
         ),
-        checkout=StripeCheckout(settings.stripe_api_key, settings.stripe_api_base) if settings.stripe_api_key else None,
+        stripe=StripeApi(settings.stripe_api_key, settings.stripe_api_base) if settings.stripe_api_key else None,
         watch_reads=asyncio.Semaphore(settings.watch_reads),
     )
 
@@ -200,8 +200,8 @@ class Service:
                     await task
         if self._sender is not None:
             await self._sender.close()
-        if self.meter.checkout is not None:
-            await self.meter.checkout.close()
+        if self.meter.stripe is not None:
+            await self.meter.stripe.close()
         metrics.DATABASE_POOLS.forget(self)
         await self.connections.close()
         await self.database_server.stop()

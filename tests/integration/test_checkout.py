@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, timedelta
 from pathlib import Path
@@ -18,7 +17,7 @@ import grpc
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from stripe_emulator import StripeEmulator, running_emulator
+from stripe_emulator import StripeEmulator
 from stripe_events import WEBHOOK_SECRET, deliver, paid_checkout
 
 from meter.client import MeterClient, MeterRpcError
@@ -39,12 +38,6 @@ from support import (
 
 StartMeter = Any
 OK, CANCEL = "https://shop.example/bought", "https://shop.example/pricing"
-
-
-@pytest.fixture(scope="module")
-async def emulator() -> AsyncIterator[StripeEmulator]:
-    async with running_emulator() as running:
-        yield running
 
 
 async def selling(meters: StartMeter, emulator: StripeEmulator, **overrides: Any) -> RunningMeter:

@@ -84,6 +84,14 @@ class CheckoutStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHECKOUT_STATUS_PAID: _ClassVar[CheckoutStatus]
     CHECKOUT_STATUS_EXPIRED: _ClassVar[CheckoutStatus]
 
+class RefusedPurchaseState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REFUSED_PURCHASE_STATE_UNSPECIFIED: _ClassVar[RefusedPurchaseState]
+    REFUSED_PURCHASE_STATE_OPEN: _ClassVar[RefusedPurchaseState]
+    REFUSED_PURCHASE_STATE_REFUND_REQUESTED: _ClassVar[RefusedPurchaseState]
+    REFUSED_PURCHASE_STATE_REFUNDED: _ClassVar[RefusedPurchaseState]
+    REFUSED_PURCHASE_STATE_RESOLVED: _ClassVar[RefusedPurchaseState]
+
 class EntryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ENTRY_KIND_UNSPECIFIED: _ClassVar[EntryKind]
@@ -165,6 +173,11 @@ CHECKOUT_STATUS_UNSPECIFIED: CheckoutStatus
 CHECKOUT_STATUS_OPEN: CheckoutStatus
 CHECKOUT_STATUS_PAID: CheckoutStatus
 CHECKOUT_STATUS_EXPIRED: CheckoutStatus
+REFUSED_PURCHASE_STATE_UNSPECIFIED: RefusedPurchaseState
+REFUSED_PURCHASE_STATE_OPEN: RefusedPurchaseState
+REFUSED_PURCHASE_STATE_REFUND_REQUESTED: RefusedPurchaseState
+REFUSED_PURCHASE_STATE_REFUNDED: RefusedPurchaseState
+REFUSED_PURCHASE_STATE_RESOLVED: RefusedPurchaseState
 ENTRY_KIND_UNSPECIFIED: EntryKind
 ENTRY_KIND_SUBSCRIPTION_GRANT: EntryKind
 ENTRY_KIND_EXPIRY: EntryKind
@@ -704,14 +717,16 @@ class CheckoutSession(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., url: _Optional[str] = ..., account_id: _Optional[str] = ..., pack_id: _Optional[str] = ..., tokens: _Optional[int] = ..., price_minor: _Optional[int] = ..., currency: _Optional[str] = ..., catalog_version: _Optional[str] = ..., expires_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., status: _Optional[_Union[CheckoutStatus, str]] = ...) -> None: ...
 
 class ListRefusedPurchasesRequest(_message.Message):
-    __slots__ = ("account_id", "page_size", "page_token")
+    __slots__ = ("account_id", "page_size", "page_token", "unsettled_only")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    UNSETTLED_ONLY_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     page_size: int
     page_token: str
-    def __init__(self, account_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    unsettled_only: bool
+    def __init__(self, account_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., unsettled_only: _Optional[bool] = ...) -> None: ...
 
 class ListRefusedPurchasesResponse(_message.Message):
     __slots__ = ("purchases", "next_page_token")
@@ -722,7 +737,7 @@ class ListRefusedPurchasesResponse(_message.Message):
     def __init__(self, purchases: _Optional[_Iterable[_Union[RefusedPurchase, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class RefusedPurchase(_message.Message):
-    __slots__ = ("account_id", "payment_ref", "pack_id", "tokens", "amount_minor", "currency", "payment_intent", "reason", "message", "refused_time", "event_id")
+    __slots__ = ("account_id", "payment_ref", "pack_id", "tokens", "amount_minor", "currency", "payment_intent", "reason", "message", "refused_time", "event_id", "state", "refunded_minor", "refund_ref", "note", "settled_time", "settled_by")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_REF_FIELD_NUMBER: _ClassVar[int]
     PACK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -734,6 +749,12 @@ class RefusedPurchase(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     REFUSED_TIME_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REFUNDED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    REFUND_REF_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_TIME_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_BY_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     payment_ref: str
     pack_id: str
@@ -745,7 +766,43 @@ class RefusedPurchase(_message.Message):
     message: str
     refused_time: _timestamp_pb2.Timestamp
     event_id: str
-    def __init__(self, account_id: _Optional[str] = ..., payment_ref: _Optional[str] = ..., pack_id: _Optional[str] = ..., tokens: _Optional[int] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., payment_intent: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., refused_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event_id: _Optional[str] = ...) -> None: ...
+    state: RefusedPurchaseState
+    refunded_minor: int
+    refund_ref: str
+    note: str
+    settled_time: _timestamp_pb2.Timestamp
+    settled_by: str
+    def __init__(self, account_id: _Optional[str] = ..., payment_ref: _Optional[str] = ..., pack_id: _Optional[str] = ..., tokens: _Optional[int] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., payment_intent: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., refused_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event_id: _Optional[str] = ..., state: _Optional[_Union[RefusedPurchaseState, str]] = ..., refunded_minor: _Optional[int] = ..., refund_ref: _Optional[str] = ..., note: _Optional[str] = ..., settled_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., settled_by: _Optional[str] = ...) -> None: ...
+
+class RefundRefusedPurchaseRequest(_message.Message):
+    __slots__ = ("account_id", "payment_ref")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_REF_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    payment_ref: str
+    def __init__(self, account_id: _Optional[str] = ..., payment_ref: _Optional[str] = ...) -> None: ...
+
+class RefundRefusedPurchaseResponse(_message.Message):
+    __slots__ = ("purchase",)
+    PURCHASE_FIELD_NUMBER: _ClassVar[int]
+    purchase: RefusedPurchase
+    def __init__(self, purchase: _Optional[_Union[RefusedPurchase, _Mapping]] = ...) -> None: ...
+
+class ResolveRefusedPurchaseRequest(_message.Message):
+    __slots__ = ("account_id", "payment_ref", "note")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_REF_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    payment_ref: str
+    note: str
+    def __init__(self, account_id: _Optional[str] = ..., payment_ref: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class ResolveRefusedPurchaseResponse(_message.Message):
+    __slots__ = ("purchase",)
+    PURCHASE_FIELD_NUMBER: _ClassVar[int]
+    purchase: RefusedPurchase
+    def __init__(self, purchase: _Optional[_Union[RefusedPurchase, _Mapping]] = ...) -> None: ...
 
 class RateLimits(_message.Message):
     __slots__ = ("requests_per_minute", "tokens_per_minute", "concurrent_holds")

@@ -175,6 +175,16 @@ class MeterServiceStub:
                 request_serializer=meter_dot_v1_dot_meter__pb2.ListRefusedPurchasesRequest.SerializeToString,
                 response_deserializer=meter_dot_v1_dot_meter__pb2.ListRefusedPurchasesResponse.FromString,
                 _registered_method=True)
+        self.RefundRefusedPurchase = channel.unary_unary(
+                '/meter.v1.MeterService/RefundRefusedPurchase',
+                request_serializer=meter_dot_v1_dot_meter__pb2.RefundRefusedPurchaseRequest.SerializeToString,
+                response_deserializer=meter_dot_v1_dot_meter__pb2.RefundRefusedPurchaseResponse.FromString,
+                _registered_method=True)
+        self.ResolveRefusedPurchase = channel.unary_unary(
+                '/meter.v1.MeterService/ResolveRefusedPurchase',
+                request_serializer=meter_dot_v1_dot_meter__pb2.ResolveRefusedPurchaseRequest.SerializeToString,
+                response_deserializer=meter_dot_v1_dot_meter__pb2.ResolveRefusedPurchaseResponse.FromString,
+                _registered_method=True)
 
 
 class MeterServiceServicer:
@@ -448,7 +458,30 @@ class MeterServiceServicer:
         names another account than the one meter sold it to), newest first, with the reason: what
         support refunds. Each is also told once as a purchase.refused event on its account. A
         refused payment credited later (a later event with the terms as sold, a replay) is no longer
-        listed: it is told as purchase.refusal_resolved.
+        listed: it is told as purchase.refusal_resolved. Each shows how it was settled (state).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefundRefusedPurchase(self, request, context):
+        """RefundRefusedPurchase asks Stripe to refund a refused purchase in full (its PaymentIntent),
+        under an idempotency key of the payment: asking again gets the same refund. The purchase is
+        REFUND_REQUESTED until the refund's charge.refunded event makes it REFUNDED (told as
+        purchase.refusal_settled). A refused purchase already refunded is answered as it is; one
+        resolved is refused ALREADY_EXISTS REFUSED_PURCHASE_SETTLED; one never refused, or credited since,
+        REFUSED_PURCHASE_NOT_FOUND. Stripe unreachable: UNAVAILABLE (retry); Stripe refusing:
+        FAILED_PRECONDITION STRIPE_REFUSED, and the purchase is as it was. A settled refusal is never
+        credited by a later event of its payment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveRefusedPurchase(self, request, context):
+        """ResolveRefusedPurchase marks a refused purchase settled otherwise (refunded elsewhere, tokens
+        given by hand, ...) with a note saying how; told as purchase.refusal_settled. Resolving again
+        keeps the first note; a refund asked for or made: REFUSED_PURCHASE_SETTLED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -591,6 +624,16 @@ def add_MeterServiceServicer_to_server(servicer, server):
                     servicer.ListRefusedPurchases,
                     request_deserializer=meter_dot_v1_dot_meter__pb2.ListRefusedPurchasesRequest.FromString,
                     response_serializer=meter_dot_v1_dot_meter__pb2.ListRefusedPurchasesResponse.SerializeToString,
+            ),
+            'RefundRefusedPurchase': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefundRefusedPurchase,
+                    request_deserializer=meter_dot_v1_dot_meter__pb2.RefundRefusedPurchaseRequest.FromString,
+                    response_serializer=meter_dot_v1_dot_meter__pb2.RefundRefusedPurchaseResponse.SerializeToString,
+            ),
+            'ResolveRefusedPurchase': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveRefusedPurchase,
+                    request_deserializer=meter_dot_v1_dot_meter__pb2.ResolveRefusedPurchaseRequest.FromString,
+                    response_serializer=meter_dot_v1_dot_meter__pb2.ResolveRefusedPurchaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1328,6 +1371,60 @@ class MeterService:
             '/meter.v1.MeterService/ListRefusedPurchases',
             meter_dot_v1_dot_meter__pb2.ListRefusedPurchasesRequest.SerializeToString,
             meter_dot_v1_dot_meter__pb2.ListRefusedPurchasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefundRefusedPurchase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.MeterService/RefundRefusedPurchase',
+            meter_dot_v1_dot_meter__pb2.RefundRefusedPurchaseRequest.SerializeToString,
+            meter_dot_v1_dot_meter__pb2.RefundRefusedPurchaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveRefusedPurchase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.MeterService/ResolveRefusedPurchase',
+            meter_dot_v1_dot_meter__pb2.ResolveRefusedPurchaseRequest.SerializeToString,
+            meter_dot_v1_dot_meter__pb2.ResolveRefusedPurchaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

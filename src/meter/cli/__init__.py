@@ -126,8 +126,22 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict[str, Co
     )
     refused.add_argument("--account", dest="account_id", default="", help="only this account's")
     refused.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    refused.add_argument("--unsettled", action="store_true", help="only those nobody refunded or resolved yet")
     _target(refused)
     _json(refused)
+    refund = purchases_commands.add_parser(
+        "refund", help="ask Stripe to refund a refused purchase in full (once, however often asked)"
+    )
+    refund.add_argument("account_id", help="the account it was bought for")
+    refund.add_argument("payment_ref", help="its Checkout Session id (cs_...)")
+    _target(refund)
+    _json(refund)
+    resolve = purchases_commands.add_parser("resolve", help="mark a refused purchase settled otherwise, with a note")
+    resolve.add_argument("account_id", help="the account it was bought for")
+    resolve.add_argument("payment_ref", help="its Checkout Session id (cs_...)")
+    resolve.add_argument("--note", required=True, help="how it was settled")
+    _target(resolve)
+    _json(resolve)
     watch = commands.add_parser(
         "watch", help="balance events as they happen, with the balance after each (one account, or all)"
     )

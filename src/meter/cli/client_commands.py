@@ -1,5 +1,5 @@
 """The CLI's commands that call a running meter over gRPC (`account show`, `usage`, `purchases
-refused`, `webhooks replay`): they import the client and nothing of the server."""
+refused|refund|resolve`, `webhooks replay`): they import the client and nothing of the server."""
 
 from __future__ import annotations
 
@@ -42,7 +42,15 @@ async def _read(settings: Settings, args: argparse.Namespace, target: str) -> st
             view = await console.account_view(meter, args.account_id)
             return view.as_json() if args.json else console.account_text(view)
         if args.command == "purchases":
-            found = await console.refused_purchases(meter, args.account_id, args.limit)
+            if args.purchases_command == "refund":
+                refunded = await meter.refund_refused_purchase(account_id=args.account_id, payment_ref=args.payment_ref)
+                return console.as_json([refunded.purchase]) if args.json else console.settled_text(refunded.purchase)
+            if args.purchases_command == "resolve":
+                resolved = await meter.resolve_refused_purchase(
+                    account_id=args.account_id, payment_ref=args.payment_ref, note=args.note
+                )
+                return console.as_json([resolved.purchase]) if args.json else console.settled_text(resolved.purchase)
+            found = await console.refused_purchases(meter, args.account_id, args.limit, unsettled_only=args.unsettled)
             return console.as_json(found) if args.json else console.refused_text(found, args.account_id)
         first, last = console.default_range(args.last)
         query = console.UsageQuery(

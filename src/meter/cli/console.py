@@ -366,13 +366,18 @@ def _date(value: date) -> date_pb2.Date:
     return date_pb2.Date(year=value.year, month=value.month, day=value.day)
 
 
-async def refused_purchases(client: MeterClient, account_id: str, limit: int) -> list[pb.RefusedPurchase]:
+async def refused_purchases(
+    client: MeterClient, account_id: str, limit: int, *, unsettled_only: bool = False
+) -> list[pb.RefusedPurchase]:
     """Newest first, as many pages as `limit` takes."""
     found: list[pb.RefusedPurchase] = []
     token = ""
     while len(found) < limit:
         page = await client.list_refused_purchases(
-            account_id=account_id, page_size=min(limit - len(found), 1000), page_token=token
+            account_id=account_id,
+            page_size=min(limit - len(found), 1000),
+            page_token=token,
+            unsettled_only=unsettled_only,
         )
         found.extend(page.purchases)
         token = page.next_page_token
@@ -393,10 +398,31 @@ def refused_text(found: Sequence[pb.RefusedPurchase], account_id: str) -> str:
             f"{p.amount_minor:,} {p.currency}",
             p.payment_intent or "-",
             p.reason,
+            refusal_state(p),
         ]
         for p in found
     ]
-    headers = ["refused", "account", "pack", "paid (minor unit)", "payment_intent", "reason"]
+    headers = ["refused", "account", "pack", "paid (minor unit)", "payment_intent", "reason", "state"]
     listing = table(headers, rows, right=[3])
-    reasons = "\n".join(f"{p.payment_ref}: {p.message}" for p in found)
+    reasons = "\n".join(f"{p.payment_ref}: {p.message}" + (f" (note: {p.note})" if p.note else "") for p in found)
     return f"{listing}\n\n{reasons}"
+
+
+def refusal_state(purchase: pb.RefusedPurchase) -> str:
+    """open, refund requested, refunded, resolved; with what was refunded of a partial refund."""
+    state = pb.RefusedPurchaseState.Name(purchase.state).removeprefix("REFUSED_PURCHASE_STATE_").lower()
+    if purchase.refunded_minor and purchase.state != pb.REFUSED_PURCHASE_STATE_REFUNDED:
+        state += f" ({purchase.refunded_minor:,} refunded)"
+    return state.replace("_", " ")
+
+
+def settled_text(purchase: pb.RefusedPurchase) -> str:
+    """A refused purchase after support's step: its state and what settles it."""
+    said = f"{purchase.payment_ref} ({purchase.account_id}): {refusal_state(purchase)}"
+    if purchase.refund_ref:
+        said += f", refund {purchase.refund_ref}"
+    if purchase.note:
+        said += f", note: {purchase.note}"
+    if purchase.state == pb.REFUSED_PURCHASE_STATE_REFUND_REQUESTED:
+        said += "; the refund's event from Stripe makes it refunded"
+    return said

@@ -635,10 +635,22 @@ class MeterClient:
         return await self._call(self._stub.CreateCheckoutSession, request)
 
     async def list_refused_purchases(
-        self, *, account_id: str = "", page_size: int = 0, page_token: str = ""
+        self, *, account_id: str = "", page_size: int = 0, page_token: str = "", unsettled_only: bool = False
     ) -> pb.ListRefusedPurchasesResponse:
-        request = pb.ListRefusedPurchasesRequest(account_id=account_id, page_size=page_size, page_token=page_token)
+        request = pb.ListRefusedPurchasesRequest(
+            account_id=account_id, page_size=page_size, page_token=page_token, unsettled_only=unsettled_only
+        )
         return await self._call(self._stub.ListRefusedPurchases, request, _READS_RETRY_ON)
+
+    async def refund_refused_purchase(self, *, account_id: str, payment_ref: str) -> pb.RefundRefusedPurchaseResponse:
+        request = pb.RefundRefusedPurchaseRequest(account_id=account_id, payment_ref=payment_ref)
+        return await self._call(self._stub.RefundRefusedPurchase, request)
+
+    async def resolve_refused_purchase(
+        self, *, account_id: str, payment_ref: str, note: str
+    ) -> pb.ResolveRefusedPurchaseResponse:
+        request = pb.ResolveRefusedPurchaseRequest(account_id=account_id, payment_ref=payment_ref, note=note)
+        return await self._call(self._stub.ResolveRefusedPurchase, request)
 
     async def list_open_reservations(self, *, account_id: str, limit: int = 0) -> pb.ListOpenReservationsResponse:
         request = pb.ListOpenReservationsRequest(account_id=account_id, limit=limit)

@@ -25,6 +25,8 @@ class EventType(StrEnum):
     PURCHASE_REFUSED = "purchase.refused"  # paid, not credited (the catalog does not sell it so): refund it
     # a refused payment credited after all (a later event with the terms as sold): do not refund it
     PURCHASE_REFUSAL_RESOLVED = "purchase.refusal_resolved"
+    # a refused payment settled by support: refunded whole, or resolved with a note
+    PURCHASE_REFUSAL_SETTLED = "purchase.refusal_settled"
     CREDIT_REVERSED = "credit.reversed"  # a refund or a dispute took a payment's tokens back
     DISPUTE_WON = "dispute.won"  # a dispute ended in the account's favour: the frozen tokens are back
     ALLOWANCE_GRANTED = "allowance.granted"  # a period's (or an upgrade's) allowance

@@ -4,7 +4,7 @@ is decided once, whatever account its events name: credited to one account, or r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -37,6 +37,31 @@ class RefusedPurchase:
     message: str
     refused_at: datetime | None = None  # as recorded
     number: int = 0  # its place in the order refusals were recorded (a listing's page cursor)
+    settlement: Settlement = field(default_factory=lambda: Settlement())
+
+
+class RefusalState(StrEnum):
+    OPEN = "open"  # nobody settled it yet
+    REFUND_REQUESTED = "refund_requested"  # meter asked Stripe to refund it; the refund's event closes it
+    REFUNDED = "refunded"  # refunded whole (through meter, or in Stripe's dashboard)
+    RESOLVED = "resolved"  # settled otherwise, as support's note says
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What support (or Stripe) did about a refused purchase. Once anything is done, the payment
+    is never credited by a later event: its money is given back, or support has dealt with it."""
+
+    state: RefusalState = RefusalState.OPEN
+    refunded_minor: int = 0  # Stripe's cumulative amount_refunded, as its refunds' events said
+    refund_ref: str | None = None  # the refund meter asked for, or the last one an event named
+    note: str | None = None
+    settled_at: datetime | None = None
+    settled_by: str | None = None  # the caller that settled it (none: a refund's event)
+
+    @property
+    def creditable(self) -> bool:
+        return self.state is RefusalState.OPEN and self.refunded_minor == 0
 
 
 class PaymentOutcome(StrEnum):

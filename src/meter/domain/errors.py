@@ -17,6 +17,7 @@ category a failure belongs to.
     +-- SubscriptionNotFound        NOT_FOUND  no account has this subscription
     +-- EventNotFound               NOT_FOUND  no stored webhook event has this id
     +-- GrantNotFound               NOT_FOUND  the account has no grant of this id
+    +-- RefusedPurchaseNotFound     NOT_FOUND  the account has no refused purchase of this payment
     +-- InsufficientTokens          FAILED_PRECONDITION  hold does not fit; available, required
     +-- AccountInDebt               FAILED_PRECONDITION  cannot reserve until the debt is paid
     +-- BudgetExceeded              FAILED_PRECONDITION  a budget of the call's labels has not got its worst case
@@ -26,6 +27,7 @@ category a failure belongs to.
     +-- StripeNotConfigured         FAILED_PRECONDITION  no Stripe API key: meter cannot sell
     +-- StripeRefused               FAILED_PRECONDITION  Stripe refused the request it was sent
     +-- RequestIdReused             ALREADY_EXISTS  same idempotency key, other parameters
+    +-- RefusedPurchaseSettled      ALREADY_EXISTS  the refused purchase was settled otherwise already
     +-- StorageUnavailable          UNAVAILABLE  retry with the same key
     +-- ShuttingDown                UNAVAILABLE  this server is draining; retry elsewhere
     +-- NotReady                    UNAVAILABLE  the database is not reachable or not migrated yet
@@ -167,6 +169,26 @@ class GrantNotFound(MeterError):
 
     def __init__(self, account_id: str, grant_id: int) -> None:
         super().__init__(f"account {account_id!r} has no grant {grant_id}", accountId=account_id, grantId=str(grant_id))
+
+
+class RefusedPurchaseNotFound(MeterError):
+    reason = "REFUSED_PURCHASE_NOT_FOUND"
+    category = ErrorCategory.NOT_FOUND
+
+    def __init__(self, account_id: str, payment_ref: str) -> None:
+        super().__init__(
+            f"account {account_id!r} has no refused purchase {payment_ref!r} (never refused, or credited since)",
+            accountId=account_id,
+            paymentRef=payment_ref,
+        )
+
+
+class RefusedPurchaseSettled(MeterError):
+    reason = "REFUSED_PURCHASE_SETTLED"
+    category = ErrorCategory.ALREADY_EXISTS  # for good: a webhook's redelivery cannot change it
+
+    def __init__(self, payment_ref: str, state: str, doing: str) -> None:
+        super().__init__(f"the refused purchase {payment_ref!r} is {state}: it cannot be {doing}", state=state)
 
 
 class SubscriptionNotFound(MeterError):

@@ -13,7 +13,7 @@ from meter.domain.balance import Balance, WarningLevel
 from meter.domain.balance_events import BalanceEvent
 from meter.domain.budgets import Budget, BudgetUnit, BudgetWindow
 from meter.domain.checkout import CheckoutSession, CheckoutStatus
-from meter.domain.credits import RefusedPurchase
+from meter.domain.credits import RefusalState, RefusedPurchase
 from meter.domain.errors import InvalidField
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
 from meter.domain.grants import Grant, GrantSource
@@ -348,7 +348,21 @@ def refused_purchase(value: RefusedPurchase) -> pb.RefusedPurchase:
         message=value.message,
         refused_time=timestamp(value.refused_at) if value.refused_at else None,
         event_id=purchase.event_id or "",
+        state=_REFUSAL_STATES[value.settlement.state],
+        refunded_minor=value.settlement.refunded_minor,
+        refund_ref=value.settlement.refund_ref or "",
+        note=value.settlement.note or "",
+        settled_time=timestamp(value.settlement.settled_at) if value.settlement.settled_at else None,
+        settled_by=value.settlement.settled_by or "",
     )
+
+
+_REFUSAL_STATES = {
+    RefusalState.OPEN: pb.REFUSED_PURCHASE_STATE_OPEN,
+    RefusalState.REFUND_REQUESTED: pb.REFUSED_PURCHASE_STATE_REFUND_REQUESTED,
+    RefusalState.REFUNDED: pb.REFUSED_PURCHASE_STATE_REFUNDED,
+    RefusalState.RESOLVED: pb.REFUSED_PURCHASE_STATE_RESOLVED,
+}
 
 
 _ENTRY_KINDS = {

@@ -24,6 +24,7 @@ from meter.service import (
     ledger,
     plans,
     purchases,
+    refused_purchases,
     reservations,
     reserve,
     reversals,
@@ -354,11 +355,31 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
         self, request: pb.ListRefusedPurchasesRequest, context: Context
     ) -> pb.ListRefusedPurchasesResponse:
         page = await checkout.refused_purchases(
-            self._meter, account_id=request.account_id, page_size_=request.page_size, page_token=request.page_token
+            self._meter,
+            account_id=request.account_id,
+            page_size_=request.page_size,
+            page_token=request.page_token,
+            unsettled_only=request.unsettled_only,
         )
         return pb.ListRefusedPurchasesResponse(
             purchases=[convert.refused_purchase(p) for p in page.purchases], next_page_token=page.next_page_token
         )
+
+    async def RefundRefusedPurchase(
+        self, request: pb.RefundRefusedPurchaseRequest, context: Context
+    ) -> pb.RefundRefusedPurchaseResponse:
+        refused = await refused_purchases.refund_refused_purchase(
+            self._meter, account_id=request.account_id, payment_ref=request.payment_ref
+        )
+        return pb.RefundRefusedPurchaseResponse(purchase=convert.refused_purchase(refused))
+
+    async def ResolveRefusedPurchase(
+        self, request: pb.ResolveRefusedPurchaseRequest, context: Context
+    ) -> pb.ResolveRefusedPurchaseResponse:
+        refused = await refused_purchases.resolve_refused_purchase(
+            self._meter, account_id=request.account_id, payment_ref=request.payment_ref, note=request.note
+        )
+        return pb.ResolveRefusedPurchaseResponse(purchase=convert.refused_purchase(refused))
 
     async def ListOpenReservations(
         self, request: pb.ListOpenReservationsRequest, context: Context

@@ -40,7 +40,7 @@ async def create_checkout_session(
     ids.idempotency_key(request_id, "request_id")
     http_url(success_url, "success_url")
     http_url(cancel_url, "cancel_url")
-    provider = meter.checkout
+    provider = meter.stripe
     if provider is None:
         raise StripeNotConfigured()
     sold = meter.catalog.sold_now(pack_id)
@@ -93,7 +93,9 @@ class RefusedPage:
     next_page_token: str
 
 
-async def refused_purchases(meter: Meter, *, account_id: str, page_size_: int, page_token: str) -> RefusedPage:
+async def refused_purchases(
+    meter: Meter, *, account_id: str, page_size_: int, page_token: str, unsettled_only: bool = False
+) -> RefusedPage:
     """Newest first. A page token is signed (as the ledger's are) for the listing it continues."""
     if account_id:
         ids.account_id(account_id)
@@ -101,9 +103,9 @@ async def refused_purchases(meter: Meter, *, account_id: str, page_size_: int, p
 
     async def work(store: Store) -> RefusedPage:
         key = await store.secret(PAGE_TOKEN_KEY)
-        listing = Cursor(account_id, "refused_purchases", "", "", 0)
+        listing = Cursor(account_id, "refused_purchases", "unsettled" if unsettled_only else "", "", 0)
         before = decode(page_token, key, listing) if page_token else 0
-        rows = list(await store.refused_purchases(account_id, before, size + 1))
+        rows = list(await store.refused_purchases(account_id, before, size + 1, unsettled_only=unsettled_only))
         more = len(rows) > size
         rows = rows[:size]
         token = encode(replace(listing, after=rows[-1].number), key) if more else ""

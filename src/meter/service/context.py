@@ -14,7 +14,7 @@ from typing import Any
 
 from meter.catalog import Catalog
 from meter.domain.checkout import CheckoutLimits
-from meter.service.ports import CheckoutProvider, Storage, Store
+from meter.service.ports import Storage, Store, StripeProvider
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,8 @@ class Meter:
     parameters: Parameters = field(default_factory=Parameters)
     # Picks the bucket a hold starts looking at, so concurrent holds spread over the rows.
     spread: random.Random = field(default_factory=random.Random)
-    # Stripe's Checkout (None without METER_STRIPE_API_KEY: CreateCheckoutSession is refused).
-    checkout: CheckoutProvider | None = None
+    # Stripe's API (None without METER_STRIPE_API_KEY: the RPCs that call Stripe are refused).
+    stripe: StripeProvider | None = None
     # Watchers' reads (WatchEvents) running at once in this process (METER_WATCH_READS).
     watch_reads: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
 

@@ -22,7 +22,7 @@ from meter.domain.balance_events import BalanceEvent, EventPosition, EventType
 from meter.domain.budgets import Budget, BudgetKey, BudgetUnit, BudgetWindow
 from meter.domain.caller_rates import Count
 from meter.domain.checkout import CheckoutOrder, CheckoutSession, CreatedSession, RecentSessions
-from meter.domain.credits import Adjustment, PaymentDecision, Purchase, RefusedPurchase
+from meter.domain.credits import Adjustment, PaymentDecision, Purchase, RefusedPurchase, Settlement
 from meter.domain.events import EventStatus, StoredEvent, WebhookEvent
 from meter.domain.grants import Grant, GrantRequest
 from meter.domain.holds import CallTokens, CallUsage, Hold, Pricing, ReserveParams
@@ -161,13 +161,24 @@ class Checkouts(Protocol):
     async def record_created_session(self, account_id: str, request_id: str, session_id: str, url: str) -> None: ...
     async def forget_session(self, account_id: str, request_id: str) -> None: ...
     async def mark_session_paid(self, account_id: str, session_id: str, now: datetime) -> None: ...
-    async def refused_purchases(self, account_id: str, before: int, limit: int) -> Sequence[RefusedPurchase]: ...
 
 
-class CheckoutProvider(Protocol):
-    """Where Checkout Sessions are created: Stripe, through stripe-python."""
+class RefusedPurchases(Protocol):
+    """Payments Stripe took that meter would not credit, as support lists and settles them."""
+
+    async def refused_purchases(
+        self, account_id: str, before: int, limit: int, *, unsettled_only: bool = False
+    ) -> Sequence[RefusedPurchase]: ...
+    async def lock_refused_purchase(self, account_id: str, payment_ref: str) -> RefusedPurchase | None: ...
+    async def refused_purchase_by_intent(self, payment_intent: str) -> RefusedPurchase | None: ...
+    async def settle_refused_purchase(self, account_id: str, payment_ref: str, settlement: Settlement) -> None: ...
+
+
+class StripeProvider(Protocol):
+    """Stripe's API, through stripe-python: where Checkout Sessions are created and payments refunded."""
 
     async def create_session(self, order: CheckoutOrder, expires_at: datetime) -> CreatedSession: ...
+    async def refund(self, payment_intent: str, idempotency_key: str, metadata: dict[str, str]) -> str: ...
     async def close(self) -> None: ...
 
 
@@ -337,6 +348,7 @@ class Store(
     Holds,
     Credits,
     Checkouts,
+    RefusedPurchases,
     Payments,
     WaitingRequests,
     WebhookEvents,

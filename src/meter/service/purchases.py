@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from meter import metrics
-from meter.domain import ids
+from meter.domain import ids, refusals
 from meter.domain.amounts import require_tokens
 from meter.domain.balance import Balance
 from meter.domain.balance_events import EventType
@@ -89,6 +89,10 @@ async def _credit(meter: Meter, store: Store, purchase: Purchase, source_event: 
     decision = await store.lock_payment_decision(payment_ref)  # the first lock: see pack_payments
     if decision is not None and decision.outcome is PaymentOutcome.CREDITED and decision.account_id != account_id:
         raise RequestIdReused(payment_ref, "account_id")  # credited once, to the account it was credited to
+    if decision is not None and decision.outcome is PaymentOutcome.REFUSED:
+        refused = await store.lock_refused_purchase(decision.account_id, payment_ref)
+        if refused is not None:  # refunded or resolved: never credited as well
+            refusals.check_creditable(payment_ref, refused.settlement)
     account, now = await store.account_state(account_id)
     if account is None:
         account = await open_account(store, free_account(account_id, meter.catalog, now, meter.parameters.buckets), now)

@@ -24,12 +24,13 @@ from meter.domain.accounts import Account
 from meter.domain.amounts import require_tokens
 from meter.domain.balance import Balance
 from meter.domain.balance_events import EventType
+from meter.domain.credits import RefusedPurchase
 from meter.domain.errors import InvalidField, PaymentNotFound
 from meter.domain.events import EventStatus, WebhookEvent
 from meter.domain.ledger import EntryKind
 from meter.domain.payments import Payment, PaymentKey, PaymentKind
 from meter.domain.reversals import DisputeStatus
-from meter.service import balance_warnings, events, waiting
+from meter.service import balance_warnings, events, refused_purchases, waiting
 from meter.service.accounts import locked_current_account
 from meter.service.context import Meter
 from meter.service.ports import Store
@@ -80,6 +81,15 @@ class Reversed:
 
 
 async def reverse_credit(meter: Meter, request: ReversalRequest, source_event: WebhookEvent | None = None) -> Reversed:
+    async def find(store: Store) -> object | None:  # a PaymentKey or a RefusedPurchase
+        return await _payment_or_refusal(store, request)
+
+    async def apply(found: object) -> Reversed:
+        if isinstance(found, PaymentKey):
+            return await _reverse_now(meter, found, request, source_event)
+        assert isinstance(found, RefusedPurchase)
+        return await _close_refusal(meter, found, request, source_event)
+
     async def run() -> Reversed:
         _check(request)
         events.check_event(source_event)
@@ -95,8 +105,8 @@ async def reverse_credit(meter: Meter, request: ReversalRequest, source_event: W
             waits = waiting.Waiting(key, "reversal", request.as_json(), source_event, reason)
         return await waiting.now_or_when_it_arrives(
             meter,
-            lambda store: _payment_named(store, request),
-            lambda key: _reverse_now(meter, key, request, source_event),
+            find,
+            apply,
             waits,
             Reversed(None, 0, 0, EventStatus.PENDING),
             PaymentNotFound(**_refs(request)),
@@ -137,6 +147,39 @@ async def _payment_named(store: Store, request: ReversalRequest) -> PaymentKey |
     if key is None or (request.account_id and key.account_id != request.account_id):
         return None
     return key
+
+
+async def _payment_or_refusal(store: Store, request: ReversalRequest) -> PaymentKey | RefusedPurchase | None:
+    """The payment reversed, or for a refund of a payment meter refused to credit, that refusal
+    (the refund settles it: nothing waits for a purchase that will never be credited)."""
+    key = await _payment_named(store, request)
+    if key is not None or request.kind is not ReversalKind.REFUND or not request.payment_intent:
+        return key
+    refused = await store.refused_purchase_by_intent(request.payment_intent)
+    if refused is None or (request.account_id and refused.purchase.account_id != request.account_id):
+        return None
+    return refused
+
+
+async def _close_refusal(
+    meter: Meter, refused: RefusedPurchase, request: ReversalRequest, source_event: WebhookEvent | None
+) -> Reversed:
+    purchase = refused.purchase
+
+    async def work(store: Store) -> Reversed | None:
+        await store.lock_payment_decision(purchase.payment_ref)
+        locked = await store.lock_refused_purchase(purchase.account_id, purchase.payment_ref)
+        if locked is None:
+            return None  # credited meanwhile: the refund reverses that purchase
+        ref = request.reversal_ref or purchase.payment_ref
+        status = await refused_purchases.close_by_refund(store, locked, request.amount_minor, ref, source_event)
+        return Reversed(await store.balance(purchase.account_id), 0, 0, status)
+
+    closed = await meter.storage.transaction(work)
+    if closed is not None:
+        return closed
+    return await _reverse_now(meter, PaymentKey(PaymentKind.PACK, purchase.account_id, purchase.payment_ref), request,
+                              source_event)  # fmt: skip
 
 
 async def _reverse_now(

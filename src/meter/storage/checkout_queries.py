@@ -1,14 +1,13 @@
-"""Queries on checkout_sessions (what each Checkout Session sold, and how many an account has
-opened) and on refused_purchases as support lists them."""
+"""Queries on checkout_sessions: what each Checkout Session sold, and how many an account has
+opened."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from meter.domain.checkout import CREATING, HOUR, CheckoutSession, RecentSessions, SoldPack
-from meter.domain.credits import Purchase, RefusedPurchase
 from meter.storage.queries import Queries
 
 _SESSION_COLUMNS = (
@@ -135,36 +134,3 @@ class CheckoutQueries(Queries):
             session_id=session_id,
             now=now,
         )
-
-    async def refused_purchases(self, account_id: str, before: int, limit: int) -> Sequence[RefusedPurchase]:
-        """Newest first, from the one numbered below `before` (0: the newest); only payments still
-        refused (one credited since is not to be refunded)."""
-        rows = await self._rows(
-            "SELECT r.account_id, r.payment_ref, r.pack_id, r.tokens, r.amount_minor, r.currency, r.payment_intent, "
-            "r.event_id, r.reason, r.message, r.refused_at, r.number FROM refused_purchases AS r "
-            "JOIN pack_payments AS p ON p.payment_ref = r.payment_ref AND p.outcome = 'refused' "
-            "WHERE (:account_id = '' OR r.account_id = :account_id) AND (:before = 0 OR r.number < :before) "
-            "ORDER BY r.number DESC LIMIT :limit",
-            account_id=account_id,
-            before=before,
-            limit=limit,
-        )
-        return [
-            RefusedPurchase(
-                Purchase(
-                    row["account_id"],
-                    row["payment_ref"],
-                    row["pack_id"],
-                    row["tokens"],
-                    row["amount_minor"],
-                    row["currency"],
-                    row["payment_intent"],
-                    row["event_id"],
-                ),
-                row["reason"],
-                row["message"],
-                row["refused_at"],
-                row["number"],
-            )
-            for row in rows
-        ]

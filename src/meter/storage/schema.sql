@@ -135,7 +135,7 @@ CREATE TABLE balance_events (
     CONSTRAINT balance_events_account_id_event_id_key UNIQUE (account_id, event_id),
     CONSTRAINT balance_events_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts(account_id),
     CONSTRAINT balance_events_sequence_check CHECK ((sequence > 0)),
-    CONSTRAINT balance_events_type_check CHECK ((type = ANY (ARRAY['purchase.credited'::text, 'purchase.refused'::text, 'purchase.refusal_resolved'::text, 'credit.reversed'::text, 'dispute.won'::text, 'allowance.granted'::text, 'allowance.expired'::text, 'plan.changed'::text, 'plan.cancelled'::text, 'balance.warning'::text, 'balance.adjusted'::text, 'debt.created'::text, 'debt.cleared'::text, 'budget.warning'::text, 'budget.exhausted'::text, 'balance.expiring'::text, 'grant.created'::text, 'grant.expired'::text, 'grant.revoked'::text])))
+    CONSTRAINT balance_events_type_check CHECK ((type = ANY (ARRAY['purchase.credited'::text, 'purchase.refused'::text, 'purchase.refusal_resolved'::text, 'purchase.refusal_settled'::text, 'credit.reversed'::text, 'dispute.won'::text, 'allowance.granted'::text, 'allowance.expired'::text, 'plan.changed'::text, 'plan.cancelled'::text, 'balance.warning'::text, 'balance.adjusted'::text, 'debt.created'::text, 'debt.cleared'::text, 'budget.warning'::text, 'budget.exhausted'::text, 'balance.expiring'::text, 'grant.created'::text, 'grant.expired'::text, 'grant.revoked'::text])))
 );
 CREATE INDEX balance_events_position ON balance_events USING btree (transaction_id, account_id, sequence);
 
@@ -415,10 +415,19 @@ CREATE TABLE refused_purchases (
     message text NOT NULL,
     refused_at timestamp with time zone NOT NULL,
     number bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
+    state text DEFAULT 'open'::text NOT NULL,
+    refunded_minor bigint DEFAULT 0 NOT NULL,
+    refund_ref text,
+    note text,
+    settled_at timestamp with time zone,
+    settled_by text,
     CONSTRAINT refused_purchases_pkey PRIMARY KEY (account_id, payment_ref),
-    CONSTRAINT refused_purchases_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts(account_id)
+    CONSTRAINT refused_purchases_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts(account_id),
+    CONSTRAINT refused_purchases_refunded_minor_check CHECK ((refunded_minor >= 0)),
+    CONSTRAINT refused_purchases_state_check CHECK ((state = ANY (ARRAY['open'::text, 'refund_requested'::text, 'refunded'::text, 'resolved'::text])))
 );
 CREATE INDEX refused_purchases_number ON refused_purchases USING btree (number);
+CREATE INDEX refused_purchases_payment_intent ON refused_purchases USING btree (payment_intent) WHERE (payment_intent IS NOT NULL);
 
 CREATE TABLE subscription_payments (
     account_id text NOT NULL,

@@ -25,6 +25,7 @@ from meter.storage.grant_queries import GrantQueries
 from meter.storage.hold_queries import HoldQueries
 from meter.storage.ledger_queries import LedgerQueries
 from meter.storage.payment_queries import PaymentQueries
+from meter.storage.refused_queries import RefusedQueries
 from meter.storage.usage_queries import UsageQueries
 from meter.storage.waiting_queries import WaitingQueries
 
@@ -35,6 +36,7 @@ class PostgresStore(
     HoldQueries,
     CreditQueries,
     CheckoutQueries,
+    RefusedQueries,
     PaymentQueries,
     WaitingQueries,
     EventQueries,

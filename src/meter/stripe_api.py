@@ -1,4 +1,5 @@
-"""Stripe Checkout Sessions, created with stripe-python: the one place meter calls Stripe's API.
+"""Stripe's API through stripe-python: the one place meter calls it. Checkout Sessions, and the
+refunds support asks for (of payments meter refused to credit).
 
 A session sells one pack as the catalog priced it: the price and currency on its line item (so
 the customer pays exactly what meter will credit), and the pack, its tokens, the catalog version
@@ -60,8 +61,8 @@ def session_params(order: CheckoutOrder, expires_at: datetime) -> dict[str, Any]
     }
 
 
-class StripeCheckout:
-    """meter's CheckoutProvider on Stripe's API (or an emulator at `api_base`)."""
+class StripeApi:
+    """meter's StripeProvider: Stripe's API (or an emulator at `api_base`)."""
 
     def __init__(self, api_key: str, api_base: str | None = None) -> None:
         self._http = stripe.AIOHTTPClient(timeout=TIMEOUT_SECONDS)
@@ -85,6 +86,19 @@ class StripeCheckout:
         except stripe.StripeError as error:  # the request, the key or the account: retrying will not help
             raise StripeRefused(error.code or type(error).__name__, _detail(error)) from error
         return CreatedSession(session.id, session.url or "")
+
+    async def refund(self, payment_intent: str, idempotency_key: str, metadata: dict[str, str]) -> str:
+        """A refund of all that is left of the payment; the same key gets the same refund."""
+        try:
+            refund = await self._client.v1.refunds.create_async(
+                params={"payment_intent": payment_intent, "metadata": metadata},
+                options={"idempotency_key": idempotency_key},
+            )
+        except (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError) as error:
+            raise StripeUnavailable(_detail(error)) from error
+        except stripe.StripeError as error:
+            raise StripeRefused(error.code or type(error).__name__, _detail(error)) from error
+        return refund.id
 
     async def close(self) -> None:
         await self._http.close_async()
