@@ -54,6 +54,12 @@ async def test_the_service_role_writes_money_only_through_the_functions(
             stub = meter_pb2_grpc.MeterServiceStub(channel)
             account = new_id()
             await stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="starter"))
+            await stub.SetPlan(pb.SetPlanRequest(account_id=account, plan_id="starter"))  # an existing account's
+            granted = await stub.Grant(
+                pb.GrantRequest(account_id=account, request_id="g1", tokens=10, reason="welcome", priority=5)
+            )
+            revoked = await stub.RevokeGrant(pb.RevokeGrantRequest(account_id=account, grant_id=granted.grant.grant_id))
+            assert revoked.revoked_tokens == 10
             await stub.Adjust(
                 pb.AdjustRequest(
                     account_id=account, pool=pb.POOL_PURCHASED, delta=5000, reason="bonus", request_id="a1"
@@ -96,6 +102,6 @@ async def test_the_service_role_writes_money_only_through_the_functions(
         # What the role may write: an account's plan, and Python's own tables.
         await connection.execute(f"UPDATE accounts SET plan_id = 'starter' WHERE account_id = '{account}'")
         entries = await connection.fetchval(f"SELECT count(*) FROM ledger_entries WHERE account_id = '{account}'")
-        assert entries == 4  # the grant, two adjustments and the usage: none forged
+        assert entries == 6  # the allowance, the grant and its revocation, two adjustments, the usage: none forged
     finally:
         await connection.close()
