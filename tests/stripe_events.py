@@ -98,6 +98,7 @@ def subscription_event(
     price: str | None = None,
     metadata_plan: str | None = None,
     sub: str = "",
+    status: str = "active",
 ) -> bytes:
     """customer.subscription.<kind> for `account`, sold at `plan`'s price in the packaged catalog
     (or `price`), with the billing period [start, end) on its item as API 2026 puts it."""
@@ -105,7 +106,7 @@ def subscription_event(
     def set_fields(obj: dict[str, Any]) -> None:
         obj["id"] = sub or obj["id"]
         obj["metadata"] = {"account_id": account, "plan_id": plan if metadata_plan is None else metadata_plan}
-        obj["status"] = "active"
+        obj["status"] = status
         item = obj["items"]["data"][0]
         item.update(current_period_start=start, current_period_end=end)
         item["price"]["id"] = price or PRICES[plan]
@@ -154,6 +155,32 @@ def invoice_paid(
         obj["lines"]["data"] = [line | {"invoice": obj["id"]} for line in lines]
 
     return event("invoice.paid", set_fields)
+
+
+def invoice_payment_failed(
+    sub: str,
+    lines: list[dict[str, Any]],
+    *,
+    account: str,
+    amount: int,
+    invoice: str,
+    attempts: int,
+    next_attempt: int | None,
+) -> bytes:
+    """invoice.payment_failed: no fixture has one; it carries the same Invoice object as
+    invoice.paid (the fixture's), open and unpaid, with Stripe's attempt_count and
+    next_payment_attempt (null once its retries are over)."""
+    paid = json.loads(invoice_paid(sub, lines, account=account, amount=amount, invoice=invoice))
+    paid["type"] = "invoice.payment_failed"
+    paid["data"]["object"].update(
+        status="open",
+        paid=False,
+        amount_paid=0,
+        attempted=True,
+        attempt_count=attempts,
+        next_payment_attempt=next_attempt,
+    )
+    return json.dumps(paid).encode()
 
 
 def invoice_payment_paid(invoice: str, intent: str, amount: int) -> bytes:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from stripe_emulator import StripeEmulator
 from stripe_events import WEBHOOK_SECRET, deliver, paid_checkout, refunded
@@ -49,13 +48,6 @@ async def listed(meter: RunningMeter, account: str) -> pb.RefusedPurchase:
 
 async def settled_events(engine: AsyncEngine, account: str) -> list[dict[str, Any]]:
     return [e["payload"] for e in await balance_events(engine, account) if e["type"] == "purchase.refusal_settled"]
-
-
-async def webhook_status(engine: AsyncEngine, event_id: str) -> str:
-    async with engine.connect() as connection:
-        return str(
-            await connection.scalar(text("SELECT status FROM webhook_events WHERE event_id = :id"), {"id": event_id})
-        )
 
 
 async def test_support_refunds_a_refused_purchase_through_meter_once(

@@ -525,7 +525,7 @@ class CreditPurchaseResponse(_message.Message):
     def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ..., credited_tokens: _Optional[int] = ..., newly_credited: _Optional[bool] = ..., event_status: _Optional[_Union[EventStatus, str]] = ...) -> None: ...
 
 class SetPlanRequest(_message.Message):
-    __slots__ = ("account_id", "plan_id", "period_start", "period_end", "subscription_ref", "event_time", "monthly_allowance_tokens", "expire_allowance_now", "source_event", "limits", "stripe_prices", "expired_holds", "subscription_cancelled")
+    __slots__ = ("account_id", "plan_id", "period_start", "period_end", "subscription_ref", "event_time", "monthly_allowance_tokens", "expire_allowance_now", "source_event", "limits", "stripe_prices", "expired_holds", "subscription_cancelled", "subscription_status")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_ID_FIELD_NUMBER: _ClassVar[int]
     PERIOD_START_FIELD_NUMBER: _ClassVar[int]
@@ -539,6 +539,7 @@ class SetPlanRequest(_message.Message):
     STRIPE_PRICES_FIELD_NUMBER: _ClassVar[int]
     EXPIRED_HOLDS_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTION_CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_STATUS_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     plan_id: str
     period_start: _timestamp_pb2.Timestamp
@@ -552,7 +553,8 @@ class SetPlanRequest(_message.Message):
     stripe_prices: _containers.RepeatedScalarFieldContainer[str]
     expired_holds: ExpiredHolds
     subscription_cancelled: bool
-    def __init__(self, account_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subscription_ref: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., monthly_allowance_tokens: _Optional[int] = ..., expire_allowance_now: _Optional[bool] = ..., source_event: _Optional[_Union[WebhookEvent, _Mapping]] = ..., limits: _Optional[_Union[RateLimits, _Mapping]] = ..., stripe_prices: _Optional[_Iterable[str]] = ..., expired_holds: _Optional[_Union[ExpiredHolds, str]] = ..., subscription_cancelled: _Optional[bool] = ...) -> None: ...
+    subscription_status: str
+    def __init__(self, account_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subscription_ref: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., monthly_allowance_tokens: _Optional[int] = ..., expire_allowance_now: _Optional[bool] = ..., source_event: _Optional[_Union[WebhookEvent, _Mapping]] = ..., limits: _Optional[_Union[RateLimits, _Mapping]] = ..., stripe_prices: _Optional[_Iterable[str]] = ..., expired_holds: _Optional[_Union[ExpiredHolds, str]] = ..., subscription_cancelled: _Optional[bool] = ..., subscription_status: _Optional[str] = ...) -> None: ...
 
 class SetPlanResponse(_message.Message):
     __slots__ = ("balance", "applied", "event_status")
@@ -905,6 +907,36 @@ class LinkInvoicePaymentRequest(_message.Message):
     def __init__(self, invoice_ref: _Optional[str] = ..., payment_intent: _Optional[str] = ..., source_event: _Optional[_Union[WebhookEvent, _Mapping]] = ...) -> None: ...
 
 class LinkInvoicePaymentResponse(_message.Message):
+    __slots__ = ("balance", "event_status")
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_STATUS_FIELD_NUMBER: _ClassVar[int]
+    balance: Balance
+    event_status: EventStatus
+    def __init__(self, balance: _Optional[_Union[Balance, _Mapping]] = ..., event_status: _Optional[_Union[EventStatus, str]] = ...) -> None: ...
+
+class RecordPaymentFailureRequest(_message.Message):
+    __slots__ = ("subscription_ref", "invoice_ref", "account_id", "amount_minor", "currency", "attempt_count", "next_attempt_time", "billing_reason", "source_event")
+    SUBSCRIPTION_REF_FIELD_NUMBER: _ClassVar[int]
+    INVOICE_REF_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_TIME_FIELD_NUMBER: _ClassVar[int]
+    BILLING_REASON_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_EVENT_FIELD_NUMBER: _ClassVar[int]
+    subscription_ref: str
+    invoice_ref: str
+    account_id: str
+    amount_minor: int
+    currency: str
+    attempt_count: int
+    next_attempt_time: _timestamp_pb2.Timestamp
+    billing_reason: str
+    source_event: WebhookEvent
+    def __init__(self, subscription_ref: _Optional[str] = ..., invoice_ref: _Optional[str] = ..., account_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., attempt_count: _Optional[int] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., billing_reason: _Optional[str] = ..., source_event: _Optional[_Union[WebhookEvent, _Mapping]] = ...) -> None: ...
+
+class RecordPaymentFailureResponse(_message.Message):
     __slots__ = ("balance", "event_status")
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     EVENT_STATUS_FIELD_NUMBER: _ClassVar[int]

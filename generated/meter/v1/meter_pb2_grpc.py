@@ -115,6 +115,11 @@ class MeterServiceStub:
                 request_serializer=meter_dot_v1_dot_meter__pb2.LinkInvoicePaymentRequest.SerializeToString,
                 response_deserializer=meter_dot_v1_dot_meter__pb2.LinkInvoicePaymentResponse.FromString,
                 _registered_method=True)
+        self.RecordPaymentFailure = channel.unary_unary(
+                '/meter.v1.MeterService/RecordPaymentFailure',
+                request_serializer=meter_dot_v1_dot_meter__pb2.RecordPaymentFailureRequest.SerializeToString,
+                response_deserializer=meter_dot_v1_dot_meter__pb2.RecordPaymentFailureResponse.FromString,
+                _registered_method=True)
         self.RecordWebhookEvent = channel.unary_unary(
                 '/meter.v1.MeterService/RecordWebhookEvent',
                 request_serializer=meter_dot_v1_dot_meter__pb2.RecordWebhookEventRequest.SerializeToString,
@@ -344,6 +349,18 @@ class MeterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordPaymentFailure(self, request, context):
+        """RecordPaymentFailure records that a subscription invoice's payment failed (Stripe's
+        invoice.payment_failed): told as subscription.payment_failed on the subscriber's account, once
+        per event, with Stripe's attempt count and next attempt, so that the product can ask its
+        customer for another card. The month the invoice pays for gets its allowance only once it is
+        paid (GrantPeriodAllowance). From the webhook adapter, a failure of a subscription meter does
+        not know yet is stored and applied when SetPlan links it (event status PENDING).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RecordWebhookEvent(self, request, context):
         """RecordWebhookEvent stores a verified event that has no effect (ignored, or rejected with a
         reason), so that a replay is recognised and an operator can see and replay it.
@@ -564,6 +581,11 @@ def add_MeterServiceServicer_to_server(servicer, server):
                     servicer.LinkInvoicePayment,
                     request_deserializer=meter_dot_v1_dot_meter__pb2.LinkInvoicePaymentRequest.FromString,
                     response_serializer=meter_dot_v1_dot_meter__pb2.LinkInvoicePaymentResponse.SerializeToString,
+            ),
+            'RecordPaymentFailure': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordPaymentFailure,
+                    request_deserializer=meter_dot_v1_dot_meter__pb2.RecordPaymentFailureRequest.FromString,
+                    response_serializer=meter_dot_v1_dot_meter__pb2.RecordPaymentFailureResponse.SerializeToString,
             ),
             'RecordWebhookEvent': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordWebhookEvent,
@@ -1047,6 +1069,33 @@ class MeterService:
             '/meter.v1.MeterService/LinkInvoicePayment',
             meter_dot_v1_dot_meter__pb2.LinkInvoicePaymentRequest.SerializeToString,
             meter_dot_v1_dot_meter__pb2.LinkInvoicePaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordPaymentFailure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.MeterService/RecordPaymentFailure',
+            meter_dot_v1_dot_meter__pb2.RecordPaymentFailureRequest.SerializeToString,
+            meter_dot_v1_dot_meter__pb2.RecordPaymentFailureResponse.FromString,
             options,
             channel_credentials,
             insecure,

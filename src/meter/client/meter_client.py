@@ -696,6 +696,7 @@ class MeterClient:
         source_event: WebhookEvent | None = None,
         stripe_prices: Sequence[str] = (),
         subscription_cancelled: bool = False,
+        subscription_status: str = "",
     ) -> pb.SetPlanResponse:
         request = pb.SetPlanRequest(
             account_id=account_id,
@@ -706,6 +707,7 @@ class MeterClient:
             source_event=_event(source_event),
             stripe_prices=stripe_prices,
             subscription_cancelled=subscription_cancelled,
+            subscription_status=subscription_status,
         )
         _set_times(request, period_start=period_start, period_end=period_end, event_time=event_time)
         return await self._call(self._stub.SetPlan, request)
@@ -775,6 +777,33 @@ class MeterClient:
             invoice_ref=invoice_ref, payment_intent=payment_intent, source_event=_event(source_event)
         )
         return await self._call(self._stub.LinkInvoicePayment, request)
+
+    async def record_payment_failure(
+        self,
+        *,
+        subscription_ref: str,
+        invoice_ref: str,
+        account_id: str = "",
+        amount_minor: int = 0,
+        currency: str = "",
+        attempt_count: int = 0,
+        next_attempt: datetime | None = None,
+        billing_reason: str = "",
+        source_event: WebhookEvent | None = None,
+    ) -> pb.RecordPaymentFailureResponse:
+        request = pb.RecordPaymentFailureRequest(
+            subscription_ref=subscription_ref,
+            invoice_ref=invoice_ref,
+            account_id=account_id,
+            amount_minor=amount_minor,
+            currency=currency,
+            attempt_count=attempt_count,
+            billing_reason=billing_reason,
+            source_event=_event(source_event),
+        )
+        if next_attempt is not None:
+            request.next_attempt_time.FromDatetime(next_attempt)
+        return await self._call(self._stub.RecordPaymentFailure, request)
 
     async def record_webhook_event(
         self, *, event: WebhookEvent, status: EventStatus, reason: str, account_id: str = ""

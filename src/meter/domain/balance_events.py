@@ -33,6 +33,8 @@ class EventType(StrEnum):
     ALLOWANCE_EXPIRED = "allowance.expired"  # what a period left of its allowance, at its end
     PLAN_CHANGED = "plan.changed"
     PLAN_CANCELLED = "plan.cancelled"  # the subscription ended: the account is on the free plan
+    PAYMENT_FAILED = "subscription.payment_failed"  # a subscription invoice's payment failed
+    SUBSCRIPTION_STATUS_CHANGED = "subscription.status_changed"  # to or from past_due or unpaid
     WARNING_CROSSED = "balance.warning"  # 80, 90, 95 % or exhausted, once per level and period
     EXPIRING = "balance.expiring"  # the month's allowance expires soon with tokens left (meter_tell_expiring)
     BUDGET_WARNING = "budget.warning"  # a budget's period used 80, 90 or 95 % of its cap, once per level

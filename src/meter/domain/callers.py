@@ -37,6 +37,7 @@ ROLES: Mapping[str, frozenset[str] | None] = {
             "SetPlan",
             "GrantPeriodAllowance",
             "LinkInvoicePayment",
+            "RecordPaymentFailure",
             "RecordWebhookEvent",
             "GetWebhookEvent",
         }

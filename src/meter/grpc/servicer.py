@@ -22,6 +22,7 @@ from meter.service import (
     grants,
     invoices,
     ledger,
+    payment_failures,
     plans,
     purchases,
     refused_purchases,
@@ -148,6 +149,7 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
             stripe_prices=list(request.stripe_prices),
             expired_holds=convert.expired_holds(request.expired_holds),
             subscription_cancelled=request.subscription_cancelled,
+            subscription_status=request.subscription_status,
         )
         return pb.SetPlanResponse(
             balance=convert.balance(result.balance),
@@ -231,6 +233,25 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
             balance=convert.optional_balance(result.balance),
             granted=result.granted,
             event_status=convert.event_status(result.event_status),
+        )
+
+    async def RecordPaymentFailure(
+        self, request: pb.RecordPaymentFailureRequest, context: Context
+    ) -> pb.RecordPaymentFailureResponse:
+        failure = payment_failures.PaymentFailure(
+            subscription_ref=request.subscription_ref,
+            invoice_ref=request.invoice_ref,
+            account_id=request.account_id,
+            amount_minor=request.amount_minor,
+            currency=request.currency,
+            attempt_count=request.attempt_count,
+            next_attempt=convert.optional_datetime(request, "next_attempt_time"),
+            billing_reason=request.billing_reason,
+        )
+        recorded = await payment_failures.record_payment_failure(self._meter, failure, convert.source_event(request))
+        return pb.RecordPaymentFailureResponse(
+            balance=convert.balance(recorded.balance) if recorded.balance else None,
+            event_status=convert.event_status(recorded.event_status),
         )
 
     async def LinkInvoicePayment(

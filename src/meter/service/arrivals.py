@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from meter.service import invoices, reversals
+from meter.service import invoices, payment_failures, reversals
 from meter.service.context import WaitingApplier
 
 WAITING_APPLIERS: Mapping[str, WaitingApplier] = {
     "reversal": reversals.apply_waiting,
     "invoice": invoices.apply_waiting_invoice,
     "payment_link": invoices.apply_waiting_link,
+    "payment_failure": payment_failures.apply_waiting_failure,
 }

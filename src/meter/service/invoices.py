@@ -101,7 +101,7 @@ async def grant_period_allowance(
             waits = waiting.Waiting(key, "invoice", paid.as_json(), source_event, reason)
         return await waiting.now_or_when_it_arrives(
             meter,
-            lambda store: _subscriber(store, paid),
+            lambda store: subscriber(store, paid.subscription_ref, paid.account_id),
             lambda account_id: _record_now(meter, account_id, paid, source_event),
             waits,
             PeriodGrant(None, False, EventStatus.PENDING),
@@ -125,12 +125,12 @@ def _check(paid: PaidInvoice) -> None:
         raise InvalidField("period_start", "the invoice has no line with a period")
 
 
-async def _subscriber(store: Store, paid: PaidInvoice) -> str | None:
-    """The account the subscription is linked to (the one the invoice names, if it names one)."""
-    if not paid.account_id:
-        return await store.account_by_subscription(paid.subscription_ref)
-    account, _ = await store.account_state(paid.account_id)
-    return paid.account_id if account and account.subscription_ref == paid.subscription_ref else None
+async def subscriber(store: Store, subscription_ref: str, account_id: str) -> str | None:
+    """The account the subscription is linked to (the one an invoice names, if it names one)."""
+    if not account_id:
+        return await store.account_by_subscription(subscription_ref)
+    account, _ = await store.account_state(account_id)
+    return account_id if account and account.subscription_ref == subscription_ref else None
 
 
 async def _record_now(

@@ -35,6 +35,10 @@ from meter.service.context import Meter
 from meter.service.periods import anchor_for, begin_month
 from meter.service.ports import Store
 
+MAX_STATUS = 64
+# Stripe's statuses of a subscription whose payments are failing: told when one begins or ends.
+FAILING_STATUSES = frozenset({"past_due", "unpaid"})
+
 
 @dataclass(frozen=True)
 class PlanChange:
@@ -60,6 +64,7 @@ class PlanRequest:
     expired_holds: ExpiredHoldsChoice = "keep"
     subscription_cancelled: bool = False  # to the default plan; the allowance left ends as the plan says
     convert_allowance_days: int | None = None  # cancelled: what is left becomes a grant living this long
+    subscription_status: str = ""  # Stripe's (active, past_due, unpaid, ...); "": not told
 
 
 async def set_plan(
@@ -77,6 +82,7 @@ async def set_plan(
     stripe_prices: Sequence[str] = (),
     expired_holds: ExpiredHoldsChoice = "keep",
     subscription_cancelled: bool = False,
+    subscription_status: str = "",
 ) -> PlanChange:
     async def run() -> PlanChange:
         ids.account_id(account_id)
@@ -84,6 +90,10 @@ async def set_plan(
         plan = _plan_named(meter, plan_id, stripe_prices, subscription_cancelled)
         if len(subscription_ref) > 255:
             raise InvalidField("subscription_ref", "at most 255 characters")
+        if subscription_status and (
+            len(subscription_status) > MAX_STATUS or not subscription_status.replace("_", "").isalnum()
+        ):
+            raise InvalidField("subscription_status", f"a Stripe subscription status, at most {MAX_STATUS} characters")
         request = PlanRequest(
             account_id=account_id,
             plan_id=plan,
@@ -95,6 +105,7 @@ async def set_plan(
             limits=_own_limits(meter, plan, limits),
             expired_holds=expired_holds,
             subscription_cancelled=subscription_cancelled,
+            subscription_status=subscription_status,
         )
         change = await meter.storage.transaction(lambda store: _apply(meter, store, request, source_event))
         await balance_warnings.announce(meter, change.balance)
@@ -158,6 +169,7 @@ async def _apply(meter: Meter, store: Store, request: PlanRequest, source_event:
     if account is None:
         await open_account(store, wanted, now)
         await _plan_event(store, request, None, now)
+        await _subscription_status(store, request, now)
         await _release_invoices(meter, store, request, now)
         return PlanChange(await store.balance(request.account_id), applied=True, event_status=status)
     account = await locked_current_account(store, account, now)
@@ -167,6 +179,7 @@ async def _apply(meter: Meter, store: Store, request: PlanRequest, source_event:
     wanted = replace(wanted, subscription_ref=request.subscription_ref)
     await _change(store, account, wanted, request, now)
     await _plan_event(store, request, account.plan_id, now)
+    await _subscription_status(store, request, now)
     await _release_invoices(meter, store, request, now)
     return PlanChange(await store.balance(request.account_id), applied=True, event_status=status)
 
@@ -185,6 +198,30 @@ async def _plan_event(store: Store, request: PlanRequest, previous_plan_id: str 
         },
         now,
     )
+
+
+async def _subscription_status(store: Store, request: PlanRequest, now: datetime) -> None:
+    """Remember the subscription's status (none once it is cancelled); a change to or from one
+    whose payments are failing (past_due, unpaid) is told as subscription.status_changed: the
+    product asks for another card, or knows the card works again."""
+    if request.subscription_cancelled or request.subscription_ref is None:
+        await store.set_subscription_status(request.account_id, None)
+        return
+    if not request.subscription_status:
+        return
+    previous = await store.set_subscription_status(request.account_id, request.subscription_status)
+    failing = {request.subscription_status, previous} & FAILING_STATUSES
+    if previous != request.subscription_status and failing:
+        await store.emit(
+            request.account_id,
+            EventType.SUBSCRIPTION_STATUS_CHANGED,
+            {
+                "subscription_ref": request.subscription_ref,
+                "status": request.subscription_status,
+                "previous_status": previous,
+            },
+            now,
+        )
 
 
 async def _release_invoices(meter: Meter, store: Store, request: PlanRequest, now: datetime) -> None:

@@ -83,6 +83,18 @@ class AccountQueries(Queries):
             now=now,
         )
 
+    async def set_subscription_status(self, account_id: str, status: str | None) -> str | None:
+        """The subscription's status as Stripe last said it; returns the one before. The caller
+        holds the account's row lock."""
+        row = await self._row(
+            "UPDATE accounts AS a SET subscription_status = :status FROM accounts AS before "
+            "WHERE a.account_id = :account_id AND before.account_id = a.account_id "
+            "RETURNING before.subscription_status AS previous",
+            account_id=account_id,
+            status=status,
+        )
+        return row["previous"] if row else None
+
     async def convert_allowance(self, account_id: str, expires_at: datetime, now: datetime) -> int:
         """What is left of the month's allowance becomes a grant of its own (meter_convert_allowance)."""
         row = await self._row(

@@ -78,6 +78,7 @@ CREATE TABLE accounts (
     next_grant_expiry timestamp with time zone,
     rollover_cap bigint,
     rollover_days integer,
+    subscription_status text,
     CONSTRAINT accounts_pkey PRIMARY KEY (account_id),
     CONSTRAINT accounts_allowance_after_paid_check CHECK ((allowance_after_paid >= 0)),
     CONSTRAINT accounts_allowance_total_check CHECK ((allowance_total >= 0)),
@@ -94,6 +95,7 @@ CREATE TABLE accounts (
     CONSTRAINT accounts_rollover_cap_check CHECK ((rollover_cap > 0)),
     CONSTRAINT accounts_rollover_check CHECK (((rollover_cap IS NULL) = (rollover_days IS NULL))),
     CONSTRAINT accounts_rollover_days_check CHECK (((rollover_days >= 1) AND (rollover_days <= 3650))),
+    CONSTRAINT accounts_subscription_status_check CHECK ((length(subscription_status) <= 64)),
     CONSTRAINT accounts_tokens_per_minute_check CHECK ((tokens_per_minute > 0)),
     CONSTRAINT accounts_warned_levels_check CHECK (((warned_levels >= 0) AND (warned_levels <= 15)))
 );
@@ -135,7 +137,7 @@ CREATE TABLE balance_events (
     CONSTRAINT balance_events_account_id_event_id_key UNIQUE (account_id, event_id),
     CONSTRAINT balance_events_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts(account_id),
     CONSTRAINT balance_events_sequence_check CHECK ((sequence > 0)),
-    CONSTRAINT balance_events_type_check CHECK ((type = ANY (ARRAY['purchase.credited'::text, 'purchase.refused'::text, 'purchase.refusal_resolved'::text, 'purchase.refusal_settled'::text, 'credit.reversed'::text, 'dispute.won'::text, 'allowance.granted'::text, 'allowance.expired'::text, 'plan.changed'::text, 'plan.cancelled'::text, 'balance.warning'::text, 'balance.adjusted'::text, 'debt.created'::text, 'debt.cleared'::text, 'budget.warning'::text, 'budget.exhausted'::text, 'balance.expiring'::text, 'grant.created'::text, 'grant.expired'::text, 'grant.revoked'::text])))
+    CONSTRAINT balance_events_type_check CHECK ((type = ANY (ARRAY['purchase.credited'::text, 'purchase.refused'::text, 'purchase.refusal_resolved'::text, 'purchase.refusal_settled'::text, 'credit.reversed'::text, 'dispute.won'::text, 'allowance.granted'::text, 'allowance.expired'::text, 'plan.changed'::text, 'plan.cancelled'::text, 'subscription.payment_failed'::text, 'subscription.status_changed'::text, 'balance.warning'::text, 'balance.adjusted'::text, 'debt.created'::text, 'debt.cleared'::text, 'budget.warning'::text, 'budget.exhausted'::text, 'balance.expiring'::text, 'grant.created'::text, 'grant.expired'::text, 'grant.revoked'::text])))
 );
 CREATE INDEX balance_events_position ON balance_events USING btree (transaction_id, account_id, sequence);
 
@@ -516,7 +518,7 @@ CREATE TABLE waiting_requests (
     request jsonb NOT NULL,
     received_at timestamp with time zone NOT NULL,
     CONSTRAINT waiting_requests_pkey PRIMARY KEY (waits_for, event_id),
-    CONSTRAINT waiting_requests_kind_check CHECK ((kind = ANY (ARRAY['reversal'::text, 'invoice'::text, 'payment_link'::text])))
+    CONSTRAINT waiting_requests_kind_check CHECK ((kind = ANY (ARRAY['reversal'::text, 'invoice'::text, 'payment_link'::text, 'payment_failure'::text])))
 );
 
 CREATE TABLE webhook_deliveries (

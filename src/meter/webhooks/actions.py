@@ -43,6 +43,7 @@ class Plan:
     event_time: datetime
     subscription_cancelled: bool = False  # back to the default plan; plan_id is then ""
     stripe_prices: tuple[str, ...] = ()  # what the subscription is sold at: its plan
+    subscription_status: str = ""  # Stripe's: active, past_due, unpaid, ...
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,20 @@ class PaymentLink:
 
 
 @dataclass(frozen=True)
+class PaymentFailed:
+    """RecordPaymentFailure: a subscription invoice whose payment failed."""
+
+    subscription_ref: str
+    invoice_ref: str
+    account_id: str
+    amount_minor: int
+    currency: str
+    attempt_count: int
+    next_attempt: datetime | None  # None: Stripe will not try again
+    billing_reason: str
+
+
+@dataclass(frozen=True)
 class Ignore:
     reason: str
     account_id: str = ""
@@ -80,4 +95,4 @@ class Reject:
     account_id: str = ""
 
 
-Action = Credit | Reverse | Plan | InvoicePaid | PaymentLink | Ignore | Reject
+Action = Credit | Reverse | Plan | InvoicePaid | PaymentLink | PaymentFailed | Ignore | Reject

@@ -13,7 +13,17 @@ import grpc
 
 from meter.client import MeterClient, MeterRpcError, event_status
 from meter.domain.events import EventStatus, WebhookEvent
-from meter.webhooks.actions import Action, Credit, Ignore, InvoicePaid, PaymentLink, Plan, Reject, Reverse
+from meter.webhooks.actions import (
+    Action,
+    Credit,
+    Ignore,
+    InvoicePaid,
+    PaymentFailed,
+    PaymentLink,
+    Plan,
+    Reject,
+    Reverse,
+)
 
 _FINAL_REFUSALS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS})
 
@@ -77,8 +87,22 @@ async def _call(client: MeterClient, action: Action, event: WebhookEvent) -> Out
             subscription_cancelled=action.subscription_cancelled,
             source_event=event,
             stripe_prices=action.stripe_prices,
+            subscription_status=action.subscription_status,
         )
         return _done(planned.event_status)
+    if isinstance(action, PaymentFailed):
+        failed = await client.record_payment_failure(
+            subscription_ref=action.subscription_ref,
+            invoice_ref=action.invoice_ref,
+            account_id=action.account_id,
+            amount_minor=action.amount_minor,
+            currency=action.currency,
+            attempt_count=action.attempt_count,
+            next_attempt=action.next_attempt,
+            billing_reason=action.billing_reason,
+            source_event=event,
+        )
+        return _done(failed.event_status)
     if isinstance(action, PaymentLink):
         linked = await client.link_invoice_payment(
             invoice_ref=action.invoice_ref, payment_intent=action.payment_intent, source_event=event

@@ -1,6 +1,6 @@
-"""invoice.paid and invoice_payment.paid: what a paid subscription invoice says, in both the API
-versions before 2025-03-31 (lines and charges name their subscription and invoice) and after
-(`parent` objects, and the PaymentIntent only on the InvoicePayment)."""
+"""invoice.paid, invoice.payment_failed and invoice_payment.paid: what a subscription invoice
+says, in both the API versions before 2025-03-31 (lines and charges name their subscription and
+invoice) and after (`parent` objects, and the PaymentIntent only on the InvoicePayment)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,27 @@ from typing import Any
 from meter.domain.invoices import InvoiceLine
 from meter.domain.periods import Period
 from meter.webhooks import reading
-from meter.webhooks.actions import Action, Ignore, InvoicePaid, PaymentLink, Reject
+from meter.webhooks.actions import Action, Ignore, InvoicePaid, PaymentFailed, PaymentLink, Reject
 
 
-def invoice_paid(invoice: dict[str, Any]) -> Action:
+def _subscription_of_invoice(invoice: dict[str, Any]) -> tuple[str, str, Ignore | None]:
+    """The invoice's subscription and the account its metadata names, or why it is not meter's."""
     parent = reading.mapping(invoice, "parent")
     details = reading.mapping(parent, "subscription_details") if parent.get("type") == "subscription_details" else {}
     ref = reading.ref(invoice, "subscription") or reading.ref(details, "subscription")
     if not ref:
-        return Ignore("invoice.paid without a subscription")
+        return "", "", Ignore("invoice without a subscription")
     metadata = details.get("metadata")
     account = reading.text(metadata, "account_id") if isinstance(metadata, dict) else ""
     if isinstance(metadata, dict) and not account:
-        return Ignore("invoice of a subscription without metadata.account_id: not one meter sold")
+        return ref, "", Ignore("invoice of a subscription without metadata.account_id: not one meter sold")
+    return ref, account, None
+
+
+def invoice_paid(invoice: dict[str, Any]) -> Action:
+    ref, account, ignored = _subscription_of_invoice(invoice)
+    if ignored is not None:
+        return ignored
     lines = tuple(_line(line) for line in reading.listed(invoice, "lines") if _subscription_of(line) in ("", ref))
     if not any(line.period is not None for line in lines):
         return Reject("invoice.paid has no subscription line with a period", account)
@@ -33,6 +41,24 @@ def invoice_paid(invoice: dict[str, Any]) -> Action:
         currency=reading.text(invoice, "currency"),
         lines=lines,
         payment_intent=reading.ref(invoice, "payment_intent") or _paid_by(invoice),
+    )
+
+
+def invoice_payment_failed(invoice: dict[str, Any]) -> Action:
+    """A subscription invoice Stripe could not collect (this attempt): told to the product."""
+    ref, account, ignored = _subscription_of_invoice(invoice)
+    if ignored is not None:
+        return ignored
+    next_attempt = invoice.get("next_payment_attempt")
+    return PaymentFailed(
+        subscription_ref=ref,
+        invoice_ref=reading.text(invoice, "id"),
+        account_id=account,
+        amount_minor=reading.whole(invoice, "amount_due"),
+        currency=reading.text(invoice, "currency"),
+        attempt_count=reading.whole(invoice, "attempt_count", maximum=1_000) if "attempt_count" in invoice else 0,
+        next_attempt=None if next_attempt is None else reading.timestamp(invoice, "next_payment_attempt"),
+        billing_reason=reading.text(invoice, "billing_reason")[:64],
     )
 
 

@@ -8,9 +8,10 @@ on the fixtures alone.
 | checkout.session.async_payment_succeeded | Credit (same payment_ref: credited once) |
 | charge.refunded | Reverse refund (of a pack or an invoice), by cumulative amount_refunded |
 | charge.dispute.created / updated / closed | Reverse dispute / dispute_won / dispute_lost, by status |
-| customer.subscription.created / updated | Plan (the plan its price is sold as, its period) |
+| customer.subscription.created / updated | Plan (the plan its price is sold as, its period, its status) |
 | customer.subscription.deleted | Plan: back to the default plan (allowance left ends as the catalog says) |
 | invoice.paid of a subscription | InvoicePaid (its lines: a new period's allowance, or prorations) |
+| invoice.payment_failed of a subscription | PaymentFailed (told; the month waits for its payment) |
 | invoice_payment.paid | PaymentLink (the PaymentIntent a refund of the invoice will name) |
 | anything else | Ignore |
 """
@@ -23,7 +24,7 @@ from typing import Any
 from meter.domain.checkout import TOKEN_PACK_PURCHASE
 from meter.webhooks import reading
 from meter.webhooks.actions import Action, Credit, Ignore, Plan, Reject, Reverse
-from meter.webhooks.invoice_events import invoice_paid, invoice_payment_paid
+from meter.webhooks.invoice_events import invoice_paid, invoice_payment_failed, invoice_payment_paid
 from meter.webhooks.reading import Malformed
 
 # A dispute's Stripe status, as meter keeps it: open freezes, won gives back, lost keeps taken.
@@ -78,6 +79,8 @@ def _action(event: dict[str, Any]) -> Action:
         return _subscription(kind, obj, reading.timestamp(event, "created"))
     if kind == "invoice.paid":
         return invoice_paid(obj)
+    if kind == "invoice.payment_failed":
+        return invoice_payment_failed(obj)
     if kind == "invoice_payment.paid":
         return invoice_payment_paid(obj)
     return Ignore(f"{kind} is not handled"[:200])
@@ -141,7 +144,16 @@ def _subscription(kind: str, subscription: dict[str, Any], created: datetime) ->
     if period is None:
         return Reject("subscription has no current period", account)
     prices = tuple(price for item in items if (price := reading.ref(item, "price")))
-    return Plan(account, reading.text(metadata, "plan_id"), period, ref, created, stripe_prices=prices)
+    status = reading.text(subscription, "status")[:64]
+    return Plan(
+        account,
+        reading.text(metadata, "plan_id"),
+        period,
+        ref,
+        created,
+        stripe_prices=prices,
+        subscription_status=status,
+    )
 
 
 def _subscription_period(subscription: dict[str, Any], items: list[dict[str, Any]]) -> tuple[datetime, datetime] | None:
