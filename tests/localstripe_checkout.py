@@ -15,6 +15,7 @@ Added here, and nothing else:
 - POST /_test/checkout/sessions/{id}/pay [card=<number>]: stands in for the customer paying on the
   hosted page; then the session is complete and paid, and checkout.session.completed is sent;
 - charge.refunded after POST /v1/refunds (localstripe records the refund but sends no event);
+- GET /v1/events with `types` (localstripe filters by one `type` only);
 - localstripe's store is never written to disk (it pickles itself to /tmp/localstripe.pickle on
   every change, and loads it back unless --from-scratch): every run starts from scratch.
 
@@ -258,11 +259,25 @@ def _refund_and_announce(cls: type[Refund], /, **data: Any) -> Refund:
     return refund
 
 
+_list_events = Event._api_list_all
+
+
+def _events_of_types(cls: type[Event], url: str, types: list[str] | None = None, **data: Any) -> Any:
+    """GET /v1/events with Stripe's `types` (any of these, at most 20), which localstripe lacks."""
+    listed = _list_events(url, **data)
+    if types is not None:
+        if not isinstance(types, list) or not 1 <= len(types) <= 20:
+            raise _bad("types: a list of 1 to 20 event types")
+        listed._list = [event for event in listed._list if event.type in types]
+    return listed
+
+
 def extend_localstripe() -> web.Application:
     """localstripe's app with the additions above, its store kept in memory only. Call once, before
     the app starts."""
     store.dump_to_disk = lambda: None  # every write, and every POST, would pickle the store to /tmp
     Refund._api_create = classmethod(_refund_and_announce)
+    Event._api_list_all = classmethod(_events_of_types)
     app: web.Application = server.app
     app.middlewares.append(_idempotency)  # inside localstripe's own: its errors answer as Stripe's do
     app.router.add_post("/v1/checkout/sessions", _create)

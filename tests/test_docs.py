@@ -195,6 +195,10 @@ RECORDED = {
         "needs a refused Stripe payment: tests/integration/test_checkout.py makes one and compares "
         "the listing line by line (test_the_docs_listing_of_refused_purchases_is_what_the_cli_prints)"
     ),
+    ("docs/stripe.md", "$ METER_STRIPE_API_KEY=rk_live_"): (
+        "needs Stripe's events: tests/integration/test_reconcile.py runs it against the emulator and checks "
+        "what it prints, line by line, numbers aside (test_a_payment_whose_webhook_was_lost_is_credited_once...)"
+    ),
     ("docs/stripe.md", "$ meter try-stripe purchase"): (
         "needs meter started with a webhook secret: tests/test_try_stripe.py runs both commands against "
         "one and compares what they print with this transcript, line by line, event and payment ids aside"

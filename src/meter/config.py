@@ -207,7 +207,10 @@ class Settings:
         le=86_400,
     )
     stripe_api_key: str | None = setting(
-        None, "the Stripe secret key CreateCheckoutSession creates sessions with", unset="meter does not sell"
+        None,
+        "the Stripe secret key meter calls Stripe's API with (Checkout Sessions, refunds of refused purchases, "
+        "meter reconcile's events)",
+        unset="meter does not sell",
     )
     stripe_api_base: str | None = setting(
         None, "another address for Stripe's API (an emulator, in tests)", unset="Stripe's"

@@ -1,5 +1,6 @@
-"""Stripe's API through stripe-python: the one place meter calls it. Checkout Sessions, and the
-refunds support asks for (of payments meter refused to credit).
+"""Stripe's API through stripe-python: the one place meter calls it. Checkout Sessions, the
+refunds support asks for (of payments meter refused to credit), and the events `meter reconcile`
+lists (what Stripe says happened, whether or not its webhook reached meter).
 
 A session sells one pack as the catalog priced it: the price and currency on its line item (so
 the customer pays exactly what meter will credit), and the pack, its tokens, the catalog version
@@ -11,6 +12,7 @@ request_id: a retry after a lost answer gets the session Stripe already made, no
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -99,6 +101,20 @@ class StripeApi:
         except stripe.StripeError as error:
             raise StripeRefused(error.code or type(error).__name__, _detail(error)) from error
         return refund.id
+
+    async def events(self, types: Sequence[str], since: datetime) -> AsyncIterator[dict[str, Any]]:
+        """Stripe's events of these types created since `since` (Stripe keeps 30 days), newest
+        first, each as its webhook would have carried it."""
+        try:
+            page = await self._client.v1.events.list_async(
+                params={"types": list(types), "created": {"gte": int(since.timestamp())}, "limit": 100}
+            )
+            async for event in page.auto_paging_iter():
+                yield event.to_dict()
+        except (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError) as error:
+            raise StripeUnavailable(_detail(error)) from error
+        except stripe.StripeError as error:
+            raise StripeRefused(error.code or type(error).__name__, _detail(error)) from error
 
     async def close(self) -> None:
         await self._http.close_async()

@@ -22,7 +22,7 @@ from meter.domain.usage import UsageGrouping
 
 SHELLS = ("bash", "zsh", "tcsh")
 # Commands that only read: each can print the RPCs' proto3 JSON instead of a table (--json).
-CLIENT_COMMANDS = ("account", "usage", "purchases", "watch")
+CLIENT_COMMANDS = ("account", "usage", "purchases", "watch", "reconcile")
 SERVER_COMMANDS = ("serve", "migrate", "audit")
 
 
@@ -56,6 +56,13 @@ def _plugins(commands: Any, argv: list[str]) -> dict[str, Command]:
     return plugins
 
 
+def _reconcile_days(value: str) -> int:
+    days = int(value)
+    if not 1 <= days <= 30:
+        raise argparse.ArgumentTypeError("from 1 to 30 (Stripe keeps 30 days of events)")
+    return days
+
+
 def _label_value(text: str) -> tuple[str, str]:
     key, equals, value = text.partition("=")
     if not key or not equals:
@@ -86,6 +93,14 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict[str, Co
     replay_parser = webhook_commands.add_parser("replay", help="run a stored (e.g. rejected) event again")
     replay_parser.add_argument("event_id")
     replay_parser.add_argument("--target", dest="replay_target", help="meter's gRPC address")
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="apply what Stripe's events of the last days say and meter never received (its webhook lost)",
+    )
+    reconcile.add_argument(
+        "--days", type=_reconcile_days, default=3, help="how far back (1-30; Stripe keeps 30 days; default 3)"
+    )
+    _target(reconcile)
     account = commands.add_parser("account", help="an account as a human reads it (from a running meter)")
     account_commands = account.add_subparsers(dest="account_command", required=True)
     show = account_commands.add_parser("show", help="balance, plan, period, open holds and recent entries")

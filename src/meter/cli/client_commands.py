@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from datetime import UTC, datetime, timedelta
 
 from meter.cli import console
 from meter.cli.rpc_hints import fix_for
@@ -25,6 +26,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         return asyncio.run(_replay(settings, args.replay_target or args.target or settings.grpc_addr, args.event_id))
     target = args.target or settings.grpc_addr
     try:
+        if args.command == "reconcile":
+            return asyncio.run(_reconcile(settings, target, args.days))
         if args.command == "watch":
             return _watch(settings, args, target)
         print(asyncio.run(_read(settings, args, target)))
@@ -87,6 +90,28 @@ async def _follow(settings: Settings, args: argparse.Namespace, target: str, las
         async for event in events:
             print(console.event_json(event) if args.json else console.event_line(event), flush=True)
             last[:] = [event]
+
+
+async def _reconcile(settings: Settings, target: str, days: int) -> int:
+    """List Stripe's events of the last `days` with meter's Stripe key and apply, through the
+    running meter, each one it never received; 1 when some could not be applied yet."""
+    from meter.stripe_api import StripeApi
+    from meter.webhooks.reconcile import CONSUMED_TYPES, reconcile
+
+    if not settings.stripe_api_key:
+        print(
+            "meter: reconcile reads Stripe's events: set METER_STRIPE_API_KEY (read access to Events)", file=sys.stderr
+        )
+        return 1
+    stripe_api = StripeApi(settings.stripe_api_key, settings.stripe_api_base)
+    since = datetime.now(UTC) - timedelta(days=days)
+    try:
+        async with client(settings, target) as meter:
+            found = await reconcile(meter, stripe_api.events(CONSUMED_TYPES, since))
+    finally:
+        await stripe_api.close()
+    print("\n".join(f"meter reconcile: {line}" for line in found.lines()))
+    return 1 if found.unresolved else 0
 
 
 async def _replay(settings: Settings, target: str, event_id: str) -> int:
