@@ -80,6 +80,9 @@ async def start_meter(database_url: str, *, catalog: Catalog | None = None, **ov
         "stripe_webhook_secrets": (WEBHOOK_SECRET,),
         # Tests that exercise the background sweeper ask for a short interval.
         "sweep_interval_seconds": 3600.0,
+        # Servers with a Stripe key would reconcile with the emulator's events at start, racing
+        # the webhooks a test waits for; tests/integration/test_reconcile.py asks for it.
+        "reconcile_interval_seconds": 0,
         "shutdown_grace_seconds": 2.0,
         # A server opens and warms its whole pool before it serves; the suite starts hundreds of
         # them, and no test needs more connections than this.

@@ -45,6 +45,7 @@ from meter.storage.hot_path import HotPath
 from meter.storage.postgres import PostgresStorage
 from meter.stripe_api import StripeApi
 from meter.webhooks.app import WebhookServer
+from meter.webhooks.reconcile import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -403,8 +404,17 @@ async def start_webhooks(
         token=token,
         credentials=None if target.startswith("unix:") else tls.channel_credentials(settings),
     )
+    reconciling = None
+    if settings.stripe_api_key and settings.reconcile_interval_seconds:
+        stripe_api = StripeApi(settings.stripe_api_key, settings.stripe_api_base)
+        reconciling = Schedule(stripe_api, settings.reconcile_interval_seconds, settings.reconcile_days)
     server = WebhookServer(
-        client, settings.stripe_webhook_secrets, settings.http_addr, listeners.listener_limits(settings), serving
+        client,
+        settings.stripe_webhook_secrets,
+        settings.http_addr,
+        listeners.listener_limits(settings),
+        serving,
+        reconciling,
     )
     try:
         await server.start()

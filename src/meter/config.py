@@ -231,6 +231,16 @@ class Settings:
         ge=1,
         le=1000,
     )
+    reconcile_interval_seconds: int = setting(
+        3600,
+        "how often the webhook adapter reconciles with Stripe's events (meter reconcile), with METER_STRIPE_API_KEY "
+        "set (0: never; run `meter reconcile` yourself)",
+        ge=0,
+        le=86_400,
+    )
+    reconcile_days: int = setting(
+        3, "how far back each scheduled reconciliation looks (Stripe keeps 30 days)", ge=1, le=30
+    )
     webhook_payload_retention_days: int = setting(
         30,
         "days a Stripe event's raw payload is kept after the event last changed; then the sweeper deletes it and "

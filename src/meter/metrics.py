@@ -97,6 +97,12 @@ WEBHOOK_ATTEMPTS = Counter(
     ["endpoint", "outcome"],
 )
 
+RECONCILED_EVENTS = Counter(
+    "meter_reconciled_events",
+    "Stripe events reconciling found that meter never received (its webhook lost), by what applying them did "
+    "(applied, duplicate, ignored, pending, rejected, retry).",
+    ["status"],
+)
 WEBHOOK_EVENTS = Counter(
     "meter_webhook_events",
     "Stripe webhook deliveries answered, by event type and outcome (applied, duplicate, ignored, pending, "

@@ -8,12 +8,13 @@ import json
 import re
 from typing import Any
 
+import grpc
 import stripe
 from stripe_emulator import StripeEmulator
 from stripe_events import WEBHOOK_SECRET, deliver
 
 from meter.v1 import meter_pb2 as pb
-from support import balance, new_id, run_cli
+from support import RunningMeter, balance, eventually, new_id, run_cli
 
 StartMeter = Any
 
@@ -22,11 +23,9 @@ def _shapes(printed: str) -> list[str]:
     return [re.sub(r"\d+", "<n>", line) for line in printed.strip().splitlines()]
 
 
-async def test_a_payment_whose_webhook_was_lost_is_credited_once_by_reconciling(
-    meters: StartMeter, emulator: StripeEmulator
-) -> None:
-    meter = await meters(stripe_api_key=emulator.api_key, stripe_api_base=emulator.url)
-    # The endpoint Stripe was told is dead: every event of this sale is lost.
+async def a_sale_whose_webhook_is_lost(meter: RunningMeter, emulator: StripeEmulator) -> tuple[str, str]:
+    """A pack sold through meter and paid at the emulator, whose endpoint for Stripe is dead:
+    every event of the sale is lost. The account and the session."""
     await emulator.register_webhook("http://127.0.0.1:9/stripe/webhook", WEBHOOK_SECRET)
     account = new_id()
     opened = await meter.stub.CreateCheckoutSession(
@@ -39,6 +38,14 @@ async def test_a_payment_whose_webhook_was_lost_is_credited_once_by_reconciling(
         )
     )
     await emulator.pay(opened.session.session_id)
+    return account, opened.session.session_id
+
+
+async def test_a_payment_whose_webhook_was_lost_is_credited_once_by_reconciling(
+    meters: StartMeter, emulator: StripeEmulator
+) -> None:
+    meter = await meters(stripe_api_key=emulator.api_key, stripe_api_base=emulator.url)
+    account, session_id = await a_sale_whose_webhook_is_lost(meter, emulator)
     env = {"METER_STRIPE_API_KEY": emulator.api_key, "METER_STRIPE_API_BASE": emulator.url}
 
     code, out, err = await run_cli("reconcile", "--days", "1", "--target", meter.address, env=env)
@@ -56,11 +63,36 @@ async def test_a_payment_whose_webhook_was_lost_is_credited_once_by_reconciling(
 
     # The lost webhook, delivered at last: the same event, already applied.
     listed = await emulator.stripe_client().v1.events.list_async(params={"type": "checkout.session.completed"})
-    [completed] = [e for e in listed.data if e.data.object.id == opened.session.session_id]
+    [completed] = [e for e in listed.data if e.data.object.id == session_id]
     payload = json.dumps(completed.to_dict()).encode()
     assert isinstance(completed, stripe.Event)
     status, body = await deliver(meter.webhook_url, payload)
     assert (status, body["status"]) == (200, "duplicate")
+    assert (await balance(meter.stub, account)).purchased_remaining == 1000
+
+
+async def test_the_webhook_adapter_reconciles_on_a_schedule(meters: StartMeter, emulator: StripeEmulator) -> None:
+    """With a Stripe key, the adapter reconciles by itself (every second here, hourly by
+    default): the lost payment is credited, and the runs after it credit nothing more."""
+    meter = await meters(stripe_api_key=emulator.api_key, stripe_api_base=emulator.url, reconcile_interval_seconds=1)
+    account, session_id = await a_sale_whose_webhook_is_lost(meter, emulator)
+    schedule = meter.service.webhooks.reconciling
+    assert schedule is not None
+
+    async def purchased() -> int:  # 0 until the credit opens the account
+        try:
+            return (await balance(meter.stub, account)).purchased_remaining
+        except grpc.aio.AioRpcError as error:
+            assert error.code() == grpc.StatusCode.NOT_FOUND
+            return 0
+
+    await eventually(purchased, lambda tokens: tokens == 1000)
+    runs = schedule.runs
+
+    async def runs_done() -> int:
+        return schedule.runs
+
+    await eventually(runs_done, lambda done: done >= runs + 2)
     assert (await balance(meter.stub, account)).purchased_remaining == 1000
 
 

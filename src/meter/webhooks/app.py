@@ -5,6 +5,7 @@ to serve, 503 before: what a container's health check or an HTTP probe asks)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from meter.domain.events import WebhookEvent
 from meter.listeners import LimitedSite, ListenerLimits, aiohttp_options
 from meter.webhooks.forward import Outcome, forward
 from meter.webhooks.mapping import action_for
+from meter.webhooks.reconcile import Schedule
 from meter.webhooks.verify import NotAnEvent, verified_event
 
 log = logging.getLogger(__name__)
@@ -49,8 +51,11 @@ class WebhookServer:
         address: str,
         limits: ListenerLimits,
         serving: Callable[[], bool] = lambda: True,
+        reconciling: Schedule | None = None,
     ) -> None:
         self._client = client
+        self.reconciling = reconciling
+        self._reconciler: asyncio.Task[None] | None = None
         self._limits = limits
         self._secrets = tuple(secrets)
         self._serving = serving
@@ -72,8 +77,16 @@ class WebhookServer:
         self.address = f"{self._host}:{port}"
         if not self._secrets:
             log.warning("METER_STRIPE_WEBHOOK_SECRET is not set: webhooks are answered 503 until it is")
+        if self.reconciling is not None:
+            self._reconciler = asyncio.create_task(self.reconciling.every(self._client))
 
     async def stop(self) -> None:
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciler
+        if self.reconciling is not None:
+            await self.reconciling.stripe_api.close()
         await self._runner.cleanup()
 
     async def _health(self, request: web.Request) -> web.Response:

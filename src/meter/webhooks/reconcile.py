@@ -5,7 +5,8 @@ that answered 400 for an hour: the payment is made and nothing is credited. Stri
 events that its API lists. Reconciling lists those of the types meter consumes, asks meter which it
 has stored (GetWebhookEvent), and puts each one meter never stored through the same path a
 delivered event takes (`mapping.action_for`, `forward.forward`): as if its webhook had arrived late,
-so it is applied once, however often reconciling runs and whatever the webhook does meanwhile. An
+so it is applied once, however often reconciling runs and whatever the webhook does meanwhile
+(the webhook adapter also runs it on a schedule: `every`, METER_RECONCILE_INTERVAL_SECONDS). An
 event fetched with meter's own key is Stripe's by construction: no signature to check. Events
 meter stored already (applied, ignored, rejected, or pending for what they wait for) are left as
 they are: a rejected one is an operator's to replay once its cause is fixed.
@@ -13,17 +14,26 @@ they are: a rejected one is an operator's to replay once its cause is fixed.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
+from meter import metrics
 from meter.client import MeterClient, MeterRpcError, event_status
+from meter.domain.errors import StripeRefused, StripeUnavailable
 from meter.domain.events import WebhookEvent
 from meter.webhooks.forward import forward
 from meter.webhooks.mapping import action_for
+
+if TYPE_CHECKING:
+    from meter.stripe_api import StripeApi
+
+log = logging.getLogger(__name__)
 
 # Every event type the webhook adapter acts on (mapping.py), and so what reconciling lists.
 CONSUMED_TYPES = (
@@ -81,6 +91,32 @@ async def reconcile(client: MeterClient, events: AsyncIterator[dict[str, Any]]) 
         source = WebhookEvent(event_id, str(event["type"]), payload, datetime.now(UTC))
         outcome = await forward(client, action_for(event), source)
         found.missed[outcome.status] += 1
+        metrics.RECONCILED_EVENTS.labels(outcome.status).inc()
         if outcome.status == "retry":
             found.unresolved.append(event_id)
     return found
+
+
+@dataclass
+class Schedule:
+    """Reconciling on a schedule, in the webhook adapter: every `interval` seconds, the last `days`."""
+
+    stripe_api: StripeApi
+    interval: float
+    days: int
+    runs: int = 0  # completed runs in this process (tests read it)
+
+    async def every(self, client: MeterClient) -> None:
+        """Until cancelled. A run that fails (Stripe or meter unreachable) is logged; the next one
+        starts over: nothing it applied is applied twice."""
+        while True:
+            try:
+                since = datetime.now(UTC) - timedelta(days=self.days)
+                found = await reconcile(client, self.stripe_api.events(CONSUMED_TYPES, since))
+            except (MeterRpcError, StripeUnavailable, StripeRefused) as error:
+                log.warning("reconcile: did not finish: %s", error)
+            else:
+                level = logging.WARNING if found.missed else logging.INFO
+                log.log(level, "reconcile: %s", "; ".join(found.lines()))
+                self.runs += 1
+            await asyncio.sleep(self.interval)
