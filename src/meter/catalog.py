@@ -85,6 +85,9 @@ class Plan:
     converted_allowance_days: int | None = None
     # What is left of a month's allowance rolls over (at most a cap, living some days); None: it expires.
     rollover: Rollover | None = None
+    # A subscription whose renewal failed (past_due) keeps getting its months' allowance for this
+    # many days from the failure; None: a month waits for its invoice (the allowance is suspended).
+    past_due_grace_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -288,6 +291,7 @@ class PlanEntry(BaseModel):
     converted_allowance_days: Annotated[int, Field(ge=1, le=3650)] | None = None
     rollover_cap_tokens: Positive | None = None
     rollover_days: Annotated[int, Field(ge=1, le=3650)] | None = None
+    past_due_grace_days: Annotated[int, Field(ge=1, le=60)] | None = None
 
 
 class UsageSection(BaseModel):
@@ -396,6 +400,7 @@ def _plan(source: str, entry: PlanEntry) -> Plan:
         cancelled_allowance=CancelledAllowance(entry.cancelled_allowance),
         converted_allowance_days=_converted_days(source, entry),
         rollover=_rollover(source, entry),
+        past_due_grace_days=entry.past_due_grace_days,
     )
 
 

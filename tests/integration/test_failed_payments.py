@@ -4,9 +4,11 @@ failed invoice pays for gets its allowance only once a later attempt pays it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from stripe_events import (
@@ -20,7 +22,7 @@ from stripe_events import (
 )
 
 from meter.domain.periods import add_months
-from support import RunningMeter, balance, balance_events, database_now, new_id
+from support import RunningMeter, balance, balance_events, database_now, new_id, suite_catalog
 
 StartMeter = Any
 DAY = 86_400
@@ -38,9 +40,9 @@ async def told(engine: AsyncEngine, account: str, *types: str) -> list[tuple[str
     ]
 
 
-async def test_a_renewal_that_fails_is_told_and_its_month_waits_for_the_payment(
-    meter: RunningMeter, engine: AsyncEngine
-) -> None:
+async def paid_subscriber(meter: RunningMeter, engine: AsyncEngine) -> tuple[str, str, int, int]:
+    """A Pro subscriber whose first month is paid: the account, the subscription, now and the
+    period's end."""
     account, sub = new_id(), new_id("sub_")
     now = int((await database_now(engine)).timestamp())
     start = now - 10 * DAY
@@ -49,6 +51,13 @@ async def test_a_renewal_that_fails_is_told_and_its_month_waits_for_the_payment(
     assert (await deliver(meter.webhook_url, created))[1]["status"] == "applied"
     first = invoice_paid(sub, [invoice_line(start, end, PRICES["pro"], 2000, sub=sub)], account=account, amount=2000)
     assert (await deliver(meter.webhook_url, first))[1]["status"] == "applied"
+    return account, sub, now, end
+
+
+async def test_a_renewal_that_fails_is_told_and_its_month_waits_for_the_payment(
+    meter: RunningMeter, engine: AsyncEngine
+) -> None:
+    account, sub, now, end = await paid_subscriber(meter, engine)
     assert (await balance(meter.stub, account)).allowance_remaining == 500_000
 
     # The renewal: Stripe moves the period on, and its invoice's first attempt fails.
@@ -80,7 +89,10 @@ async def test_a_renewal_that_fails_is_told_and_its_month_waits_for_the_payment(
                 "billing_reason": "subscription_cycle",
             },
         ),
-        ("subscription.status_changed", {"subscription_ref": sub, "status": "past_due", "previous_status": "active"}),
+        (
+            "subscription.status_changed",
+            {"subscription_ref": sub, "status": "past_due", "previous_status": "active", "grace_until": None},
+        ),
     ]
 
     # A later attempt pays it: the month's allowance comes, and the subscription is active again.
@@ -96,6 +108,43 @@ async def test_a_renewal_that_fails_is_told_and_its_month_waits_for_the_payment(
             text("SELECT subscription_status FROM accounts WHERE account_id = :a"), {"a": account}
         )
     assert status == "active"
+
+
+@pytest.mark.parametrize("status_first", [True, False], ids=["past_due-with-the-new-period", "active-then-past_due"])
+async def test_a_plan_with_a_grace_keeps_granting_while_stripe_retries(
+    meters: StartMeter, engine: AsyncEngine, status_first: bool
+) -> None:
+    """Pro with past_due_grace_days = 7: the month a failed renewal begins is granted as if paid,
+    whichever of the subscription's updates comes first; the payment that succeeds later grants
+    nothing more, and the grace ends with it."""
+    catalog = suite_catalog()
+    pro = replace(catalog.plans["pro"], past_due_grace_days=7)
+    meter = await meters(catalog=replace(catalog, plans={**catalog.plans, "pro": pro}))
+    account, sub, now, end = await paid_subscriber(meter, engine)
+    meter.clock.advance(timedelta(seconds=end - now + 60))
+    renewed_end = month_after(end)
+    period = {"start": end, "end": renewed_end, "sub": sub}
+    if not status_first:  # the new period arrives first (the month begins unpaid), then past_due
+        moved = subscription_event("updated", account, "pro", created=end + 10, **period)
+        assert (await deliver(meter.webhook_url, moved))[1]["status"] == "applied"
+        assert (await balance(meter.stub, account)).allowance_total == 0
+    past_due = subscription_event("updated", account, "pro", created=end + 30, status="past_due", **period)
+    assert (await deliver(meter.webhook_url, past_due))[1]["status"] == "applied"
+    graced = await balance(meter.stub, account)
+    assert (graced.allowance_total, graced.allowance_remaining) == (500_000, 500_000)
+    [change] = [p for _, p in await told(engine, account, "subscription.status_changed")]
+    assert change["status"] == "past_due" and change["grace_until"] is not None
+
+    line = invoice_line(end, renewed_end, PRICES["pro"], 2000, sub=sub)
+    paid = invoice_paid(sub, [line], account=account, amount=2000, invoice=new_id("in_"))
+    assert (await deliver(meter.webhook_url, paid))[1]["status"] == "applied"
+    active = subscription_event("updated", account, "pro", created=end + 90, **period)
+    assert (await deliver(meter.webhook_url, active))[1]["status"] == "applied"
+    after = await balance(meter.stub, account)
+    assert (after.allowance_total, after.allowance_remaining) == (500_000, 500_000)  # granted once
+    async with engine.connect() as connection:
+        grace = await connection.scalar(text("SELECT grace_until FROM accounts WHERE account_id = :a"), {"a": account})
+    assert grace is None
 
 
 async def test_a_failure_of_a_subscription_not_linked_yet_waits_for_it(

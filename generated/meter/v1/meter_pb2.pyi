@@ -653,20 +653,22 @@ class Pack(_message.Message):
     def __init__(self, id: _Optional[str] = ..., tokens: _Optional[int] = ..., price_minor: _Optional[int] = ..., currency: _Optional[str] = ..., active: _Optional[bool] = ..., name: _Optional[str] = ..., expires_after_days: _Optional[int] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("id", "monthly_allowance_tokens", "per_account", "limits", "stripe_prices", "cancelled_allowance")
+    __slots__ = ("id", "monthly_allowance_tokens", "per_account", "limits", "stripe_prices", "cancelled_allowance", "past_due_grace_days")
     ID_FIELD_NUMBER: _ClassVar[int]
     MONTHLY_ALLOWANCE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     PER_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     STRIPE_PRICES_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_ALLOWANCE_FIELD_NUMBER: _ClassVar[int]
+    PAST_DUE_GRACE_DAYS_FIELD_NUMBER: _ClassVar[int]
     id: str
     monthly_allowance_tokens: int
     per_account: bool
     limits: RateLimits
     stripe_prices: _containers.RepeatedScalarFieldContainer[str]
     cancelled_allowance: CancelledAllowance
-    def __init__(self, id: _Optional[str] = ..., monthly_allowance_tokens: _Optional[int] = ..., per_account: _Optional[bool] = ..., limits: _Optional[_Union[RateLimits, _Mapping]] = ..., stripe_prices: _Optional[_Iterable[str]] = ..., cancelled_allowance: _Optional[_Union[CancelledAllowance, str]] = ...) -> None: ...
+    past_due_grace_days: int
+    def __init__(self, id: _Optional[str] = ..., monthly_allowance_tokens: _Optional[int] = ..., per_account: _Optional[bool] = ..., limits: _Optional[_Union[RateLimits, _Mapping]] = ..., stripe_prices: _Optional[_Iterable[str]] = ..., cancelled_allowance: _Optional[_Union[CancelledAllowance, str]] = ..., past_due_grace_days: _Optional[int] = ...) -> None: ...
 
 class CreateCheckoutSessionRequest(_message.Message):
     __slots__ = ("account_id", "pack_id", "success_url", "cancel_url", "request_id")

@@ -297,6 +297,7 @@ def catalog(value: Catalog) -> pb.GetCatalogResponse:
                 limits=rate_limits(p.limits),
                 stripe_prices=p.stripe_prices,
                 cancelled_allowance=_CANCELLED_ALLOWANCE[p.cancelled_allowance],
+                past_due_grace_days=p.past_due_grace_days or 0,
             )
             for p in value.plans.values()
         ],

@@ -169,7 +169,7 @@ async def _apply(meter: Meter, store: Store, request: PlanRequest, source_event:
     if account is None:
         await open_account(store, wanted, now)
         await _plan_event(store, request, None, now)
-        await _subscription_status(store, request, now)
+        await _subscription_status(meter, store, request, now)
         await _release_invoices(meter, store, request, now)
         return PlanChange(await store.balance(request.account_id), applied=True, event_status=status)
     account = await locked_current_account(store, account, now)
@@ -177,9 +177,12 @@ async def _apply(meter: Meter, store: Store, request: PlanRequest, source_event:
         return PlanChange(await store.balance(request.account_id), applied=False, event_status=status)
     request = _cancellation(meter, request, account)
     wanted = replace(wanted, subscription_ref=request.subscription_ref)
+    # The status first: a month the change begins sees the grace a failed renewal starts.
+    graced = await _subscription_status(meter, store, request, now)
     await _change(store, account, wanted, request, now)
+    if graced:
+        await store.begin_month(account.account_id, now)  # a month that began unpaid gets its allowance now
     await _plan_event(store, request, account.plan_id, now)
-    await _subscription_status(store, request, now)
     await _release_invoices(meter, store, request, now)
     return PlanChange(await store.balance(request.account_id), applied=True, event_status=status)
 
@@ -200,16 +203,26 @@ async def _plan_event(store: Store, request: PlanRequest, previous_plan_id: str 
     )
 
 
-async def _subscription_status(store: Store, request: PlanRequest, now: datetime) -> None:
+async def _subscription_status(meter: Meter, store: Store, request: PlanRequest, now: datetime) -> bool:
     """Remember the subscription's status (none once it is cancelled); a change to or from one
     whose payments are failing (past_due, unpaid) is told as subscription.status_changed: the
-    product asks for another card, or knows the card works again."""
+    product asks for another card, or knows the card works again. Past due on a plan with a grace
+    (past_due_grace_days), the months that begin within that many days of the failure are granted
+    as if paid (meter_begin_month reads grace_until); True when that grace starts now."""
     if request.subscription_cancelled or request.subscription_ref is None:
-        await store.set_subscription_status(request.account_id, None)
-        return
+        await store.save_subscription_state(request.account_id, None, None)
+        return False
     if not request.subscription_status:
-        return
-    previous = await store.set_subscription_status(request.account_id, request.subscription_status)
+        return False
+    previous, grace_until = await store.subscription_state(request.account_id)
+    grace_days = meter.catalog.plan(request.plan_id).past_due_grace_days
+    starts = request.subscription_status == "past_due" and grace_days is not None and grace_until is None
+    if starts:
+        assert grace_days is not None
+        grace_until = now + timedelta(days=grace_days)
+    elif request.subscription_status != "past_due":
+        grace_until = None
+    await store.save_subscription_state(request.account_id, request.subscription_status, grace_until)
     failing = {request.subscription_status, previous} & FAILING_STATUSES
     if previous != request.subscription_status and failing:
         await store.emit(
@@ -219,9 +232,11 @@ async def _subscription_status(store: Store, request: PlanRequest, now: datetime
                 "subscription_ref": request.subscription_ref,
                 "status": request.subscription_status,
                 "previous_status": previous,
+                "grace_until": grace_until.isoformat() if grace_until else None,
             },
             now,
         )
+    return starts
 
 
 async def _release_invoices(meter: Meter, store: Store, request: PlanRequest, now: datetime) -> None:

@@ -83,17 +83,23 @@ class AccountQueries(Queries):
             now=now,
         )
 
-    async def set_subscription_status(self, account_id: str, status: str | None) -> str | None:
-        """The subscription's status as Stripe last said it; returns the one before. The caller
-        holds the account's row lock."""
+    async def subscription_state(self, account_id: str) -> tuple[str | None, datetime | None]:
+        """The subscription's status as Stripe last said it, and the grace its allowance has."""
         row = await self._row(
-            "UPDATE accounts AS a SET subscription_status = :status FROM accounts AS before "
-            "WHERE a.account_id = :account_id AND before.account_id = a.account_id "
-            "RETURNING before.subscription_status AS previous",
+            "SELECT subscription_status, grace_until FROM accounts WHERE account_id = :account_id",
+            account_id=account_id,
+        )
+        return (row["subscription_status"], row["grace_until"]) if row else (None, None)
+
+    async def save_subscription_state(self, account_id: str, status: str | None, grace_until: datetime | None) -> None:
+        """The caller holds the account's row lock."""
+        await self._execute(
+            "UPDATE accounts SET subscription_status = :status, grace_until = :grace_until "
+            "WHERE account_id = :account_id",
             account_id=account_id,
             status=status,
+            grace_until=grace_until,
         )
-        return row["previous"] if row else None
 
     async def convert_allowance(self, account_id: str, expires_at: datetime, now: datetime) -> int:
         """What is left of the month's allowance becomes a grant of its own (meter_convert_allowance)."""

@@ -79,6 +79,7 @@ CREATE TABLE accounts (
     rollover_cap bigint,
     rollover_days integer,
     subscription_status text,
+    grace_until timestamp with time zone,
     CONSTRAINT accounts_pkey PRIMARY KEY (account_id),
     CONSTRAINT accounts_allowance_after_paid_check CHECK ((allowance_after_paid >= 0)),
     CONSTRAINT accounts_allowance_total_check CHECK ((allowance_total >= 0)),

@@ -1,6 +1,7 @@
 -- Begin the allowance month containing p_now on a locked account, and decide what it is granted:
 -- a subscriber's month is granted the plan's allowance when it begins before paid_through (an
--- invoice paid for the billing period it begins in; else it waits for its invoice), an account
+-- invoice paid for the billing period it begins in; else it waits for its invoice) or before
+-- grace_until (a past-due subscription's grace, its plan's past_due_grace_days), an account
 -- without a subscription's always. A cancelled subscription whose allowance lasts its paid months
 -- (cancelled_allowance ends_with_period) keeps the cancelled plan's allowance until paid_through;
 -- from the first month after it, the allowance it was given for later (allowance_after_paid) in
@@ -24,7 +25,7 @@ BEGIN
     END IF;
     v_month := meter_allowance_month(v_account.month_anchor, p_now);
     RETURN meter_begin_period(p_account, v_month.month_start, v_month.month_end,
-        v_account.subscription_ref IS NULL OR v_month.month_start < v_account.paid_through, p_now, p_caller,
-        p_expire_now);
+        v_account.subscription_ref IS NULL OR v_month.month_start < v_account.paid_through
+        OR v_month.month_start < v_account.grace_until, p_now, p_caller, p_expire_now);
 END;
 $$;

@@ -23,6 +23,6 @@ BEGIN
     EXECUTE format('GRANT UPDATE (plan_id, monthly_allowance, month_anchor, billing_period_start, '
         'billing_period_end, paid_through, allowance_after_paid, subscription_ref, plan_event_time, '
         'requests_per_minute, tokens_per_minute, concurrent_holds, expired_holds, rollover_cap, rollover_days, '
-        'subscription_status, warned_levels, warned_period_start, updated_at) ON accounts TO %I', p_role);
+        'subscription_status, grace_until, warned_levels, warned_period_start, updated_at) ON accounts TO %I', p_role);
 END;
 $$;
