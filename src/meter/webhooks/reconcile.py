@@ -72,11 +72,12 @@ class Reconciled:
 
 
 async def reconcile(client: MeterClient, events: AsyncIterator[dict[str, Any]]) -> Reconciled:
-    """Stripe lists the newest first; they are applied oldest first, as they happened."""
+    """Applied as Stripe lists them, a page at a time (30 days of events need not fit in
+    memory): newest first, which meter takes as any delivery order (an older subscription update
+    changes nothing, a refund waits for its payment)."""
     found = Reconciled()
-    listed = [event async for event in events]
-    found.listed = len(listed)
-    for event in reversed(listed):
+    async for event in events:
+        found.listed += 1
         event_id = str(event["id"])
         try:
             stored = await client.get_webhook_event(event_id=event_id)
