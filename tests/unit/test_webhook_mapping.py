@@ -11,7 +11,7 @@ from stripe_events import FIXTURES, paid_checkout, raw_fixture, signature
 
 from meter.domain.invoices import InvoiceLine
 from meter.domain.periods import Period
-from meter.webhooks.actions import Credit, Ignore, InvoicePaid, PaymentLink, Plan, Reject, Reverse
+from meter.webhooks.actions import Credit, Ignore, InvoicePaid, PaymentFailed, PaymentLink, Plan, Reject, Reverse
 from meter.webhooks.mapping import action_for
 from meter.webhooks.verify import NotAnEvent, verified_event
 
@@ -98,6 +98,7 @@ class TestSubscriptionsAndInvoices:
         assert (action.plan_id, action.subscription_ref) == ("pro", obj(event)["id"])
         assert action.period == (datetime.fromtimestamp(1_790_000_000, UTC), datetime.fromtimestamp(1_792_600_000, UTC))
         assert action.event_time == datetime.fromtimestamp(event["created"], UTC)
+        assert action.subscription_status == obj(event)["status"]
 
     def test_a_subscription_without_an_account_is_not_ours(self) -> None:
         assert isinstance(action_for(fixture("customer.subscription.created")), Ignore)
@@ -152,6 +153,43 @@ class TestSubscriptionsAndInvoices:
     def test_an_invoice_of_a_subscription_meter_did_not_sell_is_ignored(self) -> None:
         line = self.line(1_790_000_000, 1_792_600_000, proration=False, price="price_x", amount=1)
         assert isinstance(action_for(self.invoice(line, metadata={"other_product": "x"})), Ignore)
+
+    @pytest.mark.parametrize("next_attempt", [1_792_900_000, None], ids=["retrying", "retries over"])
+    def test_a_failed_invoice_payment_is_told(self, next_attempt: int | None) -> None:
+        line = self.line(1_792_600_000, 1_795_200_000, proration=False, price="price_pro_monthly", amount=2000)
+        event = self.invoice(line, metadata={"account_id": "acme"})
+        event["type"] = "invoice.payment_failed"
+        obj(event).update(
+            status="open", amount_due=2000, attempt_count=2, next_payment_attempt=next_attempt,
+            billing_reason="subscription_cycle",
+        )  # fmt: skip
+        action = action_for(event)
+        assert action == PaymentFailed(
+            subscription_ref="sub_1",
+            invoice_ref=obj(event)["id"],
+            account_id="acme",
+            amount_minor=2000,
+            currency="usd",
+            attempt_count=2,
+            next_attempt=at(next_attempt) if next_attempt else None,
+            billing_reason="subscription_cycle",
+        )
+
+    def test_a_failed_invoice_in_an_older_api_version_names_its_subscription_itself(self) -> None:
+        """Before 2025-03-31 an invoice names its subscription at the top and has no parent: the
+        account is then the subscription's (found by its ref)."""
+        event = fixture("invoice.paid")
+        event["type"] = "invoice.payment_failed"
+        obj(event).update(subscription="sub_old", parent=None, amount_due=900, currency="eur", attempt_count=1)
+        obj(event)["next_payment_attempt"] = None
+        action = action_for(event)
+        assert isinstance(action, PaymentFailed)
+        assert (action.subscription_ref, action.account_id, action.amount_minor) == ("sub_old", "", 900)
+
+    def test_a_failed_invoice_without_a_subscription_is_not_ours(self) -> None:
+        event = fixture("invoice.paid")
+        event["type"] = "invoice.payment_failed"
+        assert isinstance(action_for(event), Ignore)
 
     def test_an_invoice_payment_links_the_payment_intent(self) -> None:
         payment = {
