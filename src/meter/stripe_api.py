@@ -6,13 +6,15 @@ A session sells one pack as the catalog priced it: the price and currency on its
 the customer pays exactly what meter will credit), and the pack, its tokens, the catalog version
 and the request in the metadata of both the session and its PaymentIntent (what the webhook and a
 later refund read). Stripe's idempotency key is derived from the account and the caller's
-request_id: a retry after a lost answer gets the session Stripe already made, not a second one.
+request_id: a retry after a lost answer gets the session Stripe already made, not a second one. A
+refused purchase's refund is keyed by its payment: however often support asks, Stripe refunds once.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -26,10 +28,26 @@ NETWORK_RETRIES = 2
 TIMEOUT_SECONDS = 20.0
 
 
-def idempotency_key(account_id: str, request_id: str) -> str:
+# The metadata `type` of the refunds meter asks for (of payments it refused to credit).
+REFUSED_PURCHASE_REFUND = "refused_purchase_refund"
+
+
+def idempotency_key(purpose: str, account_id: str, ref: str) -> str:
     """Stripe keys are at most 255 characters; an account id and a request id can be longer."""
-    digest = hashlib.sha256(f"{account_id}\x00{request_id}".encode()).hexdigest()
-    return f"meter-checkout-{digest}"
+    digest = hashlib.sha256(f"{account_id}\x00{ref}".encode()).hexdigest()
+    return f"meter-{purpose}-{digest}"
+
+
+@contextmanager
+def _answered() -> Iterator[None]:
+    """Stripe's failures as meter's: unreachable or failing itself (a retry can pass), or refusing
+    the request, the key or the account (retrying will not help)."""
+    try:
+        yield
+    except (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError) as error:
+        raise StripeUnavailable(_detail(error)) from error
+    except stripe.StripeError as error:
+        raise StripeRefused(error.code or type(error).__name__, _detail(error)) from error
 
 
 def session_params(order: CheckoutOrder, expires_at: datetime) -> dict[str, Any]:
@@ -76,45 +94,32 @@ class StripeApi:
         )
 
     async def create_session(self, order: CheckoutOrder, expires_at: datetime) -> CreatedSession:
-        try:
+        with _answered():
             session = await self._client.v1.checkout.sessions.create_async(
                 params=session_params(order, expires_at),  # type: ignore[arg-type]
-                options={"idempotency_key": idempotency_key(order.account_id, order.request_id)},
+                options={"idempotency_key": idempotency_key("checkout", order.account_id, order.request_id)},
             )
-        except (stripe.APIConnectionError, stripe.RateLimitError) as error:
-            raise StripeUnavailable(_detail(error)) from error
-        except stripe.APIError as error:  # Stripe's own failure (5xx): a retry can pass
-            raise StripeUnavailable(_detail(error)) from error
-        except stripe.StripeError as error:  # the request, the key or the account: retrying will not help
-            raise StripeRefused(error.code or type(error).__name__, _detail(error)) from error
         return CreatedSession(session.id, session.url or "")
 
-    async def refund(self, payment_intent: str, idempotency_key: str, metadata: dict[str, str]) -> str:
-        """A refund of all that is left of the payment; the same key gets the same refund."""
-        try:
+    async def refund_refused(self, account_id: str, payment_ref: str, payment_intent: str) -> str:
+        """A refund of all that is left of a refused purchase's payment; its id."""
+        metadata = {"type": REFUSED_PURCHASE_REFUND, "account_id": account_id, "payment_ref": payment_ref}
+        with _answered():
             refund = await self._client.v1.refunds.create_async(
                 params={"payment_intent": payment_intent, "metadata": metadata},
-                options={"idempotency_key": idempotency_key},
+                options={"idempotency_key": idempotency_key("refused-refund", account_id, payment_ref)},
             )
-        except (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError) as error:
-            raise StripeUnavailable(_detail(error)) from error
-        except stripe.StripeError as error:
-            raise StripeRefused(error.code or type(error).__name__, _detail(error)) from error
         return refund.id
 
     async def events(self, types: Sequence[str], since: datetime) -> AsyncIterator[dict[str, Any]]:
         """Stripe's events of these types created since `since` (Stripe keeps 30 days), newest
         first, each as its webhook would have carried it."""
-        try:
+        with _answered():
             page = await self._client.v1.events.list_async(
                 params={"types": list(types), "created": {"gte": int(since.timestamp())}, "limit": 100}
             )
             async for event in page.auto_paging_iter():
                 yield event.to_dict()
-        except (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError) as error:
-            raise StripeUnavailable(_detail(error)) from error
-        except stripe.StripeError as error:
-            raise StripeRefused(error.code or type(error).__name__, _detail(error)) from error
 
     async def close(self) -> None:
         await self._http.close_async()

@@ -9,7 +9,6 @@ end of a settlement (refunded whole, or resolved) is told once as purchase.refus
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from datetime import datetime
 
@@ -22,14 +21,6 @@ from meter.domain.events import EventStatus, WebhookEvent
 from meter.service import events
 from meter.service.context import Meter
 from meter.service.ports import Store
-
-REFUND_METADATA_TYPE = "refused_purchase_refund"
-
-
-def idempotency_key(account_id: str, payment_ref: str) -> str:
-    """One refund per refused payment, however often support asks (Stripe keys: at most 255)."""
-    digest = hashlib.sha256(f"{account_id}\x00{payment_ref}".encode()).hexdigest()
-    return f"meter-refused-refund-{digest}"
 
 
 async def refund_refused_purchase(meter: Meter, *, account_id: str, payment_ref: str) -> RefusedPurchase:
@@ -52,11 +43,8 @@ async def refund_refused_purchase(meter: Meter, *, account_id: str, payment_ref:
     if refused.settlement.state is RefusalState.REFUNDED:
         return refused
     assert refused.purchase.payment_intent is not None
-    metadata = {"type": REFUND_METADATA_TYPE, "account_id": account_id, "payment_ref": payment_ref}
-    try:
-        refund_ref = await provider.refund(
-            refused.purchase.payment_intent, idempotency_key(account_id, payment_ref), metadata
-        )
+    try:  # under an idempotency key of the payment: asked again, Stripe refunds once
+        refund_ref = await provider.refund_refused(account_id, payment_ref, refused.purchase.payment_intent)
     except StripeRefused:  # nothing was refunded: the purchase is as it was before this request
         await meter.storage.transaction(lambda store: _undo_request(store, account_id, payment_ref, before))
         raise
@@ -101,10 +89,16 @@ async def close_by_refund(
     return events.status(event, claimed)
 
 
+async def locked(store: Store, account_id: str, payment_ref: str) -> RefusedPurchase | None:
+    """The refusal, locked after its payment's decision (as every decision on a payment is, one
+    after another); None once the payment was credited after all."""
+    await store.lock_payment_decision(payment_ref)
+    return await store.lock_refused_purchase(account_id, payment_ref)
+
+
 async def _locked(store: Store, account_id: str, payment_ref: str) -> tuple[RefusedPurchase, datetime]:
     now = await store.now()
-    await store.lock_payment_decision(payment_ref)  # every decision on a payment, one after another
-    refused = await store.lock_refused_purchase(account_id, payment_ref)
+    refused = await locked(store, account_id, payment_ref)
     if refused is None:
         raise RefusedPurchaseNotFound(account_id, payment_ref)
     return refused, now

@@ -167,8 +167,7 @@ async def _close_refusal(
     purchase = refused.purchase
 
     async def work(store: Store) -> Reversed | None:
-        await store.lock_payment_decision(purchase.payment_ref)
-        locked = await store.lock_refused_purchase(purchase.account_id, purchase.payment_ref)
+        locked = await refused_purchases.locked(store, purchase.account_id, purchase.payment_ref)
         if locked is None:
             return None  # credited meanwhile: the refund reverses that purchase
         ref = request.reversal_ref or purchase.payment_ref
