@@ -140,6 +140,29 @@ class StripeEmulator:
             body["events"] = list(events)
         await self.call("POST", f"/_config/webhooks/{webhook_id}", body)
 
+    async def unsold_session(self, account: str, *, pack_id: str, tokens: int, amount: int) -> Any:
+        """A Checkout Session the product's own endpoint made (as the old system did), not meter:
+        for `pack_id` and `tokens` at `amount` cents, which meter may not sell so. Unpaid."""
+        return await self.stripe_client().v1.checkout.sessions.create_async(
+            params={
+                "mode": "payment",
+                "success_url": "https://shop.example/bought",
+                "cancel_url": "https://shop.example/pricing",
+                "line_items": [
+                    {
+                        "quantity": 1,
+                        "price_data": {"currency": "usd", "unit_amount": amount, "product_data": {"name": pack_id}},
+                    }
+                ],
+                "metadata": {
+                    "type": "token_pack_purchase",
+                    "account_id": account,
+                    "pack_id": pack_id,
+                    "tokens": str(tokens),
+                },
+            }
+        )
+
     async def pay(self, session_id: str, *, card: str = DEFAULT_CARD) -> dict[str, Any]:
         """The customer pays the session on the hosted page; the session as it is then (complete,
         paid, with its payment_intent). A declined card raises EmulatorError (402); the session

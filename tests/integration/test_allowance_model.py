@@ -57,10 +57,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from server_machine import ServerMachine
 
 from meter.storage.engine import dsn
 from meter.v1 import meter_pb2 as pb
-from meter.v1 import meter_pb2_grpc
 from support import RunningMeter, error_info, new_id
 
 T = TypeVar("T")
@@ -277,22 +277,14 @@ class Refused(Exception):
 
 def machine(meter: RunningMeter, database_url: str) -> type[RuleBasedStateMachine]:
 
-    class AllowanceMonths(RuleBasedStateMachine):
+    class AllowanceMonths(ServerMachine):
+        address = meter.address
+
         def __init__(self) -> None:
             super().__init__()
-            self.loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self.loop)  # this thread's: grpc.aio looks it up
-            self.channel = self.run(self._open())
-            self.stub = meter_pb2_grpc.MeterServiceStub(self.channel)
             self.database = self.run(asyncpg.connect(dsn(database_url)))
             self.accounts: dict[str, Account] = {}
             self.now = datetime.min.replace(tzinfo=UTC)
-
-        async def _open(self) -> grpc.aio.Channel:
-            return grpc.aio.insecure_channel(meter.address)
-
-        def run(self, call: Awaitable[T]) -> T:
-            return self.loop.run_until_complete(call)
 
         def call(self, call: Awaitable[T]) -> T:
             try:
@@ -302,9 +294,7 @@ def machine(meter: RunningMeter, database_url: str) -> type[RuleBasedStateMachin
 
         def teardown(self) -> None:
             self.run(self.database.close())
-            self.run(self.channel.close())
-            asyncio.set_event_loop(None)
-            self.loop.close()
+            super().teardown()
 
         # -- time ----------------------------------------------------------------------------
 

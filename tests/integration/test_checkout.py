@@ -258,23 +258,7 @@ async def test_a_paid_purchase_meter_refuses_is_listed_for_support(
     account = new_id()
     # A session the product's own endpoint made, as the old system did, for a pack meter does not
     # sell: Stripe takes the payment; meter refuses to credit it and keeps it for a refund.
-    stripe_api = emulator.stripe_client()
-    made = await stripe_api.v1.checkout.sessions.create_async(
-        params={
-            "mode": "payment",
-            "success_url": OK,
-            "cancel_url": CANCEL,
-            "line_items": [
-                {"quantity": 1, "price_data": {"currency": "usd", "unit_amount": 300, "product_data": {"name": "x"}}}
-            ],
-            "metadata": {
-                "type": "token_pack_purchase",
-                "account_id": account,
-                "pack_id": "pack_launch_offer",
-                "tokens": "5000",
-            },
-        }
-    )
+    made = await emulator.unsold_session(account, pack_id="pack_launch_offer", tokens=5000, amount=300)
     paid = await emulator.pay(made.id)
     listed = await eventually(
         lambda: meter.stub.ListRefusedPurchases(pb.ListRefusedPurchasesRequest(account_id=account)),

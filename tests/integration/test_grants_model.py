@@ -45,14 +45,14 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import Bundle, initialize, invariant, rule, run_state_machine_as_test
+from server_machine import ServerMachine
 
 from meter.catalog import Pack, Plan
 from meter.domain.plans import Rollover
 from meter.service.sweeper import sweep_once
 from meter.storage.engine import dsn
 from meter.v1 import meter_pb2 as pb
-from meter.v1 import meter_pb2_grpc
 from support import RunningMeter, error_info, new_id, suite_catalog
 
 pytestmark = pytest.mark.long  # run by `make test-long`
@@ -168,30 +168,16 @@ def stamp(moment: datetime) -> Timestamp:
 
 
 def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.AbstractEventLoop) -> type:
-    class Grants(RuleBasedStateMachine):
+    class Grants(ServerMachine):
+        address = meter.address
         holds = Bundle("holds")
 
         def __init__(self) -> None:
             super().__init__()
-            self.loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self.loop)
-            self.channel = self.run(self._open())
-            self.stub = meter_pb2_grpc.MeterServiceStub(self.channel)
             self.model = Model()
             self.open: dict[str, Hold] = {}
             self.now = 0
             self.revocations = 0
-
-        async def _open(self) -> grpc.aio.Channel:
-            return grpc.aio.insecure_channel(meter.address)
-
-        def run(self, call: Awaitable[T]) -> T:
-            return self.loop.run_until_complete(call)
-
-        def teardown(self) -> None:
-            self.run(self.channel.close())
-            asyncio.set_event_loop(None)
-            self.loop.close()
 
         def call(self, call: Awaitable[T]) -> T | str:
             """The answer, or the ErrorInfo reason of a refusal."""

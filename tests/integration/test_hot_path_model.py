@@ -54,19 +54,18 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
     MultipleResults,
-    RuleBasedStateMachine,
     initialize,
     invariant,
     multiple,
     rule,
     run_state_machine_as_test,
 )
+from server_machine import ServerMachine
 
 from meter.catalog import load as load_catalog
 from meter.service.sweeper import sweep_once
 from meter.storage.engine import dsn
 from meter.v1 import meter_pb2 as pb
-from meter.v1 import meter_pb2_grpc
 from support import RunningMeter, error_info, new_id
 
 # Long: run by `make test-long`, CI's own step, not by `make test`.
@@ -175,31 +174,17 @@ class Refused(Exception):
 
 
 def machine(meter: RunningMeter, database_url: str, server_loop: asyncio.AbstractEventLoop) -> type:
-    class HotPath(RuleBasedStateMachine):
+    class HotPath(ServerMachine):
+        address = meter.address
         reservations = Bundle("reservations")
 
         def __init__(self) -> None:
             super().__init__()
-            self.loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self.loop)
-            self.channel = self.run(self._open())
-            self.stub = meter_pb2_grpc.MeterServiceStub(self.channel)
             self.accounts: dict[str, ModelAccount] = {}
             self.holds: dict[str, ModelHold] = {}
             self.by_request: dict[tuple[str, str], str] = {}
             self.now = 0  # model seconds since the start of this example's first minute
             self.period_end = 0  # model seconds
-
-        async def _open(self) -> grpc.aio.Channel:
-            return grpc.aio.insecure_channel(meter.address)
-
-        def run(self, call: Awaitable[T]) -> T:
-            return self.loop.run_until_complete(call)
-
-        def teardown(self) -> None:
-            self.run(self.channel.close())
-            asyncio.set_event_loop(None)
-            self.loop.close()
 
         def call(self, call: Awaitable[T]) -> T:
             try:

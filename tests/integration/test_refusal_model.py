@@ -18,7 +18,6 @@ The model states the rules, not the service's steps:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -27,10 +26,10 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from server_machine import ServerMachine
 from stripe_events import deliver, paid_checkout, refunded
 
 from meter.v1 import meter_pb2 as pb
-from meter.v1 import meter_pb2_grpc
 from support import RunningMeter, error_info, new_id
 
 pytestmark = pytest.mark.long  # run by `make test-long`
@@ -57,28 +56,15 @@ class Model:
         return self.state == pb.REFUSED_PURCHASE_STATE_OPEN and self.refunded_minor == 0
 
 
-def machine(address: str, webhook_url: str) -> type[RuleBasedStateMachine]:
-    class RefusedPayment(RuleBasedStateMachine):
+def machine(grpc_address: str, webhook_url: str) -> type[RuleBasedStateMachine]:
+    class RefusedPayment(ServerMachine):
+        address = grpc_address
+
         def __init__(self) -> None:
             super().__init__()
-            self.loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self.loop)
-            self.channel = self.run(self._open())
-            self.stub = meter_pb2_grpc.MeterServiceStub(self.channel)
             self.model = Model()
             self.sent: list[tuple[bytes, str]] = []  # each event sent, and what it was answered first
             self.account = self.session = self.intent = ""
-
-        async def _open(self) -> grpc.aio.Channel:
-            return grpc.aio.insecure_channel(address)
-
-        def run(self, call: Awaitable[T]) -> T:
-            return self.loop.run_until_complete(call)
-
-        def teardown(self) -> None:
-            self.run(self.channel.close())
-            asyncio.set_event_loop(None)
-            self.loop.close()
 
         def deliver(self, payload: bytes) -> str:
             status, body = self.run(deliver(webhook_url, payload))

@@ -16,23 +16,12 @@ from meter.v1 import meter_pb2 as pb
 from support import RunningMeter, balance_events, eventually, expect_error, new_id, run_cli
 
 StartMeter = Any
-OK, CANCEL = "https://shop.example/bought", "https://shop.example/pricing"
 
 
 async def refused_at_stripe(meter: RunningMeter, emulator: StripeEmulator, account: str) -> pb.RefusedPurchase:
     """A session the product made itself for a pack meter does not sell, paid at the emulator:
     Stripe took 300 cents, meter refused to credit it."""
-    made = await emulator.stripe_client().v1.checkout.sessions.create_async(
-        params={
-            "mode": "payment",
-            "success_url": OK,
-            "cancel_url": CANCEL,
-            "line_items": [
-                {"quantity": 1, "price_data": {"currency": "usd", "unit_amount": 300, "product_data": {"name": "x"}}}
-            ],
-            "metadata": {"type": "token_pack_purchase", "account_id": account, "pack_id": "pack_x", "tokens": "5000"},
-        }
-    )
+    made = await emulator.unsold_session(account, pack_id="pack_x", tokens=5000, amount=300)
     await emulator.pay(made.id)
     listed = await eventually(
         lambda: meter.stub.ListRefusedPurchases(pb.ListRefusedPurchasesRequest(account_id=account)),

@@ -19,17 +19,16 @@ real server it calls.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-import grpc
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from server_machine import ServerMachine
 from stripe_events import deliver, disputed, paid_checkout, refunded
 
 from meter.v1 import meter_pb2 as pb
-from meter.v1 import meter_pb2_grpc
 from support import RunningMeter, new_id
 
 T = TypeVar("T")
@@ -66,28 +65,15 @@ class Model:
         return max(0, left - self.taken), max(0, self.taken - left)
 
 
-def machine(address: str, webhook_url: str) -> type[RuleBasedStateMachine]:
-    class PackReversals(RuleBasedStateMachine):
+def machine(grpc_address: str, webhook_url: str) -> type[RuleBasedStateMachine]:
+    class PackReversals(ServerMachine):
+        address = grpc_address
+
         def __init__(self) -> None:
             super().__init__()
-            self.loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self.loop)  # this thread's: grpc.aio and aiohttp look it up
-            self.channel = self.run(self._open())
-            self.stub = meter_pb2_grpc.MeterServiceStub(self.channel)
             self.sent: list[bytes] = []
             self.model = Model(0)
             self.account = self.intent = self.dispute_id = ""
-
-        async def _open(self) -> grpc.aio.Channel:
-            return grpc.aio.insecure_channel(address)
-
-        def run(self, call: Awaitable[T]) -> T:
-            return self.loop.run_until_complete(call)
-
-        def teardown(self) -> None:
-            self.run(self.channel.close())
-            asyncio.set_event_loop(None)
-            self.loop.close()
 
         def deliver(self, payload: bytes, record: Callable[[], None]) -> None:
             status, body = self.run(deliver(webhook_url, payload))
