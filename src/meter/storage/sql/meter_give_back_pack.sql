@@ -20,7 +20,7 @@ BEGIN
             p_caller);
         RETURN p_tokens;
     END IF;
-    SELECT g.ended_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > p_now) INTO v_live
+    SELECT meter_grant_live(g, p_now) INTO v_live
     FROM grants AS g WHERE g.account_id = p_account AND g.grant_id = v_purchase.grant_id;
     v_uncovered := least(p_tokens, v_purchase.frozen_cover);
     v_given := CASE WHEN v_live THEN p_tokens - v_uncovered ELSE least(p_tokens - v_uncovered, v_purchase.frozen_debt) END;

@@ -13,11 +13,11 @@ DECLARE
     v_given bigint := 0;
 BEGIN
     FOR v_frozen IN
-        SELECT l.pool, -sum(l.amount)::bigint AS tokens, g.ended_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > p_now) AS live
+        SELECT l.pool, -sum(l.amount)::bigint AS tokens, meter_grant_live(g, p_now) AS live
         FROM ledger_entries AS l
         INNER JOIN grants AS g ON g.account_id = l.account_id AND 'grant:' || g.grant_id = l.pool
         WHERE l.account_id = p_account AND l.note = p_payment_ref AND l.kind IN ('dispute_freeze', 'dispute_release')
-        GROUP BY l.pool, g.grant_id, g.ended_at, g.expires_at
+        GROUP BY l.pool, g.account_id, g.grant_id
         HAVING sum(l.amount) < 0
         ORDER BY g.grant_id
     LOOP
