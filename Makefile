@@ -67,8 +67,8 @@ lint: $(STAMP) contract
 PYTEST_WORKERS ?= 2
 
 # The suite, and on their own the long fault and model runs (chaos with every fault, the shipped
-# client through outages, the hot-path reference model: about four minutes of the two workers'
-# time), so that the suite stays quick for every change; CI runs both.
+# client through outages, the hot-path, grants and refusal reference models: about five minutes of
+# the two workers' time), so that the suite stays quick for every change; CI runs both.
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not long" $(PYTEST_ARGS)
 
